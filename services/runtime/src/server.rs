@@ -1,0 +1,250 @@
+//! Server bootstrap shared by every mmc service.
+//!
+//! A service's `main` parses its arguments, builds its gRPC service(s) and a warm-up
+//! future (load the model, run one inference), and hands both to [`run`]:
+//!
+//! ```ignore
+//! fn main() -> std::process::ExitCode {
+//!     let args: Args = mmc_runtime::config::parse();
+//!     mmc_runtime::run("embed", args.server.clone(), |ready| async move {
+//!         let services = ServiceSet::new().add(EmbedServiceServer::new(engine));
+//!         mmc_runtime::serve(&args.server, services, ready, warm_up()).await
+//!     })
+//! }
+//! ```
+//!
+//! Lifecycle, as Kubernetes probes and `mmc up` observe it:
+//! 1. The port opens at once; `grpc.health.v1` answers NOT_SERVING (overall and per
+//!    service) while the warm-up future runs, so a startup probe can wait for it.
+//! 2. Warm-up done: SERVING. Warm-up failed: the process exits non-zero (a supervisor
+//!    restarts it) rather than serving a broken model.
+//! 3. SIGTERM/SIGINT: NOT_SERVING again (load balancers stop sending), new connections
+//!    are refused, in-flight requests get up to `--drain-timeout-ms` to finish, then the
+//!    process exits 0.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, process::ExitCode};
+
+use anyhow::Context;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
+use tonic_health::{server::HealthReporter, ServingStatus};
+use tower::Service;
+
+use crate::{
+    config::ServerArgs,
+    limits::MessageLimits,
+    metrics as m,
+    policy::{PolicyConfig, PolicyLayer},
+    shutdown, telemetry,
+};
+
+/// The gRPC services one process serves (besides health and reflection).
+#[derive(Default)]
+pub struct ServiceSet {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    max_message_bytes: Option<usize>,
+}
+
+impl ServiceSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bounds every service added afterwards to `max_bytes` per message.
+    pub fn message_limit(mut self, max_bytes: usize) -> Self {
+        self.max_message_bytes = Some(max_bytes);
+        self
+    }
+
+    /// Adds a generated tonic server, with the message limit applied.
+    pub fn add<S>(mut self, svc: S) -> Self
+    where
+        S: MessageLimits
+            + Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let svc = match self.max_message_bytes {
+            Some(n) => svc.with_message_limit(n),
+            None => svc,
+        };
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Fully-qualified names of the services added.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// Reports the serving status of the process's services through `grpc.health.v1`.
+#[derive(Clone)]
+pub struct Readiness {
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+}
+
+impl Readiness {
+    /// Sets every service, and the overall server (""), to `serving` or NOT_SERVING.
+    pub async fn set(&self, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for name in self.names.iter().copied().chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+        metrics::gauge!(m::SERVING).set(if serving { 1.0 } else { 0.0 });
+    }
+}
+
+/// Builds the Tokio runtime, installs logs/traces and metrics for `service`, runs `main`
+/// and turns its result into the process exit code.
+pub fn run<F, Fut>(service: &'static str, args: ServerArgs, main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mmc-{service}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _telemetry = telemetry::init(service, &args)?;
+        m::install(service, args.metrics_listen)?;
+        tracing::info!(service, metrics = %args.metrics_listen, "starting");
+        let result = main().await;
+        if let Err(e) = &result {
+            tracing::error!(service, error = %format!("{e:#}"), "exiting with an error");
+        }
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmc-{service}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves `services` on `args.listen` until a shutdown signal, following the lifecycle
+/// in the module docs. `warm_up` loads and exercises the model; the services report
+/// SERVING only after it succeeds.
+pub async fn serve<W>(args: &ServerArgs, services: ServiceSet, warm_up: W) -> anyhow::Result<()>
+where
+    W: Future<Output = anyhow::Result<()>>,
+{
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding gRPC address {}", args.listen))?;
+    serve_on(listener, args, services, warm_up, shutdown::signal()).await
+}
+
+/// As [`serve`], on a bound listener and with an explicit shutdown future (tests).
+pub async fn serve_on<W, S>(
+    listener: tokio::net::TcpListener,
+    args: &ServerArgs,
+    services: ServiceSet,
+    warm_up: W,
+    shutdown_signal: S,
+) -> anyhow::Result<()>
+where
+    W: Future<Output = anyhow::Result<()>>,
+    S: Future,
+    S::Output: std::fmt::Display,
+{
+    let addr: SocketAddr = listener.local_addr()?;
+    let ServiceSet { mut routes, names, .. } = services;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness { reporter, names: names.clone() };
+    readiness.set(false).await;
+
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mmc_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for name in &names {
+        reflection = reflection.with_service_name(*name);
+    }
+    let reflection_v1 = reflection.build_v1().context("building reflection service")?;
+    routes.add_service(health).add_service(reflection_v1);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .layer(PolicyLayer::new(PolicyConfig {
+            max_concurrency: args.max_concurrency,
+            default_timeout: args.request_timeout(),
+        }))
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+    tracing::info!(%addr, services = ?names, "gRPC server listening (NOT_SERVING until warm)");
+
+    tokio::pin!(shutdown_signal);
+    tokio::pin!(warm_up);
+    let mut warm = false;
+    let reason = loop {
+        tokio::select! {
+            result = &mut warm_up, if !warm => {
+                if let Err(e) = result {
+                    readiness.set(false).await;
+                    let _ = stop_tx.send(());
+                    let _ = server.await;
+                    return Err(e.context("model warm-up failed"));
+                }
+                warm = true;
+                readiness.set(true).await;
+                tracing::info!(%addr, "SERVING");
+            }
+            signal = &mut shutdown_signal => break signal.to_string(),
+            result = &mut server => {
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server failed")),
+                    Err(e) => Err(anyhow::Error::new(e).context("gRPC server task panicked")),
+                };
+            }
+        }
+    };
+
+    tracing::info!(reason, drain_timeout_ms = args.drain_timeout_ms, "draining");
+    readiness.set(false).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(args.drain_timeout(), &mut server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("drained; stopped"),
+        Ok(Ok(Err(e))) => return Err(anyhow::Error::new(e).context("gRPC server failed while draining")),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context("gRPC server task panicked")),
+        Err(_) => {
+            server.abort();
+            tracing::warn!("drain deadline passed; remaining requests were cut");
+        }
+    }
+    Ok(())
+}
+
+/// The whole `main` of a service: [`run`] + [`serve`] with the message limit from
+/// `args`. `add` registers the service's gRPC servers; `warm_up` loads the model.
+pub fn run_service<A, W>(service: &'static str, args: ServerArgs, add: A, warm_up: W) -> ExitCode
+where
+    A: FnOnce(ServiceSet) -> ServiceSet,
+    W: Future<Output = anyhow::Result<()>>,
+{
+    let services = add(ServiceSet::new().message_limit(args.max_message_bytes));
+    let serve_args = args.clone();
+    run(service, args, || async move { serve(&serve_args, services, warm_up).await })
+}

@@ -1,0 +1,163 @@
+//! The shared server on loopback: load shedding, deadlines, message limits, readiness,
+//! and draining, against real tonic clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{args, sleep_req, TestServer};
+use mmc_proto::{
+    embed::v1::{embed_service_client::EmbedServiceClient, EmbedTextRequest},
+    textgen::v1::{text_gen_service_client::TextGenServiceClient, GenerateRequest},
+};
+use tokio::sync::oneshot;
+use tonic::{transport::Channel, Code, Request};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+
+async fn health(ch: Channel, service: &str) -> ServingStatus {
+    let resp = HealthClient::new(ch)
+        .check(HealthCheckRequest { service: service.into() })
+        .await
+        .unwrap();
+    resp.into_inner().status()
+}
+
+
+#[tokio::test]
+async fn load_shedding_refuses_at_once_and_spares_health_checks() {
+    let server = TestServer::start(args(&["--max-concurrency", "1"])).await;
+    let ch = server.channel().await;
+    let mut slow = EmbedServiceClient::new(ch.clone());
+    let in_flight = tokio::spawn(async move { slow.embed_text(sleep_req(1500)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let err = EmbedServiceClient::new(ch.clone()).embed_text(sleep_req(0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("capacity"), "{}", err.message());
+    assert!(!in_flight.is_finished(), "the second call must be refused while the first still runs");
+    // Probes are exempt from the limit.
+    assert_eq!(health(ch.clone(), "mmc.embed.v1.EmbedService").await, ServingStatus::Serving);
+
+    in_flight.await.unwrap().expect("the admitted call completes");
+    // The permit is back: a new call is admitted.
+    EmbedServiceClient::new(ch).embed_text(sleep_req(0)).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_deadline_ends_a_slow_call_with_deadline_exceeded() {
+    let server = TestServer::start(args(&[])).await;
+    let mut client = EmbedServiceClient::new(server.channel().await);
+    // Set the header by hand: tonic's `set_timeout` would also make the client give up
+    // on its own, and this test is about the server honouring the caller's deadline.
+    let mut req = Request::new(sleep_req(5000));
+    req.metadata_mut().insert("grpc-timeout", "200m".parse().unwrap());
+    let err = client.embed_text(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // A call within its deadline is unaffected.
+    let mut req = Request::new(sleep_req(10));
+    req.set_timeout(Duration::from_secs(5));
+    client.embed_text(req).await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn server_default_timeout_applies_without_grpc_timeout() {
+    let server = TestServer::start(args(&["--request-timeout-ms", "200"])).await;
+    let mut client = EmbedServiceClient::new(server.channel().await);
+    let err = client.embed_text(sleep_req(5000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn deadline_cuts_a_server_stream_mid_way() {
+    let server = TestServer::start(args(&[])).await;
+    let mut client = TextGenServiceClient::new(server.channel().await);
+    let mut req = Request::new(GenerateRequest {
+        options: Some(mmc_proto::textgen::v1::GenerationOptions { max_tokens: 100, ..Default::default() }),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_millis(400));
+    let mut stream = client.generate(req).await.unwrap().into_inner();
+    let mut tokens = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => tokens += 1,
+            Ok(None) => panic!("stream ended normally after {tokens} tokens; expected a deadline"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(tokens > 0 && tokens < 100, "got {tokens} tokens before the deadline");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_and_the_server_stays_up() {
+    let server = TestServer::start(args(&["--max-message-bytes", "1024"])).await;
+    let ch = server.channel().await;
+    let mut client = EmbedServiceClient::new(ch.clone());
+    let big = EmbedTextRequest { texts: vec!["x".repeat(4096)], ..Default::default() };
+    let err = client.embed_text(big).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "unexpected status {err:?}"
+    );
+    assert!(err.message().contains("1024"), "message names the limit: {}", err.message());
+    client.embed_text(sleep_req(0)).await.expect("server still serves");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn not_serving_until_warm() {
+    let (warm_tx, warm_rx) = oneshot::channel::<()>();
+    let server = TestServer::start_with_warmup(args(&[]), async move {
+        warm_rx.await?;
+        Ok(())
+    })
+    .await;
+    let ch = server.channel().await;
+    assert_eq!(health(ch.clone(), "").await, ServingStatus::NotServing);
+    assert_eq!(health(ch.clone(), "mmc.embed.v1.EmbedService").await, ServingStatus::NotServing);
+    warm_tx.send(()).unwrap();
+    let mut status = ServingStatus::NotServing;
+    for _ in 0..100 {
+        status = health(ch.clone(), "").await;
+        if status == ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(health(ch, "mmc.textgen.v1.TextGenService").await, ServingStatus::Serving);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_warm_up_is_an_error_not_a_broken_server() {
+    let server = TestServer::start_with_warmup(args(&[]), async { anyhow::bail!("weights missing") }).await;
+    let err = server.task.await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("weights missing"), "{err:#}");
+}
+
+#[tokio::test]
+async fn draining_finishes_in_flight_calls_and_reports_not_serving() {
+    let server = TestServer::start(args(&["--drain-timeout-ms", "3000"])).await;
+    let ch = server.channel().await;
+    let mut watch = HealthClient::new(ch.clone())
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    let mut slow = EmbedServiceClient::new(ch);
+    let in_flight = tokio::spawn(async move { slow.embed_text(sleep_req(500)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(server.stop());
+
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::NotServing);
+    in_flight.await.unwrap().expect("a call in flight at shutdown completes");
+    stopped.await.unwrap().expect("server shuts down cleanly");
+}
