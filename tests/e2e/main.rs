@@ -1,1 +1,6 @@
+//! End-to-end tests: the real binaries, started as processes, called over gRPC/HTTP on
+//! loopback. Run after `cargo build --workspace` and `mmc models fetch` (the README's
+//! test command does both).
 
+mod cluster_up;
+mod models_fetch;

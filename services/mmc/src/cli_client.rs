@@ -1,0 +1,86 @@
+//! Client commands against running services: health and reflection.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// gRPC endpoints to check, e.g. http://127.0.0.1:50051 (repeatable).
+    #[arg(required = true)]
+    endpoints: Vec<String>,
+    /// Service name to check; empty = the server as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServicesArgs {
+    /// gRPC endpoint, e.g. http://127.0.0.1:50051.
+    endpoint: String,
+}
+
+pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))
+}
+
+/// Prints `ENDPOINT STATUS` per endpoint; exit code 0 only if all are SERVING.
+pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let mut all_serving = true;
+    for endpoint in &args.endpoints {
+        let status = match connect(endpoint).await {
+            Ok(ch) => match HealthClient::new(ch)
+                .check(HealthCheckRequest { service: args.service.clone() })
+                .await
+            {
+                Ok(r) => format!("{:?}", r.into_inner().status()).to_uppercase(),
+                Err(s) => format!("ERROR {:?}: {}", s.code(), s.message()),
+            },
+            Err(e) => format!("UNREACHABLE ({e:#})"),
+        };
+        all_serving &= status == "SERVING";
+        println!("{endpoint} {status}");
+    }
+    Ok(if all_serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Prints the services a server lists through gRPC reflection, one per line.
+pub async fn services(args: ServicesArgs) -> anyhow::Result<ExitCode> {
+    let ch = connect(&args.endpoint).await?;
+    for name in list_services(ch).await? {
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Service names listed by `grpc.reflection.v1`.
+pub async fn list_services(ch: Channel) -> anyhow::Result<Vec<String>> {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .context("reflection call")?
+        .into_inner();
+    let response = stream.message().await?.context("empty reflection response")?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection response {other:?}"),
+    }
+}

