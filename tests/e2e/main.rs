@@ -4,3 +4,4 @@
 
 mod cluster_up;
 mod models_fetch;
+mod otlp_export;

