@@ -3,5 +3,6 @@
 //! test command does both).
 
 mod cluster_up;
+mod hub_fetch;
 mod models_fetch;
 mod otlp_export;
