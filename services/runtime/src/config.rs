@@ -139,11 +139,6 @@ pub fn env_name(key: &str) -> String {
     format!("MMC_{}", key.replace('-', "_").to_ascii_uppercase())
 }
 
-/// Flag `--` + `key`, for callers that pass config on to child processes.
-pub fn flag_name(key: &str) -> String {
-    format!("--{}", key.replace('_', "-"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
