@@ -14,9 +14,11 @@
 //! - [`metrics`]: a Prometheus exporter on its own port.
 //! - [`telemetry`]: structured logs and OpenTelemetry traces over OTLP.
 //! - [`propagation`]: W3C trace context in gRPC metadata, client and server side.
+//! - [`batcher`]: dynamic batching for the inference core of model services.
 //! - [`client`]: channels to other services (used by the gateway) with the same limits
 //!   and trace propagation.
 
+pub mod batcher;
 pub mod client;
 pub mod config;
 pub mod limits;
