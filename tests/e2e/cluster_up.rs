@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mmc_proto::embed::v1::{embed_service_client::EmbedServiceClient, EmbedTextRequest};
+use mmc_proto::embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest};
 use mmc_tests::{binary, bin_dir, eventually, find_processes, free_port_range, http_get, ChildGuard};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tonic::transport::Channel;
@@ -107,9 +107,9 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
         assert!(!others, "{name} advertises another service: {listed:?}");
     }
 
-    // Until its issue lands, a model RPC answers UNIMPLEMENTED; it shows in the metrics.
+    // A model RPC not implemented yet answers UNIMPLEMENTED; it shows in the metrics.
     let mut embed = EmbedServiceClient::new(channel(grpc_base).await.unwrap());
-    let err = embed.embed_text(EmbedTextRequest { texts: vec!["hello".into()], ..Default::default() }).await.unwrap_err();
+    let err = embed.embed_image(EmbedImageRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", metrics_base + i as u16);
@@ -120,7 +120,7 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let (_, body) = http_get(&format!("127.0.0.1:{metrics_base}"), "/metrics").unwrap();
     assert!(
         body.lines().any(|l| l.starts_with("grpc_server_handled_total")
-            && l.contains("grpc_method=\"EmbedText\"")
+            && l.contains("grpc_method=\"EmbedImage\"")
             && l.contains("grpc_code=\"UNIMPLEMENTED\"")),
         "handled counter for the UNIMPLEMENTED call:\n{body}"
     );

@@ -1,0 +1,34 @@
+//! Model code of the latent service. Engines take and return plain Rust values and
+//! tensors; they never see protobuf.
+
+pub mod text;
+
+/// Identity of a loaded model (mapped to `mmc.common.v1.ModelInfo` at the edge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelId {
+    pub id: String,
+    pub family: String,
+    pub profile: String,
+    /// First 12 hex digits of the weights' sha256.
+    pub revision: String,
+    pub dimensions: u32,
+}
+
+/// Errors of the engines.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("model files: {0}")]
+    Missing(String),
+    #[error("loading the model: {0}")]
+    Load(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("inference: {0}")]
+    Inference(String),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        EngineError::Inference(e.to_string())
+    }
+}
