@@ -372,6 +372,47 @@ mod tests {
         }
     }
 
+    fn slow_inner() -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone {
+        tower::service_fn(|_req: http::Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+        })
+    }
+
+    fn request(timeout: Option<&str>) -> http::Request<Body> {
+        let mut b = http::Request::builder().uri("/pkg.Svc/Method");
+        if let Some(t) = timeout {
+            b = b.header("grpc-timeout", t);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_grpc_timeout_ends_a_slow_call_with_deadline_exceeded() {
+        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_secs(60) })
+            .layer(slow_inner());
+        let started = tokio::time::Instant::now();
+        let resp = svc.call(request(Some("100m"))).await.unwrap();
+        assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));
+        let waited = started.elapsed();
+        assert!(waited <= Duration::from_millis(100) && waited >= Duration::from_millis(90), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_server_default_caps_a_longer_grpc_timeout() {
+        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_millis(300) })
+            .layer(slow_inner());
+        let started = tokio::time::Instant::now();
+        let resp = svc.call(request(Some("10S"))).await.unwrap();
+        assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));
+        assert!(started.elapsed() <= Duration::from_millis(300));
+    }
+
     #[test]
     fn path_split() {
         assert_eq!(
