@@ -248,11 +248,24 @@ fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<
     let dest = wheels_dir.join(&package.pypi);
     std::fs::create_dir_all(&dest).map_err(io_err("creating wheel directory"))?;
     let spec = format!("{}=={}", package.pypi, package.version);
-    let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args(["--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30"])
         .arg("--dest")
-        .arg(&dest)
+        .arg(&dest);
+    for (flag, value) in [
+        ("--platform", &package.platform),
+        ("--python-version", &package.python_version),
+        ("--abi", &package.abi),
+    ] {
+        if let Some(v) = value {
+            cmd.args([flag, v]);
+        }
+    }
+    if package.abi.is_some() {
+        cmd.args(["--implementation", "cp"]);
+    }
+    let output = cmd
         .arg(&spec)
         .output()
         .map_err(|e| FetchError::PipMissing { python: python.to_string(), detail: e.to_string() })?;

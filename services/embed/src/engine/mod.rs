@@ -1,6 +1,7 @@
 //! Model code of the latent service. Engines take and return plain Rust values and
 //! tensors; they never see protobuf.
 
+pub mod efficientnet;
 pub mod text;
 
 /// Identity of a loaded model (mapped to `mmc.common.v1.ModelInfo` at the edge).

@@ -1,0 +1,248 @@
+//! EfficientNet-Lite0 image classifier in candle (bundled image encoder).
+//!
+//! Lite0 is EfficientNet-B0's block layout without squeeze-and-excitation, with ReLU6
+//! instead of swish, TensorFlow "SAME" padding (asymmetric for stride 2) and BatchNorm
+//! eps 1e-3; candle's own `efficientnet` module (torchvision B0: SE + SiLU) does not fit,
+//! hence this module. Tensor names follow the checkpoint: `_conv_stem`, `_bn0`,
+//! `_blocks.N.{_expand_conv,_depthwise_conv,_project_conv,_bn0,_bn1,_bn2}`,
+//! `_conv_head`, `_bn1`, `_fc`.
+//!
+//! Depthwise convolutions run in a plain loop ([`depthwise_conv`]): candle 0.11 runs a
+//! grouped convolution as one small convolution per channel, about 6x slower here.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::EngineError;
+
+/// Input side in pixels.
+pub const IMAGE_SIZE: usize = 224;
+const BN_EPS: f64 = 1e-3;
+
+/// (repeats, kernel, stride, expand ratio, input channels, output channels) per stage.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// BatchNorm folded into a per-channel affine map (inference only).
+struct Affine {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl Affine {
+    fn load(vb: VarBuilder, c: usize) -> Result<Self, candle_core::Error> {
+        let w = vb.get(c, "weight")?;
+        let b = vb.get(c, "bias")?;
+        let mean = vb.get(c, "running_mean")?;
+        let var = vb.get(c, "running_var")?;
+        let scale = (w / (var + BN_EPS)?.sqrt()?)?;
+        let shift = (b - (&mean * &scale)?)?;
+        Ok(Self { scale: scale.reshape((1, c, 1, 1))?, shift: shift.reshape((1, c, 1, 1))? })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
+        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
+    }
+}
+
+fn relu6(x: &Tensor) -> Result<Tensor, candle_core::Error> {
+    x.clamp(0f32, 6f32)
+}
+
+/// TensorFlow SAME padding for one spatial dimension: (before, after).
+fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = input.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+/// A dense convolution with SAME padding.
+fn conv_same(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle_core::Error> {
+    let (_, _, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    if k == 1 && stride == 1 {
+        return x.conv2d(w, 0, 1, 1, 1);
+    }
+    let (pt, pb) = same_padding(h, k, stride);
+    let (pl, pr) = same_padding(wd, k, stride);
+    let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+    x.conv2d(w, 0, stride, 1, 1)
+}
+
+/// Depthwise convolution with SAME padding, as a direct loop over contiguous NCHW data.
+pub fn depthwise_conv(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle_core::Error> {
+    let (n, c, h, wd) = x.dims4()?;
+    let k = w.dim(2)?;
+    let (pt, _) = same_padding(h, k, stride);
+    let (pl, _) = same_padding(wd, k, stride);
+    let (oh, ow) = (h.div_ceil(stride), wd.div_ceil(stride));
+    let input = x.flatten_all()?.to_vec1::<f32>()?;
+    let kernel = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * c * oh * ow];
+    for (plane, out_plane) in out.chunks_mut(oh * ow).enumerate() {
+        let ch = plane % c;
+        let inp = &input[plane * h * wd..(plane + 1) * h * wd];
+        let ker = &kernel[ch * k * k..(ch + 1) * k * k];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0f32;
+                for ky in 0..k {
+                    let iy = (oy * stride + ky) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let row = &inp[iy as usize * wd..(iy as usize + 1) * wd];
+                    for kx in 0..k {
+                        let ix = (ox * stride + kx) as isize - pl as isize;
+                        if ix >= 0 && ix < wd as isize {
+                            acc += row[ix as usize] * ker[ky * k + kx];
+                        }
+                    }
+                }
+                out_plane[oy * ow + ox] = acc;
+            }
+        }
+    }
+    Tensor::from_vec(out, (n, c, oh, ow), x.device())
+}
+
+struct Block {
+    expand: Option<(Tensor, Affine)>,
+    depthwise: Tensor,
+    bn1: Affine,
+    project: Tensor,
+    bn2: Affine,
+    stride: usize,
+    residual: bool,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
+        let mut h = x.clone();
+        if let Some((w, bn)) = &self.expand {
+            h = relu6(&bn.forward(&h.conv2d(w, 0, 1, 1, 1)?)?)?;
+        }
+        h = relu6(&self.bn1.forward(&depthwise_conv(&h, &self.depthwise, self.stride)?)?)?;
+        h = self.bn2.forward(&h.conv2d(&self.project, 0, 1, 1, 1)?)?;
+        if self.residual {
+            h = (h + x)?;
+        }
+        Ok(h)
+    }
+}
+
+/// What the classifier says about a batch of images.
+pub struct Classified {
+    /// Class probabilities, [batch, 1000].
+    pub probs: Vec<Vec<f32>>,
+    /// Global-average-pooled features before the classifier, [batch, 1280].
+    pub pooled: Vec<Vec<f32>>,
+}
+
+/// The loaded network.
+pub struct EfficientNetLite0 {
+    stem: Tensor,
+    bn0: Affine,
+    blocks: Vec<Block>,
+    head: Tensor,
+    bn1: Affine,
+    fc: candle_nn::Linear,
+    device: Device,
+}
+
+impl EfficientNetLite0 {
+    pub fn load(vb: VarBuilder) -> Result<Self, EngineError> {
+        let load = || -> Result<Self, candle_core::Error> {
+            let stem = vb.get((32, 3, 3, 3), "_conv_stem.weight")?;
+            let bn0 = Affine::load(vb.pp("_bn0"), 32)?;
+            let mut blocks = Vec::new();
+            for &(repeats, k, stride, expand, cin, cout) in &STAGES {
+                for r in 0..repeats {
+                    let vbb = vb.pp(format!("_blocks.{}", blocks.len()));
+                    let (cin, stride) = if r == 0 { (cin, stride) } else { (cout, 1) };
+                    let mid = cin * expand;
+                    let expand = if expand != 1 {
+                        Some((vbb.get((mid, cin, 1, 1), "_expand_conv.weight")?, Affine::load(vbb.pp("_bn0"), mid)?))
+                    } else {
+                        None
+                    };
+                    blocks.push(Block {
+                        expand,
+                        depthwise: vbb.get((mid, 1, k, k), "_depthwise_conv.weight")?,
+                        bn1: Affine::load(vbb.pp("_bn1"), mid)?,
+                        project: vbb.get((cout, mid, 1, 1), "_project_conv.weight")?,
+                        bn2: Affine::load(vbb.pp("_bn2"), cout)?,
+                        stride,
+                        residual: stride == 1 && cin == cout,
+                    });
+                }
+            }
+            let head = vb.get((1280, 320, 1, 1), "_conv_head.weight")?;
+            let bn1 = Affine::load(vb.pp("_bn1"), 1280)?;
+            let fc = candle_nn::linear(1280, 1000, vb.pp("_fc"))?;
+            Ok(Self { stem, bn0, blocks, head, bn1, fc, device: vb.device().clone() })
+        };
+        load().map_err(|e| EngineError::Load(format!("efficientnet-lite0: {e}")))
+    }
+
+    /// Classifies a batch of 224x224 RGB images (row-major HWC bytes).
+    pub fn classify(&self, images: &[Vec<u8>]) -> Result<Classified, EngineError> {
+        let n = images.len();
+        let mut data = Vec::with_capacity(n * 3 * IMAGE_SIZE * IMAGE_SIZE);
+        for img in images {
+            if img.len() != 3 * IMAGE_SIZE * IMAGE_SIZE {
+                return Err(EngineError::Inference(format!("expected a {IMAGE_SIZE}x{IMAGE_SIZE} RGB image")));
+            }
+            // HWC bytes -> CHW floats in [-1, 1].
+            for c in 0..3 {
+                data.extend(img.iter().skip(c).step_by(3).map(|&v| v as f32 / 127.5 - 1.0));
+            }
+        }
+        let x = Tensor::from_vec(data, (n, 3, IMAGE_SIZE, IMAGE_SIZE), &self.device)?;
+        let mut h = relu6(&self.bn0.forward(&conv_same(&x, &self.stem, 2)?)?)?;
+        for block in &self.blocks {
+            h = block.forward(&h)?;
+        }
+        h = relu6(&self.bn1.forward(&h.conv2d(&self.head, 0, 1, 1, 1)?)?)?;
+        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        let logits = self.fc.forward(&pooled)?;
+        let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+        Ok(Classified { probs: probs.to_vec2()?, pooled: pooled.to_vec2()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        assert_eq!(same_padding(224, 3, 2), (0, 1));
+        assert_eq!(same_padding(112, 5, 2), (1, 2));
+        assert_eq!(same_padding(56, 3, 1), (1, 1));
+        assert_eq!(same_padding(14, 5, 1), (2, 2));
+    }
+
+    #[test]
+    fn depthwise_loop_matches_candles_grouped_convolution() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 4, 9, 9), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (4, 1, 3, 3), &dev).unwrap();
+        for stride in [1, 2] {
+            let ours = depthwise_conv(&x, &w, stride).unwrap();
+            let (pt, pb) = same_padding(9, 3, stride);
+            let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pt, pb).unwrap();
+            let reference = padded.conv2d(&w, 0, stride, 1, 4).unwrap();
+            assert_eq!(ours.dims(), reference.dims());
+            let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "stride {stride}: {diff}");
+        }
+    }
+}
