@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mmc_proto::embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest};
+use mmc_proto::textgen::v1::{text_gen_service_client::TextGenServiceClient, CountTokensRequest};
 use mmc_tests::{binary, bin_dir, eventually, find_processes, free_port_range, http_get, ChildGuard};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tonic::transport::Channel;
@@ -108,8 +108,8 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     }
 
     // A model RPC not implemented yet answers UNIMPLEMENTED; it shows in the metrics.
-    let mut embed = EmbedServiceClient::new(channel(grpc_base).await.unwrap());
-    let err = embed.embed_image(EmbedImageRequest::default()).await.unwrap_err();
+    let mut textgen = TextGenServiceClient::new(channel(grpc_base + 3).await.unwrap());
+    let err = textgen.count_tokens(CountTokensRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", metrics_base + i as u16);
@@ -117,10 +117,10 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
         assert_eq!(status, 200, "{name} /metrics status");
         assert!(body.contains(&format!("mmc_serving{{service=\"{name}\"}} 1")), "{name} metrics:\n{body}");
     }
-    let (_, body) = http_get(&format!("127.0.0.1:{metrics_base}"), "/metrics").unwrap();
+    let (_, body) = http_get(&format!("127.0.0.1:{}", metrics_base + 3), "/metrics").unwrap();
     assert!(
         body.lines().any(|l| l.starts_with("grpc_server_handled_total")
-            && l.contains("grpc_method=\"EmbedImage\"")
+            && l.contains("grpc_method=\"CountTokens\"")
             && l.contains("grpc_code=\"UNIMPLEMENTED\"")),
         "handled counter for the UNIMPLEMENTED call:\n{body}"
     );

@@ -3,7 +3,7 @@
 //! test command does both).
 
 mod cluster_up;
-mod embed_text;
+mod embed_service;
 mod hub_fetch;
 mod models_fetch;
 mod otlp_export;

@@ -8,10 +8,19 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use mmc_runtime::batcher::{BatchError, Batcher, BatcherConfig};
 use tokio::sync::OnceCell;
 
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use mmc_media::image::{ImageError, ImageLimits};
+
 use crate::engine::{
-    text::{TextEmbedding, TextEncoder},
+    conse,
+    efficientnet::{EfficientNetLite0, IMAGE_SIZE},
+    text::{revision_of, TextEmbedding, TextEncoder},
     EngineError, ModelId,
 };
+
+/// ImageNet-1k class names (from candle-examples' `imagenet.rs`), one per line.
+const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
 
 /// Settings of the core.
 #[derive(Debug, Clone)]
@@ -23,6 +32,13 @@ pub struct CoreConfig {
     pub max_batch: usize,
     pub max_wait: Duration,
     pub queue_capacity: usize,
+    /// Image classifier: a model id in the models directory.
+    pub image_model: String,
+    /// Classes combined per image (ConSE's T).
+    pub conse_top_t: usize,
+    /// Sentence embedded for each class; `{}` is replaced by the class name.
+    pub class_template: String,
+    pub image_limits: ImageLimits,
 }
 
 /// Errors the edge maps to gRPC status codes.
@@ -32,6 +48,8 @@ pub enum CoreError {
     Loading,
     #[error("text #{index} has {tokens} tokens; {model} takes at most {limit} (leave reject_overlong unset to truncate)")]
     TooLong { index: usize, tokens: usize, limit: usize, model: String },
+    #[error("image #{index}: {error}")]
+    Image { index: usize, error: ImageError },
     #[error(transparent)]
     Batch(#[from] BatchError<EngineError>),
     #[error(transparent)]
@@ -43,15 +61,49 @@ struct TextPath {
     batcher: Batcher<String, TextEmbedding, EngineError>,
 }
 
+/// Classifier output for one image.
+#[derive(Debug, Clone)]
+pub struct ImageOut {
+    pub probs: Vec<f32>,
+    pub pooled: Vec<f32>,
+}
+
+struct ImagePath {
+    model: ModelId,
+    batcher: Batcher<Vec<u8>, ImageOut, EngineError>,
+    /// Readable class names, by class index.
+    names: Vec<String>,
+    /// Text embedding of each class sentence, by class index.
+    class_embeddings: Vec<Vec<f32>>,
+}
+
+/// A label with its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub name: String,
+    pub probability: f32,
+    pub class_index: u32,
+}
+
+/// What `EncodeImage` returns for one image.
+#[derive(Debug, Clone)]
+pub struct ImageEncoding {
+    pub labels: Vec<LabelScore>,
+    pub pooled: Vec<f32>,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// The loaded models of the service.
 pub struct EmbedCore {
     config: CoreConfig,
     text: OnceCell<TextPath>,
+    image: OnceCell<ImagePath>,
 }
 
 impl EmbedCore {
     pub fn new(config: CoreConfig) -> Arc<Self> {
-        Arc::new(Self { config, text: OnceCell::new() })
+        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new() })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -84,8 +136,134 @@ impl EmbedCore {
             move |texts: Vec<String>| engine.embed(&texts),
         );
         tracing::info!(model = %encoder.model_id().id, revision = %encoder.model_id().revision, "text encoder ready");
-        let _ = self.text.set(TextPath { encoder, batcher });
+        let _ = self.text.set(TextPath { encoder: encoder.clone(), batcher });
+        self.load_image_path(encoder).await
+    }
+
+    /// Loads the classifier and embeds the class sentences with the text encoder (once;
+    /// about 3 s for 1000 classes on 2 cores).
+    async fn load_image_path(&self, text: Arc<TextEncoder>) -> Result<(), EngineError> {
+        let cfg = self.config.clone();
+        let (model, id, names, class_embeddings) = tokio::task::spawn_blocking(move || {
+            let dir = cfg.models_dir.join(&cfg.image_model);
+            let weights = dir.join("model.safetensors");
+            if !dir.join(mmc_models::store::STAMP).is_file() {
+                return Err(EngineError::Missing(format!(
+                    "{} is not fetched; run `mmc models fetch` (models directory {})",
+                    cfg.image_model,
+                    cfg.models_dir.display()
+                )));
+            }
+            // SAFETY: model directories are replaced atomically, never edited in place.
+            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
+                .map_err(|e| EngineError::Load(e.to_string()))?;
+            let model = EfficientNetLite0::load(vb)?;
+            model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
+            let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+            let sentences: Vec<String> =
+                labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
+            let mut class_embeddings = Vec::with_capacity(sentences.len());
+            for chunk in sentences.chunks(64) {
+                class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
+            }
+            let names: Vec<String> = labels.iter().map(|l| conse::readable_name(l)).collect();
+            let id = ModelId {
+                id: cfg.image_model.clone(),
+                family: "efficientnet-lite".into(),
+                profile: cfg.profile.clone(),
+                revision: revision_of(&dir, "model.safetensors"),
+                dimensions: 1280,
+            };
+            Ok((Arc::new(model), id, names, class_embeddings))
+        })
+        .await
+        .map_err(|e| EngineError::Load(e.to_string()))??;
+        let engine = model.clone();
+        let batcher = Batcher::spawn(
+            BatcherConfig {
+                name: "encode_image",
+                max_batch: self.config.max_batch.min(16),
+                max_wait: self.config.max_wait,
+                queue_capacity: self.config.queue_capacity,
+            },
+            move |images: Vec<Vec<u8>>| {
+                let out = engine.classify(&images)?;
+                Ok(out.probs.into_iter().zip(out.pooled).map(|(probs, pooled)| ImageOut { probs, pooled }).collect())
+            },
+        );
+        tracing::info!(model = %id.id, revision = %id.revision, classes = names.len(), "image encoder ready (ConSE)");
+        let _ = self.image.set(ImagePath { model: id, batcher, names, class_embeddings });
         Ok(())
+    }
+
+    fn image(&self) -> Result<&ImagePath, CoreError> {
+        self.image.get().ok_or(CoreError::Loading)
+    }
+
+    /// The image model, once loaded.
+    pub fn image_model(&self) -> Option<ModelId> {
+        self.image.get().map(|i| i.model.clone())
+    }
+
+    /// Identity of the shared space image vectors live in: the text model's space,
+    /// reached through the classifier (its revision is part of the identity).
+    pub fn shared_space(&self) -> Option<ModelId> {
+        let (text, _) = self.text_model()?;
+        let image = self.image_model()?;
+        Some(ModelId {
+            family: format!("conse({})", image.id),
+            revision: format!("{}+{}", text.revision, image.revision),
+            ..text
+        })
+    }
+
+    pub fn image_limits(&self) -> ImageLimits {
+        self.config.image_limits
+    }
+
+    /// Decodes and squares the images (blocking work, off the async threads).
+    async fn prepare(&self, images: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, u32, u32)>, CoreError> {
+        let limits = self.config.image_limits;
+        tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .enumerate()
+                .map(|(index, bytes)| {
+                    let decoded = mmc_media::image::decode(bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
+                    let (w, h) = decoded.rgb.dimensions();
+                    let square = mmc_media::image::resize_center_crop(&decoded.rgb, IMAGE_SIZE as u32);
+                    Ok((square.into_raw(), w, h))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| CoreError::Engine(EngineError::Inference(e.to_string())))?
+    }
+
+    /// Classifies one image: its top-k labels and pooled features.
+    pub async fn encode_image(&self, bytes: Vec<u8>, top_k: usize) -> Result<ImageEncoding, CoreError> {
+        let path = self.image()?;
+        let (pixels, width, height) = self.prepare(vec![bytes]).await?.remove(0);
+        let out = path.batcher.submit(vec![pixels]).await?.remove(0);
+        let mut order: Vec<usize> = (0..out.probs.len()).collect();
+        order.sort_by(|&a, &b| out.probs[b].total_cmp(&out.probs[a]));
+        let labels = order
+            .into_iter()
+            .take(top_k)
+            .map(|i| LabelScore { name: path.names[i].clone(), probability: out.probs[i], class_index: i as u32 })
+            .collect();
+        Ok(ImageEncoding { labels, pooled: out.pooled, width, height })
+    }
+
+    /// Maps images into the text space (ConSE): one unit vector per image.
+    pub async fn embed_images(&self, images: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, CoreError> {
+        let path = self.image()?;
+        let prepared = self.prepare(images).await?;
+        let outs = path.batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?;
+        Ok(outs
+            .iter()
+            .map(|o| conse::combine(&o.probs, &path.class_embeddings, self.config.conse_top_t))
+            .collect())
     }
 
     fn text(&self) -> Result<&TextPath, CoreError> {

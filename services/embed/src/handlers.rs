@@ -6,8 +6,9 @@ use std::{sync::Arc, time::Instant};
 use mmc_proto::{
     common::v1::{ModelInfo, StageTiming},
     embed::v1::{
-        embed_service_server::EmbedService, EmbedTextRequest, EmbedTextResponse, Embedding, GetModelInfoRequest,
-        GetModelInfoResponse,
+        embed_service_server::EmbedService, EmbedImageRequest, EmbedImageResponse, EmbedTextRequest,
+        EmbedTextResponse, Embedding, EncodeImageRequest, EncodeImageResponse, GetModelInfoRequest,
+        GetModelInfoResponse, ImageLatents, Label,
     },
 };
 use mmc_runtime::batcher::BatchError;
@@ -22,12 +23,17 @@ use crate::{
 pub struct EmbedHandlers {
     core: Arc<EmbedCore>,
     max_texts_per_request: usize,
+    max_images_per_request: usize,
 }
 
 impl EmbedHandlers {
-    pub fn new(core: Arc<EmbedCore>, max_texts_per_request: usize) -> Self {
-        Self { core, max_texts_per_request }
+    pub fn new(core: Arc<EmbedCore>, max_texts_per_request: usize, max_images_per_request: usize) -> Self {
+        Self { core, max_texts_per_request, max_images_per_request }
     }
+}
+
+fn timing(stage: &str, started: Instant) -> StageTiming {
+    StageTiming { stage: stage.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 }
 }
 
 fn model_info(id: &ModelId) -> ModelInfo {
@@ -43,7 +49,7 @@ fn model_info(id: &ModelId) -> ModelInfo {
 fn to_status(e: CoreError) -> Status {
     match e {
         CoreError::Loading => Status::unavailable("the model is still loading; retry shortly"),
-        CoreError::TooLong { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::TooLong { .. } | CoreError::Image { .. } => Status::invalid_argument(e.to_string()),
         CoreError::Batch(BatchError::QueueFull { .. }) => {
             Status::resource_exhausted(format!("{e}; retry with backoff"))
         }
@@ -78,7 +84,56 @@ impl EmbedService for EmbedHandlers {
                 .map(|e| Embedding { values: e.values, token_count: e.token_count, truncated: e.truncated })
                 .collect(),
             model: Some(model_info(&model)),
-            timings: vec![StageTiming { stage: "embed_text".into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 }],
+            timings: vec![timing("embed_text", started)],
+        }))
+    }
+
+    async fn embed_image(&self, request: Request<EmbedImageRequest>) -> Result<Response<EmbedImageResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        if req.images.is_empty() {
+            return Err(Status::invalid_argument("images is empty: send at least one image"));
+        }
+        if req.images.len() > self.max_images_per_request {
+            return Err(Status::invalid_argument(format!(
+                "{} images in one request; the limit is {} (split the request)",
+                req.images.len(),
+                self.max_images_per_request
+            )));
+        }
+        let vectors = self.core.embed_images(req.images.into_iter().map(|i| i.data).collect()).await.map_err(to_status)?;
+        let space = self.core.shared_space().ok_or_else(|| to_status(CoreError::Loading))?;
+        Ok(Response::new(EmbedImageResponse {
+            embeddings: vectors.into_iter().map(|values| Embedding { values, token_count: 0, truncated: false }).collect(),
+            model: Some(model_info(&space)),
+            timings: vec![timing("embed_image", started)],
+        }))
+    }
+
+    async fn encode_image(&self, request: Request<EncodeImageRequest>) -> Result<Response<EncodeImageResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let image = req.image.ok_or_else(|| Status::invalid_argument("image is required"))?;
+        let top_k = match req.top_k {
+            0 => 5,
+            k => (k as usize).min(1000),
+        };
+        let encoding = self.core.encode_image(image.data, top_k).await.map_err(to_status)?;
+        let encoder = self.core.image_model().ok_or_else(|| to_status(CoreError::Loading))?;
+        Ok(Response::new(EncodeImageResponse {
+            latents: Some(ImageLatents {
+                encoder: Some(model_info(&encoder)),
+                labels: encoding
+                    .labels
+                    .into_iter()
+                    .map(|l| Label { name: l.name, probability: l.probability, class_index: l.class_index })
+                    .collect(),
+                pooled: encoding.pooled,
+                patch_latents: None,
+                width_px: encoding.width,
+                height_px: encoding.height,
+            }),
+            timings: vec![timing("encode_image", started)],
         }))
     }
 
@@ -86,9 +141,9 @@ impl EmbedService for EmbedHandlers {
         let (model, max_tokens) = self.core.text_model().ok_or_else(|| to_status(CoreError::Loading))?;
         Ok(Response::new(GetModelInfoResponse {
             text_model: Some(model_info(&model)),
-            image_model: None,
+            image_model: self.core.image_model().as_ref().map(model_info),
             max_text_tokens: max_tokens as u32,
-            max_image_bytes: 0,
+            max_image_bytes: self.core.image_limits().max_bytes as u64,
         }))
     }
 }

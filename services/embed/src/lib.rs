@@ -2,9 +2,9 @@
 //!
 //! Three layers, as in text-embeddings-inference: [`handlers`] (protocol edge:
 //! validation, error-to-status mapping) -> [`core`] (loaded models, dynamic batching)
-//! -> [`engine`] (model code, no protobuf). Implemented so far: `EmbedText` and
-//! `GetModelInfo` with the bundled text encoder (all-MiniLM-L6-v2). `EmbedImage` and
-//! `EncodeImage` (image encoder, ConSE) answer UNIMPLEMENTED until the rest of issue #3.
+//! -> [`engine`] (model code, no protobuf). Bundled profile: all-MiniLM-L6-v2 for text;
+//! EfficientNet-Lite0 for images, mapped into the text space by ConSE
+//! ([`engine::conse`]). The hub profile (CLIP, BLIP encoder) is not implemented yet.
 
 pub mod core;
 pub mod engine;

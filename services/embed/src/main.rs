@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use mmc_proto::embed::v1::embed_service_server::EmbedServiceServer;
 use mmc_embed::{core, handlers};
+use mmc_media::image::ImageLimits;
 use mmc_runtime::ServerArgs;
 
 /// Command line of `mmc-embed`.
@@ -37,6 +38,24 @@ struct Args {
     /// Requests that may wait for the model; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "MMC_QUEUE_CAPACITY", default_value_t = 256)]
     queue_capacity: usize,
+    /// Image classifier: a model id in the models directory.
+    #[arg(long, env = "MMC_IMAGE_MODEL", default_value = "efficientnet-lite0")]
+    image_model: String,
+    /// ConSE: how many top classes make an image's vector.
+    #[arg(long, env = "MMC_CONSE_TOP_T", default_value_t = 5)]
+    conse_top_t: usize,
+    /// ConSE: sentence embedded for each class ({} = the class name).
+    #[arg(long, env = "MMC_CLASS_TEMPLATE", default_value = "a photo of a {}")]
+    class_template: String,
+    /// Most images per EmbedImage request.
+    #[arg(long, env = "MMC_MAX_IMAGES_PER_REQUEST", default_value_t = 32)]
+    max_images_per_request: usize,
+    /// Largest encoded image, in bytes.
+    #[arg(long, env = "MMC_MAX_IMAGE_BYTES", default_value_t = 20 * 1024 * 1024)]
+    max_image_bytes: usize,
+    /// Largest decoded image, in pixels (width x height).
+    #[arg(long, env = "MMC_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    max_image_pixels: u64,
 }
 
 fn main() -> ExitCode {
@@ -53,8 +72,16 @@ fn main() -> ExitCode {
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),
         queue_capacity: args.queue_capacity,
+        image_model: args.image_model.clone(),
+        conse_top_t: args.conse_top_t,
+        class_template: args.class_template.clone(),
+        image_limits: ImageLimits {
+            max_bytes: args.max_image_bytes,
+            max_pixels: args.max_image_pixels,
+            ..ImageLimits::default()
+        },
     });
-    let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request);
+    let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request, args.max_images_per_request);
     mmc_runtime::run_service("embed", args.server, |s| s.add(EmbedServiceServer::new(handlers)), async move {
         core.load_and_warm_up().await.map_err(anyhow::Error::new)
     })

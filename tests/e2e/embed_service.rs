@@ -1,9 +1,13 @@
-//! The latent service's text path as a client sees it: a real `mmc-embed` process with
-//! the bundled MiniLM, called over gRPC on loopback.
+//! The latent service as a client sees it: a real `mmc-embed` process with the bundled
+//! models (MiniLM, EfficientNet-Lite0 + ConSE), called over gRPC on loopback with real
+//! photos.
 
 use std::{process::{Command, Stdio}, time::Duration};
 
-use mmc_proto::embed::v1::{embed_service_client::EmbedServiceClient, EmbedTextRequest, GetModelInfoRequest};
+use mmc_proto::{
+    common::v1::Image,
+    embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, GetModelInfoRequest},
+};
 use mmc_tests::{binary, eventually, free_port_range, http_get, ChildGuard};
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
@@ -124,4 +128,75 @@ fn missing_model_fails_startup_with_instructions() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
+}
+
+fn photo(name: &str) -> Image {
+    let path = mmc_models_dir().join("test-photos").join(name);
+    let data = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `mmc models fetch --profile test-assets`", path.display()));
+    Image { data, mime_type: String::new(), source_name: name.to_string() }
+}
+
+fn mmc_models_dir() -> std::path::PathBuf {
+    std::env::var_os("MMC_MODELS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
+}
+
+/// A real photo whose PNG header is rewritten to claim 60000x60000 pixels (CRC fixed):
+/// a decompression bomb as far as any decoder that trusts the header is concerned.
+fn png_bomb() -> Vec<u8> {
+    let mut png = photo("cat.png").data;
+    png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_classified_and_share_the_text_space() {
+    let embed = start(&[]).await;
+    let mut client = EmbedServiceClient::new(embed.channel.clone());
+
+    let latents = client
+        .encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .latents
+        .unwrap();
+    assert_eq!(latents.encoder.as_ref().unwrap().id, "efficientnet-lite0");
+    assert_eq!((latents.width_px, latents.height_px), (451, 300));
+    assert_eq!(latents.labels.len(), 3);
+    assert_eq!(latents.pooled.len(), 1280);
+    assert!(latents.labels.iter().any(|l| l.name.contains("cat")), "cat labels: {:?}", latents.labels);
+
+    // Cross-modal: each sentence finds its photo among the four.
+    let names = ["cat.png", "coffee.png", "rocket.jpg", "motorcycle.png"];
+    let images = client
+        .embed_image(EmbedImageRequest { images: names.iter().map(|n| photo(n)).collect() })
+        .await
+        .unwrap()
+        .into_inner();
+    let queries = ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike"];
+    let texts = client.embed_text(texts(&queries)).await.unwrap().into_inner();
+    assert_eq!(images.model.as_ref().unwrap().id, texts.model.as_ref().unwrap().id, "one space, one id");
+    for (qi, q) in texts.embeddings.iter().enumerate() {
+        let scores: Vec<f32> = images.embeddings.iter().map(|i| cosine(&q.values, &i.values)).collect();
+        let best = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert_eq!(names[best], names[qi], "query {:?} scores {scores:?}", queries[qi]);
+    }
+
+    // Bad images: clear INVALID_ARGUMENT naming the image; the service stays up.
+    let bad = |data: Vec<u8>| EmbedImageRequest { images: vec![photo("cat.png"), Image { data, ..Default::default() }] };
+    let err = client.embed_image(bad(b"definitely not an image".to_vec())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("image #1") && err.message().contains("not a JPEG"), "{}", err.message());
+    let err = client.embed_image(bad(png_bomb())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("60000x60000"), "{}", err.message());
+    let err = client.encode_image(EncodeImageRequest { image: None, top_k: 0 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    client.encode_image(EncodeImageRequest { image: Some(photo("coffee.png")), top_k: 0 }).await.expect("still serving");
 }
