@@ -28,19 +28,34 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A base port such that `count` consecutive loopback ports are free right now.
+///
+/// Tests in one process run in parallel and start servers some time after asking, so a
+/// process-wide cursor hands out disjoint ranges (a port is never offered twice), from
+/// a start that differs between processes.
 pub fn free_port_range(count: u16) -> u16 {
-    let seed = (std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64) % 20_000;
-    let mut base = 20_000 + seed as u16;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let _ = CURSOR.compare_exchange(0, initial_port(), Ordering::SeqCst, Ordering::SeqCst);
     loop {
+        let mut base = CURSOR.fetch_add(u32::from(count) + 1, Ordering::SeqCst);
+        if base + u32::from(count) > 60_000 {
+            CURSOR.store(20_000, Ordering::SeqCst);
+            base = CURSOR.fetch_add(u32::from(count) + 1, Ordering::SeqCst);
+        }
+        let base = base as u16;
         let listeners: Vec<_> = (0..count).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
         if listeners.iter().all(|l| l.is_ok()) {
             return base;
         }
-        base = base.wrapping_add(count + 1);
-        if base > 60_000 {
-            base = 20_000;
-        }
     }
+}
+
+fn initial_port() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    20_000 + (nanos ^ std::process::id().wrapping_mul(7919)) % 30_000
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing.
