@@ -32,6 +32,19 @@ impl EmbedHandlers {
     }
 }
 
+/// A batch field must hold 1..=limit items.
+fn check_count(field: &str, n: usize, limit: usize) -> Result<(), Status> {
+    if n == 0 {
+        return Err(Status::invalid_argument(format!("{field} is empty: send at least one")));
+    }
+    if n > limit {
+        return Err(Status::invalid_argument(format!(
+            "{n} {field} in one request; the limit is {limit} (split the request)"
+        )));
+    }
+    Ok(())
+}
+
 fn timing(stage: &str, started: Instant) -> StageTiming {
     StageTiming { stage: stage.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 }
 }
@@ -66,16 +79,7 @@ impl EmbedService for EmbedHandlers {
     async fn embed_text(&self, request: Request<EmbedTextRequest>) -> Result<Response<EmbedTextResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        if req.texts.is_empty() {
-            return Err(Status::invalid_argument("texts is empty: send at least one text"));
-        }
-        if req.texts.len() > self.max_texts_per_request {
-            return Err(Status::invalid_argument(format!(
-                "{} texts in one request; the limit is {} (split the request)",
-                req.texts.len(),
-                self.max_texts_per_request
-            )));
-        }
+        check_count("texts", req.texts.len(), self.max_texts_per_request)?;
         let embeddings = self.core.embed_texts(req.texts, req.reject_overlong).await.map_err(to_status)?;
         let (model, _) = self.core.text_model().ok_or_else(|| to_status(CoreError::Loading))?;
         Ok(Response::new(EmbedTextResponse {
@@ -91,16 +95,7 @@ impl EmbedService for EmbedHandlers {
     async fn embed_image(&self, request: Request<EmbedImageRequest>) -> Result<Response<EmbedImageResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        if req.images.is_empty() {
-            return Err(Status::invalid_argument("images is empty: send at least one image"));
-        }
-        if req.images.len() > self.max_images_per_request {
-            return Err(Status::invalid_argument(format!(
-                "{} images in one request; the limit is {} (split the request)",
-                req.images.len(),
-                self.max_images_per_request
-            )));
-        }
+        check_count("images", req.images.len(), self.max_images_per_request)?;
         let vectors = self.core.embed_images(req.images.into_iter().map(|i| i.data).collect()).await.map_err(to_status)?;
         let space = self.core.shared_space().ok_or_else(|| to_status(CoreError::Loading))?;
         Ok(Response::new(EmbedImageResponse {
