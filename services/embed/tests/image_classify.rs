@@ -43,3 +43,34 @@ fn real_photos_get_the_right_imagenet_classes() {
     }
     assert_eq!(out.pooled[0].len(), 1280);
 }
+
+/// Our candle module against an independent numpy implementation of the same
+/// architecture, reading the original checkpoint (tests/scripts/
+/// efficientnet_lite0_reference.py; output committed), on a synthetic image both build.
+#[test]
+fn efficientnet_matches_the_numpy_reference_on_the_original_checkpoint() {
+    let store = ModelStore::from_env();
+    let weights = store.file("efficientnet-lite0", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
+    let model = EfficientNetLite0::load(vb).unwrap();
+    let mut pixels = Vec::with_capacity(IMAGE_SIZE * IMAGE_SIZE * 3);
+    for y in 0..IMAGE_SIZE {
+        for x in 0..IMAGE_SIZE {
+            for c in 0..3 {
+                pixels.push(((7 * x + 13 * y + 50 * c) % 256) as u8);
+            }
+        }
+    }
+    let probs = model.classify(&[pixels]).unwrap().probs.remove(0);
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/efficientnet-lite0.logits.json");
+    let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let want: Vec<f32> = reference["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let max_diff = probs.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let top5: Vec<u64> = order[..5].iter().map(|&i| i as u64).collect();
+    let want_top5: Vec<u64> = reference["top5"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    eprintln!("max |p - p_ref| = {max_diff:e}; top-5 {top5:?} (reference {want_top5:?})");
+    assert_eq!(top5, want_top5);
+    assert!(max_diff < 1e-4, "probabilities differ by up to {max_diff}");
+}
