@@ -182,8 +182,10 @@ async fn images_are_classified_and_share_the_text_space() {
     let queries = ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike"];
     let texts = client.embed_text(texts(&queries)).await.unwrap().into_inner();
     assert_eq!(images.model.as_ref().unwrap().id, texts.model.as_ref().unwrap().id, "one space, one id");
+    eprintln!("cosine similarity, query x photo {names:?}:");
     for (qi, q) in texts.embeddings.iter().enumerate() {
         let scores: Vec<f32> = images.embeddings.iter().map(|i| cosine(&q.values, &i.values)).collect();
+        eprintln!("  {:<28} {}", queries[qi], scores.iter().map(|s| format!("{s:6.3}")).collect::<Vec<_>>().join(" "));
         let best = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert_eq!(names[best], names[qi], "query {:?} scores {scores:?}", queries[qi]);
     }
