@@ -150,3 +150,30 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     }
     let _ = std::fs::remove_file(&log_path);
 }
+
+#[test]
+fn mmc_up_gives_up_on_a_service_that_cannot_start() {
+    let empty = tempfile::tempdir().unwrap();
+    let grpc_base = free_port_range(5);
+    let metrics_base = free_port_range(5);
+    let mut mmc = ChildGuard::spawn(
+        Command::new(binary("mmc"))
+            .args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
+            .arg("--bin-dir")
+            .arg(bin_dir())
+            .env("MMC_MODELS_DIR", empty.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let pipe = mmc.0.as_mut().unwrap().stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(pipe), &mut text);
+        text
+    });
+    let status = mmc.wait_timeout(Duration::from_secs(90)).expect("mmc up gives up instead of looping");
+    assert!(!status.success());
+    let stderr = reader.join().unwrap();
+    assert!(stderr.contains("embed failed to start 3 times"), "{stderr}");
+    assert!(stderr.contains("mmc models fetch"), "{stderr}");
+}

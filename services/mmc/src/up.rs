@@ -26,6 +26,9 @@ use tonic_health::pb::{health_check_response::ServingStatus, health_client::Heal
 
 use crate::cli_client::connect;
 
+/// Exits during startup after which `mmc up` gives up on a service.
+const STARTUP_ATTEMPTS: u32 = 3;
+
 /// The services, in start order (the gateway last: it calls the others).
 pub const SERVICES: [&str; 5] = ["embed", "caption", "speech", "textgen", "gateway"];
 
@@ -124,6 +127,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             if let Some(status) = svc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 eprintln!("mmc: {} exited during startup ({status})", svc.name);
                 svc.child = None;
+                // A service that cannot start (missing model, port taken) will not start
+                // on the next try either: give up with its log above rather than loop.
+                if svc.restarts + 1 >= STARTUP_ATTEMPTS {
+                    eprintln!(
+                        "mmc: {} failed to start {STARTUP_ATTEMPTS} times; see its log above (models missing? run `mmc models fetch`)",
+                        svc.name
+                    );
+                    stop_all(&mut services, &args).await?;
+                    return Ok(ExitCode::FAILURE);
+                }
                 schedule_restart(svc);
             }
             restart_if_due(svc, &args, &env)?;
