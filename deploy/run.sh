@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
 # The main job on one machine: install prerequisites, build (release), fetch and verify
-# the bundled models, start the five services and supervise them until Ctrl-C.
+# the bundled models (and the demo photos), start the five services, run the demo flows
+# available so far, then keep the cluster running until Ctrl-C.
 #
-#   bash deploy/run.sh            # endpoints on 127.0.0.1:50051-50055, metrics 9464-9468
-#   MMC_HOST=0.0.0.0 bash deploy/run.sh
+#   bash deploy/run.sh                 # gRPC on 127.0.0.1:50051-50055, metrics 9464-9468
+#   MMC_BASE_PORT=6000 bash deploy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-t() { local s=$SECONDS; "$@"; printf '[run] %-32s %4ds\n' "$1 ${2:-}" $((SECONDS - s)) >&2; }
+t() { local s=$SECONDS; "$@"; printf '[run] %-40s %4ds\n' "$*" $((SECONDS - s)) >&2; }
 
 t bash deploy/setup.sh
 t cargo build --release --workspace --bins
 t ./target/release/mmc models fetch --profile bundled
-exec ./target/release/mmc up "$@"
+t ./target/release/mmc models fetch --profile test-assets
+
+base=${MMC_BASE_PORT:-50051}
+./target/release/mmc up "$@" &
+up=$!
+trap 'kill -TERM $up 2>/dev/null; wait $up' INT TERM
+echo "[run] waiting for the cluster (model loading)..." >&2
+for _ in $(seq 1 600); do
+  ./target/release/mmc health "http://127.0.0.1:$((base + 4))" >/dev/null 2>&1 \
+    && ./target/release/mmc health "http://127.0.0.1:$base" >/dev/null 2>&1 && break
+  kill -0 $up 2>/dev/null || { echo "[run] mmc up exited" >&2; wait $up; exit 1; }
+  sleep 1
+done
+MMC_EMBED_ENDPOINT="http://127.0.0.1:$base" ./target/release/mmc demo || echo "[run] demo failed" >&2
+echo "[run] cluster running; Ctrl-C to stop" >&2
+wait $up

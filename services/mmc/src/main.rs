@@ -5,8 +5,10 @@
 //!   them all cleanly on Ctrl-C / SIGTERM.
 //! - `mmc models fetch|list`: model weights per profile (see `mmc-models`).
 //! - `mmc health`, `mmc services`: client commands against running services.
+//! - `mmc demo`: the user flows available so far, against a running cluster.
 
 mod cli_client;
+mod demo;
 mod models_cmd;
 mod up;
 
@@ -32,6 +34,8 @@ enum Command {
     Health(cli_client::HealthArgs),
     /// List the gRPC services a server exposes (server reflection).
     Services(cli_client::ServicesArgs),
+    /// Run the available user flows against a running cluster and print the results.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
                         Command::Up(args) => up::run(args).await,
                         Command::Health(args) => cli_client::health(args).await,
                         Command::Services(args) => cli_client::services(args).await,
+                        Command::Demo(args) => demo::run(args).await,
                         Command::Models(_) => unreachable!("handled above"),
                     }
                 }),
