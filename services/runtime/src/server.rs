@@ -1,14 +1,15 @@
 //! Server bootstrap shared by every mmc service.
 //!
 //! A service's `main` parses its arguments, builds its gRPC service(s) and a warm-up
-//! future (load the model, run one inference), and hands both to [`run`]:
+//! future (load the model, run one inference), and hands both to [`run_service`]:
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
 //!     let args: Args = mmc_runtime::config::parse();
-//!     mmc_runtime::run("embed", args.server.clone(), |ready| async move {
-//!         let services = ServiceSet::new().add(EmbedServiceServer::new(engine));
-//!         mmc_runtime::serve(&args.server, services, ready, warm_up()).await
+//!     let core = EmbedCore::new(config_from(&args));
+//!     let handlers = EmbedHandlers::new(core.clone());
+//!     mmc_runtime::run_service("embed", args.server, |s| s.add(EmbedServiceServer::new(handlers)), async move {
+//!         core.load_and_warm_up().await.map_err(anyhow::Error::new)
 //!     })
 //! }
 //! ```
