@@ -177,3 +177,34 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
     assert!(stderr.contains("embed failed to start 3 times"), "{stderr}");
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_do_not_outlive_a_killed_mmc_up() {
+    let grpc_base = free_port_range(5);
+    let metrics_base = free_port_range(5);
+    let mut mmc = ChildGuard::spawn(
+        Command::new(binary("mmc"))
+            .args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
+            .arg("--bin-dir")
+            .arg(bin_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let listen = format!("127.0.0.1:{grpc_base}");
+    let started = eventually(Duration::from_secs(60), || async {
+        (!find_processes(&["mmc-embed", &listen]).is_empty()).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "mmc-embed started");
+    // SIGKILL: mmc up gets no chance to clean up; the kernel's parent-death signal must.
+    nix::sys::signal::kill(Pid::from_raw(mmc.pid()), Signal::SIGKILL).unwrap();
+    mmc.wait_timeout(Duration::from_secs(10)).expect("mmc up killed");
+    let gone = eventually(Duration::from_secs(30), || async {
+        let left: Vec<i32> = (0..5u16)
+            .flat_map(|i| find_processes(&["mmc-", &format!("127.0.0.1:{}", grpc_base + i)]))
+            .collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "services outlived mmc up");
+}

@@ -194,6 +194,13 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // If `mmc up` itself dies without cleaning up (SIGKILL, OOM), the kernel sends its
+    // services SIGTERM so none is left orphaned holding its port.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
+    }
     let mut child = cmd.spawn().with_context(|| format!("starting {}", svc.binary.display()))?;
     for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
                    child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)]
