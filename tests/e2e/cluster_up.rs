@@ -22,6 +22,15 @@ const SERVICES: [(&str, &str); 5] = [
     ("gateway", "mmc.gateway.v1.GatewayService"),
 ];
 
+/// `mmc up` on the given port ranges, with the binaries of this build.
+fn mmc_up(grpc_base: u16, metrics_base: u16) -> Command {
+    let mut cmd = Command::new(binary("mmc"));
+    cmd.args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
+        .arg("--bin-dir")
+        .arg(bin_dir());
+    cmd
+}
+
 async fn channel(port: u16) -> Option<Channel> {
     Channel::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()
 }
@@ -57,10 +66,7 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let log_path = std::env::temp_dir().join(format!("mmc-up-e2e-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut mmc = ChildGuard::spawn(
-        Command::new(binary("mmc"))
-            .args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
-            .arg("--bin-dir")
-            .arg(bin_dir())
+        &mut mmc_up(grpc_base, metrics_base)
             .args(["--startup-timeout-s", "120", "--stop-timeout-s", "20"])
             .stdout(Stdio::piped())
             .stderr(log),
@@ -157,10 +163,7 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
     let mut mmc = ChildGuard::spawn(
-        Command::new(binary("mmc"))
-            .args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
-            .arg("--bin-dir")
-            .arg(bin_dir())
+        &mut mmc_up(grpc_base, metrics_base)
             .env("MMC_MODELS_DIR", empty.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
@@ -183,10 +186,7 @@ async fn services_do_not_outlive_a_killed_mmc_up() {
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
     let mut mmc = ChildGuard::spawn(
-        Command::new(binary("mmc"))
-            .args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
-            .arg("--bin-dir")
-            .arg(bin_dir())
+        &mut mmc_up(grpc_base, metrics_base)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

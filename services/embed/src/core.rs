@@ -8,8 +8,6 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use mmc_runtime::batcher::{BatchError, Batcher, BatcherConfig};
 use tokio::sync::OnceCell;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use mmc_media::image::{ImageError, ImageLimits};
 
 use crate::engine::{
@@ -154,10 +152,7 @@ impl EmbedCore {
                     cfg.models_dir.display()
                 )));
             }
-            // SAFETY: model directories are replaced atomically, never edited in place.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| EngineError::Load(e.to_string()))?;
-            let model = EfficientNetLite0::load(vb)?;
+            let model = EfficientNetLite0::load_file(&weights)?;
             model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
             let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();
             let sentences: Vec<String> =

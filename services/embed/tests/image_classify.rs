@@ -1,8 +1,6 @@
 //! EfficientNet-Lite0 (our candle module on the converted checkpoint) classifies real
 //! photos correctly. Needs `mmc models fetch --profile bundled` and `--profile test-assets`.
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use mmc_embed::engine::efficientnet::{EfficientNetLite0, IMAGE_SIZE};
 use mmc_models::ModelStore;
 
@@ -10,12 +8,15 @@ fn classes() -> Vec<String> {
     include_str!("../data/imagenet_classes.txt").lines().map(str::to_string).collect()
 }
 
+fn load_model(store: &ModelStore) -> EfficientNetLite0 {
+    let weights = store.file("efficientnet-lite0", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
+    EfficientNetLite0::load_file(&weights).unwrap()
+}
+
 #[test]
 fn real_photos_get_the_right_imagenet_classes() {
     let store = ModelStore::from_env();
-    let weights = store.file("efficientnet-lite0", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
-    let model = EfficientNetLite0::load(vb).unwrap();
+    let model = load_model(&store);
     let classes = classes();
     let cases = [
         ("cat.png", &["tabby", "tiger cat", "Egyptian cat"][..]),
@@ -50,9 +51,7 @@ fn real_photos_get_the_right_imagenet_classes() {
 #[test]
 fn efficientnet_matches_the_numpy_reference_on_the_original_checkpoint() {
     let store = ModelStore::from_env();
-    let weights = store.file("efficientnet-lite0", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
-    let model = EfficientNetLite0::load(vb).unwrap();
+    let model = load_model(&store);
     let mut pixels = Vec::with_capacity(IMAGE_SIZE * IMAGE_SIZE * 3);
     for y in 0..IMAGE_SIZE {
         for x in 0..IMAGE_SIZE {
