@@ -52,6 +52,17 @@ impl ModelStore {
     }
 }
 
+/// First 12 hex digits of a model file's sha256 as recorded by `mmc models fetch` (the
+/// stamp), or "unknown" for directories not made by it. Reported as a model's revision, so a
+/// change of weights is visible even under the same id.
+pub fn revision_of(dir: &Path, file: &str) -> String {
+    std::fs::read(dir.join(STAMP))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["files"][file].as_str().map(|s| s[..12.min(s.len())].to_string()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 fn default_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }

@@ -149,12 +149,4 @@ impl TextEncoder {
     }
 }
 
-/// First 12 hex digits of a file's sha256 as recorded by `mmc models fetch` (the stamp),
-/// or "unknown" for directories not made by it.
-pub fn revision_of(dir: &Path, file: &str) -> String {
-    std::fs::read(dir.join(mmc_models::store::STAMP))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["files"][file].as_str().map(|s| s[..12.min(s.len())].to_string()))
-        .unwrap_or_else(|| "unknown".to_string())
-}
+pub use mmc_models::store::revision_of;

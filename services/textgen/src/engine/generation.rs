@@ -1,0 +1,377 @@
+//! One model ready to generate ([`Engine`]) and one generation in progress ([`Sequence`]).
+//!
+//! A sequence advances one [`Sequence::step`] at a time: a chunk of the prompt (prefill) or
+//! one new token (decode). The core's scheduler interleaves the steps of all sequences in
+//! flight, so a long prompt or a long answer never blocks a short one for long.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::{
+    chat::{ChatError, ChatTemplate, Message},
+    constraint::{Constraint, ConstraintError, ConstraintFactory},
+    model::{Instance, Model, ModelError},
+    sampler::{logprob, Sampler, SamplingConfig},
+    stop::{StopCheck, StopMatcher},
+    tokenizer::{Tokenizer, TokenizerError},
+};
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
+    #[error("the prompt is {prompt_tokens} tokens; the context window is {context_length} tokens, so a prompt may have at most {max_prompt_tokens} (shorten it, or ask for truncation)")]
+    PromptTooLong { prompt_tokens: usize, context_length: usize, max_prompt_tokens: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("JSON-Schema constraints are unavailable for this model: {0}")]
+    NoConstraints(String),
+    #[error("the constraint allows no token at step {0} (the schema cannot be completed)")]
+    DeadEnd(usize),
+}
+
+/// What to do with a prompt that does not fit the context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Refuse with the counts.
+    #[default]
+    Reject,
+    /// Drop the oldest input: whole turns after the system prompt first (chat), then the
+    /// start of what remains.
+    TruncateStart,
+}
+
+/// What the model is asked to continue.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Sent as is (special-token text is parsed as special tokens).
+    Raw(String),
+    /// Rendered with the model's chat template, with the assistant's turn opened.
+    Chat(Vec<Message>),
+}
+
+/// Everything a generation is configured by.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationParams {
+    pub sampling: SamplingConfig,
+    /// Most new tokens.
+    pub max_tokens: usize,
+    /// Generation ends before any of these strings.
+    pub stop: Vec<String>,
+    /// JSON Schema (JSON text) the output must conform to.
+    pub json_schema: Option<String>,
+    pub overflow: OverflowPolicy,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-turn token (or the JSON document is complete).
+    Stop,
+    /// `max_tokens` or the context window reached.
+    Length,
+    /// A stop sequence matched.
+    StopSequence,
+}
+
+/// A prompt tokenized and fitted to the context window.
+#[derive(Debug, Clone)]
+pub struct PreparedPrompt {
+    pub ids: Vec<u32>,
+    /// Tokens dropped by [`OverflowPolicy::TruncateStart`].
+    pub truncated_tokens: usize,
+}
+
+/// A sampled token as the client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenOut {
+    pub id: u32,
+    /// Text released with this token (held back while a stop sequence or a multi-byte
+    /// character may be incomplete).
+    pub text: String,
+    /// Log-probability under the unconstrained, unpenalised model.
+    pub logprob: f32,
+}
+
+/// The end of a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub reason: FinishReason,
+    /// The whole generated text (what was streamed).
+    pub text: String,
+    pub completion_tokens: usize,
+}
+
+/// Result of one [`Sequence::step`].
+#[derive(Debug, Default)]
+pub struct Step {
+    /// A new token, if this step sampled one that is part of the output.
+    pub token: Option<TokenOut>,
+    /// Set when the generation is over.
+    pub finished: Option<Finished>,
+}
+
+/// A loaded model with its tokenizer, chat template and constraint factory.
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    chat: Result<ChatTemplate, String>,
+    constraints: Result<ConstraintFactory, String>,
+    /// Context window in tokens (the model's, or less if configured).
+    pub context_length: usize,
+    /// Prompt tokens run per prefill step.
+    pub prefill_chunk: usize,
+}
+
+impl Engine {
+    /// Loads the GGUF at `path`; `max_context` caps the context window (0 = the model's).
+    pub fn load(path: &Path, device: &Device, max_context: usize, prefill_chunk: usize) -> Result<Engine, EngineError> {
+        let model = Model::load(path, device)?;
+        let tokenizer = Tokenizer::load(path, &model.metadata)?;
+        let template = model.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+        let chat = ChatTemplate::new(template.as_deref(), &tokenizer.bos_text, &tokenizer.eos_text).map_err(|e| e.to_string());
+        let constraints = ConstraintFactory::new(tokenizer.inner(), &tokenizer.stop_ids).map_err(|e| e.to_string());
+        if let Err(e) = &constraints {
+            tracing::warn!(error = %e, "JSON-Schema constraints unavailable for this model");
+        }
+        let context_length = if max_context > 0 { model.context_length.min(max_context) } else { model.context_length };
+        Ok(Engine { model, tokenizer, chat, constraints, context_length, prefill_chunk: prefill_chunk.max(1) })
+    }
+
+    /// Whether requests may carry a JSON Schema.
+    pub fn supports_json_schema(&self) -> bool {
+        self.constraints.is_ok()
+    }
+
+    /// The chat rendering of `messages`.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String, EngineError> {
+        match &self.chat {
+            Ok(t) => Ok(t.render(messages)?),
+            Err(_) if self.model.metadata.get("tokenizer.chat_template").is_none() => Err(ChatError::NoTemplate.into()),
+            Err(e) => Err(ChatError::Compile(e.clone()).into()),
+        }
+    }
+
+    /// Token count of a prompt as the model would see it (no truncation).
+    pub fn count_tokens(&self, prompt: &Prompt) -> Result<usize, EngineError> {
+        Ok(self.tokenize(prompt)?.len())
+    }
+
+    fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        Ok(match prompt {
+            Prompt::Raw(text) => self.tokenizer.encode(text)?,
+            Prompt::Chat(messages) => self.tokenizer.encode(&self.render_chat(messages)?)?,
+        })
+    }
+
+    /// Tokenizes `prompt` and fits it to the context window by `policy` (one token of room
+    /// is kept for the answer).
+    pub fn prepare(&self, prompt: &Prompt, policy: OverflowPolicy) -> Result<PreparedPrompt, EngineError> {
+        let max_prompt_tokens = self.context_length.saturating_sub(1);
+        let ids = self.tokenize(prompt)?;
+        if ids.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if ids.len() <= max_prompt_tokens {
+            return Ok(PreparedPrompt { ids, truncated_tokens: 0 });
+        }
+        let too_long = EngineError::PromptTooLong { prompt_tokens: ids.len(), context_length: self.context_length, max_prompt_tokens };
+        if policy == OverflowPolicy::Reject {
+            return Err(too_long);
+        }
+        let original = ids.len();
+        let fitted = match prompt {
+            Prompt::Raw(_) => {
+                let keep_bos = self.tokenizer.bos.filter(|b| ids.first() == Some(b));
+                let mut tail = ids[ids.len() - (max_prompt_tokens - keep_bos.is_some() as usize)..].to_vec();
+                if let Some(b) = keep_bos {
+                    tail.insert(0, b);
+                }
+                tail
+            }
+            Prompt::Chat(messages) => self.fit_chat(messages, max_prompt_tokens)?,
+        };
+        Ok(PreparedPrompt { truncated_tokens: original - fitted.len(), ids: fitted })
+    }
+
+    /// Drops the oldest turns after the system prompt, then the start of the last turn's
+    /// text, until the rendered conversation fits `max_tokens`.
+    fn fit_chat(&self, messages: &[Message], max_tokens: usize) -> Result<Vec<u32>, EngineError> {
+        let mut msgs = messages.to_vec();
+        let first_other = msgs.iter().position(|m| m.role != "system").unwrap_or(msgs.len());
+        loop {
+            let ids = self.tokenize(&Prompt::Chat(msgs.clone()))?;
+            if ids.len() <= max_tokens {
+                return Ok(ids);
+            }
+            if msgs.len() - first_other > 1 {
+                msgs.remove(first_other);
+                continue;
+            }
+            // One turn left: cut the start of its text by the overflow (plus a margin for
+            // re-tokenisation at the cut).
+            let Some(last) = msgs.last_mut() else { return Err(EngineError::EmptyPrompt) };
+            let content = self.tokenizer.encode_plain(&last.content)?;
+            let excess = ids.len() - max_tokens + 4;
+            if excess >= content.len() {
+                return Err(EngineError::PromptTooLong { prompt_tokens: ids.len(), context_length: self.context_length, max_prompt_tokens: max_tokens });
+            }
+            last.content = self.tokenizer.decode(&content[excess..]);
+        }
+    }
+
+    /// Starts a generation of `prompt` on `instance` (which must have an empty KV cache).
+    pub fn start(&self, prompt: PreparedPrompt, params: &GenerationParams, instance: Instance) -> Result<Sequence, EngineError> {
+        let constraint = match &params.json_schema {
+            None => None,
+            Some(schema) => match &self.constraints {
+                Ok(f) => Some(f.json_schema(schema)?),
+                Err(e) => return Err(EngineError::NoConstraints(e.clone())),
+            },
+        };
+        let room = self.context_length.saturating_sub(prompt.ids.len());
+        Ok(Sequence {
+            instance,
+            prompt_len: prompt.ids.len(),
+            tokens: prompt.ids,
+            prefilled: 0,
+            generated: Vec::new(),
+            sampler: Sampler::new(params.sampling.clone()),
+            constraint,
+            stop: StopMatcher::new(&params.stop),
+            max_new: params.max_tokens.min(room),
+            finished: false,
+        })
+    }
+
+    /// Checks a JSON Schema without generating (so bad schemas fail before queueing).
+    pub fn check_schema(&self, schema: &str) -> Result<(), EngineError> {
+        match &self.constraints {
+            Ok(f) => f.json_schema(schema).map(|_| ()).map_err(Into::into),
+            Err(e) => Err(EngineError::NoConstraints(e.clone())),
+        }
+    }
+}
+
+/// One generation in progress.
+pub struct Sequence {
+    instance: Instance,
+    /// Prompt then generated ids.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    prefilled: usize,
+    generated: Vec<u32>,
+    sampler: Sampler,
+    constraint: Option<Constraint>,
+    stop: StopMatcher,
+    max_new: usize,
+    finished: bool,
+}
+
+impl Sequence {
+    /// Prompt length in tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_len
+    }
+
+    /// True while the prompt is still being run.
+    pub fn in_prefill(&self) -> bool {
+        self.prefilled < self.prompt_len
+    }
+
+    /// Gives the model instance back (to reuse it for another sequence).
+    pub fn into_instance(self) -> Instance {
+        self.instance
+    }
+
+    /// Advances by one prefill chunk or one decoded token.
+    pub fn step(&mut self, engine: &Engine) -> Result<Step, EngineError> {
+        debug_assert!(!self.finished, "step after finish");
+        if self.max_new == 0 {
+            return Ok(self.finish(FinishReason::Length, None));
+        }
+        let device = engine.model.device();
+        let logits = if self.in_prefill() {
+            let end = (self.prefilled + engine.prefill_chunk).min(self.prompt_len);
+            let logits = self.instance.forward(&self.tokens[self.prefilled..end], self.prefilled, device)?;
+            self.prefilled = end;
+            if self.in_prefill() {
+                return Ok(Step::default());
+            }
+            logits
+        } else {
+            let pos = self.tokens.len() - 1;
+            self.instance.forward(&self.tokens[pos..], pos, device)?
+        };
+
+        let allowed = match &mut self.constraint {
+            Some(c) => Some(c.allowed()?),
+            None => None,
+        };
+        let check = allowed.as_ref().map(|a| move |id: u32| a.contains(id));
+        let token = self
+            .sampler
+            .sample(&logits, &self.tokens, check.as_ref().map(|f| f as &dyn Fn(u32) -> bool))
+            .ok_or(EngineError::DeadEnd(self.generated.len()))?;
+        let lp = logprob(&logits, token);
+
+        if engine.tokenizer.stop_ids.contains(&token) {
+            return Ok(self.finish(FinishReason::Stop, None));
+        }
+        self.tokens.push(token);
+        self.generated.push(token);
+        if let Some(c) = &mut self.constraint {
+            c.consume(token)?;
+        }
+        let text = engine.tokenizer.decode(&self.generated);
+        let (piece, stopped) = if text.ends_with('\u{FFFD}') {
+            // An incomplete multi-byte character: wait for its other bytes.
+            (String::new(), false)
+        } else {
+            match self.stop.update(&text) {
+                StopCheck::Release(p) => (p, false),
+                StopCheck::Stopped(p) => (p, true),
+            }
+        };
+        let out = TokenOut { id: token, text: piece, logprob: lp };
+        if stopped {
+            return Ok(self.finish(FinishReason::StopSequence, Some(out)));
+        }
+        if self.constraint.as_ref().is_some_and(|c| c.is_finished()) {
+            return Ok(self.finish(FinishReason::Stop, Some(out)));
+        }
+        if self.generated.len() >= self.max_new {
+            return Ok(self.finish(FinishReason::Length, Some(out)));
+        }
+        Ok(Step { token: Some(out), finished: None })
+    }
+
+    fn finish(&mut self, reason: FinishReason, mut last: Option<TokenOut>) -> Step {
+        self.finished = true;
+        if reason != FinishReason::StopSequence {
+            let rest = self.stop.flush();
+            if !rest.is_empty() {
+                match &mut last {
+                    Some(t) => t.text.push_str(&rest),
+                    None => last = Some(TokenOut { id: *self.generated.last().unwrap_or(&0), text: rest, logprob: 0.0 }),
+                }
+            }
+        }
+        Step {
+            token: last,
+            finished: Some(Finished {
+                reason,
+                text: self.stop.released_text().to_string(),
+                completion_tokens: self.generated.len(),
+            }),
+        }
+    }
+}

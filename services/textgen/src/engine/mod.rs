@@ -1,0 +1,20 @@
+//! The engine: model code and everything that turns logits into text. No protobuf here.
+//!
+//! - [`model`]: a GGUF loaded into the candle module its architecture calls for.
+//! - [`tokenizer`]: text <-> ids, special ids.
+//! - [`chat`]: the GGUF's Jinja chat template.
+//! - [`sampler`]: temperature, top-k, top-p, min-p, repetition penalty, seeds.
+//! - [`constraint`]: JSON-Schema-constrained decoding (llguidance).
+//! - [`stop`]: stop sequences over streamed text.
+//! - [`generation`]: [`Engine`] (all of the above for one model) and [`Sequence`] (one
+//!   generation, advanced a step at a time so a scheduler can interleave many).
+
+pub mod chat;
+pub mod constraint;
+pub mod generation;
+pub mod model;
+pub mod sampler;
+pub mod stop;
+pub mod tokenizer;
+
+pub use generation::{Engine, EngineError, FinishReason, GenerationParams, OverflowPolicy, Prompt, Sequence, Step};

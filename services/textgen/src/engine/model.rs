@@ -1,0 +1,164 @@
+//! The transformer itself: a GGUF file loaded into the candle module its
+//! `general.architecture` calls for.
+//!
+//! candle's quantized modules keep the KV cache inside the module, so each sequence in flight
+//! needs an instance of its own. For every architecture but `qwen2` an instance is a cheap
+//! clone of a pristine one (the quantized weights are shared behind `Arc`s, only the cache is
+//! per instance). candle's `qwen2` module is not `Clone`: its instances are separate loads
+//! of the file, so each concurrent `qwen2` sequence costs the weights' memory once more.
+
+use std::{fs::File, path::Path};
+
+use candle_core::{quantized::gguf_file, Device, Tensor};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a readable GGUF file: {source}")]
+    Gguf { path: String, source: candle_core::Error },
+    #[error("{path}: GGUF architecture {arch:?} is not supported (supported: llama, qwen2, qwen3, gemma3, phi3)")]
+    Unsupported { path: String, arch: String },
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// GGUF key-value metadata.
+pub type Metadata = std::collections::HashMap<String, gguf_file::Value>;
+
+/// Architectures this service can run, as named by GGUF's `general.architecture`.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3", "phi3"];
+
+/// One loaded model instance with its own KV cache.
+pub enum Instance {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+}
+
+impl Instance {
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the KV cache) and
+    /// returns the logits of the last position as a vector over the vocabulary.
+    pub fn forward(&mut self, tokens: &[u32], pos: usize, device: &Device) -> Result<Vec<f32>, ModelError> {
+        let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+        let logits = match self {
+            Instance::Llama(m) => m.forward(&input, pos)?,
+            Instance::Qwen2(m) => m.forward(&input, pos)?,
+            Instance::Qwen3(m) => m.forward(&input, pos)?,
+            Instance::Gemma3(m) => m.forward(&input, pos)?,
+            Instance::Phi3(m) => m.forward(&input, pos)?,
+        };
+        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+    }
+}
+
+/// A loaded GGUF model: metadata plus a pristine instance that sequences are made from.
+pub struct Model {
+    path: std::path::PathBuf,
+    device: Device,
+    architecture: String,
+    pristine: Instance,
+    /// Metadata the tokenizer and chat template are built from.
+    pub metadata: Metadata,
+    /// Context window in tokens: the GGUF's `<arch>.context_length`, capped by what the
+    /// candle module precomputes rotary embeddings for.
+    pub context_length: usize,
+    /// Vocabulary rows of the output layer (may exceed the tokenizer's vocabulary).
+    pub vocab_size: usize,
+}
+
+impl Model {
+    /// Loads the GGUF at `path` on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Model, ModelError> {
+        let (metadata, pristine) = load_instance(path, device)?;
+        let md = &metadata;
+        let architecture = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let declared = md
+            .get(&format!("{architecture}.context_length"))
+            .and_then(|v| v.to_u32().ok().map(|v| v as usize).or_else(|| v.to_u64().ok().map(|v| v as usize)))
+            .unwrap_or(2048);
+        // quantized_llama precomputes rotary tables for MAX_SEQ_LEN positions only.
+        let module_limit = match architecture.as_str() {
+            "llama" => quantized_llama::MAX_SEQ_LEN,
+            _ => usize::MAX,
+        };
+        let vocab_size = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok().map(|v| v.len()))
+            .unwrap_or(0);
+        Ok(Model {
+            path: path.to_path_buf(),
+            device: device.clone(),
+            context_length: declared.min(module_limit),
+            metadata,
+            architecture,
+            pristine,
+            vocab_size,
+        })
+    }
+
+    /// `general.architecture` of the file.
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh instance with an empty KV cache for one sequence.
+    pub fn instance(&self) -> Result<Instance, ModelError> {
+        Ok(match &self.pristine {
+            Instance::Llama(m) => Instance::Llama(m.clone()),
+            Instance::Qwen3(m) => Instance::Qwen3(m.clone()),
+            Instance::Gemma3(m) => Instance::Gemma3(m.clone()),
+            Instance::Phi3(m) => Instance::Phi3(m.clone()),
+            // Not Clone in candle 0.11: load another copy.
+            Instance::Qwen2(_) => load_instance(&self.path, &self.device)?.1,
+        })
+    }
+
+    /// Makes a used instance fresh again, reusing its memory where the module allows.
+    pub fn reset(&self, instance: &mut Instance) -> Result<(), ModelError> {
+        match instance {
+            Instance::Llama(m) => m.clear_kv_cache(),
+            Instance::Qwen2(m) => m.clear_kv_cache(),
+            Instance::Qwen3(m) => m.clear_kv_cache(),
+            other => *other = self.instance()?,
+        }
+        Ok(())
+    }
+}
+
+fn load_instance(path: &Path, device: &Device) -> Result<(Metadata, Instance), ModelError> {
+    let shown = path.display().to_string();
+    let mut file = File::open(path).map_err(|source| ModelError::Io { path: shown.clone(), source })?;
+    let content = gguf_file::Content::read(&mut file).map_err(|source| ModelError::Gguf { path: shown.clone(), source })?;
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    let metadata = content.metadata.clone();
+    let instance = match arch.as_str() {
+        "llama" => Instance::Llama(quantized_llama::ModelWeights::from_gguf(content, &mut file, device)?),
+        "qwen2" => Instance::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)?),
+        "qwen3" => Instance::Qwen3(quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)?),
+        "gemma3" => Instance::Gemma3(quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device)?),
+        "phi3" => Instance::Phi3(quantized_phi3::ModelWeights::from_gguf(false, content, &mut file, device)?),
+        _ => return Err(ModelError::Unsupported { path: shown, arch }),
+    };
+    Ok((metadata, instance))
+}
