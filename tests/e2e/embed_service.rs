@@ -2,41 +2,17 @@
 //! models (MiniLM, EfficientNet-Lite0 + ConSE), called over gRPC on loopback with real
 //! photos.
 
-use std::{process::{Command, Stdio}, time::Duration};
+use std::{process::Command, time::Duration};
 
 use mmc_proto::{
     common::v1::Image,
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, GetModelInfoRequest},
 };
-use mmc_tests::{binary, eventually, free_port_range, http_get, ChildGuard};
+use mmc_tests::{binary, free_port_range, http_get, start_service, Service};
 use tonic::{transport::Channel, Code};
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
-struct Embed {
-    _process: ChildGuard,
-    channel: Channel,
-    metrics: String,
-}
-
-async fn start(extra: &[&str]) -> Embed {
-    let port = free_port_range(2);
-    let metrics = format!("127.0.0.1:{}", port + 1);
-    let process = ChildGuard::spawn(
-        Command::new(binary("mmc-embed"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &metrics])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let channel = eventually(Duration::from_secs(60), || async {
-        let ch = Channel::from_shared(url.clone()).unwrap().connect().await.ok()?;
-        let status = HealthClient::new(ch.clone()).check(HealthCheckRequest { service: String::new() }).await.ok()?;
-        (status.into_inner().status() == ServingStatus::Serving).then_some(ch)
-    })
-    .await
-    .expect("mmc-embed becomes SERVING");
-    Embed { _process: process, channel, metrics }
+async fn start(extra: &[&str]) -> Service {
+    start_service("mmc-embed", extra, Duration::from_secs(60)).await
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

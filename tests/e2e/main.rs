@@ -7,3 +7,4 @@ mod embed_service;
 mod hub_fetch;
 mod models_fetch;
 mod otlp_export;
+mod textgen_service;

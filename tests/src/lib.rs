@@ -149,3 +149,47 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// A model service process started for a test, once its health check says SERVING.
+pub struct Service {
+    /// The process; killed when the value is dropped.
+    pub process: ChildGuard,
+    /// A connected gRPC channel.
+    pub channel: tonic::transport::Channel,
+    /// `host:port` of its Prometheus endpoint.
+    pub metrics: String,
+}
+
+/// Starts workspace binary `name` on free loopback ports with `extra` flags and waits (up to
+/// `timeout`, model loading included) until it reports SERVING.
+pub async fn start_service(name: &str, extra: &[&str], timeout: Duration) -> Service {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let port = free_port_range(2);
+    let metrics = format!("127.0.0.1:{}", port + 1);
+    let process = ChildGuard::spawn(
+        Command::new(binary(name))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &metrics])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit()),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let channel = eventually(timeout, || async {
+        let ch = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await.ok()?;
+        let status = HealthClient::new(ch.clone()).check(HealthCheckRequest { service: String::new() }).await.ok()?;
+        (status.into_inner().status() == ServingStatus::Serving).then_some(ch)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} did not become SERVING within {timeout:?}"));
+    Service { process, channel, metrics }
+}
+
+/// The value of Prometheus sample `name` whose labels include every `key="value"` in
+/// `labels` (other labels, such as `service`, are ignored), if the scrape has one.
+pub fn metric_value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    scrape.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, label_set) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name && labels.iter().all(|want| label_set.contains(want))).then(|| value.parse().ok())?
+    })
+}

@@ -17,7 +17,7 @@ use candle_transformers::models::{
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {source} (the bundled models come from `mmc models fetch`)")]
     Io { path: String, source: std::io::Error },
     #[error("{path}: not a readable GGUF file: {source}")]
     Gguf { path: String, source: candle_core::Error },
