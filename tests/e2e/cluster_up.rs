@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mmc_proto::textgen::v1::{text_gen_service_client::TextGenServiceClient, CountTokensRequest};
+use mmc_proto::caption::v1::{caption_service_client::CaptionServiceClient, CaptionRequest};
 use mmc_tests::{binary, bin_dir, eventually, find_processes, free_port_range, http_get, ChildGuard};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tonic::transport::Channel;
@@ -114,8 +114,8 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     }
 
     // A model RPC not implemented yet answers UNIMPLEMENTED; it shows in the metrics.
-    let mut textgen = TextGenServiceClient::new(channel(grpc_base + 3).await.unwrap());
-    let err = textgen.count_tokens(CountTokensRequest::default()).await.unwrap_err();
+    let mut caption = CaptionServiceClient::new(channel(grpc_base + 1).await.unwrap());
+    let err = caption.caption(CaptionRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", metrics_base + i as u16);
@@ -123,13 +123,26 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
         assert_eq!(status, 200, "{name} /metrics status");
         assert!(body.contains(&format!("mmc_serving{{service=\"{name}\"}} 1")), "{name} metrics:\n{body}");
     }
-    let (_, body) = http_get(&format!("127.0.0.1:{}", metrics_base + 3), "/metrics").unwrap();
+    let (_, body) = http_get(&format!("127.0.0.1:{}", metrics_base + 1), "/metrics").unwrap();
     assert!(
         body.lines().any(|l| l.starts_with("grpc_server_handled_total")
-            && l.contains("grpc_method=\"CountTokens\"")
+            && l.contains("grpc_method=\"Caption\"")
             && l.contains("grpc_code=\"UNIMPLEMENTED\"")),
         "handled counter for the UNIMPLEMENTED call:\n{body}"
     );
+
+    // The demo flows run against the live cluster.
+    let demo = Command::new(binary("mmc"))
+        .args(["demo", "--embed", &format!("http://127.0.0.1:{grpc_base}"), "--textgen", &format!("http://127.0.0.1:{}", grpc_base + 3)])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&demo.stdout);
+    assert!(demo.status.success(), "mmc demo failed: {out}\n{}", String::from_utf8_lossy(&demo.stderr));
+    let cat_line = out.lines().find(|l| l.starts_with("\"a cat lying on a blanket\"")).unwrap_or_default();
+    let best = cat_line.trim_start_matches("\"a cat lying on a blanket\"").trim_start();
+    assert!(best.starts_with("cat.png"), "the cat query finds the cat photo first:\n{out}");
+    let notes = out.lines().skip_while(|l| !l.starts_with("Notes")).nth(1).unwrap_or_default().trim();
+    assert!(notes.starts_with("{\"decisions\": [") && notes.ends_with('}'), "schema-shaped notes:\n{out}");
 
     // Crash one service: mmc up restarts it.
     let listen = format!("127.0.0.1:{}", grpc_base + 2);

@@ -2,14 +2,14 @@
 //! models (MiniLM, EfficientNet-Lite0 + ConSE), called over gRPC on loopback with real
 //! photos.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use mmc_proto::{
     common::v1::Image,
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, GetModelInfoRequest},
 };
-use mmc_tests::{binary, free_port_range, http_get, start_service, Service};
-use tonic::{transport::Channel, Code};
+use mmc_tests::{http_get, start_service, startup_error_without_models, Service};
+use tonic::Code;
 
 async fn start(extra: &[&str]) -> Service {
     start_service("mmc-embed", extra, Duration::from_secs(60)).await
@@ -94,15 +94,7 @@ async fn embed_text_over_grpc_with_real_minilm() {
 
 #[test]
 fn missing_model_fails_startup_with_instructions() {
-    let empty = tempfile::tempdir().unwrap();
-    let port = free_port_range(2);
-    let out = Command::new(binary("mmc-embed"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{}", port + 1)])
-        .env("MMC_MODELS_DIR", empty.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = startup_error_without_models("mmc-embed");
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }
 

@@ -8,7 +8,7 @@ use mmc_proto::textgen::v1::{
     ChatRequest, CountTokensRequest, FinishReason, GenerateRequest, GenerateResponse, GenerationOptions,
     GenerationSummary, GetModelInfoRequest, OverflowPolicy, Role, SamplingParams,
 };
-use mmc_tests::{binary, free_port_range, http_get, metric_value, start_service, Service};
+use mmc_tests::{http_get, metric_value, start_service, startup_error_without_models, Service};
 use tonic::{transport::Channel, Code, Streaming};
 
 async fn start(extra: &[&str]) -> Service {
@@ -186,14 +186,6 @@ async fn short_requests_overtake_long_ones_full_queue_sheds_and_cancel_frees_the
 
 #[test]
 fn missing_model_fails_startup_with_instructions() {
-    let empty = tempfile::tempdir().unwrap();
-    let port = free_port_range(2);
-    let out = std::process::Command::new(binary("mmc-textgen"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{}", port + 1)])
-        .env("MMC_MODELS_DIR", empty.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = startup_error_without_models("mmc-textgen");
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }

@@ -193,3 +193,18 @@ pub fn metric_value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
         (metric == name && labels.iter().all(|want| label_set.contains(want))).then(|| value.parse().ok())?
     })
 }
+
+/// Runs service binary `name` with an empty models directory and returns its stderr after
+/// it exits; asserts it failed. Every model service must refuse to start without its
+/// models and say how to get them.
+pub fn startup_error_without_models(name: &str) -> String {
+    let empty = tempfile::tempdir().unwrap();
+    let port = free_port_range(2);
+    let out = Command::new(binary(name))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &format!("127.0.0.1:{}", port + 1)])
+        .env("MMC_MODELS_DIR", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{name} started without its models");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
