@@ -67,8 +67,8 @@ fn near_zero_temperature_is_greedy_and_high_temperature_spreads() {
     let prompt = user("Name a color.");
     let greedy = run(&engine, prompt.clone(), &GenerationParams { max_tokens: 12, ..Default::default() }).unwrap();
     for seed in 0..3 {
-        let cold = run(&engine, prompt.clone(), &GenerationParams { max_tokens: 12, ..sampled(seed, 0.01) }).unwrap();
-        assert_eq!(cold.ids, greedy.ids, "T=0.01 should pick the argmax");
+        let cold = run(&engine, prompt.clone(), &GenerationParams { max_tokens: 12, ..sampled(seed, 0.001) }).unwrap();
+        assert_eq!(cold.ids, greedy.ids, "T=0.001 should pick the argmax (no near tie here)");
     }
     let hot: std::collections::HashSet<Vec<u32>> =
         (0..4).map(|s| run(&engine, prompt.clone(), &GenerationParams { max_tokens: 12, ..sampled(s, 1.5) }).unwrap().ids).collect();

@@ -11,15 +11,16 @@ use candle_core::Device;
 use mmc_textgen::engine::{chat::Message, Engine, GenerationParams, OverflowPolicy, Prompt};
 use serde_json::Value;
 
-/// Largest difference allowed between our logits and llama.cpp's. Both run the Q4_1
-/// weights against 8-bit-quantized activations with an f32 KV cache, but the kernels sum
-/// in different orders; the largest difference seen on the cases here is 0.32 (on logits
-/// of 13 to 31).
-const LOGIT_TOLERANCE: f32 = 0.4;
+/// Largest difference allowed between our logits and llama.cpp's. llama.cpp runs the Q4_1
+/// weights against Q8_1 activations; we re-quantize them to Q8_0 at load (candle has no
+/// SIMD Q4_1 kernel) and run against Q8_0 activations, both with an f32 KV cache. The
+/// largest difference seen on the cases here is 0.16 (on logits of 13 to 31; 0.32 with
+/// candle's own Q4_1 path).
+const LOGIT_TOLERANCE: f32 = 0.2;
 
-/// A greedy choice counts as a tie when llama.cpp's two best logits are this close: well
-/// under the logit tolerance, so kernel differences may flip it.
-const TIE_MARGIN: f64 = 0.1;
+/// With every logit within the tolerance, greedy choices can differ only where llama.cpp's
+/// two best logits are closer than twice the tolerance.
+const TIE_MARGIN: f64 = 2.0 * LOGIT_TOLERANCE as f64;
 
 fn fixture() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/smollm2.llama_cpp.json");
