@@ -21,7 +21,7 @@ use candle_core::Device;
 use tokio::sync::mpsc;
 
 use crate::engine::{
-    chat::Message, generation::PreparedPrompt, model::Instance, Engine, EngineError, FinishReason, GenerationParams,
+    constraint::Constraint, generation::PreparedPrompt, model::Instance, Engine, EngineError, FinishReason, GenerationParams,
     Prompt, Sequence,
 };
 
@@ -98,6 +98,8 @@ pub struct LoadedModel {
 struct Job {
     prompt: Prompt,
     params: GenerationParams,
+    /// Compiled from `params.json_schema` before queueing.
+    constraint: Option<Constraint>,
     events: mpsc::UnboundedSender<Event>,
     arrived: Instant,
 }
@@ -183,11 +185,9 @@ impl TextGenCore {
     /// cancels the generation. Fails at once if the queue is full or the schema is unusable.
     pub fn generate(&self, prompt: Prompt, params: GenerationParams) -> Result<mpsc::UnboundedReceiver<Event>, CoreError> {
         let loaded = self.loaded()?;
-        if let Some(schema) = &params.json_schema {
-            loaded.engine.check_schema(schema)?;
-        }
+        let constraint = loaded.engine.constraint(&params)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let job = Job { prompt, params, events: tx, arrived: Instant::now() };
+        let job = Job { prompt, params, constraint, events: tx, arrived: Instant::now() };
         match loaded.jobs.try_send(job) {
             Ok(()) => {
                 metrics::gauge!("mmc_textgen_queue_depth").increment(1.0);
@@ -199,11 +199,6 @@ impl TextGenCore {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(CoreError::Stopped),
         }
-    }
-
-    /// Convenience for chat messages.
-    pub fn chat(&self, messages: Vec<Message>, params: GenerationParams) -> Result<mpsc::UnboundedReceiver<Event>, CoreError> {
-        self.generate(Prompt::Chat(messages), params)
     }
 }
 
@@ -327,7 +322,7 @@ impl Scheduler {
         };
         metrics::counter!("mmc_textgen_prompt_tokens_total").increment(prepared.ids.len() as u64);
         let truncated = prepared.truncated_tokens;
-        match self.engine.start(prepared, &job.params, instance) {
+        match self.engine.start(prepared, &job.params, job.constraint, instance) {
             Ok(seq) => Some(Active { seq, events: job.events, arrived: job.arrived, first_token: None, truncated }),
             Err(e) => fail(e),
         }

@@ -23,7 +23,7 @@ struct Output {
 
 fn run(engine: &Engine, prompt: Prompt, params: &GenerationParams) -> Result<Output, EngineError> {
     let prepared = engine.prepare(&prompt, params.overflow)?;
-    let mut seq = engine.start(prepared, params, engine.model.instance()?)?;
+    let mut seq = engine.start(prepared, params, engine.constraint(params)?, engine.model.instance()?)?;
     let (mut ids, mut streamed) = (Vec::new(), String::new());
     loop {
         let step = seq.step(engine)?;
@@ -132,9 +132,10 @@ fn fifty_constrained_generations_all_validate() {
 #[test]
 fn unsupported_or_broken_schemas_are_refused_up_front() {
     let engine = engine();
-    assert!(matches!(engine.check_schema("{not json"), Err(EngineError::Constraint(_))));
-    assert!(engine.check_schema(r#"{"type": "object", "properties": {"a": {"type": "strin"}}}"#).is_err());
-    assert!(engine.check_schema(MEETING_SCHEMA).is_ok());
+    let check = |schema: &str| engine.constraint(&GenerationParams { json_schema: Some(schema.into()), ..Default::default() }).map(|_| ());
+    assert!(matches!(check("{not json"), Err(EngineError::Constraint(_))));
+    assert!(check(r#"{"type": "object", "properties": {"a": {"type": "strin"}}}"#).is_err());
+    assert!(check(MEETING_SCHEMA).is_ok());
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn first_step_logits_and_greedy_continuations_match_llama_cpp() {
 
         let params = GenerationParams { max_tokens: n, ..Default::default() };
         let prepared = engine.prepare(&Prompt::Raw(prompt.into()), OverflowPolicy::Reject).unwrap();
-        let mut seq = engine.start(prepared, &params, engine.model.instance().unwrap()).unwrap();
+        let mut seq = engine.start(prepared, &params, None, engine.model.instance().unwrap()).unwrap();
         let mut got = Vec::new();
         loop {
             let step = seq.step(&engine).unwrap();

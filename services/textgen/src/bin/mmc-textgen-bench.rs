@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
 
         let params = GenerationParams { max_tokens: args.decode_tokens + 1, ..Default::default() };
         let prepared = engine.prepare(&Prompt::Raw("1, 2, 3, 4, 5, 6, 7, 8,".into()), OverflowPolicy::Reject)?;
-        let mut seq = engine.start(prepared, &params, engine.model.instance()?)?;
+        let mut seq = engine.start(prepared, &params, None, engine.model.instance()?)?;
         seq.step(&engine)?; // prefill + first token
         let t = Instant::now();
         let mut n = 0;

@@ -228,15 +228,15 @@ impl Engine {
         }
     }
 
-    /// Starts a generation of `prompt` on `instance` (which must have an empty KV cache).
-    pub fn start(&self, prompt: PreparedPrompt, params: &GenerationParams, instance: Instance) -> Result<Sequence, EngineError> {
-        let constraint = match &params.json_schema {
-            None => None,
-            Some(schema) => match &self.constraints {
-                Ok(f) => Some(f.json_schema(schema)?),
-                Err(e) => return Err(EngineError::NoConstraints(e.clone())),
-            },
-        };
+    /// Starts a generation of `prompt` on `instance` (which must have an empty KV cache),
+    /// under `constraint` (from [`Engine::constraint`] for `params.json_schema`).
+    pub fn start(
+        &self,
+        prompt: PreparedPrompt,
+        params: &GenerationParams,
+        constraint: Option<Constraint>,
+        instance: Instance,
+    ) -> Result<Sequence, EngineError> {
         let room = self.context_length.saturating_sub(prompt.ids.len());
         Ok(Sequence {
             instance,
@@ -252,10 +252,13 @@ impl Engine {
         })
     }
 
-    /// Checks a JSON Schema without generating (so bad schemas fail before queueing).
-    pub fn check_schema(&self, schema: &str) -> Result<(), EngineError> {
+    /// Compiles the constraint for `params.json_schema` (none without a schema). The core
+    /// does this before queueing, so a bad schema fails at once and the scheduler thread
+    /// never compiles one.
+    pub fn constraint(&self, params: &GenerationParams) -> Result<Option<Constraint>, EngineError> {
+        let Some(schema) = &params.json_schema else { return Ok(None) };
         match &self.constraints {
-            Ok(f) => f.json_schema(schema).map(|_| ()).map_err(Into::into),
+            Ok(f) => Ok(Some(f.json_schema(schema)?)),
             Err(e) => Err(EngineError::NoConstraints(e.clone())),
         }
     }
