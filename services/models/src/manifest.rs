@@ -89,6 +89,7 @@ pub struct Conversion {
 pub enum ConversionKind {
     PthLegacyToSafetensors,
     GgufTokenizer,
+    Ct2WhisperToGgml,
 }
 
 impl Manifest {

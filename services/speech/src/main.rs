@@ -1,30 +1,84 @@
-//! `mmc-speech`: speech-to-text service (Whisper).
-//!
-//! The model engine lands with issue #5. Until then this binary serves the contract
-//! (`SpeechService`) with every model RPC answering UNIMPLEMENTED, plus health, reflection and
-//! metrics from the shared runtime, so `mmc up` and deployments can run the cluster.
+//! `mmc-speech`: the speech-to-text service binary; see the `mmc_speech` library.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use mmc_proto::speech::v1::speech_service_server::{SpeechService, SpeechServiceServer};
+use mmc_proto::speech::v1::speech_service_server::SpeechServiceServer;
 use mmc_runtime::ServerArgs;
+use mmc_speech::{core, engine::chunker::ChunkerConfig, handlers};
 
 /// Command line of `mmc-speech`.
 #[derive(Parser, Debug)]
-#[command(name = "mmc-speech", version, about = "speech-to-text service (Whisper).")]
+#[command(name = "mmc-speech", version, about = "Speech-to-text service (Whisper, whisper.cpp).")]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// Models directory (default: the one `mmc models fetch` fills).
+    #[arg(long, env = "MMC_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// The model: an id in the models directory (its converted `ggml-model.bin` is loaded).
+    #[arg(long, env = "MMC_SPEECH_MODEL", default_value = "whisper-tiny.en-ct2")]
+    model: String,
+    /// A whisper.cpp ggml file to load instead of `--model` from the models directory.
+    #[arg(long, env = "MMC_SPEECH_GGML")]
+    ggml: Option<PathBuf>,
+    /// Weights profile of the model, reported with every result.
+    #[arg(long, env = "MMC_PROFILE", default_value = "bundled")]
+    profile: String,
+    /// Requests transcribed at once (one decoder state each, the weights shared).
+    #[arg(long, env = "MMC_SPEECH_CONCURRENCY", default_value_t = 2)]
+    concurrency: usize,
+    /// Requests that may wait for a free decoder state; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MMC_QUEUE_CAPACITY", default_value_t = 32)]
+    queue_capacity: usize,
+    /// whisper.cpp threads per request (0 = the machine's cores / concurrency, at least 1).
+    #[arg(long, env = "MMC_SPEECH_THREADS", default_value_t = 0)]
+    threads: usize,
+    /// Beam width; 1 = greedy decoding (fastest).
+    #[arg(long, env = "MMC_SPEECH_BEAM_SIZE", default_value_t = 1)]
+    beam_size: usize,
+    /// Longest recording accepted, in seconds (decoding is streamed: memory does not grow with it).
+    #[arg(long, env = "MMC_SPEECH_MAX_AUDIO_S", default_value_t = 4 * 3600)]
+    max_audio_s: u64,
+    /// Largest upload in bytes.
+    #[arg(long, env = "MMC_SPEECH_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
+    max_upload_bytes: u64,
+    /// Directory where uploads are spooled while they arrive (default: the system's temp dir).
+    #[arg(long, env = "MMC_SPEECH_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
 }
-
-/// The speech service: RPCs not yet implemented fall back to tonic's UNIMPLEMENTED stubs.
-struct SpeechServiceImpl;
-
-#[tonic::async_trait]
-impl SpeechService for SpeechServiceImpl {}
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(SpeechServiceImpl)), async { Ok(()) })
+    let model_path = args.ggml.clone().unwrap_or_else(|| {
+        let root = args.models_dir.clone().unwrap_or_else(|| mmc_models::ModelStore::from_env().root().to_path_buf());
+        root.join(&args.model).join("ggml-model.bin")
+    });
+    let model_id = match &args.ggml {
+        Some(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| args.model.clone()),
+        None => args.model.clone(),
+    };
+    let concurrency = args.concurrency.max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = if args.threads == 0 { (cores / concurrency).max(1) } else { args.threads };
+    let core = core::SpeechCore::new(core::CoreConfig {
+        model_path,
+        model_id,
+        profile: args.profile.clone(),
+        max_concurrent: concurrency,
+        queue_capacity: args.queue_capacity,
+        threads_per_request: threads,
+        beam_size: args.beam_size,
+        max_audio_ms: args.max_audio_s * 1000,
+        chunker: ChunkerConfig::default(),
+    });
+    let limits = handlers::RequestLimits {
+        max_upload_bytes: args.max_upload_bytes,
+        spool_dir: args.spool_dir.clone(),
+        ..Default::default()
+    };
+    let handlers = handlers::SpeechHandlers::new(core.clone(), limits);
+    mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
+        core.load_and_warm_up().await.map_err(anyhow::Error::new)
+    })
 }

@@ -4,7 +4,10 @@
 //!   candle's `pickle` module cannot open, to safetensors.
 //! - [`gguf_tokenizer`]: the tokenizer that a GGUF file carries only as metadata, to a
 //!   Hugging Face `tokenizer.json` with the correct pre-tokenizer.
+//! - [`ct2_whisper`]: CTranslate2 Whisper models (faster-whisper's format) to whisper.cpp's
+//!   ggml file.
 
+pub mod ct2_whisper;
 pub mod gguf_tokenizer;
 pub mod pth_legacy;
 
@@ -17,5 +20,6 @@ pub fn run(kind: ConversionKind, input: &Path, output: &Path) -> Result<(), Stri
     match kind {
         ConversionKind::PthLegacyToSafetensors => pth_legacy::convert(input, output),
         ConversionKind::GgufTokenizer => gguf_tokenizer::convert(input, output),
+        ConversionKind::Ct2WhisperToGgml => ct2_whisper::convert(input, output),
     }
 }

@@ -1,0 +1,407 @@
+//! Inference core of the speech service: a pool of decoder states over one model, a
+//! bounded queue in front of it, and the job that turns one uploaded recording into a
+//! stream of segments.
+//!
+//! Concurrency: `max_concurrent` states, each serving one request at a time on its own
+//! blocking thread with `threads_per_request` whisper.cpp threads. A request beyond those
+//! waits in a queue of `queue_capacity`; beyond that it is refused at once
+//! (RESOURCE_EXHAUSTED at the edge) rather than piling up. A request's job ends early when
+//! its client goes away: the event channel closes, the abort flag is raised, and
+//! whisper.cpp stops at its next step.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::Instant,
+};
+
+use tokio::sync::{mpsc, Semaphore};
+use whisper_rs::WhisperState;
+
+use crate::engine::{
+    audio::{self, AudioError, AudioInput},
+    chunker::{Chunk, Chunker, ChunkerConfig},
+    whisper::{DecodeOptions, Language, Segment, WhisperModel},
+    EngineError,
+};
+
+/// How the core is set up.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The whisper.cpp ggml model file.
+    pub model_path: PathBuf,
+    pub model_id: String,
+    pub profile: String,
+    /// Requests decoded at once (decoder states in the pool).
+    pub max_concurrent: usize,
+    /// Requests that may wait for a state.
+    pub queue_capacity: usize,
+    /// whisper.cpp threads per request.
+    pub threads_per_request: usize,
+    /// 1 = greedy decoding; more = beam search of that width.
+    pub beam_size: usize,
+    /// Longest recording accepted, in milliseconds.
+    pub max_audio_ms: u64,
+    /// Where chunks are cut and what counts as speech.
+    pub chunker: ChunkerConfig,
+}
+
+/// One transcription request, as the core sees it.
+pub struct Job {
+    /// The spooled upload (deleted when the job is dropped).
+    pub audio: tempfile::TempPath,
+    pub input: AudioInput,
+    pub options: DecodeOptions,
+}
+
+/// What a job reports, in order: segments and progress, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Segment(Segment),
+    Progress { done_ms: u64, total_ms: Option<u64> },
+    Done(Summary),
+    Failed(CoreError),
+}
+
+/// End-of-job facts.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Language used (detected or forced); `None` when nothing was spoken and none forced.
+    pub language: Option<Language>,
+    pub audio_duration_ms: u64,
+    /// Time waiting for a decoder state.
+    pub queue_ms: f64,
+    /// Time inside whisper.cpp (language detection and decoding).
+    pub transcribe_ms: f64,
+    /// Time decoding and resampling the upload (the rest of the job).
+    pub decode_audio_ms: f64,
+    /// Segments dropped by the guards, by reason.
+    pub suppressed: Vec<(&'static str, usize)>,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("the model is still loading")]
+    NotReady,
+    #[error("{0} requests are already waiting; try again later")]
+    QueueFull(usize),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error("the recording is longer than the limit of {limit_s} s")]
+    TooLong { limit_s: u64 },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The core: model, state pool, queue.
+pub struct SpeechCore {
+    config: CoreConfig,
+    model: OnceLock<Arc<WhisperModel>>,
+    states: Mutex<Vec<WhisperState>>,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl SpeechCore {
+    pub fn new(config: CoreConfig) -> Arc<Self> {
+        let max = config.max_concurrent.max(1);
+        Arc::new(SpeechCore {
+            config,
+            model: OnceLock::new(),
+            states: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max)),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Loads the model, creates the decoder states and runs one decode so the first request
+    /// does not pay for page faults. The service reports SERVING only after this.
+    pub async fn load_and_warm_up(self: &Arc<Self>) -> Result<(), CoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
+            let c = &me.config;
+            let started = Instant::now();
+            let model = WhisperModel::load(&c.model_path, &c.model_id, &c.profile, c.beam_size)?;
+            let mut states = (0..c.max_concurrent.max(1)).map(|_| model.new_state()).collect::<Result<Vec<_>, _>>()?;
+            let tone: Vec<f32> = (0..audio::SAMPLE_RATE).map(|i| (i as f32 * 0.05).sin() * 0.01).collect();
+            let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
+            model.transcribe(&mut states[0], &tone, 0, &options, c.threads_per_request, &Arc::new(AtomicBool::new(false)))?;
+            tracing::info!(
+                model = %model.meta().id, size = %model.meta().size, multilingual = model.meta().multilingual,
+                states = states.len(), threads_per_request = c.threads_per_request,
+                elapsed_ms = started.elapsed().as_millis() as u64, "whisper model loaded and warmed up"
+            );
+            *me.states.lock().expect("state pool lock") = states;
+            me.model.set(Arc::new(model)).map_err(|_| CoreError::Internal("model loaded twice".into()))
+        })
+        .await
+        .map_err(|e| CoreError::Internal(e.to_string()))?
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> Result<&Arc<WhisperModel>, CoreError> {
+        self.model.get().ok_or(CoreError::NotReady)
+    }
+
+    /// Queues a job; its events arrive on the returned channel. Dropping the receiver
+    /// cancels the job.
+    pub fn transcribe(self: &Arc<Self>, job: Job) -> Result<mpsc::Receiver<Event>, CoreError> {
+        let model = self.model()?.clone();
+        if let Some(language) = &job.options.language {
+            model.check_language(language)?;
+        }
+        if job.options.translate && !model.meta().multilingual {
+            return Err(EngineError::BadOption(format!("model {} is English-only and cannot translate", model.meta().id)).into());
+        }
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+        if waiting >= self.config.queue_capacity && self.permits.available_permits() == 0 {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!("mmc_speech_rejected_total", "reason" => "queue_full").increment(1);
+            return Err(CoreError::QueueFull(waiting));
+        }
+        metrics::gauge!("mmc_speech_queue_depth").set(self.waiting.load(Ordering::SeqCst) as f64);
+        // A small buffer: a slow client slows its own job instead of growing memory.
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let queued = Instant::now();
+            let cancel = Arc::new(AtomicBool::new(false));
+            let permit = tokio::select! {
+                p = me.permits.clone().acquire_owned() => p,
+                _ = tx.closed() => {
+                    me.waiting.fetch_sub(1, Ordering::SeqCst);
+                    metrics::counter!("mmc_speech_cancelled_total").increment(1);
+                    return;
+                }
+            };
+            me.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics::gauge!("mmc_speech_queue_depth").set(me.waiting.load(Ordering::SeqCst) as f64);
+            let Ok(_permit) = permit else { return };
+            let state = me.states.lock().expect("state pool lock").pop();
+            let Some(state) = state else {
+                let _ = tx.send(Event::Failed(CoreError::Internal("no free decoder state".into()))).await;
+                return;
+            };
+            // Client gone -> raise the abort flag so whisper.cpp stops mid-decode.
+            let watcher = {
+                let (tx, cancel) = (tx.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    tx.closed().await;
+                    cancel.store(true, Ordering::Relaxed);
+                })
+            };
+            metrics::gauge!("mmc_speech_active_requests").increment(1.0);
+            let queue_ms = queued.elapsed().as_secs_f64() * 1000.0;
+            let runner = me.clone();
+            let (cancel_job, tx_job) = (cancel.clone(), tx.clone());
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut state = state;
+                let result = runner.run(&model, &mut state, job, queue_ms, &cancel_job, &tx_job);
+                (state, result)
+            })
+            .await;
+            metrics::gauge!("mmc_speech_active_requests").decrement(1.0);
+            watcher.abort();
+            match joined {
+                Ok((state, result)) => {
+                    me.states.lock().expect("state pool lock").push(state);
+                    let event = match result {
+                        Ok(summary) => Event::Done(summary),
+                        Err(CoreError::Engine(EngineError::Cancelled)) => {
+                            metrics::counter!("mmc_speech_cancelled_total").increment(1);
+                            return;
+                        }
+                        Err(e) => Event::Failed(e),
+                    };
+                    let _ = tx.send(event).await;
+                }
+                Err(e) => {
+                    // whisper.cpp panicked through the bindings: the state is lost; make a new one.
+                    tracing::error!(error = %e, "transcription job panicked");
+                    if let Ok(model) = me.model() {
+                        if let Ok(s) = model.new_state() {
+                            me.states.lock().expect("state pool lock").push(s);
+                        }
+                    }
+                    let _ = tx.send(Event::Failed(CoreError::Internal("transcription failed unexpectedly".into()))).await;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// The job, on a blocking thread: decode -> chunk -> (detect language) -> transcribe,
+    /// sending segments and progress as they come.
+    fn run(
+        &self,
+        model: &WhisperModel,
+        state: &mut WhisperState,
+        job: Job,
+        queue_ms: f64,
+        cancel: &Arc<AtomicBool>,
+        tx: &mpsc::Sender<Event>,
+    ) -> Result<Summary, CoreError> {
+        let started = Instant::now();
+        let c = &self.config;
+        let total_ms = audio::probe_duration_ms(&job.audio, job.input);
+        if let Some(ms) = total_ms {
+            if ms > c.max_audio_ms {
+                return Err(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
+            }
+        }
+        let mut options = job.options.clone();
+        let mut language = options.language.clone().map(|code| Language { code, probability: 1.0 });
+        let mut guard = Guards::default();
+        let mut transcribe_ms = 0.0;
+        let mut failure: Option<CoreError> = None;
+        let max_samples = c.max_audio_ms * audio::SAMPLE_RATE as u64 / 1000;
+        let mut received = 0u64;
+
+        let send = |event: Event| -> Result<(), CoreError> {
+            tx.blocking_send(event).map_err(|_| {
+                cancel.store(true, Ordering::Relaxed);
+                CoreError::Engine(EngineError::Cancelled)
+            })
+        };
+        let mut process = |chunk: Chunk| -> Result<(), CoreError> {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled.into());
+            }
+            let done_ms = (chunk.offset_ms() + chunk.duration_ms()) as u64;
+            if chunk.has_speech {
+                let t = Instant::now();
+                if language.is_none() {
+                    let detected = model.detect_language(state, &chunk.samples, c.threads_per_request)?;
+                    options.language = Some(detected.code.clone());
+                    language = Some(detected);
+                }
+                let segments =
+                    model.transcribe(state, &chunk.samples, chunk.offset_ms(), &options, c.threads_per_request, cancel)?;
+                transcribe_ms += t.elapsed().as_secs_f64() * 1000.0;
+                for segment in segments {
+                    if guard.keep(&segment) {
+                        metrics::counter!("mmc_speech_segments_total").increment(1);
+                        send(Event::Segment(segment))?;
+                    }
+                }
+            }
+            send(Event::Progress { done_ms, total_ms })
+        };
+
+        let mut chunker = Chunker::new(c.chunker);
+        let decoded = audio::decode_file(&job.audio, job.input, &mut |samples: &[f32]| {
+            received += samples.len() as u64;
+            if received > max_samples {
+                failure = Some(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
+                return Err("too long".into());
+            }
+            chunker.push(samples, &mut process).map_err(|e| {
+                failure = Some(e);
+                "stopped".to_string()
+            })
+        });
+        let info = match decoded {
+            Ok(info) => info,
+            Err(AudioError::Stopped(_)) => return Err(failure.unwrap_or(CoreError::Internal("decoding stopped".into()))),
+            Err(e) => return Err(e.into()),
+        };
+        chunker.finish(&mut process)?;
+        if info.skipped_packets > 0 {
+            tracing::warn!(skipped = info.skipped_packets, codec = %info.codec, "damaged audio packets skipped");
+        }
+        let audio_duration_ms = info.samples * 1000 / audio::SAMPLE_RATE as u64;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        metrics::counter!("mmc_speech_audio_seconds_total").increment(audio_duration_ms / 1000);
+        if audio_duration_ms > 0 {
+            metrics::histogram!("mmc_speech_real_time_factor").record(elapsed_ms / audio_duration_ms as f64);
+        }
+        for (reason, n) in guard.suppressed() {
+            metrics::counter!("mmc_speech_suppressed_segments_total", "reason" => reason).increment(n as u64);
+        }
+        Ok(Summary {
+            language,
+            audio_duration_ms,
+            queue_ms,
+            transcribe_ms,
+            decode_audio_ms: (elapsed_ms - transcribe_ms).max(0.0),
+            suppressed: guard.suppressed(),
+        })
+    }
+}
+
+/// Drops segments that are Whisper's known failure modes rather than speech.
+#[derive(Default)]
+struct Guards {
+    previous: Option<String>,
+    repeats: usize,
+    loops: usize,
+    silence: usize,
+}
+
+impl Guards {
+    /// faster-whisper's thresholds: compression ratio above 2.4 = a repetition loop;
+    /// no-speech probability above 0.6 with mean log-probability below -1 = text invented
+    /// over silence. Plus: the same text as the segment before (a loop across windows).
+    fn keep(&mut self, s: &Segment) -> bool {
+        let normalized: String =
+            s.text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect::<String>().to_lowercase();
+        let normalized = normalized.split_whitespace().collect::<Vec<_>>().join(" ");
+        if s.compression_ratio > 2.4 {
+            self.loops += 1;
+            return false;
+        }
+        if s.no_speech_prob > 0.6 && s.avg_logprob < -1.0 {
+            self.silence += 1;
+            return false;
+        }
+        if !normalized.is_empty() && self.previous.as_deref() == Some(normalized.as_str()) {
+            self.repeats += 1;
+            return false;
+        }
+        self.previous = Some(normalized);
+        true
+    }
+
+    fn suppressed(&self) -> Vec<(&'static str, usize)> {
+        [("repeat", self.repeats), ("loop", self.loops), ("no_speech", self.silence)].into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(text: &str) -> Segment {
+        Segment {
+            start_ms: 0,
+            end_ms: 1000,
+            text: text.into(),
+            avg_logprob: -0.2,
+            no_speech_prob: 0.01,
+            compression_ratio: crate::engine::whisper::compression_ratio(text),
+            words: vec![],
+        }
+    }
+
+    #[test]
+    fn guards_drop_repeats_loops_and_invented_text() {
+        let mut g = Guards::default();
+        assert!(g.keep(&seg("We agreed to ship on Friday.")));
+        assert!(!g.keep(&seg("we agreed to ship on friday")));
+        assert!(g.keep(&seg("Next item: the budget.")));
+        assert!(!g.keep(&seg(&"Thank you. ".repeat(30))));
+        assert!(!g.keep(&Segment { no_speech_prob: 0.9, avg_logprob: -1.5, ..seg("Thanks for watching!") }));
+        assert!(g.keep(&Segment { no_speech_prob: 0.9, avg_logprob: -0.3, ..seg("Quiet but confident speech.") }));
+        assert_eq!(g.suppressed(), vec![("repeat", 1), ("loop", 1), ("no_speech", 1)]);
+    }
+}

@@ -1,0 +1,24 @@
+//! The speech engine: audio decoding, voice-activity chunking and Whisper itself. No
+//! protobuf here; the core drives these pieces and the handlers translate.
+
+pub mod audio;
+pub mod chunker;
+pub mod whisper;
+
+/// Failures of the model itself (audio problems are [`audio::AudioError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file is missing or whisper.cpp refused it.
+    #[error("{0}")]
+    Load(String),
+    /// A request option the model cannot honour (unknown language, translate on an
+    /// English-only model).
+    #[error("{0}")]
+    BadOption(String),
+    /// whisper.cpp failed while decoding.
+    #[error("{0}")]
+    Whisper(String),
+    /// The request was cancelled (client gone) and decoding stopped.
+    #[error("cancelled")]
+    Cancelled,
+}
