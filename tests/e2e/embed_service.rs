@@ -99,16 +99,10 @@ fn missing_model_fails_startup_with_instructions() {
 }
 
 fn photo(name: &str) -> Image {
-    let path = mmc_models_dir().join("test-photos").join(name);
+    let path = mmc_tests::models_dir().join("test-photos").join(name);
     let data = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `mmc models fetch --profile test-assets`", path.display()));
     Image { data, mime_type: String::new(), source_name: name.to_string() }
-}
-
-fn mmc_models_dir() -> std::path::PathBuf {
-    std::env::var_os("MMC_MODELS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
 
 /// A real photo whose PNG header is rewritten to claim 60000x60000 pixels (CRC fixed):

@@ -7,4 +7,5 @@ mod embed_service;
 mod hub_fetch;
 mod models_fetch;
 mod otlp_export;
+mod speech_service;
 mod textgen_service;

@@ -3,7 +3,7 @@
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -207,4 +207,10 @@ pub fn startup_error_without_models(name: &str) -> String {
         .unwrap();
     assert!(!out.status.success(), "{name} started without its models");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The models directory the tests use: `MMC_MODELS_DIR`, else the repository's `models/`
+/// (where `mmc models fetch` puts them by default).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("MMC_MODELS_DIR").map(Into::into).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }

@@ -1,7 +1,7 @@
 //! Structured logs and OpenTelemetry traces.
 //!
 //! Logs go to stderr as text or JSON lines (`--log-format`), filtered by `RUST_LOG`
-//! (default `info`). When an OTLP endpoint is configured (`--otlp-endpoint` or the
+//! (default [`DEFAULT_FILTER`]). When an OTLP endpoint is configured (`--otlp-endpoint` or the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT`), every tracing span is also exported as an
 //! OpenTelemetry span over OTLP/gRPC, with `service.name` set to the mmc service.
 
@@ -9,6 +9,11 @@ use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+/// Log filter when `RUST_LOG` is unset: `info`, except for libraries that narrate their
+/// internals at info level (whisper.cpp's model-load report) or warn once per damaged
+/// frame of a media file (symphonia's demuxers; the service reports skipped packets itself).
+pub const DEFAULT_FILTER: &str = "info,whisper_rs=warn,symphonia=error,symphonia_bundle_mp3=error";
 
 use crate::config::{LogFormat, ServerArgs};
 
@@ -40,7 +45,7 @@ pub fn init_with(
     format: LogFormat,
     otlp_endpoint: Option<&str>,
 ) -> anyhow::Result<TelemetryGuard> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()

@@ -288,7 +288,8 @@ impl SpeechCore {
                 let segments =
                     model.transcribe(state, &chunk.samples, chunk.offset_ms(), &options, c.threads_per_request, cancel)?;
                 transcribe_ms += t.elapsed().as_secs_f64() * 1000.0;
-                for segment in segments {
+                for mut segment in segments {
+                    fit_to_speech(&mut segment, &chunk, c.chunker.speech_rms);
                     if guard.keep(&segment) {
                         metrics::counter!("mmc_speech_segments_total").increment(1);
                         send(Event::Segment(segment))?;
@@ -336,6 +337,28 @@ impl SpeechCore {
             decode_audio_ms: (elapsed_ms - transcribe_ms).max(0.0),
             suppressed: guard.suppressed(),
         })
+    }
+}
+
+/// Moves a segment's start and end onto the speech inside it (see
+/// [`chunker::speech_bounds`](crate::engine::chunker::speech_bounds)); word times stay
+/// inside the new bounds.
+fn fit_to_speech(segment: &mut Segment, chunk: &Chunk, speech_rms: f32) {
+    let to_sample = |ms: i64| (((ms - chunk.offset_ms()).max(0) as usize) * audio::SAMPLE_RATE as usize / 1000).min(chunk.samples.len());
+    let (a, b) = (to_sample(segment.start_ms), to_sample(segment.end_ms));
+    if b <= a {
+        return;
+    }
+    let Some((first, last)) = crate::engine::chunker::speech_bounds(&chunk.samples[a..b], speech_rms) else { return };
+    let to_ms = |sample: usize| chunk.offset_ms() + ((a + sample) * 1000 / audio::SAMPLE_RATE as usize) as i64;
+    let (start, end) = (to_ms(first), to_ms(last));
+    if end > start {
+        segment.start_ms = start;
+        segment.end_ms = end;
+        for w in &mut segment.words {
+            w.start_ms = w.start_ms.clamp(start, end);
+            w.end_ms = w.end_ms.clamp(w.start_ms, end);
+        }
     }
 }
 

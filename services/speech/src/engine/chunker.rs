@@ -117,6 +117,32 @@ impl Chunker {
     }
 }
 
+/// The first and last sample of speech in `samples` (10 ms resolution, judged on 100 ms
+/// windows against `speech_rms`), or `None` if nothing in it reaches the speech level.
+///
+/// Whisper's segment times are coarse: a segment after a pause often "starts" where the
+/// previous one ended. Clamping each segment to the speech inside it puts subtitle cues and
+/// citations where the words are.
+pub fn speech_bounds(samples: &[f32], speech_rms: f32) -> Option<(usize, usize)> {
+    const W: usize = 10; // 100 ms windows of 10 ms frames
+    let frames: Vec<f64> = samples.chunks(FRAME).map(|f| f.iter().map(|&s| (s as f64) * (s as f64)).sum()).collect();
+    if frames.is_empty() {
+        return None;
+    }
+    let loud = |i: usize| {
+        let end = (i + W).min(frames.len());
+        let n = (end - i) * FRAME;
+        rms(frames[i..end].iter().sum(), n) > speech_rms
+    };
+    let frame_loud = |i: usize| rms(frames[i], FRAME) > speech_rms;
+    // The first window with speech, then its first loud frame; the same from the end.
+    let w = (0..frames.len()).find(|&i| loud(i))?;
+    let first = (w..(w + W).min(frames.len())).find(|&i| frame_loud(i)).unwrap_or(w);
+    let w = (0..frames.len()).rev().find(|&i| loud(i.saturating_sub(W - 1)))?;
+    let last = (w.saturating_sub(W - 1)..=w).rev().find(|&i| frame_loud(i)).unwrap_or(w);
+    Some((first * FRAME, ((last + 1) * FRAME).min(samples.len())))
+}
+
 /// Sum of squares of every 200 ms window, stepping by 10 ms.
 fn window_energies(samples: &[f32]) -> Vec<f64> {
     let frames: Vec<f64> = samples.chunks(FRAME).map(|f| f.iter().map(|&s| (s as f64) * (s as f64)).sum()).collect();
@@ -198,6 +224,16 @@ mod tests {
         let chunks = chunks_of(&[vec![0.0; 40 * RATE], noise(5 * RATE, 0.001, &mut seed)].concat(), 16_000);
         assert!(chunks.iter().all(|c| !c.has_speech), "{:?}", chunks.iter().map(|c| c.has_speech).collect::<Vec<_>>());
         assert_eq!(chunks.len(), 2);
+    }
+
+    #[test]
+    fn speech_bounds_find_the_loud_part() {
+        let mut seed = 5;
+        let audio = [vec![0.0; 2 * RATE], noise(RATE, 0.3, &mut seed), vec![0.0; RATE]].concat();
+        let (a, b) = speech_bounds(&audio, 0.003).unwrap();
+        assert!((a as i64 - 2 * RATE as i64).abs() <= FRAME as i64, "{a}");
+        assert!((b as i64 - 3 * RATE as i64).abs() <= 2 * FRAME as i64, "{b}");
+        assert_eq!(speech_bounds(&vec![0.0; RATE], 0.003), None);
     }
 
     #[test]

@@ -180,8 +180,13 @@ impl WhisperModel {
         if let Some(prompt) = options.initial_prompt.as_deref().filter(|p| !p.trim().is_empty()) {
             params.set_initial_prompt(prompt);
         }
-        let flag = cancel.clone();
-        params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
+        // whisper-rs 0.16's `set_abort_callback_safe` casts its boxed closure back to the
+        // wrong type (and so aborts at random); the raw callback reads our flag directly.
+        // SAFETY: the pointer is to the AtomicBool inside `cancel`, which outlives `full`.
+        unsafe {
+            params.set_abort_callback(Some(abort_requested));
+            params.set_abort_callback_user_data(Arc::as_ptr(cancel) as *mut std::ffi::c_void);
+        }
 
         state.full(params, samples).map_err(|e| {
             if cancel.load(Ordering::Relaxed) {
@@ -253,6 +258,12 @@ impl WhisperModel {
         }
         Ok(segments)
     }
+}
+
+/// whisper.cpp's abort callback: `user_data` points at the request's cancel flag.
+unsafe extern "C" fn abort_requested(user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: set in `transcribe` to a live `AtomicBool` for the duration of the call.
+    unsafe { (*(user_data as *const AtomicBool)).load(Ordering::Relaxed) }
 }
 
 fn mean(v: &[f32]) -> f32 {
