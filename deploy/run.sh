@@ -7,6 +7,8 @@
 #   MMC_BASE_PORT=6000 bash deploy/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools deploy/setup.sh installs without root (cmake for whisper.cpp).
+export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 
 t() { local s=$SECONDS; "$@"; printf '[run] %-40s %4ds\n' "$*" $((SECONDS - s)) >&2; }
 

