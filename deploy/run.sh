@@ -25,6 +25,7 @@ echo "[run] waiting for the cluster (model loading)..." >&2
 for _ in $(seq 1 600); do
   ./target/release/mmc health "http://127.0.0.1:$((base + 4))" >/dev/null 2>&1 \
     && ./target/release/mmc health "http://127.0.0.1:$base" >/dev/null 2>&1 \
+    && ./target/release/mmc health "http://127.0.0.1:$((base + 2))" >/dev/null 2>&1 \
     && ./target/release/mmc health "http://127.0.0.1:$((base + 3))" >/dev/null 2>&1 && break
   kill -0 $up 2>/dev/null || { echo "[run] mmc up exited" >&2; wait $up; exit 1; }
   sleep 1

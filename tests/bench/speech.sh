@@ -32,7 +32,8 @@ lv=/usr/share/pocketsphinx/test/data/librivox
 espeak-ng -v en-us -s 160 -w "$work/meeting.wav" "Good morning everyone. Let's start the weekly planning meeting. \
 The first item is the budget for the new website. We decided to move the product launch to the fifteenth of March. \
 Anna will update the project plan by Friday. Finally, the team agreed to hire two more engineers. Thank you all."
-sox "$lv"/*.wav "$work/meeting.wav" "$lv"/*.wav "$work/meeting.wav" -r 16000 -c 1 -b 16 "$work/audio.wav"
+sox "$work/meeting.wav" -r 16000 "$work/meeting16.wav"
+sox "$lv"/*.wav "$work/meeting16.wav" "$lv"/*.wav "$work/meeting16.wav" "$work/audio.wav"
 sox "$work/audio.wav" -t raw -e float -b 32 "$work/audio.f32"
 echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads" >&2
 

@@ -398,6 +398,29 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
     assert!(wer(&clips[4].1, &t.result.text) <= 0.1, "{}", t.result.text);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multilingual_model_detects_the_language_and_translates() {
+    let svc = start(&["--model", "whisper-base-ct2"]).await;
+    let mut c = client(&svc);
+    let dir = tempfile::tempdir().unwrap();
+    let german = "Guten Morgen. Wir haben beschlossen, das neue Produkt im März zu starten. Die Besprechung ist beendet.";
+    let path = espeak(dir.path(), "de", "de", 150, german);
+    let audio = std::fs::read(&path).unwrap();
+
+    let t = transcribe(&mut c, TranscribeConfig::default(), audio.clone(), 65_536).await.unwrap();
+    println!("detected {} (p = {:.3}): {}", t.result.language, t.result.language_probability, t.result.text);
+    assert_eq!(t.result.language, "de");
+    assert!(t.result.language_probability > 0.5, "{}", t.result.language_probability);
+    assert!(words(&t.result.text).iter().any(|w| w == "morgen"), "{}", t.result.text);
+
+    let translated = TranscribeConfig { task: Task::Translate as i32, language: "de".into(), ..Default::default() };
+    let t = transcribe(&mut c, translated, audio, 65_536).await.unwrap();
+    println!("translated: {}", t.result.text);
+    assert_eq!((t.result.language.as_str(), t.result.language_probability), ("de", 1.0));
+    let english = words(&t.result.text);
+    assert!(english.iter().any(|w| w == "morning" || w == "meeting" || w == "product"), "{}", t.result.text);
+}
+
 #[test]
 fn refuses_to_start_without_its_model() {
     let stderr = startup_error_without_models("mmc-speech");

@@ -52,6 +52,18 @@ impl ModelStore {
     }
 }
 
+/// Where a service finds its model file, and the id it reports: an explicit file given on
+/// the command line (id = its file stem), else `<models dir>/<model id>/<file>` with the
+/// models directory from the flag or [`ModelStore::from_env`].
+pub fn locate(models_dir: Option<&Path>, model: &str, file: &str, explicit: Option<&Path>) -> (PathBuf, String) {
+    if let Some(path) = explicit {
+        let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.to_string());
+        return (path.to_path_buf(), id);
+    }
+    let root = models_dir.map(Path::to_path_buf).unwrap_or_else(|| ModelStore::from_env().root().to_path_buf());
+    (root.join(model).join(file), model.to_string())
+}
+
 /// First 12 hex digits of a model file's sha256 as recorded by `mmc models fetch` (the
 /// stamp), or "unknown" for directories not made by it. Reported as a model's revision, so a
 /// change of weights is visible even under the same id.

@@ -285,9 +285,20 @@ impl SpeechCore {
                     options.language = Some(detected.code.clone());
                     language = Some(detected);
                 }
+                // Only the speech (with 300 ms of margin) goes to the model: trailing silence
+                // would make whisper.cpp run a second, empty 30 s window on the chunk.
+                let margin = audio::SAMPLE_RATE as usize * 3 / 10;
+                let (from, to) = crate::engine::chunker::speech_bounds(&chunk.samples, c.chunker.speech_rms)
+                    .map(|(a, b)| (a.saturating_sub(margin), (b + margin).min(chunk.samples.len())))
+                    .unwrap_or((0, chunk.samples.len()));
+                let offset_ms = chunk.offset_ms() + (from * 1000 / audio::SAMPLE_RATE as usize) as i64;
                 let segments =
-                    model.transcribe(state, &chunk.samples, chunk.offset_ms(), &options, c.threads_per_request, cancel)?;
+                    model.transcribe(state, &chunk.samples[from..to], offset_ms, &options, c.threads_per_request, cancel)?;
                 transcribe_ms += t.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(
+                    offset_ms = chunk.offset_ms(), sent_ms = (to - from) * 1000 / audio::SAMPLE_RATE as usize,
+                    segments = segments.len(), elapsed_ms = t.elapsed().as_millis() as u64, "chunk transcribed"
+                );
                 for mut segment in segments {
                     fit_to_speech(&mut segment, &chunk, c.chunker.speech_rms);
                     if guard.keep(&segment) {

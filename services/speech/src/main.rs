@@ -50,14 +50,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let model_path = args.ggml.clone().unwrap_or_else(|| {
-        let root = args.models_dir.clone().unwrap_or_else(|| mmc_models::ModelStore::from_env().root().to_path_buf());
-        root.join(&args.model).join("ggml-model.bin")
-    });
-    let model_id = match &args.ggml {
-        Some(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| args.model.clone()),
-        None => args.model.clone(),
-    };
+    let (model_path, model_id) =
+        mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "ggml-model.bin", args.ggml.as_deref());
     let concurrency = args.concurrency.max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if args.threads == 0 { (cores / concurrency).max(1) } else { args.threads };

@@ -44,14 +44,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let model_path = args.gguf.clone().unwrap_or_else(|| {
-        let root = args.models_dir.clone().unwrap_or_else(|| mmc_models::ModelStore::from_env().root().to_path_buf());
-        root.join(&args.model).join("model.gguf")
-    });
-    let model_id = match &args.gguf {
-        Some(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| args.model.clone()),
-        None => args.model.clone(),
-    };
+    let (model_path, model_id) =
+        mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "model.gguf", args.gguf.as_deref());
     let core = core::TextGenCore::new(core::CoreConfig {
         model_path,
         model_id,

@@ -280,34 +280,34 @@ fn tensor_map(hp: &HyperParams) -> Vec<(String, Source<'static>)> {
     for conv in ["conv1", "conv2"] {
         linear(&mut t, &format!("encoder.{conv}"), &format!("encoder/{conv}"), 0, 1, true);
     }
+    // A transformer block: self-attention (fused q,k,v), cross-attention in the decoder
+    // (query, then fused k,v), MLP; each with its pre-norm.
+    let block = |t: &mut Vec<(String, Source<'static>)>, g: &str, c: &str, cross: bool| {
+        let sa = format!("{c}/self_attention");
+        linear(t, &format!("{g}.attn.query"), &format!("{sa}/linear_0"), 0, 3, true);
+        linear(t, &format!("{g}.attn.key"), &format!("{sa}/linear_0"), 1, 3, false);
+        linear(t, &format!("{g}.attn.value"), &format!("{sa}/linear_0"), 2, 3, true);
+        linear(t, &format!("{g}.attn.out"), &format!("{sa}/linear_1"), 0, 1, true);
+        norm(t, &format!("{g}.attn_ln"), &format!("{sa}/layer_norm"));
+        if cross {
+            let ca = format!("{c}/attention");
+            linear(t, &format!("{g}.cross_attn.query"), &format!("{ca}/linear_0"), 0, 1, true);
+            linear(t, &format!("{g}.cross_attn.key"), &format!("{ca}/linear_1"), 0, 2, false);
+            linear(t, &format!("{g}.cross_attn.value"), &format!("{ca}/linear_1"), 1, 2, true);
+            linear(t, &format!("{g}.cross_attn.out"), &format!("{ca}/linear_2"), 0, 1, true);
+            norm(t, &format!("{g}.cross_attn_ln"), &format!("{ca}/layer_norm"));
+        }
+        linear(t, &format!("{g}.mlp.0"), &format!("{c}/ffn/linear_0"), 0, 1, true);
+        linear(t, &format!("{g}.mlp.2"), &format!("{c}/ffn/linear_1"), 0, 1, true);
+        norm(t, &format!("{g}.mlp_ln"), &format!("{c}/ffn/layer_norm"));
+    };
     for i in 0..hp.n_audio_layer {
-        let (g, c) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
-        linear(&mut t, &format!("{g}.attn.query"), &format!("{c}/self_attention/linear_0"), 0, 3, true);
-        linear(&mut t, &format!("{g}.attn.key"), &format!("{c}/self_attention/linear_0"), 1, 3, false);
-        linear(&mut t, &format!("{g}.attn.value"), &format!("{c}/self_attention/linear_0"), 2, 3, true);
-        linear(&mut t, &format!("{g}.attn.out"), &format!("{c}/self_attention/linear_1"), 0, 1, true);
-        norm(&mut t, &format!("{g}.attn_ln"), &format!("{c}/self_attention/layer_norm"));
-        linear(&mut t, &format!("{g}.mlp.0"), &format!("{c}/ffn/linear_0"), 0, 1, true);
-        linear(&mut t, &format!("{g}.mlp.2"), &format!("{c}/ffn/linear_1"), 0, 1, true);
-        norm(&mut t, &format!("{g}.mlp_ln"), &format!("{c}/ffn/layer_norm"));
+        block(&mut t, &format!("encoder.blocks.{i}"), &format!("encoder/layer_{i}"), false);
     }
     norm(&mut t, "encoder.ln_post", "encoder/layer_norm");
     t.push(("decoder.token_embedding.weight".into(), whole("decoder/embeddings/weight")));
     for i in 0..hp.n_text_layer {
-        let (g, c) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        linear(&mut t, &format!("{g}.attn.query"), &format!("{c}/self_attention/linear_0"), 0, 3, true);
-        linear(&mut t, &format!("{g}.attn.key"), &format!("{c}/self_attention/linear_0"), 1, 3, false);
-        linear(&mut t, &format!("{g}.attn.value"), &format!("{c}/self_attention/linear_0"), 2, 3, true);
-        linear(&mut t, &format!("{g}.attn.out"), &format!("{c}/self_attention/linear_1"), 0, 1, true);
-        norm(&mut t, &format!("{g}.attn_ln"), &format!("{c}/self_attention/layer_norm"));
-        linear(&mut t, &format!("{g}.cross_attn.query"), &format!("{c}/attention/linear_0"), 0, 1, true);
-        linear(&mut t, &format!("{g}.cross_attn.key"), &format!("{c}/attention/linear_1"), 0, 2, false);
-        linear(&mut t, &format!("{g}.cross_attn.value"), &format!("{c}/attention/linear_1"), 1, 2, true);
-        linear(&mut t, &format!("{g}.cross_attn.out"), &format!("{c}/attention/linear_2"), 0, 1, true);
-        norm(&mut t, &format!("{g}.cross_attn_ln"), &format!("{c}/attention/layer_norm"));
-        linear(&mut t, &format!("{g}.mlp.0"), &format!("{c}/ffn/linear_0"), 0, 1, true);
-        linear(&mut t, &format!("{g}.mlp.2"), &format!("{c}/ffn/linear_1"), 0, 1, true);
-        norm(&mut t, &format!("{g}.mlp_ln"), &format!("{c}/ffn/layer_norm"));
+        block(&mut t, &format!("decoder.blocks.{i}"), &format!("decoder/layer_{i}"), true);
     }
     norm(&mut t, "decoder.ln", "decoder/layer_norm");
     t

@@ -101,19 +101,28 @@ impl Chunker {
         emit(Chunk { offset_samples: offset, samples, has_speech })
     }
 
-    /// The middle of the quietest 200 ms window starting between `min_samples` and the end;
-    /// among equally quiet windows (digital silence) the first, so the pause opens the next
-    /// chunk rather than closing this one.
+    /// Where to cut: the last pause (a 200 ms window under the speech level) that starts
+    /// between `min_samples` and the end, so chunks are as long as the pauses allow (every
+    /// chunk costs one 30 s encoder pass); without a pause, the middle of the quietest
+    /// window.
     fn cut_point(&self) -> usize {
         let energies = window_energies(&self.buffer);
         let first = self.config.min_samples / FRAME;
-        let mut best = (f64::INFINITY, self.buffer.len());
-        for (w, &e) in energies.iter().enumerate().skip(first) {
-            if e < best.0 * 0.999 {
-                best = (e, (w + WINDOW_FRAMES / 2) * FRAME);
+        let silent = |e: f64| rms(e, WINDOW_FRAMES * FRAME) <= self.config.speech_rms;
+        let candidates = || energies.iter().enumerate().skip(first);
+        let cut = match candidates().filter(|(_, &e)| silent(e)).last() {
+            Some((w, _)) => (w + WINDOW_FRAMES / 2) * FRAME,
+            None => {
+                let mut best = (f64::INFINITY, self.buffer.len());
+                for (w, &e) in candidates() {
+                    if e < best.0 * 0.999 {
+                        best = (e, (w + WINDOW_FRAMES / 2) * FRAME);
+                    }
+                }
+                best.1
             }
-        }
-        best.1.clamp(FRAME, self.buffer.len())
+        };
+        cut.clamp(FRAME, self.buffer.len())
     }
 }
 
@@ -208,9 +217,9 @@ mod tests {
         assert_eq!(total, audio.len());
         let joined: Vec<f32> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
         assert_eq!(joined, audio);
-        // First cut inside the 1 s pause (22-23 s), at its start.
+        // First cut inside the 1 s pause (22-23 s), near its end (the chunk is as long as it can be).
         let first_end = chunks[0].samples.len() as f64 / RATE as f64;
-        assert!((22.0..23.0).contains(&first_end), "first cut at {first_end} s");
+        assert!((22.5..23.0).contains(&first_end), "first cut at {first_end} s");
         for c in &chunks {
             assert!(c.samples.len() <= 30 * RATE);
             assert!(c.has_speech);
