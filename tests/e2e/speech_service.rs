@@ -421,6 +421,60 @@ async fn multilingual_model_detects_the_language_and_translates() {
     assert!(english.iter().any(|w| w == "morning" || w == "meeting" || w == "product"), "{}", t.result.text);
 }
 
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_long_recording_is_transcribed_in_bounded_memory() {
+    let svc = start(&["--concurrency", "1"]).await;
+    let mut c = client(&svc);
+    let dir = tempfile::tempdir().unwrap();
+    let clips = librivox();
+    // Warm-up: the decoder state's buffers are allocated and touched.
+    transcribe(&mut c, english(), std::fs::read(&clips[0].0).unwrap(), 65_536).await.unwrap();
+    let before = peak_rss(svc.process.pid());
+
+    // One hour (FLAC): silence with three readings, at 10:00, 35:00 and 59:00.
+    let at_s = [600.0, 2100.0, 3540.0];
+    let picks = [&clips[0], &clips[3], &clips[4]];
+    let mut parts: Vec<PathBuf> = Vec::new();
+    let mut t = 0.0;
+    for (i, (start, clip)) in at_s.iter().zip(picks).enumerate() {
+        let gap = dir.path().join(format!("gap{i}.wav"));
+        run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", &format!("{:.3}", start - t)]));
+        parts.extend([gap, clip.0.clone()]);
+        t = start + duration_ms(&clip.0) as f64 / 1000.0;
+    }
+    let tail = dir.path().join("tail.wav");
+    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&tail).args(["trim", "0", &format!("{:.3}", 3600.0 - t)]));
+    parts.push(tail);
+    let hour = dir.path().join("hour.flac");
+    run(Command::new("sox").args(&parts).arg(&hour));
+
+    let config = TranscribeConfig { formats: vec![OutputFormat::Srt as i32], ..english() };
+    let t = transcribe(&mut c, config, std::fs::read(&hour).unwrap(), 65_536).await.unwrap();
+    let growth = peak_rss(svc.process.pid()).saturating_sub(before);
+    println!("1 h recording: {} segments, peak memory grew by {:.1} MB", t.segments.len(), growth as f64 / 1e6);
+    assert!((t.result.audio_duration_ms - 3_600_000).abs() < 100, "{}", t.result.audio_duration_ms);
+    // Decoded block by block, one 30 s chunk at a time: no hour of samples (230 MB as f32) held.
+    assert!(growth < 40_000_000, "peak memory grew by {growth} bytes during the hour-long request");
+    assert_timeline(&t.segments, t.result.audio_duration_ms);
+    for ((start, clip), key) in at_s.iter().zip(picks).zip(["dashwood", "married", "himself"]) {
+        let seg = t.segments.iter().find(|s| words(&s.text).iter().any(|w| w == key)).unwrap_or_else(|| panic!("{key:?} missing: {:?}", t.segments));
+        assert!((seg.start_ms as f64 / 1000.0 - start).abs() <= 1.0, "{key:?} at {} ms, spoken at {start} s", seg.start_ms);
+        assert!(wer(&clip.1, &t.segments.iter().filter(|s| (s.start_ms as f64 / 1000.0 - start).abs() < 10.0).map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ")) <= 0.3);
+    }
+    let srt = srtlib::Subtitles::parse_from_str(t.result.rendered[0].content.clone()).unwrap().to_vec();
+    assert_eq!(srt.last().unwrap().start_time.get().1, 59, "last cue at 00:59:xx");
+    // Progress covered the whole hour.
+    let last = t.progress.last().unwrap();
+    assert_eq!((last.0, last.1), (3_600_000, 3_600_000));
+}
+
 #[test]
 fn refuses_to_start_without_its_model() {
     let stderr = startup_error_without_models("mmc-speech");
