@@ -368,6 +368,18 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
     assert!(wer(&clips[0].1, &r1.result.text) <= 0.1, "{}", r1.result.text);
     assert!(wer(&clips[3].1, &r2.result.text) <= 0.15, "{}", r2.result.text);
+    // They ran side by side, each on its own decoder state: neither waited in the queue for
+    // the other's transcription (with --concurrency 1 this fails: queue = the other's
+    // transcribe time). The speed-up itself is measured by tests/bench/speech.sh.
+    let stage = |r: &Transcript, name: &str| r.result.timings.iter().find(|t| t.stage == name).unwrap().duration_ms;
+    for (a, b) in [(&r1, &r2), (&r2, &r1)] {
+        assert!(
+            stage(a, "queue") < stage(b, "transcribe") / 2.0,
+            "one request queued behind the other: queue {} ms, other's transcribe {} ms",
+            stage(a, "queue"),
+            stage(b, "transcribe")
+        );
+    }
 
     // A long recording whose client goes away after the first progress message.
     let list: Vec<PathBuf> = (0..20).map(|i| clips[i % clips.len()].0.clone()).collect();
