@@ -177,14 +177,14 @@ struct HyperParams {
 
 /// Where a ggml tensor's data comes from: a CTranslate2 variable, or a block of its rows
 /// (`part` of `parts` equal blocks: one projection out of a fused one).
-struct Source<'s> {
-    variable: &'s str,
+struct Source {
+    variable: String,
     part: usize,
     parts: usize,
 }
 
-fn whole(variable: &str) -> Source<'_> {
-    Source { variable, part: 0, parts: 1 }
+fn whole(variable: impl Into<String>) -> Source {
+    Source { variable: variable.into(), part: 0, parts: 1 }
 }
 
 fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], out: &mut impl Write) -> Result<(), String> {
@@ -260,19 +260,17 @@ fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], out: &mut impl Write) -> Res
 
 /// Every whisper.cpp tensor and where it comes from, in the order OpenAI's checkpoint
 /// (and so the official ggml files) lists them.
-fn tensor_map(hp: &HyperParams) -> Vec<(String, Source<'static>)> {
-    // Leaked names keep `Source` borrow-free; the converter runs once per fetch.
-    let s = |v: String| -> &'static str { Box::leak(v.into_boxed_str()) };
-    let mut t: Vec<(String, Source<'static>)> = Vec::new();
-    let linear = |t: &mut Vec<(String, Source<'static>)>, ggml: &str, ct2: &str, part: usize, parts: usize, bias: bool| {
-        t.push((format!("{ggml}.weight"), Source { variable: s(format!("{ct2}/weight")), part, parts }));
+fn tensor_map(hp: &HyperParams) -> Vec<(String, Source)> {
+    let mut t: Vec<(String, Source)> = Vec::new();
+    let linear = |t: &mut Vec<(String, Source)>, ggml: &str, ct2: &str, part: usize, parts: usize, bias: bool| {
+        t.push((format!("{ggml}.weight"), Source { variable: format!("{ct2}/weight"), part, parts }));
         if bias {
-            t.push((format!("{ggml}.bias"), Source { variable: s(format!("{ct2}/bias")), part, parts }));
+            t.push((format!("{ggml}.bias"), Source { variable: format!("{ct2}/bias"), part, parts }));
         }
     };
-    let norm = |t: &mut Vec<(String, Source<'static>)>, ggml: &str, ct2: &str| {
-        t.push((format!("{ggml}.weight"), whole(s(format!("{ct2}/gamma")))));
-        t.push((format!("{ggml}.bias"), whole(s(format!("{ct2}/beta")))));
+    let norm = |t: &mut Vec<(String, Source)>, ggml: &str, ct2: &str| {
+        t.push((format!("{ggml}.weight"), whole(format!("{ct2}/gamma"))));
+        t.push((format!("{ggml}.bias"), whole(format!("{ct2}/beta"))));
     };
 
     t.push(("decoder.positional_embedding".into(), whole("decoder/position_encodings/encodings")));
@@ -282,7 +280,7 @@ fn tensor_map(hp: &HyperParams) -> Vec<(String, Source<'static>)> {
     }
     // A transformer block: self-attention (fused q,k,v), cross-attention in the decoder
     // (query, then fused k,v), MLP; each with its pre-norm.
-    let block = |t: &mut Vec<(String, Source<'static>)>, g: &str, c: &str, cross: bool| {
+    let block = |t: &mut Vec<(String, Source)>, g: &str, c: &str, cross: bool| {
         let sa = format!("{c}/self_attention");
         linear(t, &format!("{g}.attn.query"), &format!("{sa}/linear_0"), 0, 3, true);
         linear(t, &format!("{g}.attn.key"), &format!("{sa}/linear_0"), 1, 3, false);
@@ -315,8 +313,8 @@ fn tensor_map(hp: &HyperParams) -> Vec<(String, Source<'static>)> {
 
 /// Writes one tensor: its slice of the source rows, in f16 or widened to f32 by the rules
 /// of whisper.cpp's own converter.
-fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source<'_>, weights_f16: bool, out: &mut impl Write) -> Result<(), String> {
-    let v = model.get(source.variable)?;
+fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: bool, out: &mut impl Write) -> Result<(), String> {
+    let v = model.get(&source.variable)?;
     let elem = match v.dtype {
         CT2_F16 => 2,
         CT2_F32 => 4,
@@ -368,7 +366,7 @@ fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source<'_>, weights_f
 }
 
 /// The key part of a fused bias (`parts` 3: q,k,v; `parts` 2: k,v) must be all zeros.
-fn check_zero_key_bias(model: &Ct2Model<'_>, source: &Source<'_>) -> Result<(), String> {
+fn check_zero_key_bias(model: &Ct2Model<'_>, source: &Source) -> Result<(), String> {
     let bias_name = source.variable.replace("/weight", "/bias");
     let bias = model.get(&bias_name)?;
     let len = bias.data.len() / source.parts;

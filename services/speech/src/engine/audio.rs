@@ -230,7 +230,7 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
     let mut rate = params.sample_rate;
     let mut channels = params.channels.map(|c| c.count() as u16);
     let mut converter: Option<ToWhisperRate> = None;
-    let (mut frames, mut skipped, mut decoded_packets) = (0u64, 0u64, 0u64);
+    let (mut skipped, mut decoded_packets) = (0u64, 0u64);
     let mut buffer: Option<SampleBuffer<f32>> = None;
     let mut sink = Some(sink);
     loop {
@@ -269,7 +269,6 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
             _ => buffer.insert(SampleBuffer::<f32>::new(decoded.capacity() as u64, spec)),
         };
         buf.copy_interleaved_ref(decoded);
-        frames += (buf.samples().len() / spec.channels.count().max(1)) as u64;
         converter.as_mut().expect("created above").push_interleaved(buf.samples())?;
     }
     let (Some(rate), Some(converter)) = (rate, converter) else {
@@ -279,6 +278,7 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
             "the audio track has no samples".into()
         }));
     };
+    let frames = converter.frames_in;
     if decoded_packets == 0 || frames == 0 {
         return Err(AudioError::NoAudio("the audio track has no samples".into()));
     }
