@@ -1,30 +1,66 @@
-//! `mmc-caption`: caption service (alt text and descriptions from image latents).
-//!
-//! The model engine lands with issue #6. Until then this binary serves the contract
-//! (`CaptionService`) with every model RPC answering UNIMPLEMENTED, plus health, reflection and
-//! metrics from the shared runtime, so `mmc up` and deployments can run the cluster.
+//! `mmc-caption`: the caption service binary; see the `mmc_caption` library.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use mmc_proto::caption::v1::caption_service_server::{CaptionService, CaptionServiceServer};
+use mmc_caption::{core, engine::BriefConfig, handlers};
+use mmc_proto::caption::v1::caption_service_server::CaptionServiceServer;
 use mmc_runtime::ServerArgs;
 
 /// Command line of `mmc-caption`.
 #[derive(Parser, Debug)]
-#[command(name = "mmc-caption", version, about = "caption service (alt text and descriptions from image latents).")]
+#[command(name = "mmc-caption", version, about = "Caption service (alt text and descriptions from image latents).")]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// Models directory (default: the one `mmc models fetch` fills).
+    #[arg(long, env = "MMC_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// The language model that phrases the labels: an id in the models directory.
+    #[arg(long, env = "MMC_CAPTION_DECODER", default_value = "smollm2-135m-instruct-q4_1")]
+    decoder: String,
+    /// A GGUF file to load instead of `--decoder` from the models directory.
+    #[arg(long, env = "MMC_CAPTION_GGUF")]
+    gguf: Option<PathBuf>,
+    /// Id of the encoder whose latents are accepted (its labels must be ImageNet-1k).
+    #[arg(long, env = "MMC_CAPTION_ENCODER", default_value = "efficientnet-lite0")]
+    encoder: String,
+    /// Weights profile of the decoder, reported with every caption.
+    #[arg(long, env = "MMC_PROFILE", default_value = "bundled")]
+    profile: String,
+    /// Decodes tried before the deterministic template is used.
+    #[arg(long, env = "MMC_CAPTION_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: usize,
+    /// Below this subject probability the caption must say it is unsure ("possibly a ...").
+    #[arg(long, env = "MMC_CAPTION_HEDGE_BELOW", default_value_t = 0.5)]
+    hedge_below: f32,
+    /// Labels under this probability are not shown to the decoder (the top one always is).
+    #[arg(long, env = "MMC_CAPTION_MIN_EVIDENCE", default_value_t = 0.05)]
+    min_evidence: f32,
+    /// Captions decoded at once (their decode steps are interleaved).
+    #[arg(long, env = "MMC_MAX_SEQUENCES", default_value_t = 4)]
+    max_sequences: usize,
+    /// Captions that may wait for the decoder; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MMC_QUEUE_CAPACITY", default_value_t = 64)]
+    queue_capacity: usize,
 }
-
-/// The caption service: RPCs not yet implemented fall back to tonic's UNIMPLEMENTED stubs.
-struct CaptionServiceImpl;
-
-#[tonic::async_trait]
-impl CaptionService for CaptionServiceImpl {}
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    mmc_runtime::run_service("caption", args.server, |s| s.add(CaptionServiceServer::new(CaptionServiceImpl)), async { Ok(()) })
+    let (decoder_path, decoder_id) =
+        mmc_models::store::locate(args.models_dir.as_deref(), &args.decoder, "model.gguf", args.gguf.as_deref());
+    let core = core::CaptionCore::new(core::CoreConfig {
+        decoder_path,
+        decoder_id,
+        profile: args.profile.clone(),
+        expected_encoder: args.encoder.clone(),
+        max_attempts: args.max_attempts.max(1),
+        brief: BriefConfig { hedge_below: args.hedge_below, min_evidence: args.min_evidence, ..BriefConfig::default() },
+        max_sequences: args.max_sequences,
+        queue_capacity: args.queue_capacity,
+    });
+    let handlers = handlers::CaptionHandlers::new(core.clone());
+    mmc_runtime::run_service("caption", args.server, |s| s.add(CaptionServiceServer::new(handlers)), async move {
+        core.load_and_warm_up().await.map_err(anyhow::Error::new)
+    })
 }

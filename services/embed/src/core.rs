@@ -17,8 +17,6 @@ use crate::engine::{
     EngineError, ModelId,
 };
 
-/// ImageNet-1k class names (from candle-examples' `imagenet.rs`), one per line.
-const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
 
 /// Settings of the core.
 #[derive(Debug, Clone)]
@@ -154,14 +152,14 @@ impl EmbedCore {
             }
             let model = EfficientNetLite0::load_file(&weights)?;
             model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
-            let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+            let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
             let sentences: Vec<String> =
                 labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
             let mut class_embeddings = Vec::with_capacity(sentences.len());
             for chunk in sentences.chunks(64) {
                 class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
             }
-            let names: Vec<String> = labels.iter().map(|l| conse::readable_name(l)).collect();
+            let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
             let id = ModelId {
                 id: cfg.image_model.clone(),
                 family: "efficientnet-lite".into(),

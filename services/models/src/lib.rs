@@ -7,9 +7,11 @@
 //! - [`convert`]: format converters written in Rust (legacy PyTorch pickle ->
 //!   safetensors, GGUF tokenizer metadata -> `tokenizer.json`).
 //! - [`store`]: the models directory (`MMC_MODELS_DIR`) and paths inside it.
+//! - [`labels`]: label sets of classifier models (ImageNet-1k), shared by producer and readers.
 
 pub mod convert;
 pub mod fetch;
+pub mod labels;
 pub mod manifest;
 pub mod store;
 

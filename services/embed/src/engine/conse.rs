@@ -8,23 +8,7 @@
 //! photos (see ../shared/MODELS.md): T = 5 with this phrasing found the right photo
 //! first for 10 of 13 everyday queries.
 
-/// Class names as stored in the label file: "tabby, tabby cat" (synonyms, commas).
-pub fn first_synonym(label: &str) -> &str {
-    label.split(',').next().unwrap_or(label).trim()
-}
-
-/// A readable noun for people (alt text, UIs): the first synonym, or a longer synonym
-/// that contains it ("tabby, tabby cat" -> "tabby cat").
-pub fn readable_name(label: &str) -> String {
-    let first = first_synonym(label);
-    label
-        .split(',')
-        .map(str::trim)
-        .filter(|s| s.len() > first.len() && s.split(' ').any(|w| w == first))
-        .min_by_key(|s| s.len())
-        .unwrap_or(first)
-        .to_string()
-}
+use mmc_models::labels::first_synonym;
 
 /// The class sentence embedded for each class.
 pub fn class_sentence(template: &str, label: &str) -> String {
@@ -53,10 +37,6 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(first_synonym("tabby, tabby cat"), "tabby");
-        assert_eq!(readable_name("tabby, tabby cat"), "tabby cat");
-        assert_eq!(readable_name("espresso"), "espresso");
-        assert_eq!(readable_name("projectile, missile"), "projectile");
         assert_eq!(class_sentence("a photo of a {}", "tabby, tabby cat"), "a photo of a tabby");
     }
 

@@ -56,6 +56,10 @@ pub enum Prompt {
     Raw(String),
     /// Rendered with the model's chat template, with the assistant's turn opened.
     Chat(Vec<Message>),
+    /// As `Chat`, with the assistant's answer begun by `prefix` (prefill), which the model
+    /// continues; the generated text does not repeat it. Steers a small model's form (e.g.
+    /// an answer that must start "Possibly a") without a grammar. Never truncated.
+    ChatPrefix { messages: Vec<Message>, prefix: String },
 }
 
 /// Everything a generation is configured by.
@@ -169,6 +173,7 @@ impl Engine {
         Ok(match prompt {
             Prompt::Raw(text) => self.tokenizer.encode(text)?,
             Prompt::Chat(messages) => self.tokenizer.encode(&self.render_chat(messages)?)?,
+            Prompt::ChatPrefix { messages, prefix } => self.tokenizer.encode(&(self.render_chat(messages)? + prefix))?,
         })
     }
 
@@ -198,6 +203,7 @@ impl Engine {
                 tail
             }
             Prompt::Chat(messages) => self.fit_chat(messages, max_prompt_tokens)?,
+            Prompt::ChatPrefix { .. } => return Err(too_long),
         };
         Ok(PreparedPrompt { truncated_tokens: original - fitted.len(), ids: fitted })
     }
