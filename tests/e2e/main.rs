@@ -2,6 +2,7 @@
 //! loopback. Run after `cargo build --workspace` and `mmc models fetch` (the README's
 //! test command does both).
 
+mod caption_service;
 mod cluster_up;
 mod embed_service;
 mod hub_fetch;

@@ -5,7 +5,7 @@ use mmc_embed::engine::efficientnet::{EfficientNetLite0, IMAGE_SIZE};
 use mmc_models::ModelStore;
 
 fn classes() -> Vec<String> {
-    include_str!("../data/imagenet_classes.txt").lines().map(str::to_string).collect()
+    mmc_models::labels::imagenet_1k().into_iter().map(str::to_string).collect()
 }
 
 fn load_model(store: &ModelStore) -> EfficientNetLite0 {
