@@ -25,12 +25,13 @@ echo "[run] waiting for the cluster (model loading)..." >&2
 for _ in $(seq 1 600); do
   ./target/release/mmc health "http://127.0.0.1:$((base + 4))" >/dev/null 2>&1 \
     && ./target/release/mmc health "http://127.0.0.1:$base" >/dev/null 2>&1 \
+    && ./target/release/mmc health "http://127.0.0.1:$((base + 1))" >/dev/null 2>&1 \
     && ./target/release/mmc health "http://127.0.0.1:$((base + 2))" >/dev/null 2>&1 \
     && ./target/release/mmc health "http://127.0.0.1:$((base + 3))" >/dev/null 2>&1 && break
   kill -0 $up 2>/dev/null || { echo "[run] mmc up exited" >&2; wait $up; exit 1; }
   sleep 1
 done
-MMC_EMBED_ENDPOINT="http://127.0.0.1:$base" MMC_TEXTGEN_ENDPOINT="http://127.0.0.1:$((base + 3))" \
+MMC_EMBED_ENDPOINT="http://127.0.0.1:$base" MMC_CAPTION_ENDPOINT="http://127.0.0.1:$((base + 1))" MMC_TEXTGEN_ENDPOINT="http://127.0.0.1:$((base + 3))" \
   ./target/release/mmc demo || echo "[run] demo failed" >&2
 echo "[run] cluster running; Ctrl-C to stop" >&2
 wait $up

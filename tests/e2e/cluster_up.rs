@@ -113,10 +113,10 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
         assert!(!others, "{name} advertises another service: {listed:?}");
     }
 
-    // A model RPC not implemented yet answers UNIMPLEMENTED; it shows in the metrics.
+    // A malformed request gets INVALID_ARGUMENT; it shows in the metrics.
     let mut caption = CaptionServiceClient::new(channel(grpc_base + 1).await.unwrap());
     let err = caption.caption(CaptionRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
     for (i, (name, _)) in SERVICES.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", metrics_base + i as u16);
         let (status, body) = http_get(&addr, "/metrics").expect("scrape /metrics");
@@ -127,13 +127,14 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     assert!(
         body.lines().any(|l| l.starts_with("grpc_server_handled_total")
             && l.contains("grpc_method=\"Caption\"")
-            && l.contains("grpc_code=\"UNIMPLEMENTED\"")),
-        "handled counter for the UNIMPLEMENTED call:\n{body}"
+            && l.contains("grpc_code=\"INVALID_ARGUMENT\"")),
+        "handled counter for the refused call:\n{body}"
     );
 
     // The demo flows run against the live cluster.
     let demo = Command::new(binary("mmc"))
-        .args(["demo", "--embed", &format!("http://127.0.0.1:{grpc_base}"), "--textgen", &format!("http://127.0.0.1:{}", grpc_base + 3)])
+        .args(["demo", "--embed", &format!("http://127.0.0.1:{grpc_base}"), "--caption", &format!("http://127.0.0.1:{}", grpc_base + 1)])
+        .args(["--textgen", &format!("http://127.0.0.1:{}", grpc_base + 3)])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&demo.stdout);
@@ -141,6 +142,8 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let cat_line = out.lines().find(|l| l.starts_with("\"a cat lying on a blanket\"")).unwrap_or_default();
     let best = cat_line.trim_start_matches("\"a cat lying on a blanket\"").trim_start();
     assert!(best.starts_with("cat.png"), "the cat query finds the cat photo first:\n{out}");
+    let cat_alt = out.lines().skip_while(|l| *l != "cat.png").nth(1).unwrap_or_default();
+    assert!(cat_alt.trim_start().starts_with("alt text") && cat_alt.to_lowercase().contains("cat"), "alt text of the cat photo:\n{out}");
     let notes = out.lines().skip_while(|l| !l.starts_with("Notes")).nth(1).unwrap_or_default().trim();
     assert!(notes.starts_with("{\"decisions\": [") && notes.ends_with('}'), "schema-shaped notes:\n{out}");
 

@@ -1,14 +1,16 @@
 //! `mmc demo`: the user flows that are available so far, run against a live cluster and
 //! printed for a person to read. Today: cross-modal image search on the latent service
 //! (photos classified, photos and sentences embedded in one space, each sentence's best
-//! photo), and the text-generation service (a streamed answer, then meeting notes as
-//! schema-valid JSON). It grows as the gateway flows land.
+//! photo), image descriptions for accessibility (EncodeImage chained into Caption: alt
+//! text and a detailed description per photo), and the text-generation service (a streamed
+//! answer, then meeting notes as schema-valid JSON). It grows as the gateway flows land.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Args;
 use mmc_proto::{
+    caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest},
     common::v1::Image,
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest},
     textgen::v1::{
@@ -25,6 +27,9 @@ pub struct DemoArgs {
     /// Latent (embed) service endpoint.
     #[arg(long, env = "MMC_EMBED_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     embed: String,
+    /// Caption service endpoint.
+    #[arg(long, env = "MMC_CAPTION_ENDPOINT", default_value = "http://127.0.0.1:50052")]
+    caption: String,
     /// Text-generation service endpoint.
     #[arg(long, env = "MMC_TEXTGEN_ENDPOINT", default_value = "http://127.0.0.1:50054")]
     textgen: String,
@@ -82,9 +87,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let top: Vec<String> = scored.iter().take(2).map(|(s, n)| format!("{n} {s:.2}")).collect();
         println!("{:<30} {}", format!("\"{query}\""), top.join("   then "));
     }
+    caption_demo(&mut embed, &args.caption, &images).await?;
     textgen_demo(&args.textgen).await?;
-    println!("\n(Alt text, meeting summaries and Q&A join this demo as their services land.)");
+    println!("\n(Meeting summaries and Q&A join this demo as the gateway flows land.)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Alt text and a detailed description for each photo: the encoder's latents chained into
+/// the caption service, as the gateway's DescribeImage will do.
+async fn caption_demo(
+    embed: &mut EmbedServiceClient<tonic::transport::Channel>,
+    endpoint: &str,
+    images: &[Image],
+) -> anyhow::Result<()> {
+    let mut caption = CaptionServiceClient::new(connect(endpoint).await?);
+    println!("\n== Demo: image descriptions for accessibility (EncodeImage -> Caption, bundled SmolLM2 decoder)\n");
+    for image in images {
+        let latents = embed
+            .encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 5 })
+            .await?
+            .into_inner()
+            .latents
+            .context("no latents")?;
+        println!("{}", image.source_name);
+        for (mode, name) in [(CaptionMode::AltText, "alt text"), (CaptionMode::Detailed, "detailed")] {
+            let c = caption
+                .caption(CaptionRequest { latents: Some(latents.clone()), mode: mode as i32, max_chars: 0 })
+                .await?
+                .into_inner();
+            let source = if c.from_template { "label template" } else { "language model" };
+            println!("  {name:<9} {}  [confidence {:.2}, {source}, {} decode(s)]", c.text, c.confidence, c.attempts);
+        }
+    }
+    Ok(())
 }
 
 /// Schema of the demo's meeting notes (what the gateway's summarizer asks for, smaller).
