@@ -122,6 +122,8 @@ async fn captions_name_the_photographed_object_and_only_what_the_encoder_saw() {
     assert!(from_model >= 4, "only {from_model} of 7 alt texts came from the language model");
     let (_, scrape) = http_get(&captioner.metrics, "/metrics").unwrap();
     assert!(metric_value(&scrape, "mmc_caption_captions_total", &["mode=\"alt_text\"", "source=\"model\""]).unwrap_or(0.0) >= 4.0, "{scrape}");
+    // Every caption after the first resumes after the shared system prompt and examples.
+    assert!(metric_value(&scrape, "mmc_textgen_prefix_cache_hits_total", &[]).unwrap_or(0.0) >= 8.0, "{scrape}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

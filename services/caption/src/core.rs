@@ -120,6 +120,8 @@ impl CaptionCore {
             max_context: 0,
             prefill_chunk: 256,
             default_max_tokens: 64,
+            // Every caption shares the system prompt and examples: their state is kept once.
+            prefix_cache_entries: mmc_textgen::engine::prefix_cache::DEFAULT_ENTRIES,
         });
         Arc::new(CaptionCore { config, vocab: Vocabulary::imagenet(), decoder })
     }

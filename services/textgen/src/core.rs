@@ -44,6 +44,8 @@ pub struct CoreConfig {
     pub prefill_chunk: usize,
     /// `max_tokens` when a request leaves it 0.
     pub default_max_tokens: usize,
+    /// Conversation prefixes whose model state is kept for reuse (0 = off).
+    pub prefix_cache_entries: usize,
 }
 
 /// Errors the edge maps to gRPC status codes.
@@ -78,6 +80,8 @@ pub struct Summary {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub truncated_prompt_tokens: usize,
+    /// Prompt tokens resumed from the prefix cache.
+    pub cached_prompt_tokens: usize,
     /// From arrival at the service to the first token, in milliseconds.
     pub time_to_first_token_ms: f64,
     /// Tokens per second after the first.
@@ -126,6 +130,7 @@ impl TextGenCore {
         let config = self.config.clone();
         let engine = tokio::task::spawn_blocking(move || {
             Engine::load(&config.model_path, &Device::Cpu, config.max_context, config.prefill_chunk)
+                .map(|e| e.with_prefix_cache(config.prefix_cache_entries))
         })
         .await
         .map_err(|_| CoreError::Stopped)??;
@@ -280,6 +285,7 @@ impl Scheduler {
                                 prompt_tokens: a.seq.prompt_tokens(),
                                 completion_tokens: fin.completion_tokens,
                                 truncated_prompt_tokens: a.truncated,
+                                cached_prompt_tokens: a.seq.reused_prompt_tokens(),
                                 time_to_first_token_ms: first.duration_since(a.arrived).as_secs_f64() * 1e3,
                                 tokens_per_second: if decode_s > 0.0 && fin.completion_tokens > 1 {
                                     (fin.completion_tokens - 1) as f64 / decode_s

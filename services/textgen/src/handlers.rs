@@ -143,6 +143,7 @@ impl TextGenHandlers {
                     tokens_per_second: s.tokens_per_second,
                     text: s.text,
                     truncated_prompt_tokens: s.truncated_prompt_tokens as u32,
+                    cached_prompt_tokens: s.cached_prompt_tokens as u32,
                     model: Some(model.clone()),
                 })),
             }),

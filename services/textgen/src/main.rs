@@ -40,6 +40,10 @@ struct Args {
     /// max_tokens for requests that leave it 0.
     #[arg(long, env = "MMC_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     default_max_tokens: usize,
+    /// Conversation prefixes (earlier turns, shared system prompts) whose model state is kept
+    /// so later requests resume after them; 0 turns the cache off.
+    #[arg(long, env = "MMC_PREFIX_CACHE_ENTRIES", default_value_t = mmc_textgen::engine::prefix_cache::DEFAULT_ENTRIES)]
+    prefix_cache_entries: usize,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         max_context: args.max_context,
         prefill_chunk: args.prefill_chunk,
         default_max_tokens: args.default_max_tokens,
+        prefix_cache_entries: args.prefix_cache_entries,
     });
     let handlers = handlers::TextGenHandlers::new(core.clone(), handlers::RequestLimits::default());
     mmc_runtime::run_service("textgen", args.server, |s| s.add(TextGenServiceServer::new(handlers)), async move {

@@ -179,3 +179,33 @@ fn context_window_is_enforced_or_truncated() {
     assert_eq!(out.reason, FinishReason::Length);
     assert!(out.ids.len() <= 64);
 }
+
+#[test]
+fn prefix_cache_resumes_later_turns_with_identical_output() {
+    let cached = engine();
+    let plain = engine().with_prefix_cache(0);
+    let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+    let conversation = |last: &str| {
+        Prompt::Chat(vec![
+            msg("system", "You answer with one word."),
+            msg("user", "Name a colour."),
+            msg("assistant", "Blue."),
+            msg("user", last),
+        ])
+    };
+    let greedy = GenerationParams { max_tokens: 16, ..Default::default() };
+    let mut reused = Vec::new();
+    for question in ["Name a fruit.", "Name an animal.", "Name a city."] {
+        let prepared = cached.prepare(&conversation(question), OverflowPolicy::Reject).unwrap();
+        let history = prepared.history_tokens.expect("earlier turns are a prefix of the prompt");
+        let seq = cached.start(prepared, &greedy, None, cached.model.instance().unwrap()).unwrap();
+        reused.push((seq.reused_prompt_tokens(), history));
+        drop(seq);
+        let a = run(&cached, conversation(question), &greedy).unwrap();
+        let b = run(&plain, conversation(question), &greedy).unwrap();
+        assert_eq!(a.ids, b.ids, "{question}: output from the cached prefix differs from a full prefill");
+    }
+    // The first request fills the cache (no reuse); the later ones resume after the history.
+    assert_eq!(reused[0].0, 0, "{reused:?}");
+    assert!(reused[1..].iter().all(|(r, h)| r == h && *h > 10), "{reused:?}");
+}

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             max_context: 0,
             prefill_chunk: 256,
             default_max_tokens: 64,
+            prefix_cache_entries: 0,
         });
         let tps = rt.block_on(async {
             core.load_and_warm_up().await?;

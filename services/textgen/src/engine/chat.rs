@@ -50,11 +50,17 @@ impl ChatTemplate {
 
     /// Renders `messages` followed by the assistant's generation prompt.
     pub fn render(&self, messages: &[Message]) -> Result<String, ChatError> {
+        self.render_with(messages, true)
+    }
+
+    /// Renders `messages`, with the assistant's generation prompt if asked (without it, the
+    /// text is the start of any longer conversation's rendering: the prefix cache's key).
+    pub fn render_with(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
         let template = self.env.get_template("chat").map_err(|e| ChatError::Compile(e.to_string()))?;
         template
             .render(context! {
                 messages => minijinja::value::Serde(messages),
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos,
                 eos_token => &self.eos,
             })

@@ -12,6 +12,7 @@ use super::{
     chat::{ChatError, ChatTemplate, Message},
     constraint::{Constraint, ConstraintError, ConstraintFactory},
     model::{Instance, Model, ModelError},
+    prefix_cache::{self, PrefixCache},
     sampler::{logprob, Sampler, SamplingConfig},
     stop::{StopCheck, StopMatcher},
     tokenizer::{Tokenizer, TokenizerError},
@@ -92,6 +93,9 @@ pub struct PreparedPrompt {
     pub ids: Vec<u32>,
     /// Tokens dropped by [`OverflowPolicy::TruncateStart`].
     pub truncated_tokens: usize,
+    /// Length of the conversation's earlier turns (every message but the last, rendered),
+    /// when they are a strict prefix of `ids`: the state there is worth caching.
+    pub history_tokens: Option<usize>,
 }
 
 /// A sampled token as the client sees it.
@@ -133,9 +137,18 @@ pub struct Engine {
     pub context_length: usize,
     /// Prompt tokens run per prefill step.
     pub prefill_chunk: usize,
+    /// States after earlier conversation turns (see [`prefix_cache`]).
+    prefix_cache: PrefixCache,
 }
 
 impl Engine {
+    /// Sets the prefix cache's capacity in entries (0 = off; default
+    /// [`prefix_cache::DEFAULT_ENTRIES`]).
+    pub fn with_prefix_cache(mut self, entries: usize) -> Engine {
+        self.prefix_cache = PrefixCache::new(entries, prefix_cache::DEFAULT_MAX_TOKENS);
+        self
+    }
+
     /// Loads the GGUF at `path`; `max_context` caps the context window (0 = the model's).
     pub fn load(path: &Path, device: &Device, max_context: usize, prefill_chunk: usize) -> Result<Engine, EngineError> {
         let model = Model::load(path, device)?;
@@ -147,7 +160,15 @@ impl Engine {
             tracing::warn!(error = %e, "JSON-Schema constraints unavailable for this model");
         }
         let context_length = if max_context > 0 { model.context_length.min(max_context) } else { model.context_length };
-        Ok(Engine { model, tokenizer, chat, constraints, context_length, prefill_chunk: prefill_chunk.max(1) })
+        Ok(Engine {
+            model,
+            tokenizer,
+            chat,
+            constraints,
+            context_length,
+            prefill_chunk: prefill_chunk.max(1),
+            prefix_cache: PrefixCache::new(prefix_cache::DEFAULT_ENTRIES, prefix_cache::DEFAULT_MAX_TOKENS),
+        })
     }
 
     /// Whether requests may carry a JSON Schema.
@@ -157,8 +178,12 @@ impl Engine {
 
     /// The chat rendering of `messages`.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String, EngineError> {
+        self.render_chat_with(messages, true)
+    }
+
+    fn render_chat_with(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, EngineError> {
         match &self.chat {
-            Ok(t) => Ok(t.render(messages)?),
+            Ok(t) => Ok(t.render_with(messages, add_generation_prompt)?),
             Err(_) if self.model.metadata.get("tokenizer.chat_template").is_none() => Err(ChatError::NoTemplate.into()),
             Err(e) => Err(ChatError::Compile(e.clone()).into()),
         }
@@ -186,7 +211,8 @@ impl Engine {
             return Err(EngineError::EmptyPrompt);
         }
         if ids.len() <= max_prompt_tokens {
-            return Ok(PreparedPrompt { ids, truncated_tokens: 0 });
+            let history_tokens = self.history_tokens(prompt, &ids);
+            return Ok(PreparedPrompt { ids, truncated_tokens: 0, history_tokens });
         }
         let too_long = EngineError::PromptTooLong { prompt_tokens: ids.len(), context_length: self.context_length, max_prompt_tokens };
         if policy == OverflowPolicy::Reject {
@@ -205,7 +231,22 @@ impl Engine {
             Prompt::Chat(messages) => self.fit_chat(messages, max_prompt_tokens)?,
             Prompt::ChatPrefix { .. } => return Err(too_long),
         };
-        Ok(PreparedPrompt { truncated_tokens: original - fitted.len(), ids: fitted })
+        Ok(PreparedPrompt { truncated_tokens: original - fitted.len(), ids: fitted, history_tokens: None })
+    }
+
+    /// Token length of a chat's earlier turns when they are a strict prefix of `ids` (and the
+    /// prefix cache would keep them).
+    fn history_tokens(&self, prompt: &Prompt, ids: &[u32]) -> Option<usize> {
+        let messages = match prompt {
+            Prompt::Chat(m) | Prompt::ChatPrefix { messages: m, .. } => m,
+            Prompt::Raw(_) => return None,
+        };
+        if messages.len() < 2 || self.prefix_cache.is_off() {
+            return None;
+        }
+        let history = self.render_chat_with(&messages[..messages.len() - 1], false).ok()?;
+        let prefix = self.tokenizer.encode(&history).ok()?;
+        (prefix.len() < ids.len() && ids.starts_with(&prefix) && self.prefix_cache.wants(prefix.len())).then_some(prefix.len())
     }
 
     /// Drops the oldest turns after the system prompt, then the start of the last turn's
@@ -244,11 +285,30 @@ impl Engine {
         instance: Instance,
     ) -> Result<Sequence, EngineError> {
         let room = self.context_length.saturating_sub(prompt.ids.len());
+        // Resume from the longest cached prefix; note where to keep the state otherwise.
+        let (instance, prefilled) = match self.prefix_cache.lookup(&prompt.ids) {
+            Some((len, cached)) => {
+                metrics::counter!("mmc_textgen_prefix_cache_hits_total").increment(1);
+                metrics::counter!("mmc_textgen_prefix_cache_reused_tokens_total").increment(len as u64);
+                (cached, len)
+            }
+            None => {
+                if !self.prefix_cache.is_off() {
+                    metrics::counter!("mmc_textgen_prefix_cache_misses_total").increment(1);
+                }
+                (instance, 0)
+            }
+        };
+        let snapshot_at = prompt
+            .history_tokens
+            .filter(|&h| h > prefilled && !self.prefix_cache.contains(&prompt.ids[..h]));
         Ok(Sequence {
             instance,
             prompt_len: prompt.ids.len(),
             tokens: prompt.ids,
-            prefilled: 0,
+            prefilled,
+            reused: prefilled,
+            snapshot_at,
             generated: Vec::new(),
             sampler: Sampler::new(params.sampling.clone()),
             constraint,
@@ -277,6 +337,10 @@ pub struct Sequence {
     tokens: Vec<u32>,
     prompt_len: usize,
     prefilled: usize,
+    /// Prompt tokens taken from the prefix cache instead of being run.
+    reused: usize,
+    /// Prompt position whose state goes into the prefix cache when prefill reaches it.
+    snapshot_at: Option<usize>,
     generated: Vec<u32>,
     sampler: Sampler,
     constraint: Option<Constraint>,
@@ -289,6 +353,11 @@ impl Sequence {
     /// Prompt length in tokens.
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_len
+    }
+
+    /// Prompt tokens whose state came from the prefix cache.
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.reused
     }
 
     /// True while the prompt is still being run.
@@ -309,9 +378,17 @@ impl Sequence {
         }
         let device = engine.model.device();
         let logits = if self.in_prefill() {
-            let end = (self.prefilled + engine.prefill_chunk).min(self.prompt_len);
+            let mut end = (self.prefilled + engine.prefill_chunk).min(self.prompt_len);
+            if let Some(at) = self.snapshot_at.filter(|&at| at > self.prefilled) {
+                end = end.min(at);
+            }
             let logits = self.instance.forward(&self.tokens[self.prefilled..end], self.prefilled, device)?;
             self.prefilled = end;
+            if self.snapshot_at == Some(end) {
+                if let Some(copy) = self.instance.try_clone() {
+                    engine.prefix_cache.insert(self.tokens[..end].to_vec(), copy);
+                }
+            }
             if self.in_prefill() {
                 return Ok(Step::default());
             }

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod constraint;
 pub mod generation;
 pub mod model;
+pub mod prefix_cache;
 pub mod sampler;
 pub mod stop;
 pub mod tokenizer;

@@ -46,6 +46,18 @@ pub enum Instance {
 }
 
 impl Instance {
+    /// A copy of this instance, KV cache included (the weights are shared), or `None` for
+    /// modules that cannot be cloned (candle 0.11's `qwen2`).
+    pub fn try_clone(&self) -> Option<Instance> {
+        Some(match self {
+            Instance::Llama(m) => Instance::Llama(m.clone()),
+            Instance::Qwen3(m) => Instance::Qwen3(m.clone()),
+            Instance::Gemma3(m) => Instance::Gemma3(m.clone()),
+            Instance::Phi3(m) => Instance::Phi3(m.clone()),
+            Instance::Qwen2(_) => return None,
+        })
+    }
+
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the KV cache) and
     /// returns the logits of the last position as a vector over the vocabulary.
     pub fn forward(&mut self, tokens: &[u32], pos: usize, device: &Device) -> Result<Vec<f32>, ModelError> {
