@@ -8,7 +8,10 @@
 //! - [`text`]: clean-up of decoded text.
 //! - [`check`]: grounding, salience, hedging and form checks.
 //! - [`template`]: the deterministic fallback caption.
+//! - [`blip`]: the hub decoder, BLIP's text decoder over the BLIP vision encoder's patch
+//!   latents (proved against `transformers` on a random-weight model; not yet served).
 
+pub mod blip;
 pub mod brief;
 pub mod check;
 pub mod prompt;
