@@ -68,6 +68,16 @@ async fn chat_streams_tokens_and_reports_totals() {
     assert_eq!(summary.finish_reason(), FinishReason::Stop);
     assert!(summary.time_to_first_token_ms > 0.0);
     assert_eq!(summary.model.unwrap().id, "smollm2-135m-instruct-q4_1");
+    assert_eq!(summary.cached_prompt_tokens, 0, "a one-turn chat has no earlier turns to cache");
+
+    // A follow-up turn resumes after the conversation so far (prompt-prefix cache).
+    let mut turns = user("What is the capital of France? Answer in one word.");
+    turns.push(ChatMessage { role: Role::Assistant as i32, content: summary.text.clone() });
+    turns.push(ChatMessage { role: Role::User as i32, content: "And of Italy?".into() });
+    let first = collect(c.chat(ChatRequest { messages: turns.clone(), options: options(8) }).await.unwrap().into_inner()).await.1;
+    let again = collect(c.chat(ChatRequest { messages: turns, options: options(8) }).await.unwrap().into_inner()).await.1;
+    assert!(again.cached_prompt_tokens > 10 && again.cached_prompt_tokens < again.prompt_tokens, "{again:?}");
+    assert_eq!(again.text, first.text, "resumed from the cache, same greedy answer");
 
     // Constrained output over the wire.
     let schema = r#"{"type":"object","properties":{"city":{"type":"string","maxLength":20},"country":{"type":"string","maxLength":20}},"required":["city","country"],"additionalProperties":false}"#;
