@@ -142,8 +142,9 @@ impl CaptionCore {
         &self.config.expected_encoder
     }
 
-    /// Checks the job's latents against the encoder this decoder reads.
-    fn validate(&self, job: &CaptionJob) -> Result<(), CoreError> {
+    /// Checks the job's latents against the encoder this decoder reads, and names each
+    /// label by this label set's readable name.
+    fn validate(&self, job: &mut CaptionJob) -> Result<(), CoreError> {
         let expected = &self.config.expected_encoder;
         if job.encoder_id != *expected {
             return Err(CoreError::WrongEncoder { got: job.encoder_id.clone(), expected: expected.clone() });
@@ -152,7 +153,7 @@ impl CaptionCore {
         if job.labels.is_empty() {
             return Err(invalid("no labels; this decoder writes from the encoder's top labels (EncodeImage with top_k >= 1)".into()));
         }
-        for (i, l) in job.labels.iter().enumerate() {
+        for (i, l) in job.labels.iter_mut().enumerate() {
             let Some(name) = self.vocab.readable_name(l.class_index) else {
                 return Err(invalid(format!(
                     "labels[{i}].class_index is {}, but the label set has {} classes",
@@ -169,16 +170,14 @@ impl CaptionCore {
             if !(0.0..=1.0).contains(&l.probability) {
                 return Err(invalid(format!("labels[{i}].probability is {}, outside [0, 1]", l.probability)));
             }
+            l.name = name;
         }
         Ok(())
     }
 
     /// Writes a caption for `job`.
     pub async fn caption(&self, mut job: CaptionJob) -> Result<Caption, CoreError> {
-        self.validate(&job)?;
-        for l in &mut job.labels {
-            l.name = self.vocab.readable_name(l.class_index).unwrap_or_default();
-        }
+        self.validate(&mut job)?;
         let brief = Brief::new(&self.vocab, job.labels, job.mode, job.max_chars, &self.config.brief);
         let seed = seed_of(&brief);
         let mut rejections = Vec::new();
