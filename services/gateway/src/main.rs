@@ -1,30 +1,76 @@
-//! `mmc-gateway`: gateway chaining the model services into the user flows.
-//!
-//! The model engine lands with issue #7. Until then this binary serves the contract
-//! (`GatewayService`) with every model RPC answering UNIMPLEMENTED, plus health, reflection and
-//! metrics from the shared runtime, so `mmc up` and deployments can run the cluster.
+//! `mmc-gateway`: the gateway binary; see the `mmc_gateway` library.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
-use mmc_proto::gateway::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
-use mmc_runtime::ServerArgs;
+use mmc_gateway::{
+    flows::Flows,
+    handlers::GatewayHandlers,
+    store::{embedded::EmbeddedStore, Fusion},
+    upstream::{StagePolicy, Upstream},
+};
+use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
+use mmc_runtime::{server::ServiceSet, ServerArgs};
 
 /// Command line of `mmc-gateway`.
 #[derive(Parser, Debug)]
-#[command(name = "mmc-gateway", version, about = "gateway chaining the model services into the user flows.")]
+#[command(name = "mmc-gateway", version, about = "Gateway chaining the model services into the user flows.")]
 struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// Embed service: comma-separated URLs; a host name is re-resolved and balanced over
+    /// every address (Kubernetes headless Service).
+    #[arg(long, env = "MMC_EMBED_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    embed_endpoint: String,
+    /// Caption service endpoints (as `--embed-endpoint`).
+    #[arg(long, env = "MMC_CAPTION_ENDPOINT", default_value = "http://127.0.0.1:50052")]
+    caption_endpoint: String,
+    /// Directory of the gateway's state (the image index).
+    #[arg(long, env = "MMC_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Weight of the image vector in search scores; the caption vector gets the rest.
+    #[arg(long, env = "MMC_SEARCH_IMAGE_WEIGHT", default_value_t = 0.5)]
+    image_weight: f32,
+    /// Encoder labels stored per image (and given to the caption decoder).
+    #[arg(long, env = "MMC_TOP_LABELS", default_value_t = 5)]
+    top_labels: u32,
+    /// Longest one stage call may take, in milliseconds, even when the caller allows more.
+    #[arg(long, env = "MMC_STAGE_TIMEOUT_MS", default_value_t = 60_000)]
+    stage_timeout_ms: u64,
+    /// Tries per idempotent stage when a service is unavailable or busy (1 = no retry).
+    #[arg(long, env = "MMC_STAGE_ATTEMPTS", default_value_t = 3)]
+    stage_attempts: u32,
+    /// First retry backoff in milliseconds (doubled per retry, full jitter).
+    #[arg(long, env = "MMC_RETRY_BACKOFF_MS", default_value_t = 200)]
+    retry_backoff_ms: u64,
 }
-
-/// The gateway service: RPCs not yet implemented fall back to tonic's UNIMPLEMENTED stubs.
-struct GatewayServiceImpl;
-
-#[tonic::async_trait]
-impl GatewayService for GatewayServiceImpl {}
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    mmc_runtime::run_service("gateway", args.server, |s| s.add(GatewayServiceServer::new(GatewayServiceImpl)), async { Ok(()) })
+    if !(0.0..=1.0).contains(&args.image_weight) {
+        eprintln!("--image-weight must be in [0, 1]");
+        return ExitCode::FAILURE;
+    }
+    let server = args.server.clone();
+    mmc_runtime::server::run("gateway", args.server.clone(), move || async move {
+        // Built inside the runtime: the balancer spawns its workers.
+        let store = EmbeddedStore::open(&args.data_dir.join("images")).context("opening the image index")?;
+        let flows = Flows {
+            embed: Upstream::connect("embed", &args.embed_endpoint).context("--embed-endpoint")?,
+            caption: Upstream::connect("caption", &args.caption_endpoint).context("--caption-endpoint")?,
+            store: Arc::new(store),
+            policy: StagePolicy {
+                stage_timeout: Duration::from_millis(args.stage_timeout_ms),
+                attempts: args.stage_attempts.max(1),
+                backoff: Duration::from_millis(args.retry_backoff_ms),
+            },
+            fusion: Fusion { image_weight: args.image_weight },
+            top_labels: args.top_labels.clamp(1, 20),
+        };
+        metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
+        let handlers = GatewayHandlers::new(Arc::new(flows), server.request_timeout());
+        let services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers));
+        mmc_runtime::server::serve(&server, services, async { Ok(()) }).await
+    })
 }

@@ -1,0 +1,92 @@
+//! One function per upstream RPC the flows use, each a named stage (see
+//! [`crate::upstream::stage`]). All of these are idempotent (same input, same output), so
+//! all are retried on UNAVAILABLE / RESOURCE_EXHAUSTED.
+
+use mmc_proto::{
+    caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest, CaptionResponse},
+    common::v1::{Image, ModelInfo, StageTiming},
+    embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, ImageLatents},
+};
+
+use super::Flows;
+use crate::{
+    error::GatewayError,
+    store::Space,
+    upstream::{request, stage, Deadline},
+};
+
+/// A vector and the space it lives in.
+pub struct Embedded {
+    pub vector: Vec<f32>,
+    pub space: Space,
+    pub model: ModelInfo,
+}
+
+fn embedded(stage: &'static str, service: &'static str, endpoint: &str, embeddings: Vec<mmc_proto::embed::v1::Embedding>, model: Option<ModelInfo>) -> Result<Embedded, GatewayError> {
+    let bad = |message: &str| GatewayError::Stage {
+        stage,
+        service,
+        endpoint: endpoint.to_string(),
+        code: tonic::Code::Internal,
+        message: message.to_string(),
+    };
+    let model = model.ok_or_else(|| bad("response names no model"))?;
+    let vector = embeddings.into_iter().next().ok_or_else(|| bad("response holds no embedding"))?.values;
+    if vector.len() != model.dimensions as usize {
+        return Err(bad(&format!("embedding has {} values, the model says {}", vector.len(), model.dimensions)));
+    }
+    let space = Space { model_id: model.id.clone(), dimensions: model.dimensions };
+    Ok(Embedded { vector, space, model })
+}
+
+impl Flows {
+    /// `embed.EncodeImage`: the latents a caption decoder reads.
+    pub async fn encode_image(&self, image: &Image, deadline: Deadline) -> Result<(ImageLatents, StageTiming), GatewayError> {
+        let message = EncodeImageRequest { image: Some(image.clone()), top_k: self.top_labels };
+        let (resp, timing) = stage("encode_image", &self.embed, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move { EmbedServiceClient::new(ch).encode_image(request(message, t)).await }
+        })
+        .await?;
+        let latents = resp.latents.ok_or_else(|| GatewayError::Stage {
+            stage: "encode_image",
+            service: self.embed.service,
+            endpoint: self.embed.endpoints.clone(),
+            code: tonic::Code::Internal,
+            message: "response holds no latents".into(),
+        })?;
+        Ok((latents, timing))
+    }
+
+    /// `embed.EmbedImage`: the image as a vector of the shared space.
+    pub async fn embed_image(&self, image: &Image, deadline: Deadline) -> Result<(Embedded, StageTiming), GatewayError> {
+        let message = EmbedImageRequest { images: vec![image.clone()] };
+        let (resp, timing) = stage("embed_image", &self.embed, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move { EmbedServiceClient::new(ch).embed_image(request(message, t)).await }
+        })
+        .await?;
+        Ok((embedded("embed_image", self.embed.service, &self.embed.endpoints, resp.embeddings, resp.model)?, timing))
+    }
+
+    /// `embed.EmbedText` of one text, under stage name `stage_name`.
+    pub async fn embed_text(&self, stage_name: &'static str, text: &str, deadline: Deadline) -> Result<(Embedded, StageTiming), GatewayError> {
+        let message = EmbedTextRequest { texts: vec![text.to_string()], reject_overlong: false };
+        let (resp, timing) = stage(stage_name, &self.embed, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move { EmbedServiceClient::new(ch).embed_text(request(message, t)).await }
+        })
+        .await?;
+        Ok((embedded(stage_name, self.embed.service, &self.embed.endpoints, resp.embeddings, resp.model)?, timing))
+    }
+
+    /// `caption.Caption` of the latents in `mode`.
+    pub async fn caption(&self, latents: &ImageLatents, mode: CaptionMode, deadline: Deadline) -> Result<(CaptionResponse, StageTiming), GatewayError> {
+        let message = CaptionRequest { latents: Some(latents.clone()), mode: mode as i32, max_chars: 0 };
+        stage("caption", &self.caption, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move { CaptionServiceClient::new(ch).caption(request(message, t)).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,144 @@
+//! The image index: where indexed images, their vectors and their captions live.
+//!
+//! One trait, [`ImageStore`], so the flows do not care which engine holds the vectors:
+//! [`embedded::EmbeddedStore`] (the default: a redb file on local disk, searched exactly in
+//! memory) today, an external vector database (Qdrant) for deployments that outgrow one
+//! node. Every stored vector belongs to one embedding *space* (the text model that defines
+//! it); a store refuses vectors and queries from another space, so switching models means
+//! re-indexing instead of silently comparing unrelated vectors.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The embedding space of a store: every vector in it was made by this model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    /// Model id of the text encoder that defines the space (e.g. `all-minilm-l6-v2`).
+    pub model_id: String,
+    /// Vector dimension.
+    pub dimensions: u32,
+}
+
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} dimensions)", self.model_id, self.dimensions)
+    }
+}
+
+/// A model that contributed to a stored image, as reported by the service that ran it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub id: String,
+    pub family: String,
+    pub profile: String,
+    pub revision: String,
+    pub dimensions: u32,
+}
+
+/// One encoder label kept with an image (shown in results, usable for debugging ranking).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredLabel {
+    pub name: String,
+    pub probability: f32,
+    pub class_index: u32,
+}
+
+/// Everything stored for one image except its vectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Stable id derived from the content hash (re-uploads map to the same id).
+    pub image_id: String,
+    /// sha256 of the encoded bytes, hex.
+    pub content_hash: String,
+    pub source_name: String,
+    /// Alt-text caption written at indexing time.
+    pub caption: String,
+    pub labels: Vec<StoredLabel>,
+    /// User metadata (exact-match search filters).
+    pub metadata: BTreeMap<String, String>,
+    /// Models that made the vectors and the caption.
+    pub models: Vec<ModelRef>,
+    pub indexed_at_unix_ms: i64,
+    /// Insertion order, assigned by the store: ListImages pages by it (oldest first).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// The two vectors of an image, both unit length and in the store's [`Space`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageVectors {
+    /// The image itself mapped into the space (embed.EmbedImage).
+    pub image: Vec<f32>,
+    /// The embedding of its caption (embed.EmbedText).
+    pub caption: Vec<f32>,
+}
+
+/// How a query vector is scored against an image's two vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct Fusion {
+    /// Weight of the image vector's cosine; the caption vector gets `1 - image_weight`.
+    pub image_weight: f32,
+}
+
+/// A similarity search.
+#[derive(Clone, Debug)]
+pub struct SearchQuery {
+    pub vector: Vec<f32>,
+    pub space: Space,
+    pub top_k: usize,
+    /// Hits scoring below this are dropped.
+    pub score_threshold: f32,
+    /// Every pair must be present in the image's metadata.
+    pub metadata_filter: BTreeMap<String, String>,
+    pub fusion: Fusion,
+}
+
+/// One page of [`ImageStore::list`].
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub images: Vec<ImageRecord>,
+    /// `seq` to continue from, when more images follow.
+    pub next: Option<u64>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Vectors or a query from another model than the one the index was built with.
+    #[error(
+        "the image index was built with {stored}, but the embed service now uses {offered}; \
+         vectors of different models are not comparable: re-index the images (delete the index or use a new data directory)"
+    )]
+    SpaceMismatch { stored: Space, offered: Space },
+    /// A vector whose length is not the space's dimension.
+    #[error("vector of {got} values for a space of {want} dimensions")]
+    Dimension { got: usize, want: usize },
+    /// The engine failed (disk full, corrupt file...).
+    #[error("image index storage failed: {0}")]
+    Engine(String),
+}
+
+/// The image index the gateway's search flows use.
+///
+/// Writes are durable when they return: a flow acknowledges an image to its client only
+/// after [`ImageStore::insert`] succeeded, so no acknowledged image is lost in a crash.
+#[tonic::async_trait]
+pub trait ImageStore: Send + Sync + 'static {
+    /// The space of the stored vectors; `None` while the store is empty of any.
+    fn space(&self) -> Option<Space>;
+    /// Number of stored images.
+    fn count(&self) -> usize;
+    /// The image with this id.
+    async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError>;
+    /// Stores an image (replacing one with the same id); returns it with `seq` set.
+    async fn insert(&self, record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError>;
+    /// Removes an image; false when there was none.
+    async fn delete(&self, image_id: &str) -> Result<bool, StoreError>;
+    /// Images in insertion order, from `seq` `after` (inclusive), at most `limit`.
+    async fn list(&self, after: u64, limit: usize) -> Result<Page, StoreError>;
+    /// The best matches, best first, with their fused scores.
+    async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError>;
+}

@@ -1,0 +1,155 @@
+//! Calls from the gateway to the model services, with the chaining discipline every flow
+//! shares: per-stage deadlines cut from the caller's deadline, retries with jittered
+//! exponential backoff for idempotent stages only, client-side balancing over replicas
+//! (see [`mmc_runtime::client::connect_balanced`]), a per-stage latency histogram, and
+//! errors that name the stage and the service.
+
+use std::{future::Future, time::Duration};
+
+use mmc_proto::common::v1::StageTiming;
+use mmc_runtime::client::{connect_balanced, BalanceError, TracedChannel};
+use rand::Rng;
+use tokio::time::Instant;
+use tonic::{metadata::MetadataMap, Code, Status};
+
+use crate::error::GatewayError;
+
+/// Stage latency histogram, labelled `stage`.
+pub const STAGE_SECONDS: &str = "mmc_gateway_stage_duration_seconds";
+/// Failed stage calls (after retries), labelled `stage` and `code`.
+pub const STAGE_ERRORS: &str = "mmc_gateway_stage_errors_total";
+/// Retried stage calls, labelled `stage`.
+pub const STAGE_RETRIES: &str = "mmc_gateway_stage_retries_total";
+
+/// One model service as the gateway reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Service name used in errors and logs ("caption").
+    pub service: &'static str,
+    /// The configured endpoints, for error messages.
+    pub endpoints: String,
+    channel: TracedChannel,
+}
+
+impl Upstream {
+    /// A balanced, lazily connected upstream over `endpoints` (comma-separated URLs).
+    pub fn connect(service: &'static str, endpoints: &str) -> Result<Self, BalanceError> {
+        let urls: Vec<String> = endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        Ok(Self { service, endpoints: urls.join(","), channel: connect_balanced(&urls)? })
+    }
+
+    /// The channel, for building a generated client.
+    pub fn channel(&self) -> TracedChannel {
+        self.channel.clone()
+    }
+}
+
+/// How stages are timed and retried.
+#[derive(Clone, Debug)]
+pub struct StagePolicy {
+    /// Longest a single stage call may take, even when the caller allows more.
+    pub stage_timeout: Duration,
+    /// Tries for an idempotent stage (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubled per retry, with full jitter.
+    pub backoff: Duration,
+}
+
+impl Default for StagePolicy {
+    fn default() -> Self {
+        Self { stage_timeout: Duration::from_secs(60), attempts: 3, backoff: Duration::from_millis(200) }
+    }
+}
+
+/// The end of a request as the caller set it (`grpc-timeout`), or the server default.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// From the request's `grpc-timeout`, capped by `default`.
+    pub fn from_metadata(metadata: &MetadataMap, default: Duration) -> Self {
+        let headers = metadata.clone().into_headers();
+        let timeout = mmc_runtime::policy::parse_grpc_timeout(&headers).map_or(default, |t| t.min(default));
+        Self(Instant::now() + timeout)
+    }
+
+    /// Time left.
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Codes worth another try: the replica is down or busy. Anything else (a bad image, a
+/// deadline) would fail again.
+fn retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::ResourceExhausted)
+}
+
+/// Runs one stage: `call(channel, timeout)` against `upstream`, within the caller's
+/// `deadline` and the policy's stage timeout, retried when `idempotent`. Returns the
+/// response and the stage's wall time.
+pub async fn stage<T, F, Fut>(
+    stage: &'static str,
+    upstream: &Upstream,
+    deadline: Deadline,
+    policy: &StagePolicy,
+    idempotent: bool,
+    mut call: F,
+) -> Result<(T, StageTiming), GatewayError>
+where
+    F: FnMut(TracedChannel, Duration) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let started = Instant::now();
+    let attempts = if idempotent { policy.attempts.max(1) } else { 1 };
+    let mut attempt = 0;
+    let status = loop {
+        attempt += 1;
+        let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            metrics::counter!(STAGE_ERRORS, "stage" => stage, "code" => "DeadlineExceeded").increment(1);
+            return Err(GatewayError::NoTimeLeft { stage });
+        }
+        let timeout = remaining.min(policy.stage_timeout);
+        // The client-side timeout also bounds connecting to a replica that is gone.
+        let result = match tokio::time::timeout(timeout, call(upstream.channel(), timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
+        };
+        match result {
+            Ok(response) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(elapsed.as_secs_f64());
+                let timing = StageTiming { stage: stage.to_string(), duration_ms: elapsed.as_secs_f64() * 1e3 };
+                return Ok((response.into_inner(), timing));
+            }
+            Err(status) if attempt < attempts && retryable(status.code()) => {
+                let cap = policy.backoff.saturating_mul(1 << (attempt - 1).min(10));
+                let pause = Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64));
+                if pause >= deadline.remaining() {
+                    break status;
+                }
+                metrics::counter!(STAGE_RETRIES, "stage" => stage).increment(1);
+                tracing::warn!(stage, service = upstream.service, code = ?status.code(), attempt, "stage failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(status) => break status,
+        }
+    };
+    metrics::counter!(STAGE_ERRORS, "stage" => stage, "code" => format!("{:?}", status.code())).increment(1);
+    Err(GatewayError::Stage {
+        stage,
+        service: upstream.service,
+        endpoint: upstream.endpoints.clone(),
+        code: status.code(),
+        message: status.message().to_string(),
+    })
+}
+
+/// A request with the stage's timeout set as its `grpc-timeout`, so the model service
+/// stops working on it when the gateway stops waiting.
+pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
