@@ -5,6 +5,7 @@
 mod caption_service;
 mod cluster_up;
 mod embed_service;
+mod gateway_images;
 mod hub_fetch;
 mod models_fetch;
 mod otlp_export;

@@ -158,13 +158,20 @@ pub struct Service {
     pub channel: tonic::transport::Channel,
     /// `host:port` of its Prometheus endpoint.
     pub metrics: String,
+    /// `http://host:port` of its gRPC endpoint.
+    pub url: String,
 }
 
 /// Starts workspace binary `name` on free loopback ports with `extra` flags and waits (up to
 /// `timeout`, model loading included) until it reports SERVING.
 pub async fn start_service(name: &str, extra: &[&str], timeout: Duration) -> Service {
+    start_service_on(name, free_port_range(2), extra, timeout).await
+}
+
+/// [`start_service`] on gRPC port `port` (metrics on `port + 1`): for restarting a service
+/// where its callers expect it.
+pub async fn start_service_on(name: &str, port: u16, extra: &[&str], timeout: Duration) -> Service {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-    let port = free_port_range(2);
     let metrics = format!("127.0.0.1:{}", port + 1);
     let process = ChildGuard::spawn(
         Command::new(binary(name))
@@ -181,7 +188,7 @@ pub async fn start_service(name: &str, extra: &[&str], timeout: Duration) -> Ser
     })
     .await
     .unwrap_or_else(|| panic!("{name} did not become SERVING within {timeout:?}"));
-    Service { process, channel, metrics }
+    Service { process, channel, metrics, url }
 }
 
 /// The value of Prometheus sample `name` whose labels include every `key="value"` in

@@ -1,0 +1,240 @@
+//! The gateway's image flows as a client sees them: real `mmc-embed`, `mmc-caption` and
+//! `mmc-gateway` processes on loopback, real photos. Indexing, text and image search,
+//! description, paging, deletion, restart durability, and a caption service killed in the
+//! middle of an upload.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use mmc_proto::{
+    caption::v1::CaptionMode,
+    common::v1::Image,
+    gateway::v1::{
+        gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query,
+        DeleteImageRequest, DescribeImageRequest, IndexImagesRequest, IndexImagesResponse, ListImagesRequest,
+        SearchImagesRequest, SearchImagesResponse,
+    },
+};
+use mmc_tests::{free_port_range, http_get, metric_value, start_service, start_service_on, Service};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{transport::Channel, Code, Streaming};
+
+const PHOTOS: [&str; 7] = ["astronaut.png", "bike.jpg", "cat.png", "coffee.png", "hubble_deep_field.jpg", "motorcycle.png", "rocket.jpg"];
+
+fn photo(name: &str) -> Image {
+    let path = mmc_tests::models_dir().join("test-photos").join(name);
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `mmc models fetch --profile test-assets`)", path.display()));
+    Image { data, mime_type: String::new(), source_name: name.to_string() }
+}
+
+async fn start_gateway(embed: &str, caption: &str, data_dir: &Path) -> Service {
+    let data = data_dir.to_str().unwrap();
+    // Short backoff so the killed-upstream case fails fast.
+    let args = ["--embed-endpoint", embed, "--caption-endpoint", caption, "--data-dir", data, "--retry-backoff-ms", "50"];
+    start_service("mmc-gateway", &args, Duration::from_secs(30)).await
+}
+
+/// An IndexImages call whose requests are fed one by one.
+struct Upload {
+    tx: mpsc::Sender<IndexImagesRequest>,
+    responses: Streaming<IndexImagesResponse>,
+}
+
+impl Upload {
+    async fn open(client: &mut GatewayServiceClient<Channel>) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        let responses = client.index_images(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        Self { tx, responses }
+    }
+
+    /// Sends one image and returns its event (indexed or failure), skipping progress.
+    async fn send(&mut self, name: &str, metadata: &[(&str, &str)]) -> Event {
+        let metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.tx.send(IndexImagesRequest { image: Some(photo(name)), metadata }).await.unwrap();
+        loop {
+            let message = self.responses.message().await.unwrap().expect("stream ended early");
+            match message.event.unwrap() {
+                Event::Progress(_) => continue,
+                event => return event,
+            }
+        }
+    }
+
+    /// Ends the upload and returns the summary's (indexed, already_indexed, failed).
+    async fn finish(mut self) -> (u32, u32, u32) {
+        drop(self.tx);
+        while let Some(message) = self.responses.message().await.unwrap() {
+            if let Some(Event::Summary(s)) = message.event {
+                return (s.indexed, s.already_indexed, s.failed);
+            }
+        }
+        panic!("no summary");
+    }
+}
+
+async fn search(client: &mut GatewayServiceClient<Channel>, query: Query) -> SearchImagesResponse {
+    let request = SearchImagesRequest { query: Some(query), top_k: 7, score_threshold: -1.0, metadata_filter: HashMap::new() };
+    client.search_images(request).await.unwrap().into_inner()
+}
+
+fn sources(response: &SearchImagesResponse) -> Vec<String> {
+    response.hits.iter().map(|h| h.image.as_ref().unwrap().source_name.clone()).collect()
+}
+
+async fn count_images(client: &mut GatewayServiceClient<Channel>) -> usize {
+    let mut token = String::new();
+    let mut n = 0;
+    loop {
+        let page = client.list_images(ListImagesRequest { page_size: 3, page_token: token }).await.unwrap().into_inner();
+        assert!(page.images.len() <= 3);
+        n += page.images.len();
+        if page.next_page_token.is_empty() {
+            return n;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
+    let data = tempfile::tempdir().unwrap();
+    let caption_port = free_port_range(2);
+    let (embed, captioner) = tokio::join!(
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+        start_service_on("mmc-caption", caption_port, &[], Duration::from_secs(60)),
+    );
+    let gateway = start_gateway(&embed.url, &captioner.url, data.path()).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+
+    // Index every photo but the cat in one stream; the cat comes later.
+    let mut upload = Upload::open(&mut client).await;
+    for name in PHOTOS.iter().filter(|n| **n != "cat.png") {
+        match upload.send(name, &[("album", if name.contains("bike") || name.contains("motor") { "vehicles" } else { "other" })]).await {
+            Event::Indexed(i) => {
+                assert!(!i.already_indexed && !i.caption.is_empty() && !i.labels.is_empty(), "{name}: {i:?}");
+                println!("{name}: {}", i.caption);
+            }
+            other => panic!("{name} not indexed: {other:?}"),
+        }
+    }
+    // Re-sending content already stored stores nothing new.
+    match upload.send("bike.jpg", &[]).await {
+        Event::Indexed(i) => assert!(i.already_indexed),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(upload.finish().await, (6, 1, 0));
+
+    // The caption service dies in the middle of an upload: that image fails with
+    // UNAVAILABLE naming the caption stage; once it is back, the same stream goes on.
+    let mut upload = Upload::open(&mut client).await;
+    drop(captioner);
+    match upload.send("cat.png", &[("album", "other")]).await {
+        Event::Failure(f) => {
+            assert_eq!(f.code, "UNAVAILABLE", "{f:?}");
+            assert!(f.message.contains("stage caption") && f.message.contains("caption service"), "{f:?}");
+            assert_eq!(f.source_name, "cat.png");
+        }
+        other => panic!("cat indexed without a caption service: {other:?}"),
+    }
+    let captioner = start_service_on("mmc-caption", caption_port, &[], Duration::from_secs(60)).await;
+    match upload.send("cat.png", &[("album", "other")]).await {
+        Event::Indexed(i) => assert!(!i.already_indexed && i.caption.to_lowercase().contains("cat"), "{i:?}"),
+        other => panic!("cat not indexed after the caption service came back: {other:?}"),
+    }
+    assert_eq!(upload.finish().await, (1, 0, 1));
+    assert_eq!(count_images(&mut client).await, 7);
+
+    // Text search ranks the photographed object first.
+    for (query, want) in [("a cat", "cat.png"), ("a cup of coffee", "coffee.png"), ("a motorcycle", "motorcycle.png"), ("a bicycle", "bike.jpg"), ("a rocket", "rocket.jpg")] {
+        let response = search(&mut client, Query::Text(query.into())).await;
+        let ranked = sources(&response);
+        println!("{query:?}: {ranked:?} {:?}", response.hits.iter().map(|h| h.score).collect::<Vec<_>>());
+        assert_eq!(ranked.first().map(String::as_str), Some(want), "{query:?} ranked {ranked:?}");
+        assert!(response.hits.windows(2).all(|w| w[0].score >= w[1].score));
+        let stages: Vec<&str> = response.timings.iter().map(|t| t.stage.as_str()).collect();
+        assert_eq!(stages, ["embed_query", "search"]);
+    }
+    // A photo finds itself first.
+    for name in PHOTOS {
+        let ranked = sources(&search(&mut client, Query::Image(photo(name))).await);
+        assert_eq!(ranked.first().map(String::as_str), Some(name), "image search ranked {ranked:?}");
+    }
+    // Metadata filters and thresholds.
+    let request = SearchImagesRequest {
+        query: Some(Query::Text("a vehicle".into())),
+        top_k: 10,
+        score_threshold: -1.0,
+        metadata_filter: [("album".to_string(), "vehicles".to_string())].into(),
+    };
+    let mut filtered = sources(&client.search_images(request).await.unwrap().into_inner());
+    filtered.sort();
+    assert_eq!(filtered, ["bike.jpg", "motorcycle.png"]);
+    let strict = SearchImagesRequest { query: Some(Query::Text("a cat".into())), top_k: 10, score_threshold: 0.99, metadata_filter: HashMap::new() };
+    assert!(client.search_images(strict).await.unwrap().into_inner().hits.is_empty());
+
+    // DescribeImage: alt text and a detailed description of the cat.
+    let request = DescribeImageRequest { image: Some(photo("cat.png")), modes: vec![CaptionMode::AltText as i32, CaptionMode::Detailed as i32] };
+    let described = client.describe_image(request).await.unwrap().into_inner();
+    assert_eq!(described.captions.len(), 2);
+    assert_eq!(described.captions[0].mode(), CaptionMode::AltText);
+    assert_eq!(described.captions[1].mode(), CaptionMode::Detailed);
+    assert!(described.captions[0].text.to_lowercase().contains("cat") && described.captions[0].text.chars().count() <= 125, "{described:?}");
+    assert!(!described.labels.is_empty());
+    let stages: Vec<&str> = described.timings.iter().map(|t| t.stage.as_str()).collect();
+    assert_eq!(stages, ["encode_image", "caption", "caption"]);
+
+    // Bad requests are refused with INVALID_ARGUMENT and a reason.
+    let bad = [
+        client.search_images(SearchImagesRequest { query: Some(Query::Text("  ".into())), ..Default::default() }).await.map(|_| ()),
+        client.search_images(SearchImagesRequest { query: None, ..Default::default() }).await.map(|_| ()),
+        client.search_images(SearchImagesRequest { query: Some(Query::Text("cat".into())), top_k: 1000, ..Default::default() }).await.map(|_| ()),
+        client.list_images(ListImagesRequest { page_size: 1, page_token: "not-a-token".into() }).await.map(|_| ()),
+        client.describe_image(DescribeImageRequest { image: None, modes: vec![] }).await.map(|_| ()),
+        client.describe_image(DescribeImageRequest { image: Some(photo("cat.png")), modes: vec![9] }).await.map(|_| ()),
+        client.delete_image(DeleteImageRequest { image_id: String::new() }).await.map(|_| ()),
+    ];
+    for (i, result) in bad.into_iter().enumerate() {
+        let status = result.expect_err("bad request accepted");
+        assert_eq!(status.code(), Code::InvalidArgument, "case {i}: {status:?}");
+        assert!(!status.message().is_empty());
+    }
+    // A corrupt image is refused by the encoder; the stage is named.
+    let corrupt = Image { data: b"\x89PNG\r\n\x1a\nnot really".to_vec(), mime_type: String::new(), source_name: "broken.png".into() };
+    let status = client.describe_image(DescribeImageRequest { image: Some(corrupt), modes: vec![] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("stage encode_image"), "{status:?}");
+
+    // Delete one, then restart the gateway on the same data: the index is intact.
+    let cat_id = search(&mut client, Query::Image(photo("cat.png"))).await.hits[0].image.as_ref().unwrap().image_id.clone();
+    let hubble_id = search(&mut client, Query::Image(photo("hubble_deep_field.jpg"))).await.hits[0].image.as_ref().unwrap().image_id.clone();
+    assert!(client.delete_image(DeleteImageRequest { image_id: hubble_id.clone() }).await.unwrap().into_inner().deleted);
+    assert!(!client.delete_image(DeleteImageRequest { image_id: hubble_id }).await.unwrap().into_inner().deleted);
+    let (_, scrape) = http_get(&gateway.metrics, "/metrics").unwrap();
+    assert!(metric_value(&scrape, "mmc_gateway_stage_duration_seconds_count", &["stage=\"caption\""]).unwrap_or(0.0) >= 7.0, "{scrape}");
+    assert_eq!(metric_value(&scrape, "mmc_gateway_indexed_images", &[]), Some(6.0));
+    drop(gateway);
+    let gateway = start_gateway(&embed.url, &captioner.url, data.path()).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    assert_eq!(count_images(&mut client).await, 6);
+    let response = search(&mut client, Query::Text("a cat".into())).await;
+    assert_eq!(response.hits[0].image.as_ref().unwrap().image_id, cat_id);
+    assert!(response.hits[0].image.as_ref().unwrap().models.iter().any(|m| m.id == "all-minilm-l6-v2"));
+}
+
+/// With no model service reachable the gateway still starts (health SERVING) and answers
+/// UNAVAILABLE naming the stage and service, after its bounded retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_services_are_named_in_the_error() {
+    let data = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port_range(1));
+    let gateway = start_gateway(&dead, &dead, data.path()).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let status = client.describe_image(DescribeImageRequest { image: Some(photo("cat.png")), modes: vec![] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("stage encode_image") && status.message().contains(&dead), "{status:?}");
+    let (_, scrape) = http_get(&gateway.metrics, "/metrics").unwrap();
+    assert_eq!(metric_value(&scrape, "mmc_gateway_stage_retries_total", &["stage=\"encode_image\""]), Some(2.0), "{scrape}");
+    // Search on an empty index needs the embed service too: same clear error.
+    let status = client.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), ..Default::default() }).await.unwrap_err();
+    assert!(status.message().contains("stage embed_query"), "{status:?}");
+}
