@@ -31,7 +31,7 @@ for _ in $(seq 1 600); do
   kill -0 $up 2>/dev/null || { echo "[run] mmc up exited" >&2; wait $up; exit 1; }
   sleep 1
 done
-MMC_EMBED_ENDPOINT="http://127.0.0.1:$base" MMC_CAPTION_ENDPOINT="http://127.0.0.1:$((base + 1))" MMC_TEXTGEN_ENDPOINT="http://127.0.0.1:$((base + 3))" \
+MMC_GATEWAY_ENDPOINT="http://127.0.0.1:$((base + 4))" MMC_TEXTGEN_ENDPOINT="http://127.0.0.1:$((base + 3))" \
   ./target/release/mmc demo || echo "[run] demo failed" >&2
 echo "[run] cluster running; Ctrl-C to stop" >&2
 wait $up

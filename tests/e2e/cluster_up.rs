@@ -28,6 +28,10 @@ fn mmc_up(grpc_base: u16, metrics_base: u16) -> Command {
     cmd.args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
         .arg("--bin-dir")
         .arg(bin_dir());
+    // The gateway's state goes under target/, fresh per run, never into the source tree.
+    let data = bin_dir().join("test-data").join(format!("mmc-up-{grpc_base}"));
+    let _ = std::fs::remove_dir_all(&data);
+    cmd.arg("--data-dir").arg(data);
     cmd
 }
 
@@ -133,7 +137,7 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
 
     // The demo flows run against the live cluster.
     let demo = Command::new(binary("mmc"))
-        .args(["demo", "--embed", &format!("http://127.0.0.1:{grpc_base}"), "--caption", &format!("http://127.0.0.1:{}", grpc_base + 1)])
+        .args(["demo", "--gateway", &format!("http://127.0.0.1:{}", grpc_base + 4)])
         .args(["--textgen", &format!("http://127.0.0.1:{}", grpc_base + 3)])
         .output()
         .unwrap();

@@ -1,18 +1,22 @@
 //! `mmc demo`: the user flows that are available so far, run against a live cluster and
-//! printed for a person to read. Today: cross-modal image search on the latent service
-//! (photos classified, photos and sentences embedded in one space, each sentence's best
-//! photo), image descriptions for accessibility (EncodeImage chained into Caption: alt
-//! text and a detailed description per photo), and the text-generation service (a streamed
-//! answer, then meeting notes as schema-valid JSON). It grows as the gateway flows land.
+//! printed for a person to read. Today, through the gateway: cross-modal image search
+//! (the photos indexed with IndexImages, each sentence's best photos from SearchImages, a
+//! photo used as the query) and image descriptions for accessibility (DescribeImage: alt
+//! text and a detailed description per photo); then the text-generation service directly
+//! (a streamed answer, then meeting notes as schema-valid JSON). It grows as the meeting
+//! flows land.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{collections::HashMap, path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use mmc_proto::{
-    caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest},
+    caption::v1::CaptionMode,
     common::v1::Image,
-    embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest},
+    gateway::v1::{
+        gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query,
+        DescribeImageRequest, IndexImagesRequest, SearchImagesRequest,
+    },
     textgen::v1::{
         generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest,
         GenerationOptions, Role,
@@ -24,12 +28,9 @@ use crate::cli_client::connect;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Latent (embed) service endpoint.
-    #[arg(long, env = "MMC_EMBED_ENDPOINT", default_value = "http://127.0.0.1:50051")]
-    embed: String,
-    /// Caption service endpoint.
-    #[arg(long, env = "MMC_CAPTION_ENDPOINT", default_value = "http://127.0.0.1:50052")]
-    caption: String,
+    /// Gateway endpoint.
+    #[arg(long, env = "MMC_GATEWAY_ENDPOINT", default_value = "http://127.0.0.1:50055")]
+    gateway: String,
     /// Text-generation service endpoint.
     #[arg(long, env = "MMC_TEXTGEN_ENDPOINT", default_value = "http://127.0.0.1:50054")]
     textgen: String,
@@ -40,6 +41,8 @@ pub struct DemoArgs {
 
 const QUERIES: [&str; 5] =
     ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike", "stars and galaxies"];
+
+type Gateway = GatewayServiceClient<tonic::transport::Channel>;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = args.photos.unwrap_or_else(|| mmc_models::ModelStore::from_env().model_dir("test-photos"));
@@ -53,68 +56,58 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|n| Ok(Image { data: std::fs::read(dir.join(n))?, mime_type: String::new(), source_name: n.clone() }))
         .collect::<std::io::Result<_>>()?;
-    let mut embed = EmbedServiceClient::new(connect(&args.embed).await?);
-
-    println!("== Demo: cross-modal image search (latent service, bundled models)\n");
-    println!("{:<24} what the image encoder sees (EncodeImage, top 3)", "PHOTO");
-    for image in &images {
-        let latents = embed
-            .encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 3 })
-            .await?
-            .into_inner()
-            .latents
-            .context("no latents")?;
-        let labels: Vec<String> =
-            latents.labels.iter().map(|l| format!("{} {:.2}", l.name, l.probability)).collect();
-        println!("{:<24} {}", image.source_name, labels.join(", "));
-    }
-
-    let photos = embed.embed_image(EmbedImageRequest { images: images.clone() }).await?.into_inner();
-    let texts = embed
-        .embed_text(EmbedTextRequest { texts: QUERIES.iter().map(|q| q.to_string()).collect(), reject_overlong: false })
-        .await?
-        .into_inner();
-    let space = texts.model.map(|m| format!("{} ({}-d)", m.id, m.dimensions)).unwrap_or_default();
-    println!("\n{:<30} best photo (cosine similarity in the {space} space)", "QUERY");
-    for (query, q) in QUERIES.iter().zip(&texts.embeddings) {
-        let mut scored: Vec<(f32, &str)> = photos
-            .embeddings
-            .iter()
-            .zip(&names)
-            .map(|(p, n)| (p.values.iter().zip(&q.values).map(|(a, b)| a * b).sum(), n.as_str()))
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let top: Vec<String> = scored.iter().take(2).map(|(s, n)| format!("{n} {s:.2}")).collect();
-        println!("{:<30} {}", format!("\"{query}\""), top.join("   then "));
-    }
-    caption_demo(&mut embed, &args.caption, &images).await?;
+    let mut gateway = GatewayServiceClient::new(connect(&args.gateway).await?);
+    search_demo(&mut gateway, &images).await?;
+    describe_demo(&mut gateway, &images).await?;
     textgen_demo(&args.textgen).await?;
-    println!("\n(Meeting summaries and Q&A join this demo as the gateway flows land.)");
+    println!("\n(Meeting summaries and Q&A join this demo as the gateway's meeting flows land.)");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Alt text and a detailed description for each photo: the encoder's latents chained into
-/// the caption service, as the gateway's DescribeImage will do.
-async fn caption_demo(
-    embed: &mut EmbedServiceClient<tonic::transport::Channel>,
-    endpoint: &str,
-    images: &[Image],
-) -> anyhow::Result<()> {
-    let mut caption = CaptionServiceClient::new(connect(endpoint).await?);
-    println!("\n== Demo: image descriptions for accessibility (EncodeImage -> Caption, bundled SmolLM2 decoder)\n");
+/// Indexes the photos (idempotent: a second run finds them stored) and runs the queries.
+async fn search_demo(gateway: &mut Gateway, images: &[Image]) -> anyhow::Result<()> {
+    println!("== Demo: cross-modal image search (gateway: IndexImages, SearchImages; bundled models)\n");
+    let requests = images.iter().map(|i| IndexImagesRequest { image: Some(i.clone()), metadata: HashMap::new() }).collect::<Vec<_>>();
+    let mut events = gateway.index_images(tokio_stream::iter(requests)).await?.into_inner();
+    println!("{:<24} caption stored with the photo   [top labels]", "PHOTO");
+    while let Some(message) = events.message().await? {
+        match message.event {
+            Some(index_images_response::Event::Indexed(i)) => {
+                let labels: Vec<String> = i.labels.iter().take(3).map(|l| format!("{} {:.2}", l.name, l.probability)).collect();
+                let name = &images[i.request_index as usize].source_name;
+                let stored = if i.already_indexed { " (already indexed)" } else { "" };
+                println!("{name:<24} {}{stored}   [{}]", i.caption, labels.join(", "));
+            }
+            Some(index_images_response::Event::Failure(f)) => bail!("indexing {} failed: {} {}", f.source_name, f.code, f.message),
+            Some(index_images_response::Event::Summary(s)) => {
+                println!("({} indexed, {} already indexed, {} failed)", s.indexed, s.already_indexed, s.failed)
+            }
+            _ => {}
+        }
+    }
+    println!("\n{:<30} best photos (fused cosine score: image vector and caption vector)", "QUERY");
+    let mut queries: Vec<(String, Query)> = QUERIES.iter().map(|q| (format!("\"{q}\""), Query::Text(q.to_string()))).collect();
+    if let Some(cat) = images.iter().find(|i| i.source_name.starts_with("cat")) {
+        queries.push((format!("[photo {}]", cat.source_name), Query::Image(cat.clone())));
+    }
+    for (label, query) in queries {
+        let request = SearchImagesRequest { query: Some(query), top_k: 2, score_threshold: -1.0, metadata_filter: HashMap::new() };
+        let hits = gateway.search_images(request).await?.into_inner().hits;
+        let top: Vec<String> = hits.iter().map(|h| format!("{} {:.2}", h.image.as_ref().map_or("", |i| i.source_name.as_str()), h.score)).collect();
+        println!("{label:<30} {}", top.join("   then "));
+    }
+    Ok(())
+}
+
+/// Alt text and a detailed description for each photo (DescribeImage: EncodeImage ->
+/// Caption inside the cluster).
+async fn describe_demo(gateway: &mut Gateway, images: &[Image]) -> anyhow::Result<()> {
+    println!("\n== Demo: image descriptions for accessibility (gateway: DescribeImage; bundled SmolLM2 decoder)\n");
     for image in images {
-        let latents = embed
-            .encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 5 })
-            .await?
-            .into_inner()
-            .latents
-            .context("no latents")?;
+        let modes = vec![CaptionMode::AltText as i32, CaptionMode::Detailed as i32];
+        let described = gateway.describe_image(DescribeImageRequest { image: Some(image.clone()), modes }).await?.into_inner();
         println!("{}", image.source_name);
-        for (mode, name) in [(CaptionMode::AltText, "alt text"), (CaptionMode::Detailed, "detailed")] {
-            let c = caption
-                .caption(CaptionRequest { latents: Some(latents.clone()), mode: mode as i32, max_chars: 0 })
-                .await?
-                .into_inner();
+        for (c, name) in described.captions.iter().zip(["alt text", "detailed"]) {
             let source = if c.from_template { "label template" } else { "language model" };
             println!("  {name:<9} {}  [confidence {:.2}, {source}, {} decode(s)]", c.text, c.confidence, c.attempts);
         }

@@ -53,6 +53,10 @@ pub struct UpArgs {
     /// Grace period for services to drain after SIGTERM before they are killed.
     #[arg(long, env = "MMC_STOP_TIMEOUT_S", default_value_t = 20)]
     stop_timeout_s: u64,
+    /// Directory of the cluster's state (the gateway's image index), made absolute and
+    /// passed to the services as `MMC_DATA_DIR`.
+    #[arg(long, env = "MMC_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
     /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
     #[arg(long = "service-arg", allow_hyphen_values = true)]
     service_args: Vec<String>,
@@ -101,10 +105,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             restarts: 0,
         });
     }
-    let env: Vec<(String, String)> = endpoints
+    let mut env: Vec<(String, String)> = endpoints
         .iter()
         .map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone()))
         .collect();
+    let data_dir = std::path::absolute(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    env.push(("MMC_DATA_DIR".into(), data_dir.to_string_lossy().into_owned()));
 
     for svc in &mut services {
         spawn(svc, &args, &env)?;
