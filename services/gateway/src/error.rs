@@ -18,6 +18,12 @@ pub enum GatewayError {
     /// The request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The client went away (its stream was closed); nothing to answer.
+    #[error("the client cancelled the request")]
+    Cancelled,
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The image index failed or refused (another model's vectors).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -30,6 +36,8 @@ impl GatewayError {
             GatewayError::Stage { code, .. } => *code,
             GatewayError::NoTimeLeft { .. } => Code::DeadlineExceeded,
             GatewayError::Invalid(_) => Code::InvalidArgument,
+            GatewayError::Cancelled => Code::Cancelled,
+            GatewayError::NotFound(_) => Code::NotFound,
             GatewayError::Store(StoreError::SpaceMismatch { .. }) => Code::FailedPrecondition,
             GatewayError::Store(_) => Code::Internal,
         };

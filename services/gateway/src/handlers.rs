@@ -1,6 +1,5 @@
 //! Protocol edge of the gateway: request validation, proto <-> flow types, and the one
-//! place where [`GatewayError`]s become statuses. Meeting RPCs are not served yet
-//! (UNIMPLEMENTED, from the generated default stubs).
+//! place where [`GatewayError`]s become statuses.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -12,7 +11,8 @@ use mmc_proto::{
         gateway_service_server::GatewayService, index_images_response::Event, search_images_request, DeleteImageRequest,
         DeleteImageResponse, DescribeImageRequest, DescribeImageResponse, ImageRecord as ProtoRecord, IndexFailure,
         IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage, ListImagesRequest, ListImagesResponse,
-        SearchHit, SearchImagesRequest, SearchImagesResponse,
+        SearchHit, SearchImagesRequest, SearchImagesResponse, summarize_meeting_request, summarize_meeting_response,
+        AskMeetingRequest, AskMeetingResponse, GetMeetingRequest, Meeting, SummarizeMeetingRequest, SummarizeMeetingResponse,
     },
 };
 use tokio::sync::mpsc;
@@ -40,6 +40,15 @@ pub const MAX_METADATA: (usize, usize, usize) = (32, 128, 1024);
 
 /// tonic's `BoxStream` for IndexImages' server stream.
 type IndexStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<IndexImagesResponse, Status>> + Send>>;
+/// tonic's `BoxStream` for SummarizeMeeting's server stream.
+type MeetingStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<SummarizeMeetingResponse, Status>> + Send>>;
+
+/// Longest meeting title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest AskMeeting question, in characters.
+pub const MAX_QUESTION_CHARS: usize = 1000;
+/// Most transcript passages AskMeeting may retrieve.
+pub const MAX_ASK_TOP_K: u32 = 20;
 
 /// gRPC handlers over the [`Flows`].
 pub struct GatewayHandlers {
@@ -186,6 +195,32 @@ async fn index_stream(flows: Arc<Flows>, mut input: Streaming<IndexImagesRequest
     let _ = send(Event::Summary(summary)).await;
 }
 
+/// Feeds the audio chunks of a SummarizeMeeting stream to `audio`. Returns only if the
+/// upload fails (a client error, or a second config); a clean end closes `audio` and waits
+/// forever, so the caller can race this against the flow.
+async fn forward_audio(mut input: Streaming<SummarizeMeetingRequest>, audio: mpsc::Sender<Vec<u8>>) -> Status {
+    let error = loop {
+        match input.message().await {
+            Ok(Some(SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(bytes)) })) => {
+                if audio.send(bytes).await.is_err() {
+                    break None;
+                }
+            }
+            Ok(Some(SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(_)) })) => {
+                break Some(Status::invalid_argument("config may only be the first message of the stream"))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    drop(audio);
+    match error {
+        Some(status) => status,
+        None => std::future::pending().await,
+    }
+}
+
 #[tonic::async_trait]
 impl GatewayService for GatewayHandlers {
     async fn index_images(&self, request: Request<Streaming<IndexImagesRequest>>) -> Result<Response<IndexStream>, Status> {
@@ -269,6 +304,62 @@ impl GatewayService for GatewayHandlers {
             labels: description.labels,
             timings: description.timings,
         }))
+    }
+
+    async fn summarize_meeting(&self, request: Request<Streaming<SummarizeMeetingRequest>>) -> Result<Response<MeetingStream>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata(), self.default_timeout);
+        let mut input = request.into_inner();
+        let config = match input.message().await? {
+            Some(SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(c)) }) => c,
+            Some(_) => return Err(Status::invalid_argument("the first message must be config (then audio chunks)")),
+            None => return Err(Status::invalid_argument("empty stream: send config, then the recording")),
+        };
+        if config.title.chars().count() > MAX_TITLE_CHARS {
+            return Err(Status::invalid_argument(format!("title is over {MAX_TITLE_CHARS} characters")));
+        }
+        self.flows.prompts.resolve(&config.prompt_version).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(64);
+        let (audio_tx, audio_rx) = mpsc::channel(8);
+        let flows = self.flows.clone();
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                result = flows.summarize_meeting(config, audio_rx, deadline, &tx) => result.map_err(GatewayError::into_status),
+                status = forward_audio(input, audio_tx) => Err(status),
+            };
+            let message = result.map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) });
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_meeting(&self, request: Request<GetMeetingRequest>) -> Result<Response<Meeting>, Status> {
+        let id = request.into_inner().meeting_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("meeting_id is empty"));
+        }
+        match self.flows.meetings.get(&id).await.map_err(|e| GatewayError::from(e).into_status())? {
+            Some(stored) => Ok(Response::new(stored.meeting)),
+            None => Err(Status::not_found(format!("no meeting with id {id:?}"))),
+        }
+    }
+
+    async fn ask_meeting(&self, request: Request<AskMeetingRequest>) -> Result<Response<AskMeetingResponse>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata(), self.default_timeout);
+        let req = request.into_inner();
+        if req.meeting_id.is_empty() {
+            return Err(Status::invalid_argument("meeting_id is empty"));
+        }
+        let question = req.question.trim();
+        if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
+            return Err(Status::invalid_argument(format!("question must be 1..={MAX_QUESTION_CHARS} characters")));
+        }
+        let top_k = match req.top_k {
+            0 => 5,
+            k if k > MAX_ASK_TOP_K => return Err(Status::invalid_argument(format!("top_k {k} is over the limit of {MAX_ASK_TOP_K}"))),
+            k => k,
+        };
+        let answer = self.flows.ask_meeting(&req.meeting_id, question, top_k as usize, deadline).await.map_err(GatewayError::into_status)?;
+        Ok(Response::new(answer))
     }
 }
 

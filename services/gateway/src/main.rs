@@ -5,9 +5,9 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use mmc_gateway::{
-    flows::Flows,
+    flows::{meeting::MeetingSettings, prompts::PromptLibrary, Flows},
     handlers::GatewayHandlers,
-    store::{embedded::EmbeddedStore, Fusion},
+    store::{embedded::EmbeddedStore, meetings::MeetingStore, Fusion},
     upstream::{StagePolicy, Upstream},
 };
 use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
@@ -26,7 +26,26 @@ struct Args {
     /// Caption service endpoints (as `--embed-endpoint`).
     #[arg(long, env = "MMC_CAPTION_ENDPOINT", default_value = "http://127.0.0.1:50052")]
     caption_endpoint: String,
-    /// Directory of the gateway's state (the image index).
+    /// Speech service endpoints (as `--embed-endpoint`).
+    #[arg(long, env = "MMC_SPEECH_ENDPOINT", default_value = "http://127.0.0.1:50053")]
+    speech_endpoint: String,
+    /// Text-generation service endpoints (as `--embed-endpoint`).
+    #[arg(long, env = "MMC_TEXTGEN_ENDPOINT", default_value = "http://127.0.0.1:50054")]
+    textgen_endpoint: String,
+    /// Directory of extra prompt versions (`<version>/{extract,summary,answer}.toml`); `v1`
+    /// is built in.
+    #[arg(long, env = "MMC_PROMPTS_DIR")]
+    prompts_dir: Option<PathBuf>,
+    /// Prompt version used when a meeting request names none.
+    #[arg(long, env = "MMC_PROMPT_VERSION", default_value = "v1")]
+    prompt_version: String,
+    /// Transcript characters per extraction chunk.
+    #[arg(long, env = "MMC_MEETING_CHUNK_CHARS", default_value_t = MeetingSettings::default().chunk_chars)]
+    chunk_chars: usize,
+    /// Transcript segments less similar than this to a question are not used to answer it.
+    #[arg(long, env = "MMC_ASK_MIN_RELEVANCE", default_value_t = MeetingSettings::default().min_relevance)]
+    min_relevance: f32,
+    /// Directory of the gateway's state (the image index, the meetings).
     #[arg(long, env = "MMC_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Weight of the image vector in search scores; the caption vector gets the rest.
@@ -56,9 +75,18 @@ fn main() -> ExitCode {
     mmc_runtime::server::run("gateway", args.server.clone(), move || async move {
         // Built inside the runtime: the balancer spawns its workers.
         let store = EmbeddedStore::open(&args.data_dir.join("images")).context("opening the image index")?;
+        let meetings = MeetingStore::open(&args.data_dir.join("meetings")).context("opening the meeting store")?;
+        let mut prompts = PromptLibrary::bundled();
+        if let Some(dir) = &args.prompts_dir {
+            prompts.load_dir(dir).context("--prompts-dir")?;
+        }
+        prompts.default_version = args.prompt_version.clone();
+        prompts.resolve("").context("--prompt-version")?;
         let flows = Flows {
             embed: Upstream::connect("embed", &args.embed_endpoint).context("--embed-endpoint")?,
             caption: Upstream::connect("caption", &args.caption_endpoint).context("--caption-endpoint")?,
+            speech: Upstream::connect("speech", &args.speech_endpoint).context("--speech-endpoint")?,
+            textgen: Upstream::connect("textgen", &args.textgen_endpoint).context("--textgen-endpoint")?,
             store: Arc::new(store),
             policy: StagePolicy {
                 stage_timeout: Duration::from_millis(args.stage_timeout_ms),
@@ -67,6 +95,9 @@ fn main() -> ExitCode {
             },
             fusion: Fusion { image_weight: args.image_weight },
             top_labels: args.top_labels.clamp(1, 20),
+            meetings,
+            prompts,
+            meeting: MeetingSettings { chunk_chars: args.chunk_chars.max(100), min_relevance: args.min_relevance, ..MeetingSettings::default() },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
         let handlers = GatewayHandlers::new(Arc::new(flows), server.request_timeout());

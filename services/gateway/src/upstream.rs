@@ -136,14 +136,20 @@ where
             Err(status) => break status,
         }
     };
+    Err(failure(stage, upstream, status))
+}
+
+/// The error of a failed `stage` (counted in the stage error metric): for stages that
+/// cannot go through [`stage`], such as a streamed upload.
+pub fn failure(stage: &'static str, upstream: &Upstream, status: Status) -> GatewayError {
     metrics::counter!(STAGE_ERRORS, "stage" => stage, "code" => format!("{:?}", status.code())).increment(1);
-    Err(GatewayError::Stage {
+    GatewayError::Stage {
         stage,
         service: upstream.service,
         endpoint: upstream.endpoints.clone(),
         code: status.code(),
         message: status.message().to_string(),
-    })
+    }
 }
 
 /// A request with the stage's timeout set as its `grpc-timeout`, so the model service

@@ -6,9 +6,13 @@ use mmc_proto::{
     caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest, CaptionResponse},
     common::v1::{Image, ModelInfo, StageTiming},
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, ImageLatents},
+    textgen::v1::{
+        generate_response, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerationOptions,
+        OverflowPolicy, Role, SamplingParams,
+    },
 };
 
-use super::Flows;
+use super::{prompts::RenderedPrompt, Flows};
 use crate::{
     error::GatewayError,
     store::Space,
@@ -88,5 +92,78 @@ impl Flows {
             async move { CaptionServiceClient::new(ch).caption(request(message, t)).await }
         })
         .await
+    }
+}
+
+/// Most texts sent in one EmbedText call (the embed service's default per-request limit is
+/// higher; smaller batches keep each call short).
+const EMBED_BATCH: usize = 32;
+
+impl Flows {
+    /// `embed.EmbedText` of many texts (in batches), under stage name `stage_name`.
+    pub async fn embed_texts(&self, stage_name: &'static str, texts: &[String], deadline: Deadline) -> Result<(Vec<Vec<f32>>, Option<Space>, StageTiming), GatewayError> {
+        let started = std::time::Instant::now();
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut space = None;
+        for batch in texts.chunks(EMBED_BATCH) {
+            let message = EmbedTextRequest { texts: batch.to_vec(), reject_overlong: false };
+            let (resp, _) = stage(stage_name, &self.embed, deadline, &self.policy, true, |ch, t| {
+                let message = message.clone();
+                async move { EmbedServiceClient::new(ch).embed_text(request(message, t)).await }
+            })
+            .await?;
+            let model = resp.model.ok_or_else(|| GatewayError::Stage {
+                stage: stage_name,
+                service: self.embed.service,
+                endpoint: self.embed.endpoints.clone(),
+                code: tonic::Code::Internal,
+                message: "response names no model".into(),
+            })?;
+            space = Some(Space { model_id: model.id, dimensions: model.dimensions });
+            vectors.extend(resp.embeddings.into_iter().map(|e| e.values));
+        }
+        let timing = StageTiming { stage: stage_name.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 };
+        Ok((vectors, space, timing))
+    }
+
+    /// `textgen.Chat` with greedy decoding, optionally constrained by `json_schema`;
+    /// returns the whole generated text and the model. Greedy output is a function of the
+    /// input, so the stage is retried like the others.
+    pub async fn chat(
+        &self,
+        stage_name: &'static str,
+        prompt: &RenderedPrompt,
+        json_schema: Option<&str>,
+        max_tokens: u32,
+        deadline: Deadline,
+    ) -> Result<(String, Option<ModelInfo>, StageTiming), GatewayError> {
+        let message = ChatRequest {
+            messages: vec![
+                ChatMessage { role: Role::System as i32, content: prompt.system.clone() },
+                ChatMessage { role: Role::User as i32, content: prompt.user.clone() },
+            ],
+            options: Some(GenerationOptions {
+                sampling: Some(SamplingParams { temperature: 0.0, ..Default::default() }),
+                max_tokens,
+                stop: vec![],
+                json_schema: json_schema.unwrap_or_default().to_string(),
+                overflow: OverflowPolicy::Reject as i32,
+            }),
+        };
+        let (summary, timing) = stage(stage_name, &self.textgen, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move {
+                let response = TextGenServiceClient::new(ch).chat(request(message, t)).await?;
+                let (metadata, mut stream, extensions) = response.into_parts();
+                while let Some(event) = stream.message().await? {
+                    if let Some(generate_response::Event::Summary(summary)) = event.event {
+                        return Ok(tonic::Response::from_parts(metadata, summary, extensions));
+                    }
+                }
+                Err(tonic::Status::internal("generation ended without a summary"))
+            }
+        })
+        .await?;
+        Ok((summary.text, summary.model, timing))
     }
 }

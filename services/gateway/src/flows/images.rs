@@ -52,7 +52,7 @@ fn model_ref(m: &ModelInfo) -> ModelRef {
     ModelRef { id: m.id.clone(), family: m.family.clone(), profile: m.profile.clone(), revision: m.revision.clone(), dimensions: m.dimensions }
 }
 
-fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

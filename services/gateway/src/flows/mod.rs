@@ -1,15 +1,17 @@
 //! The chained flows. Each flow is a sequence of stages (calls to model services, see
-//! [`crate::upstream`]) plus the gateway's own state (the image index). Flows know the
-//! upstream contracts but not the gateway's own RPC messages: the handlers translate.
+//! [`crate::upstream`]) plus the gateway's own state (the image index, the meeting
+//! store). The handlers validate requests and map errors; the flows do the work.
 
 pub mod calls;
 pub mod describe;
 pub mod images;
+pub mod meeting;
+pub mod prompts;
 
 use std::sync::Arc;
 
 use crate::{
-    store::{Fusion, ImageStore},
+    store::{meetings::MeetingStore, Fusion, ImageStore},
     upstream::{StagePolicy, Upstream},
 };
 
@@ -17,10 +19,17 @@ use crate::{
 pub struct Flows {
     pub embed: Upstream,
     pub caption: Upstream,
+    pub speech: Upstream,
+    pub textgen: Upstream,
     pub store: Arc<dyn ImageStore>,
     pub policy: StagePolicy,
     /// How search scores combine the image vector and the caption vector.
     pub fusion: Fusion,
     /// Encoder labels asked for (and stored) per image.
     pub top_labels: u32,
+    /// Summarized meetings and their segment vectors.
+    pub meetings: MeetingStore,
+    /// Versioned prompt templates of the meeting flows.
+    pub prompts: prompts::PromptLibrary,
+    pub meeting: meeting::MeetingSettings,
 }

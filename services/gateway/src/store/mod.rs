@@ -8,6 +8,7 @@
 //! re-indexing instead of silently comparing unrelated vectors.
 
 pub mod embedded;
+pub mod meetings;
 
 use std::collections::BTreeMap;
 
