@@ -6,6 +6,7 @@ mod caption_service;
 mod cluster_up;
 mod embed_service;
 mod gateway_images;
+mod gateway_meetings;
 mod hub_fetch;
 mod models_fetch;
 mod otlp_export;

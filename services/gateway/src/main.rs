@@ -39,9 +39,10 @@ struct Args {
     /// Prompt version used when a meeting request names none.
     #[arg(long, env = "MMC_PROMPT_VERSION", default_value = "v1")]
     prompt_version: String,
-    /// Transcript characters per extraction chunk.
-    #[arg(long, env = "MMC_MEETING_CHUNK_CHARS", default_value_t = MeetingSettings::default().chunk_chars)]
-    chunk_chars: usize,
+    /// Transcript lines labelled at once by the text-generation service (its decode steps
+    /// are interleaved).
+    #[arg(long, env = "MMC_EXTRACT_CONCURRENCY", default_value_t = MeetingSettings::default().extract_concurrency)]
+    extract_concurrency: usize,
     /// Transcript segments less similar than this to a question are not used to answer it.
     #[arg(long, env = "MMC_ASK_MIN_RELEVANCE", default_value_t = MeetingSettings::default().min_relevance)]
     min_relevance: f32,
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
             top_labels: args.top_labels.clamp(1, 20),
             meetings,
             prompts,
-            meeting: MeetingSettings { chunk_chars: args.chunk_chars.max(100), min_relevance: args.min_relevance, ..MeetingSettings::default() },
+            meeting: MeetingSettings { extract_concurrency: args.extract_concurrency.max(1), min_relevance: args.min_relevance, ..MeetingSettings::default() },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
         let handlers = GatewayHandlers::new(Arc::new(flows), server.request_timeout());

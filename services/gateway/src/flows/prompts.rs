@@ -23,6 +23,16 @@ pub struct PromptTemplate {
     pub constraints: String,
 }
 
+/// Example lines of each kind (`labels.toml`), for labelling transcript lines by similarity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineExamples {
+    pub decision: Vec<String>,
+    pub action_item: Vec<String>,
+    pub key_point: Vec<String>,
+    pub other: Vec<String>,
+}
+
 /// A rendered prompt: the chat messages to send.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenderedPrompt {
@@ -44,6 +54,7 @@ pub enum PromptError {
 /// Every loaded version, by name, then by task.
 pub struct PromptLibrary {
     versions: BTreeMap<String, BTreeMap<String, PromptTemplate>>,
+    examples: BTreeMap<String, LineExamples>,
     /// Used when a request names no version.
     pub default_version: String,
 }
@@ -53,8 +64,9 @@ const BUNDLED_V1: [(&str, &str); 3] = [
     ("summary", include_str!("../../prompts/v1/summary.toml")),
     ("answer", include_str!("../../prompts/v1/answer.toml")),
 ];
+const BUNDLED_V1_LABELS: &str = include_str!("../../prompts/v1/labels.toml");
 
-fn parse(path: &str, text: &str) -> Result<PromptTemplate, PromptError> {
+fn parse<T: serde::de::DeserializeOwned>(path: &str, text: &str) -> Result<T, PromptError> {
     toml::from_str(text).map_err(|e| PromptError::File { path: path.to_string(), message: e.to_string() })
 }
 
@@ -62,11 +74,16 @@ impl PromptLibrary {
     /// The compiled-in `v1`, as default.
     pub fn bundled() -> Self {
         let v1 = BUNDLED_V1.iter().map(|(task, text)| (task.to_string(), parse(task, text).expect("bundled prompt parses"))).collect();
-        Self { versions: BTreeMap::from([("v1".to_string(), v1)]), default_version: "v1".into() }
+        let labels = parse("labels", BUNDLED_V1_LABELS).expect("bundled labels parse");
+        Self {
+            versions: BTreeMap::from([("v1".to_string(), v1)]),
+            examples: BTreeMap::from([("v1".to_string(), labels)]),
+            default_version: "v1".into(),
+        }
     }
 
-    /// Adds every version directory under `dir` (each must hold all [`TASKS`]); a version
-    /// already loaded is replaced.
+    /// Adds every version directory under `dir` (each must hold all [`TASKS`] and
+    /// `labels.toml`); a version already loaded is replaced.
     pub fn load_dir(&mut self, dir: &Path) -> Result<(), PromptError> {
         let file_error = |path: &Path, e: std::io::Error| PromptError::File { path: path.display().to_string(), message: e.to_string() };
         for entry in std::fs::read_dir(dir).map_err(|e| file_error(dir, e))? {
@@ -81,6 +98,9 @@ impl PromptLibrary {
                 let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
                 tasks.insert(task.to_string(), parse(&path.display().to_string(), &text)?);
             }
+            let path = entry.path().join("labels.toml");
+            let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, e))?;
+            self.examples.insert(version.clone(), parse(&path.display().to_string(), &text)?);
             self.versions.insert(version, tasks);
         }
         Ok(())
@@ -94,6 +114,11 @@ impl PromptLibrary {
         } else {
             Err(PromptError::UnknownVersion(version.to_string(), self.versions.keys().cloned().collect::<Vec<_>>().join(", ")))
         }
+    }
+
+    /// The example lines of `version` (resolved as [`Self::resolve`]).
+    pub fn line_examples(&self, version: &str) -> Result<&LineExamples, PromptError> {
+        Ok(&self.examples[self.resolve(version)?])
     }
 
     /// Renders `task` of `version` with `vars`: system = instruction + constraints + output
@@ -124,10 +149,12 @@ mod tests {
             start: String,
             text: &'static str,
         }
-        let vars = serde_json::json!({"title": "Weekly", "names": ["Anna"], "segments": [Seg { id: 3, start: "00:05".into(), text: "Anna will call." }]});
+        let vars = serde_json::json!({"title": "Weekly", "question": "Who calls?", "line": "Anna will call.", "previous": "", "segments": [Seg { id: 3, start: "00:05".into(), text: "Anna will call." }]});
         let p = lib.render("", "extract", &vars).unwrap();
-        assert!(p.user.contains("[3] Anna will call.") && p.user.contains("Meeting: Weekly"), "{}", p.user);
+        assert!(p.user.contains("Action item: Anna will call.") && p.user.contains("Meeting: Weekly"), "{}", p.user);
         assert!(p.system.contains("Do not invent"));
+        let p = lib.render("", "answer", &vars).unwrap();
+        assert!(p.user.contains("[3] Anna will call.") && p.user.contains("Question: Who calls?"), "{}", p.user);
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("v2")).unwrap();
@@ -135,10 +162,14 @@ mod tests {
             let body = format!("instruction = \"{task} v2\"\ncontext = \"\"\ninput = \"{{{{ title }}}}\"\noutput_format = \"\"\nconstraints = \"\"\n");
             std::fs::write(dir.path().join("v2").join(format!("{task}.toml")), body).unwrap();
         }
+        let labels = "decision = [\"a\"]\naction_item = [\"b\"]\nkey_point = []\nother = []\n";
+        std::fs::write(dir.path().join("v2").join("labels.toml"), labels).unwrap();
         lib.load_dir(dir.path()).unwrap();
         let p = lib.render("v2", "answer", &vars).unwrap();
         assert_eq!(p.system.trim(), "answer v2");
         assert_eq!(p.user.trim(), "Weekly");
         assert!(matches!(lib.resolve("v9"), Err(PromptError::UnknownVersion(..))));
+        assert_eq!(lib.line_examples("v2").unwrap().action_item, ["b"]);
+        assert!(lib.line_examples("v1").unwrap().decision.len() >= 5);
     }
 }

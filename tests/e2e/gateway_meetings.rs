@@ -1,0 +1,179 @@
+//! The gateway's meeting flows as a client sees them: real `mmc-speech`, `mmc-textgen`,
+//! `mmc-embed` and `mmc-gateway` processes, and a meeting recording synthesized with
+//! espeak-ng in several voices from a script with known decisions and action items.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use mmc_proto::gateway::v1::{
+    gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event,
+    AskMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
+};
+use mmc_proto::speech::v1::{Segment, TranscribeConfig};
+use mmc_tests::{start_service, Service};
+use tonic::{transport::Channel, Code};
+
+/// The meeting: (voice, line). Three decisions, three action items with named owners.
+const SCRIPT: [(&str, &str); 8] = [
+    ("en-us", "Good morning everyone, this is the weekly planning meeting."),
+    ("en-gb", "We decided to move the product launch to the fifteenth of March."),
+    ("en-gb", "Sarah will update the project plan by Friday."),
+    ("en-us+f3", "The team agreed to hire two more engineers."),
+    ("en-us", "David will write the job description for the engineers."),
+    ("en-us+f3", "We also decided to switch the website to a new hosting provider."),
+    ("en-gb", "Maria will call the hosting provider tomorrow."),
+    ("en-us", "Thank you all, the meeting is closed."),
+];
+
+/// The decisions' key words, and the action items' owners and key words.
+const DECISIONS: [&[&str]; 3] = [&["launch", "march"], &["hire", "engineers"], &["hosting", "provider"]];
+const ACTIONS: [(&str, &[&str]); 3] = [("Sarah", &["project", "plan"]), ("David", &["job", "description"]), ("Maria", &["call"])];
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run.sh installs espeak-ng and sox)"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The script spoken line by line in its voices, 0.6 s apart, as one 16 kHz WAV.
+fn synthesize(dir: &Path) -> Vec<u8> {
+    let mut parts = Vec::new();
+    let gap = dir.join("gap.wav");
+    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "0.6"]));
+    for (i, (voice, line)) in SCRIPT.iter().enumerate() {
+        let raw = dir.join(format!("line{i}.wav"));
+        run(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&raw).arg(line));
+        let resampled = dir.join(format!("line{i}-16k.wav"));
+        run(Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&resampled));
+        parts.push(resampled);
+        parts.push(gap.clone());
+    }
+    let joined = dir.join("meeting.wav");
+    run(Command::new("sox").args(&parts).arg(&joined));
+    std::fs::read(joined).unwrap()
+}
+
+fn has_all(text: &str, words: &[&str]) -> bool {
+    let text = text.to_lowercase();
+    words.iter().all(|w| text.contains(w))
+}
+
+/// Uploads `audio` in 32 KiB messages and reads the events.
+async fn summarize(client: &mut GatewayServiceClient<Channel>, audio: &[u8]) -> (Vec<Segment>, Vec<String>, MeetingSummary) {
+    let config = MeetingConfig { title: "Weekly planning".into(), transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), prompt_version: String::new() };
+    let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
+    messages.extend(audio.chunks(32 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
+    let mut stream = client.summarize_meeting(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let (mut segments, mut stages) = (Vec::new(), Vec::new());
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.event.unwrap() {
+            Event::Segment(s) => segments.push(s),
+            Event::Progress(p) => {
+                if stages.last() != Some(&p.stage) {
+                    stages.push(p.stage.clone());
+                }
+            }
+            Event::Summary(s) => return (segments, stages, s),
+        }
+    }
+    panic!("no summary");
+}
+
+async fn start_all(data: &Path) -> (Service, Service, Service, Service) {
+    let (speech, textgen, embed) = tokio::join!(
+        start_service("mmc-speech", &[], Duration::from_secs(60)),
+        start_service("mmc-textgen", &[], Duration::from_secs(60)),
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+    );
+    let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    (speech, textgen, embed, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = synthesize(dir.path());
+    let (_speech, _textgen, _embed, gateway) = start_all(&dir.path().join("data")).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+
+    let (segments, stages, summary) = summarize(&mut client, &audio).await;
+    println!("segments:");
+    for s in &segments {
+        println!("  [{}] {}-{} ms {}", s.id, s.start_ms, s.end_ms, s.text);
+    }
+    println!("stages: {stages:?}\nsummary: {}", summary.summary);
+    for d in &summary.decisions {
+        println!("decision: {} {:?} verified={}", d.text, d.segment_ids, d.citation_verified);
+    }
+    for a in &summary.action_items {
+        let i = a.item.as_ref().unwrap();
+        println!("action: {} / {} / due {:?} {:?} verified={}", a.owner, i.text, a.due, i.segment_ids, i.citation_verified);
+    }
+    for p in &summary.key_points {
+        println!("point: {} {:?} verified={}", p.text, p.segment_ids, p.citation_verified);
+    }
+    assert!(!segments.is_empty());
+    assert_eq!(stages.first().map(String::as_str), Some("transcribe"), "{stages:?}");
+    assert!(stages.iter().any(|s| s == "extract"), "{stages:?}");
+    let text_of = |ids: &[u32]| ids.iter().filter_map(|id| segments.iter().find(|s| s.id == *id)).map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
+
+    // Decisions recovered, each citing a segment that really holds it.
+    let found_decisions = DECISIONS
+        .iter()
+        .filter(|words| summary.decisions.iter().chain(&summary.key_points).any(|d| d.citation_verified && has_all(&d.text, words) && has_all(&text_of(&d.segment_ids), words)))
+        .count();
+    // Action items with the right owner, citing a segment that names the owner and task.
+    let found_actions = ACTIONS
+        .iter()
+        .filter(|(owner, words)| {
+            summary.action_items.iter().any(|a| {
+                let item = a.item.as_ref().unwrap();
+                a.owner == *owner && item.citation_verified && has_all(&item.text, words) && has_all(&text_of(&item.segment_ids), &[&owner.to_lowercase()])
+            })
+        })
+        .count();
+    println!("decisions recovered: {found_decisions}/3, action items recovered: {found_actions}/3");
+    assert!(found_decisions >= 2, "at least 2 of 3 decisions");
+    assert!(found_actions >= 2, "at least 2 of 3 action items with the right owner");
+    // No action item invented: each comes from one of the script's three action lines (the
+    // only lines that name a person), and a stated owner is the person that line names.
+    for a in &summary.action_items {
+        let cited = text_of(&a.item.as_ref().unwrap().segment_ids);
+        assert!(ACTIONS.iter().any(|(o, _)| cited.contains(o)), "action item from a line that is not an action: {a:?}");
+        assert!(a.owner.is_empty() || cited.contains(&a.owner), "owner not named in the cited line: {a:?}");
+    }
+    assert_eq!(summary.prompt_version, "v1");
+    assert!(!summary.summary.is_empty());
+
+    // The meeting is stored and addressable.
+    let meeting = client.get_meeting(GetMeetingRequest { meeting_id: summary.meeting_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(meeting.segments.len(), segments.len());
+    assert_eq!(meeting.summary.as_ref().unwrap().meeting_id, summary.meeting_id);
+    assert_eq!(meeting.language, "en");
+    let missing = client.get_meeting(GetMeetingRequest { meeting_id: "mtg-nope".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Questions: one the meeting answers, with a citation; one it does not cover.
+    let ask = |question: &str| AskMeetingRequest { meeting_id: summary.meeting_id.clone(), question: question.into(), top_k: 0 };
+    let owner = client.ask_meeting(ask("Who will update the project plan?")).await.unwrap().into_inner();
+    println!("who: {owner:?}");
+    assert!(owner.answerable && owner.answer.contains("Sarah"), "{owner:?}");
+    assert!(owner.citations.iter().any(|c| c.text.contains("Sarah") && c.end_ms > c.start_ms), "{owner:?}");
+    let caller = client.ask_meeting(ask("Who will call the hosting provider?")).await.unwrap().into_inner();
+    println!("caller: {caller:?}");
+    assert!(caller.answerable && caller.answer.contains("Maria") && caller.citations.iter().any(|c| c.text.contains("Maria")), "{caller:?}");
+    let when = client.ask_meeting(ask("When is the product launch?")).await.unwrap().into_inner();
+    println!("when: {when:?}");
+    let unknown = client.ask_meeting(ask("What did they say about the office coffee machine?")).await.unwrap().into_inner();
+    println!("unknown: {unknown:?}");
+    assert!(!unknown.answerable && unknown.citations.is_empty(), "{unknown:?}");
+    assert_eq!(unknown.answer, "The meeting does not say.");
+
+    // Bad requests.
+    let first_not_config = client.summarize_meeting(tokio_stream::iter([SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(vec![0; 10])) }])).await;
+    assert_eq!(first_not_config.unwrap_err().code(), Code::InvalidArgument);
+    let config = MeetingConfig { prompt_version: "v99".into(), ..Default::default() };
+    let bad_version = client.summarize_meeting(tokio_stream::iter([SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }])).await;
+    let status = bad_version.unwrap_err();
+    assert!(status.code() == Code::InvalidArgument && status.message().contains("v99"), "{status:?}");
+    assert_eq!(client.ask_meeting(ask("")).await.unwrap_err().code(), Code::InvalidArgument);
+}
