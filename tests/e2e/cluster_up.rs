@@ -148,6 +148,11 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     assert!(best.starts_with("cat.png"), "the cat query finds the cat photo first:\n{out}");
     let cat_alt = out.lines().skip_while(|l| *l != "cat.png").nth(1).unwrap_or_default();
     assert!(cat_alt.trim_start().starts_with("alt text") && cat_alt.to_lowercase().contains("cat"), "alt text of the cat photo:\n{out}");
+    // The meeting section: a decision cited, the owner question answered from the meeting.
+    let decision = out.lines().skip_while(|l| *l != "Decisions:").nth(1).unwrap_or_default();
+    assert!(decision.contains("decided") && decision.contains("[at "), "a cited decision:\n{out}");
+    let owner = out.lines().skip_while(|l| !l.starts_with("Q: Who will update the project plan?")).nth(1).unwrap_or_default();
+    assert!(owner.starts_with("A: ") && owner.contains("Sarah") && owner.contains("[cites "), "the owner, cited:\n{out}");
     let notes = out.lines().skip_while(|l| !l.starts_with("Notes")).nth(1).unwrap_or_default().trim();
     assert!(notes.starts_with("{\"decisions\": [") && notes.ends_with('}'), "schema-shaped notes:\n{out}");
 

@@ -2,9 +2,10 @@
 //! printed for a person to read. Today, through the gateway: cross-modal image search
 //! (the photos indexed with IndexImages, each sentence's best photos from SearchImages, a
 //! photo used as the query) and image descriptions for accessibility (DescribeImage: alt
-//! text and a detailed description per photo); then the text-generation service directly
-//! (a streamed answer, then meeting notes as schema-valid JSON). It grows as the meeting
-//! flows land.
+//! text and a detailed description per photo), meeting summarization (a meeting spoken by
+//! espeak-ng in several voices -> SummarizeMeeting -> cited decisions and action items ->
+//! AskMeeting); then the text-generation service directly (a streamed answer, then meeting
+//! notes as schema-valid JSON).
 
 use std::{collections::HashMap, path::PathBuf, process::ExitCode};
 
@@ -15,8 +16,10 @@ use mmc_proto::{
     common::v1::Image,
     gateway::v1::{
         gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query,
-        DescribeImageRequest, IndexImagesRequest, SearchImagesRequest,
+        summarize_meeting_request, summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest,
+        MeetingConfig, SearchImagesRequest, SummarizeMeetingRequest,
     },
+    speech::v1::TranscribeConfig,
     textgen::v1::{
         generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest,
         GenerationOptions, Role,
@@ -37,7 +40,27 @@ pub struct DemoArgs {
     /// Directory of photos (default: the test-assets profile's photos).
     #[arg(long)]
     photos: Option<PathBuf>,
+    /// A meeting recording to summarize (default: a short meeting synthesized with
+    /// espeak-ng, when it is installed).
+    #[arg(long)]
+    meeting: Option<PathBuf>,
 }
+
+/// The demo meeting: (espeak-ng voice, line).
+const SPOKEN_MEETING: [(&str, &str); 8] = [
+    ("en-us", "Good morning everyone, this is the weekly planning meeting."),
+    ("en-gb", "We decided to move the product launch to the fifteenth of March."),
+    ("en-gb", "Sarah will update the project plan by Friday."),
+    ("en-us+f3", "The team agreed to hire two more engineers."),
+    ("en-us", "David will write the job description for the engineers."),
+    ("en-us+f3", "We also decided to switch the website to a new hosting provider."),
+    ("en-gb", "Maria will call the hosting provider tomorrow."),
+    ("en-us", "Thank you all, the meeting is closed."),
+];
+
+/// Questions asked about the demo meeting (the last one it does not answer).
+const MEETING_QUESTIONS: [&str; 3] =
+    ["Who will update the project plan?", "When is the product launch?", "What did they say about the office coffee machine?"];
 
 const QUERIES: [&str; 5] =
     ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike", "stars and galaxies"];
@@ -59,8 +82,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut gateway = GatewayServiceClient::new(connect(&args.gateway).await?);
     search_demo(&mut gateway, &images).await?;
     describe_demo(&mut gateway, &images).await?;
+    meeting_demo(&mut gateway, args.meeting).await?;
     textgen_demo(&args.textgen).await?;
-    println!("\n(Meeting summaries and Q&A join this demo as the gateway's meeting flows land.)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -111,6 +134,89 @@ async fn describe_demo(gateway: &mut Gateway, images: &[Image]) -> anyhow::Resul
             let source = if c.from_template { "label template" } else { "language model" };
             println!("  {name:<9} {}  [confidence {:.2}, {source}, {} decode(s)]", c.text, c.confidence, c.attempts);
         }
+    }
+    Ok(())
+}
+
+/// The demo meeting as WAV bytes: each line spoken by espeak-ng, joined (WAV headers of
+/// all but the first line dropped: espeak-ng writes the same 22.05 kHz 16-bit mono format).
+fn synthesize_meeting() -> anyhow::Result<Option<Vec<u8>>> {
+    let mut pcm = Vec::new();
+    let mut header = None;
+    for (voice, line) in SPOKEN_MEETING {
+        let out = match std::process::Command::new("espeak-ng").args(["-v", voice, "-s", "150", "--stdout", line]).output() {
+            Ok(out) if out.status.success() => out.stdout,
+            _ => return Ok(None),
+        };
+        if out.len() < 44 {
+            bail!("espeak-ng wrote no audio");
+        }
+        header.get_or_insert_with(|| out[..44].to_vec());
+        pcm.extend_from_slice(&out[44..]);
+        pcm.extend(std::iter::repeat_n(0u8, 22050 * 2 * 6 / 10)); // 0.6 s of silence
+    }
+    let mut wav = header.unwrap_or_default();
+    // RIFF and data chunk sizes for the joined audio.
+    wav[4..8].copy_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    wav[40..44].copy_from_slice(&(pcm.len() as u32).to_le_bytes());
+    wav.extend(pcm);
+    Ok(Some(wav))
+}
+
+/// Summarizes a meeting through the gateway and asks it questions.
+async fn meeting_demo(gateway: &mut Gateway, recording: Option<PathBuf>) -> anyhow::Result<()> {
+    println!("\n== Demo: meeting summarization (gateway: SummarizeMeeting, AskMeeting; Whisper tiny.en, MiniLM, SmolLM2)\n");
+    let audio = match recording {
+        Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        None => match synthesize_meeting()? {
+            Some(wav) => wav,
+            None => {
+                println!("(skipped: espeak-ng is not installed to speak the demo meeting; pass --meeting FILE)");
+                return Ok(());
+            }
+        },
+    };
+    let config = MeetingConfig {
+        title: "Weekly planning".into(),
+        transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }),
+        prompt_version: String::new(),
+    };
+    let mut requests = vec![SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) }];
+    requests.extend(audio.chunks(64 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c.to_vec())) }));
+    let mut events = gateway.summarize_meeting(tokio_stream::iter(requests)).await?.into_inner();
+    let mut segments = Vec::new();
+    let mut summary = None;
+    while let Some(message) = events.message().await? {
+        match message.event {
+            Some(summarize_meeting_response::Event::Segment(s)) => {
+                println!("  [{:>5.1} s] {}", s.start_ms as f64 / 1000.0, s.text.trim());
+                segments.push(s);
+            }
+            Some(summarize_meeting_response::Event::Summary(s)) => summary = Some(s),
+            _ => {}
+        }
+    }
+    let summary = summary.context("the meeting stream ended without a summary")?;
+    let at = |ids: &[u32]| ids.iter().filter_map(|id| segments.iter().find(|s| s.id == *id)).map(|s| format!("{:.1} s", s.start_ms as f64 / 1000.0)).collect::<Vec<_>>().join(", ");
+    println!("\nSummary: {}", summary.summary);
+    println!("Decisions:");
+    for d in &summary.decisions {
+        println!("  - {}  [at {}]", d.text, at(&d.segment_ids));
+    }
+    println!("Action items:");
+    for a in &summary.action_items {
+        let item = a.item.clone().unwrap_or_default();
+        let owner = if a.owner.is_empty() { "(no owner stated)" } else { a.owner.as_str() };
+        let due = if a.due.is_empty() { String::new() } else { format!(", due {}", a.due) };
+        println!("  - {owner}: {}{due}  [at {}]", item.text, at(&item.segment_ids));
+    }
+    println!("(meeting {}; prompts {})\n", summary.meeting_id, summary.prompt_version);
+    for question in MEETING_QUESTIONS {
+        let request = AskMeetingRequest { meeting_id: summary.meeting_id.clone(), question: question.into(), top_k: 0 };
+        let answer = gateway.ask_meeting(request).await?.into_inner();
+        let cited: Vec<String> = answer.citations.iter().map(|c| format!("{:.1} s", c.start_ms as f64 / 1000.0)).collect();
+        let cited = if cited.is_empty() { String::new() } else { format!("  [cites {}]", cited.join(", ")) };
+        println!("Q: {question}\nA: {}{cited}", answer.answer);
     }
     Ok(())
 }
