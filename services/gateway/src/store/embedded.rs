@@ -22,7 +22,7 @@ use std::{
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+use super::{engine, open_redb, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("vectors");
@@ -53,10 +53,6 @@ pub struct EmbeddedStore {
     writer: tokio::sync::Mutex<()>,
 }
 
-fn engine<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Engine(e.to_string())
-}
-
 fn vector_bytes(v: &ImageVectors) -> Vec<u8> {
     v.image.iter().chain(&v.caption).flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -77,18 +73,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 impl EmbeddedStore {
     /// Opens (or creates) the index in directory `dir` and loads it into memory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("creating {}: {e}", dir.display())))?;
+        let db = open_redb(dir, "images.redb", |txn| {
+            txn.open_table(IMAGES)?;
+            txn.open_table(VECTORS)?;
+            txn.open_table(ORDER)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
         let path = dir.join("images.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
-        // Create the tables so that a fresh file reads as empty.
-        let txn = db.begin_write().map_err(engine)?;
-        {
-            txn.open_table(IMAGES).map_err(engine)?;
-            txn.open_table(VECTORS).map_err(engine)?;
-            txn.open_table(ORDER).map_err(engine)?;
-            txn.open_table(META).map_err(engine)?;
-        }
-        txn.commit().map_err(engine)?;
         let state = Self::load(&db)?;
         tracing::info!(path = %path.display(), images = state.by_seq.len(), "image index opened");
         Ok(Self { db: Arc::new(db), path, state: Arc::new(RwLock::new(state)), writer: tokio::sync::Mutex::new(()) })

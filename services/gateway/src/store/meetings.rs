@@ -12,7 +12,7 @@ use mmc_proto::gateway::v1::Meeting;
 use prost::Message;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::{Space, StoreError};
+use super::{engine, open_redb, Space, StoreError};
 
 const MEETINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("meetings");
 const SEGMENT_VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("segment_vectors");
@@ -26,10 +26,6 @@ pub struct StoredMeeting {
     pub space: Space,
 }
 
-fn engine<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Engine(e.to_string())
-}
-
 /// Meetings on local disk (see the module docs).
 pub struct MeetingStore {
     db: Arc<Database>,
@@ -38,16 +34,12 @@ pub struct MeetingStore {
 impl MeetingStore {
     /// Opens (or creates) the store in directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join("meetings.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(engine)?;
-        {
-            txn.open_table(MEETINGS).map_err(engine)?;
-            txn.open_table(SEGMENT_VECTORS).map_err(engine)?;
-            txn.open_table(SPACES).map_err(engine)?;
-        }
-        txn.commit().map_err(engine)?;
+        let db = open_redb(dir, "meetings.redb", |txn| {
+            txn.open_table(MEETINGS)?;
+            txn.open_table(SEGMENT_VECTORS)?;
+            txn.open_table(SPACES)?;
+            Ok(())
+        })?;
         Ok(Self { db: Arc::new(db) })
     }
 

@@ -122,6 +122,27 @@ pub enum StoreError {
     Engine(String),
 }
 
+/// Maps any engine error into [`StoreError::Engine`].
+pub(crate) fn engine<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+/// Opens (or creates) redb file `file` in directory `dir` and runs `create_tables` in one
+/// committed transaction, so that a fresh file reads as empty tables.
+pub(crate) fn open_redb(
+    dir: &std::path::Path,
+    file: &str,
+    create_tables: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+) -> Result<redb::Database, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join(file);
+    let db = redb::Database::create(&path).map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
+    let txn = db.begin_write().map_err(engine)?;
+    create_tables(&txn).map_err(engine)?;
+    txn.commit().map_err(engine)?;
+    Ok(db)
+}
+
 /// The image index the gateway's search flows use.
 ///
 /// Writes are durable when they return: a flow acknowledges an image to its client only
