@@ -126,6 +126,75 @@ impl EmbeddedStore {
         }
     }
 
+    /// Stores many images in one transaction (one disk sync): bulk imports and benchmarks.
+    /// Same semantics as [`ImageStore::insert`] applied in order.
+    pub async fn insert_many(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError> {
+        let dims = space.dimensions as usize;
+        for (_, vectors) in &items {
+            for v in [&vectors.image, &vectors.caption] {
+                if v.len() != dims {
+                    return Err(StoreError::Dimension { got: v.len(), want: dims });
+                }
+            }
+        }
+        // One writer at a time: redb serialises write transactions anyway, and holding the
+        // order lets the in-memory state be updated in commit order.
+        let _writer = self.writer.lock().await;
+        // Assign seqs and find the records each insert replaces (earlier ones in the batch
+        // included).
+        let mut plan: Vec<(Option<u64>, ImageRecord, ImageVectors)> = Vec::with_capacity(items.len());
+        let next_seq = {
+            let state = self.state.read().unwrap();
+            Self::check_space(&state, &space)?;
+            let mut latest: HashMap<String, u64> = HashMap::new();
+            let mut next = state.next_seq;
+            for (mut record, vectors) in items {
+                let previous = latest.get(&record.image_id).copied().or_else(|| state.seq_of.get(&record.image_id).copied());
+                record.seq = next;
+                latest.insert(record.image_id.clone(), next);
+                next += 1;
+                plan.push((previous, record, vectors));
+            }
+            next
+        };
+        let rows: Vec<(Option<u64>, u64, String, Vec<u8>, Vec<u8>)> = plan
+            .iter()
+            .map(|(previous, r, v)| Ok((*previous, r.seq, r.image_id.clone(), serde_json::to_vec(r).map_err(engine)?, vector_bytes(v))))
+            .collect::<Result<_, StoreError>>()?;
+        let space_json = serde_json::to_string(&space).map_err(engine)?;
+        self.write(move |txn| {
+            let mut images = txn.open_table(IMAGES).map_err(engine)?;
+            let mut vectors = txn.open_table(VECTORS).map_err(engine)?;
+            let mut order = txn.open_table(ORDER).map_err(engine)?;
+            for (previous, seq, id, json, bytes) in &rows {
+                images.insert(id.as_str(), json.as_slice()).map_err(engine)?;
+                vectors.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
+                if let Some(old) = previous {
+                    order.remove(*old).map_err(engine)?;
+                }
+                order.insert(*seq, id.as_str()).map_err(engine)?;
+            }
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            meta.insert("space", space_json.as_str()).map_err(engine)?;
+            meta.insert("next_seq", next_seq.to_string().as_str()).map_err(engine)?;
+            Ok(())
+        })
+        .await?;
+        let mut state = self.state.write().unwrap();
+        state.space = Some(space);
+        let mut stored = Vec::with_capacity(plan.len());
+        for (previous, record, vectors) in plan {
+            if let Some(old) = previous {
+                state.by_seq.remove(&old);
+            }
+            state.seq_of.insert(record.image_id.clone(), record.seq);
+            state.by_seq.insert(record.seq, Arc::new(Entry { record: record.clone(), vectors }));
+            stored.push(record);
+        }
+        state.next_seq = next_seq;
+        Ok(stored)
+    }
+
     /// Runs a write transaction off the async threads (commit waits for the disk).
     async fn write<T: Send + 'static>(
         &self,
@@ -158,48 +227,9 @@ impl ImageStore for EmbeddedStore {
         Ok(state.seq_of.get(image_id).and_then(|s| state.by_seq.get(s)).map(|e| e.record.clone()))
     }
 
-    async fn insert(&self, mut record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError> {
-        let dims = space.dimensions as usize;
-        for v in [&vectors.image, &vectors.caption] {
-            if v.len() != dims {
-                return Err(StoreError::Dimension { got: v.len(), want: dims });
-            }
-        }
-        // One writer at a time: redb serialises write transactions anyway, and holding the
-        // order lets the in-memory state be updated in commit order.
-        let _writer = self.writer.lock().await;
-        let (previous, seq) = {
-            let state = self.state.read().unwrap();
-            Self::check_space(&state, &space)?;
-            (state.seq_of.get(&record.image_id).copied(), state.next_seq)
-        };
-        record.seq = seq;
-        let json = serde_json::to_vec(&record).map_err(engine)?;
-        let bytes = vector_bytes(&vectors);
-        let (id, space_json) = (record.image_id.clone(), serde_json::to_string(&space).map_err(engine)?);
-        self.write(move |txn| {
-            txn.open_table(IMAGES).map_err(engine)?.insert(id.as_str(), json.as_slice()).map_err(engine)?;
-            txn.open_table(VECTORS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
-            let mut order = txn.open_table(ORDER).map_err(engine)?;
-            if let Some(old) = previous {
-                order.remove(old).map_err(engine)?;
-            }
-            order.insert(seq, id.as_str()).map_err(engine)?;
-            let mut meta = txn.open_table(META).map_err(engine)?;
-            meta.insert("space", space_json.as_str()).map_err(engine)?;
-            meta.insert("next_seq", (seq + 1).to_string().as_str()).map_err(engine)?;
-            Ok(())
-        })
-        .await?;
-        let mut state = self.state.write().unwrap();
-        if let Some(old) = previous {
-            state.by_seq.remove(&old);
-        }
-        state.space = Some(space);
-        state.next_seq = seq + 1;
-        state.seq_of.insert(record.image_id.clone(), seq);
-        state.by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
-        Ok(record)
+    async fn insert(&self, record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError> {
+        let mut stored = self.insert_many(vec![(record, vectors)], space).await?;
+        Ok(stored.pop().expect("one record in, one out"))
     }
 
     async fn delete(&self, image_id: &str) -> Result<bool, StoreError> {
@@ -316,6 +346,23 @@ mod tests {
         let second = store.list(first.next.unwrap(), 1).await.unwrap();
         assert_eq!(second.images[0].image_id, "northeast");
         assert!(second.next.is_none());
+    }
+
+    #[tokio::test]
+    async fn reinserting_an_id_replaces_it_in_batches_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = |x, y| ImageVectors { image: unit(x, y), caption: unit(x, y) };
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.insert(record("a", &[]), v(1.0, 0.0), space()).await.unwrap();
+            let batch = vec![(record("b", &[]), v(0.0, 1.0)), (record("a", &[("k", "1")]), v(1.0, 1.0)), (record("b", &[("k", "2")]), v(0.0, 1.0))];
+            store.insert_many(batch, space()).await.unwrap();
+            assert_eq!(store.count(), 2);
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let page = store.list(0, 10).await.unwrap();
+        let got: Vec<(&str, u64, &str)> = page.images.iter().map(|r| (r.image_id.as_str(), r.seq, r.metadata["k"].as_str())).collect();
+        assert_eq!(got, [("a", 2, "1"), ("b", 3, "2")]);
     }
 
     #[tokio::test]
