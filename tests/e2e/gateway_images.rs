@@ -238,3 +238,41 @@ async fn unreachable_services_are_named_in_the_error() {
     let status = client.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), ..Default::default() }).await.unwrap_err();
     assert!(status.message().contains("stage embed_query"), "{status:?}");
 }
+
+/// Two embed replicas behind one `--embed-endpoint` list: calls are spread over both, and
+/// when one dies the searches go on through the other (its failures are retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_balanced_over_replicas_and_survive_losing_one() {
+    let data = tempfile::tempdir().unwrap();
+    let (first, second) = tokio::join!(
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+    );
+    let replicas = format!("{},{}", first.url, second.url);
+    let dead = format!("http://127.0.0.1:{}", free_port_range(1));
+    let gateway = start_gateway(&replicas, &dead, data.path()).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let searches = |n: usize| {
+        let mut client = client.clone();
+        async move {
+            for i in 0..n {
+                let request = SearchImagesRequest { query: Some(Query::Text(format!("a photo number {i}"))), ..Default::default() };
+                client.search_images(request).await.unwrap_or_else(|e| panic!("search {i}: {e:?}"));
+            }
+        }
+    };
+    searches(24).await;
+    let served = |s: &Service| {
+        let (_, scrape) = http_get(&s.metrics, "/metrics").unwrap();
+        metric_value(&scrape, "grpc_server_handled_total", &["grpc_method=\"EmbedText\"", "grpc_code=\"OK\""]).unwrap_or(0.0)
+    };
+    let (a, b) = (served(&first), served(&second));
+    println!("EmbedText calls per replica: {a} and {b}");
+    assert_eq!(a + b, 24.0);
+    assert!(a >= 3.0 && b >= 3.0, "both replicas serve: {a} and {b}");
+    // One replica dies: every search still succeeds.
+    drop(first);
+    searches(12).await;
+    assert!(served(&second) >= b + 12.0);
+    let _ = client.list_images(ListImagesRequest::default()).await.unwrap();
+}
