@@ -18,6 +18,7 @@ use mmc_proto::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     error::GatewayError,
@@ -226,7 +227,8 @@ impl GatewayService for GatewayHandlers {
     async fn index_images(&self, request: Request<Streaming<IndexImagesRequest>>) -> Result<Response<IndexStream>, Status> {
         let deadline = Deadline::from_metadata(request.metadata(), self.default_timeout);
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(index_stream(self.flows.clone(), request.into_inner(), deadline, tx));
+        // The task keeps the request's span, so its stages join the caller's trace.
+        tokio::spawn(index_stream(self.flows.clone(), request.into_inner(), deadline, tx).instrument(tracing::Span::current()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -328,7 +330,7 @@ impl GatewayService for GatewayHandlers {
             };
             let message = result.map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) });
             let _ = tx.send(message).await;
-        });
+        }.instrument(tracing::Span::current()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -10,6 +10,7 @@ use mmc_proto::common::v1::StageTiming;
 use mmc_runtime::client::{connect_balanced, BalanceError, TracedChannel};
 use rand::Rng;
 use tokio::time::Instant;
+use tracing::Instrument;
 use tonic::{metadata::MetadataMap, Code, Status};
 
 use crate::error::GatewayError;
@@ -111,8 +112,11 @@ where
             return Err(GatewayError::NoTimeLeft { stage });
         }
         let timeout = remaining.min(policy.stage_timeout);
+        // One client span per attempt, parent of the model service's server span (the
+        // channel's interceptor sends this span's context), so a trace shows the chain.
+        let span = tracing::info_span!("gateway.stage", otel.name = stage, otel.kind = "client", stage, service = upstream.service, attempt);
         // The client-side timeout also bounds connecting to a replica that is gone.
-        let result = match tokio::time::timeout(timeout, call(upstream.channel(), timeout)).await {
+        let result = match tokio::time::timeout(timeout, call(upstream.channel(), timeout)).instrument(span).await {
             Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
         };

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::Status;
+use tracing::Instrument;
 
 use super::Flows;
 use crate::{
@@ -349,8 +350,10 @@ impl Flows {
         let mut request = tonic::Request::new(requests);
         request.set_timeout(deadline.remaining());
         // Not retried: the upload is consumed as it streams.
+        let span = tracing::info_span!("gateway.stage", otel.name = "transcribe", otel.kind = "client", stage = "transcribe", service = "speech");
         let mut stream = SpeechServiceClient::new(self.speech.channel())
             .transcribe(request)
+            .instrument(span)
             .await
             .map_err(|s| failure("transcribe", &self.speech, s))?
             .into_inner();
