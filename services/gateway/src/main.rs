@@ -98,6 +98,7 @@ fn main() -> ExitCode {
             top_labels: args.top_labels.clamp(1, 20),
             meetings,
             prompts,
+            example_cache: Default::default(),
             meeting: MeetingSettings { extract_concurrency: args.extract_concurrency.max(1), min_relevance: args.min_relevance, ..MeetingSettings::default() },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);

@@ -124,7 +124,7 @@ where
             Ok(response) => {
                 let elapsed = started.elapsed();
                 metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(elapsed.as_secs_f64());
-                let timing = StageTiming { stage: stage.to_string(), duration_ms: elapsed.as_secs_f64() * 1e3 };
+                let timing = timing(stage, elapsed);
                 return Ok((response.into_inner(), timing));
             }
             Err(status) if attempt < attempts && retryable(status.code()) => {
@@ -154,6 +154,11 @@ pub fn failure(stage: &'static str, upstream: &Upstream, status: Status) -> Gate
         code: status.code(),
         message: status.message().to_string(),
     }
+}
+
+/// The per-stage timing reported in responses.
+pub fn timing(stage: &str, elapsed: Duration) -> StageTiming {
+    StageTiming { stage: stage.to_string(), duration_ms: elapsed.as_secs_f64() * 1e3 }
 }
 
 /// A request with the stage's timeout set as its `grpc-timeout`, so the model service

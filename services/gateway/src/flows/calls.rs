@@ -122,7 +122,7 @@ impl Flows {
             space = Some(Space { model_id: model.id, dimensions: model.dimensions });
             vectors.extend(resp.embeddings.into_iter().map(|e| e.values));
         }
-        let timing = StageTiming { stage: stage_name.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 };
+        let timing = crate::upstream::timing(stage_name, started.elapsed());
         Ok((vectors, space, timing))
     }
 

@@ -114,7 +114,7 @@ impl Flows {
                 fusion: self.fusion,
             })
             .await?;
-        let search_timing = StageTiming { stage: "search".into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 };
+        let search_timing = crate::upstream::timing("search", started.elapsed());
         Ok((hits, vec![timing, search_timing]))
     }
 }

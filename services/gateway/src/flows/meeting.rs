@@ -41,6 +41,7 @@ use tracing::Instrument;
 use super::Flows;
 use crate::{
     error::GatewayError,
+    store::{dot, Space},
     upstream::{failure, Deadline},
 };
 
@@ -81,7 +82,7 @@ fn progress(stage: &str, done: u64, total: u64, unit: &str, fraction: f64, messa
 }
 
 fn timing(stage: &str, started: std::time::Instant) -> StageTiming {
-    StageTiming { stage: stage.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 }
+    crate::upstream::timing(stage, started.elapsed())
 }
 
 /// `mm:ss` of a millisecond offset.
@@ -179,7 +180,7 @@ fn dedupe(items: Vec<CitedItem>) -> Vec<CitedItem> {
 
 /// What a transcript line is.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Decision,
     ActionItem,
     KeyPoint,
@@ -198,7 +199,7 @@ struct ActionFields {
 /// Labels a segment by the 3 example lines most similar to it (similarities summed per
 /// kind); `Other` when even the nearest is below `min_similarity`.
 fn label(vector: &[f32], examples: &[(Kind, Vec<f32>)], min_similarity: f32) -> Kind {
-    let mut scored: Vec<(f32, Kind)> = examples.iter().map(|(k, v)| (v.iter().zip(vector).map(|(a, b)| a * b).sum(), *k)).collect();
+    let mut scored: Vec<(f32, Kind)> = examples.iter().map(|(k, v)| (dot(v, vector), *k)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
     if scored.first().is_none_or(|(s, _)| *s < min_similarity) {
         return Kind::Other;
@@ -326,7 +327,44 @@ fn merge(notes: Notes) -> Notes {
     Notes { decisions, action_items: actions, key_points }
 }
 
+/// The embedded example lines of each prompt version, with the space they were embedded
+/// in: computed on a version's first meeting, not on every one.
+#[derive(Default)]
+pub struct ExampleCache(tokio::sync::Mutex<std::collections::HashMap<String, (Space, LabelledVectors)>>);
+
+/// Example-line vectors with the kind of their line.
+type LabelledVectors = std::sync::Arc<Vec<(Kind, Vec<f32>)>>;
+
 impl Flows {
+    /// The example lines of `version` as vectors of the segments' space (`space`; `None`
+    /// when the meeting has no segment). Embedded again when the embed model changed.
+    async fn example_vectors(&self, version: &str, space: Option<Space>, deadline: Deadline) -> Result<(Space, LabelledVectors), GatewayError> {
+        let mut cache = self.example_cache.0.lock().await;
+        if let Some((cached, examples)) = cache.get(version) {
+            if space.as_ref().is_none_or(|s| s == cached) {
+                return Ok((cached.clone(), examples.clone()));
+            }
+        }
+        let examples = self.prompts.line_examples(version).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        let example_kinds: Vec<(Kind, &String)> = [
+            (Kind::Decision, &examples.decision),
+            (Kind::ActionItem, &examples.action_item),
+            (Kind::KeyPoint, &examples.key_point),
+            (Kind::Other, &examples.other),
+        ]
+        .into_iter()
+        .flat_map(|(k, lines)| lines.iter().map(move |l| (k, l)))
+        .collect();
+        let example_texts: Vec<String> = example_kinds.iter().map(|(_, l)| (*l).clone()).collect();
+        let (example_vectors, example_space, _) = self.embed_texts("embed_examples", &example_texts, deadline).await?;
+        let Some(example_space) = example_space else {
+            return Err(GatewayError::Invalid(format!("prompt version {version} has no example lines in labels.toml")));
+        };
+        let vectors = std::sync::Arc::new(example_kinds.iter().map(|(k, _)| *k).zip(example_vectors).collect::<Vec<_>>());
+        cache.insert(version.to_string(), (example_space.clone(), vectors.clone()));
+        Ok((space.unwrap_or(example_space), vectors))
+    }
+
     /// Runs SummarizeMeeting: `audio` yields the uploaded chunks in order; events (progress,
     /// segments) go to `events`; returns the stored summary (the caller sends it last).
     pub async fn summarize_meeting(
@@ -384,23 +422,7 @@ impl Flows {
         let (vectors, space, embed_timing) = self.embed_texts("embed_segments", &texts, deadline).await?;
         timings.push(embed_timing);
         let started = std::time::Instant::now();
-        let examples = self.prompts.line_examples(&prompt_version).map_err(|e| GatewayError::Invalid(e.to_string()))?;
-        let example_kinds: Vec<(Kind, &String)> = [
-            (Kind::Decision, &examples.decision),
-            (Kind::ActionItem, &examples.action_item),
-            (Kind::KeyPoint, &examples.key_point),
-            (Kind::Other, &examples.other),
-        ]
-        .into_iter()
-        .flat_map(|(k, lines)| lines.iter().map(move |l| (k, l)))
-        .collect();
-        let example_texts: Vec<String> = example_kinds.iter().map(|(_, l)| (*l).clone()).collect();
-        let (example_vectors, example_space, _) = self.embed_texts("embed_examples", &example_texts, deadline).await?;
-        let space = match space.or(example_space) {
-            Some(space) => space,
-            None => return Err(GatewayError::Invalid(format!("prompt version {prompt_version} has no example lines in labels.toml"))),
-        };
-        let examples: Vec<(Kind, Vec<f32>)> = example_kinds.iter().map(|(k, _)| *k).zip(example_vectors).collect();
+        let (space, examples) = self.example_vectors(&prompt_version, space, deadline).await?;
         let kinds: Vec<Kind> = vectors.iter().map(|v| label(v, &examples, self.meeting.min_label_similarity)).collect();
 
         // 3. Owner and due date of each action item: one constrained generation per item,
@@ -532,7 +554,7 @@ impl Flows {
             .vectors
             .iter()
             .enumerate()
-            .map(|(i, v)| (v.iter().zip(&query.vector).map(|(a, b)| a * b).sum::<f32>(), i))
+            .map(|(i, v)| (dot(v, &query.vector), i))
             .filter(|(score, _)| *score >= self.meeting.min_relevance)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -32,4 +32,6 @@ pub struct Flows {
     /// Versioned prompt templates of the meeting flows.
     pub prompts: prompts::PromptLibrary,
     pub meeting: meeting::MeetingSettings,
+    /// Example-line vectors per prompt version (see [`meeting::ExampleCache`]).
+    pub example_cache: meeting::ExampleCache,
 }
