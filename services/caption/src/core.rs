@@ -42,6 +42,8 @@ pub struct CoreConfig {
     pub max_sequences: usize,
     /// Captions that may wait for the decoder; more get [`CoreError::QueueFull`].
     pub queue_capacity: usize,
+    /// Device the language model runs on.
+    pub device: mmc_models::DeviceSpec,
 }
 
 /// A caption request, as the core sees it.
@@ -98,6 +100,7 @@ impl From<TextGenError> for CoreError {
             TextGenError::QueueFull(n) => CoreError::QueueFull(n),
             TextGenError::Stopped => CoreError::Stopped,
             TextGenError::Engine(e) => CoreError::Decoder(e.to_string()),
+            TextGenError::Device(e) => CoreError::Decoder(e.to_string()),
         }
     }
 }
@@ -122,6 +125,7 @@ impl CaptionCore {
             default_max_tokens: 64,
             // Every caption shares the system prompt and examples: their state is kept once.
             prefix_cache_entries: mmc_textgen::engine::prefix_cache::DEFAULT_ENTRIES,
+            device: config.device,
         });
         Arc::new(CaptionCore { config, vocab: Vocabulary::imagenet(), decoder })
     }

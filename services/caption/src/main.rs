@@ -43,6 +43,9 @@ struct Args {
     /// Captions that may wait for the decoder; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "MMC_QUEUE_CAPACITY", default_value_t = 64)]
     queue_capacity: usize,
+    /// Device the language model runs on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
+    #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
+    device: mmc_models::DeviceSpec,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         brief: BriefConfig { hedge_below: args.hedge_below, min_evidence: args.min_evidence, ..BriefConfig::default() },
         max_sequences: args.max_sequences,
         queue_capacity: args.queue_capacity,
+        device: args.device,
     });
     let handlers = handlers::CaptionHandlers::new(core.clone());
     mmc_runtime::run_service("caption", args.server, |s| s.add(CaptionServiceServer::new(handlers)), async move {

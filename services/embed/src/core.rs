@@ -35,6 +35,8 @@ pub struct CoreConfig {
     /// Sentence embedded for each class; `{}` is replaced by the class name.
     pub class_template: String,
     pub image_limits: ImageLimits,
+    /// Device both encoders run on.
+    pub device: mmc_models::DeviceSpec,
 }
 
 /// Errors the edge maps to gRPC status codes.
@@ -114,7 +116,8 @@ impl EmbedCore {
                     cfg.models_dir.display()
                 )));
             }
-            let encoder = TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens)?;
+            let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
+            let encoder = TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?;
             encoder.embed(&["warm-up".to_string()])?;
             Ok(encoder)
         })
@@ -150,7 +153,8 @@ impl EmbedCore {
                     cfg.models_dir.display()
                 )));
             }
-            let model = EfficientNetLite0::load_file(&weights)?;
+            let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
+            let model = EfficientNetLite0::load_file(&weights, &device)?;
             model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
             let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
             let sentences: Vec<String> =

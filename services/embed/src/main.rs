@@ -56,6 +56,9 @@ struct Args {
     /// Largest decoded image, in pixels (width x height).
     #[arg(long, env = "MMC_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     max_image_pixels: u64,
+    /// Device the models run on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
+    #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
+    device: mmc_models::DeviceSpec,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             max_pixels: args.max_image_pixels,
             ..ImageLimits::default()
         },
+        device: args.device,
     });
     let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request, args.max_images_per_request);
     mmc_runtime::run_service("embed", args.server, |s| s.add(EmbedServiceServer::new(handlers)), async move {

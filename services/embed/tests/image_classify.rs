@@ -10,7 +10,7 @@ fn classes() -> Vec<String> {
 
 fn load_model(store: &ModelStore) -> EfficientNetLite0 {
     let weights = store.file("efficientnet-lite0", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
-    EfficientNetLite0::load_file(&weights).unwrap()
+    EfficientNetLite0::load_file(&weights, &candle_core::Device::Cpu).unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use mmc_models::ModelStore;
 fn minilm_embeddings_match_the_numpy_reference() {
     let store = ModelStore::from_env();
     store.file("all-minilm-l6-v2", "model.safetensors").unwrap_or_else(|e| panic!("{e}"));
-    let encoder = TextEncoder::load(&store.model_dir("all-minilm-l6-v2"), "all-minilm-l6-v2", "bundled", 256).unwrap();
+    let encoder = TextEncoder::load(&store.model_dir("all-minilm-l6-v2"), "all-minilm-l6-v2", "bundled", 256, &candle_core::Device::Cpu).unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/minilm.reference.json");
     let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     let texts: Vec<String> =

@@ -7,14 +7,17 @@
 //! - [`convert`]: format converters written in Rust (legacy PyTorch pickle ->
 //!   safetensors, GGUF tokenizer metadata -> `tokenizer.json`).
 //! - [`store`]: the models directory (`MMC_MODELS_DIR`) and paths inside it.
+//! - [`device`]: the device model code runs on (`MMC_DEVICE`: cpu, cuda, cuda:N).
 //! - [`labels`]: label sets of classifier models (ImageNet-1k), shared by producer and readers.
 
 pub mod convert;
+pub mod device;
 pub mod fetch;
 pub mod labels;
 pub mod manifest;
 pub mod store;
 
+pub use device::DeviceSpec;
 pub use fetch::{fetch_profile, FetchError, FetchOptions, FetchOutcome};
 pub use manifest::{Manifest, ModelEntry};
 pub use store::ModelStore;

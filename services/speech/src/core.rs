@@ -47,6 +47,8 @@ pub struct CoreConfig {
     pub max_audio_ms: u64,
     /// Where chunks are cut and what counts as speech.
     pub chunker: ChunkerConfig,
+    /// Device whisper.cpp runs on.
+    pub device: mmc_models::DeviceSpec,
 }
 
 /// One transcription request, as the core sees it.
@@ -97,6 +99,8 @@ pub enum CoreError {
     Engine(#[from] EngineError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Device(#[from] mmc_models::device::DeviceError),
 }
 
 /// The core: model, state pool, queue.
@@ -131,7 +135,11 @@ impl SpeechCore {
         tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
             let c = &me.config;
             let started = Instant::now();
-            let model = WhisperModel::load(&c.model_path, &c.model_id, &c.profile, c.beam_size)?;
+            let gpu = c.device.gpu_ordinal();
+            if gpu.is_some() && !cfg!(feature = "cuda") {
+                return Err(mmc_models::device::DeviceError::NotCompiled(c.device).into());
+            }
+            let model = WhisperModel::load(&c.model_path, &c.model_id, &c.profile, c.beam_size, gpu)?;
             let mut states = (0..c.max_concurrent.max(1)).map(|_| model.new_state()).collect::<Result<Vec<_>, _>>()?;
             let tone: Vec<f32> = (0..audio::SAMPLE_RATE).map(|i| (i as f32 * 0.05).sin() * 0.01).collect();
             let options = DecodeOptions { language: Some("en".into()), ..Default::default() };

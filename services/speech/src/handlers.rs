@@ -275,7 +275,7 @@ pub fn to_status(e: CoreError) -> Status {
         CoreError::Audio(AudioError::Io(_)) => Status::internal(e.to_string()),
         CoreError::Audio(_) | CoreError::TooLong { .. } => Status::invalid_argument(e.to_string()),
         CoreError::Engine(EngineError::BadOption(_)) => Status::invalid_argument(e.to_string()),
-        CoreError::Engine(EngineError::Load(_)) => Status::failed_precondition(e.to_string()),
+        CoreError::Engine(EngineError::Load(_)) | CoreError::Device(_) => Status::failed_precondition(e.to_string()),
         CoreError::Engine(EngineError::Cancelled) => Status::cancelled(e.to_string()),
         CoreError::Engine(EngineError::Whisper(_)) | CoreError::Internal(_) => Status::internal(e.to_string()),
     }

@@ -46,6 +46,9 @@ struct Args {
     /// Directory where uploads are spooled while they arrive (default: the system's temp dir).
     #[arg(long, env = "MMC_SPEECH_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Device whisper.cpp runs on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
+    #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
+    device: mmc_models::DeviceSpec,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         beam_size: args.beam_size,
         max_audio_ms: args.max_audio_s * 1000,
         chunker: ChunkerConfig::default(),
+        device: args.device,
     });
     let limits = handlers::RequestLimits {
         max_upload_bytes: args.max_upload_bytes,

@@ -17,7 +17,6 @@ use std::{
     time::Instant,
 };
 
-use candle_core::Device;
 use tokio::sync::mpsc;
 
 use crate::engine::{
@@ -46,6 +45,8 @@ pub struct CoreConfig {
     pub default_max_tokens: usize,
     /// Conversation prefixes whose model state is kept for reuse (0 = off).
     pub prefix_cache_entries: usize,
+    /// Device the model runs on.
+    pub device: mmc_models::DeviceSpec,
 }
 
 /// Errors the edge maps to gRPC status codes.
@@ -59,6 +60,8 @@ pub enum CoreError {
     Stopped,
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Device(#[from] mmc_models::device::DeviceError),
 }
 
 /// Streamed result of a generation.
@@ -128,9 +131,10 @@ impl TextGenCore {
     /// Loads the model, starts the scheduler and runs one short generation to warm up.
     pub async fn load_and_warm_up(self: &Arc<Self>) -> Result<(), CoreError> {
         let config = self.config.clone();
-        let engine = tokio::task::spawn_blocking(move || {
-            Engine::load(&config.model_path, &Device::Cpu, config.max_context, config.prefill_chunk)
-                .map(|e| e.with_prefix_cache(config.prefix_cache_entries))
+        let engine = tokio::task::spawn_blocking(move || -> Result<Engine, CoreError> {
+            let device = config.device.candle()?;
+            Ok(Engine::load(&config.model_path, &device, config.max_context, config.prefill_chunk)
+                .map(|e| e.with_prefix_cache(config.prefix_cache_entries))?)
         })
         .await
         .map_err(|_| CoreError::Stopped)??;

@@ -164,6 +164,7 @@ fn to_status(e: CoreError) -> Status {
     match &e {
         CoreError::Loading | CoreError::Stopped => Status::unavailable(format!("{e}; retry shortly")),
         CoreError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
+        CoreError::Device(_) => Status::failed_precondition(e.to_string()),
         CoreError::Engine(inner) => match inner {
             EngineError::PromptTooLong { .. }
             | EngineError::EmptyPrompt

@@ -44,6 +44,9 @@ struct Args {
     /// so later requests resume after them; 0 turns the cache off.
     #[arg(long, env = "MMC_PREFIX_CACHE_ENTRIES", default_value_t = mmc_textgen::engine::prefix_cache::DEFAULT_ENTRIES)]
     prefix_cache_entries: usize,
+    /// Device the model runs on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
+    #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
+    device: mmc_models::DeviceSpec,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         prefill_chunk: args.prefill_chunk,
         default_max_tokens: args.default_max_tokens,
         prefix_cache_entries: args.prefix_cache_entries,
+        device: args.device,
     });
     let handlers = handlers::TextGenHandlers::new(core.clone(), handlers::RequestLimits::default());
     mmc_runtime::run_service("textgen", args.server, |s| s.add(TextGenServiceServer::new(handlers)), async move {

@@ -192,11 +192,11 @@ impl EfficientNetLite0 {
         load().map_err(|e| EngineError::Load(format!("efficientnet-lite0: {e}")))
     }
 
-    /// Loads the network from a safetensors file (memory-mapped).
-    pub fn load_file(weights: &std::path::Path) -> Result<Self, EngineError> {
+    /// Loads the network from a safetensors file (memory-mapped) onto `device`.
+    pub fn load_file(weights: &std::path::Path, device: &Device) -> Result<Self, EngineError> {
         // SAFETY: model directories are replaced atomically by `mmc models fetch`, never
         // edited in place, so the mapped file does not change under us.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }
             .map_err(|e| EngineError::Load(e.to_string()))?;
         Self::load(vb)
     }

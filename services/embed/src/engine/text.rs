@@ -38,8 +38,8 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path, id: &str, profile: &str, max_tokens: usize) -> Result<Self, EngineError> {
+    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir` onto `device`.
+    pub fn load(dir: &Path, id: &str, profile: &str, max_tokens: usize, device: &Device) -> Result<Self, EngineError> {
         let read = |name: &str| {
             std::fs::read(dir.join(name)).map_err(|e| EngineError::Missing(format!("{}: {e}", dir.join(name).display())))
         };
@@ -55,7 +55,7 @@ impl TextEncoder {
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let sep_id = tokenizer.token_to_id("[SEP]").ok_or_else(|| EngineError::Tokenizer("no [SEP] token".into()))?;
         let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-        let device = Device::Cpu;
+        let device = device.clone();
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is not modified while mapped (model directories are replaced
         // atomically by `mmc models fetch`, never edited in place).

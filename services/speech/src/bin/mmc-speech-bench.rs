@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             beam_size: 1,
             max_audio_ms: 4 * 3600 * 1000,
             chunker: ChunkerConfig::default(),
+            device: mmc_models::DeviceSpec::Cpu,
         });
         core.load_and_warm_up().await?;
         let mut best: Option<(f64, f64, String)> = None;

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             prefill_chunk: 256,
             default_max_tokens: 64,
             prefix_cache_entries: 0,
+            device: mmc_models::DeviceSpec::Cpu,
         });
         let tps = rt.block_on(async {
             core.load_and_warm_up().await?;
