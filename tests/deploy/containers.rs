@@ -75,6 +75,7 @@ fn dockerfiles_pass_hadolint_and_match_the_code() {
     let files = ["Dockerfile", "Dockerfile.cuda"];
     let server = Options::of("mmc-embed", &[]);
     let (grpc, metrics) = (server.default_port("MMC_LISTEN"), server.default_port("MMC_METRICS_LISTEN"));
+    let http = Options::of("mmc-gateway", &[]).default_port("MMC_HTTP_LISTEN");
     for name in files {
         let path = dir.join(name);
         let out = hadolint(&path);
@@ -89,7 +90,8 @@ fn dockerfiles_pass_hadolint_and_match_the_code() {
                 "{name}: sets {k}, which no service reads"
             );
         }
-        assert!(ins.iter().any(|l| l == &format!("EXPOSE {grpc} {metrics}")), "{name}: EXPOSE {grpc} {metrics}");
+        assert_eq!(env.get("MMC_HTTP_LISTEN"), Some(&format!("0.0.0.0:{http}")), "{name}: MMC_HTTP_LISTEN");
+        assert!(ins.iter().any(|l| l == &format!("EXPOSE {grpc} {metrics} {http}")), "{name}: EXPOSE {grpc} {metrics} {http}");
         let last_user = ins.iter().rev().find(|l| l.starts_with("USER ")).expect("USER");
         assert!(!last_user.contains(" 0") && !last_user.contains("root"), "{name}: runs as root ({last_user})");
         let build = ins.iter().find(|l| l.contains("cargo build")).expect("cargo build");
@@ -147,8 +149,13 @@ fn compose_files_wire_the_services_as_the_code_expects() {
             assert_eq!(s(def, &["depends_on", "models", "condition"]), "service_completed_successfully", "compose/{svc}: starts before the models are fetched");
         }
     }
-    // The gateway reaches each model service by its compose name on the service's port.
+    // The gateway reaches each model service by its compose name on the service's port,
+    // and publishes its gRPC and HTTP ports.
     let gateway = Options::of("mmc-gateway", &[]);
+    let published: Vec<&str> = arr(&c, &["services", "gateway", "ports"]).iter().filter_map(Value::as_str).collect();
+    for port in [gateway.default_port("MMC_LISTEN"), gateway.default_port("MMC_HTTP_LISTEN")] {
+        assert!(published.iter().any(|p| p.ends_with(&format!(":{port}"))), "compose/gateway: port {port} not published ({published:?})");
+    }
     for svc in MODEL_SERVICES {
         let key = format!("MMC_{}_ENDPOINT", svc.to_uppercase());
         assert!(gateway.accepts(&key));
@@ -198,14 +205,16 @@ fn the_cpu_images_commands_work_with_its_environment() {
 
     let env = dockerfile_env(&path);
     let data = tempfile::tempdir().unwrap();
-    let port = mmc_tests::free_port_range(2);
+    let port = mmc_tests::free_port_range(3);
     let image_port = env["MMC_LISTEN"].rsplit(':').next().unwrap().to_string();
+    let http_addr = format!("127.0.0.1:{}", port + 2);
     let mut gateway = Command::new(mmc_tests::binary("mmc-gateway"));
     gateway
         .env_clear()
         .envs(env.iter().filter(|(k, _)| k.starts_with("MMC_")))
         .env("MMC_LISTEN", format!("0.0.0.0:{port}"))
         .env("MMC_METRICS_LISTEN", format!("0.0.0.0:{}", port + 1))
+        .env("MMC_HTTP_LISTEN", &http_addr)
         .env("MMC_DATA_DIR", data.path())
         .env("MMC_MODELS_DIR", mmc_tests::models_dir())
         .stdout(std::process::Stdio::null())
@@ -222,6 +231,8 @@ fn the_cpu_images_commands_work_with_its_environment() {
         assert!(std::time::Instant::now() < deadline, "the image's HEALTHCHECK never passed: {}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let (status, _) = mmc_tests::http_get(&http_addr, "/healthz").expect("the HTTP API answers");
+    assert_eq!(status, 200, "/healthz once SERVING");
     let child = guard.0.take().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();

@@ -147,6 +147,12 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
         Some(format!("0.0.0.0:{metrics}").as_str()),
         "{ctx}: MMC_METRICS_LISTEN"
     );
+    // A service with an HTTP API (the gateway) serves it on its default port too.
+    let http = opts.accepts("MMC_HTTP_LISTEN").then(|| opts.default_port("MMC_HTTP_LISTEN") as u64);
+    if let Some(http) = http {
+        assert_eq!(port_named(server, "http"), http, "{ctx}: http port differs from {name}'s default");
+        assert_eq!(env.get("MMC_HTTP_LISTEN").map(String::as_str), Some(format!("0.0.0.0:{http}").as_str()), "{ctx}: MMC_HTTP_LISTEN");
+    }
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(server[probe]["grpc"]["port"].as_u64(), Some(grpc), "{ctx}: {probe} must be a gRPC probe on port {grpc}");
     }
@@ -191,6 +197,12 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
     assert!(selects(get(service, &["spec", "selector"]), labels), "{ctx}: Service does not select the pods");
     let sport = arr(service, &["spec", "ports"]).iter().find(|p| s(p, &["name"]) == "grpc").expect("Service port grpc");
     assert!(sport["targetPort"] == "grpc" || sport["targetPort"].as_u64() == Some(grpc), "{ctx}: Service targetPort");
+    if let Some(http) = http {
+        assert!(
+            arr(service, &["spec", "ports"]).iter().any(|p| p["targetPort"] == "http" || p["targetPort"].as_u64() == Some(http)),
+            "{ctx}: the Service does not expose the HTTP API"
+        );
+    }
     if model_service {
         assert_eq!(s(service, &["spec", "clusterIP"]), "None", "{ctx}: model services are headless (the gateway balances per pod)");
     }

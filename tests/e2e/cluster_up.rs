@@ -27,7 +27,9 @@ fn mmc_up(grpc_base: u16, metrics_base: u16) -> Command {
     let mut cmd = Command::new(binary("mmc"));
     cmd.args(["up", "--base-port", &grpc_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
         .arg("--bin-dir")
-        .arg(bin_dir());
+        .arg(bin_dir())
+        // free_port_range(5) reserves base..=base+5: the last one is free for the HTTP API.
+        .args(["--http-port", &(metrics_base + 5).to_string()]);
     // The gateway's state goes under target/, fresh per run, never into the source tree.
     let data = bin_dir().join("test-data").join(format!("mmc-up-{grpc_base}"));
     let _ = std::fs::remove_dir_all(&data);

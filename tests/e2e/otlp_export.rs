@@ -141,7 +141,7 @@ async fn a_gateway_flow_is_one_trace_across_services() {
     .await;
     assert!(serving.is_some(), "mmc-embed SERVING");
     let data = tempfile::tempdir().unwrap();
-    let args = ["--embed-endpoint", &embed_url, "--data-dir", data.path().to_str().unwrap()];
+    let args = ["--embed-endpoint", &embed_url, "--data-dir", data.path().to_str().unwrap(), "--http-listen", "127.0.0.1:0"];
     let (gateway, channel, _) = spawn_traced("mmc-gateway", otlp_addr, &args).await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let request = traced(SearchImagesRequest { query: Some(Query::Text("a cat".into())), ..Default::default() }, trace_id);

@@ -173,9 +173,13 @@ pub async fn start_service(name: &str, extra: &[&str], timeout: Duration) -> Ser
 pub async fn start_service_on(name: &str, port: u16, extra: &[&str], timeout: Duration) -> Service {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
     let metrics = format!("127.0.0.1:{}", port + 1);
+    // The gateway's HTTP API would take its default port: tests that use it pass
+    // --http-listen; the others get any free port, so parallel tests never collide.
+    let http: &[&str] = if name == "mmc-gateway" && !extra.contains(&"--http-listen") { &["--http-listen", "127.0.0.1:0"] } else { &[] };
     let process = ChildGuard::spawn(
         Command::new(binary(name))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", &metrics])
+            .args(http)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit()),

@@ -30,9 +30,9 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// The status a client sees.
-    pub fn into_status(self) -> Status {
-        let code = match &self {
+    /// The gRPC code of this error (the HTTP edge maps it on to an HTTP status).
+    pub fn code(&self) -> Code {
+        match self {
             GatewayError::Stage { code, .. } => *code,
             GatewayError::NoTimeLeft { .. } => Code::DeadlineExceeded,
             GatewayError::Invalid(_) => Code::InvalidArgument,
@@ -40,7 +40,12 @@ impl GatewayError {
             GatewayError::NotFound(_) => Code::NotFound,
             GatewayError::Store(StoreError::SpaceMismatch { .. }) => Code::FailedPrecondition,
             GatewayError::Store(_) => Code::Internal,
-        };
+        }
+    }
+
+    /// The status a client sees.
+    pub fn into_status(self) -> Status {
+        let code = self.code();
         if code == Code::Internal {
             tracing::error!(error = %self, "gateway failure");
         }

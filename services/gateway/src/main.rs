@@ -10,6 +10,7 @@ use mmc_gateway::{
     store::{embedded::EmbeddedStore, meetings::MeetingStore, Fusion},
     upstream::{StagePolicy, Upstream},
 };
+use mmc_gateway::http::openai::HttpState;
 use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 use mmc_runtime::{server::ServiceSet, ServerArgs};
 
@@ -64,6 +65,12 @@ struct Args {
     /// First retry backoff in milliseconds (doubled per retry, full jitter).
     #[arg(long, env = "MMC_RETRY_BACKOFF_MS", default_value_t = 200)]
     retry_backoff_ms: u64,
+    /// Address of the HTTP API (OpenAI-compatible routes, `/healthz`); `off` = none.
+    #[arg(long, env = "MMC_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: String,
+    /// Largest audio file accepted by `POST /v1/audio/transcriptions`, in bytes.
+    #[arg(long, env = "MMC_HTTP_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    http_max_upload_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +79,16 @@ fn main() -> ExitCode {
         eprintln!("--image-weight must be in [0, 1]");
         return ExitCode::FAILURE;
     }
+    let http_listen: Option<std::net::SocketAddr> = match args.http_listen.as_str() {
+        "off" | "" => None,
+        addr => match addr.parse() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("--http-listen {addr:?}: {e} (an address like 127.0.0.1:8080, or off)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let server = args.server.clone();
     mmc_runtime::server::run("gateway", args.server.clone(), move || async move {
         // Built inside the runtime: the balancer spawns its workers.
@@ -102,8 +119,13 @@ fn main() -> ExitCode {
             meeting: MeetingSettings { extract_concurrency: args.extract_concurrency.max(1), min_relevance: args.min_relevance, ..MeetingSettings::default() },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
-        let handlers = GatewayHandlers::new(Arc::new(flows), server.request_timeout());
-        let services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers));
+        let flows = Arc::new(flows);
+        let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
+        let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers));
+        if let Some(addr) = http_listen {
+            let state = HttpState { flows, request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes };
+            services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
+        }
         mmc_runtime::server::serve(&server, services, async { Ok(()) }).await
     })
 }

@@ -74,6 +74,11 @@ impl Deadline {
         Self(Instant::now() + timeout)
     }
 
+    /// `timeout` from now (HTTP requests, which carry no `grpc-timeout`).
+    pub fn after(timeout: Duration) -> Self {
+        Self(Instant::now() + timeout)
+    }
+
     /// Time left.
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())

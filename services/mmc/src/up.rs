@@ -57,6 +57,9 @@ pub struct UpArgs {
     /// passed to the services as `MMC_DATA_DIR`.
     #[arg(long, env = "MMC_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Port of the gateway's HTTP API (OpenAI-compatible routes), on `--host`.
+    #[arg(long, env = "MMC_HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
     /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
     #[arg(long = "service-arg", allow_hyphen_values = true)]
     service_args: Vec<String>,
@@ -163,6 +166,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for svc in &services {
         println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("http://{}", svc.grpc), svc.metrics);
     }
+    println!("{:<9} http://{}:{}/v1 (OpenAI-compatible HTTP API)", "", args.host, args.http_port);
     println!("mmc: Ctrl-C to stop");
 
     // Supervise.
@@ -191,11 +195,13 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         .arg(&svc.grpc)
         .arg("--metrics-listen")
         .arg(&svc.metrics)
+        .args(if svc.name == "gateway" { vec!["--http-listen".to_string(), format!("{}:{}", args.host, args.http_port)] } else { vec![] })
         .args(&args.service_args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         // The child must not inherit a listen address meant for another process.
         .env_remove("MMC_LISTEN")
         .env_remove("MMC_METRICS_LISTEN")
+        .env_remove("MMC_HTTP_LISTEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -22,8 +22,21 @@
 //! 3. SIGTERM/SIGINT: NOT_SERVING again (load balancers stop sending), new connections
 //!    are refused, in-flight requests get up to `--drain-timeout-ms` to finish, then the
 //!    process exits 0.
+//!
+//! A process may also serve HTTP ([`ServiceSet::http`], the gateway's OpenAI-compatible
+//! API) on its own port, with the same lifecycle: `GET /healthz` answers 503 until warm
+//! and again while draining, and the drain waits for in-flight HTTP requests too.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, process::ExitCode};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use anyhow::Context;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -39,12 +52,14 @@ use crate::{
     shutdown, telemetry,
 };
 
-/// The gRPC services one process serves (besides health and reflection).
+/// The gRPC services one process serves (besides health and reflection), and optionally
+/// an HTTP router on a second address.
 #[derive(Default)]
 pub struct ServiceSet {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     max_message_bytes: Option<usize>,
+    http: Option<(SocketAddr, axum::Router)>,
 }
 
 impl ServiceSet {
@@ -79,6 +94,12 @@ impl ServiceSet {
         self
     }
 
+    /// Serves `router` over HTTP on `listen` as well (`/healthz` is added).
+    pub fn http(mut self, listen: SocketAddr, router: axum::Router) -> Self {
+        self.http = Some((listen, router));
+        self
+    }
+
     /// Fully-qualified names of the services added.
     pub fn names(&self) -> &[&'static str] {
         &self.names
@@ -90,11 +111,14 @@ impl ServiceSet {
 pub struct Readiness {
     reporter: HealthReporter,
     names: Vec<&'static str>,
+    /// The same state for HTTP's `/healthz`.
+    serving: Arc<AtomicBool>,
 }
 
 impl Readiness {
     /// Sets every service, and the overall server (""), to `serving` or NOT_SERVING.
     pub async fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         for name in self.names.iter().copied().chain([""]) {
             self.reporter.set_service_status(name, status).await;
@@ -163,11 +187,20 @@ where
     S::Output: std::fmt::Display,
 {
     let addr: SocketAddr = listener.local_addr()?;
-    let ServiceSet { mut routes, names, .. } = services;
+    let ServiceSet { mut routes, names, http, .. } = services;
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness { reporter, names: names.clone() };
+    let readiness = Readiness { reporter, names: names.clone(), serving: Arc::new(AtomicBool::new(false)) };
     readiness.set(false).await;
+    let http = match http {
+        Some((listen, router)) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding HTTP address {listen}"))?;
+            Some(spawn_http(listener, router, readiness.serving.clone())?)
+        }
+        None => None,
+    };
 
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mmc_proto::FILE_DESCRIPTOR_SET)
@@ -206,6 +239,9 @@ where
                     readiness.set(false).await;
                     let _ = stop_tx.send(());
                     let _ = server.await;
+                    if let Some(http) = http {
+                        http.stop().await;
+                    }
                     return Err(e.context("model warm-up failed"));
                 }
                 warm = true;
@@ -226,7 +262,15 @@ where
     tracing::info!(reason, drain_timeout_ms = args.drain_timeout_ms, "draining");
     readiness.set(false).await;
     let _ = stop_tx.send(());
-    match tokio::time::timeout(args.drain_timeout(), &mut server).await {
+    let drain_deadline = tokio::time::Instant::now() + args.drain_timeout();
+    if let Some(mut http) = http {
+        let _ = http.stop_tx.send(true);
+        if tokio::time::timeout_at(drain_deadline, &mut http.task).await.is_err() {
+            http.task.abort();
+            tracing::warn!("drain deadline passed; remaining HTTP requests were cut");
+        }
+    }
+    match tokio::time::timeout_at(drain_deadline, &mut server).await {
         Ok(Ok(Ok(()))) => tracing::info!("drained; stopped"),
         Ok(Ok(Err(e))) => return Err(anyhow::Error::new(e).context("gRPC server failed while draining")),
         Ok(Err(e)) => return Err(anyhow::Error::new(e).context("gRPC server task panicked")),
@@ -236,6 +280,45 @@ where
         }
     }
     Ok(())
+}
+
+/// A running HTTP server and the switch that starts its graceful shutdown.
+struct HttpServer {
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving `router` (plus `GET /healthz`) on `listener` until told to stop.
+fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: Arc<AtomicBool>) -> anyhow::Result<HttpServer> {
+    use axum::{http::StatusCode, routing::get};
+    let addr = listener.local_addr()?;
+    let router = router.route(
+        "/healthz",
+        get(move || {
+            let serving = serving.load(Ordering::SeqCst);
+            async move {
+                if serving {
+                    (StatusCode::OK, "SERVING\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+                }
+            }
+        }),
+    );
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let task = tokio::spawn(async move { server.await });
+    tracing::info!(%addr, "HTTP server listening");
+    Ok(HttpServer { stop_tx, task })
 }
 
 /// The whole `main` of a service: [`run`] + [`serve`] with the message limit from

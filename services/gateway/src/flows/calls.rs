@@ -6,17 +6,21 @@ use mmc_proto::{
     caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest, CaptionResponse},
     common::v1::{Image, ModelInfo, StageTiming},
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, ImageLatents},
+    speech::v1::{speech_service_client::SpeechServiceClient, transcribe_request, TranscribeConfig, TranscribeRequest, TranscribeResponse},
     textgen::v1::{
-        generate_response, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerationOptions,
-        OverflowPolicy, Role, SamplingParams,
+        generate_response, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerateResponse,
+        GenerationOptions, OverflowPolicy, Role, SamplingParams,
     },
 };
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tracing::Instrument;
 
 use super::{prompts::RenderedPrompt, Flows};
 use crate::{
     error::GatewayError,
     store::Space,
-    upstream::{request, stage, Deadline},
+    upstream::{failure, request, stage, Deadline},
 };
 
 /// A vector and the space it lives in.
@@ -102,6 +106,17 @@ const EMBED_BATCH: usize = 32;
 impl Flows {
     /// `embed.EmbedText` of many texts (in batches), under stage name `stage_name`.
     pub async fn embed_texts(&self, stage_name: &'static str, texts: &[String], deadline: Deadline) -> Result<(Vec<Vec<f32>>, Option<Space>, StageTiming), GatewayError> {
+        let (embeddings, space, timing) = self.embed_texts_detailed(stage_name, texts, deadline).await?;
+        Ok((embeddings.into_iter().map(|e| e.values).collect(), space, timing))
+    }
+
+    /// As [`Flows::embed_texts`], keeping each text's token count and truncation flag.
+    pub async fn embed_texts_detailed(
+        &self,
+        stage_name: &'static str,
+        texts: &[String],
+        deadline: Deadline,
+    ) -> Result<(Vec<mmc_proto::embed::v1::Embedding>, Option<Space>, StageTiming), GatewayError> {
         let started = std::time::Instant::now();
         let mut vectors = Vec::with_capacity(texts.len());
         let mut space = None;
@@ -120,7 +135,7 @@ impl Flows {
                 message: "response names no model".into(),
             })?;
             space = Some(Space { model_id: model.id, dimensions: model.dimensions });
-            vectors.extend(resp.embeddings.into_iter().map(|e| e.values));
+            vectors.extend(resp.embeddings);
         }
         let timing = crate::upstream::timing(stage_name, started.elapsed());
         Ok((vectors, space, timing))
@@ -165,5 +180,65 @@ impl Flows {
         })
         .await?;
         Ok((summary.text, summary.model, timing))
+    }
+}
+
+impl Flows {
+    /// `speech.Transcribe`: sends `config`, then the audio chunks as they arrive on
+    /// `audio`; returns the service's event stream (segments, progress, result). Not
+    /// retried: the upload is consumed as it streams.
+    pub async fn transcribe(
+        &self,
+        config: TranscribeConfig,
+        audio: mpsc::Receiver<Vec<u8>>,
+        deadline: Deadline,
+    ) -> Result<tonic::Streaming<TranscribeResponse>, GatewayError> {
+        let requests = tokio_stream::once(TranscribeRequest { payload: Some(transcribe_request::Payload::Config(config)) }).chain(
+            ReceiverStream::new(audio).map(|chunk| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(chunk)) }),
+        );
+        let span = tracing::info_span!("gateway.stage", otel.name = "transcribe", otel.kind = "client", stage = "transcribe", service = "speech");
+        Ok(SpeechServiceClient::new(self.speech.channel())
+            .transcribe(request(requests, deadline.remaining()))
+            .instrument(span)
+            .await
+            .map_err(|s| failure("transcribe", &self.speech, s))?
+            .into_inner())
+    }
+
+    /// `textgen.Chat` as a token stream (the caller relays tokens as they come). Opening
+    /// the stream is retried like the other stages: nothing has been generated yet.
+    pub async fn chat_stream(&self, message: ChatRequest, deadline: Deadline) -> Result<tonic::Streaming<GenerateResponse>, GatewayError> {
+        let (stream, _) = stage("chat", &self.textgen, deadline, &self.policy, true, |ch, t| {
+            let message = message.clone();
+            async move { TextGenServiceClient::new(ch).chat(request(message, t)).await }
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// The models the upstream services have loaded (text embedding, text generation,
+    /// speech), each from its `GetModelInfo`; a service that does not answer is left out.
+    pub async fn loaded_models(&self, deadline: Deadline) -> Vec<(ModelInfo, &'static str)> {
+        let embed = stage("model_info", &self.embed, deadline, &self.policy, true, |ch, t| async move {
+            EmbedServiceClient::new(ch).get_model_info(request(mmc_proto::embed::v1::GetModelInfoRequest {}, t)).await
+        });
+        let textgen = stage("model_info", &self.textgen, deadline, &self.policy, true, |ch, t| async move {
+            TextGenServiceClient::new(ch).get_model_info(request(mmc_proto::textgen::v1::GetModelInfoRequest {}, t)).await
+        });
+        let speech = stage("model_info", &self.speech, deadline, &self.policy, true, |ch, t| async move {
+            SpeechServiceClient::new(ch).get_model_info(request(mmc_proto::speech::v1::GetModelInfoRequest {}, t)).await
+        });
+        let (embed, textgen, speech) = tokio::join!(embed, textgen, speech);
+        let mut out = Vec::new();
+        if let Ok((r, _)) = embed {
+            out.extend(r.text_model.map(|m| (m, "embeddings")));
+        }
+        if let Ok((r, _)) = textgen {
+            out.extend(r.model.map(|m| (m, "chat")));
+        }
+        if let Ok((r, _)) = speech {
+            out.extend(r.models.into_iter().map(|m| (m, "transcription")));
+        }
+        out
     }
 }

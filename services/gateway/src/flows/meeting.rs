@@ -29,14 +29,12 @@ use mmc_proto::{
         summarize_meeting_response::Event, ActionItem, AskMeetingResponse, Citation, CitedItem, Meeting, MeetingConfig,
         MeetingSummary, SummarizeMeetingResponse,
     },
-    speech::v1::{speech_service_client::SpeechServiceClient, transcribe_request, transcribe_response, Segment, TranscribeConfig, TranscribeRequest},
+    speech::v1::{transcribe_response, Segment, TranscribeConfig},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::Status;
-use tracing::Instrument;
 
 use super::Flows;
 use crate::{
@@ -382,19 +380,7 @@ impl Flows {
         // 1. Transcribe, forwarding segments and progress as they come.
         let started = std::time::Instant::now();
         let transcription = TranscribeConfig { formats: vec![], ..config.transcription.unwrap_or_default() };
-        let requests = tokio_stream::once(TranscribeRequest { payload: Some(transcribe_request::Payload::Config(transcription)) }).chain(
-            ReceiverStream::new(audio).map(|chunk| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(chunk)) }),
-        );
-        let mut request = tonic::Request::new(requests);
-        request.set_timeout(deadline.remaining());
-        // Not retried: the upload is consumed as it streams.
-        let span = tracing::info_span!("gateway.stage", otel.name = "transcribe", otel.kind = "client", stage = "transcribe", service = "speech");
-        let mut stream = SpeechServiceClient::new(self.speech.channel())
-            .transcribe(request)
-            .instrument(span)
-            .await
-            .map_err(|s| failure("transcribe", &self.speech, s))?
-            .into_inner();
+        let mut stream = self.transcribe(transcription, audio, deadline).await?;
         let mut segments: Vec<Segment> = Vec::new();
         let mut result = None;
         while let Some(message) = stream.message().await.map_err(|s| failure("transcribe", &self.speech, s))? {

@@ -1,0 +1,73 @@
+//! Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
+//! HTTP status OpenAI uses for the same condition; mapped once from [`GatewayError`], so
+//! OpenAI clients raise their usual exception types (`BadRequestError`, `RateLimitError`...).
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use tonic::Code;
+
+use crate::error::GatewayError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`: invalid_request_error, not_found_error, rate_limit_error, server_error...
+    pub kind: &'static str,
+    /// Machine-readable detail (e.g. `context_length_exceeded`, `unsupported_parameter`).
+    pub code: Option<&'static str>,
+    /// The request field at fault.
+    pub param: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400: the request is malformed or asks for something invalid.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", code: None, param: Some(param.to_string()), message: message.into() }
+    }
+
+    /// 400: a parameter this server does not implement (rather than silently ignoring it).
+    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
+        ApiError { code: Some("unsupported_parameter"), ..Self::invalid(param, message) }
+    }
+
+    /// The JSON body (also sent as an SSE event when a stream fails mid-way).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
+        })
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        let code = e.code();
+        let message = e.to_string();
+        let (status, kind, detail) = match code {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                let detail = (message.contains("context window")).then_some("context_length_exceeded");
+                (StatusCode::BAD_REQUEST, "invalid_request_error", detail)
+            }
+            Code::NotFound => (StatusCode::NOT_FOUND, "not_found_error", None),
+            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("overloaded")),
+            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("service_unavailable")),
+            Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
+            Code::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error", Some("cancelled")),
+            _ => {
+                tracing::error!(error = %message, "HTTP request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
+            }
+        };
+        ApiError { status, kind, code: detail, param: None, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,54 @@
+//! The gateway's HTTP edge: an OpenAI-compatible API ([`openai`]) over the same upstream
+//! calls as the gRPC flows, served beside gRPC on `--http-listen` by the shared runtime
+//! (which adds `/healthz` and drains it with the gRPC server).
+//!
+//! Every error is answered in OpenAI's shape ([`error::ApiError`]); every request is
+//! counted and timed by route and status (`mmc_http_requests_total`,
+//! `mmc_http_request_duration_seconds`) and runs in a span, so its upstream calls join
+//! one trace.
+
+pub mod error;
+pub mod openai;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware::Next,
+    response::Response,
+    routing::{get, post},
+    Router,
+};
+use tracing::Instrument;
+
+use self::{error::ApiError, openai::HttpState};
+
+/// Largest JSON request body, in bytes (embedding batches, long chats).
+const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+
+/// The HTTP routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    let upload_limit = usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
+    Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/audio/transcriptions", post(openai::transcriptions).layer(DefaultBodyLimit::max(upload_limit)))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .fallback(|| async { ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() } })
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Span, request count and latency per route.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let span = tracing::info_span!("http", otel.name = format!("{method} {route}"), otel.kind = "server", http.method = %method, http.route = %route);
+    let response = next.run(request).instrument(span).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("mmc_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("mmc_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}

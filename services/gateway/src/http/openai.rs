@@ -1,0 +1,583 @@
+//! OpenAI-compatible endpoints, so tools written for the OpenAI API (the official
+//! clients, LangChain, LlamaIndex...) work against mmc by changing the base URL:
+//!
+//! | route | upstream |
+//! |---|---|
+//! | `GET /v1/models` | each service's `GetModelInfo` |
+//! | `POST /v1/embeddings` | `embed.EmbedText` (batched) |
+//! | `POST /v1/chat/completions` | `textgen.Chat` (streamed as server-sent events when asked) |
+//! | `POST /v1/audio/transcriptions` | `speech.Transcribe` (multipart upload streamed on) |
+//!
+//! The `model` field is informational: each route is served by the model its service has
+//! loaded, and responses name that model (as llama.cpp's server and
+//! text-embeddings-inference do). Parameters that would change the result and are not
+//! implemented (`n > 1`, tools, penalties...) are refused with 400 `unsupported_parameter`
+//! rather than silently ignored.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::{Multipart, State},
+    http::{header, StatusCode},
+    response::{
+        sse::{Event as SseEvent, Sse},
+        IntoResponse, Response,
+    },
+    Json,
+};
+use base64::Engine as _;
+use mmc_proto::{
+    speech::v1::{transcribe_response, OutputFormat, TranscribeConfig},
+    textgen::v1::{generate_response, ChatMessage, ChatRequest, FinishReason, GenerationOptions, OverflowPolicy, Role, SamplingParams},
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::{io::AsyncWriteExt, sync::mpsc};
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+
+use super::error::ApiError;
+use crate::{error::GatewayError, flows::Flows, upstream::Deadline};
+
+/// What the HTTP handlers share.
+pub struct HttpState {
+    pub flows: Arc<Flows>,
+    /// Deadline of each HTTP request (gRPC requests take theirs from `grpc-timeout`).
+    pub request_timeout: Duration,
+    /// Largest audio upload accepted by `/v1/audio/transcriptions`, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// Most inputs in one embeddings request (OpenAI's limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A response id: `prefix` + 24 random hex digits.
+fn response_id(prefix: &str) -> String {
+    format!("{prefix}-{:024x}", rand::random::<u128>() >> 32)
+}
+
+/// Parses a JSON body into `T`, answering OpenAI-shaped 400s for bad JSON or fields.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("the request body is not valid: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// GET /v1/models
+
+/// The models the cluster serves, one entry per loaded model.
+pub async fn models(State(state): State<Arc<HttpState>>) -> Json<Value> {
+    let loaded = state.flows.loaded_models(Deadline::after(Duration::from_secs(10))).await;
+    let data: Vec<Value> = loaded
+        .into_iter()
+        .map(|(m, task)| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": "mmc", "task": task, "profile": m.profile }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+// ---------------------------------------------------------------------------------------
+// POST /v1/embeddings
+
+#[derive(Deserialize)]
+pub struct EmbeddingsRequest {
+    input: EmbeddingInput,
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: String,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+    // Token-id input is recognised only to be refused with a clear message.
+    #[allow(dead_code)]
+    Tokens(Vec<u32>),
+    #[allow(dead_code)]
+    ManyTokens(Vec<Vec<u32>>),
+}
+
+pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: EmbeddingsRequest = parse_json(&body)?;
+    let texts = match req.input {
+        EmbeddingInput::One(t) => vec![t],
+        EmbeddingInput::Many(t) => t,
+        EmbeddingInput::Tokens(_) | EmbeddingInput::ManyTokens(_) => {
+            return Err(ApiError::unsupported("input", "token-id input is not supported: send text"))
+        }
+    };
+    if texts.is_empty() {
+        return Err(ApiError::invalid("input", "input is empty"));
+    }
+    if texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::invalid("input", format!("{} inputs; at most {MAX_EMBEDDING_INPUTS} per request", texts.len())));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(ApiError::invalid("input", format!("input[{i}] is empty")));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(ApiError::invalid("encoding_format", format!("encoding_format {other:?}: expected float or base64"))),
+    };
+    let deadline = Deadline::after(state.request_timeout);
+    let (embeddings, space, _) = state.flows.embed_texts_detailed("embeddings", &texts, deadline).await?;
+    let space = space.ok_or_else(|| GatewayError::Invalid("no embeddings".into()))?;
+    if let Some(d) = req.dimensions {
+        if d != space.dimensions {
+            return Err(ApiError::unsupported("dimensions", format!("{} produces {}-dimensional vectors; it cannot shorten them to {d}", space.model_id, space.dimensions)));
+        }
+    }
+    let tokens: u64 = embeddings.iter().map(|e| e.token_count as u64).sum();
+    let data: Vec<Value> = embeddings
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(e.values)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": space.model_id,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    })))
+}
+
+// ---------------------------------------------------------------------------------------
+// POST /v1/chat/completions
+
+#[derive(Deserialize)]
+pub struct ChatCompletionRequest {
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    model: String,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    stop: Option<Stop>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    response_format: Option<ResponseFormat>,
+    n: Option<u32>,
+    tools: Option<Vec<Value>>,
+    logprobs: Option<bool>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    /// llama.cpp-style sampling extensions.
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
+}
+
+/// The request as the text-generation service takes it.
+fn chat_request(req: &ChatCompletionRequest) -> Result<ChatRequest, ApiError> {
+    if req.n.unwrap_or(1) != 1 {
+        return Err(ApiError::unsupported("n", "one choice per request (n = 1)"));
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::unsupported("tools", "tool calls are not supported; use response_format with a JSON schema"));
+    }
+    if req.logprobs == Some(true) {
+        return Err(ApiError::unsupported("logprobs", "logprobs are not returned by this endpoint"));
+    }
+    for (name, v) in [("frequency_penalty", req.frequency_penalty), ("presence_penalty", req.presence_penalty)] {
+        if v.is_some_and(|v| v != 0.0) {
+            return Err(ApiError::unsupported(name, format!("{name} is not supported; use repetition_penalty")));
+        }
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages is empty"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => return Err(ApiError::unsupported(&format!("messages[{i}].role"), format!("role {other:?} is not supported"))),
+        };
+        let content = match &m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        (kind, _) => {
+                            return Err(ApiError::unsupported(
+                                &format!("messages[{i}].content"),
+                                format!("content parts of type {kind:?} are not supported (images: use the gateway's DescribeImage)"),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        messages.push(ChatMessage { role: role as i32, content });
+    }
+    let json_schema = match &req.response_format {
+        None => String::new(),
+        Some(f) => match f.kind.as_str() {
+            "text" => String::new(),
+            "json_object" => r#"{"type": "object"}"#.to_string(),
+            "json_schema" => {
+                let schema = f.json_schema.as_ref().and_then(|j| j.schema.as_ref()).ok_or_else(|| {
+                    ApiError::invalid("response_format.json_schema.schema", "a json_schema response format needs a schema")
+                })?;
+                schema.to_string()
+            }
+            other => return Err(ApiError::invalid("response_format.type", format!("{other:?}: expected text, json_object or json_schema"))),
+        },
+    };
+    let stop = match &req.stop {
+        None => vec![],
+        Some(Stop::One(s)) => vec![s.clone()],
+        Some(Stop::Many(v)) => v.clone(),
+    };
+    Ok(ChatRequest {
+        messages,
+        options: Some(GenerationOptions {
+            sampling: Some(SamplingParams {
+                // OpenAI's defaults: temperature 1, top_p 1.
+                temperature: req.temperature.unwrap_or(1.0),
+                top_k: req.top_k.unwrap_or(0),
+                top_p: req.top_p.unwrap_or(1.0),
+                min_p: req.min_p.unwrap_or(0.0),
+                repetition_penalty: req.repetition_penalty.unwrap_or(0.0),
+                seed: req.seed,
+            }),
+            max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(0),
+            stop,
+            json_schema,
+            overflow: OverflowPolicy::Reject as i32,
+        }),
+    })
+}
+
+fn finish_reason(code: i32) -> &'static str {
+    match FinishReason::try_from(code).unwrap_or(FinishReason::Unspecified) {
+        FinishReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = parse_json(&body)?;
+    let message = chat_request(&req)?;
+    let deadline = Deadline::after(state.request_timeout);
+    let mut upstream = state.flows.chat_stream(message, deadline).await?;
+    let id = response_id("chatcmpl");
+    let created = now_s();
+    let model_id_of = |m: &Option<mmc_proto::common::v1::ModelInfo>| m.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+    let textgen = state.flows.textgen.clone();
+    let failure = move |s: tonic::Status| ApiError::from(crate::upstream::failure("chat", &textgen, s));
+
+    if !req.stream {
+        let mut summary = None;
+        while let Some(event) = upstream.message().await.map_err(&failure)? {
+            if let Some(generate_response::Event::Summary(s)) = event.event {
+                summary = Some(s);
+            }
+        }
+        let s = summary.ok_or_else(|| failure(tonic::Status::internal("generation ended without a summary")))?;
+        let model = model_id_of(&s.model);
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": if model.is_empty() { req.model.clone() } else { model },
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": s.text },
+                "finish_reason": finish_reason(s.finish_reason),
+                "logprobs": null,
+            }],
+            "usage": {
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "total_tokens": s.prompt_tokens + s.completion_tokens,
+            },
+        }))
+        .into_response());
+    }
+
+    // Streamed: one chunk per token as it is decoded. A task relays the upstream stream;
+    // when the client goes away the channel closes, the task ends and dropping the
+    // upstream stream cancels the generation (its slot is freed at once).
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
+    let model_hint = req.model.clone();
+    tokio::spawn(async move {
+        let chunk = |model: &str, delta: Value, finish: Value| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }],
+            })
+        };
+        let send = |v: Value| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(SseEvent::default().data(v.to_string()))).await.is_ok() }
+        };
+        if !send(chunk(&model_hint, json!({ "role": "assistant", "content": "" }), Value::Null)).await {
+            return;
+        }
+        loop {
+            match upstream.message().await {
+                Ok(Some(event)) => match event.event {
+                    Some(generate_response::Event::Token(t)) if !t.text.is_empty() => {
+                        if !send(chunk(&model_hint, json!({ "content": t.text }), Value::Null)).await {
+                            return;
+                        }
+                    }
+                    Some(generate_response::Event::Summary(s)) => {
+                        let model = model_id_of(&s.model);
+                        let model = if model.is_empty() { model_hint.clone() } else { model };
+                        if !send(chunk(&model, json!({}), json!(finish_reason(s.finish_reason)))).await {
+                            return;
+                        }
+                        if include_usage {
+                            let usage = json!({
+                                "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                                "usage": { "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                                           "total_tokens": s.prompt_tokens + s.completion_tokens },
+                            });
+                            if !send(usage).await {
+                                return;
+                            }
+                        }
+                        let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+                        return;
+                    }
+                    _ => {}
+                },
+                Ok(None) => {
+                    let _ = send(failure(tonic::Status::internal("generation ended without a summary")).body()).await;
+                    return;
+                }
+                Err(status) => {
+                    // Headers are sent: the error travels as an event (OpenAI's clients raise it).
+                    let _ = send(failure(status).body()).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx)).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// POST /v1/audio/transcriptions
+
+/// Response formats of OpenAI's transcription endpoint.
+#[derive(Clone, Copy, PartialEq)]
+enum TranscriptFormat {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+    VerboseJson,
+}
+
+impl TranscriptFormat {
+    fn parse(s: &str) -> Result<Self, ApiError> {
+        Ok(match s {
+            "json" => Self::Json,
+            "text" => Self::Text,
+            "srt" => Self::Srt,
+            "vtt" => Self::Vtt,
+            "verbose_json" => Self::VerboseJson,
+            other => return Err(ApiError::invalid("response_format", format!("{other:?}: expected json, text, srt, vtt or verbose_json"))),
+        })
+    }
+
+    /// The rendering the speech service is asked for (json and text use the plain text).
+    fn rendered(self) -> OutputFormat {
+        match self {
+            Self::Json | Self::Text => OutputFormat::Text,
+            Self::Srt => OutputFormat::Srt,
+            Self::Vtt => OutputFormat::Vtt,
+            Self::VerboseJson => OutputFormat::VerboseJson,
+        }
+    }
+}
+
+/// Size of the chunks the spooled upload is streamed on in.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Response, ApiError> {
+    let bad_form = |e: axum::extract::multipart::MultipartError| ApiError::invalid("file", format!("the multipart body is not valid: {e}"));
+    let mut format = TranscriptFormat::Json;
+    let mut config = TranscribeConfig::default();
+    let mut granularities: Vec<String> = Vec::new();
+    // The file is spooled to disk as it arrives (bounded memory whatever its size, any
+    // field order), then streamed on to the speech service.
+    let mut spool: Option<(tempfile::NamedTempFile, u64)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let file = tempfile::NamedTempFile::new().map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
+            let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?);
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
+                size += chunk.len() as u64;
+                if size > state.max_upload_bytes {
+                    return Err(ApiError {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        ..ApiError::invalid("file", format!("the file is larger than the limit of {} bytes", state.max_upload_bytes))
+                    });
+                }
+                out.write_all(&chunk).await.map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
+            }
+            out.flush().await.map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
+            spool = Some((file, size));
+            continue;
+        }
+        let value = field.text().await.map_err(bad_form)?;
+        match name.as_str() {
+            "model" => {
+                // OpenAI's name for its Whisper means "the default model".
+                if !value.is_empty() && value != "whisper-1" {
+                    config.model_id = value;
+                }
+            }
+            "language" => config.language = value,
+            "prompt" => config.initial_prompt = value,
+            "response_format" => format = TranscriptFormat::parse(&value)?,
+            "timestamp_granularities[]" | "timestamp_granularities" => granularities.push(value),
+            "temperature" => {
+                if value.parse::<f32>().map_or(true, |t| t != 0.0) {
+                    return Err(ApiError::unsupported("temperature", "decoding is greedy with temperature fallback; only 0 is accepted"));
+                }
+            }
+            "stream" => {
+                if value == "true" {
+                    return Err(ApiError::unsupported("stream", "streamed transcription is offered over gRPC (speech.Transcribe)"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (file, size) = spool.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
+    if size == 0 {
+        return Err(ApiError::invalid("file", "the uploaded file is empty"));
+    }
+    for g in &granularities {
+        match g.as_str() {
+            "word" => config.word_timestamps = true,
+            "segment" => {}
+            other => return Err(ApiError::invalid("timestamp_granularities[]", format!("{other:?}: expected word or segment"))),
+        }
+    }
+    if config.word_timestamps && format != TranscriptFormat::VerboseJson {
+        return Err(ApiError::invalid("timestamp_granularities[]", "word timestamps need response_format verbose_json"));
+    }
+    config.formats = vec![format.rendered() as i32];
+    config.total_bytes = size;
+
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let reader = file.reopen().map_err(|e| GatewayError::Invalid(format!("cannot read the spooled upload: {e}")))?;
+    let feeder = tokio::spawn(async move {
+        let _keep = file; // deleted when the upload has been sent
+        let mut reader = tokio::fs::File::from_std(reader);
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            use tokio::io::AsyncReadExt;
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Deadline::after(state.request_timeout);
+    let stream = state.flows.transcribe(config, rx, deadline).await?;
+    let speech = state.flows.speech.clone();
+    let results: Vec<_> = stream.collect::<Vec<_>>().await;
+    feeder.abort();
+    let mut result = None;
+    for message in results {
+        let message = message.map_err(|s| ApiError::from(crate::upstream::failure("transcribe", &speech, s)))?;
+        if let Some(transcribe_response::Event::Result(r)) = message.event {
+            result = Some(r);
+        }
+    }
+    let result = result.ok_or_else(|| ApiError::from(crate::upstream::failure("transcribe", &speech, tonic::Status::internal("transcription ended without a result"))))?;
+    let rendered = |f: OutputFormat| result.rendered.iter().find(|r| r.format == f as i32).map(|r| r.content.clone());
+    let (content_type, body) = match format {
+        TranscriptFormat::Json => return Ok(Json(json!({ "text": result.text.trim() })).into_response()),
+        TranscriptFormat::Text => ("text/plain; charset=utf-8", format!("{}\n", result.text.trim())),
+        TranscriptFormat::Srt => ("text/plain; charset=utf-8", rendered(OutputFormat::Srt).unwrap_or_default()),
+        TranscriptFormat::Vtt => ("text/vtt; charset=utf-8", rendered(OutputFormat::Vtt).unwrap_or_default()),
+        TranscriptFormat::VerboseJson => ("application/json", rendered(OutputFormat::VerboseJson).unwrap_or_else(|| "{}".into())),
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
