@@ -3,6 +3,7 @@
 //! test command does both).
 
 mod caption_service;
+mod cli_client;
 mod cluster_up;
 mod embed_service;
 mod gateway_images;

@@ -5,9 +5,12 @@
 //!   them all cleanly on Ctrl-C / SIGTERM.
 //! - `mmc models fetch|list`: model weights per profile (see `mmc-models`).
 //! - `mmc health`, `mmc services`: client commands against running services.
+//! - `mmc index|search|describe|summarize|ask` (gateway) and `mmc transcribe` (speech):
+//!   the user flows from a shell, `--json` for scripts (see `client_cmd`).
 //! - `mmc demo`: the user flows available so far, against a running cluster.
 
 mod cli_client;
+mod client_cmd;
 mod demo;
 mod models_cmd;
 mod up;
@@ -36,6 +39,18 @@ enum Command {
     Services(cli_client::ServicesArgs),
     /// Run the available user flows against a running cluster and print the results.
     Demo(demo::DemoArgs),
+    /// Index images (a directory or files) for search: caption, labels, vectors.
+    Index(client_cmd::IndexArgs),
+    /// Search the indexed images by words or by an image.
+    Search(client_cmd::SearchArgs),
+    /// Describe an image: alt text and a detailed description.
+    Describe(client_cmd::DescribeArgs),
+    /// Transcribe a recording (text, SRT, WebVTT or JSON).
+    Transcribe(client_cmd::TranscribeArgs),
+    /// Summarize a meeting recording: summary, decisions, action items, with timestamps.
+    Summarize(client_cmd::SummarizeArgs),
+    /// Ask a question about a summarized meeting; the answer cites the transcript.
+    Ask(client_cmd::AskArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +66,12 @@ fn main() -> ExitCode {
                         Command::Health(args) => cli_client::health(args).await,
                         Command::Services(args) => cli_client::services(args).await,
                         Command::Demo(args) => demo::run(args).await,
+                        Command::Index(args) => client_cmd::index(args).await,
+                        Command::Search(args) => client_cmd::search(args).await,
+                        Command::Describe(args) => client_cmd::describe(args).await,
+                        Command::Transcribe(args) => client_cmd::transcribe(args).await,
+                        Command::Summarize(args) => client_cmd::summarize(args).await,
+                        Command::Ask(args) => client_cmd::ask(args).await,
                         Command::Models(_) => unreachable!("handled above"),
                     }
                 }),
