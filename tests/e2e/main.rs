@@ -8,6 +8,7 @@ mod cluster_up;
 mod embed_service;
 mod gateway_images;
 mod gateway_meetings;
+mod http_api;
 mod hub_fetch;
 mod models_fetch;
 mod openai_api;

@@ -51,7 +51,9 @@ pub const MAX_QUESTION_CHARS: usize = 1000;
 /// Most transcript passages AskMeeting may retrieve.
 pub const MAX_ASK_TOP_K: u32 = 20;
 
-/// gRPC handlers over the [`Flows`].
+/// gRPC handlers over the [`Flows`]. The HTTP edge calls them in-process for the routes
+/// that mirror an RPC, so both protocols share one validation.
+#[derive(Clone)]
 pub struct GatewayHandlers {
     flows: Arc<Flows>,
     /// Deadline of a request that sets none (the server's request timeout).
@@ -61,6 +63,15 @@ pub struct GatewayHandlers {
 impl GatewayHandlers {
     pub fn new(flows: Arc<Flows>, default_timeout: Duration) -> Self {
         Self { flows, default_timeout }
+    }
+
+    /// Checks a SummarizeMeeting config before any audio is read.
+    pub fn check_meeting_config(&self, config: &mmc_proto::gateway::v1::MeetingConfig) -> Result<(), Status> {
+        if config.title.chars().count() > MAX_TITLE_CHARS {
+            return Err(Status::invalid_argument(format!("title is over {MAX_TITLE_CHARS} characters")));
+        }
+        self.flows.prompts.resolve(&config.prompt_version).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(())
     }
 }
 
@@ -77,7 +88,8 @@ pub fn code_name(code: Code) -> String {
     name
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Result<(), GatewayError> {
+/// Bounds on user metadata (entries, key and value lengths).
+pub fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Result<(), GatewayError> {
     let (entries, key_len, value_len) = MAX_METADATA;
     if metadata.len() > entries {
         return Err(GatewayError::Invalid(format!("{field} has {} entries; the limit is {entries}", metadata.len())));
@@ -316,10 +328,7 @@ impl GatewayService for GatewayHandlers {
             Some(_) => return Err(Status::invalid_argument("the first message must be config (then audio chunks)")),
             None => return Err(Status::invalid_argument("empty stream: send config, then the recording")),
         };
-        if config.title.chars().count() > MAX_TITLE_CHARS {
-            return Err(Status::invalid_argument(format!("title is over {MAX_TITLE_CHARS} characters")));
-        }
-        self.flows.prompts.resolve(&config.prompt_version).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_meeting_config(&config)?;
         let (tx, rx) = mpsc::channel(64);
         let (audio_tx, audio_rx) = mpsc::channel(8);
         let flows = self.flows.clone();

@@ -71,6 +71,10 @@ struct Args {
     /// Largest audio file accepted by `POST /v1/audio/transcriptions`, in bytes.
     #[arg(long, env = "MMC_HTTP_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     http_max_upload_bytes: u64,
+    /// `max_tokens` of an HTTP chat completion that sets none (0 = the text-generation
+    /// service's default).
+    #[arg(long, env = "MMC_HTTP_DEFAULT_MAX_TOKENS", default_value_t = 0)]
+    http_default_max_tokens: u32,
 }
 
 fn main() -> ExitCode {
@@ -123,7 +127,8 @@ fn main() -> ExitCode {
         let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
         let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers));
         if let Some(addr) = http_listen {
-            let state = HttpState { flows, request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes };
+            let grpc = GatewayHandlers::new(flows.clone(), server.request_timeout());
+            let state = HttpState { flows, grpc, request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes, default_max_tokens: args.http_default_max_tokens };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }
         mmc_runtime::server::serve(&server, services, async { Ok(()) }).await

@@ -206,9 +206,12 @@ impl Flows {
     }
 
     /// `textgen.Chat` as a token stream (the caller relays tokens as they come). Opening
-    /// the stream is retried like the other stages: nothing has been generated yet.
+    /// the stream is retried like the other stages (nothing has been generated yet); the
+    /// generation may run until the request's deadline, not the per-stage timeout, since
+    /// its length is the client's choice (`max_tokens`).
     pub async fn chat_stream(&self, message: ChatRequest, deadline: Deadline) -> Result<tonic::Streaming<GenerateResponse>, GatewayError> {
-        let (stream, _) = stage("chat", &self.textgen, deadline, &self.policy, true, |ch, t| {
+        let policy = crate::upstream::StagePolicy { stage_timeout: deadline.remaining(), ..self.policy.clone() };
+        let (stream, _) = stage("chat", &self.textgen, deadline, &policy, true, |ch, t| {
             let message = message.clone();
             async move { TextGenServiceClient::new(ch).chat(request(message, t)).await }
         })

@@ -45,8 +45,19 @@ impl ApiError {
 
 impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
-        let code = e.code();
-        let message = e.to_string();
+        Self::from_code(e.code(), e.to_string())
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    /// For routes served by the gRPC handlers in-process (same validation, same messages).
+    fn from(s: tonic::Status) -> Self {
+        Self::from_code(s.code(), s.message().to_string())
+    }
+}
+
+impl ApiError {
+    fn from_code(code: Code, message: String) -> Self {
         let (status, kind, detail) = match code {
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
                 let detail = (message.contains("context window")).then_some("context_length_exceeded");

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Bytes,
     extract::{Multipart, State},
-    http::{header, StatusCode},
+    http::header,
     response::{
         sse::{Event as SseEvent, Sse},
         IntoResponse, Response,
@@ -33,19 +33,27 @@ use mmc_proto::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::{io::AsyncWriteExt, sync::mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 
-use super::error::ApiError;
+use super::{
+    error::ApiError,
+    upload::{bad_form, spool, Spooled},
+};
 use crate::{error::GatewayError, flows::Flows, upstream::Deadline};
 
 /// What the HTTP handlers share.
 pub struct HttpState {
     pub flows: Arc<Flows>,
+    /// The gRPC handlers, called in-process by the REST routes that mirror an RPC.
+    pub grpc: crate::handlers::GatewayHandlers,
     /// Deadline of each HTTP request (gRPC requests take theirs from `grpc-timeout`).
     pub request_timeout: Duration,
     /// Largest audio upload accepted by `/v1/audio/transcriptions`, in bytes.
     pub max_upload_bytes: u64,
+    /// `max_tokens` of a chat completion that sets none (0 = the text-generation
+    /// service's default).
+    pub default_max_tokens: u32,
 }
 
 /// Most inputs in one embeddings request (OpenAI's limit).
@@ -234,7 +242,7 @@ struct JsonSchemaFormat {
 }
 
 /// The request as the text-generation service takes it.
-fn chat_request(req: &ChatCompletionRequest) -> Result<ChatRequest, ApiError> {
+fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<ChatRequest, ApiError> {
     if req.n.unwrap_or(1) != 1 {
         return Err(ApiError::unsupported("n", "one choice per request (n = 1)"));
     }
@@ -312,7 +320,7 @@ fn chat_request(req: &ChatCompletionRequest) -> Result<ChatRequest, ApiError> {
                 repetition_penalty: req.repetition_penalty.unwrap_or(0.0),
                 seed: req.seed,
             }),
-            max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(0),
+            max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(default_max_tokens),
             stop,
             json_schema,
             overflow: OverflowPolicy::Reject as i32,
@@ -329,7 +337,7 @@ fn finish_reason(code: i32) -> &'static str {
 
 pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_json(&body)?;
-    let message = chat_request(&req)?;
+    let message = chat_request(&req, state.default_max_tokens)?;
     let deadline = Deadline::after(state.request_timeout);
     let mut upstream = state.flows.chat_stream(message, deadline).await?;
     let id = response_id("chatcmpl");
@@ -467,35 +475,15 @@ impl TranscriptFormat {
     }
 }
 
-/// Size of the chunks the spooled upload is streamed on in.
-const UPLOAD_CHUNK: usize = 256 * 1024;
-
 pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Response, ApiError> {
-    let bad_form = |e: axum::extract::multipart::MultipartError| ApiError::invalid("file", format!("the multipart body is not valid: {e}"));
     let mut format = TranscriptFormat::Json;
     let mut config = TranscribeConfig::default();
     let mut granularities: Vec<String> = Vec::new();
-    // The file is spooled to disk as it arrives (bounded memory whatever its size, any
-    // field order), then streamed on to the speech service.
-    let mut spool: Option<(tempfile::NamedTempFile, u64)> = None;
-    while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
+    let mut upload: Option<Spooled> = None;
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
-            let file = tempfile::NamedTempFile::new().map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
-            let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?);
-            let mut size = 0u64;
-            while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
-                size += chunk.len() as u64;
-                if size > state.max_upload_bytes {
-                    return Err(ApiError {
-                        status: StatusCode::PAYLOAD_TOO_LARGE,
-                        ..ApiError::invalid("file", format!("the file is larger than the limit of {} bytes", state.max_upload_bytes))
-                    });
-                }
-                out.write_all(&chunk).await.map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
-            }
-            out.flush().await.map_err(|e| GatewayError::Invalid(format!("cannot spool the upload: {e}")))?;
-            spool = Some((file, size));
+            upload = Some(spool(field, state.max_upload_bytes).await?);
             continue;
         }
         let value = field.text().await.map_err(bad_form)?;
@@ -523,10 +511,7 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multi
             _ => {}
         }
     }
-    let (file, size) = spool.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
-    if size == 0 {
-        return Err(ApiError::invalid("file", "the uploaded file is empty"));
-    }
+    let upload = upload.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
     for g in &granularities {
         match g.as_str() {
             "word" => config.word_timestamps = true,
@@ -538,31 +523,12 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multi
         return Err(ApiError::invalid("timestamp_granularities[]", "word timestamps need response_format verbose_json"));
     }
     config.formats = vec![format.rendered() as i32];
-    config.total_bytes = size;
-
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
-    let reader = file.reopen().map_err(|e| GatewayError::Invalid(format!("cannot read the spooled upload: {e}")))?;
-    let feeder = tokio::spawn(async move {
-        let _keep = file; // deleted when the upload has been sent
-        let mut reader = tokio::fs::File::from_std(reader);
-        let mut buf = vec![0u8; UPLOAD_CHUNK];
-        loop {
-            use tokio::io::AsyncReadExt;
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    config.total_bytes = upload.size;
+    let rx = upload.stream()?;
     let deadline = Deadline::after(state.request_timeout);
     let stream = state.flows.transcribe(config, rx, deadline).await?;
     let speech = state.flows.speech.clone();
     let results: Vec<_> = stream.collect::<Vec<_>>().await;
-    feeder.abort();
     let mut result = None;
     for message in results {
         let message = message.map_err(|s| ApiError::from(crate::upstream::failure("transcribe", &speech, s)))?;

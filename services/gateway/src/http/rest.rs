@@ -1,0 +1,337 @@
+//! The project's own REST routes: the gateway's flows for browsers, `curl` and the web UI.
+//! Routes that mirror an RPC call the gRPC handlers in-process (one validation, one set
+//! of messages); uploads come as multipart forms and are spooled like transcriptions;
+//! meeting progress is streamed as server-sent events.
+//!
+//! | route | RPC |
+//! |---|---|
+//! | `POST /v1/images` (multipart `file`..., `metadata` JSON object) | IndexImages |
+//! | `GET /v1/images?page_size&page_token` | ListImages |
+//! | `DELETE /v1/images/{image_id}` | DeleteImage |
+//! | `POST /v1/images/search` (JSON: `query` or `image_base64`, `top_k`, `score_threshold`, `filter`) | SearchImages |
+//! | `POST /v1/images/describe` (multipart `file`, `modes`) | DescribeImage |
+//! | `POST /v1/meetings` (multipart `file`, `title`, `language`, `prompt_version`) → SSE | SummarizeMeeting |
+//! | `GET /v1/meetings/{meeting_id}` | GetMeeting |
+//! | `POST /v1/meetings/{meeting_id}/ask` (JSON: `question`, `top_k`) | AskMeeting |
+
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Multipart, Path, Query, State},
+    response::{
+        sse::{Event as SseEvent, Sse},
+        IntoResponse, Response,
+    },
+    Json,
+};
+use base64::Engine as _;
+use mmc_proto::{
+    caption::v1::{CaptionMode, CaptionResponse},
+    common::v1::{Image, ModelInfo, Progress},
+    embed::v1::Label,
+    gateway::v1::{
+        gateway_service_server::GatewayService, search_images_request, summarize_meeting_response, AskMeetingRequest,
+        DeleteImageRequest, DescribeImageRequest, GetMeetingRequest, ImageRecord, ListImagesRequest, Meeting, MeetingConfig,
+        MeetingSummary, SearchImagesRequest,
+    },
+    speech::v1::{Segment, TranscribeConfig},
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{
+    error::ApiError,
+    openai::{parse_json, HttpState},
+    upload::{bad_form, spool},
+};
+use crate::{error::GatewayError, handlers::check_metadata, upstream::Deadline};
+
+/// Largest image accepted by the image routes, in bytes.
+const MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most images in one indexing form.
+const MAX_IMAGES_PER_FORM: usize = 64;
+
+// JSON views of the protobuf messages (field names as in the protos).
+
+fn model_json(m: &ModelInfo) -> Value {
+    json!({ "id": m.id, "family": m.family, "profile": m.profile, "revision": m.revision, "dimensions": m.dimensions })
+}
+
+fn label_json(l: &Label) -> Value {
+    json!({ "name": l.name, "probability": l.probability, "class_index": l.class_index })
+}
+
+fn image_json(r: &ImageRecord) -> Value {
+    json!({
+        "image_id": r.image_id, "content_hash": r.content_hash, "source_name": r.source_name, "caption": r.caption,
+        "labels": r.labels.iter().map(label_json).collect::<Vec<_>>(), "metadata": r.metadata,
+        "models": r.models.iter().map(model_json).collect::<Vec<_>>(), "indexed_at_unix_ms": r.indexed_at_unix_ms,
+    })
+}
+
+fn caption_json(c: &CaptionResponse) -> Value {
+    let mode = if c.mode == CaptionMode::Detailed as i32 { "detailed" } else { "alt_text" };
+    json!({
+        "mode": mode, "text": c.text, "confidence": c.confidence, "from_template": c.from_template, "attempts": c.attempts,
+        "evidence": c.evidence.iter().map(|e| json!({ "label": e.label, "probability": e.probability })).collect::<Vec<_>>(),
+    })
+}
+
+fn segment_json(s: &Segment) -> Value {
+    json!({ "id": s.id, "start_ms": s.start_ms, "end_ms": s.end_ms, "text": s.text.trim() })
+}
+
+fn progress_json(p: &Progress) -> Value {
+    json!({ "stage": p.stage, "done_units": p.done_units, "total_units": p.total_units, "unit": p.unit,
+            "fraction_done": p.fraction_done, "message": p.message })
+}
+
+fn summary_json(s: &MeetingSummary) -> Value {
+    let cited = |i: &mmc_proto::gateway::v1::CitedItem| json!({ "text": i.text, "segment_ids": i.segment_ids, "citation_verified": i.citation_verified });
+    json!({
+        "meeting_id": s.meeting_id, "summary": s.summary,
+        "key_points": s.key_points.iter().map(cited).collect::<Vec<_>>(),
+        "decisions": s.decisions.iter().map(cited).collect::<Vec<_>>(),
+        "action_items": s.action_items.iter().map(|a| {
+            let mut v = cited(&a.item.clone().unwrap_or_default());
+            v["owner"] = json!(a.owner);
+            v["due"] = json!(a.due);
+            v
+        }).collect::<Vec<_>>(),
+        "prompt_version": s.prompt_version,
+        "models": s.models.iter().map(model_json).collect::<Vec<_>>(),
+    })
+}
+
+fn meeting_json(m: &Meeting) -> Value {
+    json!({
+        "meeting_id": m.meeting_id, "title": m.title, "language": m.language, "audio_duration_ms": m.audio_duration_ms,
+        "created_at_unix_ms": m.created_at_unix_ms, "segments": m.segments.iter().map(segment_json).collect::<Vec<_>>(),
+        "summary": m.summary.as_ref().map(summary_json),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Images
+
+/// `POST /v1/images`: indexes each uploaded file (idempotent by content), in order.
+pub async fn index_images(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Json<Value>, ApiError> {
+    let mut metadata = BTreeMap::new();
+    let mut results = Vec::new();
+    let deadline = Deadline::after(state.request_timeout);
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        match field.name().unwrap_or_default() {
+            "metadata" => {
+                let text = field.text().await.map_err(bad_form)?;
+                metadata = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::invalid("metadata", format!("metadata must be a JSON object of strings: {e}")))?;
+                check_metadata(&metadata, "metadata")?;
+            }
+            "file" => {
+                if results.len() == MAX_IMAGES_PER_FORM {
+                    return Err(ApiError::invalid("file", format!("at most {MAX_IMAGES_PER_FORM} images per request")));
+                }
+                let upload = spool(field, MAX_IMAGE_BYTES).await?;
+                let image = Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name.clone() };
+                // One image's failure (corrupt, too large) is reported and the rest go on.
+                results.push(match state.flows.index_image(image, metadata.clone(), deadline).await {
+                    Ok(i) => json!({ "source_name": upload.name, "already_indexed": i.already_indexed,
+                                     "image": serde_json::to_value(&i.record).unwrap_or_default() }),
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        json!({ "source_name": upload.name, "error": e.body()["error"] })
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+    if results.is_empty() {
+        return Err(ApiError::invalid("file", "no file was uploaded (multipart field `file`, repeatable)"));
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// `GET /v1/images`: the index, oldest first, a page at a time.
+pub async fn list_images(State(state): State<Arc<HttpState>>, Query(p): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+    let page = state.grpc.list_images(tonic::Request::new(ListImagesRequest { page_size: p.page_size, page_token: p.page_token })).await?.into_inner();
+    Ok(Json(json!({ "images": page.images.iter().map(image_json).collect::<Vec<_>>(), "next_page_token": page.next_page_token })))
+}
+
+/// `DELETE /v1/images/{image_id}`.
+pub async fn delete_image(State(state): State<Arc<HttpState>>, Path(image_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = state.grpc.delete_image(tonic::Request::new(DeleteImageRequest { image_id: image_id.clone() })).await?.into_inner();
+    if !r.deleted {
+        return Err(GatewayError::NotFound(format!("no image with id {image_id:?}")).into());
+    }
+    Ok(Json(json!({ "image_id": image_id, "deleted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    query: Option<String>,
+    image_base64: Option<String>,
+    #[serde(default)]
+    top_k: u32,
+    /// Default: no threshold.
+    score_threshold: Option<f32>,
+    #[serde(default)]
+    filter: BTreeMap<String, String>,
+}
+
+/// `POST /v1/images/search`: by words (`query`) or by an image (`image_base64`).
+pub async fn search_images(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let b: SearchBody = parse_json(&body)?;
+    let query = match (b.query, b.image_base64) {
+        (Some(q), None) => search_images_request::Query::Text(q),
+        (None, Some(data)) => {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| ApiError::invalid("image_base64", format!("not base64: {e}")))?;
+            search_images_request::Query::Image(Image { data, mime_type: String::new(), source_name: "query".into() })
+        }
+        _ => return Err(ApiError::invalid("query", "give exactly one of query (words) and image_base64")),
+    };
+    let request = SearchImagesRequest {
+        query: Some(query),
+        top_k: b.top_k,
+        score_threshold: b.score_threshold.unwrap_or(-1.0),
+        metadata_filter: b.filter.into_iter().collect(),
+    };
+    let r = state.grpc.search_images(tonic::Request::new(request)).await?.into_inner();
+    let hits: Vec<Value> = r.hits.iter().map(|h| json!({ "score": h.score, "image": h.image.as_ref().map(image_json) })).collect();
+    Ok(Json(json!({ "hits": hits })))
+}
+
+/// `POST /v1/images/describe`: alt text and/or a detailed description of one image.
+pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Json<Value>, ApiError> {
+    let mut image = None;
+    let mut modes = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        match field.name().unwrap_or_default() {
+            "file" => {
+                let upload = spool(field, MAX_IMAGE_BYTES).await?;
+                image = Some(Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name });
+            }
+            "modes" | "modes[]" | "mode" => {
+                for m in field.text().await.map_err(bad_form)?.split(',') {
+                    modes.push(match m.trim() {
+                        "alt_text" => CaptionMode::AltText as i32,
+                        "detailed" => CaptionMode::Detailed as i32,
+                        other => return Err(ApiError::invalid("modes", format!("{other:?}: expected alt_text or detailed"))),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    let image = image.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
+    let r = state.grpc.describe_image(tonic::Request::new(DescribeImageRequest { image: Some(image), modes })).await?.into_inner();
+    Ok(Json(json!({ "captions": r.captions.iter().map(caption_json).collect::<Vec<_>>(), "labels": r.labels.iter().map(label_json).collect::<Vec<_>>() })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Meetings
+
+/// `POST /v1/meetings`: summarizes an uploaded recording; the response is a stream of
+/// server-sent events `progress`, `segment` (as the transcript is decoded), then one
+/// `summary` (or `error`).
+pub async fn create_meeting(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Response, ApiError> {
+    let mut config = MeetingConfig { transcription: Some(TranscribeConfig::default()), ..Default::default() };
+    let mut upload = None;
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            upload = Some(spool(field, state.max_upload_bytes).await?);
+            continue;
+        }
+        let value = field.text().await.map_err(bad_form)?;
+        match name.as_str() {
+            "title" => config.title = value,
+            "prompt_version" => config.prompt_version = value,
+            "language" => config.transcription.get_or_insert_default().language = value,
+            _ => {}
+        }
+    }
+    let upload = upload.ok_or_else(|| ApiError::invalid("file", "no recording was uploaded (multipart field `file`)"))?;
+    state.grpc.check_meeting_config(&config)?;
+    config.transcription.get_or_insert_default().total_bytes = upload.size;
+    let audio = upload.stream()?;
+    let (events_tx, mut events_rx) = mpsc::channel(64);
+    let (sse_tx, sse_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let flows = state.flows.clone();
+    let deadline = Deadline::after(state.request_timeout);
+    tokio::spawn(async move {
+        let run = flows.summarize_meeting(config, audio, deadline, &events_tx);
+        tokio::pin!(run);
+        let event = |name: &str, v: Value| SseEvent::default().event(name).data(v.to_string());
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                Some(message) = events_rx.recv() => {
+                    let out = match message {
+                        Ok(m) => match m.event {
+                            Some(summarize_meeting_response::Event::Progress(p)) => event("progress", progress_json(&p)),
+                            Some(summarize_meeting_response::Event::Segment(s)) => event("segment", segment_json(&s)),
+                            _ => continue,
+                        },
+                        Err(status) => event("error", ApiError::from(status).body()),
+                    };
+                    if sse_tx.send(Ok(out)).await.is_err() {
+                        return; // the client left: dropping `run` stops the flow
+                    }
+                }
+            }
+        };
+        // Events sent just before the flow ended.
+        while let Ok(Ok(m)) = events_rx.try_recv() {
+            let out = match m.event {
+                Some(summarize_meeting_response::Event::Progress(p)) => event("progress", progress_json(&p)),
+                Some(summarize_meeting_response::Event::Segment(s)) => event("segment", segment_json(&s)),
+                _ => continue,
+            };
+            let _ = sse_tx.send(Ok(out)).await;
+        }
+        let last = match result {
+            Ok(summary) => event("summary", summary_json(&summary)),
+            Err(e) => event("error", ApiError::from(e).body()),
+        };
+        let _ = sse_tx.send(Ok(last)).await;
+    });
+    Ok(Sse::new(ReceiverStream::new(sse_rx)).into_response())
+}
+
+/// `GET /v1/meetings/{meeting_id}`: transcript and summary.
+pub async fn get_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let m = state.grpc.get_meeting(tonic::Request::new(GetMeetingRequest { meeting_id })).await?.into_inner();
+    Ok(Json(meeting_json(&m)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskBody {
+    question: String,
+    #[serde(default)]
+    top_k: u32,
+}
+
+/// `POST /v1/meetings/{meeting_id}/ask`: an answer that cites the transcript, or "the
+/// meeting does not say".
+pub async fn ask_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let b: AskBody = parse_json(&body)?;
+    let r = state.grpc.ask_meeting(tonic::Request::new(AskMeetingRequest { meeting_id, question: b.question, top_k: b.top_k })).await?.into_inner();
+    let citations: Vec<Value> = r.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
+    Ok(Json(json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations })))
+}
