@@ -12,14 +12,9 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }
 
-/// A tool installed by `deploy/lint-tools.sh` (`$MMC_TOOLS_DIR/deploy-tools/bin`).
+/// A tool installed by `deploy/lint-tools.sh`.
 pub fn tool(name: &str) -> PathBuf {
-    let root = std::env::var_os("MMC_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mmc"));
-    let path = root.join("deploy-tools/bin").join(name);
-    assert!(path.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", path.display());
-    path
+    mmc_tests::deploy_tool(name)
 }
 
 /// Runs a command to completion, capturing its output.

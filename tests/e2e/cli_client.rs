@@ -3,9 +3,9 @@
 //! transcribe recorded speech to subtitles, summarize a recording and ask about it, all
 //! with `--json` parsed here; and the message a user gets when the cluster is not running.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use mmc_tests::{binary, models_dir, start_service, Service};
+use mmc_tests::{binary, models_dir, start_cluster};
 use serde_json::Value;
 
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
@@ -24,20 +24,10 @@ fn mmc_json(args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_runs_every_flow_against_a_live_cluster() {
-    let (embed, caption, speech, textgen): (Service, Service, Service, Service) = tokio::join!(
-        start_service("mmc-embed", &[], Duration::from_secs(90)),
-        start_service("mmc-caption", &[], Duration::from_secs(90)),
-        start_service("mmc-speech", &[], Duration::from_secs(90)),
-        start_service("mmc-textgen", &[], Duration::from_secs(90)),
-    );
     let data = tempfile::tempdir().unwrap();
-    let args = [
-        "--embed-endpoint", &embed.url, "--caption-endpoint", &caption.url, "--speech-endpoint", &speech.url,
-        "--textgen-endpoint", &textgen.url, "--data-dir", data.path().to_str().unwrap(),
-    ];
-    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    let (services, gateway) = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], data.path(), &[]).await;
     let gw = gateway.url.clone();
-    let sp = speech.url.clone();
+    let sp = services[2].url.clone();
 
     tokio::task::spawn_blocking(move || {
         let photos = models_dir().join("test-photos");

@@ -4,39 +4,22 @@
 //! progress, fetched and asked; every documented operation routed), then schemathesis
 //! generates requests from `/openapi.json` and none may get a 5xx.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
-use mmc_tests::{free_port_range, models_dir, start_service, Service};
+use mmc_tests::{deploy_tool as tool, free_port_range, models_dir, start_cluster};
 
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
 
-fn tool(name: &str) -> std::path::PathBuf {
-    let root = std::env::var_os("MMC_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mmc"));
-    let path = root.join("deploy-tools/bin").join(name);
-    assert!(path.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", path.display());
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rest_routes_and_the_openapi_document_hold_up() {
-    let (embed, caption, speech, textgen): (Service, Service, Service, Service) = tokio::join!(
-        start_service("mmc-embed", &[], Duration::from_secs(90)),
-        start_service("mmc-caption", &[], Duration::from_secs(90)),
-        start_service("mmc-speech", &[], Duration::from_secs(90)),
-        start_service("mmc-textgen", &[], Duration::from_secs(90)),
-    );
     let data = tempfile::tempdir().unwrap();
     let http_addr = format!("127.0.0.1:{}", free_port_range(1));
-    let args = [
-        "--embed-endpoint", &embed.url, "--caption-endpoint", &caption.url, "--speech-endpoint", &speech.url,
-        "--textgen-endpoint", &textgen.url, "--data-dir", data.path().to_str().unwrap(), "--http-listen", &http_addr,
-        "--http-max-upload-bytes", "50000000",
+    let gateway_args = [
+        "--http-listen", &http_addr, "--http-max-upload-bytes", "50000000",
         // Generated chats that set no max_tokens stay short (the property is "no 5xx", not length).
         "--http-default-max-tokens", "24",
     ];
-    let _gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], data.path(), &gateway_args).await;
     let base = format!("http://{http_addr}");
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/http_api_check.py");

@@ -6,21 +6,12 @@
 
 use std::{process::Command, time::Duration};
 
-use mmc_tests::{free_port_range, http_get, start_service, Service};
+use mmc_tests::{deploy_tool, free_port_range, http_get, start_cluster};
 
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
 /// Words of the clip's human transcript ("he was not an ill disposed young man") that
 /// tiny.en gets right ("ill disposed" it hears as "old-sposed").
 const CLIP_WORDS: &str = "was not young man";
-
-fn python() -> std::path::PathBuf {
-    let root = std::env::var_os("MMC_TOOLS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mmc"));
-    let python = root.join("deploy-tools/bin/python");
-    assert!(python.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", python.display());
-    python
-}
 
 /// A raw HTTP/1.1 request on loopback; returns (status, body).
 fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
@@ -47,24 +38,15 @@ fn error_of(body: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_openai_client_works_against_the_gateway() {
-    let (speech, textgen, embed): (Service, Service, Service) = tokio::join!(
-        start_service("mmc-speech", &[], Duration::from_secs(60)),
-        start_service("mmc-textgen", &[], Duration::from_secs(60)),
-        start_service("mmc-embed", &[], Duration::from_secs(60)),
-    );
     let data = tempfile::tempdir().unwrap();
     let http_addr = format!("127.0.0.1:{}", free_port_range(1));
-    let args = [
-        "--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url,
-        "--data-dir", data.path().to_str().unwrap(), "--http-listen", &http_addr,
-        "--http-max-upload-bytes", "2000000",
-    ];
-    let _gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    let gateway_args = ["--http-listen", &http_addr, "--http-max-upload-bytes", "2000000"];
+    let _cluster = start_cluster(&["mmc-speech", "mmc-textgen", "mmc-embed"], data.path(), &gateway_args).await;
 
     // The official client: every endpoint, every transcription format, streaming, schemas, errors.
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/openai_client_check.py");
     let base = format!("http://{http_addr}/v1");
-    let out = tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args([&base, CLIP, CLIP_WORDS]).output().unwrap())
+    let out = tokio::task::spawn_blocking(move || Command::new(deploy_tool("python")).arg(script).args([&base, CLIP, CLIP_WORDS]).output().unwrap())
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -225,3 +225,29 @@ pub fn startup_error_without_models(name: &str) -> String {
 pub fn models_dir() -> PathBuf {
     std::env::var_os("MMC_MODELS_DIR").map(Into::into).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
+
+/// A tool installed by `deploy/lint-tools.sh` (`$MMC_TOOLS_DIR/deploy-tools/bin`: kubectl,
+/// kubernetes-validate, hadolint, schemathesis, and `python` with openai, requests, PyYAML).
+pub fn deploy_tool(name: &str) -> PathBuf {
+    let root = std::env::var_os("MMC_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mmc"));
+    let path = root.join("deploy-tools/bin").join(name);
+    assert!(path.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", path.display());
+    path
+}
+
+/// Starts the named model services (`mmc-embed`...) concurrently, each on free ports, and
+/// then a gateway wired to them (its data in `data_dir`, `gateway_args` added).
+pub async fn start_cluster(models: &[&str], data_dir: &std::path::Path, gateway_args: &[&str]) -> (Vec<Service>, Service) {
+    let services = futures::future::join_all(models.iter().map(|m| start_service(m, &[], Duration::from_secs(90)))).await;
+    let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.to_str().expect("utf-8 path").into()];
+    for (name, s) in models.iter().zip(&services) {
+        let flag = format!("--{}-endpoint", name.trim_start_matches("mmc-"));
+        args.extend([flag, s.url.clone()]);
+    }
+    args.extend(gateway_args.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    (services, gateway)
+}

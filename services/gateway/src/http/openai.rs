@@ -38,7 +38,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 
 use super::{
     error::ApiError,
-    upload::{bad_form, spool, Spooled},
+    upload::{read_form, Form},
 };
 use crate::{error::GatewayError, flows::Flows, upstream::Deadline};
 
@@ -475,18 +475,12 @@ impl TranscriptFormat {
     }
 }
 
-pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Response, ApiError> {
+pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart) -> Result<Response, ApiError> {
     let mut format = TranscriptFormat::Json;
     let mut config = TranscribeConfig::default();
     let mut granularities: Vec<String> = Vec::new();
-    let mut upload: Option<Spooled> = None;
-    while let Some(field) = form.next_field().await.map_err(bad_form)? {
-        let name = field.name().unwrap_or_default().to_string();
-        if name == "file" {
-            upload = Some(spool(field, state.max_upload_bytes).await?);
-            continue;
-        }
-        let value = field.text().await.map_err(bad_form)?;
+    let Form { file: upload, fields } = read_form(form, state.max_upload_bytes, "file").await?;
+    for (name, value) in fields {
         match name.as_str() {
             "model" => {
                 // OpenAI's name for its Whisper means "the default model".
@@ -511,7 +505,6 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, mut form: Multi
             _ => {}
         }
     }
-    let upload = upload.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
     for g in &granularities {
         match g.as_str() {
             "word" => config.word_timestamps = true,

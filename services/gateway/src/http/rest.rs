@@ -45,7 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     error::ApiError,
     openai::{parse_json, HttpState},
-    upload::{bad_form, spool},
+    upload::{bad_form, read_form, spool, Form},
 };
 use crate::{error::GatewayError, handlers::check_metadata, upstream::Deadline};
 
@@ -248,16 +248,10 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
 /// `POST /v1/meetings`: summarizes an uploaded recording; the response is a stream of
 /// server-sent events `progress`, `segment` (as the transcript is decoded), then one
 /// `summary` (or `error`).
-pub async fn create_meeting(State(state): State<Arc<HttpState>>, mut form: Multipart) -> Result<Response, ApiError> {
+pub async fn create_meeting(State(state): State<Arc<HttpState>>, form: Multipart) -> Result<Response, ApiError> {
     let mut config = MeetingConfig { transcription: Some(TranscribeConfig::default()), ..Default::default() };
-    let mut upload = None;
-    while let Some(field) = form.next_field().await.map_err(bad_form)? {
-        let name = field.name().unwrap_or_default().to_string();
-        if name == "file" {
-            upload = Some(spool(field, state.max_upload_bytes).await?);
-            continue;
-        }
-        let value = field.text().await.map_err(bad_form)?;
+    let Form { file: upload, fields } = read_form(form, state.max_upload_bytes, "recording").await?;
+    for (name, value) in fields {
         match name.as_str() {
             "title" => config.title = value,
             "prompt_version" => config.prompt_version = value,
@@ -265,7 +259,6 @@ pub async fn create_meeting(State(state): State<Arc<HttpState>>, mut form: Multi
             _ => {}
         }
     }
-    let upload = upload.ok_or_else(|| ApiError::invalid("file", "no recording was uploaded (multipart field `file`)"))?;
     state.grpc.check_meeting_config(&config)?;
     config.transcription.get_or_insert_default().total_bytes = upload.size;
     let audio = upload.stream()?;

@@ -81,3 +81,26 @@ impl Spooled {
         Ok(rx)
     }
 }
+
+/// A form of one uploaded `file` and text fields (in order; repeated names kept).
+pub struct Form {
+    pub file: Spooled,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Reads a multipart form: the `file` field spooled (≤ `limit` bytes), the others as text.
+/// 400 naming `what` when no file came.
+pub async fn read_form(mut form: axum::extract::Multipart, limit: u64, what: &str) -> Result<Form, ApiError> {
+    let mut file = None;
+    let mut fields = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            file = Some(spool(field, limit).await?);
+        } else {
+            fields.push((name, field.text().await.map_err(bad_form)?));
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::invalid("file", format!("no {what} was uploaded (multipart field `file`)")))?;
+    Ok(Form { file, fields })
+}
