@@ -13,9 +13,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// A tool installed by `deploy/lint-tools.sh`.
-pub fn tool(name: &str) -> PathBuf {
-    mmc_tests::deploy_tool(name)
-}
+pub use mmc_tests::deploy_tool as tool;
 
 /// Runs a command to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {

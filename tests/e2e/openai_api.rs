@@ -6,26 +6,16 @@
 
 use std::{process::Command, time::Duration};
 
-use mmc_tests::{deploy_tool, free_port_range, http_get, start_cluster};
+use mmc_tests::{deploy_tool, free_port_range, http_get, http_request, start_cluster};
 
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
 /// Words of the clip's human transcript ("he was not an ill disposed young man") that
 /// tiny.en gets right ("ill disposed" it hears as "old-sposed").
 const CLIP_WORDS: &str = "was not young man";
 
-/// A raw HTTP/1.1 request on loopback; returns (status, body).
+/// `mmc_tests::http_request` with a timeout long enough for model work.
 fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    http_request(addr, method, path, content_type, body, Duration::from_secs(120)).unwrap()
 }
 
 /// The `error` object of an OpenAI-shaped error body (chunked framing tolerated).

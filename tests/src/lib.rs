@@ -135,12 +135,25 @@ pub fn sha256_file(path: &std::path::Path) -> String {
 
 /// `GET http://{addr}{path}` over a plain socket; returns (status code, body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, "text/plain", b"", Duration::from_secs(10))
+}
+
+/// A raw HTTP/1.1 request on loopback (no client library: the test sees exactly what the
+/// server sends); returns (status, body).
+pub fn http_request(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    // A server may close while the body is still being sent (an upload over its limit).
+    let _ = stream.read_to_end(&mut raw);
+    let response = String::from_utf8_lossy(&raw).into_owned();
     let status = response
         .split_whitespace()
         .nth(1)

@@ -116,13 +116,15 @@ impl EmbedCore {
                     cfg.models_dir.display()
                 )));
             }
+            // One device (one CUDA context) for both encoders.
             let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
             let encoder = TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?;
             encoder.embed(&["warm-up".to_string()])?;
-            Ok(encoder)
+            Ok((encoder, device))
         })
         .await
         .map_err(|e| EngineError::Load(e.to_string()))??;
+        let (encoder, device) = encoder;
         let encoder = Arc::new(encoder);
         let engine = encoder.clone();
         let batcher = Batcher::spawn(
@@ -136,12 +138,12 @@ impl EmbedCore {
         );
         tracing::info!(model = %encoder.model_id().id, revision = %encoder.model_id().revision, "text encoder ready");
         let _ = self.text.set(TextPath { encoder: encoder.clone(), batcher });
-        self.load_image_path(encoder).await
+        self.load_image_path(encoder, device).await
     }
 
     /// Loads the classifier and embeds the class sentences with the text encoder (once;
     /// about 3 s for 1000 classes on 2 cores).
-    async fn load_image_path(&self, text: Arc<TextEncoder>) -> Result<(), EngineError> {
+    async fn load_image_path(&self, text: Arc<TextEncoder>, device: candle_core::Device) -> Result<(), EngineError> {
         let cfg = self.config.clone();
         let (model, id, names, class_embeddings) = tokio::task::spawn_blocking(move || {
             let dir = cfg.models_dir.join(&cfg.image_model);
@@ -153,7 +155,6 @@ impl EmbedCore {
                     cfg.models_dir.display()
                 )));
             }
-            let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
             let model = EfficientNetLite0::load_file(&weights, &device)?;
             model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
             let labels: Vec<&str> = mmc_models::labels::imagenet_1k();

@@ -125,10 +125,9 @@ fn main() -> ExitCode {
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
         let flows = Arc::new(flows);
         let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
-        let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers));
+        let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers.clone()));
         if let Some(addr) = http_listen {
-            let grpc = GatewayHandlers::new(flows.clone(), server.request_timeout());
-            let state = HttpState { flows, grpc, request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes, default_max_tokens: args.http_default_max_tokens };
+            let state = HttpState { flows, grpc: handlers.clone(), request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes, default_max_tokens: args.http_default_max_tokens };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }
         mmc_runtime::server::serve(&server, services, async { Ok(()) }).await

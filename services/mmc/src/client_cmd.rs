@@ -28,6 +28,7 @@ use mmc_proto::{
     },
 };
 use serde_json::{json, Value};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 /// Upload message size (audio and images are streamed in pieces of this size).
@@ -82,6 +83,34 @@ impl ProgressLine {
             eprint!("\r\x1b[2K");
         }
     }
+}
+
+/// A recording's size and its bytes as a stream of [`CHUNK`]-sized pieces, read from disk
+/// as they are sent (memory stays bounded for hour-long recordings).
+fn file_chunks(path: &PathBuf) -> anyhow::Result<(u64, tokio_stream::wrappers::ReceiverStream<Vec<u8>>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let size = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let name = path.display().to_string();
+    tokio::task::spawn_blocking(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(buf).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                // The upload ends short; the service then reports the audio as truncated.
+                eprintln!("mmc: reading {name}: {e}");
+                break;
+            }
+        }
+    });
+    Ok((size, tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 fn read_image(path: &PathBuf) -> anyhow::Result<Image> {
@@ -327,7 +356,7 @@ pub struct TranscribeArgs {
 }
 
 pub async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
-    let audio = std::fs::read(&args.audio).with_context(|| format!("reading {}", args.audio.display()))?;
+    let (size, audio) = file_chunks(&args.audio)?;
     let channel = reach(&args.speech, "speech service", "--speech", "MMC_SPEECH_ENDPOINT").await?;
     let format = match args.format {
         TranscriptFormat::Text => OutputFormat::Text,
@@ -339,12 +368,12 @@ pub async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
         language: args.language.unwrap_or_default(),
         word_timestamps: args.words,
         formats: vec![format as i32],
-        total_bytes: audio.len() as u64,
+        total_bytes: size,
         ..Default::default()
     };
-    let mut requests = vec![TranscribeRequest { payload: Some(transcribe_request::Payload::Config(config)) }];
-    requests.extend(audio.chunks(CHUNK).map(|c| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(c.to_vec())) }));
-    let mut events = SpeechServiceClient::new(channel).transcribe(tokio_stream::iter(requests)).await?.into_inner();
+    let requests = tokio_stream::once(TranscribeRequest { payload: Some(transcribe_request::Payload::Config(config)) })
+        .chain(audio.map(|c| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(c)) }));
+    let mut events = SpeechServiceClient::new(channel).transcribe(requests).await?.into_inner();
     let progress = ProgressLine::new();
     let mut result = None;
     while let Some(message) = events.message().await? {
@@ -390,16 +419,16 @@ fn at(ms: i64) -> String {
 }
 
 pub async fn summarize(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
-    let audio = std::fs::read(&args.audio).with_context(|| format!("reading {}", args.audio.display()))?;
+    let (size, audio) = file_chunks(&args.audio)?;
     let mut client = gateway(&args.opts).await?;
     let config = MeetingConfig {
         title: args.title.clone(),
-        transcription: Some(TranscribeConfig { language: args.language.unwrap_or_default(), total_bytes: audio.len() as u64, ..Default::default() }),
+        transcription: Some(TranscribeConfig { language: args.language.unwrap_or_default(), total_bytes: size, ..Default::default() }),
         prompt_version: args.prompt_version.clone(),
     };
-    let mut requests = vec![SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) }];
-    requests.extend(audio.chunks(CHUNK).map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c.to_vec())) }));
-    let mut events = client.summarize_meeting(tokio_stream::iter(requests)).await?.into_inner();
+    let requests = tokio_stream::once(SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) })
+        .chain(audio.map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c)) }));
+    let mut events = client.summarize_meeting(requests).await?.into_inner();
     let progress = ProgressLine::new();
     let mut segments = Vec::new();
     let mut summary = None;

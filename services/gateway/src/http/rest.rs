@@ -33,14 +33,14 @@ use mmc_proto::{
     gateway::v1::{
         gateway_service_server::GatewayService, search_images_request, summarize_meeting_response, AskMeetingRequest,
         DeleteImageRequest, DescribeImageRequest, GetMeetingRequest, ImageRecord, ListImagesRequest, Meeting, MeetingConfig,
-        MeetingSummary, SearchImagesRequest,
+        MeetingSummary, SearchImagesRequest, SummarizeMeetingResponse,
     },
     speech::v1::{Segment, TranscribeConfig},
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 
 use super::{
     error::ApiError,
@@ -262,48 +262,31 @@ pub async fn create_meeting(State(state): State<Arc<HttpState>>, form: Multipart
     state.grpc.check_meeting_config(&config)?;
     config.transcription.get_or_insert_default().total_bytes = upload.size;
     let audio = upload.stream()?;
-    let (events_tx, mut events_rx) = mpsc::channel(64);
-    let (sse_tx, sse_rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    // The flow sends progress and segments into `tx`, then its result follows; when the
+    // client leaves, the stream is dropped, the flow's next send fails and it stops.
+    let (tx, rx) = mpsc::channel(64);
     let flows = state.flows.clone();
     let deadline = Deadline::after(state.request_timeout);
     tokio::spawn(async move {
-        let run = flows.summarize_meeting(config, audio, deadline, &events_tx);
-        tokio::pin!(run);
-        let event = |name: &str, v: Value| SseEvent::default().event(name).data(v.to_string());
-        let result = loop {
-            tokio::select! {
-                result = &mut run => break result,
-                Some(message) = events_rx.recv() => {
-                    let out = match message {
-                        Ok(m) => match m.event {
-                            Some(summarize_meeting_response::Event::Progress(p)) => event("progress", progress_json(&p)),
-                            Some(summarize_meeting_response::Event::Segment(s)) => event("segment", segment_json(&s)),
-                            _ => continue,
-                        },
-                        Err(status) => event("error", ApiError::from(status).body()),
-                    };
-                    if sse_tx.send(Ok(out)).await.is_err() {
-                        return; // the client left: dropping `run` stops the flow
-                    }
-                }
-            }
-        };
-        // Events sent just before the flow ended.
-        while let Ok(Ok(m)) = events_rx.try_recv() {
-            let out = match m.event {
-                Some(summarize_meeting_response::Event::Progress(p)) => event("progress", progress_json(&p)),
-                Some(summarize_meeting_response::Event::Segment(s)) => event("segment", segment_json(&s)),
-                _ => continue,
-            };
-            let _ = sse_tx.send(Ok(out)).await;
-        }
-        let last = match result {
-            Ok(summary) => event("summary", summary_json(&summary)),
-            Err(e) => event("error", ApiError::from(e).body()),
-        };
-        let _ = sse_tx.send(Ok(last)).await;
+        let result = flows.summarize_meeting(config, audio, deadline, &tx).await;
+        let last = result
+            .map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) })
+            .map_err(GatewayError::into_status);
+        let _ = tx.send(last).await;
     });
-    Ok(Sse::new(ReceiverStream::new(sse_rx)).into_response())
+    let event = |name: &str, v: Value| SseEvent::default().event(name).data(v.to_string());
+    let events = ReceiverStream::new(rx).filter_map(move |message| {
+        let out = match message {
+            Ok(m) => match m.event? {
+                summarize_meeting_response::Event::Progress(p) => event("progress", progress_json(&p)),
+                summarize_meeting_response::Event::Segment(s) => event("segment", segment_json(&s)),
+                summarize_meeting_response::Event::Summary(s) => event("summary", summary_json(&s)),
+            },
+            Err(status) => event("error", ApiError::from(status).body()),
+        };
+        Some(Ok::<_, Infallible>(out))
+    });
+    Ok(Sse::new(events).into_response())
 }
 
 /// `GET /v1/meetings/{meeting_id}`: transcript and summary.
