@@ -135,6 +135,8 @@ impl SpeechCore {
         tokio::task::spawn_blocking(move || -> Result<(), CoreError> {
             let c = &me.config;
             let started = Instant::now();
+            // whisper.cpp, not candle, runs here: whether it has CUDA is this crate's own
+            // `cuda` feature (which does not pull candle's kernels in).
             let gpu = c.device.gpu_ordinal();
             if gpu.is_some() && !cfg!(feature = "cuda") {
                 return Err(mmc_models::device::DeviceError::NotCompiled(c.device).into());
