@@ -33,5 +33,5 @@ for _ in $(seq 1 600); do
 done
 MMC_GATEWAY_ENDPOINT="http://127.0.0.1:$((base + 4))" MMC_TEXTGEN_ENDPOINT="http://127.0.0.1:$((base + 3))" \
   ./target/release/mmc demo || echo "[run] demo failed" >&2
-echo "[run] cluster running; Ctrl-C to stop" >&2
+echo "[run] cluster running; web UI at http://127.0.0.1:${MMC_HTTP_PORT:-8080}/ ; Ctrl-C to stop" >&2
 wait $up

@@ -6,9 +6,9 @@
 #         a C toolchain (gcc, g++, make) for -sys crates, CMake for whisper.cpp.
 #
 #   bash deploy/setup.sh          # what building and running needs (+ espeak-ng for the demo meeting)
-#   bash deploy/setup.sh --test   # plus what the tests use: deploy/lint-tools.sh, sox (synthetic
+#   bash deploy/setup.sh --test   # plus what the tests use: deploy/test-tools.sh, sox (synthetic
 #                                 # speech, audio formats), pocketsphinx-testdata (real
-#                                 # recorded speech with transcripts)
+#                                 # recorded speech with transcripts), chromium (web UI)
 # protoc is NOT needed (vendored by the build).
 set -euo pipefail
 
@@ -35,6 +35,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   [ -e /usr/lib/x86_64-linux-gnu/sox/libsox_fmt_mp3.so ] || [ -n "$(ls /usr/lib/*/sox/libsox_fmt_mp3.so 2>/dev/null)" ] || missing+=(libsox-fmt-mp3)
   [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
+  # The web UI checks (tests/e2e/web_ui.rs) drive Debian's Chromium; a font renders the pages.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -n "$(fc-list 2>/dev/null | head -1)" ] || missing+=(fonts-dejavu-core)
 fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 
@@ -64,5 +67,5 @@ fi
 
 # The deployment checks (tests/deploy): kubectl/kustomize, kubernetes-validate, hadolint.
 if [ "${1:-}" = "--test" ]; then
-  bash "$(dirname "$0")/lint-tools.sh"
+  bash "$(dirname "$0")/test-tools.sh"
 fi

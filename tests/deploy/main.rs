@@ -4,7 +4,7 @@
 //!
 //! "The code" is read from the code itself: each binary's `--help` (every option lists its
 //! `MMC_*` variable and default) and the built-in model manifest. Tools (kubectl with
-//! kustomize, kubernetes-validate, hadolint, PyYAML) come from `deploy/lint-tools.sh`,
+//! kustomize, kubernetes-validate, hadolint, PyYAML) come from `deploy/test-tools.sh`,
 //! which `deploy/setup.sh --test` runs. Nothing here needs a container engine or a
 //! cluster; what that leaves unchecked is listed in docs/deploy.md.
 

@@ -12,7 +12,7 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }
 
-/// A tool installed by `deploy/lint-tools.sh`.
+/// A tool installed by `deploy/test-tools.sh`.
 pub use mmc_tests::deploy_tool as tool;
 
 /// Runs a command to completion, capturing its output.

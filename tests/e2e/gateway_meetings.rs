@@ -2,55 +2,19 @@
 //! `mmc-embed` and `mmc-gateway` processes, and a meeting recording synthesized with
 //! espeak-ng in several voices from a script with known decisions and action items.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event,
     AskMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{start_service, Service};
+use mmc_tests::{start_service, synthesize_meeting, Service};
 use tonic::{transport::Channel, Code};
 
-/// The meeting: (voice, line). Three decisions, three action items with named owners.
-/// (Not the demo's meeting: the flow must not be tuned to one script.)
-const SCRIPT: [(&str, &str); 8] = [
-    ("en-gb", "Hello everyone, thanks for joining the budget review."),
-    ("en-us", "We agreed to reduce the marketing budget by ten percent."),
-    ("en-gb", "Laura will send the revised budget to finance on Monday."),
-    ("en-us+f3", "The team decided to delay the office move until June."),
-    ("en-us", "Kevin will book the conference room for the workshop."),
-    ("en-gb", "We decided to stop the print advertising campaign."),
-    ("en-us+f3", "Olivia will prepare the sales report by Thursday."),
-    ("en-us", "That is all for today, thank you."),
-];
-
-/// The decisions' key words, and the action items' owners and key words.
+/// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
 const DECISIONS: [&[&str]; 3] = [&["marketing", "budget"], &["office", "move"], &["print", "advertising"]];
 const ACTIONS: [(&str, &[&str]); 3] = [("Laura", &["revised", "budget"]), ("Kevin", &["conference", "room"]), ("Olivia", &["sales", "report"])];
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run.sh installs espeak-ng and sox)"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The script spoken line by line in its voices, 0.6 s apart, as one 16 kHz WAV.
-fn synthesize(dir: &Path) -> Vec<u8> {
-    let mut parts = Vec::new();
-    let gap = dir.join("gap.wav");
-    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "0.6"]));
-    for (i, (voice, line)) in SCRIPT.iter().enumerate() {
-        let raw = dir.join(format!("line{i}.wav"));
-        run(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&raw).arg(line));
-        let resampled = dir.join(format!("line{i}-16k.wav"));
-        run(Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&resampled));
-        parts.push(resampled);
-        parts.push(gap.clone());
-    }
-    let joined = dir.join("meeting.wav");
-    run(Command::new("sox").args(&parts).arg(&joined));
-    std::fs::read(joined).unwrap()
-}
 
 fn has_all(text: &str, words: &[&str]) -> bool {
     let text = text.to_lowercase();
@@ -92,7 +56,7 @@ async fn start_all(data: &Path) -> (Service, Service, Service, Service) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let audio = synthesize(dir.path());
+    let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
     let (_speech, _textgen, _embed, gateway) = start_all(&dir.path().join("data")).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
 

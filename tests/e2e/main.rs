@@ -15,3 +15,4 @@ mod openai_api;
 mod otlp_export;
 mod speech_service;
 mod textgen_service;
+mod web_ui;

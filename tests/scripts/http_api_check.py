@@ -72,6 +72,12 @@ check([r.get("source_name") for r in indexed] == ["cat.png", "coffee.png", "brok
 check(all("image" in r for r in indexed[:2]) and "error" in indexed[2], f"index: {indexed}")
 check(indexed[2]["error"]["type"] == "invalid_request_error", f"corrupt image error: {indexed[2]}")
 cat_id = indexed[0]["image"]["image_id"]
+# A thumbnail per indexed image: a JPEG of at most 384 pixels a side, cacheable for good.
+thumb = http.get(indexed[0]["image"]["thumbnail_url"])
+check(thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg", f"thumbnail: {thumb.status_code} {thumb.headers}")
+check(thumb.content[:3] == b"\xff\xd8\xff" and 1000 < len(thumb.content) < 100_000, f"thumbnail: {len(thumb.content)} bytes")
+check("immutable" in thumb.headers["cache-control"], f"thumbnail caching: {thumb.headers}")
+error(http.get("/v1/images/img-nope/thumbnail"), 404)
 again = ok(http.post("/v1/images", files=files[:1]))["results"]
 check(again[0]["already_indexed"] is True, f"re-upload: {again}")
 
@@ -119,4 +125,5 @@ report["meeting"] = {"events": len(events), "segments": len(meeting["segments"])
 # Delete; a second delete is 404.
 check(ok(http.delete(f"/v1/images/{cat_id}"))["deleted"] is True, "delete")
 error(http.delete(f"/v1/images/{cat_id}"), 404)
+error(http.get(f"/v1/images/{cat_id}/thumbnail"), 404)
 print(json.dumps(report))

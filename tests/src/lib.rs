@@ -239,14 +239,14 @@ pub fn models_dir() -> PathBuf {
     std::env::var_os("MMC_MODELS_DIR").map(Into::into).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
 
-/// A tool installed by `deploy/lint-tools.sh` (`$MMC_TOOLS_DIR/deploy-tools/bin`: kubectl,
+/// A tool installed by `deploy/test-tools.sh` (`$MMC_TOOLS_DIR/deploy-tools/bin`: kubectl,
 /// kubernetes-validate, hadolint, schemathesis, and `python` with openai, requests, PyYAML).
 pub fn deploy_tool(name: &str) -> PathBuf {
     let root = std::env::var_os("MMC_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mmc"));
     let path = root.join("deploy-tools/bin").join(name);
-    assert!(path.exists(), "{} is missing: run `bash deploy/lint-tools.sh` (deploy/setup.sh --test runs it)", path.display());
+    assert!(path.exists(), "{} is missing: run `bash deploy/test-tools.sh` (deploy/setup.sh --test runs it)", path.display());
     path
 }
 
@@ -263,4 +263,42 @@ pub async fn start_cluster(models: &[&str], data_dir: &std::path::Path, gateway_
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
     (services, gateway)
+}
+
+/// The test meeting, shared by the gRPC and web UI tests: (voice, line). Three
+/// decisions, three action items with named owners. (Not the demo's meeting: the flow
+/// must not be tuned to one script.)
+pub const MEETING_SCRIPT: [(&str, &str); 8] = [
+    ("en-gb", "Hello everyone, thanks for joining the budget review."),
+    ("en-us", "We agreed to reduce the marketing budget by ten percent."),
+    ("en-gb", "Laura will send the revised budget to finance on Monday."),
+    ("en-us+f3", "The team decided to delay the office move until June."),
+    ("en-us", "Kevin will book the conference room for the workshop."),
+    ("en-gb", "We decided to stop the print advertising campaign."),
+    ("en-us+f3", "Olivia will prepare the sales report by Thursday."),
+    ("en-us", "That is all for today, thank you."),
+];
+
+fn run_tool(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run.sh installs espeak-ng and sox)"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// [`MEETING_SCRIPT`] spoken line by line in its voices, 0.6 s apart, as one 16 kHz WAV
+/// in `dir` (espeak-ng and sox, which `deploy/setup.sh --test` installs).
+pub fn synthesize_meeting(dir: &Path) -> PathBuf {
+    let mut parts = Vec::new();
+    let gap = dir.join("gap.wav");
+    run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "0.6"]));
+    for (i, (voice, line)) in MEETING_SCRIPT.iter().enumerate() {
+        let raw = dir.join(format!("line{i}.wav"));
+        run_tool(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&raw).arg(line));
+        let resampled = dir.join(format!("line{i}-16k.wav"));
+        run_tool(Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&resampled));
+        parts.push(resampled);
+        parts.push(gap.clone());
+    }
+    let joined = dir.join("meeting.wav");
+    run_tool(Command::new("sox").args(&parts).arg(&joined));
+    joined
 }

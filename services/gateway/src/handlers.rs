@@ -285,8 +285,7 @@ impl GatewayService for GatewayHandlers {
         if id.is_empty() {
             return Err(Status::invalid_argument("image_id is empty"));
         }
-        let deleted = self.flows.store.delete(&id).await.map_err(|e| GatewayError::from(e).into_status())?;
-        metrics::gauge!("mmc_gateway_indexed_images").set(self.flows.store.count() as f64);
+        let deleted = self.flows.delete_image(&id).await.map_err(GatewayError::into_status)?;
         Ok(Response::new(DeleteImageResponse { deleted }))
     }
 

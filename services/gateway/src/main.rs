@@ -7,7 +7,7 @@ use clap::Parser;
 use mmc_gateway::{
     flows::{meeting::MeetingSettings, prompts::PromptLibrary, Flows},
     handlers::GatewayHandlers,
-    store::{embedded::EmbeddedStore, meetings::MeetingStore, Fusion},
+    store::{embedded::EmbeddedStore, meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion},
     upstream::{StagePolicy, Upstream},
 };
 use mmc_gateway::http::openai::HttpState;
@@ -110,6 +110,7 @@ fn main() -> ExitCode {
             speech: Upstream::connect("speech", &args.speech_endpoint).context("--speech-endpoint")?,
             textgen: Upstream::connect("textgen", &args.textgen_endpoint).context("--textgen-endpoint")?,
             store: Arc::new(store),
+            thumbnails: ThumbnailStore::open(&args.data_dir.join("images")).context("opening the thumbnails")?,
             policy: StagePolicy {
                 stage_timeout: Duration::from_millis(args.stage_timeout_ms),
                 attempts: args.stage_attempts.max(1),

@@ -137,6 +137,21 @@ pub fn resize_center_crop(image: &RgbImage, size: u32) -> RgbImage {
     image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
 }
 
+/// A small JPEG of an upright image, its longer side at most `max_side` pixels (never
+/// enlarged): what a browser shows in a grid of search results, instead of the full
+/// upload (a 12-megapixel photo is megabytes; its thumbnail is tens of kilobytes).
+pub fn thumbnail_jpeg(image: &RgbImage, max_side: u32) -> Result<Vec<u8>, ImageError> {
+    let (w, h) = image.dimensions();
+    let scale = (max_side as f32 / w.max(h) as f32).min(1.0);
+    let (tw, th) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
+    let small = if (tw, th) == (w, h) { image.clone() } else { image::imageops::resize(image, tw, th, FilterType::Triangle) };
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82)
+        .encode_image(&small)
+        .map_err(|e| ImageError::Corrupt { format: "jpeg", detail: format!("encoding the thumbnail: {e}") })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +165,17 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn thumbnails_fit_the_box_keep_the_aspect_and_decode() {
+        let big = gradient(640, 320);
+        let jpeg = thumbnail_jpeg(&big, 256).unwrap();
+        let back = decode(&jpeg, &ImageLimits::default()).unwrap();
+        assert_eq!((back.format, back.rgb.dimensions()), ("jpeg", (256, 128)));
+        // Never enlarged.
+        let small = decode(&thumbnail_jpeg(&gradient(40, 30), 256).unwrap(), &ImageLimits::default()).unwrap();
+        assert_eq!(small.rgb.dimensions(), (40, 30));
     }
 
     #[test]

@@ -167,6 +167,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("http://{}", svc.grpc), svc.metrics);
     }
     println!("{:<9} http://{}:{}/v1 (OpenAI-compatible HTTP API)", "", args.host, args.http_port);
+    println!("{:<9} http://{}:{}/ (web UI: search, describe, meetings)", "", args.host, args.http_port);
     println!("mmc: Ctrl-C to stop");
 
     // Supervise.

@@ -52,6 +52,32 @@ fn model_ref(m: &ModelInfo) -> ModelRef {
     ModelRef { id: m.id.clone(), family: m.family.clone(), profile: m.profile.clone(), revision: m.revision.clone(), dimensions: m.dimensions }
 }
 
+/// Longer side of stored thumbnails, in pixels (twice the web UI's grid cell, for sharp
+/// results on high-density screens).
+pub const THUMBNAIL_SIDE: u32 = 384;
+
+/// The thumbnail of an upload, made on a blocking thread beside the model calls. `None`
+/// (with a warning) when it cannot be made: the image is still indexed, since the model
+/// services, which have the final say on what is a valid image, accepted it.
+async fn make_thumbnail(data: Vec<u8>, name: &str) -> Option<Vec<u8>> {
+    let made = tokio::task::spawn_blocking(move || {
+        let decoded = mmc_media::image::decode(&data, &mmc_media::image::ImageLimits { max_bytes: usize::MAX, ..Default::default() })?;
+        mmc_media::image::thumbnail_jpeg(&decoded.rgb, THUMBNAIL_SIDE)
+    })
+    .await;
+    match made {
+        Ok(Ok(jpeg)) => Some(jpeg),
+        Ok(Err(e)) => {
+            tracing::warn!(image = name, "no thumbnail: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(image = name, "no thumbnail: {e}");
+            None
+        }
+    }
+}
+
 pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -67,7 +93,9 @@ impl Flows {
         if let Some(record) = self.store.get(&image_id).await? {
             return Ok(Indexed { record, already_indexed: true });
         }
-        let ((latents, _), (image_vector, _)) = tokio::try_join!(self.encode_image(&image, deadline), self.embed_image(&image, deadline))?;
+        let thumbnail = make_thumbnail(image.data.clone(), &image.source_name);
+        let ((latents, _), (image_vector, _), thumbnail) =
+            tokio::try_join!(self.encode_image(&image, deadline), self.embed_image(&image, deadline), async { Ok(thumbnail.await) })?;
         let (caption, _) = self.caption(&latents, CaptionMode::AltText, deadline).await?;
         let (caption_vector, _) = self.embed_text("embed_caption", &caption.text, deadline).await?;
         if caption_vector.space != image_vector.space {
@@ -91,9 +119,21 @@ impl Flows {
             seq: 0,
         };
         let vectors = ImageVectors { image: image_vector.vector, caption: caption_vector.vector };
+        // The thumbnail first: an acknowledged record always has the thumbnail that was made.
+        if let Some(jpeg) = thumbnail {
+            self.thumbnails.put(&record.image_id, jpeg).await?;
+        }
         let record = self.store.insert(record, vectors, image_vector.space).await?;
         metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
         Ok(Indexed { record, already_indexed: false })
+    }
+
+    /// Removes an image and its thumbnail; false when there was no such image.
+    pub async fn delete_image(&self, image_id: &str) -> Result<bool, GatewayError> {
+        let deleted = self.store.delete(image_id).await?;
+        self.thumbnails.delete(image_id).await?;
+        metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
+        Ok(deleted)
     }
 
     /// Finds the images closest to `query`, best first.

@@ -11,7 +11,7 @@ pub mod prompts;
 use std::sync::Arc;
 
 use crate::{
-    store::{meetings::MeetingStore, Fusion, ImageStore},
+    store::{meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion, ImageStore},
     upstream::{StagePolicy, Upstream},
 };
 
@@ -22,6 +22,8 @@ pub struct Flows {
     pub speech: Upstream,
     pub textgen: Upstream,
     pub store: Arc<dyn ImageStore>,
+    /// Thumbnails of the indexed images, for result pages.
+    pub thumbnails: ThumbnailStore,
     pub policy: StagePolicy,
     /// How search scores combine the image vector and the caption vector.
     pub fusion: Fusion,

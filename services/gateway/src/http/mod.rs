@@ -4,7 +4,8 @@
 //! - [`rest`]: the gateway's own flows (images, meetings), mostly the gRPC handlers
 //!   called in-process;
 //! - [`openapi`]: the document of both, at `GET /openapi.json`;
-//! - [`upload`]: multipart files spooled to disk and streamed on.
+//! - [`upload`]: multipart files spooled to disk and streamed on;
+//! - [`ui`]: the web UI (search, describe, meetings pages) over the REST routes.
 //!
 //! Every error is answered in OpenAI's shape ([`error::ApiError`]); every request is
 //! counted and timed by route and status (`mmc_http_requests_total`,
@@ -15,6 +16,7 @@ pub mod error;
 pub mod openai;
 pub mod openapi;
 pub mod rest;
+pub mod ui;
 pub mod upload;
 
 use std::{sync::Arc, time::Instant};
@@ -43,12 +45,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/audio/transcriptions", post(openai::transcriptions).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/images", post(rest::index_images).get(rest::list_images).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/images/{image_id}", axum::routing::delete(rest::delete_image))
+        .route("/v1/images/{image_id}/thumbnail", get(rest::thumbnail))
         .route("/v1/images/search", post(rest::search_images))
         .route("/v1/images/describe", post(rest::describe_image).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings", post(rest::create_meeting).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings/{meeting_id}", get(rest::get_meeting))
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|| async { ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() } })
         .layer(axum::middleware::from_fn(observe))

@@ -111,6 +111,10 @@ pub fn document() -> Value {
                 "operationId": "deleteImage", "summary": "Remove an image from the index", "tags": ["images"],
                 "parameters": path_param("image_id"),
                 "responses": responses("Deleted", "application/json", json!({ "type": "object" })) } },
+            "/v1/images/{image_id}/thumbnail": { "get": {
+                "operationId": "imageThumbnail", "summary": "A JPEG thumbnail of an indexed image (at most 384 pixels a side)", "tags": ["images"],
+                "parameters": path_param("image_id"),
+                "responses": responses("The thumbnail", "image/jpeg", json!({ "type": "string", "contentMediaType": "image/jpeg" })) } },
             "/v1/images/search": { "post": op("searchImages", "Search by words or by an image", "images", Some(json_body(json!({
                 "type": "object", "additionalProperties": false,
                 "oneOf": [ { "required": ["query"] }, { "required": ["image_base64"] } ],
@@ -152,7 +156,7 @@ pub fn document() -> Value {
                 "index": { "type": "integer" }, "embedding": { "oneOf": [ { "type": "array", "items": { "type": "number" } }, { "type": "string" } ] } } } },
                 "model": { "type": "string" }, "usage": { "type": "object" } } },
             "ChatCompletion": { "type": "object", "properties": { "id": { "type": "string" }, "choices": { "type": "array" }, "usage": { "type": "object" } } },
-            "Image": { "type": "object", "properties": { "image_id": { "type": "string" }, "source_name": { "type": "string" }, "caption": { "type": "string" },
+            "Image": { "type": "object", "properties": { "image_id": { "type": "string" }, "thumbnail_url": { "type": "string" }, "source_name": { "type": "string" }, "caption": { "type": "string" },
                 "labels": { "type": "array" }, "metadata": { "type": "object" } } },
             "Caption": { "type": "object", "properties": { "mode": { "type": "string", "enum": ["alt_text", "detailed"] }, "text": { "type": "string" },
                 "confidence": { "type": "number" }, "from_template": { "type": "boolean" } } },

