@@ -8,7 +8,8 @@
 #   bash deploy/setup.sh          # what building and running needs (+ espeak-ng for the demo meeting)
 #   bash deploy/setup.sh --test   # plus what the tests use: deploy/test-tools.sh, sox (synthetic
 #                                 # speech, audio formats), pocketsphinx-testdata (real
-#                                 # recorded speech with transcripts), chromium (web UI)
+#                                 # recorded speech with transcripts), opus-tools (Opus
+#                                 # files), chromium (web UI)
 # protoc is NOT needed (vendored by the build).
 set -euo pipefail
 
@@ -35,6 +36,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   [ -e /usr/lib/x86_64-linux-gnu/sox/libsox_fmt_mp3.so ] || [ -n "$(ls /usr/lib/*/sox/libsox_fmt_mp3.so 2>/dev/null)" ] || missing+=(libsox-fmt-mp3)
   [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] || missing+=(pocketsphinx-testdata)
+  command -v opusenc >/dev/null 2>&1 || missing+=(opus-tools)
   # The web UI checks (tests/e2e/web_ui.rs) drive Debian's Chromium; a font renders the pages.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -n "$(fc-list 2>/dev/null | head -1)" ] || missing+=(fonts-dejavu-core)

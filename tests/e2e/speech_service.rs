@@ -268,7 +268,7 @@ async fn other_containers_raw_pcm_and_silence() {
     let reference = transcribe(&mut c, english(), std::fs::read(&clip).unwrap(), 1 << 20).await.unwrap().result.text;
     assert!(wer(&human, &reference) <= 0.1, "{reference}");
 
-    // The same clip as 44.1 kHz stereo MP3 and OGG/Vorbis, and as headerless PCM.
+    // The same clip as 44.1 kHz stereo MP3, OGG/Vorbis and Opus, and as headerless PCM.
     for ext in ["mp3", "ogg"] {
         let path = dir.path().join(format!("clip.{ext}"));
         run(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&path));
@@ -276,6 +276,17 @@ async fn other_containers_raw_pcm_and_silence() {
         println!("{ext}: {}", t.result.text);
         assert!(wer(&reference, &t.result.text) <= 0.15, "{ext}: {} vs {reference}", t.result.text);
     }
+    // Opus in Ogg, as opusenc (the reference encoder) writes it: decoded by libopus, its
+    // pre-skip dropped, so the duration matches the source's.
+    let stereo = dir.path().join("clip44.wav");
+    run(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&stereo));
+    let opus = dir.path().join("clip.opus");
+    run(Command::new("opusenc").args(["--quiet", "--bitrate", "32"]).arg(&stereo).arg(&opus));
+    let t = transcribe(&mut c, english(), std::fs::read(&opus).unwrap(), 32 * 1024).await.unwrap();
+    println!("opus: {} ({} ms, source {} ms)", t.result.text, t.result.audio_duration_ms, duration_ms(&clip));
+    assert!(wer(&reference, &t.result.text) <= 0.15, "opus: {} vs {reference}", t.result.text);
+    assert!((t.result.audio_duration_ms - duration_ms(&clip)).abs() <= 30, "opus duration {} vs {}", t.result.audio_duration_ms, duration_ms(&clip));
+
     let raw = dir.path().join("clip.raw");
     run(Command::new("sox").arg(&clip).args(["-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw));
     let config = TranscribeConfig {

@@ -64,18 +64,10 @@ async fn make_thumbnail(data: Vec<u8>, name: &str) -> Option<Vec<u8>> {
         let decoded = mmc_media::image::decode(&data, &mmc_media::image::ImageLimits { max_bytes: usize::MAX, ..Default::default() })?;
         mmc_media::image::thumbnail_jpeg(&decoded.rgb, THUMBNAIL_SIDE)
     })
-    .await;
-    match made {
-        Ok(Ok(jpeg)) => Some(jpeg),
-        Ok(Err(e)) => {
-            tracing::warn!(image = name, "no thumbnail: {e}");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(image = name, "no thumbnail: {e}");
-            None
-        }
-    }
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|made| made.map_err(|e| e.to_string()));
+    made.map_err(|e| tracing::warn!(image = name, "no thumbnail: {e}")).ok()
 }
 
 pub(crate) fn now_unix_ms() -> i64 {

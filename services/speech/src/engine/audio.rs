@@ -1,5 +1,6 @@
 //! Audio in: any container/codec symphonia reads (WAV, FLAC, MP3, OGG/Vorbis, AAC/M4A,
-//! MKV/WebM with those codecs) or headerless PCM, at any rate and channel count, turned
+//! MKV/WebM with those codecs), Opus in Ogg/WebM/MKV (libopus, see [`super::opus`]) or
+//! headerless PCM, at any rate and channel count, turned
 //! into what Whisper needs: 16 kHz mono f32.
 //!
 //! Decoding streams: packets are decoded, downmixed and resampled block by block and handed
@@ -219,11 +220,11 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(|| AudioError::NoAudio("no audio track".into()))?;
     let (track_id, params) = (track.id, track.codec_params.clone());
-    let codec = symphonia::default::get_codecs()
+    let codec = super::opus::codecs()
         .get_codec(params.codec)
         .map(|d| d.short_name.to_string())
         .unwrap_or_else(|| format!("{:?}", params.codec));
-    let mut decoder = symphonia::default::get_codecs()
+    let mut decoder = super::opus::codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| AudioError::Unreadable(format!("unsupported codec {codec}: {e}")))?;
 

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod chunker;
+pub mod opus;
 pub mod whisper;
 
 /// Failures of the model itself (audio problems are [`audio::AudioError`]).
