@@ -31,15 +31,19 @@ pub fn binary(name: &str) -> PathBuf {
 ///
 /// Tests in one process run in parallel and start servers some time after asking, so a
 /// process-wide cursor hands out disjoint ranges (a port is never offered twice), from
-/// a start that differs between processes.
+/// a start that differs between processes. The ports lie below the kernel's ephemeral
+/// range: the OS hands those out to every `:0` listener and outgoing connection of the
+/// other tests, which could take a port between the check here and the server's bind
+/// (seen: a gateway's HTTP port taken that way).
 pub fn free_port_range(count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static CURSOR: AtomicU32 = AtomicU32::new(0);
-    let _ = CURSOR.compare_exchange(0, initial_port(), Ordering::SeqCst, Ordering::SeqCst);
+    let (low, high) = (PORTS_LOW, ephemeral_low().saturating_sub(1).clamp(PORTS_LOW + 2_000, 60_000));
+    let _ = CURSOR.compare_exchange(0, initial_port(low, high), Ordering::SeqCst, Ordering::SeqCst);
     loop {
         let mut base = CURSOR.fetch_add(u32::from(count) + 1, Ordering::SeqCst);
-        if base + u32::from(count) > 60_000 {
-            CURSOR.store(20_000, Ordering::SeqCst);
+        if base + u32::from(count) > high {
+            CURSOR.store(low, Ordering::SeqCst);
             base = CURSOR.fetch_add(u32::from(count) + 1, Ordering::SeqCst);
         }
         let base = base as u16;
@@ -50,12 +54,23 @@ pub fn free_port_range(count: u16) -> u16 {
     }
 }
 
-fn initial_port() -> u32 {
+/// Lowest port the tests use (above the well-known and most registered services).
+const PORTS_LOW: u32 = 12_000;
+
+/// First port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+fn initial_port(low: u32, high: u32) -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    20_000 + (nanos ^ std::process::id().wrapping_mul(7919)) % 30_000
+    low + (nanos ^ std::process::id().wrapping_mul(7919)) % (high - low - 100)
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing.
