@@ -19,7 +19,7 @@ use mmc_proto::{
         GetModelInfoRequest, OutputFormat, Segment, Task, TranscribeConfig, TranscribeRequest, TranscriptionResult,
     },
 };
-use mmc_tests::{metric_value, start_service, startup_error_without_models, Service};
+use mmc_tests::{metric_value, run_tool, start_service, startup_error_without_models, Service};
 use tonic::{transport::Channel, Code, Status};
 
 const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
@@ -95,15 +95,10 @@ fn wer(reference: &str, hypothesis: &str) -> f64 {
     row[h.len()] as f64 / r.len().max(1) as f64
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run.sh installs espeak-ng and sox)"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Synthesizes `text` with espeak-ng (22.05 kHz mono WAV).
 fn espeak(dir: &Path, name: &str, voice: &str, speed: u32, text: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wav"));
-    run(Command::new("espeak-ng").args(["-v", voice, "-s", &speed.to_string(), "-w"]).arg(&path).arg(text));
+    run_tool(Command::new("espeak-ng").args(["-v", voice, "-s", &speed.to_string(), "-w"]).arg(&path).arg(text));
     path
 }
 
@@ -214,9 +209,9 @@ async fn three_scripts_in_a_row_keep_order_boundaries_and_parse_as_subtitles() {
     // Three scripts with 2 s of silence between them, as one FLAC file (sox).
     let parts: Vec<PathBuf> = SCRIPTS.iter().enumerate().map(|(i, s)| espeak(dir.path(), &format!("s{i}"), "en-us", 160, s)).collect();
     let gap = dir.path().join("gap.wav");
-    run(Command::new("sox").args(["-n", "-r", "22050", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "2"]));
+    run_tool(Command::new("sox").args(["-n", "-r", "22050", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "2"]));
     let joined = dir.path().join("meeting.flac");
-    run(Command::new("sox").args([&parts[0], &gap, &parts[1], &gap, &parts[2]]).arg(&joined));
+    run_tool(Command::new("sox").args([&parts[0], &gap, &parts[1], &gap, &parts[2]]).arg(&joined));
     let starts = [0, duration_ms(&parts[0]) + 2000, duration_ms(&parts[0]) + duration_ms(&parts[1]) + 4000];
 
     let config = TranscribeConfig {
@@ -271,7 +266,7 @@ async fn other_containers_raw_pcm_and_silence() {
     // The same clip as 44.1 kHz stereo MP3, OGG/Vorbis and Opus, and as headerless PCM.
     for ext in ["mp3", "ogg"] {
         let path = dir.path().join(format!("clip.{ext}"));
-        run(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&path));
+        run_tool(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&path));
         let t = transcribe(&mut c, english(), std::fs::read(&path).unwrap(), 32 * 1024).await.unwrap();
         println!("{ext}: {}", t.result.text);
         assert!(wer(&reference, &t.result.text) <= 0.15, "{ext}: {} vs {reference}", t.result.text);
@@ -279,16 +274,16 @@ async fn other_containers_raw_pcm_and_silence() {
     // Opus in Ogg, as opusenc (the reference encoder) writes it: decoded by libopus, its
     // pre-skip dropped, so the duration matches the source's.
     let stereo = dir.path().join("clip44.wav");
-    run(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&stereo));
+    run_tool(Command::new("sox").arg(&clip).args(["-r", "44100", "-c", "2"]).arg(&stereo));
     let opus = dir.path().join("clip.opus");
-    run(Command::new("opusenc").args(["--quiet", "--bitrate", "32"]).arg(&stereo).arg(&opus));
+    run_tool(Command::new("opusenc").args(["--quiet", "--bitrate", "32"]).arg(&stereo).arg(&opus));
     let t = transcribe(&mut c, english(), std::fs::read(&opus).unwrap(), 32 * 1024).await.unwrap();
     println!("opus: {} ({} ms, source {} ms)", t.result.text, t.result.audio_duration_ms, duration_ms(&clip));
     assert!(wer(&reference, &t.result.text) <= 0.15, "opus: {} vs {reference}", t.result.text);
     assert!((t.result.audio_duration_ms - duration_ms(&clip)).abs() <= 30, "opus duration {} vs {}", t.result.audio_duration_ms, duration_ms(&clip));
 
     let raw = dir.path().join("clip.raw");
-    run(Command::new("sox").arg(&clip).args(["-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw));
+    run_tool(Command::new("sox").arg(&clip).args(["-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw));
     let config = TranscribeConfig {
         format: Some(AudioFormat { encoding: AudioEncoding::PcmS16le as i32, sample_rate_hz: 8000, channels: 1 }),
         ..english()
@@ -298,9 +293,9 @@ async fn other_containers_raw_pcm_and_silence() {
 
     // Silence (digital, then faint noise) yields no text: Whisper never sees it.
     let silence = dir.path().join("silence.wav");
-    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&silence).args(["trim", "0", "40"]));
+    run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&silence).args(["trim", "0", "40"]));
     let hiss = dir.path().join("hiss.wav");
-    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&hiss).args(["synth", "20", "whitenoise", "vol", "0.002"]));
+    run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&hiss).args(["synth", "20", "whitenoise", "vol", "0.002"]));
     for path in [silence, hiss] {
         let t = transcribe(&mut c, english(), std::fs::read(&path).unwrap(), 64 * 1024).await.unwrap();
         assert!(t.segments.is_empty() && t.result.text.is_empty(), "{}: {:?}", path.display(), t.segments);
@@ -356,7 +351,7 @@ async fn bad_input_gets_a_clear_status_and_the_service_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let long_path = dir.path().join("long.wav");
     let list: Vec<PathBuf> = (0..8).map(|_| clip.clone()).collect();
-    run(Command::new("sox").args(&list).arg(&long_path));
+    run_tool(Command::new("sox").args(&list).arg(&long_path));
     let err = transcribe(&mut client(&short), english(), std::fs::read(&long_path).unwrap(), 65_536).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("longer than the limit of 30 s"), "{}", err.message());
@@ -395,7 +390,7 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
     // A long recording whose client goes away after the first progress message.
     let list: Vec<PathBuf> = (0..20).map(|i| clips[i % clips.len()].0.clone()).collect();
     let long_path = dir.path().join("long.wav");
-    run(Command::new("sox").args(&list).arg(&long_path));
+    run_tool(Command::new("sox").args(&list).arg(&long_path));
     let audio = std::fs::read(&long_path).unwrap();
     let mut messages = vec![TranscribeRequest { payload: Some(Payload::Config(english())) }];
     messages.extend(audio.chunks(65_536).map(|c| TranscribeRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
@@ -468,15 +463,15 @@ async fn an_hour_long_recording_is_transcribed_in_bounded_memory() {
     let mut t = 0.0;
     for (i, (start, clip)) in at_s.iter().zip(picks).enumerate() {
         let gap = dir.path().join(format!("gap{i}.wav"));
-        run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", &format!("{:.3}", start - t)]));
+        run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", &format!("{:.3}", start - t)]));
         parts.extend([gap, clip.0.clone()]);
         t = start + duration_ms(&clip.0) as f64 / 1000.0;
     }
     let tail = dir.path().join("tail.wav");
-    run(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&tail).args(["trim", "0", &format!("{:.3}", 3600.0 - t)]));
+    run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&tail).args(["trim", "0", &format!("{:.3}", 3600.0 - t)]));
     parts.push(tail);
     let hour = dir.path().join("hour.flac");
-    run(Command::new("sox").args(&parts).arg(&hour));
+    run_tool(Command::new("sox").args(&parts).arg(&hour));
 
     let config = TranscribeConfig { formats: vec![OutputFormat::Srt as i32], ..english() };
     let t = transcribe(&mut c, config, std::fs::read(&hour).unwrap(), 65_536).await.unwrap();

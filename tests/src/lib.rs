@@ -294,8 +294,9 @@ pub const MEETING_SCRIPT: [(&str, &str); 8] = [
     ("en-us", "That is all for today, thank you."),
 ];
 
-fn run_tool(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tests/run.sh installs espeak-ng and sox)"));
+/// Runs a tool the tests need (sox, espeak-ng, opusenc...), which must succeed.
+pub fn run_tool(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (deploy/setup.sh --test installs it)"));
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 

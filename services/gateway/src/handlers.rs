@@ -104,7 +104,8 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Resul
     Ok(())
 }
 
-fn to_proto(record: ImageRecord) -> ProtoRecord {
+/// A stored record as the contract's `ImageRecord` (what every route shows of an image).
+pub fn to_proto(record: ImageRecord) -> ProtoRecord {
     ProtoRecord {
         image_id: record.image_id,
         content_hash: record.content_hash,

@@ -1,6 +1,9 @@
 // Helpers shared by the three pages. Plain ES modules, no build step: the gateway serves
 // these files as they are.
 
+/** The element with this id. */
+export const $ = (id) => document.getElementById(id);
+
 /** Calls the gateway's HTTP API; resolves to the parsed JSON body, or throws an Error
  *  carrying the server's own message (errors come in OpenAI's shape). */
 export async function api(path, options = {}) {

@@ -1,14 +1,14 @@
 // Describe page: a photo -> alt text (with a copy button) and a detailed description
 // (POST /v1/images/describe).
-import { api, dropZone, el, percent, say } from "/ui/assets/app.js";
+import { $, api, dropZone, el, percent, say } from "/ui/assets/app.js";
 
-const form = document.getElementById("describe-form");
-const input = document.getElementById("photo");
-const status = document.getElementById("describe-status");
-const result = document.getElementById("result");
-const preview = document.getElementById("preview");
-const altText = document.getElementById("alt-text");
-const copyStatus = document.getElementById("copy-status");
+const form = $("describe-form");
+const input = $("photo");
+const status = $("describe-status");
+const result = $("result");
+const preview = $("preview");
+const altText = $("alt-text");
+const copyStatus = $("copy-status");
 let current = null;
 let previewUrl = null;
 
@@ -28,11 +28,11 @@ async function describe(file) {
     preview.src = previewUrl;
     preview.alt = alt ? alt.text : "";
     altText.value = alt ? alt.text : "";
-    document.getElementById("detailed").textContent = detailed ? detailed.text : "";
-    document.getElementById("labels").replaceChildren(
+    $("detailed").textContent = detailed ? detailed.text : "";
+    $("labels").replaceChildren(
       ...r.labels.map((l) => el("li", {}, `${l.name}: ${percent(l.probability)}`)));
     const how = alt && alt.from_template ? "written from the labels by a template" : "written by the language model from the labels";
-    document.getElementById("confidence").textContent = alt ? `Confidence ${percent(alt.confidence)}; ${how}.` : "";
+    $("confidence").textContent = alt ? `Confidence ${percent(alt.confidence)}; ${how}.` : "";
     result.hidden = false;
     say(status, `Described ${file.name}.`);
   } catch (e) {
@@ -59,5 +59,5 @@ form.addEventListener("submit", (e) => {
   if (current) describe(current);
   else { say(status, "Choose a photo first.", true); input.focus(); }
 });
-document.getElementById("copy").addEventListener("click", copy);
-dropZone(document.getElementById("drop"), input, (files) => describe(files[0]));
+$("copy").addEventListener("click", copy);
+dropZone($("drop"), input, (files) => describe(files[0]));

@@ -1,9 +1,8 @@
 // Meetings page: a recording -> live progress and transcript -> summary, decisions and
 // action items (POST /v1/meetings, server-sent events); a stored meeting by id (GET
 // /v1/meetings/{id}); questions answered with cited times (POST /v1/meetings/{id}/ask).
-import { api, apiError, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
+import { $, api, apiError, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
 
-const $ = (id) => document.getElementById(id);
 const uploadForm = $("upload-form"), recording = $("recording"), progress = $("progress");
 const progressStatus = $("progress-status"), stages = $("stages"), errorBox = $("meeting-error");
 const article = $("meeting"), player = $("player"), transcript = $("transcript"), answer = $("answer");

@@ -1,13 +1,13 @@
 // Search page: words -> photos (POST /v1/images/search), the index listed when no search
 // has been made, photos added by drag and drop or the file input (POST /v1/images).
-import { api, dropZone, el, say } from "/ui/assets/app.js";
+import { $, api, dropZone, el, say } from "/ui/assets/app.js";
 
-const form = document.getElementById("search-form");
-const query = document.getElementById("query");
-const results = document.getElementById("results");
-const searchStatus = document.getElementById("search-status");
-const indexStatus = document.getElementById("index-status");
-const indexLog = document.getElementById("index-log");
+const form = $("search-form");
+const query = $("query");
+const results = $("results");
+const searchStatus = $("search-status");
+const indexStatus = $("index-status");
+const indexLog = $("index-log");
 let lastQuery = "";
 
 /** One photo in the grid; `score` is absent when listing the index. */
@@ -97,5 +97,5 @@ form.addEventListener("submit", (e) => {
   const text = query.value.trim();
   if (text) search(text);
 });
-dropZone(document.getElementById("drop"), document.getElementById("photos"), indexFiles);
+dropZone($("drop"), $("photos"), indexFiles);
 listIndex();

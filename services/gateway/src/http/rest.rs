@@ -49,7 +49,11 @@ use super::{
     openai::{parse_json, HttpState},
     upload::{bad_form, read_form, spool, Form},
 };
-use crate::{error::GatewayError, handlers::check_metadata, upstream::Deadline};
+use crate::{
+    error::GatewayError,
+    handlers::{check_metadata, to_proto},
+    upstream::Deadline,
+};
 
 /// Largest image accepted by the image routes, in bytes.
 const MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
@@ -145,11 +149,8 @@ pub async fn index_images(State(state): State<Arc<HttpState>>, mut form: Multipa
                 let image = Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name.clone() };
                 // One image's failure (corrupt, too large) is reported and the rest go on.
                 results.push(match state.flows.index_image(image, metadata.clone(), deadline).await {
-                    Ok(i) => {
-                        let mut image = serde_json::to_value(&i.record).unwrap_or_default();
-                        image["thumbnail_url"] = json!(thumbnail_url(&i.record.image_id));
-                        json!({ "source_name": upload.name, "already_indexed": i.already_indexed, "image": image })
-                    }
+                    Ok(i) => json!({ "source_name": upload.name, "already_indexed": i.already_indexed,
+                                     "image": image_json(&to_proto(i.record)) }),
                     Err(e) => {
                         let e = ApiError::from(e);
                         json!({ "source_name": upload.name, "error": e.body()["error"] })
