@@ -13,7 +13,6 @@ fn fixture() -> PathBuf {
 }
 
 struct Reference {
-    pixel_values: Tensor,
     latents: Tensor,
     greedy_ids: Vec<u32>,
     step_logits: Vec<Vec<f32>>,
@@ -23,7 +22,6 @@ fn reference() -> Reference {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap();
     let floats = |k: &str| -> Vec<f32> { json[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect() };
     let shape = |k: &str| -> Vec<usize> { json[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
-    let pixel_values = Tensor::from_vec(floats("pixel_values"), shape("pixel_values_shape"), &Device::Cpu).unwrap();
     let latents = Tensor::from_vec(floats("latents"), shape("latents_shape"), &Device::Cpu).unwrap().squeeze(0).unwrap();
     let greedy_ids = json["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let step_logits = json["step_logits"]
@@ -32,7 +30,29 @@ fn reference() -> Reference {
         .iter()
         .map(|s| s.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
         .collect();
-    Reference { pixel_values, latents, greedy_ids, step_logits }
+    Reference { latents, greedy_ids, step_logits }
+}
+
+/// The served case: `image.png` through BLIP's processor and vision encoder, decoded
+/// greedily to the end, and the text BLIP's tokenizer makes of it.
+struct Served {
+    latents: Tensor,
+    greedy_ids: Vec<u32>,
+    max_new_tokens: usize,
+    text: String,
+}
+
+fn served() -> Served {
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap();
+    let s = &json["served"];
+    let values: Vec<f32> = s["latents"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let shape: Vec<usize> = s["latents_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    Served {
+        latents: Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+        greedy_ids: s["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
+        max_new_tokens: s["max_new_tokens"].as_u64().unwrap() as usize,
+        text: s["text"].as_str().unwrap().to_string(),
+    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -41,23 +61,12 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn vision_encoder_patch_latents_match_transformers() {
-    let r = reference();
-    let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
-    let ours = decoder.vision_latents(&r.pixel_values).unwrap();
-    assert_eq!(ours.dims(), r.latents.dims());
-    let diff = max_abs_diff(&ours.flatten_all().unwrap().to_vec1().unwrap(), &r.latents.flatten_all().unwrap().to_vec1().unwrap());
-    eprintln!("patch latents: max abs diff {diff:e}");
-    assert!(diff < 1e-4, "patch latents differ by up to {diff}");
-}
-
-#[test]
 fn text_decoder_greedy_ids_and_logits_match_transformers() {
     let r = reference();
-    let mut decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
+    let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
     assert_eq!(r.greedy_ids[0], decoder.special_ids().bos);
     let steps = r.greedy_ids.len() - 1;
-    let out = decoder.greedy(&r.latents, steps).unwrap();
+    let out = decoder.greedy(&r.latents, steps, true).unwrap();
     // The reference decodes a fixed number of steps; ours stops after [SEP].
     let n = out.ids.len();
     assert_eq!(out.ids, r.greedy_ids[1..=n], "greedy ids");
@@ -68,13 +77,44 @@ fn text_decoder_greedy_ids_and_logits_match_transformers() {
         assert!(diff < 1e-3, "step {i}: logits differ by up to {diff}");
     }
     // Running again (KV cache reset) gives the same ids.
-    assert_eq!(decoder.greedy(&r.latents, steps).unwrap().ids, out.ids);
+    assert_eq!(decoder.greedy(&r.latents, steps, false).unwrap().ids, out.ids);
+}
+
+#[test]
+fn served_image_decodes_to_the_reference_ids_and_text() {
+    let s = served();
+    let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
+    let out = decoder.greedy(&s.latents, s.max_new_tokens, false).unwrap();
+    assert_eq!(out.ids, s.greedy_ids[1..], "greedy ids");
+    assert!(out.logprobs.iter().all(|p| *p <= 0.0 && p.is_finite()));
+    let text = decoder.detokenize(&out.ids).unwrap();
+    eprintln!("caption: {text:?}");
+    assert_eq!(text, s.text);
+}
+
+#[test]
+fn a_batch_decodes_exactly_as_each_image_alone() {
+    let (r, s) = (reference(), served());
+    let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
+    let steps = 12;
+    let alone: Vec<Vec<u32>> =
+        [&s.latents, &r.latents, &s.latents].iter().map(|l| decoder.greedy(l, steps, false).unwrap().ids).collect();
+    let batch: Vec<Vec<u32>> = decoder
+        .greedy_batch(&[s.latents.clone(), r.latents.clone(), s.latents.clone()], steps, false)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.ids)
+        .collect();
+    assert_eq!(batch, alone);
+    assert_ne!(batch[0], batch[1], "two different images should not decode alike");
 }
 
 #[test]
 fn wrong_latent_shapes_are_refused_with_the_expected_one() {
-    let mut decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
-    let wrong = Tensor::zeros((17, 7), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let err = decoder.greedy(&wrong, 4).unwrap_err().to_string();
-    assert!(err.contains("[patches, 48]"), "{err}");
+    let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
+    for (rows, hidden) in [(17, 7), (16, 48)] {
+        let wrong = Tensor::zeros((rows, hidden), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = decoder.greedy(&wrong, 4, false).unwrap_err().to_string();
+        assert!(err.contains("[17, 48]"), "{err}");
+    }
 }

@@ -8,9 +8,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use mmc_runtime::batcher::{BatchError, Batcher, BatcherConfig};
 use tokio::sync::OnceCell;
 
-use mmc_media::image::{ImageError, ImageLimits};
+use mmc_media::image::{ImageError, ImageLimits, RgbImage};
 
 use crate::engine::{
+    blip_vision::{self, BlipVision},
     conse,
     efficientnet::{EfficientNetLite0, IMAGE_SIZE},
     text::{revision_of, TextEmbedding, TextEncoder},
@@ -48,6 +49,8 @@ pub enum CoreError {
     TooLong { index: usize, tokens: usize, limit: usize, model: String },
     #[error("image #{index}: {error}")]
     Image { index: usize, error: ImageError },
+    #[error("the image model {image_model} gives patch latents for caption decoders, not vectors in the text space: EmbedImage needs a classifier image model (ConSE, e.g. --image-model efficientnet-lite0); EncodeImage works")]
+    NoSharedSpace { image_model: String },
     #[error(transparent)]
     Batch(#[from] BatchError<EngineError>),
     #[error(transparent)]
@@ -66,13 +69,33 @@ pub struct ImageOut {
     pub pooled: Vec<f32>,
 }
 
+/// How the loaded image model encodes, chosen by its files: a classifier (labels, and
+/// ConSE into the text space) or BLIP's ViT (patch latents for a transformer decoder).
+enum ImageEncoder {
+    Classifier {
+        batcher: Batcher<Vec<u8>, ImageOut, EngineError>,
+        /// Readable class names, by class index.
+        names: Vec<String>,
+        /// Text embedding of each class sentence, by class index.
+        class_embeddings: Vec<Vec<f32>>,
+    },
+    Patches {
+        vision: Arc<BlipVision>,
+        batcher: Batcher<Vec<f32>, Vec<f32>, EngineError>,
+    },
+}
+
 struct ImagePath {
     model: ModelId,
-    batcher: Batcher<Vec<u8>, ImageOut, EngineError>,
-    /// Readable class names, by class index.
-    names: Vec<String>,
-    /// Text embedding of each class sentence, by class index.
-    class_embeddings: Vec<Vec<f32>>,
+    encoder: ImageEncoder,
+}
+
+/// Patch latents of one image, row-major `[rows, hidden]` (row 0 is the class token).
+#[derive(Debug, Clone)]
+pub struct PatchLatents {
+    pub rows: usize,
+    pub hidden: usize,
+    pub values: Vec<f32>,
 }
 
 /// A label with its probability.
@@ -86,8 +109,12 @@ pub struct LabelScore {
 /// What `EncodeImage` returns for one image.
 #[derive(Debug, Clone)]
 pub struct ImageEncoding {
+    /// Top labels (classifier encoders; empty for patch encoders).
     pub labels: Vec<LabelScore>,
+    /// The penultimate features (classifier) or the class token's latent (ViT).
     pub pooled: Vec<f32>,
+    /// Patch latents (ViT encoders only).
+    pub patches: Option<PatchLatents>,
     pub width: u32,
     pub height: u32,
 }
@@ -141,56 +168,77 @@ impl EmbedCore {
         self.load_image_path(encoder, device).await
     }
 
-    /// Loads the classifier and embeds the class sentences with the text encoder (once;
-    /// about 3 s for 1000 classes on 2 cores).
+    /// Loads the image model its files call for: BLIP's vision tower, or the classifier
+    /// with the class sentences embedded by the text encoder (once; about 3 s for 1000
+    /// classes on 2 cores).
     async fn load_image_path(&self, text: Arc<TextEncoder>, device: candle_core::Device) -> Result<(), EngineError> {
         let cfg = self.config.clone();
-        let (model, id, names, class_embeddings) = tokio::task::spawn_blocking(move || {
-            let dir = cfg.models_dir.join(&cfg.image_model);
-            let weights = dir.join("model.safetensors");
-            if !dir.join(mmc_models::store::STAMP).is_file() {
-                return Err(EngineError::Missing(format!(
-                    "{} is not fetched; run `mmc models fetch` (models directory {})",
-                    cfg.image_model,
-                    cfg.models_dir.display()
-                )));
-            }
-            let model = EfficientNetLite0::load_file(&weights, &device)?;
-            model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
-            let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
-            let sentences: Vec<String> =
-                labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
-            let mut class_embeddings = Vec::with_capacity(sentences.len());
-            for chunk in sentences.chunks(64) {
-                class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
-            }
-            let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
-            let id = ModelId {
-                id: cfg.image_model.clone(),
-                family: "efficientnet-lite".into(),
-                profile: cfg.profile.clone(),
-                revision: revision_of(&dir, "model.safetensors"),
-                dimensions: 1280,
-            };
-            Ok((Arc::new(model), id, names, class_embeddings))
-        })
-        .await
-        .map_err(|e| EngineError::Load(e.to_string()))??;
-        let engine = model.clone();
-        let batcher = Batcher::spawn(
-            BatcherConfig {
-                name: "encode_image",
-                max_batch: self.config.max_batch.min(16),
-                max_wait: self.config.max_wait,
-                queue_capacity: self.config.queue_capacity,
-            },
-            move |images: Vec<Vec<u8>>| {
+        let dir = cfg.models_dir.join(&cfg.image_model);
+        if !dir.join(mmc_models::store::STAMP).is_file() {
+            return Err(EngineError::Missing(format!(
+                "{} is not fetched; run `mmc models fetch` (models directory {})",
+                cfg.image_model,
+                cfg.models_dir.display()
+            )));
+        }
+        let batch_config = BatcherConfig {
+            name: "encode_image",
+            max_batch: self.config.max_batch.min(16),
+            max_wait: self.config.max_wait,
+            queue_capacity: self.config.queue_capacity,
+        };
+        let path = if blip_vision::is_blip(&dir) {
+            let (vision, id) = tokio::task::spawn_blocking(move || {
+                let vision = BlipVision::load(&dir, &device)?;
+                let gray = RgbImage::from_pixel(8, 8, [128, 128, 128].into());
+                vision.encode(&[vision.preprocess(&gray)])?;
+                let id = ModelId {
+                    id: cfg.image_model.clone(),
+                    family: "blip-vision".into(),
+                    profile: cfg.profile.clone(),
+                    revision: revision_of(&dir, "model.safetensors"),
+                    dimensions: vision.hidden_size() as u32,
+                };
+                Ok::<_, EngineError>((Arc::new(vision), id))
+            })
+            .await
+            .map_err(|e| EngineError::Load(e.to_string()))??;
+            let engine = vision.clone();
+            let batcher = Batcher::spawn(batch_config, move |pixels: Vec<Vec<f32>>| engine.encode(&pixels));
+            tracing::info!(model = %id.id, revision = %id.revision, "image encoder ready (BLIP patch latents)");
+            ImagePath { model: id, encoder: ImageEncoder::Patches { vision, batcher } }
+        } else {
+            let (model, id, names, class_embeddings) = tokio::task::spawn_blocking(move || {
+                let model = EfficientNetLite0::load_file(&dir.join("model.safetensors"), &device)?;
+                model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
+                let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
+                let sentences: Vec<String> =
+                    labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
+                let mut class_embeddings = Vec::with_capacity(sentences.len());
+                for chunk in sentences.chunks(64) {
+                    class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
+                }
+                let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
+                let id = ModelId {
+                    id: cfg.image_model.clone(),
+                    family: "efficientnet-lite".into(),
+                    profile: cfg.profile.clone(),
+                    revision: revision_of(&dir, "model.safetensors"),
+                    dimensions: 1280,
+                };
+                Ok::<_, EngineError>((Arc::new(model), id, names, class_embeddings))
+            })
+            .await
+            .map_err(|e| EngineError::Load(e.to_string()))??;
+            let engine = model.clone();
+            let batcher = Batcher::spawn(batch_config, move |images: Vec<Vec<u8>>| {
                 let out = engine.classify(&images)?;
                 Ok(out.probs.into_iter().zip(out.pooled).map(|(probs, pooled)| ImageOut { probs, pooled }).collect())
-            },
-        );
-        tracing::info!(model = %id.id, revision = %id.revision, classes = names.len(), "image encoder ready (ConSE)");
-        let _ = self.image.set(ImagePath { model: id, batcher, names, class_embeddings });
+            });
+            tracing::info!(model = %id.id, revision = %id.revision, classes = names.len(), "image encoder ready (ConSE)");
+            ImagePath { model: id, encoder: ImageEncoder::Classifier { batcher, names, class_embeddings } }
+        };
+        let _ = self.image.set(path);
         Ok(())
     }
 
@@ -204,10 +252,11 @@ impl EmbedCore {
     }
 
     /// Identity of the shared space image vectors live in: the text model's space,
-    /// reached through the classifier (its revision is part of the identity).
+    /// reached through the classifier (its revision is part of the identity). None until
+    /// loaded, and for patch encoders (they have no way into the text space).
     pub fn shared_space(&self) -> Option<ModelId> {
         let (text, _) = self.text_model()?;
-        let image = self.image_model()?;
+        let image = self.image.get().filter(|i| matches!(i.encoder, ImageEncoder::Classifier { .. }))?.model.clone();
         Some(ModelId {
             family: format!("conse({})", image.id),
             revision: format!("{}+{}", text.revision, image.revision),
@@ -219,8 +268,13 @@ impl EmbedCore {
         self.config.image_limits
     }
 
-    /// Decodes and squares the images (blocking work, off the async threads).
-    async fn prepare(&self, images: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, u32, u32)>, CoreError> {
+    /// Decodes the images and turns each into the encoder's input with `to_input`
+    /// (blocking work, off the async threads); also returns each decoded size.
+    async fn prepare<T, F>(&self, images: Vec<Vec<u8>>, to_input: F) -> Result<Vec<(T, u32, u32)>, CoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&RgbImage) -> T + Send + 'static,
+    {
         let limits = self.config.image_limits;
         tokio::task::spawn_blocking(move || {
             images
@@ -229,8 +283,7 @@ impl EmbedCore {
                 .map(|(index, bytes)| {
                     let decoded = mmc_media::image::decode(bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
                     let (w, h) = decoded.rgb.dimensions();
-                    let square = mmc_media::image::resize_center_crop(&decoded.rgb, IMAGE_SIZE as u32);
-                    Ok((square.into_raw(), w, h))
+                    Ok((to_input(&decoded.rgb), w, h))
                 })
                 .collect()
         })
@@ -238,30 +291,49 @@ impl EmbedCore {
         .map_err(|e| CoreError::Engine(EngineError::Inference(e.to_string())))?
     }
 
-    /// Classifies one image: its top-k labels and pooled features.
+    /// The classifier's input: the centre square at its size, as RGB bytes.
+    fn classifier_input(rgb: &RgbImage) -> Vec<u8> {
+        mmc_media::image::resize_center_crop(rgb, IMAGE_SIZE as u32).into_raw()
+    }
+
+    /// Encodes one image: its top-k labels and pooled features (classifier), or its
+    /// patch latents (ViT).
     pub async fn encode_image(&self, bytes: Vec<u8>, top_k: usize) -> Result<ImageEncoding, CoreError> {
         let path = self.image()?;
-        let (pixels, width, height) = self.prepare(vec![bytes]).await?.remove(0);
-        let out = path.batcher.submit(vec![pixels]).await?.remove(0);
-        let mut order: Vec<usize> = (0..out.probs.len()).collect();
-        order.sort_by(|&a, &b| out.probs[b].total_cmp(&out.probs[a]));
-        let labels = order
-            .into_iter()
-            .take(top_k)
-            .map(|i| LabelScore { name: path.names[i].clone(), probability: out.probs[i], class_index: i as u32 })
-            .collect();
-        Ok(ImageEncoding { labels, pooled: out.pooled, width, height })
+        match &path.encoder {
+            ImageEncoder::Classifier { batcher, names, .. } => {
+                let (pixels, width, height) = self.prepare(vec![bytes], Self::classifier_input).await?.remove(0);
+                let out = batcher.submit(vec![pixels]).await?.remove(0);
+                let mut order: Vec<usize> = (0..out.probs.len()).collect();
+                order.sort_by(|&a, &b| out.probs[b].total_cmp(&out.probs[a]));
+                let labels = order
+                    .into_iter()
+                    .take(top_k)
+                    .map(|i| LabelScore { name: names[i].clone(), probability: out.probs[i], class_index: i as u32 })
+                    .collect();
+                Ok(ImageEncoding { labels, pooled: out.pooled, patches: None, width, height })
+            }
+            ImageEncoder::Patches { vision, batcher } => {
+                let vision = vision.clone();
+                let hidden = vision.hidden_size();
+                let (pixels, width, height) =
+                    self.prepare(vec![bytes], move |rgb| vision.preprocess(rgb)).await?.remove(0);
+                let values = batcher.submit(vec![pixels]).await?.remove(0);
+                let patches = PatchLatents { rows: values.len() / hidden, hidden, values };
+                Ok(ImageEncoding { labels: Vec::new(), pooled: patches.values[..hidden].to_vec(), patches: Some(patches), width, height })
+            }
+        }
     }
 
     /// Maps images into the text space (ConSE): one unit vector per image.
     pub async fn embed_images(&self, images: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, CoreError> {
         let path = self.image()?;
-        let prepared = self.prepare(images).await?;
-        let outs = path.batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?;
-        Ok(outs
-            .iter()
-            .map(|o| conse::combine(&o.probs, &path.class_embeddings, self.config.conse_top_t))
-            .collect())
+        let ImageEncoder::Classifier { batcher, class_embeddings, .. } = &path.encoder else {
+            return Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() });
+        };
+        let prepared = self.prepare(images, Self::classifier_input).await?;
+        let outs = batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?;
+        Ok(outs.iter().map(|o| conse::combine(&o.probs, class_embeddings, self.config.conse_top_t)).collect())
     }
 
     fn text(&self) -> Result<&TextPath, CoreError> {

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Instant};
 
 use mmc_proto::{
-    common::v1::{ModelInfo, StageTiming},
+    common::v1::{ModelInfo, StageTiming, Tensor},
     embed::v1::{
         embed_service_server::EmbedService, EmbedImageRequest, EmbedImageResponse, EmbedTextRequest,
         EmbedTextResponse, Embedding, EncodeImageRequest, EncodeImageResponse, GetModelInfoRequest,
@@ -63,6 +63,7 @@ fn to_status(e: CoreError) -> Status {
     match e {
         CoreError::Loading => Status::unavailable("the model is still loading; retry shortly"),
         CoreError::TooLong { .. } | CoreError::Image { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::NoSharedSpace { .. } => Status::failed_precondition(e.to_string()),
         CoreError::Batch(BatchError::QueueFull { .. }) => {
             Status::resource_exhausted(format!("{e}; retry with backoff"))
         }
@@ -124,7 +125,9 @@ impl EmbedService for EmbedHandlers {
                     .map(|l| Label { name: l.name, probability: l.probability, class_index: l.class_index })
                     .collect(),
                 pooled: encoding.pooled,
-                patch_latents: None,
+                patch_latents: encoding
+                    .patches
+                    .map(|p| Tensor { shape: vec![p.rows as u64, p.hidden as u64], values: p.values }),
                 width_px: encoding.width,
                 height_px: encoding.height,
             }),

@@ -10,8 +10,10 @@ use std::io::Cursor;
 
 use image::{
     imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits,
-    RgbImage,
 };
+/// The decoded pixel type every service works on (re-exported so services need not
+/// depend on `image` themselves).
+pub use image::RgbImage;
 
 /// Bounds on what a client may upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,16 @@ pub fn resize_center_crop(image: &RgbImage, size: u32) -> RgbImage {
     let (nw, nh) = (((w as f32 * scale).round() as u32).max(size), ((h as f32 * scale).round() as u32).max(size));
     let resized = image::imageops::resize(image, nw, nh, FilterType::Triangle);
     image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+}
+
+/// Resizes to exactly `width`x`height` with bicubic filtering, ignoring the aspect ratio:
+/// the input of ViT-style encoders whose processors do the same (BLIP, CLIP's
+/// `do_center_crop: false` variants). An image already that size is returned unchanged.
+pub fn resize_exact(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if image.dimensions() == (width, height) {
+        return image.clone();
+    }
+    image::imageops::resize(image, width, height, FilterType::CatmullRom)
 }
 
 /// A small JPEG of an upright image, its longer side at most `max_side` pixels (never

@@ -1,10 +1,11 @@
 //! The hub decoder: BLIP's image-grounded text decoder (candle-transformers' `blip_text`),
 //! reading the BLIP vision encoder's patch latents (which the latent service produces) and
-//! writing caption token ids greedily, with its KV cache.
+//! writing caption token ids greedily with its KV cache.
 //!
 //! Real BLIP weights come from a model hub in deployments; here the code is proved against
 //! the reference implementation on a random-weight model of the exact upstream layout
-//! (`tests/scripts/blip_fixture.py`, `tests/blip_parity.rs`).
+//! (`tests/scripts/blip_fixture.py`, `tests/blip_parity.rs`), and served end to end in
+//! `tests/e2e/caption_service.rs`.
 
 use std::path::Path;
 
@@ -17,8 +18,10 @@ use candle_transformers::models::{blip, blip_text};
 pub enum BlipError {
     #[error("{path}: {message}")]
     Load { path: String, message: String },
-    #[error("patch latents have shape {got:?}; this decoder expects [patches, {hidden}]")]
-    Shape { got: Vec<usize>, hidden: usize },
+    #[error("patch latents have shape {got:?}; this decoder expects [{rows}, {hidden}] (BLIP's vision encoder at its input size)")]
+    Shape { got: Vec<usize>, rows: usize, hidden: usize },
+    #[error("detokenizing: {0}")]
+    Tokenizer(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -30,24 +33,29 @@ pub struct SpecialIds {
     pub sep: u32,
 }
 
-/// A greedy decode: ids after the bos token and the logits of each step.
+/// A greedy decode of one image.
 #[derive(Debug, Clone)]
 pub struct Decoded {
+    /// Ids after the bos token, up to and including `sep` when it was reached.
     pub ids: Vec<u32>,
+    /// Log-probability of each chosen id (the caption's confidence comes from these).
+    pub logprobs: Vec<f32>,
+    /// Each step's logits, when asked for (parity tests).
     pub step_logits: Vec<Vec<f32>>,
 }
 
-/// BLIP's text decoder with its configuration.
+/// BLIP's text decoder with its configuration and tokenizer.
 pub struct BlipDecoder {
     model: blip::BlipForConditionalGeneration,
     config: blip::Config,
     special: SpecialIds,
+    tokenizer: Option<tokenizers::Tokenizer>,
     device: Device,
 }
 
 impl BlipDecoder {
-    /// Loads `config.json` and `model.safetensors` (a Hugging Face BLIP captioning
-    /// checkpoint's files) from `dir`.
+    /// Loads `config.json`, `model.safetensors` and, when present, `tokenizer.json` (a
+    /// Hugging Face BLIP captioning checkpoint's files) from `dir`.
     pub fn load(dir: &Path, device: &Device) -> Result<BlipDecoder, BlipError> {
         let load_err = |path: &Path, message: String| BlipError::Load { path: path.display().to_string(), message };
         let config_path = dir.join("config.json");
@@ -57,12 +65,18 @@ impl BlipDecoder {
         let id = |key: &str, default: u32| json["text_config"][key].as_u64().map_or(default, |v| v as u32);
         // Upstream BLIP: bos 30522 ([DEC]), sep 102 ([SEP]).
         let special = SpecialIds { bos: id("bos_token_id", 30522), sep: id("sep_token_id", 102) };
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.is_file() {
+            Some(tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?)
+        } else {
+            None
+        };
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .map_err(|e| load_err(&weights, e.to_string()))?;
         let model = blip::BlipForConditionalGeneration::new(&config, vb).map_err(|e| load_err(&weights, e.to_string()))?;
-        Ok(BlipDecoder { model, config, special, device: device.clone() })
+        Ok(BlipDecoder { model, config, special, tokenizer, device: device.clone() })
     }
 
     /// The text configuration (vocabulary size, hidden sizes).
@@ -75,38 +89,78 @@ impl BlipDecoder {
         self.special
     }
 
-    /// The vision encoder's patch latents for `pixel_values` [1, 3, size, size] (what the
-    /// latent service's BLIP encoder returns), as [patches, hidden].
-    pub fn vision_latents(&self, pixel_values: &Tensor) -> Result<Tensor, BlipError> {
-        use candle_core::Module;
-        Ok(self.model.vision_model().forward(pixel_values)?.squeeze(0)?)
+    /// Shape `[rows, hidden]` of the latents this decoder reads: the class token and one
+    /// row per patch of the vision encoder's input.
+    pub fn latent_shape(&self) -> [usize; 2] {
+        let v = &self.config.vision_config;
+        [1 + (v.image_size / v.patch_size).pow(2), self.config.text_config.encoder_hidden_size]
     }
 
-    /// Greedy decoding over `latents` [patches, hidden] for at most `max_tokens` tokens,
-    /// stopping after `sep`.
-    pub fn greedy(&mut self, latents: &Tensor, max_tokens: usize) -> Result<Decoded, BlipError> {
-        let hidden = self.config.text_config.encoder_hidden_size;
-        let dims = latents.dims().to_vec();
-        if dims.len() != 2 || dims[1] != hidden {
-            return Err(BlipError::Shape { got: dims, hidden });
+    /// Most tokens one caption may have (the decoder's position table, less the bos).
+    pub fn max_new_tokens(&self) -> usize {
+        self.config.text_config.max_position_embeddings.saturating_sub(1)
+    }
+
+    /// Checks one image's latents `[rows, hidden]` against [`Self::latent_shape`].
+    pub fn check_shape(&self, dims: &[usize]) -> Result<(), BlipError> {
+        let [rows, hidden] = self.latent_shape();
+        if dims != [rows, hidden] {
+            return Err(BlipError::Shape { got: dims.to_vec(), rows, hidden });
         }
-        let latents = latents.to_device(&self.device)?.unsqueeze(0)?;
-        self.model.reset_kv_cache();
-        let mut ids = Vec::new();
-        let mut step_logits = Vec::new();
+        Ok(())
+    }
+
+    /// Greedy decoding of one image's latents `[rows, hidden]`, stopping after `sep` or
+    /// `max_tokens` tokens.
+    pub fn greedy(&self, latents: &Tensor, max_tokens: usize, keep_logits: bool) -> Result<Decoded, BlipError> {
+        self.check_shape(latents.dims())?;
+        let encoder_states = latents.to_device(&self.device)?.unsqueeze(0)?;
+        // A clone shares the weights (reference-counted) and has its own, empty KV cache,
+        // so concurrent decodes never see each other's state.
+        let mut model = self.model.clone();
+        model.reset_kv_cache();
+        let mut out = Decoded { ids: Vec::new(), logprobs: Vec::new(), step_logits: Vec::new() };
         let mut next = self.special.bos;
-        for _ in 0..max_tokens {
+        for _ in 0..max_tokens.min(self.max_new_tokens()) {
             let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-            let logits = self.model.text_decoder().forward(&input, &latents)?;
-            let last: Vec<f32> = logits.i((0, logits.dim(1)? - 1))?.to_dtype(DType::F32)?.to_vec1()?;
-            next = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
-            step_logits.push(last);
-            ids.push(next);
+            let logits = model.text_decoder().forward(&input, &encoder_states)?;
+            let last = logits.i((0, logits.dim(1)? - 1))?.to_dtype(DType::F32)?;
+            let logprobs = candle_nn::ops::log_softmax(&last, 0)?.to_vec1::<f32>()?;
+            next = argmax(&logprobs);
+            out.ids.push(next);
+            out.logprobs.push(logprobs[next as usize]);
+            if keep_logits {
+                out.step_logits.push(last.to_vec1()?);
+            }
             if next == self.special.sep {
                 break;
             }
         }
-        self.model.reset_kv_cache();
-        Ok(Decoded { ids, step_logits })
+        Ok(out)
     }
+
+    /// Greedy decoding of the images of one batch.
+    ///
+    /// They are decoded one after another: candle-transformers 0.11.1's BLIP text
+    /// embeddings add the position embeddings without broadcasting
+    /// (`blip_text::TextEmbeddings::forward`), so a forward pass over more than one
+    /// sequence fails with a shape error. Every sequence starts at bos, so once upstream
+    /// broadcasts, the batch can step in lockstep with no padding and give the same ids.
+    pub fn greedy_batch(&self, latents: &[Tensor], max_tokens: usize, keep_logits: bool) -> Result<Vec<Decoded>, BlipError> {
+        latents.iter().map(|l| self.greedy(l, max_tokens, keep_logits)).collect()
+    }
+
+    /// The caption text of `ids`, special tokens skipped (as `transformers`'
+    /// `decode(ids, skip_special_tokens=True)`).
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String, BlipError> {
+        let tokenizer = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| BlipError::Tokenizer("the checkpoint has no tokenizer.json".into()))?;
+        tokenizer.decode(ids, true).map_err(|e| BlipError::Tokenizer(e.to_string()))
+    }
+}
+
+fn argmax(values: &[f32]) -> u32 {
+    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
 }
