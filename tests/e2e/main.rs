@@ -2,6 +2,7 @@
 //! loopback. Run after `cargo build --workspace` and `mmc models fetch` (the README's
 //! test command does both).
 
+mod caption_blip;
 mod caption_service;
 mod cli_client;
 mod cluster_up;

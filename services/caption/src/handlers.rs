@@ -13,7 +13,7 @@ use mmc_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    core::{CaptionCore, CaptionJob, CoreError},
+    core::{CaptionCore, CaptionJob, CoreError, Patches},
     engine::{Label, Mode},
 };
 
@@ -85,12 +85,26 @@ fn to_job(req: CaptionRequest, expected_encoder: &str) -> Result<CaptionJob, Sta
             )))
         }
     };
+    let patches = match latents.patch_latents {
+        None => None,
+        Some(t) => {
+            let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if count != Some(t.values.len()) {
+                return Err(Status::invalid_argument(format!(
+                    "latents.patch_latents has shape {shape:?} but {} values (row-major values must fill the shape)",
+                    t.values.len()
+                )));
+            }
+            Some(Patches { shape, values: t.values })
+        }
+    };
     let labels = latents
         .labels
         .into_iter()
         .map(|l| Label { class_index: l.class_index, name: l.name, probability: l.probability })
         .collect();
-    Ok(CaptionJob { encoder_id, labels, mode, max_chars })
+    Ok(CaptionJob { encoder_id, labels, patches, mode, max_chars })
 }
 
 fn to_proto_mode(mode: Mode) -> CaptionMode {

@@ -16,7 +16,9 @@ struct Args {
     /// Models directory (default: the one `mmc models fetch` fills).
     #[arg(long, env = "MMC_MODELS_DIR")]
     models_dir: Option<PathBuf>,
-    /// The language model that phrases the labels: an id in the models directory.
+    /// The decoder: an id in the models directory. A GGUF instruct model phrases the
+    /// encoder's labels; a BLIP captioning checkpoint (config.json with model_type "blip")
+    /// decodes the BLIP encoder's patch latents (pair it with --encoder naming that encoder).
     #[arg(long, env = "MMC_CAPTION_DECODER", default_value = "smollm2-135m-instruct-q4_1")]
     decoder: String,
     /// A GGUF file to load instead of `--decoder` from the models directory.
@@ -50,10 +52,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let (decoder_path, decoder_id) =
+    let (gguf, decoder_id) =
         mmc_models::store::locate(args.models_dir.as_deref(), &args.decoder, "model.gguf", args.gguf.as_deref());
+    let dir = gguf.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let decoder = if args.gguf.is_none() && mmc_models::store::model_type(&dir).as_deref() == Some("blip") {
+        core::DecoderFiles::Blip(dir)
+    } else {
+        core::DecoderFiles::Phrasing(gguf)
+    };
     let core = core::CaptionCore::new(core::CoreConfig {
-        decoder_path,
+        decoder,
         decoder_id,
         profile: args.profile.clone(),
         expected_encoder: args.encoder.clone(),

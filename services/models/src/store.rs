@@ -75,6 +75,16 @@ pub fn revision_of(dir: &Path, file: &str) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The `model_type` of a Hugging Face checkpoint directory (its `config.json`), e.g.
+/// "blip"; None for directories without one (GGUF, ggml and our converted models). Services
+/// pick the model code a directory needs from it.
+pub fn model_type(dir: &Path) -> Option<String> {
+    std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["model_type"].as_str().map(str::to_string))
+}
+
 fn default_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }

@@ -13,8 +13,8 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{blip, blip_text};
 
-/// Errors of the BLIP decoder.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the BLIP decoder (cloneable, so one failed batch can answer every caller).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BlipError {
     #[error("{path}: {message}")]
     Load { path: String, message: String },
@@ -22,8 +22,14 @@ pub enum BlipError {
     Shape { got: Vec<usize>, rows: usize, hidden: usize },
     #[error("detokenizing: {0}")]
     Tokenizer(String),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    #[error("inference: {0}")]
+    Inference(String),
+}
+
+impl From<candle_core::Error> for BlipError {
+    fn from(e: candle_core::Error) -> Self {
+        BlipError::Inference(e.to_string())
+    }
 }
 
 /// Token ids the decoder starts from and stops at (BERT's `[DEC]`-style bos and `[SEP]`).
@@ -49,13 +55,13 @@ pub struct BlipDecoder {
     model: blip::BlipForConditionalGeneration,
     config: blip::Config,
     special: SpecialIds,
-    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer: tokenizers::Tokenizer,
     device: Device,
 }
 
 impl BlipDecoder {
-    /// Loads `config.json`, `model.safetensors` and, when present, `tokenizer.json` (a
-    /// Hugging Face BLIP captioning checkpoint's files) from `dir`.
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` (a Hugging Face BLIP
+    /// captioning checkpoint's files) from `dir`.
     pub fn load(dir: &Path, device: &Device) -> Result<BlipDecoder, BlipError> {
         let load_err = |path: &Path, message: String| BlipError::Load { path: path.display().to_string(), message };
         let config_path = dir.join("config.json");
@@ -66,11 +72,8 @@ impl BlipDecoder {
         // Upstream BLIP: bos 30522 ([DEC]), sep 102 ([SEP]).
         let special = SpecialIds { bos: id("bos_token_id", 30522), sep: id("sep_token_id", 102) };
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.is_file() {
-            Some(tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?)
-        } else {
-            None
-        };
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
@@ -153,14 +156,54 @@ impl BlipDecoder {
     /// The caption text of `ids`, special tokens skipped (as `transformers`'
     /// `decode(ids, skip_special_tokens=True)`).
     pub fn detokenize(&self, ids: &[u32]) -> Result<String, BlipError> {
-        let tokenizer = self
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| BlipError::Tokenizer("the checkpoint has no tokenizer.json".into()))?;
-        tokenizer.decode(ids, true).map_err(|e| BlipError::Tokenizer(e.to_string()))
+        self.tokenizer.decode(ids, true).map_err(|e| BlipError::Tokenizer(e.to_string()))
     }
+}
+
+/// Openers accessibility guidelines advise against (a screen reader already says "image").
+const OPENERS: &[&str] = &["a picture of ", "a photo of ", "a photograph of ", "an image of ", "an illustration of "];
+
+/// The served caption made of BLIP's decoded `raw` text: openers such as "a picture of"
+/// dropped, whitespace collapsed, "Possibly " in front when `hedge`, first letter
+/// capitalised, a full stop at the end, and cut at a word boundary to at most `max_chars`
+/// characters. BLIP writes real sentences, so nothing else is changed.
+pub fn caption_text(raw: &str, hedge: bool, max_chars: usize) -> String {
+    let mut words: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    while let Some(opener) = OPENERS.iter().find(|o| words.len() > o.len() && words[..o.len()].eq_ignore_ascii_case(o)) {
+        words = words[opener.len()..].to_string();
+    }
+    let mut text = if hedge { format!("possibly {words}") } else { words };
+    let budget = max_chars.saturating_sub(1);
+    if text.chars().count() > budget {
+        let cut: String = text.chars().take(budget + 1).collect();
+        text = match cut.rfind(' ') {
+            Some(space) => cut[..space].to_string(),
+            None => cut.chars().take(budget).collect(),
+        };
+    }
+    let mut text = super::text::capitalise(text.trim_end_matches([',', ';', ':', ' ']));
+    if !text.is_empty() && !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
 }
 
 fn argmax(values: &[f32]) -> u32 {
     values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caption_text;
+
+    #[test]
+    fn captions_lose_openers_gain_form_and_fit() {
+        assert_eq!(caption_text("a picture of a dog on a bench", false, 125), "A dog on a bench.");
+        assert_eq!(caption_text("  a cat   sitting ", true, 125), "Possibly a cat sitting.");
+        let long = "a man riding a bicycle down a street next to a tall building with many windows";
+        let cut = caption_text(long, false, 40);
+        assert!(cut.chars().count() <= 40, "{cut}");
+        assert_eq!(cut, "A man riding a bicycle down a street.");
+        assert_eq!(caption_text("", false, 125), "");
+    }
 }

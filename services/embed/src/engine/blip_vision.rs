@@ -32,10 +32,7 @@ pub struct BlipVision {
 
 /// True when `dir` holds a BLIP checkpoint (`config.json` with `model_type: blip`).
 pub fn is_blip(dir: &Path) -> bool {
-    std::fs::read(dir.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|v| v["model_type"] == "blip")
+    mmc_models::store::model_type(dir).as_deref() == Some("blip")
 }
 
 impl BlipVision {
