@@ -7,12 +7,14 @@
 //! - [`convert`]: format converters written in Rust (legacy PyTorch pickle ->
 //!   safetensors, GGUF tokenizer metadata -> `tokenizer.json`).
 //! - [`store`]: the models directory (`MMC_MODELS_DIR`) and paths inside it.
+//! - [`hf_config`]: Hugging Face `config.json` files with `transformers`' defaults filled in.
 //! - [`device`]: the device model code runs on (`MMC_DEVICE`: cpu, cuda, cuda:N).
 //! - [`labels`]: label sets of classifier models (ImageNet-1k), shared by producer and readers.
 
 pub mod convert;
 pub mod device;
 pub mod fetch;
+pub mod hf_config;
 pub mod labels;
 pub mod manifest;
 pub mod store;

@@ -65,12 +65,11 @@ impl BlipDecoder {
     pub fn load(dir: &Path, device: &Device) -> Result<BlipDecoder, BlipError> {
         let load_err = |path: &Path, message: String| BlipError::Load { path: path.display().to_string(), message };
         let config_path = dir.join("config.json");
-        let raw = std::fs::read_to_string(&config_path).map_err(|e| load_err(&config_path, e.to_string()))?;
-        let json: serde_json::Value = serde_json::from_str(&raw).map_err(|e| load_err(&config_path, e.to_string()))?;
+        let json = mmc_models::hf_config::blip_config(dir).map_err(|e| load_err(&config_path, e))?;
         let config: blip::Config = serde_json::from_value(json.clone()).map_err(|e| load_err(&config_path, e.to_string()))?;
-        let id = |key: &str, default: u32| json["text_config"][key].as_u64().map_or(default, |v| v as u32);
+        let id = |key: &str| json["text_config"][key].as_u64().unwrap_or_default() as u32;
         // Upstream BLIP: bos 30522 ([DEC]), sep 102 ([SEP]).
-        let special = SpecialIds { bos: id("bos_token_id", 30522), sep: id("sep_token_id", 102) };
+        let special = SpecialIds { bos: id("bos_token_id"), sep: id("sep_token_id") };
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer =
             tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?;

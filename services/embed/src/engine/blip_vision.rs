@@ -47,7 +47,7 @@ impl BlipVision {
             let raw = std::fs::read(&path).map_err(|e| EngineError::Missing(format!("{}: {e}", path.display())))?;
             serde_json::from_slice(&raw).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
         };
-        let json = read_json("config.json")?;
+        let json = mmc_models::hf_config::blip_config(dir).map_err(EngineError::Load)?;
         let config: blip::Config =
             serde_json::from_value(json.clone()).map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
         let (mut mean, mut std) = (CLIP_MEAN, CLIP_STD);
