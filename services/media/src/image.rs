@@ -139,6 +139,20 @@ pub fn resize_center_crop(image: &RgbImage, size: u32) -> RgbImage {
     image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
 }
 
+/// [`resize_center_crop`] with bicubic filtering: the shorter side to `size`, then the
+/// centre square, as `CLIPImageProcessor` does. An image already `size` square is returned
+/// unchanged.
+pub fn resize_center_crop_bicubic(image: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    if (w, h) == (size, size) {
+        return image.clone();
+    }
+    let scale = size as f32 / w.min(h) as f32;
+    let (nw, nh) = (((w as f32 * scale).round() as u32).max(size), ((h as f32 * scale).round() as u32).max(size));
+    let resized = image::imageops::resize(image, nw, nh, FilterType::CatmullRom);
+    image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+}
+
 /// Resizes to exactly `width`x`height` with bicubic filtering, ignoring the aspect ratio:
 /// the input of ViT-style encoders whose processors do the same (BLIP, CLIP's
 /// `do_center_crop: false` variants). An image already that size is returned unchanged.

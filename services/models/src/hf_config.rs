@@ -5,7 +5,7 @@
 //! candle-transformers' config structs need every field. Filling the gaps with the
 //! reference's defaults makes both kinds of file load, with the meaning `transformers`
 //! gives them. Shared by the latent service (BLIP's vision tower) and the caption service
-//! (BLIP's text decoder), which read the same checkpoint.
+//! (BLIP's text decoder), which read the same checkpoint, and by the latent service's CLIP.
 
 use std::path::Path;
 
@@ -29,6 +29,23 @@ fn blip_defaults() -> Value {
     })
 }
 
+/// `transformers` 4.46 defaults of `CLIPConfig`, `CLIPTextConfig` and `CLIPVisionConfig`.
+fn clip_defaults() -> Value {
+    json!({
+        "projection_dim": 512,
+        "text_config": {
+            "vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "projection_dim": 512,
+            "num_hidden_layers": 12, "num_attention_heads": 8, "max_position_embeddings": 77,
+            "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5
+        },
+        "vision_config": {
+            "hidden_size": 768, "intermediate_size": 3072, "projection_dim": 512, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5
+        }
+    })
+}
+
 /// Fills every key `defaults` has and `value` lacks (or holds null), recursively.
 fn fill(value: &mut Value, defaults: &Value) {
     let (Some(obj), Some(defs)) = (value.as_object_mut(), defaults.as_object()) else { return };
@@ -44,13 +61,22 @@ fn fill(value: &mut Value, defaults: &Value) {
 
 /// A BLIP checkpoint's `config.json` (in `dir`) with `transformers`' defaults filled in.
 pub fn blip_config(dir: &Path) -> Result<Value, String> {
+    with_defaults(dir, &blip_defaults())
+}
+
+/// A CLIP checkpoint's `config.json` (in `dir`) with `transformers`' defaults filled in.
+pub fn clip_config(dir: &Path) -> Result<Value, String> {
+    with_defaults(dir, &clip_defaults())
+}
+
+fn with_defaults(dir: &Path, defaults: &Value) -> Result<Value, String> {
     let path = dir.join("config.json");
     let raw = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut value: Value = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
     if !value.is_object() {
         return Err(format!("{}: not a JSON object", path.display()));
     }
-    fill(&mut value, &blip_defaults());
+    fill(&mut value, defaults);
     Ok(value)
 }
 

@@ -2,6 +2,7 @@
 //! tensors; they never see protobuf.
 
 pub mod blip_vision;
+pub mod clip;
 pub mod conse;
 pub mod efficientnet;
 pub mod text;
@@ -34,4 +35,17 @@ impl From<candle_core::Error> for EngineError {
     fn from(e: candle_core::Error) -> Self {
         EngineError::Inference(e.to_string())
     }
+}
+
+/// A text encoder into a vector space: BERT sentence embeddings (bundled MiniLM) or CLIP's
+/// text tower (hub). The core batches requests over it without knowing which.
+pub trait TextEmbedder: Send + Sync {
+    /// Identity of the model (and so of its vector space).
+    fn model_id(&self) -> &ModelId;
+    /// Most tokens per text; longer texts are cut (and flagged) or refused.
+    fn max_tokens(&self) -> usize;
+    /// Each text's token count before any cut.
+    fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>, EngineError>;
+    /// Unit vectors of a batch of texts (one forward pass).
+    fn embed(&self, texts: &[String]) -> Result<Vec<text::TextEmbedding>, EngineError>;
 }

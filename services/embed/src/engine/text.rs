@@ -106,24 +106,9 @@ impl TextEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ids = self.tokenize(texts)?;
-        let original: Vec<usize> = ids.iter().map(Vec::len).collect();
-        for seq in &mut ids {
-            if seq.len() > self.max_tokens {
-                seq.truncate(self.max_tokens - 1);
-                seq.push(self.sep_id);
-            }
-        }
-        let width = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let n = ids.len();
-        let mut input = Vec::with_capacity(n * width);
-        let mut mask = Vec::with_capacity(n * width);
-        for seq in &ids {
-            input.extend_from_slice(seq);
-            input.extend(std::iter::repeat_n(self.pad_id, width - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
-        }
+        let batch = Batch::new(self.tokenize(texts)?, self.max_tokens, self.sep_id, self.pad_id);
+        let (n, width) = (batch.ids.len(), batch.width);
+        let (input, mask) = (batch.input.clone(), batch.mask.clone());
         let input = Tensor::from_vec(input, (n, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, width), &self.device)?;
         let token_types = input.zeros_like()?;
@@ -135,17 +120,71 @@ impl TextEncoder {
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
         let unit = mean.broadcast_div(&norms)?;
-        let rows: Vec<Vec<f32>> = unit.to_vec2()?;
-        Ok(rows
-            .into_iter()
-            .zip(ids.iter().zip(original))
-            .map(|(values, (seq, orig))| TextEmbedding {
+        Ok(batch.embeddings(unit.to_vec2()?))
+    }
+}
+
+impl super::TextEmbedder for TextEncoder {
+    fn model_id(&self) -> &ModelId {
+        &self.id
+    }
+    fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+    fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>, EngineError> {
+        TextEncoder::count_tokens(self, texts)
+    }
+    fn embed(&self, texts: &[String]) -> Result<Vec<TextEmbedding>, EngineError> {
+        TextEncoder::embed(self, texts)
+    }
+}
+
+/// Token ids of a batch of texts, cut to the model's limit with the end token kept last
+/// (and the cut recorded), padded to one width: what every text encoder feeds its model.
+pub(crate) struct Batch {
+    /// Each text's ids after the cut.
+    pub ids: Vec<Vec<u32>>,
+    /// Each text's token count before the cut.
+    pub original: Vec<usize>,
+    pub width: usize,
+    /// Row-major `[texts, width]` ids, padded with the pad id.
+    pub input: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub mask: Vec<u32>,
+}
+
+impl Batch {
+    pub fn new(mut ids: Vec<Vec<u32>>, max_tokens: usize, end_id: u32, pad_id: u32) -> Batch {
+        let original: Vec<usize> = ids.iter().map(Vec::len).collect();
+        for seq in &mut ids {
+            if seq.len() > max_tokens {
+                seq.truncate(max_tokens - 1);
+                seq.push(end_id);
+            }
+        }
+        let width = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let mut input = Vec::with_capacity(ids.len() * width);
+        let mut mask = Vec::with_capacity(ids.len() * width);
+        for seq in &ids {
+            input.extend_from_slice(seq);
+            input.extend(std::iter::repeat_n(pad_id, width - seq.len()));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
+        }
+        Batch { ids, original, width, input, mask }
+    }
+
+    /// The model's unit vectors for this batch, with each text's token counts.
+    pub fn embeddings(&self, rows: Vec<Vec<f32>>) -> Vec<TextEmbedding> {
+        rows.into_iter()
+            .zip(self.ids.iter().zip(&self.original))
+            .map(|(values, (seq, &orig))| TextEmbedding {
                 values,
                 token_count: seq.len() as u32,
                 original_token_count: orig as u32,
                 truncated: orig > seq.len(),
             })
-            .collect())
+            .collect()
     }
 }
 
