@@ -2,7 +2,6 @@
 //! loopback. Run after `cargo build --workspace` and `mmc models fetch` (the README's
 //! test command does both).
 
-mod caption_blip;
 mod caption_service;
 mod cli_client;
 mod cluster_up;
@@ -11,6 +10,7 @@ mod gateway_images;
 mod gateway_meetings;
 mod http_api;
 mod hub_fetch;
+mod hub_profile;
 mod models_fetch;
 mod openai_api;
 mod otlp_export;

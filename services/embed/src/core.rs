@@ -12,10 +12,11 @@ use mmc_media::image::{ImageError, ImageLimits, RgbImage};
 
 use crate::engine::{
     blip_vision::{self, BlipVision},
+    clip::{self, Clip},
     conse,
     efficientnet::{EfficientNetLite0, IMAGE_SIZE},
     text::{revision_of, TextEmbedding, TextEncoder},
-    EngineError, ModelId,
+    EngineError, ModelId, TextEmbedder,
 };
 
 
@@ -49,7 +50,7 @@ pub enum CoreError {
     TooLong { index: usize, tokens: usize, limit: usize, model: String },
     #[error("image #{index}: {error}")]
     Image { index: usize, error: ImageError },
-    #[error("the image model {image_model} gives patch latents for caption decoders, not vectors in the text space: EmbedImage needs a classifier image model (ConSE, e.g. --image-model efficientnet-lite0); EncodeImage works")]
+    #[error("the image model {image_model} gives patch latents for caption decoders, not vectors in the text space: EmbedImage needs a CLIP text model (its image tower, e.g. --text-model clip-vit-base-patch32) or a classifier image model (ConSE, e.g. --image-model efficientnet-lite0); EncodeImage works")]
     NoSharedSpace { image_model: String },
     #[error(transparent)]
     Batch(#[from] BatchError<EngineError>),
@@ -58,8 +59,15 @@ pub enum CoreError {
 }
 
 struct TextPath {
-    encoder: Arc<TextEncoder>,
+    encoder: Arc<dyn TextEmbedder>,
     batcher: Batcher<String, TextEmbedding, EngineError>,
+}
+
+/// CLIP's image tower, when the text model is CLIP: `EmbedImage` then maps images straight
+/// into CLIP's space instead of through a classifier (ConSE).
+struct ClipImages {
+    clip: Arc<Clip>,
+    batcher: Batcher<Vec<f32>, Vec<f32>, EngineError>,
 }
 
 /// Classifier output for one image.
@@ -124,11 +132,12 @@ pub struct EmbedCore {
     config: CoreConfig,
     text: OnceCell<TextPath>,
     image: OnceCell<ImagePath>,
+    clip_images: OnceCell<ClipImages>,
 }
 
 impl EmbedCore {
     pub fn new(config: CoreConfig) -> Arc<Self> {
-        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new() })
+        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new() })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -145,14 +154,20 @@ impl EmbedCore {
             }
             // One device (one CUDA context) for both encoders.
             let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
-            let encoder = TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?;
+            let (encoder, clip): (Arc<dyn TextEmbedder>, Option<Arc<Clip>>) = if clip::is_clip(&dir) {
+                let clip = Arc::new(Clip::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?);
+                let gray = RgbImage::from_pixel(8, 8, [128, 128, 128].into());
+                clip.embed_images(&[clip.preprocess(&gray)])?;
+                (clip.clone(), Some(clip))
+            } else {
+                (Arc::new(TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?), None)
+            };
             encoder.embed(&["warm-up".to_string()])?;
-            Ok((encoder, device))
+            Ok((encoder, clip, device))
         })
         .await
         .map_err(|e| EngineError::Load(e.to_string()))??;
-        let (encoder, device) = encoder;
-        let encoder = Arc::new(encoder);
+        let (encoder, clip, device) = encoder;
         let engine = encoder.clone();
         let batcher = Batcher::spawn(
             BatcherConfig {
@@ -163,15 +178,30 @@ impl EmbedCore {
             },
             move |texts: Vec<String>| engine.embed(&texts),
         );
-        tracing::info!(model = %encoder.model_id().id, revision = %encoder.model_id().revision, "text encoder ready");
+        tracing::info!(model = %encoder.model_id().id, family = %encoder.model_id().family, revision = %encoder.model_id().revision, "text encoder ready");
         let _ = self.text.set(TextPath { encoder: encoder.clone(), batcher });
-        self.load_image_path(encoder, device).await
+        if let Some(clip) = clip {
+            let engine = clip.clone();
+            let batcher = Batcher::spawn(
+                BatcherConfig {
+                    name: "embed_image_clip",
+                    max_batch: self.config.max_batch.min(16),
+                    max_wait: self.config.max_wait,
+                    queue_capacity: self.config.queue_capacity,
+                },
+                move |pixels: Vec<Vec<f32>>| engine.embed_images(&pixels),
+            );
+            let _ = self.clip_images.set(ClipImages { clip, batcher });
+            // CLIP is the shared space: the classifier (if any) serves EncodeImage only.
+            return self.load_image_path(encoder, device, false).await;
+        }
+        self.load_image_path(encoder, device, true).await
     }
 
-    /// Loads the image model its files call for: BLIP's vision tower, or the classifier
-    /// with the class sentences embedded by the text encoder (once; about 3 s for 1000
-    /// classes on 2 cores).
-    async fn load_image_path(&self, text: Arc<TextEncoder>, device: candle_core::Device) -> Result<(), EngineError> {
+    /// Loads the image model its files call for: BLIP's vision tower, or the classifier,
+    /// with (when `conse`, i.e. it is the way into the text space) the class sentences
+    /// embedded by the text encoder (once; about 3 s for 1000 classes on 2 cores).
+    async fn load_image_path(&self, text: Arc<dyn TextEmbedder>, device: candle_core::Device, conse: bool) -> Result<(), EngineError> {
         let cfg = self.config.clone();
         let dir = cfg.models_dir.join(&cfg.image_model);
         if !dir.join(mmc_models::store::STAMP).is_file() {
@@ -215,8 +245,10 @@ impl EmbedCore {
                 let sentences: Vec<String> =
                     labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
                 let mut class_embeddings = Vec::with_capacity(sentences.len());
-                for chunk in sentences.chunks(64) {
-                    class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
+                if conse {
+                    for chunk in sentences.chunks(64) {
+                        class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
+                    }
                 }
                 let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
                 let id = ModelId {
@@ -251,11 +283,15 @@ impl EmbedCore {
         self.image.get().map(|i| i.model.clone())
     }
 
-    /// Identity of the shared space image vectors live in: the text model's space,
-    /// reached through the classifier (its revision is part of the identity). None until
-    /// loaded, and for patch encoders (they have no way into the text space).
+    /// Identity of the shared space image vectors live in: CLIP's own, or the text model's
+    /// space reached through the classifier (its revision is then part of the identity).
+    /// None until loaded, and for patch encoders without CLIP (they have no way into the
+    /// text space).
     pub fn shared_space(&self) -> Option<ModelId> {
         let (text, _) = self.text_model()?;
+        if self.clip_images.get().is_some() {
+            return Some(text);
+        }
         let image = self.image.get().filter(|i| matches!(i.encoder, ImageEncoder::Classifier { .. }))?.model.clone();
         Some(ModelId {
             family: format!("conse({})", image.id),
@@ -325,8 +361,14 @@ impl EmbedCore {
         }
     }
 
-    /// Maps images into the text space (ConSE): one unit vector per image.
+    /// Maps images into the text space, by CLIP's image tower or by ConSE over the
+    /// classifier: one unit vector per image.
     pub async fn embed_images(&self, images: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, CoreError> {
+        if let Some(ClipImages { clip, batcher }) = self.clip_images.get() {
+            let clip = clip.clone();
+            let prepared = self.prepare(images, move |rgb| clip.preprocess(rgb)).await?;
+            return Ok(batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?);
+        }
         let path = self.image()?;
         let ImageEncoder::Classifier { batcher, class_embeddings, .. } = &path.encoder else {
             return Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() });
