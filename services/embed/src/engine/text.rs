@@ -101,12 +101,36 @@ impl TextEncoder {
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// Embeds a batch of texts (one forward pass).
+    /// Embeds a batch of texts. Texts of similar length share a forward pass: the batch is
+    /// sorted by token count and split where padding would exceed a quarter of the real
+    /// tokens (as text-embeddings-inference avoids padding), then put back in order.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<TextEmbedding>, EngineError> {
-        if texts.is_empty() {
+        let ids = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out: Vec<Option<TextEmbedding>> = vec![None; ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let shortest = ids[order[start]].len().min(self.max_tokens).max(1);
+            let mut end = start + 1;
+            while end < order.len() && ids[order[end]].len().min(self.max_tokens) * 4 <= shortest * 5 {
+                end += 1;
+            }
+            let group: Vec<Vec<u32>> = order[start..end].iter().map(|&i| ids[i].clone()).collect();
+            for (&i, e) in order[start..end].iter().zip(self.forward(group)?) {
+                out[i] = Some(e);
+            }
+            start = end;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One forward pass over token ids (cut and padded here).
+    fn forward(&self, ids: Vec<Vec<u32>>) -> Result<Vec<TextEmbedding>, EngineError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = Batch::new(self.tokenize(texts)?, self.max_tokens, self.sep_id, self.pad_id);
+        let batch = Batch::new(ids, self.max_tokens, self.sep_id, self.pad_id);
         let (n, width) = (batch.ids.len(), batch.width);
         let (input, mask) = (batch.input.clone(), batch.mask.clone());
         let input = Tensor::from_vec(input, (n, width), &self.device)?;
