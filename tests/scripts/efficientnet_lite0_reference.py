@@ -48,13 +48,16 @@ def load(path):
     return weights
 
 
+def same_padding(n, k, s):
+    """TensorFlow SAME padding of one dimension of size n: (before, after)."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
 def same_pad(x, k, s):
     h, w = x.shape[1:]
-    def pads(n):
-        out = -(-n // s)
-        total = max((out - 1) * s + k - n, 0)
-        return total // 2, total - total // 2
-    (t, b), (l, r) = pads(h), pads(w)
+    (t, b), (l, r) = same_padding(h, k, s), same_padding(w, k, s)
     return np.pad(x, ((0, 0), (t, b), (l, r)))
 
 

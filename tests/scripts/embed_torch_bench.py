@@ -18,7 +18,9 @@ usage: embed_torch_bench.py MODELS_DIR TEXTS_OUT --threads N [--rounds R]
 import argparse
 import json
 import math
+import os
 import pathlib
+import sys
 import time
 
 import torch
@@ -26,9 +28,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertModel
 
+sys.path.insert(0, os.path.dirname(__file__))
+from efficientnet_lite0_reference import STAGES, same_padding  # noqa: E402  (the numpy reference's layout)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
 TEXT_BATCH = 32
 IMAGE_BATCH = 16
 
@@ -57,13 +60,7 @@ class Lite0(torch.nn.Module):
     def conv(self, x, weight, stride, groups=1):
         k = weight.shape[2]
         h, wd = x.shape[2:]
-
-        def pads(n):
-            out = -(-n // stride)
-            total = max((out - 1) * stride + k - n, 0)
-            return total // 2, total - total // 2
-
-        (t, b), (l, r) = pads(h), pads(wd)
+        (t, b), (l, r) = same_padding(h, k, stride), same_padding(wd, k, stride)
         return F.conv2d(F.pad(x, (l, r, t, b)), weight, stride=stride, groups=groups)
 
     def bn(self, x, p):

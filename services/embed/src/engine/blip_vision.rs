@@ -9,24 +9,22 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module};
 use candle_nn::VarBuilder;
 use candle_transformers::models::blip;
 use mmc_media::image::RgbImage;
 
-use super::EngineError;
-
-/// CLIP's channel means and deviations, BLIP's processor defaults.
-const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+use super::{
+    pixels::{self, Normalize},
+    EngineError,
+};
 
 /// The vision tower of a BLIP captioning checkpoint.
 pub struct BlipVision {
     model: blip::BlipForConditionalGeneration,
     image_size: usize,
     hidden: usize,
-    mean: [f32; 3],
-    std: [f32; 3],
+    normalize: Normalize,
     device: Device,
 }
 
@@ -42,24 +40,10 @@ impl BlipVision {
     /// text decoder's weights are loaded too (about a third of BLIP-base); the
     /// caption service holds its own copy of the decoder.
     pub fn load(dir: &Path, device: &Device) -> Result<BlipVision, EngineError> {
-        let read_json = |name: &str| -> Result<serde_json::Value, EngineError> {
-            let path = dir.join(name);
-            let raw = std::fs::read(&path).map_err(|e| EngineError::Missing(format!("{}: {e}", path.display())))?;
-            serde_json::from_slice(&raw).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))
-        };
         let json = mmc_models::hf_config::blip_config(dir).map_err(EngineError::Load)?;
         let config: blip::Config =
             serde_json::from_value(json.clone()).map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
-        let (mut mean, mut std) = (CLIP_MEAN, CLIP_STD);
-        if dir.join("preprocessor_config.json").is_file() {
-            let pre = read_json("preprocessor_config.json")?;
-            let three = |v: &serde_json::Value| -> Option<[f32; 3]> {
-                let a = v.as_array()?;
-                Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
-            };
-            mean = three(&pre["image_mean"]).unwrap_or(mean);
-            std = three(&pre["image_std"]).unwrap_or(std);
-        }
+        let normalize = Normalize::of_checkpoint(dir)?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
@@ -70,8 +54,7 @@ impl BlipVision {
             model,
             image_size: config.vision_config.image_size,
             hidden: config.vision_config.hidden_size,
-            mean,
-            std,
+            normalize,
             device: device.clone(),
         })
     }
@@ -86,30 +69,15 @@ impl BlipVision {
         self.hidden
     }
 
-    /// Rows of the latents: the class token and one per patch.
-    pub fn latent_rows(&self, patch_size: usize) -> usize {
-        1 + (self.image_size / patch_size).pow(2)
-    }
-
     /// An RGB image as normalised pixel values `[3, size, size]`, channel-major.
     pub fn preprocess(&self, image: &RgbImage) -> Vec<f32> {
         let size = self.image_size as u32;
-        let resized = mmc_media::image::resize_exact(image, size, size);
-        let plane = (size * size) as usize;
-        let mut out = vec![0f32; 3 * plane];
-        for (i, p) in resized.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (f32::from(p[c]) / 255.0 - self.mean[c]) / self.std[c];
-            }
-        }
-        out
+        self.normalize.to_chw(&mmc_media::image::resize_exact(image, size, size))
     }
 
     /// Patch latents of a batch of preprocessed images: one `[rows * hidden]` vector each.
     pub fn encode(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let s = self.image_size;
-        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
-        let input = Tensor::from_vec(flat, (pixels.len(), 3, s, s), &self.device)?;
+        let input = pixels::batch(pixels, self.image_size, &self.device)?;
         let latents = self.model.vision_model().forward(&input)?;
         let (b, rows, hidden) = latents.dims3()?;
         let flat: Vec<f32> = latents.reshape((b, rows * hidden))?.to_dtype(DType::F32)?.to_vec2::<f32>()?.concat();

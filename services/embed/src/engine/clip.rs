@@ -30,13 +30,10 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::{
+    pixels::{self, Normalize},
     text::{Batch, TextEmbedding},
     EngineError, ModelId, TextEmbedder,
 };
-
-/// CLIP's channel means and deviations (`CLIPImageProcessor` defaults).
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// True when `dir` holds a CLIP checkpoint (`config.json` with `model_type: clip`).
 pub fn is_clip(dir: &Path) -> bool {
@@ -50,8 +47,7 @@ pub struct Clip {
     end_id: u32,
     max_tokens: usize,
     image_size: usize,
-    mean: [f32; 3],
-    std: [f32; 3],
+    normalize: Normalize,
     device: Device,
     id: ModelId,
 }
@@ -120,16 +116,7 @@ impl Clip {
             )));
         }
 
-        let (mut mean, mut std) = (CLIP_MEAN, CLIP_STD);
-        if let Ok(raw) = std::fs::read(dir.join("preprocessor_config.json")) {
-            let pre: Value = serde_json::from_slice(&raw).map_err(|e| EngineError::Load(format!("preprocessor_config.json: {e}")))?;
-            let three = |v: &Value| -> Option<[f32; 3]> {
-                let a = v.as_array()?;
-                Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
-            };
-            mean = three(&pre["image_mean"]).unwrap_or(mean);
-            std = three(&pre["image_std"]).unwrap_or(std);
-        }
+        let normalize = Normalize::of_checkpoint(dir)?;
 
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
@@ -146,8 +133,7 @@ impl Clip {
             end_id,
             max_tokens: max_tokens.min(text_config.max_position_embeddings),
             image_size,
-            mean,
-            std,
+            normalize,
             device: device.clone(),
             id: ModelId {
                 id: id.to_string(),
@@ -172,22 +158,12 @@ impl Clip {
     /// An RGB image as normalised pixel values `[3, size, size]`, channel-major.
     pub fn preprocess(&self, image: &RgbImage) -> Vec<f32> {
         let size = self.image_size as u32;
-        let square = mmc_media::image::resize_center_crop_bicubic(image, size);
-        let plane = (size * size) as usize;
-        let mut out = vec![0f32; 3 * plane];
-        for (i, p) in square.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (f32::from(p[c]) / 255.0 - self.mean[c]) / self.std[c];
-            }
-        }
-        out
+        self.normalize.to_chw(&mmc_media::image::resize_center_crop_bicubic(image, size))
     }
 
     /// Unit vectors of a batch of preprocessed images (one forward pass).
     pub fn embed_images(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let s = self.image_size;
-        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
-        let input = Tensor::from_vec(flat, (pixels.len(), 3, s, s), &self.device)?;
+        let input = pixels::batch(pixels, self.image_size, &self.device)?;
         let features = self.model.get_image_features(&input)?;
         Ok(clip::div_l2_norm(&features)?.to_dtype(DType::F32)?.to_vec2()?)
     }

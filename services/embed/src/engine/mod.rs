@@ -5,6 +5,7 @@ pub mod blip_vision;
 pub mod clip;
 pub mod conse;
 pub mod efficientnet;
+pub mod pixels;
 pub mod text;
 
 /// Identity of a loaded model (mapped to `mmc.common.v1.ModelInfo` at the edge).
