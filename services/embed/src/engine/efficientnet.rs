@@ -55,13 +55,18 @@ impl ConvBn {
         Ok(Self { weight, bias: shift.reshape((1, c, 1, 1))? })
     }
 
-    /// 1x1 convolution: `[n, in, h, w]` -> `[n, out, h, w]` as `W @ X` per image.
-    fn pointwise(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
+    /// 1x1 convolution: `[n, in, h, w]` -> `[n, out, h, w]` as `W @ X` per image, without
+    /// the bias (for a caller that fuses it into its next pass).
+    fn pointwise_unbiased(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
         let (n, c, h, w) = x.dims4()?;
         let out = self.weight.dim(0)?;
         let weight = self.weight.reshape((out, c))?;
-        let y = weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?;
-        y.reshape((n, out, h, w))?.broadcast_add(&self.bias)
+        weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?.reshape((n, out, h, w))
+    }
+
+    /// 1x1 convolution with its bias.
+    fn pointwise(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
+        self.pointwise_unbiased(x)?.broadcast_add(&self.bias)
     }
 }
 
@@ -91,8 +96,18 @@ fn conv_same(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle_cor
 
 /// Depthwise convolution with SAME padding over contiguous NCHW data, plus a per-channel
 /// `bias` (empty for none) and, when `relu6`, the activation: one zero-padded copy of each
-/// plane, then a branch-free loop, planes in parallel.
-pub fn depthwise_conv(x: &Tensor, w: &Tensor, bias: &[f32], relu6: bool, stride: usize) -> Result<Tensor, candle_core::Error> {
+/// plane (split into stride phases), then a branch-free loop, planes in parallel. With `input_bias`, the input is
+/// first mapped by `relu6(x + input_bias[channel])` as it is copied: the previous 1x1
+/// convolution's bias and activation, fused here to save two passes over the largest
+/// activations of the network.
+pub fn depthwise_conv(
+    x: &Tensor,
+    w: &Tensor,
+    input_bias: Option<&[f32]>,
+    bias: &[f32],
+    relu6: bool,
+    stride: usize,
+) -> Result<Tensor, candle_core::Error> {
     use rayon::prelude::*;
     let (n, c, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
@@ -103,13 +118,29 @@ pub fn depthwise_conv(x: &Tensor, w: &Tensor, bias: &[f32], relu6: bool, stride:
     let input = x.flatten_all()?.to_vec1::<f32>()?;
     let kernel = w.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * c * oh * ow];
+    // Each padded row is stored as `stride` phases (columns p, p + stride, ...), so every
+    // kernel tap reads a contiguous run and the inner loop vectorises for stride 2 too.
+    let pwp = pw.div_ceil(stride);
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || vec![0f32; ph * pw],
-        |padded, (plane, out_plane)| {
+        || vec![0f32; ph * stride * pwp],
+        |phased, (plane, out_plane)| {
             let ch = plane % c;
             let inp = &input[plane * h * wd..(plane + 1) * h * wd];
+            let map = |v: f32| match input_bias {
+                Some(b) => (v + b[ch]).clamp(0.0, 6.0),
+                None => v,
+            };
             for y in 0..h {
-                padded[(y + pt) * pw + pl..(y + pt) * pw + pl + wd].copy_from_slice(&inp[y * wd..(y + 1) * wd]);
+                let row = &mut phased[(y + pt) * stride * pwp..(y + pt + 1) * stride * pwp];
+                let src = &inp[y * wd..(y + 1) * wd];
+                if stride == 1 {
+                    row[pl..pl + wd].iter_mut().zip(src).for_each(|(d, &v)| *d = map(v));
+                } else {
+                    for (x, &v) in src.iter().enumerate() {
+                        let col = pl + x;
+                        row[(col % stride) * pwp + col / stride] = map(v);
+                    }
+                }
             }
             let ker = &kernel[ch * k * k..(ch + 1) * k * k];
             let b = bias.get(ch).copied().unwrap_or(0.0);
@@ -117,17 +148,12 @@ pub fn depthwise_conv(x: &Tensor, w: &Tensor, bias: &[f32], relu6: bool, stride:
                 let row_out = &mut out_plane[oy * ow..(oy + 1) * ow];
                 row_out.fill(b);
                 for ky in 0..k {
-                    let row = &padded[(oy * stride + ky) * pw..(oy * stride + ky + 1) * pw];
+                    let row = &phased[(oy * stride + ky) * stride * pwp..(oy * stride + ky + 1) * stride * pwp];
                     for kx in 0..k {
                         let kv = ker[ky * k + kx];
-                        if stride == 1 {
-                            for (o, v) in row_out.iter_mut().zip(&row[kx..kx + ow]) {
-                                *o += v * kv;
-                            }
-                        } else {
-                            for (ox, o) in row_out.iter_mut().enumerate() {
-                                *o += row[ox * stride + kx] * kv;
-                            }
+                        let start = (kx % stride) * pwp + kx / stride;
+                        for (o, v) in row_out.iter_mut().zip(&row[start..start + ow]) {
+                            *o += v * kv;
                         }
                     }
                 }
@@ -142,6 +168,8 @@ pub fn depthwise_conv(x: &Tensor, w: &Tensor, bias: &[f32], relu6: bool, stride:
 
 struct Block {
     expand: Option<ConvBn>,
+    /// The expansion's bias, on the host (the depthwise loop adds it).
+    expand_bias: Vec<f32>,
     depthwise: ConvBn,
     /// The depthwise bias, on the host (the loop adds it).
     depthwise_bias: Vec<f32>,
@@ -152,11 +180,12 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
-        let mut h = x.clone();
-        if let Some(expand) = &self.expand {
-            h = relu6(&expand.pointwise(&h)?)?;
-        }
-        h = depthwise_conv(&h, &self.depthwise.weight, &self.depthwise_bias, true, self.stride)?;
+        // The expansion's bias and ReLU6 are applied inside the depthwise loop.
+        let (h, input_bias) = match &self.expand {
+            Some(expand) => (expand.pointwise_unbiased(x)?, Some(self.expand_bias.as_slice())),
+            None => (x.clone(), None),
+        };
+        let mut h = depthwise_conv(&h, &self.depthwise.weight, input_bias, &self.depthwise_bias, true, self.stride)?;
         h = self.project.pointwise(&h)?;
         if self.residual {
             h = (h + x)?;
@@ -199,6 +228,10 @@ impl EfficientNetLite0 {
                     };
                     let depthwise = ConvBn::load(vbb.get((mid, 1, k, k), "_depthwise_conv.weight")?, vbb.pp("_bn1"), mid)?;
                     blocks.push(Block {
+                        expand_bias: match &expand {
+                            Some(e) => e.bias.flatten_all()?.to_vec1()?,
+                            None => Vec::new(),
+                        },
                         expand,
                         depthwise_bias: depthwise.bias.flatten_all()?.to_vec1()?,
                         depthwise,
@@ -269,7 +302,7 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (4, 1, 3, 3), &dev).unwrap();
         let bias = [0.5f32, -0.25, 0.0, 1.0];
         for (stride, relu) in [(1, false), (2, false), (1, true), (2, true)] {
-            let ours = depthwise_conv(&x, &w, &bias, relu, stride).unwrap();
+            let ours = depthwise_conv(&x, &w, None, &bias, relu, stride).unwrap();
             let (pt, pb) = same_padding(9, 3, stride);
             let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pt, pb).unwrap();
             let b = Tensor::new(&bias, &dev).unwrap().reshape((1, 4, 1, 1)).unwrap();
@@ -281,5 +314,12 @@ mod tests {
             let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "stride {stride}, relu6 {relu}: {diff}");
         }
+        // The fused input map equals relu6(x + b) applied first.
+        let b = Tensor::new(&bias, &dev).unwrap().reshape((1, 4, 1, 1)).unwrap();
+        let mapped = x.broadcast_add(&b).unwrap().clamp(0f32, 6f32).unwrap();
+        let fused = depthwise_conv(&x, &w, Some(&bias), &bias, true, 2).unwrap();
+        let separate = depthwise_conv(&mapped, &w, None, &bias, true, 2).unwrap();
+        let diff = (fused - separate).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "fused input bias and ReLU6: {diff}");
     }
 }
