@@ -1,6 +1,7 @@
 //! Model code of the latent service. Engines take and return plain Rust values and
 //! tensors; they never see protobuf.
 
+pub mod bert;
 pub mod blip_vision;
 pub mod clip;
 pub mod conse;

@@ -7,12 +7,12 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::Tokenizer;
 
-use super::{EngineError, ModelId};
+use super::{bert::PackedBert, EngineError, ModelId};
 
 /// One text's embedding.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub struct TextEmbedding {
 
 /// A loaded BERT sentence encoder.
 pub struct TextEncoder {
-    model: BertModel,
+    model: PackedBert,
     tokenizer: Tokenizer,
     device: Device,
     max_tokens: usize,
@@ -61,7 +61,7 @@ impl TextEncoder {
         // atomically by `mmc models fetch`, never edited in place).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| EngineError::Load(e.to_string()))?;
-        let model = BertModel::load(vb, &config).map_err(|e| EngineError::Load(e.to_string()))?;
+        let model = PackedBert::load(vb, &config).map_err(|e| EngineError::Load(e.to_string()))?;
         let revision = revision_of(dir, "model.safetensors");
         Ok(Self {
             model,
@@ -101,47 +101,14 @@ impl TextEncoder {
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// Embeds a batch of texts. Texts of similar length share a forward pass: the batch is
-    /// sorted by token count and split where padding would exceed a quarter of the real
-    /// tokens (as text-embeddings-inference avoids padding), then put back in order.
+    /// Embeds a batch of texts in one forward pass over their tokens laid end to end (no
+    /// padding; see [`PackedBert`]).
     pub fn embed(&self, texts: &[String]) -> Result<Vec<TextEmbedding>, EngineError> {
-        let ids = self.tokenize(texts)?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| ids[i].len());
-        let mut out: Vec<Option<TextEmbedding>> = vec![None; ids.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let shortest = ids[order[start]].len().min(self.max_tokens).max(1);
-            let mut end = start + 1;
-            while end < order.len() && ids[order[end]].len().min(self.max_tokens) * 4 <= shortest * 5 {
-                end += 1;
-            }
-            let group: Vec<Vec<u32>> = order[start..end].iter().map(|&i| ids[i].clone()).collect();
-            for (&i, e) in order[start..end].iter().zip(self.forward(group)?) {
-                out[i] = Some(e);
-            }
-            start = end;
-        }
-        Ok(out.into_iter().flatten().collect())
-    }
-
-    /// One forward pass over token ids (cut and padded here).
-    fn forward(&self, ids: Vec<Vec<u32>>) -> Result<Vec<TextEmbedding>, EngineError> {
-        if ids.is_empty() {
+        if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = Batch::new(ids, self.max_tokens, self.sep_id, self.pad_id);
-        let (n, width) = (batch.ids.len(), batch.width);
-        let (input, mask) = (batch.input.clone(), batch.mask.clone());
-        let input = Tensor::from_vec(input, (n, width), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, width), &self.device)?;
-        let token_types = input.zeros_like()?;
-        let hidden = self.model.forward(&input, &token_types, Some(&mask))?;
-        // Mean over real tokens, then unit length.
-        let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?;
-        let counts = mask_f.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
+        let batch = Batch::new(self.tokenize(texts)?, self.max_tokens, self.sep_id, self.pad_id);
+        let mean = self.model.mean_pooled(&batch.ids, &self.device)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
         let unit = mean.broadcast_div(&norms)?;
         Ok(batch.embeddings(unit.to_vec2()?))
@@ -171,10 +138,9 @@ pub(crate) struct Batch {
     /// Each text's token count before the cut.
     pub original: Vec<usize>,
     pub width: usize,
-    /// Row-major `[texts, width]` ids, padded with the pad id.
+    /// Row-major `[texts, width]` ids, padded with the pad id (for encoders that take a
+    /// padded batch).
     pub input: Vec<u32>,
-    /// 1 for real tokens, 0 for padding.
-    pub mask: Vec<u32>,
 }
 
 impl Batch {
@@ -188,14 +154,11 @@ impl Batch {
         }
         let width = ids.iter().map(Vec::len).max().unwrap_or(0);
         let mut input = Vec::with_capacity(ids.len() * width);
-        let mut mask = Vec::with_capacity(ids.len() * width);
         for seq in &ids {
             input.extend_from_slice(seq);
             input.extend(std::iter::repeat_n(pad_id, width - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - seq.len()));
         }
-        Batch { ids, original, width, input, mask }
+        Batch { ids, original, width, input }
     }
 
     /// The model's unit vectors for this batch, with each text's token counts.
