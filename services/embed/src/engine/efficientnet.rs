@@ -21,6 +21,9 @@ use super::EngineError;
 
 /// Input side in pixels.
 pub const IMAGE_SIZE: usize = 224;
+/// Images that go through the layers together (measured best on 2 cores: 4 gave about
+/// 1.25x the images/s of 16).
+const SUB_BATCH: usize = 4;
 const BN_EPS: f64 = 1e-3;
 
 /// (repeats, kernel, stride, expand ratio, input channels, output channels) per stage.
@@ -115,7 +118,17 @@ pub fn depthwise_conv(
     let (pl, pr) = same_padding(wd, k, stride);
     let (ph, pw) = (h + pt + pb, wd + pl + pr);
     let (oh, ow) = (h.div_ceil(stride), wd.div_ceil(stride));
-    let input = x.flatten_all()?.to_vec1::<f32>()?;
+    // Read the input in place when it is a contiguous CPU tensor (the usual case) instead
+    // of copying the largest activations of the network once more.
+    let copied;
+    let (storage, layout) = x.storage_and_layout();
+    let input: &[f32] = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((start, end))) => &cpu.as_slice::<f32>()?[start..end],
+        _ => {
+            copied = x.flatten_all()?.to_vec1::<f32>()?;
+            &copied
+        }
+    };
     let kernel = w.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * c * oh * ow];
     // Each padded row is stored as `stride` phases (columns p, p + stride, ...), so every
@@ -133,12 +146,13 @@ pub fn depthwise_conv(
             for y in 0..h {
                 let row = &mut phased[(y + pt) * stride * pwp..(y + pt + 1) * stride * pwp];
                 let src = &inp[y * wd..(y + 1) * wd];
-                if stride == 1 {
-                    row[pl..pl + wd].iter_mut().zip(src).for_each(|(d, &v)| *d = map(v));
-                } else {
-                    for (x, &v) in src.iter().enumerate() {
-                        let col = pl + x;
-                        row[(col % stride) * pwp + col / stride] = map(v);
+                // Phase p holds padded columns p, p + stride, ...: input column x lands
+                // in phase (pl + x) % stride at (pl + x) / stride.
+                for p in 0..stride {
+                    let first = (p + stride - pl % stride) % stride;
+                    let dst = &mut row[p * pwp + (pl + first) / stride..];
+                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(first).step_by(stride)) {
+                        *d = map(v);
                     }
                 }
             }
@@ -271,12 +285,21 @@ impl EfficientNetLite0 {
             }
         }
         let x = Tensor::from_vec(data, (n, 3, IMAGE_SIZE, IMAGE_SIZE), &self.device)?;
-        let mut h = relu6(&conv_same(&x, &self.stem.weight, 2)?.broadcast_add(&self.stem.bias)?)?;
-        for block in &self.blocks {
-            h = block.forward(&h)?;
+        // A batch runs through the network SUB_BATCH images at a time: the widest
+        // activations of 16 images (77 MB) spill out of cache; those of 4 mostly do not.
+        let mut pooled = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = SUB_BATCH.min(n - start);
+            let mut h = relu6(&conv_same(&x.narrow(0, start, len)?, &self.stem.weight, 2)?.broadcast_add(&self.stem.bias)?)?;
+            for block in &self.blocks {
+                h = block.forward(&h)?;
+            }
+            h = relu6(&self.head.pointwise(&h)?)?;
+            pooled.push(h.mean(D::Minus1)?.mean(D::Minus1)?);
+            start += len;
         }
-        h = relu6(&self.head.pointwise(&h)?)?;
-        let pooled = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        let pooled = Tensor::cat(&pooled, 0)?;
         let logits = self.fc.forward(&pooled)?;
         let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
         Ok(Classified { probs: probs.to_vec2()?, pooled: pooled.to_vec2()? })
