@@ -129,28 +129,29 @@ fn to_rgb(image: DynamicImage) -> RgbImage {
     out
 }
 
-/// Resizes the shorter side to `size` and crops the centre `size`x`size` square: the
-/// usual input of ImageNet-style encoders.
+/// The centre `size`x`size` square of the image at the shorter side's scale: the usual
+/// input of ImageNet-style encoders (bilinear filtering).
 pub fn resize_center_crop(image: &RgbImage, size: u32) -> RgbImage {
-    let (w, h) = image.dimensions();
-    let scale = size as f32 / w.min(h) as f32;
-    let (nw, nh) = (((w as f32 * scale).round() as u32).max(size), ((h as f32 * scale).round() as u32).max(size));
-    let resized = image::imageops::resize(image, nw, nh, FilterType::Triangle);
-    image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+    center_square(image, size, FilterType::Triangle)
 }
 
-/// [`resize_center_crop`] with bicubic filtering: the shorter side to `size`, then the
-/// centre square, as `CLIPImageProcessor` does. An image already `size` square is returned
-/// unchanged.
+/// [`resize_center_crop`] with bicubic filtering, as `CLIPImageProcessor` does.
 pub fn resize_center_crop_bicubic(image: &RgbImage, size: u32) -> RgbImage {
+    center_square(image, size, FilterType::CatmullRom)
+}
+
+/// Crops the centre square of the source first, then resizes only that to `size`: the
+/// same picture as resizing the shorter side and cropping, at a cost bounded by the square,
+/// however elongated the upload (resizing a 12000x1 image's shorter side to 224 first
+/// would allocate a 224x2,688,000 image). A square already `size` is returned unchanged.
+fn center_square(image: &RgbImage, size: u32, filter: FilterType) -> RgbImage {
     let (w, h) = image.dimensions();
-    if (w, h) == (size, size) {
-        return image.clone();
+    let side = w.min(h);
+    let square = image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    if side == size {
+        return square;
     }
-    let scale = size as f32 / w.min(h) as f32;
-    let (nw, nh) = (((w as f32 * scale).round() as u32).max(size), ((h as f32 * scale).round() as u32).max(size));
-    let resized = image::imageops::resize(image, nw, nh, FilterType::CatmullRom);
-    image::imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+    image::imageops::resize(&square, size, size, filter)
 }
 
 /// Resizes to exactly `width`x`height` with bicubic filtering, ignoring the aspect ratio:
@@ -181,6 +182,18 @@ pub fn thumbnail_jpeg(image: &RgbImage, max_side: u32) -> Result<Vec<u8>, ImageE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn centre_squares_of_elongated_images_cost_only_the_square() {
+        let strip = RgbImage::from_fn(12_000, 1, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
+        let square = resize_center_crop(&strip, 224);
+        assert_eq!(square.dimensions(), (224, 224));
+        // The centre pixel of the strip (column 5999 of 12000) is what fills the square.
+        assert!(square.pixels().all(|p| *p == image::Rgb([(5999 % 256) as u8, 0, 0])));
+        let tall = RgbImage::from_fn(3, 9, |_, y| image::Rgb([0, (y * 20) as u8, 0]));
+        let centre = resize_center_crop_bicubic(&tall, 3);
+        assert_eq!(centre.get_pixel(1, 1), &image::Rgb([0, 80, 0]), "rows 3..6 of 9 are the centre");
+    }
     use image::{ImageEncoder, Rgb, Rgba};
 
     fn gradient(w: u32, h: u32) -> RgbImage {
