@@ -141,17 +141,6 @@ impl BlipDecoder {
         Ok(out)
     }
 
-    /// Greedy decoding of the images of one batch.
-    ///
-    /// They are decoded one after another: candle-transformers 0.11.1's BLIP text
-    /// embeddings add the position embeddings without broadcasting
-    /// (`blip_text::TextEmbeddings::forward`), so a forward pass over more than one
-    /// sequence fails with a shape error. Every sequence starts at bos, so once upstream
-    /// broadcasts, the batch can step in lockstep with no padding and give the same ids.
-    pub fn greedy_batch(&self, latents: &[Tensor], max_tokens: usize, keep_logits: bool) -> Result<Vec<Decoded>, BlipError> {
-        latents.iter().map(|l| self.greedy(l, max_tokens, keep_logits)).collect()
-    }
-
     /// The caption text of `ids`, special tokens skipped (as `transformers`'
     /// `decode(ids, skip_special_tokens=True)`).
     pub fn detokenize(&self, ids: &[u32]) -> Result<String, BlipError> {
