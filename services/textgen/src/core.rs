@@ -4,9 +4,11 @@
 //! The scheduler owns the engine on one thread. Up to `max_sequences` generations are in
 //! flight at once; each round gives every one of them a step (a prefill chunk or one
 //! token), so a short request admitted behind a long one starts streaming at once instead of
-//! waiting for it. (candle's quantized modules take one position per forward pass, so
-//! sequences at different positions cannot share a batched pass; on CPU the interleaving
-//! costs little, since one decode step already uses every core.) Requests beyond that
+//! waiting for it. For `llama` models on CPU a round is one batched forward pass over all of
+//! them, each at its own position with its own KV cache (continuous batching: a sequence
+//! joins the batch the round after it is admitted, and leaves it when it finishes), so the
+//! weights are read once per round instead of once per sequence; other architectures run
+//! their sequences' steps one after another. Requests beyond that
 //! wait in a queue of `queue_capacity`; when it is full, new ones are refused at once.
 //! A client that goes away (cancel, disconnect, deadline) is noticed at its next step and
 //! its slot is freed.
@@ -252,23 +254,34 @@ impl Scheduler {
             }
             metrics::gauge!("mmc_textgen_active_sequences").set(active.len() as f64);
 
-            // One step for each sequence in flight.
+            // Clients that went away free their slots first.
             let mut i = 0;
             while i < active.len() {
-                let a = &mut active[i];
-                if a.events.is_closed() {
+                if active[i].events.is_closed() {
                     metrics::counter!("mmc_textgen_cancelled_total").increment(1);
                     let a = active.swap_remove(i);
                     self.release(a.seq);
-                    continue;
+                } else {
+                    i += 1;
                 }
-                match a.seq.step(&self.engine) {
+            }
+            if active.is_empty() {
+                continue;
+            }
+
+            // One step for each sequence in flight, in one batched pass where the model allows.
+            metrics::histogram!("mmc_textgen_step_sequences").record(active.len() as f64);
+            let results = {
+                let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|a| &mut a.seq).collect();
+                self.engine.step_all(&mut seqs)
+            };
+            let mut done = Vec::new();
+            for (i, (a, result)) in active.iter_mut().zip(results).enumerate() {
+                match result {
                     Err(e) => {
                         tracing::warn!(error = %e, "generation failed");
                         let _ = a.events.send(Event::Failed(e.into()));
-                        let a = active.swap_remove(i);
-                        self.release(a.seq);
-                        continue;
+                        done.push(i);
                     }
                     Ok(step) => {
                         if let Some(tok) = step.token {
@@ -298,13 +311,15 @@ impl Scheduler {
                                 },
                             };
                             let _ = a.events.send(Event::Done(summary));
-                            let a = active.swap_remove(i);
-                            self.release(a.seq);
-                            continue;
+                            done.push(i);
                         }
                     }
                 }
-                i += 1;
+            }
+            // Highest index first, so each swap_remove moves a sequence that stays.
+            for i in done.into_iter().rev() {
+                let a = active.swap_remove(i);
+                self.release(a.seq);
             }
         }
     }

@@ -13,10 +13,15 @@ use serde_json::Value;
 
 /// Largest difference allowed between our logits and llama.cpp's. llama.cpp runs the Q4_1
 /// weights against Q8_1 activations; we re-quantize them to Q8_0 at load (candle has no
-/// SIMD Q4_1 kernel) and run against Q8_0 activations, both with an f32 KV cache. The
-/// largest difference seen on the cases here is 0.16 (on logits of 13 to 31; 0.32 with
-/// candle's own Q4_1 path).
-const LOGIT_TOLERANCE: f32 = 0.2;
+/// SIMD Q4_1 kernel) and run against 8-bit activations, both with an f32 KV cache. 8-bit
+/// activations turn float-rounding differences into whole rounding steps, which 30 layers
+/// amplify, and which activation blocks candle uses depends on the CPU: with AVX-512 VNNI it
+/// runs matmuls whose inner size is a multiple of 256 (here the MLP's down projection)
+/// against 256-wide Q8_K activation blocks. Largest difference seen on the cases here: 0.16
+/// on an AVX2-only path; 0.38 on an AMD EPYC with AVX-512 VNNI, where candle's own module
+/// and our forward pass are equally far (0.384 on "def fibonacci(n):", on which the two
+/// agree exactly). `tests/llama_batched.rs` pins our pass to candle's module tightly.
+const LOGIT_TOLERANCE: f32 = 0.5;
 
 /// With every logit within the tolerance, greedy choices can differ only where llama.cpp's
 /// two best logits are closer than twice the tolerance.

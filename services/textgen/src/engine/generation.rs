@@ -11,7 +11,7 @@ use candle_core::Device;
 use super::{
     chat::{ChatError, ChatTemplate, Message},
     constraint::{Constraint, ConstraintError, ConstraintFactory},
-    model::{Instance, Model, ModelError},
+    model::{BatchStep, Instance, Model, ModelError},
     prefix_cache::{self, PrefixCache},
     sampler::{logprob, Sampler, SamplingConfig},
     stop::{StopCheck, StopMatcher},
@@ -37,6 +37,8 @@ pub enum EngineError {
     NoConstraints(String),
     #[error("the constraint allows no token at step {0} (the schema cannot be completed)")]
     DeadEnd(usize),
+    #[error("batched model step failed: {0}")]
+    Batch(String),
 }
 
 /// What to do with a prompt that does not fit the context window.
@@ -318,6 +320,43 @@ impl Engine {
         })
     }
 
+    /// Advances every sequence by one step (a prefill chunk or one token each), running
+    /// their model inputs together in one batched pass where the model allows (see
+    /// [`Model::forward_batch`]); results are in the order of `seqs`.
+    pub fn step_all(&self, seqs: &mut [&mut Sequence]) -> Vec<Result<Step, EngineError>> {
+        let plans: Vec<Option<Planned>> = seqs.iter().map(|s| s.plan(self)).collect();
+        let mut batch = Vec::new();
+        for (s, p) in seqs.iter_mut().zip(&plans) {
+            if let Some(p) = p {
+                let s: &mut Sequence = s;
+                batch.push(BatchStep { instance: &mut s.instance, tokens: &s.tokens[p.start..p.end], pos: p.start, want_logits: p.logits });
+            }
+        }
+        let outcome = self.model.forward_batch(&mut batch);
+        drop(batch);
+        let mut logits = match outcome {
+            Ok(l) => l.into_iter(),
+            Err(e) => {
+                let msg = e.to_string();
+                return seqs
+                    .iter_mut()
+                    .zip(plans)
+                    .map(|(s, p)| match p {
+                        Some(_) => Err(EngineError::Batch(msg.clone())),
+                        None => s.complete(self, None, None),
+                    })
+                    .collect();
+            }
+        };
+        seqs.iter_mut()
+            .zip(plans)
+            .map(|(s, p)| {
+                let l = if p.is_some() { logits.next().flatten() } else { None };
+                s.complete(self, p, l)
+            })
+            .collect()
+    }
+
     /// Compiles the constraint for `params.json_schema` (none without a schema). The core
     /// does this before queueing, so a bad schema fails at once and the scheduler thread
     /// never compiles one.
@@ -328,6 +367,14 @@ impl Engine {
             Err(e) => Err(EngineError::NoConstraints(e.clone())),
         }
     }
+}
+
+/// A step's model input: `tokens[start..end]` at positions `start..end`.
+struct Planned {
+    start: usize,
+    end: usize,
+    /// Whether the last token's logits are needed (not for a prefill chunk before the last).
+    logits: bool,
 }
 
 /// One generation in progress.
@@ -370,19 +417,43 @@ impl Sequence {
         self.instance
     }
 
-    /// Advances by one prefill chunk or one decoded token.
+    /// Advances by one prefill chunk or one decoded token, alone (the scheduler batches
+    /// sequences with [`Engine::step_all`] instead).
     pub fn step(&mut self, engine: &Engine) -> Result<Step, EngineError> {
         debug_assert!(!self.finished, "step after finish");
+        let planned = self.plan(engine);
+        let logits = match &planned {
+            Some(p) => Some(self.instance.forward(&self.tokens[p.start..p.end], p.start, engine.model.device())?),
+            None => None,
+        };
+        self.complete(engine, planned, logits)
+    }
+
+    /// The model input of the next step (`None` when the step needs no model run: the
+    /// sequence can only finish).
+    fn plan(&self, engine: &Engine) -> Option<Planned> {
         if self.max_new == 0 {
-            return Ok(self.finish(FinishReason::Length, None));
+            return None;
         }
-        let device = engine.model.device();
-        let logits = if self.in_prefill() {
-            let mut end = (self.prefilled + engine.prefill_chunk).min(self.prompt_len);
-            if let Some(at) = self.snapshot_at.filter(|&at| at > self.prefilled) {
-                end = end.min(at);
-            }
-            let logits = self.instance.forward(&self.tokens[self.prefilled..end], self.prefilled, device)?;
+        if !self.in_prefill() {
+            let pos = self.tokens.len() - 1;
+            return Some(Planned { start: pos, end: pos + 1, logits: true });
+        }
+        let mut end = (self.prefilled + engine.prefill_chunk).min(self.prompt_len);
+        if let Some(at) = self.snapshot_at.filter(|&at| at > self.prefilled) {
+            end = end.min(at);
+        }
+        Some(Planned { start: self.prefilled, end, logits: end == self.prompt_len })
+    }
+
+    /// The rest of a step whose model input (from [`Sequence::plan`]) has been run, giving
+    /// `logits` for its last token when it asked for them.
+    fn complete(&mut self, engine: &Engine, planned: Option<Planned>, logits: Option<Vec<f32>>) -> Result<Step, EngineError> {
+        let Some(planned) = planned else {
+            return Ok(self.finish(FinishReason::Length, None));
+        };
+        if self.in_prefill() {
+            let end = planned.end;
             self.prefilled = end;
             if self.snapshot_at == Some(end) {
                 if let Some(copy) = self.instance.try_clone() {
@@ -392,11 +463,8 @@ impl Sequence {
             if self.in_prefill() {
                 return Ok(Step::default());
             }
-            logits
-        } else {
-            let pos = self.tokens.len() - 1;
-            self.instance.forward(&self.tokens[pos..], pos, device)?
-        };
+        }
+        let logits = logits.ok_or(EngineError::Batch("the model returned no logits for a step that needs them".into()))?;
 
         let allowed = match &mut self.constraint {
             Some(c) => Some(c.allowed()?),

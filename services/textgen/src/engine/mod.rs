@@ -1,6 +1,7 @@
 //! The engine: model code and everything that turns logits into text. No protobuf here.
 //!
-//! - [`model`]: a GGUF loaded into the candle module its architecture calls for.
+//! - [`model`]: a GGUF loaded into the module its architecture calls for.
+//! - [`llama`]: our own forward pass for `llama` files, batched across sequences.
 //! - [`tokenizer`]: text <-> ids, special ids.
 //! - [`chat`]: the GGUF's Jinja chat template.
 //! - [`sampler`]: temperature, top-k, top-p, min-p, repetition penalty, seeds.
@@ -12,6 +13,7 @@
 pub mod chat;
 pub mod constraint;
 pub mod generation;
+pub mod llama;
 pub mod model;
 pub mod prefix_cache;
 pub mod sampler;

@@ -1,18 +1,24 @@
-//! The transformer itself: a GGUF file loaded into the candle module its
-//! `general.architecture` calls for.
+//! The transformer itself: a GGUF file loaded into the module its `general.architecture`
+//! calls for.
 //!
-//! candle's quantized modules keep the KV cache inside the module, so each sequence in flight
-//! needs an instance of its own. For every architecture but `qwen2` an instance is a cheap
-//! clone of a pristine one (the quantized weights are shared behind `Arc`s, only the cache is
-//! per instance). candle's `qwen2` module is not `Clone`: its instances are separate loads
-//! of the file, so each concurrent `qwen2` sequence costs the weights' memory once more.
+//! `llama` files on CPU run on our own forward pass ([`super::llama`]), which batches the
+//! new tokens of many sequences into one pass ([`Model::forward_batch`]). Other
+//! architectures (and `llama` on GPU, or with experts) use candle's quantized modules, one
+//! sequence per pass.
+//!
+//! Each sequence in flight needs an [`Instance`] of its own (its KV cache). For every
+//! architecture but `qwen2` an instance is a cheap clone of a pristine one (the quantized
+//! weights are shared behind `Arc`s, only the cache is per instance). candle's `qwen2` module
+//! is not `Clone`: its instances are separate loads of the file, so each concurrent `qwen2`
+//! sequence costs the weights' memory once more.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, path::Path, sync::Arc};
 
 use candle_core::{
     quantized::{gguf_file, GgmlDType, QTensor},
     Device, Tensor,
 };
+use super::llama;
 use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
@@ -28,6 +34,8 @@ pub enum ModelError {
     Unsupported { path: String, arch: String },
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Llama(#[from] llama::LlamaError),
 }
 
 /// GGUF key-value metadata.
@@ -38,7 +46,10 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma
 
 /// One loaded model instance with its own KV cache.
 pub enum Instance {
-    Llama(quantized_llama::ModelWeights),
+    /// Our batched forward pass (`llama` on CPU).
+    Llama(llama::Sequence),
+    /// candle's module (`llama` with experts, or on GPU).
+    CandleLlama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
@@ -51,6 +62,7 @@ impl Instance {
     pub fn try_clone(&self) -> Option<Instance> {
         Some(match self {
             Instance::Llama(m) => Instance::Llama(m.clone()),
+            Instance::CandleLlama(m) => Instance::CandleLlama(m.clone()),
             Instance::Qwen3(m) => Instance::Qwen3(m.clone()),
             Instance::Gemma3(m) => Instance::Gemma3(m.clone()),
             Instance::Phi3(m) => Instance::Phi3(m.clone()),
@@ -61,9 +73,13 @@ impl Instance {
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the KV cache) and
     /// returns the logits of the last position as a vector over the vocabulary.
     pub fn forward(&mut self, tokens: &[u32], pos: usize, device: &Device) -> Result<Vec<f32>, ModelError> {
+        if let Instance::Llama(m) = self {
+            return Ok(m.forward(tokens, pos)?);
+        }
         let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
         let logits = match self {
-            Instance::Llama(m) => m.forward(&input, pos)?,
+            Instance::Llama(_) => unreachable!("handled above"),
+            Instance::CandleLlama(m) => m.forward(&input, pos)?,
             Instance::Qwen2(m) => m.forward(&input, pos)?,
             Instance::Qwen3(m) => m.forward(&input, pos)?,
             Instance::Gemma3(m) => m.forward(&input, pos)?,
@@ -71,6 +87,14 @@ impl Instance {
         };
         Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
     }
+}
+
+/// One sequence's part of [`Model::forward_batch`].
+pub struct BatchStep<'a> {
+    pub instance: &'a mut Instance,
+    pub tokens: &'a [u32],
+    pub pos: usize,
+    pub want_logits: bool,
 }
 
 /// A loaded GGUF model: metadata plus a pristine instance that sequences are made from.
@@ -102,7 +126,8 @@ impl Model {
             .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.to_u32().ok().map(|v| v as usize).or_else(|| v.to_u64().ok().map(|v| v as usize)))
             .unwrap_or(2048);
-        // quantized_llama precomputes rotary tables for MAX_SEQ_LEN positions only.
+        // candle's quantized_llama precomputes rotary tables for MAX_SEQ_LEN positions only;
+        // our own pass keeps the same cap, which also bounds a sequence's KV cache.
         let module_limit = match architecture.as_str() {
             "llama" => quantized_llama::MAX_SEQ_LEN,
             _ => usize::MAX,
@@ -136,6 +161,7 @@ impl Model {
     pub fn instance(&self) -> Result<Instance, ModelError> {
         Ok(match &self.pristine {
             Instance::Llama(m) => Instance::Llama(m.clone()),
+            Instance::CandleLlama(m) => Instance::CandleLlama(m.clone()),
             Instance::Qwen3(m) => Instance::Qwen3(m.clone()),
             Instance::Gemma3(m) => Instance::Gemma3(m.clone()),
             Instance::Phi3(m) => Instance::Phi3(m.clone()),
@@ -144,10 +170,36 @@ impl Model {
         })
     }
 
+    /// Runs one step of several sequences: for each, `tokens` at positions `pos..` on its
+    /// instance, returning the last token's logits where `want_logits`. Our `llama` instances
+    /// share one batched pass; any other instance runs alone (and always returns logits).
+    pub fn forward_batch(&self, steps: &mut [BatchStep<'_>]) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        let Instance::Llama(first) = &self.pristine else {
+            return steps.iter_mut().map(|s| s.instance.forward(s.tokens, s.pos, &self.device).map(Some)).collect();
+        };
+        let weights = first.weights.clone();
+        let expected = steps.len();
+        let mut items = Vec::with_capacity(expected);
+        for s in steps.iter_mut() {
+            // Every instance of a model is of its pristine's kind.
+            let Instance::Llama(seq) = &mut *s.instance else { continue };
+            if s.pos == 0 {
+                seq.cache.clear();
+            }
+            if seq.cache.len() != s.pos {
+                return Err(llama::LlamaError::Position { cached: seq.cache.len(), requested: s.pos }.into());
+            }
+            items.push(llama::Item { cache: &mut seq.cache, tokens: s.tokens, logits: s.want_logits });
+        }
+        debug_assert_eq!(items.len(), expected);
+        Ok(llama::forward(&weights, &mut items)?)
+    }
+
     /// Makes a used instance fresh again, reusing its memory where the module allows.
     pub fn reset(&self, instance: &mut Instance) -> Result<(), ModelError> {
         match instance {
-            Instance::Llama(m) => m.clear_kv_cache(),
+            Instance::Llama(m) => m.cache.clear(),
+            Instance::CandleLlama(m) => m.clear_kv_cache(),
             Instance::Qwen2(m) => m.clear_kv_cache(),
             Instance::Qwen3(m) => m.clear_kv_cache(),
             other => *other = self.instance()?,
@@ -162,8 +214,9 @@ impl Model {
 const REQUANTIZE_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
 
 /// The GGUF at `file`, with slow-on-CPU weight types re-quantized to Q8_0, as an in-memory
-/// GGUF; `None` when nothing needs it.
-fn requantized_for_cpu(content: &gguf_file::Content, file: &mut File) -> candle_core::Result<Option<Vec<u8>>> {
+/// GGUF; `None` when nothing needs it. (Public so that tests can load candle's own module on
+/// exactly the weights ours runs.)
+pub fn requantized_for_cpu(content: &gguf_file::Content, file: &mut File) -> candle_core::Result<Option<Vec<u8>>> {
     if !content.tensor_infos.values().any(|t| REQUANTIZE_ON_CPU.contains(&t.ggml_dtype)) {
         return Ok(None);
     }
@@ -213,7 +266,13 @@ fn build<R: std::io::Read + std::io::Seek>(
         .unwrap_or_default();
     let metadata = content.metadata.clone();
     let instance = match arch.as_str() {
-        "llama" => Instance::Llama(quantized_llama::ModelWeights::from_gguf(content, file, device)?),
+        "llama" => match llama::Config::from_gguf(&content)?.filter(|_| device.is_cpu()) {
+            Some(config) => {
+                let weights = Arc::new(llama::Weights::from_gguf(config, &content, file)?);
+                Instance::Llama(llama::Sequence { weights, cache: Default::default() })
+            }
+            None => Instance::CandleLlama(quantized_llama::ModelWeights::from_gguf(content, file, device)?),
+        },
         "qwen2" => Instance::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, file, device)?),
         "qwen3" => Instance::Qwen3(quantized_qwen3::ModelWeights::from_gguf(content, file, device)?),
         "gemma3" => Instance::Gemma3(quantized_gemma3::ModelWeights::from_gguf(content, file, device)?),

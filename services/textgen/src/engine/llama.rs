@@ -1,0 +1,405 @@
+//! Our own forward pass for GGUF `llama` models on CPU, batched across sequences.
+//!
+//! candle's `quantized_llama` runs one sequence per forward pass and keeps its KV cache inside
+//! the module, so concurrent generations cannot share a pass: with four streams in flight,
+//! every quantized weight is streamed from memory four times per round. Decoding a 135M
+//! model on CPU is bound by exactly that memory traffic, so interleaving gave no aggregate
+//! gain. Here one pass runs the new tokens of many sequences together (continuous batching,
+//! as llama.cpp's server and vLLM do): every token of every sequence is one row of each
+//! weight matmul (candle's quantized matmul tiles rows, so a weight block is read once for
+//! all of them), and only attention is per sequence, each against its own [`KvCache`] at its
+//! own position. A sequence's results do not depend on what it is batched with: its rows go
+//! through the same kernels in the same order as when it runs alone.
+//!
+//! The arithmetic follows candle's module step by step (RMSNorm, interleaved RoPE as GGML's
+//! llama uses, grouped-query attention with an f32 KV cache, SiLU-gated MLP, tied output when
+//! the file has no `output.weight`), so its logits agree with it to float rounding; the
+//! parity test in `tests/llama_batched.rs` holds us to that. Files this module does not cover
+//! (mixture of experts, partial rotary dimensions) or non-CPU devices keep candle's module.
+
+use std::sync::Arc;
+
+use candle_core::{
+    quantized::{gguf_file, QMatMul},
+    Device, Module, Tensor,
+};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error("GGUF metadata {0} is missing or not a number")]
+    Metadata(String),
+    #[error("sequence is at position {cached}, but tokens for position {requested} were given")]
+    Position { cached: usize, requested: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    Token { id: u32, vocab: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Shapes and constants of a llama model, from its GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dim: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub n_layer: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub vocab: usize,
+}
+
+impl Config {
+    /// Reads the `llama.*` keys; `None` when the file needs something this module does not
+    /// do (experts, rotary dimensions other than the head size), so the caller falls back to
+    /// candle's module.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Option<Config>, LlamaError> {
+        let get = |k: &str| -> Result<usize, LlamaError> {
+            content
+                .metadata
+                .get(k)
+                .and_then(|v| v.to_u32().ok().map(|v| v as usize).or_else(|| v.to_u64().ok().map(|v| v as usize)))
+                .ok_or_else(|| LlamaError::Metadata(k.into()))
+        };
+        let experts = get("llama.expert_count").unwrap_or(0);
+        let dim = get("llama.embedding_length")?;
+        let n_head = get("llama.attention.head_count")?;
+        let head_dim = dim / n_head.max(1);
+        let rope_dim = get("llama.rope.dimension_count").unwrap_or(head_dim);
+        if experts > 1 || rope_dim != head_dim || head_dim % 2 != 0 {
+            return Ok(None);
+        }
+        let f32_of = |k: &str| content.metadata.get(k).and_then(|v| v.to_f32().ok());
+        Ok(Some(Config {
+            dim,
+            n_head,
+            n_kv_head: get("llama.attention.head_count_kv")?,
+            head_dim,
+            n_layer: get("llama.block_count")?,
+            rms_eps: f32_of("llama.attention.layer_norm_rms_epsilon")
+                .ok_or_else(|| LlamaError::Metadata("llama.attention.layer_norm_rms_epsilon".into()))?,
+            rope_base: f32_of("llama.rope.freq_base").unwrap_or(10000.0),
+            vocab: 0,
+        }))
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+}
+
+struct Layer {
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+}
+
+/// The weights, shared by every sequence of the model.
+pub struct Weights {
+    pub config: Config,
+    /// Token embeddings, dequantized (`[vocab, dim]`), as candle's module keeps them.
+    embeddings: Vec<f32>,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    output: QMatMul,
+    /// RoPE frequencies, `head_dim / 2` of them.
+    theta: Vec<f32>,
+}
+
+fn vector(t: candle_core::quantized::QTensor) -> Result<Vec<f32>, LlamaError> {
+    Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Weights {
+    /// Loads the tensors of `content` (whose [`Config`] is `config`) from `reader`.
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        mut config: Config,
+        content: &gguf_file::Content,
+        reader: &mut R,
+    ) -> Result<Weights, LlamaError> {
+        let cpu = Device::Cpu;
+        let mut tensor = |name: &str| content.tensor(reader, name, &cpu);
+        let embd = tensor("token_embd.weight")?;
+        config.vocab = embd.shape().dims()[0];
+        let embeddings = vector(embd)?;
+        let norm = vector(tensor("output_norm.weight")?)?;
+        let output = match tensor("output.weight") {
+            Ok(t) => t,
+            Err(_) => tensor("token_embd.weight")?,
+        };
+        let output = QMatMul::from_qtensor(output)?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let mut q = |n: &str| -> Result<QMatMul, LlamaError> { Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{n}.weight"))?)?) };
+            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            layers.push(Layer {
+                wq,
+                wk,
+                wv,
+                wo,
+                gate,
+                up,
+                down,
+                attn_norm: vector(tensor(&format!("blk.{i}.attn_norm.weight"))?)?,
+                ffn_norm: vector(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?,
+            });
+        }
+        let hd = config.head_dim;
+        let theta = (0..hd).step_by(2).map(|i| 1f32 / config.rope_base.powf(i as f32 / hd as f32)).collect();
+        Ok(Weights { config, embeddings, layers, norm, output, theta })
+    }
+}
+
+/// The keys and values of one sequence's past positions, per layer (`[position, kv_dim]`,
+/// f32 as in candle's module). Cloning copies it (the prefix cache keeps such copies).
+#[derive(Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position, keeping the memory for the next sequence.
+    pub fn clear(&mut self) {
+        self.k.iter_mut().chain(self.v.iter_mut()).for_each(Vec::clear);
+        self.len = 0;
+    }
+}
+
+/// One sequence's part of a batched pass.
+pub struct Item<'a> {
+    pub cache: &'a mut KvCache,
+    /// New tokens, at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+    /// Whether the logits of the last token are wanted (not for a prefill chunk that is
+    /// not the prompt's last: the output layer is a fifth of this model's weights).
+    pub logits: bool,
+}
+
+/// `x · wᵀ` for `rows` rows of `x`, through candle's quantized matmul.
+fn matmul(w: &QMatMul, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
+    let k = x.len() / rows;
+    let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
+    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let n = weight.len();
+    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+        let m = (sum2 / n as f32 + eps).sqrt();
+        for ((d, s), a) in dst.iter_mut().zip(src).zip(weight) {
+            *d = *s / m * *a;
+        }
+    }
+    out
+}
+
+/// Interleaved rotary embedding (GGML's "normal" mode: pairs `2i, 2i + 1`) of one head.
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for (i, (c, s)) in cos.iter().zip(sin).enumerate() {
+        let (a, b) = (x[2 * i], x[2 * i + 1]);
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+/// A dot product the compiler vectorizes (eight independent sums).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Runs the new tokens of every item in one pass, appending to each item's KV cache, and
+/// returns the last token's logits for the items that asked for them.
+pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32>>>, LlamaError> {
+    let c = &w.config;
+    let (dim, hd, kv_dim) = (c.dim, c.head_dim, c.kv_dim());
+    let q_dim = c.n_head * hd;
+    let half = hd / 2;
+    // Row layout: the items' tokens one after another.
+    let mut starts = Vec::with_capacity(items.len());
+    let mut rows = 0;
+    for item in items.iter_mut() {
+        if item.cache.k.len() != c.n_layer {
+            item.cache.k.resize_with(c.n_layer, Vec::new);
+            item.cache.v.resize_with(c.n_layer, Vec::new);
+        }
+        starts.push(rows);
+        rows += item.tokens.len();
+    }
+    if rows == 0 {
+        return Ok(items.iter().map(|_| None).collect());
+    }
+    let mut x = Vec::with_capacity(rows * dim);
+    let (mut cos, mut sin) = (Vec::with_capacity(rows * half), Vec::with_capacity(rows * half));
+    for item in items.iter() {
+        for (j, &id) in item.tokens.iter().enumerate() {
+            let id = id as usize;
+            let row = w.embeddings.get(id * dim..(id + 1) * dim).ok_or(LlamaError::Token { id: id as u32, vocab: c.vocab })?;
+            x.extend_from_slice(row);
+            let pos = (item.cache.len + j) as f32;
+            for &t in &w.theta {
+                let a = pos * t;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+    }
+
+    let scale = (hd as f32).sqrt();
+    let group = c.n_head / c.n_kv_head.max(1);
+    for (l, layer) in w.layers.iter().enumerate() {
+        let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
+        let mut q = matmul(&layer.wq, &h, rows)?;
+        let mut k = matmul(&layer.wk, &h, rows)?;
+        let v = matmul(&layer.wv, &h, rows)?;
+        for r in 0..rows {
+            let (cs, sn) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            q[r * q_dim..(r + 1) * q_dim].chunks_exact_mut(hd).for_each(|head| rope(head, cs, sn));
+            k[r * kv_dim..(r + 1) * kv_dim].chunks_exact_mut(hd).for_each(|head| rope(head, cs, sn));
+        }
+        for (item, &s) in items.iter_mut().zip(&starts) {
+            let n = item.tokens.len();
+            item.cache.k[l].extend_from_slice(&k[s * kv_dim..(s + n) * kv_dim]);
+            item.cache.v[l].extend_from_slice(&v[s * kv_dim..(s + n) * kv_dim]);
+        }
+
+        // Attention: one task per (item, head), each against that item's cache.
+        let mut att = vec![0f32; rows * q_dim];
+        let out_ptr = att.as_mut_ptr() as usize;
+        let tasks: Vec<(usize, usize, usize, &[f32], &[f32])> = items
+            .iter()
+            .zip(&starts)
+            .flat_map(|(item, &s)| {
+                let (ks, vs) = (item.cache.k[l].as_slice(), item.cache.v[l].as_slice());
+                let n = item.tokens.len();
+                (0..c.n_head).map(move |head| (s, n, head, ks, vs))
+            })
+            .collect();
+        let q = &q;
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            let mut scores = Vec::new();
+            for &(s, n, head, ks, vs) in &tasks[range] {
+                let g = head / group;
+                let past = ks.len() / kv_dim - n;
+                for j in 0..n {
+                    let row = s + j;
+                    let qh = &q[row * q_dim + head * hd..row * q_dim + (head + 1) * hd];
+                    let visible = past + j + 1;
+                    scores.clear();
+                    scores.extend((0..visible).map(|t| dot(qh, &ks[t * kv_dim + g * hd..t * kv_dim + (g + 1) * hd]) / scale));
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for p in scores.iter_mut() {
+                        *p = (*p - max).exp();
+                        sum += *p;
+                    }
+                    // SAFETY: each (row, head) slice of `att` is written by exactly one task,
+                    // and `att` outlives the pool call.
+                    let out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * q_dim + head * hd), hd) };
+                    for (t, p) in scores.iter().enumerate() {
+                        let p = p / sum;
+                        let vh = &vs[t * kv_dim + g * hd..t * kv_dim + (g + 1) * hd];
+                        for (o, &vv) in out.iter_mut().zip(vh) {
+                            *o += p * vv;
+                        }
+                    }
+                }
+            }
+        });
+        let o = matmul(&layer.wo, &att, rows)?;
+        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+
+        let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
+        let mut g = matmul(&layer.gate, &h, rows)?;
+        let u = matmul(&layer.up, &h, rows)?;
+        g.iter_mut().zip(&u).for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b);
+        let d = matmul(&layer.down, &g, rows)?;
+        x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+    }
+    for item in items.iter_mut() {
+        item.cache.len += item.tokens.len();
+    }
+
+    // The output layer, for the last row of each item that wants logits.
+    let wanted: Vec<usize> = items
+        .iter()
+        .zip(&starts)
+        .filter(|(item, _)| item.logits && !item.tokens.is_empty())
+        .map(|(item, &s)| s + item.tokens.len() - 1)
+        .collect();
+    let mut logits = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        let last: Vec<f32> = wanted.iter().flat_map(|&r| x[r * dim..(r + 1) * dim].iter().copied()).collect();
+        let h = rms_norm(&last, &w.norm, c.rms_eps);
+        matmul(&w.output, &h, wanted.len())?
+    };
+    let n_out = if wanted.is_empty() { 0 } else { logits.len() / wanted.len() };
+    let mut out = Vec::with_capacity(items.len());
+    let mut taken = 0;
+    for item in items.iter() {
+        if item.logits && !item.tokens.is_empty() {
+            let rest = logits.split_off(n_out);
+            out.push(Some(std::mem::replace(&mut logits, rest)));
+            taken += 1;
+        } else {
+            out.push(None);
+        }
+    }
+    debug_assert_eq!(taken, wanted.len());
+    Ok(out)
+}
+
+/// One sequence of a [`Weights`] model: the shared weights and its own KV cache.
+#[derive(Clone)]
+pub struct Sequence {
+    pub weights: Arc<Weights>,
+    pub cache: KvCache,
+}
+
+impl Sequence {
+    /// Runs `tokens` at positions `pos..`; `pos` must be the cache's length (0 restarts the
+    /// sequence, as with candle's modules). Returns the last token's logits.
+    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, LlamaError> {
+        if pos == 0 {
+            self.cache.clear();
+        }
+        if pos != self.cache.len {
+            return Err(LlamaError::Position { cached: self.cache.len, requested: pos });
+        }
+        let weights = self.weights.clone();
+        let mut items = [Item { cache: &mut self.cache, tokens, logits: true }];
+        let mut out = forward(&weights, &mut items)?;
+        Ok(out.pop().flatten().unwrap_or_default())
+    }
+}
