@@ -4,10 +4,12 @@
 //! On the served (Q8_0) weights both quantize every activation row to 8 bits before each
 //! matmul. A summation-order difference of one float ulp (our attention sums in eight
 //! lanes, candle's in gemm) can move an activation across an 8-bit rounding boundary, and 30
-//! layers amplify such flips to logit differences of about 1 — so on those weights the tests
-//! demand what is exact (the first position, where attention is a copy of V; a sequence
-//! batched or alone), and the numeric comparison runs on the same model dequantized to f32,
-//! where only float rounding separates the two and the bound is tight.
+//! layers amplify such flips to logit differences of about 1; and which activation blocks
+//! candle uses depends on the CPU (see `llama_cpp_parity.rs`). So on those weights the tests
+//! demand what is exact (a sequence batched or alone; our Q8_0 kernel against candle's dot
+//! product, in `engine/q8_0.rs`), and the numeric comparison with candle's module runs on
+//! the same model dequantized to f32, where only float rounding separates the two and the
+//! bound is tight.
 //!
 //! Needs the bundled model (`mmc models fetch`).
 
@@ -117,16 +119,6 @@ fn logits_match_candles_module_on_f32_weights_through_prefill_chunks_and_decode(
     assert!(worst < F32_TOLERANCE, "max logit difference {worst} against candle's module");
 }
 
-#[test]
-fn first_position_is_bit_identical_to_candles_module_on_the_served_weights() {
-    let (mut ours, mut reference) = both(gguf_bytes(false));
-    for id in [1u32, 504, 2000, 30000] {
-        let a = ours.forward(&[id], 0).unwrap();
-        let b = candle_logits(&mut reference, &[id], 0);
-        assert_eq!(a, b, "logits of token {id} at position 0");
-    }
-}
-
 /// Runs `steps` (instance, tokens, position, want logits) as one batched pass.
 fn batched(model: &Model, steps: Vec<(&mut Instance, &[u32], usize, bool)>) -> Vec<Option<Vec<f32>>> {
     let mut batch: Vec<BatchStep> =
@@ -183,3 +175,29 @@ fn a_step_at_the_wrong_position_is_refused() {
     inst.forward(&[1], 0, &Device::Cpu).unwrap();
 }
 
+
+/// Decode-step time with 1, 2, 4 and 8 sequences in one pass (a measurement, not a check:
+/// `cargo test -p mmc-textgen --test llama_batched -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn decode_step_time_by_batch_size() {
+    let engine = Engine::load(&gguf(), &Device::Cpu, 0, 256).unwrap();
+    let model = &engine.model;
+    let p = prompt(&engine, "The meeting decided to move the launch to March, and Bob will");
+    for b in [1usize, 2, 4, 8] {
+        let mut insts: Vec<Instance> = (0..b).map(|_| model.instance().unwrap()).collect();
+        for i in insts.iter_mut() {
+            i.forward(&p, 0, &Device::Cpu).unwrap();
+        }
+        let (mut pos, steps) = (p.len(), 20);
+        let t = std::time::Instant::now();
+        for _ in 0..steps {
+            let tok = [504u32];
+            let mut batch: Vec<BatchStep> = insts.iter_mut().map(|i| BatchStep { instance: i, tokens: &tok, pos, want_logits: true }).collect();
+            model.forward_batch(&mut batch).unwrap();
+            pos += 1;
+        }
+        let dt = t.elapsed().as_secs_f64() / steps as f64;
+        println!("{b} sequence(s): {:.2} ms per step, {:.1} tokens/s", dt * 1e3, b as f64 / dt);
+    }
+}

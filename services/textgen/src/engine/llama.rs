@@ -6,8 +6,8 @@
 //! model on CPU is bound by exactly that memory traffic, so interleaving gave no aggregate
 //! gain. Here one pass runs the new tokens of many sequences together (continuous batching,
 //! as llama.cpp's server and vLLM do): every token of every sequence is one row of each
-//! weight matmul (candle's quantized matmul tiles rows, so a weight block is read once for
-//! all of them), and only attention is per sequence, each against its own [`KvCache`] at its
+//! weight matmul (for Q8_0 weights, our kernel in [`super::q8_0`] prepares each weight block
+//! once for several rows), and only attention is per sequence, each against its own [`KvCache`] at its
 //! own position. A sequence's results do not depend on what it is batched with: its rows go
 //! through the same kernels in the same order as when it runs alone.
 //!
@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use candle_core::{
-    quantized::{gguf_file, QMatMul},
+    quantized::{gguf_file, GgmlDType, QMatMul, QTensor},
     Device, Module, Tensor,
 };
 
@@ -89,14 +89,46 @@ impl Config {
     }
 }
 
+/// A weight matrix (`[out, in]`).
+enum Linear {
+    /// Q8_0 blocks in GGUF layout, run by our multi-row kernel ([`super::q8_0`]).
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    Q8_0 { blocks: Vec<u8>, n: usize, k: usize },
+    /// Any other type, through candle's quantized matmul.
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(t: QTensor) -> Result<Linear, LlamaError> {
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        if t.dtype() == GgmlDType::Q8_0 {
+            let (n, k) = t.shape().dims2()?;
+            return Ok(Linear::Q8_0 { blocks: t.data()?.into_owned(), n, k });
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    /// `x · wᵀ` for `rows` rows of `x`.
+    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
+        match self {
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+            Linear::Q8_0 { blocks, n, k } => Ok(super::q8_0::matmul(blocks, *n, *k, x, rows)),
+            Linear::Candle(w) => {
+                let t = Tensor::from_slice(x, (rows, x.len() / rows), &Device::Cpu)?;
+                Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
+}
+
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
 }
@@ -108,7 +140,7 @@ pub struct Weights {
     embeddings: Vec<f32>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    output: QMatMul,
+    output: Linear,
     /// RoPE frequencies, `head_dim / 2` of them.
     theta: Vec<f32>,
 }
@@ -134,10 +166,10 @@ impl Weights {
             Ok(t) => t,
             Err(_) => tensor("token_embd.weight")?,
         };
-        let output = QMatMul::from_qtensor(output)?;
+        let output = Linear::new(output)?;
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let mut q = |n: &str| -> Result<QMatMul, LlamaError> { Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{n}.weight"))?)?) };
+            let mut q = |n: &str| Linear::new(tensor(&format!("blk.{i}.{n}.weight"))?);
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
             layers.push(Layer {
@@ -195,11 +227,9 @@ pub struct Item<'a> {
     pub logits: bool,
 }
 
-/// `x · wᵀ` for `rows` rows of `x`, through candle's quantized matmul.
-fn matmul(w: &QMatMul, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
-    let k = x.len() / rows;
-    let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
-    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+/// `x · wᵀ` for `rows` rows of `x`.
+fn matmul(w: &Linear, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
+    w.forward(x, rows)
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {

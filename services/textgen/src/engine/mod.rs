@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: a GGUF loaded into the module its architecture calls for.
 //! - [`llama`]: our own forward pass for `llama` files, batched across sequences.
+//! - [`q8_0`]: the multi-row Q8_0 matmul kernel it runs on x86-64.
 //! - [`tokenizer`]: text <-> ids, special ids.
 //! - [`chat`]: the GGUF's Jinja chat template.
 //! - [`sampler`]: temperature, top-k, top-p, min-p, repetition penalty, seeds.
@@ -16,6 +17,8 @@ pub mod generation;
 pub mod llama;
 pub mod model;
 pub mod prefix_cache;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub mod q8_0;
 pub mod sampler;
 pub mod stop;
 pub mod tokenizer;

@@ -1,0 +1,198 @@
+//! A Q8_0 matmul for several activation rows at once (x86-64 with AVX2, FMA and F16C).
+//!
+//! candle's CPU matmul for Q8_0 weights computes every (row, column) dot product on its own:
+//! each weight block is re-read and re-processed (sign, absolute value, f16 scale) for every
+//! activation row, so a batch of four sequences costs four times one, and batched decode
+//! gains nothing. Here each weight block is loaded and prepared once and then dotted with up
+//! to [`ROWS`] activation rows held in L1, which makes extra rows much cheaper than the first.
+//!
+//! The arithmetic per (row, column) is candle's AVX2 `vec_dot_q8_0_q8_0` instruction for
+//! instruction (activations quantized to Q8_0 as candle does, the same integer products,
+//! the same f32 scale product, fused multiply-adds in the same order, the same horizontal
+//! sum), so results are bit-identical to candle's and do not depend on how many rows share
+//! a call; `tests/llama_batched.rs` checks both.
+
+use std::arch::x86_64::*;
+
+/// Bytes of one Q8_0 block: an f16 scale and 32 signed 8-bit values.
+pub const BLOCK_BYTES: usize = 34;
+/// Values per block.
+pub const BLOCK: usize = 32;
+/// Activation rows dotted with each weight block in one pass (four accumulators, plus the
+/// weight and temporaries, fit the sixteen AVX2 registers).
+const ROWS: usize = 4;
+/// Weight rows (output columns) per work item of the thread pool.
+const COLUMNS_PER_ITEM: usize = 16;
+
+/// Activation rows quantized to Q8_0 (what candle's `BlockQ8_0::from_float` computes).
+pub struct Activations {
+    /// `rows * k` values.
+    qs: Vec<i8>,
+    /// One scale per block, rounded through f16 as candle stores it.
+    scales: Vec<f32>,
+    blocks: usize,
+}
+
+fn f16_round_trip(x: f32) -> f32 {
+    // SAFETY: F16C is enabled at compile time (this module is built only with it).
+    unsafe {
+        let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+        _mm_cvtss_f32(_mm_cvtph_ps(h))
+    }
+}
+
+fn f16_bits_to_f32(lo: u8, hi: u8) -> f32 {
+    // SAFETY: as above.
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([lo, hi]) as i32))) }
+}
+
+impl Activations {
+    /// Quantizes `rows` rows of `k` values (`k` a multiple of [`BLOCK`]).
+    pub fn quantize(x: &[f32], k: usize) -> Activations {
+        let blocks = k / BLOCK;
+        let mut qs = vec![0i8; x.len()];
+        let mut scales = Vec::with_capacity(x.len() / BLOCK);
+        for (src, dst) in x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK)) {
+            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for (q, &v) in dst.iter_mut().zip(src) {
+                *q = (v * id).round() as i8;
+            }
+            scales.push(f16_round_trip(d));
+        }
+        Activations { qs, scales, blocks }
+    }
+
+    fn row(&self, r: usize) -> (&[i8], &[f32]) {
+        (&self.qs[r * self.blocks * BLOCK..(r + 1) * self.blocks * BLOCK], &self.scales[r * self.blocks..(r + 1) * self.blocks])
+    }
+}
+
+/// candle's `hsum_float_8`.
+#[inline(always)]
+unsafe fn hsum(x: __m256) -> f32 {
+    let res = _mm256_extractf128_ps(x, 1);
+    let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+    let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    let res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
+}
+
+/// Dot products of one weight row (`blocks` Q8_0 blocks) with `R` activation rows.
+#[inline(always)]
+unsafe fn dot_rows<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..blocks {
+        let wp = w.as_ptr().add(b * BLOCK_BYTES);
+        let wd = f16_bits_to_f32(*wp, *wp.add(1));
+        let bw = _mm256_loadu_si256(wp.add(2) as *const __m256i);
+        let aw = _mm256_sign_epi8(bw, bw);
+        for r in 0..R {
+            let (qs, scales) = rows[r];
+            let by = _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK) as *const __m256i);
+            let sy = _mm256_sign_epi8(by, bw);
+            let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(aw, sy)));
+            let d = _mm256_set1_ps(wd * *scales.get_unchecked(b));
+            acc[r] = _mm256_fmadd_ps(d, q, acc[r]);
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = hsum(acc[r]);
+    }
+    out
+}
+
+/// `x · wᵀ`: `w` is `n` rows of Q8_0 blocks (`k / 32` each, GGUF layout), `x` is `rows`
+/// rows of `k` values; returns `rows * n` values. Columns are spread over candle's CPU
+/// thread pool.
+pub fn matmul(w: &[u8], n: usize, k: usize, x: &[f32], rows: usize) -> Vec<f32> {
+    let blocks = k / BLOCK;
+    let row_bytes = blocks * BLOCK_BYTES;
+    debug_assert_eq!(w.len(), n * row_bytes);
+    debug_assert_eq!(x.len(), rows * k);
+    let acts = Activations::quantize(x, k);
+    let mut dst = vec![0f32; rows * n];
+    let dst_ptr = dst.as_mut_ptr() as usize;
+    let items = n.div_ceil(COLUMNS_PER_ITEM);
+    candle_core::utils::barrier_pool().execute_chunked(items, |range| {
+        let put = |r: usize, col: usize, v: f32| {
+            // SAFETY: each (row, column) of `dst` is written by exactly one work item, and
+            // `dst` outlives the pool call.
+            unsafe { *(dst_ptr as *mut f32).add(r * n + col) = v }
+        };
+        for item in range {
+            for col in item * COLUMNS_PER_ITEM..n.min((item + 1) * COLUMNS_PER_ITEM) {
+                let wrow = &w[col * row_bytes..(col + 1) * row_bytes];
+                let mut r = 0;
+                // SAFETY: the loads stay inside `wrow` and the activation rows (whole blocks).
+                unsafe {
+                    while r + ROWS <= rows {
+                        let out = dot_rows::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks);
+                        out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
+                        r += ROWS;
+                    }
+                    match rows - r {
+                        3 => {
+                            let out = dot_rows::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks);
+                            out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
+                        }
+                        2 => {
+                            let out = dot_rows::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks);
+                            out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
+                        }
+                        1 => put(r, col, dot_rows::<1>(wrow, [acts.row(r)], blocks)[0]),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    });
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{
+        quantized::{k_quants::{BlockQ8_0, GgmlType}, GgmlDType, QTensor},
+        Device, Tensor,
+    };
+
+    /// Weights in candle's block type, from GGUF-layout bytes.
+    fn blocks(bytes: &[u8]) -> Vec<BlockQ8_0> {
+        let mut out = vec![BlockQ8_0::zeros(); bytes.len() / super::BLOCK_BYTES];
+        // SAFETY: BlockQ8_0 is repr(C), 34 bytes (f16 + 32 x i8), as in the file.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr() as *mut u8, bytes.len()) };
+        out
+    }
+
+    #[test]
+    fn every_row_count_is_bit_identical_to_candles_dot_product() {
+        let (n, k) = (37, 576);
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let wq = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let bytes = wq.data().unwrap().into_owned();
+        let wb = blocks(&bytes);
+        for rows in 1..=9 {
+            let x: Vec<f32> = Tensor::randn(0f32, 3.0, (rows, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let ours = super::matmul(&bytes, n, k, &x, rows);
+            for r in 0..rows {
+                let mut xb = vec![BlockQ8_0::zeros(); k / 32];
+                BlockQ8_0::from_float(&x[r * k..(r + 1) * k], &mut xb);
+                for c in 0..n {
+                    let want = BlockQ8_0::vec_dot(k, &wb[c * k / 32..(c + 1) * k / 32], &xb);
+                    assert_eq!(ours[r * n + c].to_bits(), want.to_bits(), "rows={rows} r={r} c={c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_rows_and_zero_activations() {
+        let bytes = vec![0u8; 2 * super::BLOCK_BYTES];
+        assert!(super::matmul(&bytes, 2, 32, &[], 0).is_empty());
+        assert_eq!(super::matmul(&bytes, 2, 32, &[0.0; 32], 1), vec![0.0, 0.0]);
+    }
+}
