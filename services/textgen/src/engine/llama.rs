@@ -96,6 +96,9 @@ enum Linear {
     Q8_0 { blocks: Vec<u8>, n: usize, k: usize },
     /// Any other type, through candle's quantized matmul.
     Candle(QMatMul),
+    /// Matrices that share an input but could not be concatenated (not all Q8_0): run one
+    /// after another, outputs side by side.
+    Stack(Vec<Linear>),
 }
 
 impl Linear {
@@ -108,9 +111,39 @@ impl Linear {
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
+    /// One matrix for several that take the same input (Q, K and V; gate and up): their
+    /// rows concatenated, so the input is quantized once and the thread pool woken once.
+    /// Returns it with each part's output width.
+    fn fused(parts: Vec<QTensor>) -> Result<(Linear, Vec<usize>), LlamaError> {
+        let widths = parts.iter().map(|t| t.shape().dims2().map(|(n, _)| n)).collect::<Result<Vec<_>, _>>()?;
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        if parts.iter().all(|t| t.dtype() == GgmlDType::Q8_0) {
+            let k = parts[0].shape().dims2()?.1;
+            if parts.iter().all(|t| t.shape().dims2().map(|(_, pk)| pk == k).unwrap_or(false)) {
+                let mut blocks = Vec::new();
+                for t in &parts {
+                    blocks.extend_from_slice(&t.data()?);
+                }
+                return Ok((Linear::Q8_0 { blocks, n: widths.iter().sum(), k }, widths));
+            }
+        }
+        Ok((Linear::Stack(parts.into_iter().map(Linear::new).collect::<Result<_, _>>()?), widths))
+    }
+
     /// `x · wᵀ` for `rows` rows of `x`.
     fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
         match self {
+            Linear::Stack(parts) => {
+                let outs = parts.iter().map(|p| p.forward(x, rows)).collect::<Result<Vec<_>, _>>()?;
+                let mut joined = Vec::with_capacity(outs.iter().map(Vec::len).sum());
+                for r in 0..rows {
+                    for o in &outs {
+                        let w = o.len() / rows;
+                        joined.extend_from_slice(&o[r * w..(r + 1) * w]);
+                    }
+                }
+                Ok(joined)
+            }
             #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
             Linear::Q8_0 { blocks, n, k } => Ok(super::q8_0::matmul(blocks, *n, *k, x, rows)),
             Linear::Candle(w) => {
@@ -121,13 +154,28 @@ impl Linear {
     }
 }
 
+/// `rows` rows of side-by-side outputs of widths `widths`, split into one buffer per part.
+fn split(out: &[f32], rows: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+    let total: usize = widths.iter().sum();
+    let mut parts: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(rows * w)).collect();
+    for row in out.chunks_exact(total) {
+        let mut at = 0;
+        for (part, &w) in parts.iter_mut().zip(widths) {
+            part.extend_from_slice(&row[at..at + w]);
+            at += w;
+        }
+    }
+    parts
+}
+
 struct Layer {
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Q, K and V projections, fused ([`Linear::fused`]).
+    qkv: Linear,
+    qkv_widths: Vec<usize>,
     wo: Linear,
-    gate: Linear,
-    up: Linear,
+    /// Gate and up projections of the MLP, fused.
+    gate_up: Linear,
+    gate_up_widths: Vec<usize>,
     down: Linear,
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
@@ -169,16 +217,16 @@ impl Weights {
         let output = Linear::new(output)?;
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let mut q = |n: &str| Linear::new(tensor(&format!("blk.{i}.{n}.weight"))?);
-            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let mut t = |n: &str| tensor(&format!("blk.{i}.{n}.weight"));
+            let (qkv, qkv_widths) = Linear::fused(vec![t("attn_q")?, t("attn_k")?, t("attn_v")?])?;
+            let (gate_up, gate_up_widths) = Linear::fused(vec![t("ffn_gate")?, t("ffn_up")?])?;
+            let (wo, down) = (Linear::new(t("attn_output")?)?, Linear::new(t("ffn_down")?)?);
             layers.push(Layer {
-                wq,
-                wk,
-                wv,
+                qkv,
+                qkv_widths,
                 wo,
-                gate,
-                up,
+                gate_up,
+                gate_up_widths,
                 down,
                 attn_norm: vector(tensor(&format!("blk.{i}.attn_norm.weight"))?)?,
                 ffn_norm: vector(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?,
@@ -226,6 +274,10 @@ pub struct Item<'a> {
     /// not the prompt's last: the output layer is a fifth of this model's weights).
     pub logits: bool,
 }
+
+/// Attention work (query rows x cached values, summed over tasks) below which a layer's
+/// attention runs on the calling thread instead of the pool.
+const INLINE_ATTENTION_WORK: usize = 1 << 16;
 
 /// `x · wᵀ` for `rows` rows of `x`.
 fn matmul(w: &Linear, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
@@ -309,9 +361,8 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
     let group = c.n_head / c.n_kv_head.max(1);
     for (l, layer) in w.layers.iter().enumerate() {
         let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
-        let mut q = matmul(&layer.wq, &h, rows)?;
-        let mut k = matmul(&layer.wk, &h, rows)?;
-        let v = matmul(&layer.wv, &h, rows)?;
+        let mut qkv = split(&matmul(&layer.qkv, &h, rows)?, rows, &layer.qkv_widths).into_iter();
+        let (mut q, mut k, v) = (qkv.next().unwrap_or_default(), qkv.next().unwrap_or_default(), qkv.next().unwrap_or_default());
         for r in 0..rows {
             let (cs, sn) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
             q[r * q_dim..(r + 1) * q_dim].chunks_exact_mut(hd).for_each(|head| rope(head, cs, sn));
@@ -336,7 +387,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
             })
             .collect();
         let q = &q;
-        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        let attend = |range: std::ops::Range<usize>| {
             let mut scores = Vec::new();
             for &(s, n, head, ks, vs) in &tasks[range] {
                 let g = head / group;
@@ -365,13 +416,20 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
                     }
                 }
             }
-        });
+        };
+        // Waking the pool costs more than a few short decode steps' attention.
+        let work: usize = tasks.iter().map(|&(_, n, _, ks, _)| n * ks.len()).sum();
+        if work < INLINE_ATTENTION_WORK {
+            attend(0..tasks.len());
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(tasks.len(), attend);
+        }
         let o = matmul(&layer.wo, &att, rows)?;
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
         let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
-        let mut g = matmul(&layer.gate, &h, rows)?;
-        let u = matmul(&layer.up, &h, rows)?;
+        let mut gate_up = split(&matmul(&layer.gate_up, &h, rows)?, rows, &layer.gate_up_widths).into_iter();
+        let (mut g, u) = (gate_up.next().unwrap_or_default(), gate_up.next().unwrap_or_default());
         g.iter_mut().zip(&u).for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b);
         let d = matmul(&layer.down, &g, rows)?;
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
