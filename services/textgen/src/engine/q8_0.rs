@@ -79,10 +79,17 @@ unsafe fn hsum(x: __m256) -> f32 {
     _mm_cvtss_f32(res)
 }
 
-/// Dot products of one weight row (`blocks` Q8_0 blocks) with `R` activation rows.
+/// Dot products of one weight row (`blocks` Q8_0 blocks) with `R` activation rows. `dot4`
+/// sums the products of each group of four bytes into an i32 lane (AVX2: `maddubs` then
+/// `madd`; VNNI: one `dpbusd`, the same integers since `maddubs` cannot saturate here:
+/// |w| <= 128 and |y| <= 127).
 #[inline(always)]
-unsafe fn dot_rows<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
-    let ones = _mm256_set1_epi16(1);
+unsafe fn dot_rows<const R: usize>(
+    w: &[u8],
+    rows: [(&[i8], &[f32]); R],
+    blocks: usize,
+    dot4: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..blocks {
         let wp = w.as_ptr().add(b * BLOCK_BYTES);
@@ -93,7 +100,7 @@ unsafe fn dot_rows<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks:
             let (qs, scales) = rows[r];
             let by = _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK) as *const __m256i);
             let sy = _mm256_sign_epi8(by, bw);
-            let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(aw, sy)));
+            let q = _mm256_cvtepi32_ps(dot4(aw, sy));
             let d = _mm256_set1_ps(wd * *scales.get_unchecked(b));
             acc[r] = _mm256_fmadd_ps(d, q, acc[r]);
         }
@@ -105,12 +112,67 @@ unsafe fn dot_rows<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks:
     out
 }
 
+/// One weight row against every activation row, `ROWS` at a time, writing `put(row, value)`.
+#[inline(always)]
+unsafe fn column(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32), dot4: impl Fn(__m256i, __m256i) -> __m256i + Copy) {
+    let blocks = acts.blocks;
+    let mut r = 0;
+    while r + ROWS <= rows {
+        let out = dot_rows::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks, dot4);
+        out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        r += ROWS;
+    }
+    match rows - r {
+        3 => {
+            let out = dot_rows::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks, dot4);
+            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        }
+        2 => {
+            let out = dot_rows::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks, dot4);
+            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        }
+        1 => put(r, dot_rows::<1>(wrow, [acts.row(r)], blocks, dot4)[0]),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+unsafe fn dot4_avx2(aw: __m256i, sy: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(aw, sy))
+}
+
+/// [`column`] with AVX2 only.
+unsafe fn column_avx2(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
+    column(wrow, acts, rows, put, |a, b| dot4_avx2(a, b))
+}
+
+/// [`column`] with AVX-512 VNNI's 256-bit `dpbusd`.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn column_vnni(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
+    column(wrow, acts, rows, put, |a, b| _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b))
+}
+
+/// Whether this CPU has AVX-512 VNNI (checked once).
+fn has_vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var("MMC_Q8_0_AVX2_ONLY").is_err()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 /// `x · wᵀ`: `w` is `n` rows of Q8_0 blocks (`k / 32` each, GGUF layout), `x` is `rows`
 /// rows of `k` values; returns `rows * n` values. Columns are spread over candle's CPU
 /// thread pool.
 pub fn matmul(w: &[u8], n: usize, k: usize, x: &[f32], rows: usize) -> Vec<f32> {
-    let blocks = k / BLOCK;
-    let row_bytes = blocks * BLOCK_BYTES;
+    matmul_with(w, n, k, x, rows, has_vnni())
+}
+
+/// [`matmul`], on AVX-512 VNNI when `vnni` (which the CPU must have).
+fn matmul_with(w: &[u8], n: usize, k: usize, x: &[f32], rows: usize, vnni: bool) -> Vec<f32> {
+    let row_bytes = k / BLOCK * BLOCK_BYTES;
     debug_assert_eq!(w.len(), n * row_bytes);
     debug_assert_eq!(x.len(), rows * k);
     let acts = Activations::quantize(x, k);
@@ -126,25 +188,14 @@ pub fn matmul(w: &[u8], n: usize, k: usize, x: &[f32], rows: usize) -> Vec<f32> 
         for item in range {
             for col in item * COLUMNS_PER_ITEM..n.min((item + 1) * COLUMNS_PER_ITEM) {
                 let wrow = &w[col * row_bytes..(col + 1) * row_bytes];
-                let mut r = 0;
-                // SAFETY: the loads stay inside `wrow` and the activation rows (whole blocks).
+                let put = |r: usize, v: f32| put(r, col, v);
+                // SAFETY: the loads stay inside `wrow` and the activation rows (whole
+                // blocks); the VNNI variant runs only where the CPU has it.
                 unsafe {
-                    while r + ROWS <= rows {
-                        let out = dot_rows::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks);
-                        out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
-                        r += ROWS;
-                    }
-                    match rows - r {
-                        3 => {
-                            let out = dot_rows::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks);
-                            out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
-                        }
-                        2 => {
-                            let out = dot_rows::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks);
-                            out.iter().enumerate().for_each(|(i, v)| put(r + i, col, *v));
-                        }
-                        1 => put(r, col, dot_rows::<1>(wrow, [acts.row(r)], blocks)[0]),
-                        _ => {}
+                    if vnni {
+                        column_vnni(wrow, &acts, rows, put);
+                    } else {
+                        column_avx2(wrow, &acts, rows, put);
                     }
                 }
             }
@@ -175,15 +226,16 @@ mod tests {
         let wq = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
         let bytes = wq.data().unwrap().into_owned();
         let wb = blocks(&bytes);
-        for rows in 1..=9 {
+        let variants: &[bool] = if super::has_vnni() { &[false, true] } else { &[false] };
+        for (rows, &vnni) in (1..=9).flat_map(|r| variants.iter().map(move |v| (r, v))) {
             let x: Vec<f32> = Tensor::randn(0f32, 3.0, (rows, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let ours = super::matmul(&bytes, n, k, &x, rows);
+            let ours = super::matmul_with(&bytes, n, k, &x, rows, vnni);
             for r in 0..rows {
                 let mut xb = vec![BlockQ8_0::zeros(); k / 32];
                 BlockQ8_0::from_float(&x[r * k..(r + 1) * k], &mut xb);
                 for c in 0..n {
                     let want = BlockQ8_0::vec_dot(k, &wb[c * k / 32..(c + 1) * k / 32], &xb);
-                    assert_eq!(ours[r * n + c].to_bits(), want.to_bits(), "rows={rows} r={r} c={c}");
+                    assert_eq!(ours[r * n + c].to_bits(), want.to_bits(), "rows={rows} r={r} c={c} vnni={vnni}");
                 }
             }
         }
