@@ -64,6 +64,7 @@ impl Activations {
         Activations { qs, scales, blocks }
     }
 
+    #[inline(always)]
     fn row(&self, r: usize) -> (&[i8], &[f32]) {
         (&self.qs[r * self.blocks * BLOCK..(r + 1) * self.blocks * BLOCK], &self.scales[r * self.blocks..(r + 1) * self.blocks])
     }
@@ -146,10 +147,75 @@ unsafe fn column_avx2(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn
     column(wrow, acts, rows, put, |a, b| dot4_avx2(a, b))
 }
 
-/// [`column`] with AVX-512 VNNI's 256-bit `dpbusd`.
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+/// Dot products of one weight row with `R` activation rows on AVX-512 VNNI, two blocks
+/// (64 bytes) per instruction: the weight pair's absolute values, sign mask and scales are
+/// prepared once; per row and pair it is one load, a masked negation, one `dpbusd`, a
+/// conversion and a multiply-add, about half of the AVX2 path's work per row. Sums in
+/// 16 lanes, so results differ from candle's by float rounding (not bit for bit); they
+/// still do not depend on the other rows. An odd last block goes through the 256-bit
+/// `dpbusd`.
+#[inline(always)]
+unsafe fn dot_rows_512<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut b = 0;
+    while b + 2 <= blocks {
+        let wp = w.as_ptr().add(b * BLOCK_BYTES);
+        let lo = _mm256_loadu_si256(wp.add(2) as *const __m256i);
+        let hi = _mm256_loadu_si256(wp.add(BLOCK_BYTES + 2) as *const __m256i);
+        let bw = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        let negative = _mm512_movepi8_mask(bw);
+        let aw = _mm512_abs_epi8(bw);
+        let (d0, d1) = (f16_bits_to_f32(*wp, *wp.add(1)), f16_bits_to_f32(*wp.add(BLOCK_BYTES), *wp.add(BLOCK_BYTES + 1)));
+        let wd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+        for r in 0..R {
+            let (qs, scales) = rows[r];
+            let y = _mm512_loadu_si512(qs.as_ptr().add(b * BLOCK) as *const _);
+            let sy = _mm512_mask_sub_epi8(y, negative, zero, y);
+            let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, aw, sy));
+            let (y0, y1) = (*scales.get_unchecked(b), *scales.get_unchecked(b + 1));
+            let dy = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(y0), _mm512_set1_ps(y1));
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(wd, dy), q, acc[r]);
+        }
+        b += 2;
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = _mm512_reduce_add_ps(acc[r]);
+    }
+    if b < blocks {
+        let tail = dot_rows::<R>(&w[b * BLOCK_BYTES..], rows.map(|(qs, sc)| (&qs[b * BLOCK..], &sc[b..])), 1, |a, y| {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, y)
+        });
+        for r in 0..R {
+            out[r] += tail[r];
+        }
+    }
+    out
+}
+
+/// [`column`] on AVX-512 VNNI ([`dot_rows_512`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn column_vnni(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
-    column(wrow, acts, rows, put, |a, b| _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b))
+    let blocks = acts.blocks;
+    let mut r = 0;
+    while r + ROWS <= rows {
+        let out = dot_rows_512::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks);
+        out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        r += ROWS;
+    }
+    match rows - r {
+        3 => {
+            let out = dot_rows_512::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks);
+            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        }
+        2 => {
+            let out = dot_rows_512::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks);
+            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        }
+        1 => put(r, dot_rows_512::<1>(wrow, [acts.row(r)], blocks)[0]),
+        _ => {}
+    }
 }
 
 /// Whether this CPU has AVX-512 VNNI (checked once).
@@ -158,6 +224,7 @@ fn has_vnni() -> bool {
     *VNNI.get_or_init(|| {
         std::env::var("MMC_Q8_0_AVX2_ONLY").is_err()
             && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
     })
@@ -220,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn every_row_count_is_bit_identical_to_candles_dot_product() {
+    fn every_row_count_matches_candles_dot_product() {
         let (n, k) = (37, 576);
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
         let wq = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
@@ -235,7 +302,13 @@ mod tests {
                 BlockQ8_0::from_float(&x[r * k..(r + 1) * k], &mut xb);
                 for c in 0..n {
                     let want = BlockQ8_0::vec_dot(k, &wb[c * k / 32..(c + 1) * k / 32], &xb);
-                    assert_eq!(ours[r * n + c].to_bits(), want.to_bits(), "rows={rows} r={r} c={c} vnni={vnni}");
+                    if vnni {
+                        // 16-lane sums: float rounding apart from candle's 8-lane order (the
+                        // dot products here are sums of terms up to ~100 that may cancel).
+                        assert!((ours[r * n + c] - want).abs() <= 1e-3 + 1e-5 * want.abs(), "rows={rows} r={r} c={c}: {} vs {want}", ours[r * n + c]);
+                    } else {
+                        assert_eq!(ours[r * n + c].to_bits(), want.to_bits(), "rows={rows} r={r} c={c}");
+                    }
                 }
             }
         }
