@@ -14,12 +14,12 @@ use serde_json::Value;
 /// Largest difference allowed between our logits and llama.cpp's. llama.cpp runs the Q4_1
 /// weights against Q8_1 activations; we re-quantize them to Q8_0 at load (candle has no
 /// SIMD Q4_1 kernel) and run them against Q8_0 activations with our own kernel
-/// (`engine/q8_0.rs`, the same on every x86-64-v3 CPU), both with an f32 KV cache. 8-bit
-/// activations turn float-rounding differences into whole rounding steps, which 30 layers
-/// amplify. Largest difference seen on the cases here: 0.19 (candle's own module: 0.16 on
-/// an AVX2-only CPU, 0.38 on an AVX-512 VNNI one, where candle runs some matmuls against
-/// coarser 256-wide activation blocks).
-const LOGIT_TOLERANCE: f32 = 0.3;
+/// (`engine/q8_0.rs`), both with an f32 KV cache. 8-bit activations turn float-rounding
+/// differences into whole rounding steps, which 30 layers amplify, so the figure moves with
+/// summation order alone: on the cases here, 0.15 to 0.40 across variants of our kernel
+/// that differ only in how lanes are summed (AVX2: 0.19; AVX-512 with two accumulators:
+/// 0.40); candle's own module 0.16 on an AVX2-only CPU and 0.38 on an AVX-512 VNNI one.
+const LOGIT_TOLERANCE: f32 = 0.5;
 
 /// With every logit within the tolerance, greedy choices can differ only where llama.cpp's
 /// two best logits are closer than twice the tolerance.

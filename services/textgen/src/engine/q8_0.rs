@@ -157,7 +157,9 @@ unsafe fn column_avx2(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn
 #[inline(always)]
 unsafe fn dot_rows_512<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
     let zero = _mm512_setzero_si512();
+    // Two accumulators per row (even and odd pairs) halve the dependency chain of FMAs.
     let mut acc = [_mm512_setzero_ps(); R];
+    let mut acc2 = [_mm512_setzero_ps(); R];
     let mut b = 0;
     while b + 2 <= blocks {
         let wp = w.as_ptr().add(b * BLOCK_BYTES);
@@ -175,13 +177,17 @@ unsafe fn dot_rows_512<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blo
             let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, aw, sy));
             let (y0, y1) = (*scales.get_unchecked(b), *scales.get_unchecked(b + 1));
             let dy = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(y0), _mm512_set1_ps(y1));
-            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(wd, dy), q, acc[r]);
+            if (b / 2) % 2 == 0 {
+                acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(wd, dy), q, acc[r]);
+            } else {
+                acc2[r] = _mm512_fmadd_ps(_mm512_mul_ps(wd, dy), q, acc2[r]);
+            }
         }
         b += 2;
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], acc2[r]));
     }
     if b < blocks {
         let tail = dot_rows::<R>(&w[b * BLOCK_BYTES..], rows.map(|(qs, sc)| (&qs[b * BLOCK..], &sc[b..])), 1, |a, y| {
@@ -319,5 +325,30 @@ mod tests {
         let bytes = vec![0u8; 2 * super::BLOCK_BYTES];
         assert!(super::matmul(&bytes, 2, 32, &[], 0).is_empty());
         assert_eq!(super::matmul(&bytes, 2, 32, &[0.0; 32], 1), vec![0.0, 0.0]);
+    }
+}
+#[cfg(test)]
+mod timing {
+    /// Kernel time for 1 and 4 rows (a measurement: `cargo test -p mmc-textgen --lib
+    /// kernel_time -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn kernel_time() {
+        use candle_core::{quantized::{GgmlDType, QTensor}, Device, Tensor};
+        let (n, k) = (3072, 576);
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+        let bytes = w.data().unwrap().into_owned();
+        for rows in [1usize, 4] {
+            let x = vec![0.5f32; rows * k];
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..100 {
+                    std::hint::black_box(super::matmul(&bytes, n, k, &x, rows));
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 100.0);
+            }
+            println!("{n}x{k}, {rows} row(s): {:.1} us", best * 1e6);
+        }
     }
 }

@@ -48,8 +48,20 @@ impl Sampler {
     /// repetition penalty); `allowed` says which ids a constraint permits (all if `None`).
     /// Returns `None` if no token is allowed.
     pub fn sample(&mut self, logits: &[f32], history: &[u32], allowed: Option<&dyn Fn(u32) -> bool>) -> Option<u32> {
-        let mut logits = logits.to_vec();
         let penalty = self.config.repetition_penalty;
+        if self.config.temperature <= 0.0 && (penalty <= 0.0 || penalty == 1.0) {
+            // Greedy without penalty: the argmax, without copying the vocabulary (this runs
+            // once per token of every sequence on the scheduler thread). Ties go to the
+            // lowest id, as below.
+            let mut best: Option<(u32, f32)> = None;
+            for (i, &l) in logits.iter().enumerate() {
+                if l.is_finite() && best.is_none_or(|b| l > b.1) && allowed.is_none_or(|f| f(i as u32)) {
+                    best = Some((i as u32, l));
+                }
+            }
+            return best.map(|b| b.0);
+        }
+        let mut logits = logits.to_vec();
         if penalty > 0.0 && penalty != 1.0 {
             let start = history.len().saturating_sub(REPEAT_LAST_N);
             let mut seen = std::collections::HashSet::new();
