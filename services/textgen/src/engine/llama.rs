@@ -2,9 +2,8 @@
 //!
 //! candle's `quantized_llama` runs one sequence per forward pass and keeps its KV cache inside
 //! the module, so concurrent generations cannot share a pass: with four streams in flight,
-//! every quantized weight is streamed from memory four times per round. Decoding a 135M
-//! model on CPU is bound by exactly that memory traffic, so interleaving gave no aggregate
-//! gain. Here one pass runs the new tokens of many sequences together (continuous batching,
+//! every quantized weight is read and unpacked four times per round. Decoding a 135M model
+//! on CPU is bound by exactly that work, so interleaving gave no aggregate gain. Here one pass runs the new tokens of many sequences together (continuous batching,
 //! as llama.cpp's server and vLLM do): every token of every sequence is one row of each
 //! weight matmul (for Q8_0 weights, our kernel in [`super::q8_0`] prepares each weight block
 //! once for several rows), and only attention is per sequence, each against its own [`KvCache`] at its
@@ -13,8 +12,9 @@
 //!
 //! The arithmetic follows candle's module step by step (RMSNorm, interleaved RoPE as GGML's
 //! llama uses, grouped-query attention with an f32 KV cache, SiLU-gated MLP, tied output when
-//! the file has no `output.weight`), so its logits agree with it to float rounding; the
-//! parity test in `tests/llama_batched.rs` holds us to that. Files this module does not cover
+//! the file has no `output.weight`): on f32 weights the logits agree with it to float
+//! rounding, which the parity test in `tests/llama_batched.rs` holds us to (with 8-bit
+//! activations, rounding-step flips make both differ from llama.cpp by a few tenths). Files this module does not cover
 //! (mixture of experts, partial rotary dimensions) or non-CPU devices keep candle's module.
 
 use std::sync::Arc;
