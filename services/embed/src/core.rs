@@ -144,14 +144,7 @@ impl EmbedCore {
     pub async fn load_and_warm_up(&self) -> Result<(), EngineError> {
         let cfg = self.config.clone();
         let encoder = tokio::task::spawn_blocking(move || {
-            let dir = cfg.models_dir.join(&cfg.text_model);
-            if !dir.join(mmc_models::store::STAMP).is_file() {
-                return Err(EngineError::Missing(format!(
-                    "{} is not fetched; run `mmc models fetch` (models directory {})",
-                    cfg.text_model,
-                    cfg.models_dir.display()
-                )));
-            }
+            let dir = fetched_dir(&cfg.models_dir, &cfg.text_model)?;
             // One device (one CUDA context) for both encoders.
             let device = cfg.device.candle().map_err(|e| EngineError::Load(e.to_string()))?;
             let (encoder, clip): (Arc<dyn TextEmbedder>, Option<Arc<Clip>>) = if clip::is_clip(&dir) {
@@ -163,7 +156,7 @@ impl EmbedCore {
                 (Arc::new(TextEncoder::load(&dir, &cfg.text_model, &cfg.profile, cfg.max_text_tokens, &device)?), None)
             };
             encoder.embed(&["warm-up".to_string()])?;
-            Ok((encoder, clip, device))
+            Ok::<_, EngineError>((encoder, clip, device))
         })
         .await
         .map_err(|e| EngineError::Load(e.to_string()))??;
@@ -203,14 +196,7 @@ impl EmbedCore {
     /// embedded by the text encoder (once; about 3 s for 1000 classes on 2 cores).
     async fn load_image_path(&self, text: Arc<dyn TextEmbedder>, device: candle_core::Device, conse: bool) -> Result<(), EngineError> {
         let cfg = self.config.clone();
-        let dir = cfg.models_dir.join(&cfg.image_model);
-        if !dir.join(mmc_models::store::STAMP).is_file() {
-            return Err(EngineError::Missing(format!(
-                "{} is not fetched; run `mmc models fetch` (models directory {})",
-                cfg.image_model,
-                cfg.models_dir.display()
-            )));
-        }
+        let dir = fetched_dir(&cfg.models_dir, &cfg.image_model)?;
         let batch_config = BatcherConfig {
             name: "encode_image",
             max_batch: self.config.max_batch.min(16),
@@ -400,4 +386,17 @@ impl EmbedCore {
         }
         Ok(text.batcher.submit(texts).await?)
     }
+}
+
+/// The directory of model `id` in `models_dir`, or [`EngineError::Missing`] naming the fetch
+/// command when it was never fetched completely (no stamp file).
+fn fetched_dir(models_dir: &std::path::Path, id: &str) -> Result<std::path::PathBuf, EngineError> {
+    let dir = models_dir.join(id);
+    if !dir.join(mmc_models::store::STAMP).is_file() {
+        return Err(EngineError::Missing(format!(
+            "{id} is not fetched; run `mmc models fetch` (models directory {})",
+            models_dir.display()
+        )));
+    }
+    Ok(dir)
 }
