@@ -258,6 +258,18 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Prepares to take tokens at position `pos`: 0 starts over (as with candle's modules);
+    /// anything else must be the next position.
+    pub fn start_at(&mut self, pos: usize) -> Result<(), LlamaError> {
+        if pos == 0 {
+            self.clear();
+        }
+        if pos != self.len {
+            return Err(LlamaError::Position { cached: self.len, requested: pos });
+        }
+        Ok(())
+    }
+
     /// Forgets every position, keeping the memory for the next sequence.
     pub fn clear(&mut self) {
         self.k.iter_mut().chain(self.v.iter_mut()).for_each(Vec::clear);
@@ -279,10 +291,6 @@ pub struct Item<'a> {
 /// attention runs on the calling thread instead of the pool.
 const INLINE_ATTENTION_WORK: usize = 1 << 16;
 
-/// `x · wᵀ` for `rows` rows of `x`.
-fn matmul(w: &Linear, x: &[f32], rows: usize) -> Result<Vec<f32>, LlamaError> {
-    w.forward(x, rows)
-}
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
@@ -361,7 +369,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
     let group = c.n_head / c.n_kv_head.max(1);
     for (l, layer) in w.layers.iter().enumerate() {
         let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
-        let mut qkv = split(&matmul(&layer.qkv, &h, rows)?, rows, &layer.qkv_widths).into_iter();
+        let mut qkv = split(&layer.qkv.forward(&h, rows)?, rows, &layer.qkv_widths).into_iter();
         let (mut q, mut k, v) = (qkv.next().unwrap_or_default(), qkv.next().unwrap_or_default(), qkv.next().unwrap_or_default());
         for r in 0..rows {
             let (cs, sn) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
@@ -424,14 +432,14 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
         } else {
             candle_core::utils::barrier_pool().execute_chunked(tasks.len(), attend);
         }
-        let o = matmul(&layer.wo, &att, rows)?;
+        let o = layer.wo.forward(&att, rows)?;
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
         let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
-        let mut gate_up = split(&matmul(&layer.gate_up, &h, rows)?, rows, &layer.gate_up_widths).into_iter();
+        let mut gate_up = split(&layer.gate_up.forward(&h, rows)?, rows, &layer.gate_up_widths).into_iter();
         let (mut g, u) = (gate_up.next().unwrap_or_default(), gate_up.next().unwrap_or_default());
         g.iter_mut().zip(&u).for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b);
-        let d = matmul(&layer.down, &g, rows)?;
+        let d = layer.down.forward(&g, rows)?;
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
     }
     for item in items.iter_mut() {
@@ -450,7 +458,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
     } else {
         let last: Vec<f32> = wanted.iter().flat_map(|&r| x[r * dim..(r + 1) * dim].iter().copied()).collect();
         let h = rms_norm(&last, &w.norm, c.rms_eps);
-        matmul(&w.output, &h, wanted.len())?
+        w.output.forward(&h, wanted.len())?
     };
     let n_out = if wanted.is_empty() { 0 } else { logits.len() / wanted.len() };
     let mut out = Vec::with_capacity(items.len());
@@ -479,12 +487,7 @@ impl Sequence {
     /// Runs `tokens` at positions `pos..`; `pos` must be the cache's length (0 restarts the
     /// sequence, as with candle's modules). Returns the last token's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, LlamaError> {
-        if pos == 0 {
-            self.cache.clear();
-        }
-        if pos != self.cache.len {
-            return Err(LlamaError::Position { cached: self.cache.len, requested: pos });
-        }
+        self.cache.start_at(pos)?;
         let weights = self.weights.clone();
         let mut items = [Item { cache: &mut self.cache, tokens, logits: true }];
         let mut out = forward(&weights, &mut items)?;

@@ -73,17 +73,14 @@ impl Instance {
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the KV cache) and
     /// returns the logits of the last position as a vector over the vocabulary.
     pub fn forward(&mut self, tokens: &[u32], pos: usize, device: &Device) -> Result<Vec<f32>, ModelError> {
-        if let Instance::Llama(m) = self {
-            return Ok(m.forward(tokens, pos)?);
-        }
-        let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+        let input = || Tensor::new(tokens, device)?.unsqueeze(0);
         let logits = match self {
-            Instance::Llama(_) => unreachable!("handled above"),
-            Instance::CandleLlama(m) => m.forward(&input, pos)?,
-            Instance::Qwen2(m) => m.forward(&input, pos)?,
-            Instance::Qwen3(m) => m.forward(&input, pos)?,
-            Instance::Gemma3(m) => m.forward(&input, pos)?,
-            Instance::Phi3(m) => m.forward(&input, pos)?,
+            Instance::Llama(m) => return Ok(m.forward(tokens, pos)?),
+            Instance::CandleLlama(m) => m.forward(&input()?, pos)?,
+            Instance::Qwen2(m) => m.forward(&input()?, pos)?,
+            Instance::Qwen3(m) => m.forward(&input()?, pos)?,
+            Instance::Gemma3(m) => m.forward(&input()?, pos)?,
+            Instance::Phi3(m) => m.forward(&input()?, pos)?,
         };
         Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
     }
@@ -178,20 +175,13 @@ impl Model {
             return steps.iter_mut().map(|s| s.instance.forward(s.tokens, s.pos, &self.device).map(Some)).collect();
         };
         let weights = first.weights.clone();
-        let expected = steps.len();
-        let mut items = Vec::with_capacity(expected);
+        let mut items = Vec::with_capacity(steps.len());
         for s in steps.iter_mut() {
             // Every instance of a model is of its pristine's kind.
-            let Instance::Llama(seq) = &mut *s.instance else { continue };
-            if s.pos == 0 {
-                seq.cache.clear();
-            }
-            if seq.cache.len() != s.pos {
-                return Err(llama::LlamaError::Position { cached: seq.cache.len(), requested: s.pos }.into());
-            }
+            let Instance::Llama(seq) = &mut *s.instance else { unreachable!("an instance of another model") };
+            seq.cache.start_at(s.pos)?;
             items.push(llama::Item { cache: &mut seq.cache, tokens: s.tokens, logits: s.want_logits });
         }
-        debug_assert_eq!(items.len(), expected);
         Ok(llama::forward(&weights, &mut items)?)
     }
 

@@ -25,7 +25,7 @@ const ROWS: usize = 4;
 const COLUMNS_PER_ITEM: usize = 16;
 
 /// Activation rows quantized to Q8_0 (what candle's `BlockQ8_0::from_float` computes).
-pub struct Activations {
+struct Activations {
     /// `rows * k` values.
     qs: Vec<i8>,
     /// One scale per block, rounded through f16 as candle stores it.
@@ -48,7 +48,7 @@ fn f16_bits_to_f32(lo: u8, hi: u8) -> f32 {
 
 impl Activations {
     /// Quantizes `rows` rows of `k` values (`k` a multiple of [`BLOCK`]).
-    pub fn quantize(x: &[f32], k: usize) -> Activations {
+    fn quantize(x: &[f32], k: usize) -> Activations {
         let blocks = k / BLOCK;
         let mut qs = vec![0i8; x.len()];
         let mut scales = Vec::with_capacity(x.len() / BLOCK);
@@ -113,26 +113,49 @@ unsafe fn dot_rows<const R: usize>(
     out
 }
 
+/// A dot-product kernel: one weight row against `R` activation rows.
+trait Kernel {
+    unsafe fn dot<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R];
+}
+
+/// AVX2 ([`dot_rows`] with `maddubs` + `madd`), bit-identical to candle.
+struct Avx2;
+impl Kernel for Avx2 {
+    #[inline(always)]
+    unsafe fn dot<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
+        dot_rows::<R>(w, rows, blocks, |a, b| dot4_avx2(a, b))
+    }
+}
+
+/// AVX-512 VNNI ([`dot_rows_512`]).
+struct Avx512;
+impl Kernel for Avx512 {
+    #[inline(always)]
+    unsafe fn dot<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
+        dot_rows_512::<R>(w, rows, blocks)
+    }
+}
+
 /// One weight row against every activation row, `ROWS` at a time, writing `put(row, value)`.
 #[inline(always)]
-unsafe fn column(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32), dot4: impl Fn(__m256i, __m256i) -> __m256i + Copy) {
+unsafe fn column<K: Kernel>(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
     let blocks = acts.blocks;
     let mut r = 0;
     while r + ROWS <= rows {
-        let out = dot_rows::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks, dot4);
+        let out = K::dot::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks);
         out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
         r += ROWS;
     }
     match rows - r {
         3 => {
-            let out = dot_rows::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks, dot4);
+            let out = K::dot::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks);
             out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
         }
         2 => {
-            let out = dot_rows::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks, dot4);
+            let out = K::dot::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks);
             out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
         }
-        1 => put(r, dot_rows::<1>(wrow, [acts.row(r)], blocks, dot4)[0]),
+        1 => put(r, K::dot::<1>(wrow, [acts.row(r)], blocks)[0]),
         _ => {}
     }
 }
@@ -144,7 +167,7 @@ unsafe fn dot4_avx2(aw: __m256i, sy: __m256i) -> __m256i {
 
 /// [`column`] with AVX2 only.
 unsafe fn column_avx2(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
-    column(wrow, acts, rows, put, |a, b| dot4_avx2(a, b))
+    column::<Avx2>(wrow, acts, rows, put)
 }
 
 /// Dot products of one weight row with `R` activation rows on AVX-512 VNNI, two blocks
@@ -203,25 +226,7 @@ unsafe fn dot_rows_512<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blo
 /// [`column`] on AVX-512 VNNI ([`dot_rows_512`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn column_vnni(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
-    let blocks = acts.blocks;
-    let mut r = 0;
-    while r + ROWS <= rows {
-        let out = dot_rows_512::<ROWS>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2), acts.row(r + 3)], blocks);
-        out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
-        r += ROWS;
-    }
-    match rows - r {
-        3 => {
-            let out = dot_rows_512::<3>(wrow, [acts.row(r), acts.row(r + 1), acts.row(r + 2)], blocks);
-            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
-        }
-        2 => {
-            let out = dot_rows_512::<2>(wrow, [acts.row(r), acts.row(r + 1)], blocks);
-            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
-        }
-        1 => put(r, dot_rows_512::<1>(wrow, [acts.row(r)], blocks)[0]),
-        _ => {}
-    }
+    column::<Avx512>(wrow, acts, rows, put)
 }
 
 /// Whether this CPU has AVX-512 VNNI (checked once).
