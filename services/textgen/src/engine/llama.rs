@@ -91,9 +91,9 @@ impl Config {
 
 /// A weight matrix (`[out, in]`).
 enum Linear {
-    /// Q8_0 blocks in GGUF layout, run by our multi-row kernel ([`super::q8_0`]).
+    /// Q8_0 weights, run by our multi-row kernel ([`super::q8_0`]).
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    Q8_0 { blocks: Vec<u8>, n: usize, k: usize },
+    Q8_0(super::q8_0::Weights),
     /// Any other type, through candle's quantized matmul.
     Candle(QMatMul),
     /// Matrices that share an input but could not be concatenated (not all Q8_0): run one
@@ -106,7 +106,7 @@ impl Linear {
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
         if t.dtype() == GgmlDType::Q8_0 {
             let (n, k) = t.shape().dims2()?;
-            return Ok(Linear::Q8_0 { blocks: t.data()?.into_owned(), n, k });
+            return Ok(Linear::Q8_0(super::q8_0::Weights::from_gguf(t.data()?.into_owned(), n, k)));
         }
         Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
@@ -124,7 +124,7 @@ impl Linear {
                 for t in &parts {
                     blocks.extend_from_slice(&t.data()?);
                 }
-                return Ok((Linear::Q8_0 { blocks, n: widths.iter().sum(), k }, widths));
+                return Ok((Linear::Q8_0(super::q8_0::Weights::from_gguf(blocks, widths.iter().sum(), k)), widths));
             }
         }
         Ok((Linear::Stack(parts.into_iter().map(Linear::new).collect::<Result<_, _>>()?), widths))
@@ -145,7 +145,7 @@ impl Linear {
                 Ok(joined)
             }
             #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-            Linear::Q8_0 { blocks, n, k } => Ok(super::q8_0::matmul(blocks, *n, *k, x, rows)),
+            Linear::Q8_0(w) => Ok(w.matmul(x, rows)),
             Linear::Candle(w) => {
                 let t = Tensor::from_slice(x, (rows, x.len() / rows), &Device::Cpu)?;
                 Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
