@@ -189,15 +189,18 @@ fn decode_step_time_by_batch_size() {
         for i in insts.iter_mut() {
             i.forward(&p, 0, &Device::Cpu).unwrap();
         }
-        let (mut pos, steps) = (p.len(), 20);
-        let t = std::time::Instant::now();
-        for _ in 0..steps {
-            let tok = [504u32];
-            let mut batch: Vec<BatchStep> = insts.iter_mut().map(|i| BatchStep { instance: i, tokens: &tok, pos, want_logits: true }).collect();
-            model.forward_batch(&mut batch).unwrap();
-            pos += 1;
+        // Best of three rounds of 20 steps (the machine is shared).
+        let (mut pos, steps, mut dt) = (p.len(), 20, f64::MAX);
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..steps {
+                let tok = [504u32];
+                let mut batch: Vec<BatchStep> = insts.iter_mut().map(|i| BatchStep { instance: i, tokens: &tok, pos, want_logits: true }).collect();
+                model.forward_batch(&mut batch).unwrap();
+                pos += 1;
+            }
+            dt = dt.min(t.elapsed().as_secs_f64() / steps as f64);
         }
-        let dt = t.elapsed().as_secs_f64() / steps as f64;
         println!("{b} sequence(s): {:.2} ms per step, {:.1} tokens/s", dt * 1e3, b as f64 / dt);
     }
 }

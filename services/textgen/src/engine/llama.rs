@@ -453,7 +453,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
         .filter(|(item, _)| item.logits && !item.tokens.is_empty())
         .map(|(item, &s)| s + item.tokens.len() - 1)
         .collect();
-    let mut logits = if wanted.is_empty() {
+    let logits = if wanted.is_empty() {
         Vec::new()
     } else {
         let last: Vec<f32> = wanted.iter().flat_map(|&r| x[r * dim..(r + 1) * dim].iter().copied()).collect();
@@ -461,12 +461,12 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
         w.output.forward(&h, wanted.len())?
     };
     let n_out = if wanted.is_empty() { 0 } else { logits.len() / wanted.len() };
+    let mut rows_out = logits.chunks_exact(n_out.max(1));
     let mut out = Vec::with_capacity(items.len());
     let mut taken = 0;
     for item in items.iter() {
         if item.logits && !item.tokens.is_empty() {
-            let rest = logits.split_off(n_out);
-            out.push(Some(std::mem::replace(&mut logits, rest)));
+            out.push(rows_out.next().map(<[f32]>::to_vec));
             taken += 1;
         } else {
             out.push(None);
