@@ -348,11 +348,31 @@ unsafe fn dot_rows_512<const R: usize>(wq: *const u8, ws: *const u32, pairs: usi
     if p < pairs {
         pair_512(wq, ws, p, rows, &mut even);
     }
-    let mut out = [0f32; R];
+    let mut sums = [_mm512_setzero_ps(); 4];
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+        sums[r] = _mm512_add_ps(even[r], odd[r]);
     }
-    out
+    let all = reduce4(sums);
+    std::array::from_fn(|r| all[r])
+}
+
+/// The lane sums of four vectors at once (about half the instructions of four separate
+/// reductions; for a 576-wide matmul the reductions are a sixth of the work). Each vector's
+/// sum goes through the same additions in the same order whatever the other three hold, so
+/// a row's result does not depend on the rows beside it (unused slots are zeros).
+#[inline(always)]
+unsafe fn reduce4([a, b, c, d]: [__m512; 4]) -> [f32; 4] {
+    // 128-bit lanes: [a0 a1 b0 b1] + [a2 a3 b2 b3], and the same for c, d.
+    let ab = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
+    let cd = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
+    // [A0 B0 C0 D0] + [A1 B1 C1 D1]: one 128-bit lane per vector.
+    let s = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd), _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd));
+    // Within each lane: (x0 + x1) + (x2 + x3), in every element.
+    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b10_11_00_01>(s));
+    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b01_00_11_10>(s));
+    let mut out = [0f32; 16];
+    _mm512_storeu_ps(out.as_mut_ptr(), s);
+    [out[0], out[4], out[8], out[12]]
 }
 
 /// AVX-512 VNNI on the [`Packed`] layout ([`dot_rows_512`]).
