@@ -53,6 +53,18 @@ impl Sampler {
             // Greedy without penalty: the argmax, without copying the vocabulary (this runs
             // once per token of every sequence on the scheduler thread). Ties go to the
             // lowest id, as below.
+            if allowed.is_none() {
+                // Unconstrained: the largest finite logit in one vectorized pass, then its
+                // first position.
+                let max = max_finite(logits);
+                if !max.is_finite() {
+                    return None;
+                }
+                // The first block of 64 holding it (a branch-free test per block), then
+                // its place there.
+                let block = logits.chunks(64).position(|c| c.iter().fold(false, |hit, &l| hit | (l == max)))?;
+                return logits[block * 64..].iter().position(|&l| l == max).map(|i| (block * 64 + i) as u32);
+            }
             let mut best: Option<(u32, f32)> = None;
             for (i, &l) in logits.iter().enumerate() {
                 if l.is_finite() && best.is_none_or(|b| l > b.1) && allowed.is_none_or(|f| f(i as u32)) {
@@ -152,10 +164,58 @@ impl Sampler {
 }
 
 /// Log-probability of `token` under softmax(`logits`).
+/// The largest finite value (`-inf` if none), in 16 independent lanes so that it vectorizes
+/// (a single running maximum is an ordered chain the compiler keeps scalar).
+fn max_finite(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &l| if l.is_finite() { m.max(l) } else { m });
+    for c in chunks {
+        for (m, &l) in lanes.iter_mut().zip(c) {
+            *m = if l.is_finite() { m.max(l) } else { *m };
+        }
+    }
+    lanes.iter().fold(tail, |a, &b| a.max(b))
+}
+
+/// Runs for every generated token of every sequence on the scheduler thread, over the whole
+/// vocabulary, so the exponentials are [`exp_fast`]'s (vectorized; libm's scalar `expf`
+/// made this a sixth of a batched decode step).
 pub fn logprob(logits: &[f32], token: u32) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-    logits[token as usize] - max - sum.ln()
+    let mut lanes = [0f32; 16];
+    let chunks = logits.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&l| exp_fast(l - max)).sum();
+    for c in chunks {
+        for (acc, &l) in lanes.iter_mut().zip(c) {
+            *acc += exp_fast(l - max);
+        }
+    }
+    logits[token as usize] - max - (lanes.iter().sum::<f32>() + tail).ln()
+}
+
+/// `e^x` for `x <= 0` to about 2e-7 relative (Cephes' `expf` polynomial after reducing by
+/// powers of two), written so that the compiler vectorizes a loop of it (no libm call).
+/// Below -87 it returns about 1e-38 or 0, where a sum of exponentials no longer sees it.
+#[inline(always)]
+fn exp_fast(x: f32) -> f32 {
+    let x = x.max(-87.0);
+    // Round to nearest by adding 1.5 * 2^23 (no libm call, so the loop vectorizes).
+    const ROUND: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2^n from n's bits in `t`'s mantissa (integer arithmetic only; wrapping, so that the
+    // dev profile's overflow checks do not stop vectorization).
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    e * f32::from_bits(biased << 23)
 }
 
 fn softmax(logits: impl Iterator<Item = f32> + Clone) -> Vec<f32> {
@@ -193,6 +253,16 @@ mod tests {
     fn greedy_takes_the_argmax() {
         let mut s = Sampler::new(SamplingConfig::default());
         assert_eq!(s.sample(&logits(), &[], None), Some(0));
+        // A vocabulary-sized row: ties go to the lowest id, non-finite logits never win,
+        // and the same answer with and without a (permissive) constraint.
+        let mut big = vec![-1.0f32; 49_155];
+        big[3] = f32::INFINITY;
+        big[7] = f32::NAN;
+        big[40_000] = 2.5;
+        big[49_154] = 2.5;
+        assert_eq!(s.sample(&big, &[], None), Some(40_000));
+        assert_eq!(s.sample(&big, &[], Some(&|_| true)), Some(40_000));
+        assert_eq!(s.sample(&[f32::NAN, f32::NEG_INFINITY], &[], None), None);
     }
 
     #[test]
@@ -240,6 +310,16 @@ mod tests {
         // Logits 2.0 and 1.5: a penalty of 2 on id 0 (2.0 -> 1.0) hands greedy to id 1.
         let mut s = Sampler::new(SamplingConfig { repetition_penalty: 2.0, ..Default::default() });
         assert_eq!(s.sample(&[2.0, 1.5], &[0], None), Some(1));
+    }
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        for i in 0..=20_000 {
+            let x = -(i as f32) * 0.00435;
+            let (ours, libm) = (exp_fast(x), x.exp());
+            assert!((ours - libm).abs() <= 4e-7 * libm + 1e-38, "x={x}: {ours} vs {libm}");
+        }
+        assert!(exp_fast(-200.0) < 1e-37);
     }
 
     #[test]
