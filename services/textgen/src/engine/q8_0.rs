@@ -12,9 +12,10 @@
 //!   does, the same integer products, the same f32 scale product, fused multiply-adds in the
 //!   same order, the same horizontal sum), so results are bit-identical to candle's.
 //! - **AVX-512 VNNI**, on weights repacked at load ([`Packed`]): two blocks per `dpbusd`, no
-//!   per-row sign work, one pointer per activation row. 16-lane sums, so results differ from
-//!   candle's by float rounding. A 3072x576 matmul takes about 58 us for one row and 117 us
-//!   for four, against 72 and 189 us with the GGUF layout (`kernel_time` below).
+//!   per-row sign work, one pointer per activation row, four rows' sums reduced together.
+//!   16-lane sums, so results differ from candle's by float rounding. A 3072x576 matmul
+//!   takes about 50 us for one row and 99 us for four, against 72 and 189 us with the GGUF
+//!   layout (`kernel_time` below, 2-core AMD EPYC).
 //!
 //! In both, a row's results do not depend on how many rows share a call;
 //! `tests/llama_batched.rs` checks that, and the unit tests below check both against candle.
