@@ -211,3 +211,28 @@ fn prefix_cache_resumes_later_turns_with_identical_output() {
     assert!(reused[1..].iter().all(|(r, h)| r == h && *h > 10), "{reused:?}");
 }
 
+
+#[test]
+fn incremental_detokenization_streams_exactly_the_full_decode() {
+    use mmc_textgen::engine::tokenizer::IncrementalDecoder;
+    let engine = engine();
+    let texts = [
+        "The meeting decided to move the launch to March, and Bob will draft the plan.",
+        "  leading spaces,\n\nnew lines\tand tabs  ",
+        "Ünïcödé: naïve café, Straße, 東京で会議, emoji 🎉👩‍💻 and ⅞.",
+        "def f(x):\n    return {\"a\": [1, 2.5e-3, None]}  # code",
+    ];
+    for text in texts {
+        let ids = engine.tokenizer.encode_plain(text).unwrap();
+        let mut decoder = IncrementalDecoder::default();
+        let mut streamed = String::new();
+        let mut pieces = 0;
+        for n in 1..=ids.len() {
+            let piece = decoder.next(&engine.tokenizer, &ids[..n]);
+            pieces += !piece.is_empty() as usize;
+            streamed.push_str(&piece);
+        }
+        assert_eq!(streamed, engine.tokenizer.decode(&ids), "{text:?}");
+        assert!(pieces > ids.len() / 2, "{text:?}: text arrives as it is generated, not at the end");
+    }
+}

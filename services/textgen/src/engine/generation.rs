@@ -15,7 +15,7 @@ use super::{
     prefix_cache::{self, PrefixCache},
     sampler::{logprob, Sampler, SamplingConfig},
     stop::{StopCheck, StopMatcher},
-    tokenizer::{Tokenizer, TokenizerError},
+    tokenizer::{IncrementalDecoder, Tokenizer, TokenizerError},
 };
 
 /// Errors of the engine.
@@ -315,6 +315,7 @@ impl Engine {
             sampler: Sampler::new(params.sampling.clone()),
             constraint,
             stop: StopMatcher::new(&params.stop),
+            detokenizer: IncrementalDecoder::default(),
             max_new: params.max_tokens.min(room),
             finished: false,
         })
@@ -392,6 +393,8 @@ pub struct Sequence {
     sampler: Sampler,
     constraint: Option<Constraint>,
     stop: StopMatcher,
+    /// Generated ids to text, a few tokens at a time.
+    detokenizer: IncrementalDecoder,
     max_new: usize,
     finished: bool,
 }
@@ -485,15 +488,10 @@ impl Sequence {
         if let Some(c) = &mut self.constraint {
             c.consume(token)?;
         }
-        let text = engine.tokenizer.decode(&self.generated);
-        let (piece, stopped) = if text.ends_with('\u{FFFD}') {
-            // An incomplete multi-byte character: wait for its other bytes.
-            (String::new(), false)
-        } else {
-            match self.stop.update(&text) {
-                StopCheck::Release(p) => (p, false),
-                StopCheck::Stopped(p) => (p, true),
-            }
+        let new_text = self.detokenizer.next(&engine.tokenizer, &self.generated);
+        let (piece, stopped) = match self.stop.push(&new_text) {
+            StopCheck::Release(p) => (p, false),
+            StopCheck::Stopped(p) => (p, true),
         };
         let out = TokenOut { id: token, text: piece, logprob: lp };
         if stopped {

@@ -28,11 +28,10 @@ impl StopMatcher {
         StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Default::default() }
     }
 
-    /// Replaces the text generated so far (it only ever grows) and says what may be sent.
-    pub fn update(&mut self, full_text: &str) -> StopCheck {
+    /// Appends newly generated text and says what may be sent.
+    pub fn push(&mut self, new_text: &str) -> StopCheck {
         debug_assert!(!self.stopped);
-        self.text.clear();
-        self.text.push_str(full_text);
+        self.text.push_str(new_text);
         // A match can only start at or after the released boundary... or straddle it, when
         // held text was released earlier; search from the boundary minus the longest stop.
         let longest = self.stops.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -86,11 +85,9 @@ mod tests {
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
         let mut m = StopMatcher::new(&stops.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let mut full = String::new();
         let mut out = String::new();
         for p in pieces {
-            full.push_str(p);
-            match m.update(&full) {
+            match m.push(p) {
                 StopCheck::Release(t) => out.push_str(&t),
                 StopCheck::Stopped(t) => {
                     out.push_str(&t);
@@ -120,6 +117,6 @@ mod tests {
     #[test]
     fn no_stops_releases_everything_at_once() {
         let mut m = StopMatcher::new(&[]);
-        assert_eq!(m.update("abc"), StopCheck::Release("abc".into()));
+        assert_eq!(m.push("abc"), StopCheck::Release("abc".into()));
     }
 }

@@ -105,3 +105,41 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+/// Turns a growing output into text pieces by decoding only its last few tokens per step
+/// (the method of text-generation-inference and vLLM), not the whole output: a full decode
+/// per token grows with the output (about 0.2 ms per step at 1000 tokens on two cores, on
+/// the scheduler thread, for every sequence in flight).
+///
+/// Each step decodes the window from `prefix_offset`: once up to `read_offset` (text
+/// already emitted) and once to the end; the difference is the new text. Starting the
+/// window a few tokens back keeps decoders that strip a leading space or merge byte
+/// tokens seeing the same context as in a full decode. While the newest tokens end inside
+/// a multi-byte character (U+FFFD at the end), nothing is emitted and the window grows.
+#[derive(Debug, Default)]
+pub struct IncrementalDecoder {
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl IncrementalDecoder {
+    /// The text that `ids` (the whole output so far) adds to what earlier calls returned.
+    pub fn next(&mut self, tokenizer: &Tokenizer, ids: &[u32]) -> String {
+        let prefix = tokenizer.decode(&ids[self.prefix_offset..self.read_offset]);
+        let text = tokenizer.decode(&ids[self.prefix_offset..]);
+        if text.ends_with('\u{FFFD}') || text.len() <= prefix.len() {
+            return String::new();
+        }
+        // The window's text normally extends the prefix's; where a decoder rewrites the
+        // joint (it should not), emit from the first difference instead of losing text.
+        let common = if text.starts_with(&prefix) { prefix.len() } else { common_prefix_len(&text, &prefix) };
+        self.prefix_offset = self.read_offset;
+        self.read_offset = ids.len();
+        text[common..].to_string()
+    }
+}
+
+/// Bytes of the longest common prefix of `a` and `b` (a character boundary of both).
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices().zip(b.chars()).find(|((_, x), y)| x != y).map_or_else(|| a.len().min(b.len()), |((i, _), _)| i)
+}
