@@ -204,3 +204,19 @@ fn decode_step_time_by_batch_size() {
         println!("{b} sequence(s): {:.2} ms per step, {:.1} tokens/s", dt * 1e3, b as f64 / dt);
     }
 }
+/// Prefill time of a 512-token prompt in one pass (a measurement, not a check: `cargo test
+/// -p mmc-textgen --test llama_batched -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn prefill_time_512_tokens() {
+    let engine = Engine::load(&gguf(), &Device::Cpu, 0, 256).unwrap();
+    let p: Vec<u32> = (0..512u32).map(|i| 300 + (i * 37) % 20000).collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut inst = engine.model.instance().unwrap();
+        let t = std::time::Instant::now();
+        inst.forward(&p, 0, &Device::Cpu).unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("prefill, 512 tokens: {:.0} ms, {:.1} tokens/s", best * 1e3, 512.0 / best);
+}

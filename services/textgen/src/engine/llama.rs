@@ -19,6 +19,8 @@
 
 use std::sync::Arc;
 
+use super::fastmath::exp_fast;
+
 use candle_core::{
     quantized::{gguf_file, GgmlDType, QMatMul, QTensor},
     Device, Module, Tensor,
@@ -287,6 +289,9 @@ pub struct Item<'a> {
     pub logits: bool,
 }
 
+/// New tokens per attention task (a long prefill is split so the pool's threads share it).
+const ATTENTION_ROWS: usize = 32;
+
 /// Attention work (query rows x cached values, summed over tasks) below which a layer's
 /// attention runs on the calling thread instead of the pool.
 const INLINE_ATTENTION_WORK: usize = 1 << 16;
@@ -382,36 +387,37 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
             item.cache.v[l].extend_from_slice(&v[s * kv_dim..(s + n) * kv_dim]);
         }
 
-        // Attention: one task per (item, head), each against that item's cache.
+        // Attention: one task per (item, head, block of up to ATTENTION_ROWS new tokens),
+        // each against that item's cache; blocks keep a long prefill's work spread evenly
+        // over the pool.
         let mut att = vec![0f32; rows * q_dim];
         let out_ptr = att.as_mut_ptr() as usize;
-        let tasks: Vec<(usize, usize, usize, &[f32], &[f32])> = items
+        let tasks: Vec<(usize, usize, std::ops::Range<usize>, usize, &[f32], &[f32])> = items
             .iter()
             .zip(&starts)
             .flat_map(|(item, &s)| {
                 let (ks, vs) = (item.cache.k[l].as_slice(), item.cache.v[l].as_slice());
                 let n = item.tokens.len();
-                (0..c.n_head).map(move |head| (s, n, head, ks, vs))
+                (0..c.n_head).flat_map(move |head| {
+                    (0..n).step_by(ATTENTION_ROWS).map(move |j| (s, n, j..n.min(j + ATTENTION_ROWS), head, ks, vs))
+                })
             })
             .collect();
         let q = &q;
         let attend = |range: std::ops::Range<usize>| {
             let mut scores = Vec::new();
-            for &(s, n, head, ks, vs) in &tasks[range] {
+            for (s, n, js, head, ks, vs) in tasks[range].iter().cloned() {
                 let g = head / group;
                 let past = ks.len() / kv_dim - n;
-                for j in 0..n {
+                for j in js {
                     let row = s + j;
                     let qh = &q[row * q_dim + head * hd..row * q_dim + (head + 1) * hd];
                     let visible = past + j + 1;
                     scores.clear();
                     scores.extend((0..visible).map(|t| dot(qh, &ks[t * kv_dim + g * hd..t * kv_dim + (g + 1) * hd]) / scale));
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for p in scores.iter_mut() {
-                        *p = (*p - max).exp();
-                        sum += *p;
-                    }
+                    scores.iter_mut().for_each(|p| *p = exp_fast(*p - max));
+                    let sum: f32 = scores.iter().sum();
                     // SAFETY: each (row, head) slice of `att` is written by exactly one task,
                     // and `att` outlives the pool call.
                     let out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * q_dim + head * hd), hd) };
@@ -426,7 +432,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
             }
         };
         // Waking the pool costs more than a few short decode steps' attention.
-        let work: usize = tasks.iter().map(|&(_, n, _, ks, _)| n * ks.len()).sum();
+        let work: usize = tasks.iter().map(|(_, _, js, _, ks, _)| js.len() * ks.len()).sum();
         if work < INLINE_ATTENTION_WORK {
             attend(0..tasks.len());
         } else {

@@ -3,6 +3,7 @@
 //! - [`model`]: a GGUF loaded into the module its architecture calls for.
 //! - [`llama`]: our own forward pass for `llama` files, batched across sequences.
 //! - [`q8_0`]: the multi-row Q8_0 matmul kernel it runs on x86-64.
+//! - [`fastmath`]: a vectorizable `exp` for softmaxes over attention rows and vocabularies.
 //! - [`tokenizer`]: text <-> ids, special ids.
 //! - [`chat`]: the GGUF's Jinja chat template.
 //! - [`sampler`]: temperature, top-k, top-p, min-p, repetition penalty, seeds.
@@ -13,6 +14,7 @@
 
 pub mod chat;
 pub mod constraint;
+pub mod fastmath;
 pub mod generation;
 pub mod llama;
 pub mod model;
