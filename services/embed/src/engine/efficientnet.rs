@@ -157,6 +157,9 @@ pub fn depthwise_conv(
     let pwp = pw.div_ceil(stride);
     // Where kernel column kx starts within a padded row (its phase, then its place there).
     let columns: Vec<usize> = (0..k).map(|kx| (kx % stride) * pwp + kx / stride).collect();
+    // Phase p holds padded columns p, p + stride, ...: input column x lands in phase
+    // (pl + x) % stride at (pl + x) / stride; `firsts[p]` is the first x of phase p.
+    let firsts: Vec<usize> = (0..stride).map(|p| (p + stride - pl % stride) % stride).collect();
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
         // Slack after the last row: a chunk of `TAP_CHUNK` columns may read past a row's
         // end (into values whose outputs are dropped).
@@ -164,9 +167,6 @@ pub fn depthwise_conv(
         |(phased, mapped), (plane, out_plane)| {
             let ch = plane % c;
             let inp = &input[plane * h * wd..(plane + 1) * h * wd];
-            // Phase p holds padded columns p, p + stride, ...: input column x lands in phase
-            // (pl + x) % stride at (pl + x) / stride; `first` is the first x of each phase.
-            let firsts: Vec<usize> = (0..stride).map(|p| (p + stride - pl % stride) % stride).collect();
             for y in 0..h {
                 let row = &mut phased[(y + pt) * stride * pwp..(y + pt + 1) * stride * pwp];
                 let src = &inp[y * wd..(y + 1) * wd];
