@@ -7,9 +7,9 @@
 //! seed reproduces its output exactly (on the same model and build).
 
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::fastmath::exp_fast;
-use rand_chacha::ChaCha8Rng;
 
 /// Sampling controls; zero values mean "off", as in the protocol.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -165,7 +165,6 @@ impl Sampler {
     }
 }
 
-/// Log-probability of `token` under softmax(`logits`).
 /// The largest finite value (`-inf` if none), in 16 independent lanes so that it vectorizes
 /// (a single running maximum is an ordered chain the compiler keeps scalar).
 fn max_finite(xs: &[f32]) -> f32 {
@@ -180,6 +179,8 @@ fn max_finite(xs: &[f32]) -> f32 {
     lanes.iter().fold(tail, |a, &b| a.max(b))
 }
 
+/// Log-probability of `token` under softmax(`logits`).
+///
 /// Runs for every generated token of every sequence on the scheduler thread, over the whole
 /// vocabulary, so the exponentials are [`exp_fast`]'s (vectorized; libm's scalar `expf`
 /// made this a sixth of a batched decode step).
