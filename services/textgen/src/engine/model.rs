@@ -2,9 +2,9 @@
 //! calls for.
 //!
 //! `llama` files on CPU run on our own forward pass ([`super::llama`]), which batches the
-//! new tokens of many sequences into one pass ([`Model::forward_batch`]). Other
-//! architectures (and `llama` on GPU, or with experts) use candle's quantized modules, one
-//! sequence per pass.
+//! new tokens of many sequences into one pass ([`Model::forward_batch`]). `gemma3` runs on
+//! our fix of candle's module ([`super::gemma3`]). Other architectures (and `llama` on GPU,
+//! or with experts) use candle's quantized modules, one sequence per pass.
 //!
 //! Each sequence in flight needs an [`Instance`] of its own (its KV cache). For every
 //! architecture but `qwen2` an instance is a cheap clone of a pristine one (the quantized
@@ -18,10 +18,8 @@ use candle_core::{
     quantized::{gguf_file, GgmlDType, QTensor},
     Device, Tensor,
 };
-use super::llama;
-use candle_transformers::models::{
-    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
-};
+use super::{gemma3, llama};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
 
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +50,8 @@ pub enum Instance {
     CandleLlama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
-    Gemma3(quantized_gemma3::ModelWeights),
+    /// Our fix of candle's module ([`super::gemma3`]).
+    Gemma3(gemma3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
 }
 
@@ -265,7 +264,10 @@ fn build<R: std::io::Read + std::io::Seek>(
         },
         "qwen2" => Instance::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, file, device)?),
         "qwen3" => Instance::Qwen3(quantized_qwen3::ModelWeights::from_gguf(content, file, device)?),
-        "gemma3" => Instance::Gemma3(quantized_gemma3::ModelWeights::from_gguf(content, file, device)?),
+        "gemma3" => {
+            let context = content.metadata.get("gemma3.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(8192);
+            Instance::Gemma3(gemma3::ModelWeights::from_gguf(content, file, device, context as usize)?)
+        }
         "phi3" => Instance::Phi3(quantized_phi3::ModelWeights::from_gguf(false, content, file, device)?),
         _ => return Err(ModelError::Unsupported { path: shown, arch }),
     };
