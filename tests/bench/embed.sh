@@ -25,7 +25,11 @@ if ! "$venv/bin/python" -c "import torch, transformers, safetensors" 2>/dev/null
 fi
 
 cargo build --release -q -p mmc-embed --bin mmc-embed-bench
-echo "[bench] PyTorch, $threads threads" >&2
+# The same heap settings on both sides: our services fix glibc's mmap and trim thresholds at
+# start (services/runtime/src/memory.rs), which spares PyTorch's convolutions just as many
+# page faults (EfficientNet-Lite0 in torch: about 37 -> 50 images/s here).
+echo "[bench] PyTorch, $threads threads, heap as in our services" >&2
+GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647 \
 OMP_NUM_THREADS=$threads "$venv/bin/python" tests/scripts/embed_torch_bench.py "$models" "$work/texts.txt" \
   --threads "$threads" > "$work/reference.json"
 echo "[bench] ours, $threads threads" >&2

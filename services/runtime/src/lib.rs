@@ -12,6 +12,7 @@
 //!   (RESOURCE_EXHAUSTED), a server span whose parent comes from W3C trace context, and
 //!   request metrics.
 //! - [`metrics`]: a Prometheus exporter on its own port.
+//! - [`memory`]: malloc tuning so per-request buffers are reused, not faulted in anew.
 //! - [`telemetry`]: structured logs and OpenTelemetry traces over OTLP.
 //! - [`propagation`]: W3C trace context in gRPC metadata, client and server side.
 //! - [`batcher`]: dynamic batching for the inference core of model services.
@@ -22,6 +23,7 @@ pub mod batcher;
 pub mod client;
 pub mod config;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod propagation;

@@ -127,13 +127,14 @@ impl Readiness {
     }
 }
 
-/// Builds the Tokio runtime, installs logs/traces and metrics for `service`, runs `main`
-/// and turns its result into the process exit code.
+/// Tunes the heap ([`crate::memory`]), builds the Tokio runtime, installs logs/traces and
+/// metrics for `service`, runs `main` and turns its result into the process exit code.
 pub fn run<F, Fut>(service: &'static str, args: ServerArgs, main: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    crate::memory::retain_freed_memory();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -56,6 +56,8 @@ fn synthetic_image() -> Vec<u8> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The heap as the service runs it.
+    mmc_runtime::memory::retain_freed_memory();
     let args = Args::parse();
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&args.reference)?)?;
     let get = |k: &str| reference[k].as_f64().with_context(|| format!("reference lacks {k}"));

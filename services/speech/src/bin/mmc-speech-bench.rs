@@ -61,6 +61,8 @@ async fn run(core: &Arc<SpeechCore>, audio: &std::path::Path, streams: usize) ->
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // The heap as the service runs it.
+    mmc_runtime::memory::retain_freed_memory();
     let args = Args::parse();
     let reference: Option<serde_json::Value> = match &args.reference {
         Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?).context("reading the reference figures")?),

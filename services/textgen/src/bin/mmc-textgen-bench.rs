@@ -29,6 +29,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The heap as the service runs it.
+    mmc_runtime::memory::retain_freed_memory();
     let args = Args::parse();
     let engine = Engine::load(&args.gguf, &Device::Cpu, 0, args.prompt_tokens)?;
     let words = engine.tokenizer.encode_plain("The quarterly planning meeting covered budgets, hiring and the launch. ")?;
