@@ -47,7 +47,7 @@ fn fetch_bundled_profile_into_an_empty_cache_then_repair_corruption() {
         ("smollm2-135m-instruct-q4_1/model.gguf", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
         ("whisper-base-ct2/model.bin", "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
         ("efficientnet-lite0/model.safetensors", "f46ec1c3cb680f7b6e592fd971a28f301ca2deef2db22f51ce7d8e69c6b5d28e"),
-        ("smollm2-135m-instruct-q4_1/tokenizer.json", "97b54915c62f5643cca5f64cc852a90627595a0f8444732eeb54ea3fec787d1b"),
+        ("smollm2-135m-instruct-q4_1/tokenizer.json", "2038a1ae69aa87a1cf0469bcc1926d5ad2d321fc7ce7cb7e46494813ac899d43"),
     ];
     for (file, sha) in checks {
         assert_eq!(sha256_file(&dir.path().join(file)), sha, "{file}");
