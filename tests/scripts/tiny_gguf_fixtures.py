@@ -133,6 +133,9 @@ def build(gguf, arch, path, seed):
         w.add_value_length(HEAD_DIM)
     if arch == "gemma3":
         w.add_sliding_window(GEMMA3_WINDOW)
+        # Gemma 3 4B and larger: linear RoPE scaling by 8 on the global layers.
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(8.0)
 
     w.add_tokenizer_model(model)
     if model == "gpt2":

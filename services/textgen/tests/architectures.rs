@@ -3,7 +3,7 @@
 //!
 //! No real Qwen2/Qwen3/Gemma 3/Phi-3 GGUF can be had from the package registries, so each
 //! case is a small model (2 layers; Gemma 3: 6, five with a 5-token sliding window and one
-//! global) with random weights in the exact tensor layout and metadata that
+//! global whose RoPE is scaled by 1/8, as in Gemma 3 4B and larger) with random weights in the exact tensor layout and metadata that
 //! llama.cpp's converter writes, and a small vocabulary of the architecture's tokenizer type
 //! (byte-level BPE or SentencePiece). `tests/scripts/tiny_gguf_fixtures.py` wrote the files
 //! and llama.cpp's outputs on them (llama-cpp-python 0.3.36) to `tests/fixtures/tiny-gguf/`.
@@ -116,8 +116,8 @@ fn qwen3() {
     check("qwen3");
 }
 
-/// candle's `quantized_gemma3`: scaled embeddings, post-norms, sliding-window layers;
-/// SentencePiece without a prefix space.
+/// Our `engine/gemma3.rs`: scaled embeddings, post-norms, sliding-window layers, linear
+/// RoPE scaling on the global layer; SentencePiece without a prefix space.
 #[test]
 fn gemma3() {
     check("gemma3");

@@ -11,8 +11,18 @@
 //!   query; `transformers` and llama.cpp mask it);
 //! - a prompt prefilled in chunks masked out every earlier chunk.
 //!
-//! It also builds the rotary tables once per frequency for the file's context length,
-//! not twice per layer for 131072 positions (64 MiB per table at head size 256).
+//! It also reads the metadata llama.cpp reads, under llama.cpp's key names (candle's
+//! `sliding_window_type` and `local_freq_base` are not what converters write), and with it
+//! what candle ignored:
+//!
+//! - `rope.scaling.factor`: Gemma 3 4B and larger scale the global layers' positions by
+//!   1/8 (linear RoPE scaling); unscaled, every global layer sees wrong angles;
+//! - the 27B model's attention scale, 1/sqrt(embedding / heads) rather than
+//!   1/sqrt(head size) (llama.cpp and gemma_pytorch key it on the 62 layers);
+//! - `final_logit_softcapping`, when a file sets it;
+//!
+//! and builds the rotary tables once per frequency for the file's context length, not
+//! twice per layer for 131072 positions (64 MiB per table at head size 256).
 
 use std::sync::Arc;
 
@@ -26,10 +36,10 @@ use candle_transformers::quantized_nn::RmsNorm;
 /// Layers per global-attention layer when the file does not say (Gemma 3: five local, one
 /// global).
 const DEFAULT_SLIDING_WINDOW_PATTERN: usize = 6;
-/// RoPE base of the global layers when the file does not say.
-const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
-/// RoPE base of the sliding-window layers (llama.cpp's default for Gemma 3).
-const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
+/// RoPE base when the file does not say (llama.cpp's default, for both kinds of layer).
+const DEFAULT_ROPE_FREQUENCY: f32 = 10_000.;
+/// Layer count of Gemma 3 27B, whose attention scale differs (see the module docs).
+const GEMMA3_27B_LAYERS: usize = 62;
 
 /// Precomputed cos/sin for positions `0..max_positions` (NeoX layout: halves rotate).
 #[derive(Debug)]
@@ -39,8 +49,10 @@ struct Rotary {
 }
 
 impl Rotary {
-    fn new(head_dim: usize, base: f32, max_positions: usize, device: &Device) -> Result<Self> {
-        let inv_freq: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / head_dim as f32)).collect();
+    /// Tables for base `base` with positions multiplied by `scale` (linear RoPE scaling).
+    fn new(head_dim: usize, base: f32, scale: f32, max_positions: usize, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> =
+            (0..head_dim).step_by(2).map(|i| scale / base.powf(i as f32 / head_dim as f32)).collect();
         let inv_freq = Tensor::new(inv_freq.as_slice(), device)?;
         let angles = Tensor::arange(0, max_positions as u32, device)?
             .to_dtype(DType::F32)?
@@ -91,6 +103,8 @@ struct Layer {
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
+    /// Multiplier of the query-key products.
+    attention_scale: f64,
     /// Keys a query may see in a sliding-window layer: those at distance `< window`.
     window: Option<usize>,
     rotary: Arc<Rotary>,
@@ -123,8 +137,7 @@ impl Layer {
 
         let k = candle_transformers::utils::repeat_kv(k, self.n_head / self.n_kv_head)?;
         let v = candle_transformers::utils::repeat_kv(v, self.n_head / self.n_kv_head)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        let mut scores = (q.matmul(&k.t()?)? * self.attention_scale)?;
         if let Some(mask) = self.mask(seq_len, pos, first_key, keys, x.device())? {
             scores = scores.broadcast_add(&mask)?;
         }
@@ -156,6 +169,8 @@ pub struct ModelWeights {
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Arc<QMatMul>,
+    /// `cap · tanh(logits / cap)` when the file sets `final_logit_softcapping`.
+    softcap: Option<f64>,
 }
 
 impl ModelWeights {
@@ -177,12 +192,36 @@ impl ModelWeights {
         let head_dim = md("attention.key_length")?.to_u32()? as usize;
         let eps = md("attention.layer_norm_rms_epsilon")?.to_f32()? as f64;
         let window = md("attention.sliding_window")?.to_u32()? as usize;
-        let pattern = md("attention.sliding_window_type").and_then(|v| v.to_u32()).map_or(DEFAULT_SLIDING_WINDOW_PATTERN, |v| v as usize);
+        // Which layers slide: a per-layer array of flags, or one in every `n` is global.
+        let sliding: Vec<bool> = match md("attention.sliding_window_pattern") {
+            Ok(v) => match v.to_vec() {
+                Ok(flags) => flags.iter().map(|f| f.to_bool()).collect::<Result<_>>()?,
+                Err(_) => pattern(v.to_u32()? as usize, block_count),
+            },
+            Err(_) => pattern(DEFAULT_SLIDING_WINDOW_PATTERN, block_count),
+        };
+        if sliding.len() != block_count {
+            candle_core::bail!("gemma3.attention.sliding_window_pattern has {} flags for {block_count} layers", sliding.len());
+        }
         let base = md("rope.freq_base").and_then(|v| v.to_f32()).unwrap_or(DEFAULT_ROPE_FREQUENCY);
-        let base_sliding = md("rope.local_freq_base").and_then(|v| v.to_f32()).unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING);
+        let base_sliding = md("rope.freq_base_swa").and_then(|v| v.to_f32()).unwrap_or(DEFAULT_ROPE_FREQUENCY);
+        if let Ok(kind) = md("rope.scaling.type") {
+            let kind = kind.to_string()?;
+            if kind != "linear" && kind != "none" {
+                candle_core::bail!("gemma3.rope.scaling.type {kind:?} is not supported (linear or none)");
+            }
+        }
+        let factor = md("rope.scaling.factor").or_else(|_| md("rope.scale_linear")).and_then(|v| v.to_f32()).unwrap_or(1.0);
+        let global_scale = if factor > 0.0 { 1.0 / factor } else { 1.0 };
+        let attention_scale = if block_count == GEMMA3_27B_LAYERS {
+            1.0 / ((embedding_length / n_head) as f64).sqrt()
+        } else {
+            1.0 / (head_dim as f64).sqrt()
+        };
+        let softcap = md("final_logit_softcapping").and_then(|v| v.to_f32()).ok().filter(|&c| c > 0.0).map(f64::from);
 
-        let global_rotary = Arc::new(Rotary::new(head_dim, base, max_positions, device)?);
-        let sliding_rotary = Arc::new(Rotary::new(head_dim, base_sliding, max_positions, device)?);
+        let global_rotary = Arc::new(Rotary::new(head_dim, base, global_scale, max_positions, device)?);
+        let sliding_rotary = Arc::new(Rotary::new(head_dim, base_sliding, 1.0, max_positions, device)?);
         let mut tensor = |name: &str| ct.tensor(reader, name, device);
         let embeddings = tensor("token_embd.weight")?;
         let output = match ct.tensor_infos.contains_key("output.weight") {
@@ -198,8 +237,7 @@ impl ModelWeights {
             let (wq, wk, wv, wo) = (w("attn_q")?, w("attn_k")?, w("attn_v")?, w("attn_output")?);
             let mlp = Mlp { gate: w("ffn_gate")?, up: w("ffn_up")?, down: w("ffn_down")? };
             let mut norm = |name: &str| RmsNorm::from_qtensor(tensor(&format!("blk.{i}.{name}.weight"))?, eps);
-            // llama.cpp: every `pattern`-th layer is global, the others slide.
-            let sliding = (i + 1) % pattern != 0;
+            let sliding = sliding[i];
             layers.push(Layer {
                 wq,
                 wk,
@@ -215,6 +253,7 @@ impl ModelWeights {
                 n_head,
                 n_kv_head,
                 head_dim,
+                attention_scale,
                 window: sliding.then_some(window),
                 rotary: if sliding { sliding_rotary.clone() } else { global_rotary.clone() },
                 cache: None,
@@ -226,6 +265,7 @@ impl ModelWeights {
             layers,
             norm,
             output: Arc::new(QMatMul::from_qtensor(output)?),
+            softcap,
         })
     }
 
@@ -241,6 +281,15 @@ impl ModelWeights {
             h = (layer.post_ffn_norm.forward(&f)? + h1)?;
         }
         let last = h.i((.., seq_len - 1, ..))?;
-        self.output.forward(&self.norm.forward(&last)?)
+        let logits = self.output.forward(&self.norm.forward(&last)?)?;
+        match self.softcap {
+            Some(cap) => (logits / cap)?.tanh()? * cap,
+            None => Ok(logits),
+        }
     }
+}
+
+/// llama.cpp's `set_swa_pattern(n)`: in every run of `n` layers the last is global.
+fn pattern(n: usize, layers: usize) -> Vec<bool> {
+    (0..layers).map(|i| n == 0 || i % n < n - 1).collect()
 }
