@@ -201,6 +201,10 @@ def build(gguf, arch, path, seed):
         matrix(f"{p}.ffn_down.weight", HIDDEN, FFN)
         if arch == "gemma3":
             vector(f"{p}.post_ffw_norm.weight", HIDDEN)
+    if arch == "llama":
+        # Llama 3.1+: per-frequency divisors of the rotary angles (`rope_freqs`), here spread
+        # wide so that ignoring them shows.
+        w.add_tensor("rope_freqs.weight", rng.uniform(0.5, 4.0, HEAD_DIM // 2).astype(np.float32))
     vector("output_norm.weight", HIDDEN)
     # A large output gain spreads the logits, so greedy choices are rarely near ties.
     matrix("output.weight", vocab, HIDDEN, gain=6.0)

@@ -98,7 +98,8 @@ fn check(arch: &str) {
     }
 }
 
-/// Our own Q8_0 engine (`engine/llama.rs`), byte-level BPE with Llama 3's pre-tokenizer.
+/// Our own Q8_0 engine (`engine/llama.rs`) with Llama 3.1's per-frequency RoPE divisors
+/// (`rope_freqs`); byte-level BPE with Llama 3's pre-tokenizer.
 #[test]
 fn llama() {
     check("llama");

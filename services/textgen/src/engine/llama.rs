@@ -31,6 +31,8 @@ use candle_core::{
 pub enum LlamaError {
     #[error("GGUF metadata {0} is missing or not a number")]
     Metadata(String),
+    #[error("GGUF tensor {name} has {got} values, expected {expected}")]
+    TensorSize { name: &'static str, got: usize, expected: usize },
     #[error("sequence is at position {cached}, but tokens for position {requested} were given")]
     Position { cached: usize, requested: usize },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
@@ -49,6 +51,9 @@ pub struct Config {
     pub n_layer: usize,
     pub rms_eps: f32,
     pub rope_base: f32,
+    /// Multiplier of positions in the rotary angles: 1/`rope.scaling.factor` for linear
+    /// scaling, else 1.
+    pub rope_scale: f32,
     pub vocab: usize,
 }
 
@@ -82,6 +87,10 @@ impl Config {
             rms_eps: f32_of("llama.attention.layer_norm_rms_epsilon")
                 .ok_or_else(|| LlamaError::Metadata("llama.attention.layer_norm_rms_epsilon".into()))?,
             rope_base: f32_of("llama.rope.freq_base").unwrap_or(10000.0),
+            rope_scale: match f32_of("llama.rope.scaling.factor").or_else(|| f32_of("llama.rope.scale_linear")) {
+                Some(f) if f > 0.0 => 1.0 / f,
+                _ => 1.0,
+            },
             vocab: 0,
         }))
     }
@@ -234,8 +243,22 @@ impl Weights {
                 ffn_norm: vector(tensor(&format!("blk.{i}.ffn_norm.weight"))?)?,
             });
         }
+        // Llama 3.1 and later carry per-frequency divisors (`rope_freqs`, their "llama3"
+        // RoPE scaling); linear scaling multiplies every position by 1/factor. llama.cpp
+        // applies both to every position, so the angles here do too.
         let hd = config.head_dim;
-        let theta = (0..hd).step_by(2).map(|i| 1f32 / config.rope_base.powf(i as f32 / hd as f32)).collect();
+        let factors = match tensor("rope_freqs.weight") {
+            Ok(t) => vector(t)?,
+            Err(_) => vec![1.0; hd / 2],
+        };
+        if factors.len() != hd / 2 {
+            return Err(LlamaError::TensorSize { name: "rope_freqs.weight", got: factors.len(), expected: hd / 2 });
+        }
+        let theta = (0..hd)
+            .step_by(2)
+            .zip(&factors)
+            .map(|(i, f)| config.rope_scale / (config.rope_base.powf(i as f32 / hd as f32) * f))
+            .collect();
         Ok(Weights { config, embeddings, layers, norm, output, theta })
     }
 }

@@ -30,6 +30,8 @@ pub enum ModelError {
     Gguf { path: String, source: candle_core::Error },
     #[error("{path}: GGUF architecture {arch:?} is not supported (supported: llama, qwen2, qwen3, gemma3, phi3)")]
     Unsupported { path: String, arch: String },
+    #[error("{path}: {feature} is not supported for {arch} yet; refusing rather than generating from wrong positions")]
+    UnsupportedFeature { path: String, arch: String, feature: String },
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
@@ -254,6 +256,9 @@ fn build<R: std::io::Read + std::io::Seek>(
         .cloned()
         .unwrap_or_default();
     let metadata = content.metadata.clone();
+    if let Some(feature) = unsupported_rope(&arch, &content, device) {
+        return Err(ModelError::UnsupportedFeature { path: shown, arch, feature });
+    }
     let instance = match arch.as_str() {
         "llama" => match llama::Config::from_gguf(&content)?.filter(|_| device.is_cpu()) {
             Some(config) => {
@@ -272,4 +277,74 @@ fn build<R: std::io::Read + std::io::Seek>(
         _ => return Err(ModelError::Unsupported { path: shown, arch }),
     };
     Ok((metadata, instance))
+}
+
+/// RoPE variants a file asks for that the module its architecture runs on would ignore
+/// (llama.cpp applies them; candle 0.11's modules read only the base frequency, and
+/// `phi3`'s not even that). Our `llama` pass (CPU) handles linear scaling and Llama 3's
+/// `rope_freqs`; our `gemma3` handles linear scaling.
+fn unsupported_rope(arch: &str, content: &gguf_file::Content, device: &Device) -> Option<String> {
+    let md = &content.metadata;
+    let text = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_string().ok()).cloned();
+    let number = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok());
+    let ours_scale_linear = match arch {
+        "llama" => device.is_cpu() && md.get("llama.expert_count").and_then(|v| v.to_u32().ok()).unwrap_or(0) <= 1,
+        "gemma3" => true,
+        _ => false,
+    };
+    match text("rope.scaling.type").as_deref() {
+        None | Some("none") => {}
+        Some("linear") if ours_scale_linear => {}
+        Some(kind) => return Some(format!("RoPE scaling {kind:?} ({arch}.rope.scaling.type)")),
+    }
+    if !ours_scale_linear && number("rope.scaling.factor").or_else(|| number("rope.scale_linear")).is_some_and(|f| f != 1.0 && f > 0.0) {
+        return Some(format!("linear RoPE scaling ({arch}.rope.scaling.factor)"));
+    }
+    if arch == "phi3" {
+        if content.tensor_infos.contains_key("rope_factors_long.weight") || content.tensor_infos.contains_key("rope_factors_short.weight") {
+            return Some("LongRoPE (rope_factors_long/short tensors, Phi-3 128k and Phi-3.5)".into());
+        }
+        if number("rope.freq_base").is_some_and(|b| b != 10_000.0) {
+            return Some("a RoPE base other than 10000 (phi3.rope.freq_base)".into());
+        }
+    }
+    if arch == "llama" && !ours_scale_linear && content.tensor_infos.contains_key("rope_freqs.weight") {
+        tracing::warn!("rope_freqs (Llama 3.1+ RoPE scaling) is ignored by candle's llama module (GPU or experts): long contexts will degrade");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{quantized::gguf_file::Value, Device};
+
+    use super::*;
+
+    /// The random-weight GGUF of `arch` from `tests/fixtures/tiny-gguf`.
+    fn content(arch: &str) -> gguf_file::Content {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/fixtures/tiny-gguf/{arch}.gguf"));
+        gguf_file::Content::read(&mut File::open(path).unwrap()).unwrap()
+    }
+
+    fn with(mut c: gguf_file::Content, key: &str, value: Value) -> gguf_file::Content {
+        c.metadata.insert(key.to_string(), value);
+        c
+    }
+
+    #[test]
+    fn rope_variants_a_module_would_ignore_are_refused() {
+        let cpu = &Device::Cpu;
+        // What the fixtures carry runs: Llama 3's rope_freqs and Gemma 3's linear scaling.
+        for arch in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
+            assert_eq!(unsupported_rope(arch, &content(arch), cpu), None, "{arch}");
+        }
+        let yarn = with(content("qwen2"), "qwen2.rope.scaling.type", Value::String("yarn".into()));
+        assert!(unsupported_rope("qwen2", &yarn, cpu).unwrap().contains("yarn"));
+        let linear = with(content("qwen3"), "qwen3.rope.scaling.factor", Value::F32(4.0));
+        assert!(unsupported_rope("qwen3", &linear, cpu).unwrap().contains("linear"));
+        let linear = with(content("llama"), "llama.rope.scaling.factor", Value::F32(4.0));
+        assert_eq!(unsupported_rope("llama", &linear, cpu), None, "our llama pass scales");
+        let base = with(content("phi3"), "phi3.rope.freq_base", Value::F32(250_000.0));
+        assert!(unsupported_rope("phi3", &base, cpu).unwrap().contains("10000"));
+    }
 }
