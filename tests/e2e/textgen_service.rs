@@ -98,6 +98,54 @@ async fn chat_streams_tokens_and_reports_totals() {
     assert!(metric_value(&scrape, "mmc_textgen_generated_tokens_total", &[]).unwrap_or(0.0) >= 2.0, "{scrape}");
 }
 
+/// A deployment's own GGUF of each other architecture, served from the file alone
+/// (tokenizer and template from its metadata): the random-weight fixtures that
+/// `services/textgen/tests/architectures.rs` checks against llama.cpp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_architecture_serves_from_its_gguf_alone() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gguf");
+    for arch in ["qwen2", "qwen3", "gemma3", "phi3"] {
+        let gguf = fixtures.join(format!("{arch}.gguf"));
+        let svc = start(&["--gguf", gguf.to_str().unwrap()]).await;
+        let mut c = client(&svc);
+        let model = c.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner().model.unwrap();
+        assert_eq!(model.family, arch);
+
+        let prompt = "Hello the world, the theme";
+        let counted = c
+            .count_tokens(CountTokensRequest { input: Some(Input::Prompt(prompt.into())) })
+            .await
+            .unwrap()
+            .into_inner();
+        let greedy = GenerationOptions {
+            max_tokens: 6,
+            sampling: Some(SamplingParams { temperature: 0.0, ..Default::default() }),
+            ..Default::default()
+        };
+        let request = GenerateRequest { prompt: prompt.into(), options: Some(greedy) };
+        let (texts, summary) = collect(c.generate(request.clone()).await.unwrap().into_inner()).await;
+        assert_eq!(summary.prompt_tokens, counted.token_count, "{arch}: CountTokens and the generation agree");
+        assert!(summary.completion_tokens >= 1 && summary.completion_tokens <= 6, "{arch}: {summary:?}");
+        assert_eq!(texts.concat(), summary.text, "{arch}");
+        let (_, again) = collect(c.generate(request).await.unwrap().into_inner()).await;
+        assert_eq!(again.text, summary.text, "{arch}: greedy output repeats");
+
+        // Only the Qwen fixtures carry a chat template; without one, Chat says so.
+        let chat = c.chat(ChatRequest { messages: user("Hi"), options: options(4) }).await;
+        if arch.starts_with("qwen") {
+            let (_, s) = collect(chat.unwrap().into_inner()).await;
+            assert!(s.prompt_tokens > 3, "{arch}: rendered ChatML prompt: {s:?}");
+        } else {
+            // The status may come before the stream or as its first message.
+            let code = match chat {
+                Err(e) => e.code(),
+                Ok(r) => r.into_inner().message().await.expect_err("Chat without a template must fail").code(),
+            };
+            assert_eq!(code, Code::FailedPrecondition, "{arch}");
+        }
+    }
+}
+
 /// Minimal JSON object-of-strings parse, so this crate needs no JSON dependency.
 fn serde_json_from(text: &str) -> Option<std::collections::HashMap<String, String>> {
     let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
