@@ -256,11 +256,17 @@ fn build<R: std::io::Read + std::io::Seek>(
         .cloned()
         .unwrap_or_default();
     let metadata = content.metadata.clone();
-    if let Some(feature) = unsupported_rope(&arch, &content, device) {
+    // `llama` runs on our own pass when its config says it can (CPU, no experts, full
+    // rotary dimension); decided once, for the RoPE check and the dispatch below.
+    let our_llama = match arch.as_str() {
+        "llama" => llama::Config::from_gguf(&content)?.filter(|_| device.is_cpu()),
+        _ => None,
+    };
+    if let Some(feature) = unsupported_rope(&arch, &content, our_llama.is_some()) {
         return Err(ModelError::UnsupportedFeature { path: shown, arch, feature });
     }
     let instance = match arch.as_str() {
-        "llama" => match llama::Config::from_gguf(&content)?.filter(|_| device.is_cpu()) {
+        "llama" => match our_llama {
             Some(config) => {
                 let weights = Arc::new(llama::Weights::from_gguf(config, &content, file)?);
                 Instance::Llama(llama::Sequence { weights, cache: Default::default() })
@@ -283,15 +289,11 @@ fn build<R: std::io::Read + std::io::Seek>(
 /// (llama.cpp applies them; candle 0.11's modules read only the base frequency, and
 /// `phi3`'s not even that). Our `llama` pass (CPU) handles linear scaling and Llama 3's
 /// `rope_freqs`; our `gemma3` handles linear scaling.
-fn unsupported_rope(arch: &str, content: &gguf_file::Content, device: &Device) -> Option<String> {
+fn unsupported_rope(arch: &str, content: &gguf_file::Content, our_llama: bool) -> Option<String> {
     let md = &content.metadata;
     let text = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_string().ok()).cloned();
     let number = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok());
-    let ours_scale_linear = match arch {
-        "llama" => device.is_cpu() && md.get("llama.expert_count").and_then(|v| v.to_u32().ok()).unwrap_or(0) <= 1,
-        "gemma3" => true,
-        _ => false,
-    };
+    let ours_scale_linear = our_llama || arch == "gemma3";
     match text("rope.scaling.type").as_deref() {
         None | Some("none") => {}
         Some("linear") if ours_scale_linear => {}
@@ -316,7 +318,7 @@ fn unsupported_rope(arch: &str, content: &gguf_file::Content, device: &Device) -
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{quantized::gguf_file::Value, Device};
+    use candle_core::quantized::gguf_file::Value;
 
     use super::*;
 
@@ -333,18 +335,19 @@ mod tests {
 
     #[test]
     fn rope_variants_a_module_would_ignore_are_refused() {
-        let cpu = &Device::Cpu;
+        // On CPU the llama fixture runs on our own pass.
+        let ours = |arch: &str| arch == "llama";
         // What the fixtures carry runs: Llama 3's rope_freqs and Gemma 3's linear scaling.
         for arch in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
-            assert_eq!(unsupported_rope(arch, &content(arch), cpu), None, "{arch}");
+            assert_eq!(unsupported_rope(arch, &content(arch), ours(arch)), None, "{arch}");
         }
         let yarn = with(content("qwen2"), "qwen2.rope.scaling.type", Value::String("yarn".into()));
-        assert!(unsupported_rope("qwen2", &yarn, cpu).unwrap().contains("yarn"));
+        assert!(unsupported_rope("qwen2", &yarn, ours("qwen2")).unwrap().contains("yarn"));
         let linear = with(content("qwen3"), "qwen3.rope.scaling.factor", Value::F32(4.0));
-        assert!(unsupported_rope("qwen3", &linear, cpu).unwrap().contains("linear"));
+        assert!(unsupported_rope("qwen3", &linear, ours("qwen3")).unwrap().contains("linear"));
         let linear = with(content("llama"), "llama.rope.scaling.factor", Value::F32(4.0));
-        assert_eq!(unsupported_rope("llama", &linear, cpu), None, "our llama pass scales");
+        assert_eq!(unsupported_rope("llama", &linear, ours("llama")), None, "our llama pass scales");
         let base = with(content("phi3"), "phi3.rope.freq_base", Value::F32(250_000.0));
-        assert!(unsupported_rope("phi3", &base, cpu).unwrap().contains("10000"));
+        assert!(unsupported_rope("phi3", &base, ours("phi3")).unwrap().contains("10000"));
     }
 }
