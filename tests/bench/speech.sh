@@ -3,8 +3,9 @@
 #   (a) faster-whisper (PyPI) on the ORIGINAL CTranslate2 files of the bundled Whisper,
 #   (b) whisper.cpp on its own, built from the same sources whisper-rs compiled for us,
 #       on our converted ggml file,
-#   (c) mmc-speech's pipeline (decode, resample, chunk, whisper.cpp, guards) with 1 stream,
-#       and its aggregate throughput with 1, 2 and 4 concurrent streams.
+#   (c) mmc-speech's pipeline (decode, resample, chunk, whisper.cpp, guards) with 1 stream
+#       (on one state with every thread, and on one thread per state with the idle states
+#       lent to it), and its aggregate throughput with 2 and 4 concurrent streams.
 # A command, not a test: run it on a quiet machine.
 #
 #   bash tests/bench/speech.sh [MODEL_ID] [THREADS]

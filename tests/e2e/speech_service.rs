@@ -417,6 +417,71 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_long_recording_borrows_the_idle_state_and_gives_it_back_when_asked() {
+    let svc = start(&["--concurrency", "2", "--threads", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clips = librivox();
+    // About 190 s of reading: seven or eight chunks of up to 30 s.
+    let picks: Vec<&(PathBuf, String)> = (0..40).map(|i| &clips[i % clips.len()]).collect();
+    let long_path = dir.path().join("long.wav");
+    run_tool(Command::new("sox").args(picks.iter().map(|c| &c.0)).arg(&long_path));
+    let reference = picks.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(" ");
+    let audio = std::fs::read(&long_path).unwrap();
+    let borrowed = || {
+        let scrape = mmc_tests::http_get(&svc.metrics, "/metrics").unwrap().1;
+        metric_value(&scrape, "mmc_speech_borrowed_states_total", &[]).unwrap_or(0.0)
+    };
+
+    // Alone, it takes the idle state too: chunks are transcribed two at a time, and the
+    // client still gets them whole and in recording order.
+    let mut c1 = client(&svc);
+    let t = transcribe(&mut c1, english(), audio.clone(), 65_536).await.unwrap();
+    let error = wer(&reference, &t.result.text);
+    println!("{} chunks, WER {error:.3}, states borrowed: {}", t.progress.len(), borrowed());
+    assert!(borrowed() >= 1.0, "the idle state was not borrowed");
+    assert!(error <= 0.12, "WER {error:.3}: {}", t.result.text);
+    assert_timeline(&t.segments, duration_ms(&long_path));
+    assert!(t.progress.windows(2).all(|p| p[0].0 < p[1].0), "progress out of order: {:?}", t.progress);
+
+    // Again, and a short request arrives while it runs: the borrowed state comes back at
+    // the end of the chunk it is on, not at the end of the recording.
+    let stage = |r: &TranscriptionResult, name: &str| r.timings.iter().find(|t| t.stage == name).unwrap().duration_ms;
+    let mut messages = vec![TranscribeRequest { payload: Some(Payload::Config(english())) }];
+    messages.extend(audio.chunks(65_536).map(|c| TranscribeRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
+    let mut stream = c1.transcribe(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut chunks_done = 0;
+    while chunks_done == 0 {
+        match stream.message().await.unwrap().unwrap().event.unwrap() {
+            Event::Progress(_) => chunks_done += 1,
+            Event::Result(_) => panic!("the long recording finished before the short request was sent"),
+            Event::Segment(_) => {}
+        }
+    }
+    let long = tokio::spawn(async move {
+        let rest = read(stream).await.unwrap();
+        (rest, std::time::Instant::now())
+    });
+    let short = transcribe(&mut client(&svc), english(), std::fs::read(&clips[4].0).unwrap(), 65_536).await.unwrap();
+    let short_done = std::time::Instant::now();
+    let (long, long_done) = long.await.unwrap();
+    assert!(wer(&clips[4].1, &short.result.text) <= 0.1, "{}", short.result.text);
+    let chunks = (chunks_done + long.progress.len()) as f64;
+    let per_chunk_ms = stage(&long.result, "transcribe") / chunks;
+    println!(
+        "short request queued {:.0} ms; the long one: {chunks} chunks, {per_chunk_ms:.0} ms each on average",
+        stage(&short.result, "queue")
+    );
+    assert!(short_done < long_done, "the short request waited for the whole long recording");
+    // It waits for the rest of one chunk at most (the chunk may be a long one, and slowed by
+    // other tests); keeping the state to the end of the recording would be three or more.
+    assert!(
+        stage(&short.result, "queue") < 2.0 * per_chunk_ms,
+        "the short request waited {:.0} ms for the borrowed state: more than one chunk ({per_chunk_ms:.0} ms)",
+        stage(&short.result, "queue")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multilingual_model_detects_the_language_and_translates() {
     let svc = start(&["--model", "whisper-base-ct2"]).await;
     let mut c = client(&svc);
@@ -430,6 +495,31 @@ async fn multilingual_model_detects_the_language_and_translates() {
     assert_eq!(t.result.language, "de");
     assert!(t.result.language_probability > 0.5, "{}", t.result.language_probability);
     assert!(words(&t.result.text).iter().any(|w| w == "morgen"), "{}", t.result.text);
+
+    // Three readings 15 s apart: chunks go to both decoder states at once; the language is
+    // detected once, on the first chunk, and the other state's chunks wait for it.
+    let gap = dir.path().join("gap.wav");
+    run_tool(Command::new("sox").args(["-n", "-r", "22050", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "15"]));
+    let parts = [
+        ("Guten Morgen. Wir beginnen jetzt mit der Sitzung.", "morgen"),
+        ("Das neue Produkt startet im März.", "produkt"),
+        ("Vielen Dank und auf Wiedersehen.", "wiedersehen"),
+    ];
+    let mut files = Vec::new();
+    for (i, (text, _)) in parts.iter().enumerate() {
+        files.extend([espeak(dir.path(), &format!("part{i}"), "de", 150, text), gap.clone()]);
+    }
+    let long = dir.path().join("long.wav");
+    run_tool(Command::new("sox").args(&files[..files.len() - 1]).arg(&long));
+    let t = transcribe(&mut c, TranscribeConfig::default(), std::fs::read(&long).unwrap(), 65_536).await.unwrap();
+    println!("{} chunks, detected {}: {}", t.progress.len(), t.result.language, t.result.text);
+    assert!(t.progress.len() >= 2, "{:?}", t.progress);
+    assert_eq!(t.result.language, "de");
+    let heard = words(&t.result.text);
+    let at: Vec<Option<usize>> = parts.iter().map(|(_, key)| heard.iter().position(|w| w == key)).collect();
+    assert!(at.iter().all(Option::is_some) && at.is_sorted(), "readings missing or out of order ({at:?}): {}", t.result.text);
+    let scrape = mmc_tests::http_get(&svc.metrics, "/metrics").unwrap().1;
+    assert!(metric_value(&scrape, "mmc_speech_borrowed_states_total", &[]).unwrap_or(0.0) >= 1.0, "chunks did not run side by side");
 
     let translated = TranscribeConfig { task: Task::Translate as i32, language: "de".into(), ..Default::default() };
     let t = transcribe(&mut c, translated, audio, 65_536).await.unwrap();

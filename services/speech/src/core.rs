@@ -3,8 +3,10 @@
 //! stream of segments.
 //!
 //! Concurrency: `max_concurrent` states, each serving one request at a time on its own
-//! blocking thread with `threads_per_request` whisper.cpp threads. A request beyond those
-//! waits in a queue of `queue_capacity`; beyond that it is refused at once
+//! blocking thread with `threads_per_request` whisper.cpp threads. While no request waits,
+//! a job whose own state is busy borrows idle ones and transcribes chunks side by side
+//! (see [`SpeechCore::run`]), so one long recording can use the whole machine. A request
+//! beyond the states waits in a queue of `queue_capacity`; beyond that it is refused at once
 //! (RESOURCE_EXHAUSTED at the edge) rather than piling up. A request's job ends early when
 //! its client goes away: the event channel closes, the abort flag is raised, and
 //! whisper.cpp stops at its next step.
@@ -12,7 +14,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, OnceLock,
     },
     time::Instant,
@@ -109,7 +111,11 @@ pub struct SpeechCore {
     model: OnceLock<Arc<WhisperModel>>,
     states: Mutex<Vec<WhisperState>>,
     permits: Arc<Semaphore>,
+    /// Requests waiting for a state.
     waiting: AtomicUsize,
+    /// States lent to another request's job (they come back before that job's next chunk
+    /// once a request waits, so they count as free when deciding to queue or refuse).
+    lent: AtomicUsize,
 }
 
 impl SpeechCore {
@@ -121,6 +127,7 @@ impl SpeechCore {
             states: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max)),
             waiting: AtomicUsize::new(0),
+            lent: AtomicUsize::new(0),
         })
     }
 
@@ -174,7 +181,8 @@ impl SpeechCore {
             return Err(EngineError::BadOption(format!("model {} is English-only and cannot translate", model.meta().id)).into());
         }
         let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        if waiting >= self.config.queue_capacity && self.permits.available_permits() == 0 {
+        let free = self.permits.available_permits() + self.lent.load(Ordering::SeqCst);
+        if waiting >= self.config.queue_capacity && free == 0 {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             metrics::counter!("mmc_speech_rejected_total", "reason" => "queue_full").increment(1);
             return Err(CoreError::QueueFull(waiting));
@@ -252,6 +260,14 @@ impl SpeechCore {
 
     /// The job, on a blocking thread: decode -> chunk -> (detect language) -> transcribe,
     /// sending segments and progress as they come.
+    ///
+    /// Chunks are decoded with no context from the ones before, so they are independent:
+    /// when a chunk is ready, the job's workers are all busy and another decoder state
+    /// sits idle, the job borrows it and transcribes several chunks at once (what whisper.cpp's `--processors` and faster-whisper's batched
+    /// pipeline do). A lone request then uses the whole machine rather than the
+    /// `threads_per_request` threads its own state has. Results are put back in recording
+    /// order before the guards and the client see them. A borrowed state goes back to the
+    /// pool before its next chunk as soon as another request is waiting for one.
     fn run(
         &self,
         model: &WhisperModel,
@@ -269,80 +285,153 @@ impl SpeechCore {
                 return Err(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
             }
         }
-        let mut options = job.options.clone();
-        let mut language = options.language.clone().map(|code| Language { code, probability: 1.0 });
-        let mut guard = Guards::default();
-        let mut transcribe_ms = 0.0;
-        let mut failure: Option<CoreError> = None;
+        let language = LanguageSlot::new(job.options.language.clone().map(|code| Language { code, probability: 1.0 }));
+        let transcribe_us = AtomicU64::new(0);
         let max_samples = c.max_audio_ms * audio::SAMPLE_RATE as u64 / 1000;
-        let mut received = 0u64;
 
+        // Chunks go to the workers by hand-over (a channel of capacity 0): a send succeeds
+        // at once only if a worker is idle, which is how the dispatcher knows they are all
+        // busy. Memory stays bounded: one chunk per worker and one being cut. Results come
+        // back tagged with their place in the recording.
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(0);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Chunk, Result<Vec<Segment>, CoreError>)>();
+        // One worker per decoder state. The request's own worker runs until the queue closes;
+        // a lent one ends as soon as another request waits for a state.
+        let worker = |state: &mut WhisperState, lent: bool, done_tx: std::sync::mpsc::Sender<_>| loop {
+            if lent && self.waiting.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            // A short wait, so a lent worker looks at the queue of requests again soon and
+            // does not keep other workers from the chunk queue.
+            let next = work_rx.lock().expect("chunk queue lock").recv_timeout(std::time::Duration::from_millis(20));
+            let work = match next {
+                Ok(work) => work,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // After a failure or cancellation the queue is still drained (so the dispatcher
+            // never blocks on it), but nothing more is transcribed.
+            let result = if cancel.load(Ordering::Relaxed) {
+                Err(EngineError::Cancelled.into())
+            } else {
+                self.transcribe_chunk(model, state, &work, &language, &job.options, cancel, &transcribe_us)
+            };
+            let _ = done_tx.send((work.seq, work.chunk, result));
+        };
+        let worker = &worker;
         let send = |event: Event| -> Result<(), CoreError> {
             tx.blocking_send(event).map_err(|_| {
                 cancel.store(true, Ordering::Relaxed);
                 CoreError::Engine(EngineError::Cancelled)
             })
         };
-        let mut process = |chunk: Chunk| -> Result<(), CoreError> {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(EngineError::Cancelled.into());
-            }
-            let done_ms = (chunk.offset_ms() + chunk.duration_ms()) as u64;
-            if chunk.has_speech {
-                let t = Instant::now();
-                if language.is_none() {
-                    let detected = model.detect_language(state, &chunk.samples, c.threads_per_request)?;
-                    options.language = Some(detected.code.clone());
-                    language = Some(detected);
-                }
-                // Only the speech (with 300 ms of margin) goes to the model: trailing silence
-                // would make whisper.cpp run a second, empty 30 s window on the chunk.
-                let margin = audio::SAMPLE_RATE as usize * 3 / 10;
-                let (from, to) = crate::engine::chunker::speech_bounds(&chunk.samples, c.chunker.speech_rms)
-                    .map(|(a, b)| (a.saturating_sub(margin), (b + margin).min(chunk.samples.len())))
-                    .unwrap_or((0, chunk.samples.len()));
-                let offset_ms = chunk.offset_ms() + (from * 1000 / audio::SAMPLE_RATE as usize) as i64;
-                let segments =
-                    model.transcribe(state, &chunk.samples[from..to], offset_ms, &options, c.threads_per_request, cancel)?;
-                transcribe_ms += t.elapsed().as_secs_f64() * 1000.0;
-                tracing::debug!(
-                    offset_ms = chunk.offset_ms(), sent_ms = (to - from) * 1000 / audio::SAMPLE_RATE as usize,
-                    segments = segments.len(), elapsed_ms = t.elapsed().as_millis() as u64, "chunk transcribed"
-                );
-                for mut segment in segments {
-                    fit_to_speech(&mut segment, &chunk, c.chunker.speech_rms);
-                    if guard.keep(&segment) {
-                        metrics::counter!("mmc_speech_segments_total").increment(1);
-                        send(Event::Segment(segment))?;
+        // In recording order: guards, then segments and progress to the client.
+        let emit = move || -> Result<Guards, CoreError> {
+            let mut guard = Guards::default();
+            let mut pending = std::collections::BTreeMap::new();
+            let mut next = 0usize;
+            for (seq, chunk, result) in done_rx {
+                pending.insert(seq, (chunk, result));
+                while let Some((chunk, result)) = pending.remove(&next) {
+                    next += 1;
+                    let segments = result.inspect_err(|_| cancel.store(true, Ordering::Relaxed))?;
+                    for mut segment in segments {
+                        fit_to_speech(&mut segment, &chunk, c.chunker.speech_rms);
+                        if guard.keep(&segment) {
+                            metrics::counter!("mmc_speech_segments_total").increment(1);
+                            send(Event::Segment(segment))?;
+                        }
                     }
+                    send(Event::Progress { done_ms: (chunk.offset_ms() + chunk.duration_ms()) as u64, total_ms })?;
                 }
             }
-            send(Event::Progress { done_ms, total_ms })
+            Ok(guard)
         };
 
-        let mut chunker = Chunker::new(c.chunker);
-        let decoded = audio::decode_file(&job.audio, job.input, &mut |samples: &[f32]| {
-            received += samples.len() as u64;
-            if received > max_samples {
-                failure = Some(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
-                return Err("too long".into());
+        let (decoded, workers_ok, emitted) = std::thread::scope(|s| {
+            // Moved in, so that dropping them below closes the queue and the results.
+            let (work_tx, done_tx) = (work_tx, done_tx);
+            let emitter = s.spawn(emit);
+            let mut workers = vec![{
+                let done_tx = done_tx.clone();
+                s.spawn(move || worker(state, false, done_tx))
+            }];
+            let mut failure: Option<CoreError> = None;
+            let mut received = 0u64;
+            let mut seq = 0usize;
+            let mut detect_pending = language.is_unknown();
+            let mut process = |chunk: Chunk| -> Result<(), CoreError> {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled.into());
+                }
+                // The language is detected on the first chunk with speech, in recording
+                // order, whichever worker gets it: the same input gives the same result.
+                let detect = detect_pending && chunk.has_speech;
+                detect_pending &= !detect;
+                let work = Work { seq, chunk, detect };
+                seq += 1;
+                let stopped = |_| CoreError::Internal("the transcription workers stopped".into());
+                let work = match work_tx.try_send(work) {
+                    Ok(()) => return Ok(()),
+                    Err(std::sync::mpsc::TrySendError::Full(work)) => work,
+                    Err(std::sync::mpsc::TrySendError::Disconnected(work)) => return Err(stopped(work)),
+                };
+                // Every worker is busy: take an idle state into this job if no other
+                // request needs it. Chunks are decoded with no context from the ones
+                // before, so they are independent (what whisper.cpp's `--processors` and
+                // faster-whisper's batched pipeline rely on too).
+                if let Some(mut lent) = self.borrow_idle_state() {
+                    let done_tx = done_tx.clone();
+                    workers.push(s.spawn(move || worker(lent.state.as_mut().expect("a borrowed state"), true, done_tx)));
+                }
+                work_tx.send(work).map_err(|e| stopped(e.0))
+            };
+            let mut chunker = Chunker::new(c.chunker);
+            let decoded = audio::decode_file(&job.audio, job.input, &mut |samples: &[f32]| {
+                received += samples.len() as u64;
+                if received > max_samples {
+                    failure = Some(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
+                    return Err("too long".into());
+                }
+                chunker.push(samples, &mut process).map_err(|e| {
+                    failure = Some(e);
+                    "stopped".to_string()
+                })
+            });
+            let decoded = match decoded {
+                Ok(info) => chunker.finish(&mut process).map(|()| info),
+                Err(AudioError::Stopped(_)) => Err(failure.unwrap_or(CoreError::Internal("decoding stopped".into()))),
+                Err(e) => Err(e.into()),
+            };
+            if decoded.is_err() {
+                cancel.store(true, Ordering::Relaxed);
             }
-            chunker.push(samples, &mut process).map_err(|e| {
-                failure = Some(e);
-                "stopped".to_string()
-            })
+            // Close the queue (the workers end once it is empty) and the dispatcher's end
+            // of the results (the emitter ends once the workers have).
+            drop(process);
+            drop((work_tx, done_tx));
+            let workers_ok = workers.into_iter().map(|w| w.join().is_ok()).fold(true, |a, b| a && b);
+            let emitted = emitter.join().unwrap_or_else(|_| Err(CoreError::Internal("emitting results failed".into())));
+            (decoded, workers_ok, emitted)
         });
-        let info = match decoded {
-            Ok(info) => info,
-            Err(AudioError::Stopped(_)) => return Err(failure.unwrap_or(CoreError::Internal("decoding stopped".into()))),
-            Err(e) => return Err(e.into()),
+        // The first cause wins: a bad or too long upload, then a failed chunk (the emitter
+        // reports the earliest in recording order; the decoding side then only saw the
+        // cancellation it raised), then a crashed worker.
+        let (info, guard) = match (decoded, emitted) {
+            (Err(CoreError::Engine(EngineError::Cancelled)), Err(e)) => return Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+            (Ok(info), Ok(guard)) => (info, guard),
         };
-        chunker.finish(&mut process)?;
+        if !workers_ok {
+            return Err(CoreError::Internal("transcription failed unexpectedly".into()));
+        }
         if info.skipped_packets > 0 {
             tracing::warn!(skipped = info.skipped_packets, codec = %info.codec, "damaged audio packets skipped");
         }
         let audio_duration_ms = info.samples * 1000 / audio::SAMPLE_RATE as u64;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let transcribe_ms = transcribe_us.load(Ordering::Relaxed) as f64 / 1000.0;
         metrics::counter!("mmc_speech_audio_seconds_total").increment(audio_duration_ms / 1000);
         if audio_duration_ms > 0 {
             metrics::histogram!("mmc_speech_real_time_factor").record(elapsed_ms / audio_duration_ms as f64);
@@ -351,13 +440,136 @@ impl SpeechCore {
             metrics::counter!("mmc_speech_suppressed_segments_total", "reason" => reason).increment(n as u64);
         }
         Ok(Summary {
-            language,
+            language: language.into_inner(),
             audio_duration_ms,
             queue_ms,
             transcribe_ms,
+            // Chunks may run side by side: the time inside whisper.cpp can exceed the
+            // job's wall time, so this is what the job took beyond it, if anything.
             decode_audio_ms: (elapsed_ms - transcribe_ms).max(0.0),
             suppressed: guard.suppressed(),
         })
+    }
+
+    /// One chunk through whisper.cpp on `state`: the language settled first if the chunk
+    /// is the one to detect it on (workers with later chunks wait for it), then only the
+    /// speech in the chunk, with 300 ms of margin: trailing silence would make whisper.cpp
+    /// run a second, empty 30 s window on the chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn transcribe_chunk(
+        &self,
+        model: &WhisperModel,
+        state: &mut WhisperState,
+        work: &Work,
+        language: &LanguageSlot,
+        options: &DecodeOptions,
+        cancel: &Arc<AtomicBool>,
+        spent_us: &AtomicU64,
+    ) -> Result<Vec<Segment>, CoreError> {
+        let chunk = &work.chunk;
+        if !chunk.has_speech {
+            return Ok(Vec::new());
+        }
+        let c = &self.config;
+        let t = Instant::now();
+        let mut options = options.clone();
+        options.language = if work.detect {
+            let detected = model.detect_language(state, &chunk.samples, c.threads_per_request)?;
+            let code = detected.code.clone();
+            language.set(detected);
+            Some(code)
+        } else {
+            language.wait(cancel)?
+        };
+        let margin = audio::SAMPLE_RATE as usize * 3 / 10;
+        let (from, to) = crate::engine::chunker::speech_bounds(&chunk.samples, c.chunker.speech_rms)
+            .map(|(a, b)| (a.saturating_sub(margin), (b + margin).min(chunk.samples.len())))
+            .unwrap_or((0, chunk.samples.len()));
+        let offset_ms = chunk.offset_ms() + (from * 1000 / audio::SAMPLE_RATE as usize) as i64;
+        let segments = model.transcribe(state, &chunk.samples[from..to], offset_ms, &options, c.threads_per_request, cancel)?;
+        spent_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            offset_ms = chunk.offset_ms(), sent_ms = (to - from) * 1000 / audio::SAMPLE_RATE as usize,
+            segments = segments.len(), elapsed_ms = t.elapsed().as_millis() as u64, "chunk transcribed"
+        );
+        Ok(segments)
+    }
+
+    /// An idle decoder state this job may use too, if no other request waits for one.
+    fn borrow_idle_state(&self) -> Option<Borrowed<'_>> {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let state = self.states.lock().expect("state pool lock").pop()?;
+        self.lent.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("mmc_speech_borrowed_states_total").increment(1);
+        Some(Borrowed { core: self, state: Some(state), _permit: permit })
+    }
+}
+
+/// One chunk handed to a worker.
+struct Work {
+    /// Place in the recording (0, 1, ...), to put the results back in order.
+    seq: usize,
+    chunk: Chunk,
+    /// Detect the language on this chunk (the first with speech, when none is forced).
+    detect: bool,
+}
+
+/// The job's language: forced, or detected on one chunk while workers with later chunks
+/// wait for it.
+struct LanguageSlot {
+    value: Mutex<Option<Language>>,
+    ready: std::sync::Condvar,
+}
+
+impl LanguageSlot {
+    fn new(forced: Option<Language>) -> Self {
+        LanguageSlot { value: Mutex::new(forced), ready: std::sync::Condvar::new() }
+    }
+
+    fn is_unknown(&self) -> bool {
+        self.value.lock().expect("language lock").is_none()
+    }
+
+    fn set(&self, language: Language) {
+        *self.value.lock().expect("language lock") = Some(language);
+        self.ready.notify_all();
+    }
+
+    /// The language code, once known. Gives up when the job is cancelled (which is also
+    /// what happens when detection itself failed: the job's error cancels it).
+    fn wait(&self, cancel: &AtomicBool) -> Result<Option<String>, CoreError> {
+        let mut value = self.value.lock().expect("language lock");
+        while value.is_none() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled.into());
+            }
+            value = self.ready.wait_timeout(value, std::time::Duration::from_millis(50)).expect("language lock").0;
+        }
+        Ok(value.as_ref().map(|l| l.code.clone()))
+    }
+
+    fn into_inner(self) -> Option<Language> {
+        self.value.into_inner().expect("language lock")
+    }
+}
+
+/// A decoder state lent to another request's job. Dropping it puts the state back in the
+/// pool first and then frees its permit, so a request woken by the permit finds the state.
+struct Borrowed<'a> {
+    core: &'a SpeechCore,
+    state: Option<WhisperState>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            self.core.states.lock().expect("state pool lock").push(state);
+        }
+        self.core.lent.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

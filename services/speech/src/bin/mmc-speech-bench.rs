@@ -1,7 +1,8 @@
 //! `mmc-speech-bench`: real-time factor of our whole transcription pipeline (decode,
-//! resample, chunk, whisper.cpp, guards) on one recording with one stream, and aggregate
-//! throughput with 1, 2 and 4 concurrent streams through the core's state pool. With
-//! `--reference FILE` (JSON figures of faster-whisper and whisper.cpp on the same audio
+//! resample, chunk, whisper.cpp, guards) on one recording with one stream (on one state
+//! with every thread, and on the service's default shape: one thread per state, idle
+//! states lent to the request), and aggregate throughput with 2 and 4 concurrent streams
+//! through the core's state pool. With `--reference FILE` (JSON figures of faster-whisper and whisper.cpp on the same audio
 //! and thread count, from `tests/bench/speech.sh`) it prints the ratios.
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
@@ -69,15 +70,23 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     println!("audio: {}  threads: {}", args.audio.display(), args.threads);
-    let mut single_rtf = 0.0;
-    for streams in [1usize, 2, 4] {
+    // (streams, decoder states, threads per state):
+    // - one stream on one state with every thread: the engine's own shape, as whisper.cpp
+    //   and faster-whisper run one file;
+    // - one stream on the service's default shape (one thread per state, `--concurrency`
+    //   = cores): the request borrows the idle states and transcribes chunks side by side;
+    // - 2 and 4 concurrent streams, one state each.
+    let threads = args.threads.max(1);
+    let setups = [(1usize, 1usize, threads), (1, threads, 1), (2, 2, (threads / 2).max(1)), (4, 4, (threads / 4).max(1))];
+    let mut single: Vec<(String, f64)> = Vec::new();
+    for (streams, states, per_state) in setups {
         let core = SpeechCore::new(CoreConfig {
             model_path: args.ggml.clone(),
             model_id: "bench".into(),
             profile: "bench".into(),
-            max_concurrent: streams,
+            max_concurrent: states,
             queue_capacity: 16,
-            threads_per_request: (args.threads / streams).max(1),
+            threads_per_request: per_state,
             beam_size: 1,
             max_audio_ms: 4 * 3600 * 1000,
             chunker: ChunkerConfig::default(),
@@ -94,20 +103,29 @@ async fn main() -> anyhow::Result<()> {
         let (wall, audio_s, text) = best.expect("at least one run");
         let throughput = streams as f64 * audio_s / wall;
         if streams == 1 {
-            single_rtf = wall / audio_s;
-            println!("\nours, 1 stream: {audio_s:.1} s of audio in {wall:.2} s: RTF {single_rtf:.4}\n  text: {}", preview(&text));
+            let shape = if states == 1 {
+                format!("1 state x {per_state} threads")
+            } else {
+                format!("{states} states x {per_state} thread, idle states lent to it")
+            };
+            let rtf = wall / audio_s;
+            println!("\nours, 1 stream ({shape}): {audio_s:.1} s of audio in {wall:.2} s: RTF {rtf:.4}\n  text: {}", preview(&text));
+            single.push((shape, rtf));
         }
-        println!("ours, {streams} stream(s) x {} thread(s): {throughput:.1} audio s per s", (args.threads / streams).max(1));
+        println!("ours, {streams} stream(s), {states} state(s) x {per_state} thread(s): {throughput:.1} audio s per s");
+        if states == 1 && threads == 1 {
+            break; // the other setups would repeat this one
+        }
     }
     if let Some(r) = reference {
         println!();
         for name in ["whisper_cpp", "faster_whisper"] {
             let Some(rtf) = r[name]["rtf"].as_f64() else { continue };
             let seq = r[name]["sequential_throughput"].as_f64().unwrap_or(1.0 / rtf);
-            println!(
-                "{name}: RTF {rtf:.4}  -> ours / theirs speed = {:.2}x  (one-at-a-time throughput {seq:.1} audio s per s)",
-                rtf / single_rtf
-            );
+            println!("{name}: RTF {rtf:.4}  (one-at-a-time throughput {seq:.1} audio s per s)");
+            for (shape, ours) in &single {
+                println!("  ours / theirs speed, 1 stream on {shape}: {:.2}x", rtf / ours);
+            }
         }
     }
     Ok(())
