@@ -60,7 +60,14 @@ fn efficientnet_matches_the_numpy_reference_on_the_original_checkpoint() {
             }
         }
     }
-    let probs = model.classify(&[pixels]).unwrap().probs.remove(0);
+    // One image runs each layer on every thread; a batch runs sub-batches side by side,
+    // each on one thread: both must give the reference's answer.
+    let probs = model.classify(std::slice::from_ref(&pixels)).unwrap().probs.remove(0);
+    let batch = model.classify(&vec![pixels; 5]).unwrap().probs;
+    for (i, row) in batch.iter().enumerate() {
+        let diff = row.iter().zip(&probs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-6, "image {i} of a batch of 5 differs from the same image alone by {diff}");
+    }
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/efficientnet-lite0.logits.json");
     let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     let want: Vec<f32> = reference["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();

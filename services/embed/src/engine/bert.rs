@@ -99,15 +99,20 @@ impl PackedBert {
         let d = h / heads;
         let scale = 1.0 / (d as f64).sqrt();
         let qkv = l.qkv.forward(x)?;
-        let mut contexts = Vec::with_capacity(spans.len());
-        for &(offset, n) in spans {
-            let s = qkv.narrow(0, offset, n)?;
-            let split = |i: usize| s.narrow(1, i * h, h)?.reshape((n, heads, d))?.transpose(0, 1)?.contiguous();
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            contexts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((n, h))?);
-        }
+        // Each text's attention is a handful of small operations that one thread runs
+        // best; the texts are spread over the threads.
+        use rayon::prelude::*;
+        let contexts = spans
+            .par_iter()
+            .map(|&(offset, n)| {
+                let s = qkv.narrow(0, offset, n)?;
+                let split = |i: usize| s.narrow(1, i * h, h)?.reshape((n, heads, d))?.transpose(0, 1)?.contiguous();
+                let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                probs.matmul(&v)?.transpose(0, 1)?.reshape((n, h))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let context = Tensor::cat(&contexts, 0)?;
         let attended = l.attention_norm.forward(&(l.attention_out.forward(&context)? + x)?)?;
         let inner = gelu_erf(&l.intermediate.forward(&attended)?)?;

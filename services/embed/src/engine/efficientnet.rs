@@ -9,10 +9,13 @@
 //!
 //! Inference-only speed-ups, each checked by the logits parity test: every BatchNorm is
 //! folded into the convolution before it (weights scaled, one bias add); 1x1 convolutions
-//! run as one matrix product over all pixels (no im2col copy); depthwise convolutions run
-//! in our own loop ([`depthwise_conv`]) over zero-padded planes, in parallel across
-//! channels, with bias and ReLU6 fused: candle 0.11 runs a grouped convolution as one small
-//! convolution per channel, about 6x slower here.
+//! run as one gemm call per image over all pixels (no im2col copy), writing the bias and
+//! the residual into the output first so the product adds to them; depthwise convolutions
+//! run in our own loop ([`depthwise_conv`]) over zero-padded planes with bias and ReLU6
+//! fused: candle 0.11 runs a grouped convolution as one small convolution per channel,
+//! about 6x slower here. A batch of two or more images is split into sub-batches that go
+//! through the network side by side, one thread each ([`Threads::One`]); a lone image
+//! spreads each layer over every thread instead ([`Threads::All`]).
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
@@ -21,9 +24,10 @@ use super::EngineError;
 
 /// Input side in pixels.
 pub const IMAGE_SIZE: usize = 224;
-/// Images that go through the layers together (measured best on 2 cores: 4 gave about
-/// 1.25x the images/s of 16).
-const SUB_BATCH: usize = 4;
+/// Most images that go through the layers together (cache: one image's widest activation
+/// is 4.8 MB). Measured on 2 cores, batches of 16, sub-batches side by side: 1, 2 or 4
+/// images give 90-96 images/s, 8 give 49-53.
+const SUB_BATCH: usize = 2;
 const BN_EPS: f64 = 1e-3;
 
 /// (repeats, kernel, stride, expand ratio, input channels, output channels) per stage.
@@ -42,8 +46,10 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 struct ConvBn {
     /// `[out, in, k, k]` (dense) or `[channels, 1, k, k]` (depthwise), scaled.
     weight: Tensor,
-    /// `[1, out, 1, 1]`.
-    bias: Tensor,
+    /// The same weights on the host, row-major (`[out, in * k * k]`).
+    weight_host: Vec<f32>,
+    /// `[out]`, on the host.
+    bias: Vec<f32>,
 }
 
 impl ConvBn {
@@ -55,26 +61,80 @@ impl ConvBn {
         let scale = (w / (var + BN_EPS)?.sqrt()?)?;
         let shift = (b - (&mean * &scale)?)?;
         let weight = weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?.contiguous()?;
-        Ok(Self { weight, bias: shift.reshape((1, c, 1, 1))? })
+        Ok(Self { weight_host: weight.flatten_all()?.to_vec1()?, weight, bias: shift.to_vec1()? })
     }
 
-    /// 1x1 convolution: `[n, in, h, w]` -> `[n, out, h, w]` as `W @ X` per image, without
-    /// the bias (for a caller that fuses it into its next pass).
-    fn pointwise_unbiased(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
+    /// 1x1 convolution: `[n, in, h, w]` -> `[n, out, h, w]` as `W @ X` per image, plus the
+    /// bias when `with_bias` and `residual` when given (both written into the output
+    /// before the product, which then adds to them: no extra pass).
+    fn pointwise(&self, x: &Tensor, with_bias: bool, residual: Option<&Tensor>, threads: Threads) -> Result<Tensor, candle_core::Error> {
         let (n, c, h, w) = x.dims4()?;
-        let out = self.weight.dim(0)?;
-        let weight = self.weight.reshape((out, c))?;
-        weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?.reshape((n, out, h, w))
-    }
-
-    /// 1x1 convolution with its bias.
-    fn pointwise(&self, x: &Tensor) -> Result<Tensor, candle_core::Error> {
-        self.pointwise_unbiased(x)?.broadcast_add(&self.bias)
+        let (out, hw) = (self.bias.len(), h * w);
+        let mut dst = match residual {
+            Some(r) => r.flatten_all()?.to_vec1::<f32>()?,
+            None if with_bias => Vec::with_capacity(n * out * hw),
+            None => vec![0f32; n * out * hw],
+        };
+        if with_bias {
+            if residual.is_some() {
+                for (row, &b) in dst.chunks_mut(hw).zip(self.bias.iter().cycle()) {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            } else {
+                for _ in 0..n {
+                    for &b in &self.bias {
+                        dst.extend(std::iter::repeat_n(b, hw));
+                    }
+                }
+            }
+        }
+        with_host_slice(x, |input| {
+            for (img, out_img) in dst.chunks_mut(out * hw).enumerate() {
+                matmul_add(out_img, &self.weight_host, &input[img * c * hw..(img + 1) * c * hw], (out, c, hw), threads);
+            }
+        })?;
+        Tensor::from_vec(dst, (n, out, h, w), x.device())
     }
 }
 
-fn relu6(x: &Tensor) -> Result<Tensor, candle_core::Error> {
-    x.clamp(0f32, 6f32)
+/// How many threads one operation may use: all of rayon's (one batch through the network)
+/// or one (several sub-batches through the network at once, one per core).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Threads {
+    All,
+    One,
+}
+
+/// `dst[m, n] += a[m, k] @ b[k, n]`, row-major, with gemm (the kernel candle uses).
+fn matmul_add(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), threads: Threads) {
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n, "matmul shapes");
+    let parallelism = match (threads, rayon::current_num_threads()) {
+        (Threads::All, t) if t > 1 => gemm::Parallelism::Rayon(t),
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the three slices hold exactly the row-major matrices the strides describe
+    // (checked above), and `dst` is borrowed mutably, so nothing else aliases it.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst.as_mut_ptr(), 1, n as isize, true,
+            a.as_ptr(), 1, k as isize,
+            b.as_ptr(), 1, n as isize,
+            1.0, 1.0, false, false, false,
+            parallelism,
+        )
+    }
+}
+
+/// Runs `f` on the tensor's f32 values: in place for a contiguous CPU tensor (the usual
+/// case), else on a copy.
+fn with_host_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, candle_core::Error> {
+    let (storage, layout) = x.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+        return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
+    }
+    drop(storage);
+    Ok(f(&x.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// TensorFlow SAME padding for one spatial dimension: (before, after).
@@ -87,7 +147,7 @@ fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
 /// A dense convolution with SAME padding and no bias, as im2col (built here, zeros for the
 /// padding) and one matrix product per image: the stem (3 input channels), where candle's
 /// conv2d spent a tenth of the network's time.
-pub fn conv_same(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle_core::Error> {
+fn conv_same(x: &Tensor, w: &Tensor, stride: usize, threads: Threads) -> Result<Tensor, candle_core::Error> {
     let (n, c, h, wd) = x.dims4()?;
     let (out, k) = (w.dim(0)?, w.dim(2)?);
     let (pt, _) = same_padding(h, k, stride);
@@ -114,8 +174,27 @@ pub fn conv_same(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle
             }
         }
     }
-    let cols = Tensor::from_vec(cols, (n, rows, oh * ow), x.device())?;
-    w.reshape((out, rows))?.broadcast_matmul(&cols)?.reshape((n, out, oh, ow))
+    let weight = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut dst = vec![0f32; n * out * oh * ow];
+    for (img_dst, img_cols) in dst.chunks_mut(out * oh * ow).zip(cols.chunks(rows * oh * ow)) {
+        matmul_add(img_dst, &weight, img_cols, (out, rows, oh * ow), threads);
+    }
+    Tensor::from_vec(dst, (n, out, oh, ow), x.device())
+}
+
+/// How a batch of `n` images is split, as (first image, count): at most `max` images per
+/// part (cache), at least one part per thread while there are images for them, and parts
+/// of even size so no thread is left with the stragglers.
+fn sub_batches(n: usize, max: usize, threads: usize) -> Vec<(usize, usize)> {
+    let parts = n.div_ceil(max.max(1)).max(threads.min(n));
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let len = n / parts + usize::from(i < n % parts);
+            start += len;
+            (start - len, len)
+        })
+        .collect()
 }
 
 /// Depthwise convolution with SAME padding over contiguous NCHW data, plus a per-channel
@@ -124,13 +203,14 @@ pub fn conv_same(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor, candle
 /// first mapped by `relu6(x + input_bias[channel])` as it is copied: the previous 1x1
 /// convolution's bias and activation, fused here to save two passes over the largest
 /// activations of the network.
-pub fn depthwise_conv(
+fn depthwise_conv(
     x: &Tensor,
     w: &Tensor,
     input_bias: Option<&[f32]>,
     bias: &[f32],
     relu6: bool,
     stride: usize,
+    threads: Threads,
 ) -> Result<Tensor, candle_core::Error> {
     use rayon::prelude::*;
     let (n, c, h, wd) = x.dims4()?;
@@ -160,11 +240,10 @@ pub fn depthwise_conv(
     // Phase p holds padded columns p, p + stride, ...: input column x lands in phase
     // (pl + x) % stride at (pl + x) / stride; `firsts[p]` is the first x of phase p.
     let firsts: Vec<usize> = (0..stride).map(|p| (p + stride - pl % stride) % stride).collect();
-    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        // Slack after the last row: a chunk of `TAP_CHUNK` columns may read past a row's
-        // end (into values whose outputs are dropped).
-        || (vec![0f32; ph * stride * pwp + TAP_CHUNK], vec![0f32; wd]),
-        |(phased, mapped), (plane, out_plane)| {
+    // Slack after the last row: a chunk of `TAP_CHUNK` columns may read past a row's end
+    // (into values whose outputs are dropped).
+    let scratch = || (vec![0f32; ph * stride * pwp + TAP_CHUNK], vec![0f32; wd]);
+    let per_plane = |(phased, mapped): &mut (Vec<f32>, Vec<f32>), (plane, out_plane): (usize, &mut [f32])| {
             let ch = plane % c;
             let inp = &input[plane * h * wd..(plane + 1) * h * wd];
             for y in 0..h {
@@ -205,8 +284,14 @@ pub fn depthwise_conv(
                     }
                 }
             }
-        },
-    );
+    };
+    match threads {
+        Threads::All => out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, per_plane),
+        Threads::One => {
+            let mut s = scratch();
+            out.chunks_mut(oh * ow).enumerate().for_each(|plane| per_plane(&mut s, plane));
+        }
+    }
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 
@@ -257,11 +342,7 @@ impl Taps<'_> {
 
 struct Block {
     expand: Option<ConvBn>,
-    /// The expansion's bias, on the host (the depthwise loop adds it).
-    expand_bias: Vec<f32>,
     depthwise: ConvBn,
-    /// The depthwise bias, on the host (the loop adds it).
-    depthwise_bias: Vec<f32>,
     project: ConvBn,
     stride: usize,
     residual: bool,
@@ -270,18 +351,14 @@ struct Block {
 impl Block {
     /// `pending_bias`: the previous layer's bias and ReLU6, not yet applied to `x` (only
     /// for a block without expansion and without residual, i.e. the first one).
-    fn forward(&self, x: &Tensor, pending_bias: Option<&[f32]>) -> Result<Tensor, candle_core::Error> {
+    fn forward(&self, x: &Tensor, pending_bias: Option<&[f32]>, threads: Threads) -> Result<Tensor, candle_core::Error> {
         // The expansion's bias and ReLU6 are applied inside the depthwise loop.
         let (h, input_bias) = match &self.expand {
-            Some(expand) => (expand.pointwise_unbiased(x)?, Some(self.expand_bias.as_slice())),
+            Some(expand) => (expand.pointwise(x, false, None, threads)?, Some(expand.bias.as_slice())),
             None => (x.clone(), pending_bias),
         };
-        let mut h = depthwise_conv(&h, &self.depthwise.weight, input_bias, &self.depthwise_bias, true, self.stride)?;
-        h = self.project.pointwise(&h)?;
-        if self.residual {
-            h = (h + x)?;
-        }
-        Ok(h)
+        let h = depthwise_conv(&h, &self.depthwise.weight, input_bias, &self.depthwise.bias, true, self.stride, threads)?;
+        self.project.pointwise(&h, true, self.residual.then_some(x), threads)
     }
 }
 
@@ -296,8 +373,6 @@ pub struct Classified {
 /// The loaded network.
 pub struct EfficientNetLite0 {
     stem: ConvBn,
-    /// The stem's bias, on the host (the first block's depthwise loop adds it).
-    stem_bias: Vec<f32>,
     blocks: Vec<Block>,
     head: ConvBn,
     fc: candle_nn::Linear,
@@ -321,12 +396,7 @@ impl EfficientNetLite0 {
                     };
                     let depthwise = ConvBn::load(vbb.get((mid, 1, k, k), "_depthwise_conv.weight")?, vbb.pp("_bn1"), mid)?;
                     blocks.push(Block {
-                        expand_bias: match &expand {
-                            Some(e) => e.bias.flatten_all()?.to_vec1()?,
-                            None => Vec::new(),
-                        },
                         expand,
-                        depthwise_bias: depthwise.bias.flatten_all()?.to_vec1()?,
                         depthwise,
                         project: ConvBn::load(vbb.get((cout, mid, 1, 1), "_project_conv.weight")?, vbb.pp("_bn2"), cout)?,
                         stride,
@@ -339,7 +409,7 @@ impl EfficientNetLite0 {
             if blocks.first().is_none_or(|b| b.expand.is_some() || b.residual) {
                 candle_core::bail!("the first block must have neither expansion nor residual (the stem's activation is fused into it)");
             }
-            Ok(Self { stem_bias: stem.bias.flatten_all()?.to_vec1()?, stem, blocks, head, fc, device: vb.device().clone() })
+            Ok(Self { stem, blocks, head, fc, device: vb.device().clone() })
         };
         load().map_err(|e| EngineError::Load(format!("efficientnet-lite0: {e}")))
     }
@@ -351,6 +421,22 @@ impl EfficientNetLite0 {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }
             .map_err(|e| EngineError::Load(e.to_string()))?;
         Self::load(vb)
+    }
+
+    /// Stem, blocks, head and global average pooling: `[n, 3, 224, 224]` -> `[n, 1280]`.
+    fn pooled_features(&self, x: &Tensor, threads: Threads) -> Result<Tensor, candle_core::Error> {
+        // The stem's bias and ReLU6 are applied by the first block's depthwise loop.
+        let mut h = conv_same(x, &self.stem.weight, 2, threads)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward(&h, (i == 0).then_some(self.stem.bias.as_slice()), threads)?;
+        }
+        let h = self.head.pointwise(&h, true, None, threads)?;
+        // ReLU6 and the mean over the pixels, in one pass.
+        let (n, c, hh, ww) = h.dims4()?;
+        let pooled = with_host_slice(&h, |v| {
+            v.chunks(hh * ww).map(|plane| plane.iter().map(|x| x.clamp(0.0, 6.0)).sum::<f32>() / (hh * ww) as f32).collect::<Vec<_>>()
+        })?;
+        Tensor::from_vec(pooled, (n, c), x.device())
     }
 
     /// Classifies a batch of 224x224 RGB images (row-major HWC bytes).
@@ -367,21 +453,19 @@ impl EfficientNetLite0 {
             }
         }
         let x = Tensor::from_vec(data, (n, 3, IMAGE_SIZE, IMAGE_SIZE), &self.device)?;
-        // A batch runs through the network SUB_BATCH images at a time: the widest
-        // activations of 16 images (77 MB) spill out of cache; those of 4 mostly do not.
-        let mut pooled = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let len = SUB_BATCH.min(n - start);
-            // The stem's bias and ReLU6 are applied by the first block's depthwise loop.
-            let mut h = conv_same(&x.narrow(0, start, len)?, &self.stem.weight, 2)?;
-            for (i, block) in self.blocks.iter().enumerate() {
-                h = block.forward(&h, (i == 0).then_some(self.stem_bias.as_slice()))?;
-            }
-            h = relu6(&self.head.pointwise(&h)?)?;
-            pooled.push(h.mean(D::Minus1)?.mean(D::Minus1)?);
-            start += len;
-        }
+        // A batch runs through the network a few images at a time: the widest activations
+        // of 16 images (77 MB) spill out of cache; those of a few mostly do not. With at
+        // least two sub-batches, they go through side by side, each on one thread:
+        // one image's 1x1 convolutions in the late stages (7x7 or 14x14 pixels) are too
+        // small to split between threads without them mostly waiting on each other.
+        let parts = sub_batches(n, SUB_BATCH, rayon::current_num_threads());
+        let features = |&(start, len): &(usize, usize), threads| self.pooled_features(&x.narrow(0, start, len)?, threads);
+        let pooled: Vec<Tensor> = if parts.len() > 1 {
+            use rayon::prelude::*;
+            parts.par_iter().map(|p| features(p, Threads::One)).collect::<Result<_, _>>()?
+        } else {
+            parts.iter().map(|p| features(p, Threads::All)).collect::<Result<_, _>>()?
+        };
         let pooled = Tensor::cat(&pooled, 0)?;
         let logits = self.fc.forward(&pooled)?;
         let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
@@ -399,7 +483,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 10), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (5, 3, 3, 3), &dev).unwrap();
         for stride in [1, 2] {
-            let ours = conv_same(&x, &w, stride).unwrap();
+            let ours = conv_same(&x, &w, stride, Threads::All).unwrap();
             let (pt, pb) = same_padding(11, 3, stride);
             let (pl, pr) = same_padding(10, 3, stride);
             let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pl, pr).unwrap();
@@ -407,6 +491,37 @@ mod tests {
             assert_eq!(ours.dims(), reference.dims());
             let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "stride {stride}: {diff}");
+        }
+    }
+
+    #[test]
+    fn sub_batches_cover_the_batch_evenly() {
+        assert_eq!(sub_batches(1, 4, 2), vec![(0, 1)]);
+        assert_eq!(sub_batches(2, 4, 2), vec![(0, 1), (1, 1)]);
+        assert_eq!(sub_batches(5, 4, 2), vec![(0, 3), (3, 2)]);
+        assert_eq!(sub_batches(16, 4, 2), vec![(0, 4), (4, 4), (8, 4), (12, 4)]);
+        assert_eq!(sub_batches(3, 4, 1), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn one_by_one_convolution_with_fused_bias_and_residual_matches_candle() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 6, 5, 7), &dev).unwrap();
+        let residual = Tensor::randn(0f32, 1.0, (2, 4, 5, 7), &dev).unwrap();
+        let weight = Tensor::randn(0f32, 1.0, (4, 6, 1, 1), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let conv = ConvBn { weight_host: weight.flatten_all().unwrap().to_vec1().unwrap(), bias: bias.to_vec1().unwrap(), weight: weight.clone() };
+        let plain = x.conv2d(&weight, 0, 1, 1, 1).unwrap();
+        let with_bias = plain.broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+        for threads in [Threads::All, Threads::One] {
+            for (ours, reference) in [
+                (conv.pointwise(&x, false, None, threads).unwrap(), plain.clone()),
+                (conv.pointwise(&x, true, None, threads).unwrap(), with_bias.clone()),
+                (conv.pointwise(&x, true, Some(&residual), threads).unwrap(), (&with_bias + &residual).unwrap()),
+            ] {
+                let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-4, "{threads:?}: {diff}");
+            }
         }
     }
 
@@ -427,8 +542,8 @@ mod tests {
         for (h, wd, k) in [(9, 9, 3), (6, 150, 5), (5, 40, 5), (4, 17, 3)] {
             let x = Tensor::randn(0f32, 1.0, (2, 4, h, wd), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (4, 1, k, k), &dev).unwrap();
-            for (stride, relu) in [(1, false), (2, false), (1, true), (2, true)] {
-                let ours = depthwise_conv(&x, &w, None, &bias, relu, stride).unwrap();
+            for (stride, relu, threads) in [(1, false, Threads::All), (2, false, Threads::One), (1, true, Threads::One), (2, true, Threads::All)] {
+                let ours = depthwise_conv(&x, &w, None, &bias, relu, stride, threads).unwrap();
                 let (pt, pb) = same_padding(h, k, stride);
                 let (pl, pr) = same_padding(wd, k, stride);
                 let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pl, pr).unwrap();
@@ -448,8 +563,8 @@ mod tests {
         let b = Tensor::new(&bias, &dev).unwrap().reshape((1, 4, 1, 1)).unwrap();
         let mapped = x.broadcast_add(&b).unwrap().clamp(0f32, 6f32).unwrap();
         for stride in [1, 2] {
-            let fused = depthwise_conv(&x, &w, Some(&bias), &bias, true, stride).unwrap();
-            let separate = depthwise_conv(&mapped, &w, None, &bias, true, stride).unwrap();
+            let fused = depthwise_conv(&x, &w, Some(&bias), &bias, true, stride, Threads::All).unwrap();
+            let separate = depthwise_conv(&mapped, &w, None, &bias, true, stride, Threads::One).unwrap();
             let diff = (fused - separate).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-6, "fused input bias and ReLU6, stride {stride}: {diff}");
         }
