@@ -244,46 +244,46 @@ fn depthwise_conv(
     // (into values whose outputs are dropped).
     let scratch = || (vec![0f32; ph * stride * pwp + TAP_CHUNK], vec![0f32; wd]);
     let per_plane = |(phased, mapped): &mut (Vec<f32>, Vec<f32>), (plane, out_plane): (usize, &mut [f32])| {
-            let ch = plane % c;
-            let inp = &input[plane * h * wd..(plane + 1) * h * wd];
-            for y in 0..h {
-                let row = &mut phased[(y + pt) * stride * pwp..(y + pt + 1) * stride * pwp];
-                let src = &inp[y * wd..(y + 1) * wd];
-                // The input map in one vectorized pass, then the (strided) scatter.
-                let src = match input_bias {
-                    Some(b) => {
-                        let b = b[ch];
-                        mapped.iter_mut().zip(src).for_each(|(m, &v)| *m = (v + b).clamp(0.0, 6.0));
-                        &mapped[..]
-                    }
-                    None => src,
-                };
-                if stride == 1 {
-                    row[pl..pl + wd].copy_from_slice(src);
-                    continue;
+        let ch = plane % c;
+        let inp = &input[plane * h * wd..(plane + 1) * h * wd];
+        for y in 0..h {
+            let row = &mut phased[(y + pt) * stride * pwp..(y + pt + 1) * stride * pwp];
+            let src = &inp[y * wd..(y + 1) * wd];
+            // The input map in one vectorized pass, then the (strided) scatter.
+            let src = match input_bias {
+                Some(b) => {
+                    let b = b[ch];
+                    mapped.iter_mut().zip(src).for_each(|(m, &v)| *m = (v + b).clamp(0.0, 6.0));
+                    &mapped[..]
                 }
-                for (p, &first) in firsts.iter().enumerate() {
-                    let dst = &mut row[p * pwp + (pl + first) / stride..];
-                    for (d, &v) in dst.iter_mut().zip(src.iter().skip(first).step_by(stride)) {
-                        *d = v;
-                    }
+                None => src,
+            };
+            if stride == 1 {
+                row[pl..pl + wd].copy_from_slice(src);
+                continue;
+            }
+            for (p, &first) in firsts.iter().enumerate() {
+                let dst = &mut row[p * pwp + (pl + first) / stride..];
+                for (d, &v) in dst.iter_mut().zip(src.iter().skip(first).step_by(stride)) {
+                    *d = v;
                 }
             }
-            let ker = &kernel[ch * k * k..(ch + 1) * k * k];
-            let b = bias.get(ch).copied().unwrap_or(0.0);
-            let taps = Taps { phased: phased.as_slice(), row_len: stride * pwp, columns: &columns, k, stride, ker, bias: b, relu6 };
-            for oy in 0..oh {
-                let row_out = &mut out_plane[oy * ow..(oy + 1) * ow];
-                for c0 in (0..ow).step_by(TAP_CHUNK) {
-                    let dst = &mut row_out[c0..ow.min(c0 + TAP_CHUNK)];
-                    match dst.len() {
-                        0..=8 => taps.sum::<8>(oy, c0, dst),
-                        9..=16 => taps.sum::<16>(oy, c0, dst),
-                        17..=32 => taps.sum::<32>(oy, c0, dst),
-                        _ => taps.sum::<TAP_CHUNK>(oy, c0, dst),
-                    }
+        }
+        let ker = &kernel[ch * k * k..(ch + 1) * k * k];
+        let b = bias.get(ch).copied().unwrap_or(0.0);
+        let taps = Taps { phased: phased.as_slice(), row_len: stride * pwp, columns: &columns, k, stride, ker, bias: b, relu6 };
+        for oy in 0..oh {
+            let row_out = &mut out_plane[oy * ow..(oy + 1) * ow];
+            for c0 in (0..ow).step_by(TAP_CHUNK) {
+                let dst = &mut row_out[c0..ow.min(c0 + TAP_CHUNK)];
+                match dst.len() {
+                    0..=8 => taps.sum::<8>(oy, c0, dst),
+                    9..=16 => taps.sum::<16>(oy, c0, dst),
+                    17..=32 => taps.sum::<32>(oy, c0, dst),
+                    _ => taps.sum::<TAP_CHUNK>(oy, c0, dst),
                 }
             }
+        }
     };
     match threads {
         Threads::All => out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, per_plane),
