@@ -360,7 +360,7 @@ impl SpeechCore {
             let mut failure: Option<CoreError> = None;
             let mut received = 0u64;
             let mut seq = 0usize;
-            let mut detect_pending = language.is_unknown();
+            let mut detect_pending = job.options.language.is_none();
             let mut process = |chunk: Chunk| -> Result<(), CoreError> {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(EngineError::Cancelled.into());
@@ -527,10 +527,6 @@ struct LanguageSlot {
 impl LanguageSlot {
     fn new(forced: Option<Language>) -> Self {
         LanguageSlot { value: Mutex::new(forced), ready: std::sync::Condvar::new() }
-    }
-
-    fn is_unknown(&self) -> bool {
-        self.value.lock().expect("language lock").is_none()
     }
 
     fn set(&self, language: Language) {

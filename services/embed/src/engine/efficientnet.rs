@@ -44,12 +44,13 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 /// A convolution with its BatchNorm folded in (inference only): weights scaled per output
 /// channel, and the bias the normalisation leaves.
 struct ConvBn {
-    /// `[out, in, k, k]` (dense) or `[channels, 1, k, k]` (depthwise), scaled.
-    weight: Tensor,
-    /// The same weights on the host, row-major (`[out, in * k * k]`).
-    weight_host: Vec<f32>,
-    /// `[out]`, on the host.
+    /// Scaled weights on the host, row-major: `[out, in, k, k]` (dense) or
+    /// `[channels, 1, k, k]` (depthwise).
+    weight: Vec<f32>,
+    /// `[out]`.
     bias: Vec<f32>,
+    /// Kernel side.
+    k: usize,
 }
 
 impl ConvBn {
@@ -60,8 +61,9 @@ impl ConvBn {
         let var = vb.get(c, "running_var")?;
         let scale = (w / (var + BN_EPS)?.sqrt()?)?;
         let shift = (b - (&mean * &scale)?)?;
-        let weight = weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?.contiguous()?;
-        Ok(Self { weight_host: weight.flatten_all()?.to_vec1()?, weight, bias: shift.to_vec1()? })
+        let k = weight.dim(3)?;
+        let weight = weight.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?.flatten_all()?.to_vec1()?;
+        Ok(Self { weight, bias: shift.to_vec1()?, k })
     }
 
     /// 1x1 convolution: `[n, in, h, w]` -> `[n, out, h, w]` as `W @ X` per image, plus the
@@ -70,19 +72,21 @@ impl ConvBn {
     fn pointwise(&self, x: &Tensor, with_bias: bool, residual: Option<&Tensor>, threads: Threads) -> Result<Tensor, candle_core::Error> {
         let (n, c, h, w) = x.dims4()?;
         let (out, hw) = (self.bias.len(), h * w);
-        let mut dst = match residual {
-            Some(r) => r.flatten_all()?.to_vec1::<f32>()?,
-            None if with_bias => Vec::with_capacity(n * out * hw),
-            None => vec![0f32; n * out * hw],
-        };
-        if with_bias {
-            if residual.is_some() {
-                for (row, &b) in dst.chunks_mut(hw).zip(self.bias.iter().cycle()) {
-                    row.iter_mut().for_each(|v| *v += b);
+        let zeros = vec![0f32; out];
+        let bias = if with_bias { &self.bias } else { &zeros };
+        // Output rows (one per image and channel) start as the bias, plus the residual.
+        // (Row by row into a buffer of the final size: one collect over nested iterators
+        // has no size hint and grew the buffer step by step, 1.5x slower overall.)
+        let mut dst = Vec::with_capacity(n * out * hw);
+        match residual {
+            Some(r) => with_host_slice(r, |r| {
+                for (row, &b) in r.chunks(hw).zip(bias.iter().cycle()) {
+                    dst.extend(row.iter().map(|v| v + b));
                 }
-            } else {
+            })?,
+            None => {
                 for _ in 0..n {
-                    for &b in &self.bias {
+                    for &b in bias {
                         dst.extend(std::iter::repeat_n(b, hw));
                     }
                 }
@@ -90,7 +94,7 @@ impl ConvBn {
         }
         with_host_slice(x, |input| {
             for (img, out_img) in dst.chunks_mut(out * hw).enumerate() {
-                matmul_add(out_img, &self.weight_host, &input[img * c * hw..(img + 1) * c * hw], (out, c, hw), threads);
+                matmul_add(out_img, &self.weight, &input[img * c * hw..(img + 1) * c * hw], (out, c, hw), threads);
             }
         })?;
         Tensor::from_vec(dst, (n, out, h, w), x.device())
@@ -147,37 +151,40 @@ fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
 /// A dense convolution with SAME padding and no bias, as im2col (built here, zeros for the
 /// padding) and one matrix product per image: the stem (3 input channels), where candle's
 /// conv2d spent a tenth of the network's time.
-fn conv_same(x: &Tensor, w: &Tensor, stride: usize, threads: Threads) -> Result<Tensor, candle_core::Error> {
+fn conv_same(x: &Tensor, conv: &ConvBn, stride: usize, threads: Threads) -> Result<Tensor, candle_core::Error> {
     let (n, c, h, wd) = x.dims4()?;
-    let (out, k) = (w.dim(0)?, w.dim(2)?);
+    let (out, k) = (conv.bias.len(), conv.k);
     let (pt, _) = same_padding(h, k, stride);
     let (pl, _) = same_padding(wd, k, stride);
     let (oh, ow) = (h.div_ceil(stride), wd.div_ceil(stride));
-    let input = x.flatten_all()?.to_vec1::<f32>()?;
     let rows = c * k * k;
+    if conv.weight.len() != out * rows {
+        candle_core::bail!("convolution weights for {} inputs, given {c}", conv.weight.len() / (out * k * k));
+    }
     let mut cols = vec![0f32; n * rows * oh * ow];
-    for (img, img_cols) in cols.chunks_mut(rows * oh * ow).enumerate() {
-        for ch in 0..c {
-            let plane = &input[(img * c + ch) * h * wd..(img * c + ch + 1) * h * wd];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut img_cols[((ch * k + ky) * k + kx) * oh * ow..][..oh * ow];
-                    for oy in 0..oh {
-                        let Some(iy) = (oy * stride + ky).checked_sub(pt).filter(|&iy| iy < h) else { continue };
-                        for ox in 0..ow {
-                            if let Some(ix) = (ox * stride + kx).checked_sub(pl).filter(|&ix| ix < wd) {
-                                row[oy * ow + ox] = plane[iy * wd + ix];
+    with_host_slice(x, |input| {
+        for (img, img_cols) in cols.chunks_mut(rows * oh * ow).enumerate() {
+            for ch in 0..c {
+                let plane = &input[(img * c + ch) * h * wd..(img * c + ch + 1) * h * wd];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut img_cols[((ch * k + ky) * k + kx) * oh * ow..][..oh * ow];
+                        for oy in 0..oh {
+                            let Some(iy) = (oy * stride + ky).checked_sub(pt).filter(|&iy| iy < h) else { continue };
+                            for ox in 0..ow {
+                                if let Some(ix) = (ox * stride + kx).checked_sub(pl).filter(|&ix| ix < wd) {
+                                    row[oy * ow + ox] = plane[iy * wd + ix];
+                                }
                             }
                         }
                     }
                 }
             }
         }
-    }
-    let weight = w.flatten_all()?.to_vec1::<f32>()?;
+    })?;
     let mut dst = vec![0f32; n * out * oh * ow];
     for (img_dst, img_cols) in dst.chunks_mut(out * oh * ow).zip(cols.chunks(rows * oh * ow)) {
-        matmul_add(img_dst, &weight, img_cols, (out, rows, oh * ow), threads);
+        matmul_add(img_dst, &conv.weight, img_cols, (out, rows, oh * ow), threads);
     }
     Tensor::from_vec(dst, (n, out, oh, ow), x.device())
 }
@@ -197,40 +204,30 @@ fn sub_batches(n: usize, max: usize, threads: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Depthwise convolution with SAME padding over contiguous NCHW data, plus a per-channel
-/// `bias` (empty for none) and, when `relu6`, the activation: one zero-padded copy of each
+/// Depthwise convolution with SAME padding over NCHW data, plus the per-channel bias and,
+/// when `relu6`, the activation: one zero-padded copy of each
 /// plane (split into stride phases), then a branch-free loop, planes in parallel. With `input_bias`, the input is
 /// first mapped by `relu6(x + input_bias[channel])` as it is copied: the previous 1x1
 /// convolution's bias and activation, fused here to save two passes over the largest
 /// activations of the network.
 fn depthwise_conv(
     x: &Tensor,
-    w: &Tensor,
+    conv: &ConvBn,
     input_bias: Option<&[f32]>,
-    bias: &[f32],
     relu6: bool,
     stride: usize,
     threads: Threads,
 ) -> Result<Tensor, candle_core::Error> {
     use rayon::prelude::*;
     let (n, c, h, wd) = x.dims4()?;
-    let k = w.dim(2)?;
+    let (k, kernel, bias) = (conv.k, conv.weight.as_slice(), conv.bias.as_slice());
+    if kernel.len() != c * k * k || bias.len() != c {
+        candle_core::bail!("depthwise weights for {} channels, given {c}", bias.len());
+    }
     let (pt, pb) = same_padding(h, k, stride);
     let (pl, pr) = same_padding(wd, k, stride);
     let (ph, pw) = (h + pt + pb, wd + pl + pr);
     let (oh, ow) = (h.div_ceil(stride), wd.div_ceil(stride));
-    // Read the input in place when it is a contiguous CPU tensor (the usual case) instead
-    // of copying the largest activations of the network once more.
-    let copied;
-    let (storage, layout) = x.storage_and_layout();
-    let input: &[f32] = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((start, end))) => &cpu.as_slice::<f32>()?[start..end],
-        _ => {
-            copied = x.flatten_all()?.to_vec1::<f32>()?;
-            &copied
-        }
-    };
-    let kernel = w.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * c * oh * ow];
     // Each padded row is stored as `stride` phases (columns p, p + stride, ...), so every
     // kernel tap reads a contiguous run and the inner loop vectorises for stride 2 too.
@@ -243,7 +240,7 @@ fn depthwise_conv(
     // Slack after the last row: a chunk of `TAP_CHUNK` columns may read past a row's end
     // (into values whose outputs are dropped).
     let scratch = || (vec![0f32; ph * stride * pwp + TAP_CHUNK], vec![0f32; wd]);
-    let per_plane = |(phased, mapped): &mut (Vec<f32>, Vec<f32>), (plane, out_plane): (usize, &mut [f32])| {
+    let per_plane = |input: &[f32], (phased, mapped): &mut (Vec<f32>, Vec<f32>), (plane, out_plane): (usize, &mut [f32])| {
         let ch = plane % c;
         let inp = &input[plane * h * wd..(plane + 1) * h * wd];
         for y in 0..h {
@@ -270,7 +267,7 @@ fn depthwise_conv(
             }
         }
         let ker = &kernel[ch * k * k..(ch + 1) * k * k];
-        let b = bias.get(ch).copied().unwrap_or(0.0);
+        let b = bias[ch];
         let taps = Taps { phased: phased.as_slice(), row_len: stride * pwp, columns: &columns, k, stride, ker, bias: b, relu6 };
         for oy in 0..oh {
             let row_out = &mut out_plane[oy * ow..(oy + 1) * ow];
@@ -285,13 +282,14 @@ fn depthwise_conv(
             }
         }
     };
-    match threads {
-        Threads::All => out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, per_plane),
+    // The input is read in place: the largest activations of the network, not copied again.
+    with_host_slice(x, |input| match threads {
+        Threads::All => out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, |s, plane| per_plane(input, s, plane)),
         Threads::One => {
             let mut s = scratch();
-            out.chunks_mut(oh * ow).enumerate().for_each(|plane| per_plane(&mut s, plane));
+            out.chunks_mut(oh * ow).enumerate().for_each(|plane| per_plane(input, &mut s, plane));
         }
-    }
+    })?;
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 
@@ -357,7 +355,7 @@ impl Block {
             Some(expand) => (expand.pointwise(x, false, None, threads)?, Some(expand.bias.as_slice())),
             None => (x.clone(), pending_bias),
         };
-        let h = depthwise_conv(&h, &self.depthwise.weight, input_bias, &self.depthwise.bias, true, self.stride, threads)?;
+        let h = depthwise_conv(&h, &self.depthwise, input_bias, true, self.stride, threads)?;
         self.project.pointwise(&h, true, self.residual.then_some(x), threads)
     }
 }
@@ -426,7 +424,7 @@ impl EfficientNetLite0 {
     /// Stem, blocks, head and global average pooling: `[n, 3, 224, 224]` -> `[n, 1280]`.
     fn pooled_features(&self, x: &Tensor, threads: Threads) -> Result<Tensor, candle_core::Error> {
         // The stem's bias and ReLU6 are applied by the first block's depthwise loop.
-        let mut h = conv_same(x, &self.stem.weight, 2, threads)?;
+        let mut h = conv_same(x, &self.stem, 2, threads)?;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, (i == 0).then_some(self.stem.bias.as_slice()), threads)?;
         }
@@ -477,13 +475,18 @@ impl EfficientNetLite0 {
 mod tests {
     use super::*;
 
+    /// A folded convolution from plain weights `[out, in, k, k]` and a bias.
+    fn host_conv(weight: &Tensor, bias: &[f32]) -> ConvBn {
+        ConvBn { weight: weight.flatten_all().unwrap().to_vec1().unwrap(), bias: bias.to_vec(), k: weight.dim(3).unwrap() }
+    }
+
     #[test]
     fn im2col_convolution_matches_candles_conv2d() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 10), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (5, 3, 3, 3), &dev).unwrap();
         for stride in [1, 2] {
-            let ours = conv_same(&x, &w, stride, Threads::All).unwrap();
+            let ours = conv_same(&x, &host_conv(&w, &[0.0; 5]), stride, Threads::All).unwrap();
             let (pt, pb) = same_padding(11, 3, stride);
             let (pl, pr) = same_padding(10, 3, stride);
             let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pl, pr).unwrap();
@@ -510,7 +513,7 @@ mod tests {
         let residual = Tensor::randn(0f32, 1.0, (2, 4, 5, 7), &dev).unwrap();
         let weight = Tensor::randn(0f32, 1.0, (4, 6, 1, 1), &dev).unwrap();
         let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
-        let conv = ConvBn { weight_host: weight.flatten_all().unwrap().to_vec1().unwrap(), bias: bias.to_vec1().unwrap(), weight: weight.clone() };
+        let conv = host_conv(&weight, &bias.to_vec1::<f32>().unwrap());
         let plain = x.conv2d(&weight, 0, 1, 1, 1).unwrap();
         let with_bias = plain.broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap()).unwrap();
         for threads in [Threads::All, Threads::One] {
@@ -543,7 +546,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (2, 4, h, wd), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (4, 1, k, k), &dev).unwrap();
             for (stride, relu, threads) in [(1, false, Threads::All), (2, false, Threads::One), (1, true, Threads::One), (2, true, Threads::All)] {
-                let ours = depthwise_conv(&x, &w, None, &bias, relu, stride, threads).unwrap();
+                let ours = depthwise_conv(&x, &host_conv(&w, &bias), None, relu, stride, threads).unwrap();
                 let (pt, pb) = same_padding(h, k, stride);
                 let (pl, pr) = same_padding(wd, k, stride);
                 let padded = x.pad_with_zeros(2, pt, pb).unwrap().pad_with_zeros(3, pl, pr).unwrap();
@@ -563,8 +566,8 @@ mod tests {
         let b = Tensor::new(&bias, &dev).unwrap().reshape((1, 4, 1, 1)).unwrap();
         let mapped = x.broadcast_add(&b).unwrap().clamp(0f32, 6f32).unwrap();
         for stride in [1, 2] {
-            let fused = depthwise_conv(&x, &w, Some(&bias), &bias, true, stride, Threads::All).unwrap();
-            let separate = depthwise_conv(&mapped, &w, None, &bias, true, stride, Threads::One).unwrap();
+            let fused = depthwise_conv(&x, &host_conv(&w, &bias), Some(&bias), true, stride, Threads::All).unwrap();
+            let separate = depthwise_conv(&mapped, &host_conv(&w, &bias), None, true, stride, Threads::One).unwrap();
             let diff = (fused - separate).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-6, "fused input bias and ReLU6, stride {stride}: {diff}");
         }
