@@ -160,6 +160,14 @@ async fn images_are_classified_and_share_the_text_space() {
     let err = client.embed_image(bad(png_bomb())).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("60000x60000"), "{}", err.message());
+    let mut truncated = photo("cat.png").data;
+    truncated.truncate(truncated.len() / 2);
+    let err = client.embed_image(bad(truncated)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("image #1") && err.message().contains("corrupt or truncated"), "{}", err.message());
+    let err = client.embed_image(bad(Vec::new())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("image #1") && err.message().contains("empty (0 bytes)"), "{}", err.message());
     let err = client.encode_image(EncodeImageRequest { image: None, top_k: 0 }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     client.encode_image(EncodeImageRequest { image: Some(photo("coffee.png")), top_k: 0 }).await.expect("still serving");
