@@ -19,6 +19,9 @@ use crate::engine::{
     EngineError, ModelId, TextEmbedder,
 };
 
+/// Folder in the models directory where the ConSE class embeddings are cached
+/// ([`conse::cached_class_embeddings`]).
+const CLASS_EMBEDDING_CACHE: &str = ".cache/conse";
 
 /// Settings of the core.
 #[derive(Debug, Clone)]
@@ -34,7 +37,8 @@ pub struct CoreConfig {
     pub image_model: String,
     /// Classes combined per image (ConSE's T).
     pub conse_top_t: usize,
-    /// Sentence embedded for each class; `{}` is replaced by the class name.
+    /// Sentence embedded for each class; `{}` is replaced by the class name and `{gloss}` by
+    /// its WordNet definition.
     pub class_template: String,
     pub image_limits: ImageLimits,
     /// Device both encoders run on.
@@ -193,7 +197,8 @@ impl EmbedCore {
 
     /// Loads the image model its files call for: BLIP's vision tower, or the classifier,
     /// with (when `conse`, i.e. it is the way into the text space) the class sentences
-    /// embedded by the text encoder (once; about 3 s for 1000 classes on 2 cores).
+    /// embedded by the text encoder (about 7 s for 1000 classes on 2 cores, so the result
+    /// is cached in the models directory and later starts read it).
     async fn load_image_path(&self, text: Arc<dyn TextEmbedder>, device: candle_core::Device, conse: bool) -> Result<(), EngineError> {
         let cfg = self.config.clone();
         let dir = fetched_dir(&cfg.models_dir, &cfg.image_model)?;
@@ -228,14 +233,24 @@ impl EmbedCore {
                 let model = EfficientNetLite0::load_file(&dir.join("model.safetensors"), &device)?;
                 model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
                 let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
-                let sentences: Vec<String> =
-                    labels.iter().map(|l| conse::class_sentence(&cfg.class_template, l)).collect();
-                let mut class_embeddings = Vec::with_capacity(sentences.len());
-                if conse {
-                    for chunk in sentences.chunks(64) {
-                        class_embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
-                    }
-                }
+                let glosses = mmc_models::labels::imagenet_1k_glosses();
+                let sentences: Vec<String> = labels
+                    .iter()
+                    .zip(&glosses)
+                    .map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition))
+                    .collect();
+                let class_embeddings = if conse {
+                    let cache_dir = cfg.models_dir.join(CLASS_EMBEDDING_CACHE);
+                    conse::cached_class_embeddings(&cache_dir, text.model_id(), &sentences, || {
+                        let mut embeddings = Vec::with_capacity(sentences.len());
+                        for chunk in sentences.chunks(64) {
+                            embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
+                        }
+                        Ok(embeddings)
+                    })?
+                } else {
+                    Vec::new()
+                };
                 let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
                 let id = ModelId {
                     id: cfg.image_model.clone(),

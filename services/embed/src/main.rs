@@ -44,8 +44,9 @@ struct Args {
     /// ConSE: how many top classes make an image's vector.
     #[arg(long, env = "MMC_CONSE_TOP_T", default_value_t = 5)]
     conse_top_t: usize,
-    /// ConSE: sentence embedded for each class ({} = the class name).
-    #[arg(long, env = "MMC_CLASS_TEMPLATE", default_value = "a photo of a {}")]
+    /// ConSE: sentence embedded for each class ({} = the class name, {gloss} = its WordNet
+    /// definition).
+    #[arg(long, env = "MMC_CLASS_TEMPLATE", default_value = "a photo of a {}, {gloss}")]
     class_template: String,
     /// Most images per EmbedImage request.
     #[arg(long, env = "MMC_MAX_IMAGES_PER_REQUEST", default_value_t = 32)]

@@ -13,6 +13,33 @@ pub fn imagenet_1k() -> Vec<&'static str> {
     IMAGENET_1K.lines().collect()
 }
 
+/// WordNet 3.0 synset id and definition of each ImageNet-1k class, tab-separated, by class
+/// index after `#` comment lines (written by `data/imagenet_glosses.py`).
+pub const IMAGENET_1K_GLOSSES: &str = include_str!("../data/imagenet_glosses.tsv");
+
+/// One ImageNet-1k class as WordNet describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gloss {
+    /// The WordNet 3.0 noun synset ("n03785016"), ImageNet's own id for the class.
+    pub wnid: &'static str,
+    /// The synset's definition, first clause ("a motorbike that can be pedaled or driven by a
+    /// low-powered gasoline engine"). Class names alone are often ambiguous or misleading to a
+    /// sentence encoder; the definition says what the thing is.
+    pub definition: &'static str,
+}
+
+/// The WordNet definitions of the ImageNet-1k classes, by class index.
+pub fn imagenet_1k_glosses() -> Vec<Gloss> {
+    IMAGENET_1K_GLOSSES
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (wnid, definition) = l.split_once('\t').unwrap_or((l, ""));
+            Gloss { wnid, definition }
+        })
+        .collect()
+}
+
 /// The synonyms of a class name, trimmed: "tabby, tabby cat" -> ["tabby", "tabby cat"].
 pub fn synonyms(label: &str) -> impl Iterator<Item = &str> {
     label.split(',').map(str::trim).filter(|s| !s.is_empty())
@@ -53,5 +80,21 @@ mod tests {
         let labels = imagenet_1k();
         assert_eq!(labels.len(), 1000);
         assert_eq!(labels[281], "tabby, tabby cat");
+    }
+
+    #[test]
+    fn every_class_has_its_wordnet_definition_in_imagenet_order() {
+        let glosses = imagenet_1k_glosses();
+        assert_eq!(glosses.len(), 1000);
+        // ImageNet orders its classes by synset id, so the ids must rise strictly.
+        assert!(glosses.windows(2).all(|w| w[0].wnid < w[1].wnid), "synset ids out of class order");
+        assert!(glosses.iter().all(|g| g.wnid.len() == 9 && g.wnid.starts_with('n') && !g.definition.is_empty()));
+        // Well-known ids (ImageNet's synset list), and the two names ImageNet repeats.
+        assert_eq!(glosses[0].wnid, "n01440764"); // tench
+        assert_eq!(glosses[281].wnid, "n02123045"); // tabby
+        assert_eq!(glosses[999].wnid, "n15075141"); // toilet tissue
+        assert!(glosses[134].definition.contains("wading bird"), "{:?}", glosses[134]); // crane, the bird
+        assert!(glosses[517].definition.contains("lifts and moves heavy objects"), "{:?}", glosses[517]); // crane, the machine
+        assert!(glosses[665].definition.contains("motorbike"), "{:?}", glosses[665]); // moped
     }
 }
