@@ -46,6 +46,7 @@ async fn embed_text_over_grpc_with_real_minilm() {
 
     let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.max_text_tokens, 256);
+    assert_eq!((info.conse_top_t, info.class_template.as_str()), (5, "a photo of a {}, {gloss}"), "how images reach the text space");
 
     // Over-long input: truncated and flagged by default, refused on request.
     let long = "budget review ".repeat(300);
@@ -252,8 +253,9 @@ async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
     ];
     let sentences: Vec<&str> = queries.iter().map(|(q, _)| *q).collect();
 
-    // Rank (1 = first) of the first expected photo, per query, under one class template.
-    async fn ranks(extra: &[&str], gallery: &[&str], sentences: &[&str], queries: &[(&str, &[&str])]) -> Vec<(usize, String)> {
+    // Rank (1 = first) of the first expected photo, per query, under one class template;
+    // and the revision the image vectors were reported with.
+    async fn ranks(extra: &[&str], gallery: &[&str], sentences: &[&str], queries: &[(&str, &[&str])]) -> (Vec<(usize, String)>, String) {
         let embed = start(extra).await;
         let mut client = EmbedServiceClient::new(embed.channel.clone());
         let images = client
@@ -262,7 +264,7 @@ async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
             .unwrap()
             .into_inner();
         let vectors = client.embed_text(texts(sentences)).await.unwrap().into_inner();
-        queries
+        let ranks = queries
             .iter()
             .zip(&vectors.embeddings)
             .map(|((_, expected), q)| {
@@ -272,10 +274,16 @@ async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
                 let rank = order.iter().position(|(_, n)| expected.contains(n)).unwrap() + 1;
                 (rank, order[0].1.to_string())
             })
-            .collect()
+            .collect();
+        (ranks, images.model.unwrap().revision)
     }
-    let with_gloss = ranks(&[], &gallery, &sentences, &queries).await;
-    let bare = ranks(&["--class-template", "a photo of a {}"], &gallery, &sentences, &queries).await;
+    let (with_gloss, revision) = ranks(&[], &gallery, &sentences, &queries).await;
+    let (bare, bare_revision) = ranks(&["--class-template", "a photo of a {}"], &gallery, &sentences, &queries).await;
+    // Image vectors say which configuration made them: text and image weights, then the
+    // digest of T and the class sentences.
+    let parts = |r: &str| r.split('+').map(str::to_string).collect::<Vec<_>>();
+    let (p, q) = (parts(&revision), parts(&bare_revision));
+    assert!(p.len() == 3 && p[..2] == q[..2] && p[2] != q[2], "{revision} vs {bare_revision}");
 
     let mrr = |r: &[(usize, String)]| r.iter().map(|(k, _)| 1.0 / *k as f64).sum::<f64>() / r.len() as f64;
     let top1 = |r: &[(usize, String)]| r.iter().filter(|(k, _)| *k == 1).count();

@@ -90,6 +90,8 @@ enum ImageEncoder {
         names: Vec<String>,
         /// Text embedding of each class sentence, by class index.
         class_embeddings: Vec<Vec<f32>>,
+        /// [`conse::config_digest`] of T and the class sentences (empty without ConSE).
+        conse_digest: String,
     },
     Patches {
         vision: Arc<BlipVision>,
@@ -229,7 +231,7 @@ impl EmbedCore {
             tracing::info!(model = %id.id, revision = %id.revision, "image encoder ready (BLIP patch latents)");
             ImagePath { model: id, encoder: ImageEncoder::Patches { vision, batcher } }
         } else {
-            let (model, id, names, class_embeddings) = tokio::task::spawn_blocking(move || {
+            let (model, id, names, class_embeddings, conse_digest) = tokio::task::spawn_blocking(move || {
                 let model = EfficientNetLite0::load_file(&dir.join("model.safetensors"), &device)?;
                 model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
                 let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
@@ -239,6 +241,7 @@ impl EmbedCore {
                     .zip(&glosses)
                     .map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition))
                     .collect();
+                let conse_digest = if conse { conse::config_digest(cfg.conse_top_t, &sentences) } else { String::new() };
                 let class_embeddings = if conse {
                     let cache_dir = cfg.models_dir.join(CLASS_EMBEDDING_CACHE);
                     conse::cached_class_embeddings(&cache_dir, text.model_id(), &sentences, || {
@@ -259,7 +262,7 @@ impl EmbedCore {
                     revision: revision_of(&dir, "model.safetensors"),
                     dimensions: 1280,
                 };
-                Ok::<_, EngineError>((Arc::new(model), id, names, class_embeddings))
+                Ok::<_, EngineError>((Arc::new(model), id, names, class_embeddings, conse_digest))
             })
             .await
             .map_err(|e| EngineError::Load(e.to_string()))??;
@@ -269,7 +272,7 @@ impl EmbedCore {
                 Ok(out.probs.into_iter().zip(out.pooled).map(|(probs, pooled)| ImageOut { probs, pooled }).collect())
             });
             tracing::info!(model = %id.id, revision = %id.revision, classes = names.len(), "image encoder ready (ConSE)");
-            ImagePath { model: id, encoder: ImageEncoder::Classifier { batcher, names, class_embeddings } }
+            ImagePath { model: id, encoder: ImageEncoder::Classifier { batcher, names, class_embeddings, conse_digest } }
         };
         let _ = self.image.set(path);
         Ok(())
@@ -285,7 +288,8 @@ impl EmbedCore {
     }
 
     /// Identity of the shared space image vectors live in: CLIP's own, or the text model's
-    /// space reached through the classifier (its revision is then part of the identity).
+    /// space reached through the classifier (its revision, and the digest of T and the
+    /// class sentences, are then part of the identity: "53aa51172d14+f46ec1c3cb68+1a2b3c4d").
     /// None until loaded, and for patch encoders without CLIP (they have no way into the
     /// text space).
     pub fn shared_space(&self) -> Option<ModelId> {
@@ -293,12 +297,24 @@ impl EmbedCore {
         if self.clip_images.get().is_some() {
             return Some(text);
         }
-        let image = self.image.get().filter(|i| matches!(i.encoder, ImageEncoder::Classifier { .. }))?.model.clone();
+        let path = self.image.get()?;
+        let ImageEncoder::Classifier { conse_digest, .. } = &path.encoder else { return None };
         Some(ModelId {
-            family: format!("conse({})", image.id),
-            revision: format!("{}+{}", text.revision, image.revision),
+            family: format!("conse({})", path.model.id),
+            revision: format!("{}+{}+{}", text.revision, path.model.revision, conse_digest),
             ..text
         })
+    }
+
+    /// ConSE's T and class template, when EmbedImage goes through ConSE (None under CLIP,
+    /// before loading, or with a patch encoder).
+    pub fn conse_config(&self) -> Option<(usize, String)> {
+        if self.clip_images.get().is_some() {
+            return None;
+        }
+        let path = self.image.get()?;
+        matches!(path.encoder, ImageEncoder::Classifier { .. })
+            .then(|| (self.config.conse_top_t.max(1), self.config.class_template.clone()))
     }
 
     pub fn image_limits(&self) -> ImageLimits {

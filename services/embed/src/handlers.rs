@@ -137,11 +137,14 @@ impl EmbedService for EmbedHandlers {
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<GetModelInfoResponse>, Status> {
         let (model, max_tokens) = self.core.text_model().ok_or_else(|| to_status(CoreError::Loading))?;
+        let conse = self.core.conse_config();
         Ok(Response::new(GetModelInfoResponse {
             text_model: Some(model_info(&model)),
             image_model: self.core.image_model().as_ref().map(model_info),
             max_text_tokens: max_tokens as u32,
             max_image_bytes: self.core.image_limits().max_bytes as u64,
+            conse_top_t: conse.as_ref().map_or(0, |(t, _)| *t as u32),
+            class_template: conse.map(|(_, template)| template).unwrap_or_default(),
         }))
     }
 }

@@ -68,17 +68,27 @@ pub fn cached_class_embeddings(
 }
 
 fn cache_path(cache_dir: &Path, text_model: &ModelId, sentences: &[String]) -> PathBuf {
+    let model = [&text_model.id, &text_model.family, &text_model.revision, &text_model.dimensions.to_string()];
+    let key = digest(model.iter().map(|s| s.as_str()).chain(sentences.iter().map(String::as_str)), 12);
+    cache_dir.join(format!("{}-{key}.f32", text_model.id))
+}
+
+/// A short digest of what makes ConSE image vectors what they are beyond the two models'
+/// weights: T and every class sentence. It goes into the revision the image vectors are
+/// reported with, so stored vectors say which configuration made them.
+pub fn config_digest(top_t: usize, sentences: &[String]) -> String {
+    let t = top_t.max(1).to_string();
+    digest(std::iter::once(t.as_str()).chain(sentences.iter().map(String::as_str)), 4)
+}
+
+/// First `bytes` bytes of the sha256 of `parts` (each ended by a NUL), in hex.
+fn digest<'a>(parts: impl Iterator<Item = &'a str>, bytes: usize) -> String {
     let mut hash = Sha256::new();
-    for part in [&text_model.id, &text_model.family, &text_model.revision, &text_model.dimensions.to_string()] {
+    for part in parts {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
-    for s in sentences {
-        hash.update(s.as_bytes());
-        hash.update([0]);
-    }
-    let key = hash.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect::<String>();
-    cache_dir.join(format!("{}-{key}.f32", text_model.id))
+    hash.finalize().iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Probability-weighted sum of the top-`t` class embeddings, unit length.
@@ -144,6 +154,16 @@ mod tests {
         std::fs::write(&blocked, b"").unwrap();
         assert_eq!(cached_class_embeddings(&blocked.join("sub"), &model, &sentences, computed).unwrap(), first);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_config_digest_changes_with_t_and_with_any_sentence() {
+        let sentences = vec!["a photo of a cat".to_string(), "a photo of a cup".to_string()];
+        let d = config_digest(5, &sentences);
+        assert_eq!(d.len(), 8);
+        assert_eq!(d, config_digest(5, &sentences));
+        assert_ne!(d, config_digest(3, &sentences));
+        assert_ne!(d, config_digest(5, &["a photo of a cat".to_string(), "a photo of a mug".to_string()]));
     }
 
     #[test]
