@@ -43,16 +43,20 @@ pub fn cached_class_embeddings(
 ) -> Result<Vec<Vec<f32>>, EngineError> {
     let dims = text_model.dimensions as usize;
     let path = cache_path(cache_dir, text_model, sentences);
-    if let Ok(bytes) = std::fs::read(&path) {
-        if bytes.len() == sentences.len() * dims * 4 && dims > 0 {
+    // The file: the vectors as little-endian f32, then the sha256 of those bytes.
+    if let Ok(file) = std::fs::read(&path) {
+        let (bytes, sum) = file.split_at(file.len().saturating_sub(32));
+        if dims > 0 && bytes.len() == sentences.len() * dims * 4 && Sha256::digest(bytes).as_slice() == sum {
             let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             tracing::info!(path = %path.display(), "class embeddings read from the cache");
             return Ok(values.chunks(dims).map(<[f32]>::to_vec).collect());
         }
-        tracing::warn!(path = %path.display(), "class-embedding cache file has the wrong size; recomputing");
+        tracing::warn!(path = %path.display(), "class-embedding cache file is damaged; recomputing");
     }
     let embeddings = compute()?;
-    let bytes: Vec<u8> = embeddings.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let mut bytes: Vec<u8> = embeddings.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let sum = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum);
     // Written beside its final name and renamed, so a concurrent start never reads half a file.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let written = std::fs::create_dir_all(cache_dir)
@@ -146,9 +150,16 @@ mod tests {
         })
         .unwrap();
         assert_eq!(recomputed.get(), 2);
-        // A damaged file is recomputed, not trusted.
-        std::fs::write(cache_path(&dir, &model, &sentences), b"short").unwrap();
+        // A damaged file is recomputed, not trusted: one flipped bit, then a short file.
+        let file = cache_path(&dir, &model, &sentences);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
         assert_eq!(cached_class_embeddings(&dir, &model, &sentences, computed).unwrap(), first);
+        std::fs::write(&file, b"short").unwrap();
+        assert_eq!(cached_class_embeddings(&dir, &model, &sentences, computed).unwrap(), first);
+        // ... and rewritten whole.
+        assert_eq!(cached_class_embeddings(&dir, &model, &sentences, || panic!("recomputed")).unwrap(), first);
         // An unwritable cache only costs the computation.
         let blocked = dir.join("a-file");
         std::fs::write(&blocked, b"").unwrap();
