@@ -81,6 +81,14 @@ pub struct ImageOut {
     pub pooled: Vec<f32>,
 }
 
+/// What ConSE maps a classifier's output with.
+struct ConseSpace {
+    /// Text embedding of each class sentence, by class index.
+    class_embeddings: Vec<Vec<f32>>,
+    /// [`conse::config_digest`] of T and the class sentences.
+    digest: String,
+}
+
 /// How the loaded image model encodes, chosen by its files: a classifier (labels, and
 /// ConSE into the text space) or BLIP's ViT (patch latents for a transformer decoder).
 enum ImageEncoder {
@@ -88,10 +96,8 @@ enum ImageEncoder {
         batcher: Batcher<Vec<u8>, ImageOut, EngineError>,
         /// Readable class names, by class index.
         names: Vec<String>,
-        /// Text embedding of each class sentence, by class index.
-        class_embeddings: Vec<Vec<f32>>,
-        /// [`conse::config_digest`] of T and the class sentences (empty without ConSE).
-        conse_digest: String,
+        /// The way into the text space; None when CLIP's image tower is that way.
+        conse: Option<ConseSpace>,
     },
     Patches {
         vision: Arc<BlipVision>,
@@ -231,28 +237,28 @@ impl EmbedCore {
             tracing::info!(model = %id.id, revision = %id.revision, "image encoder ready (BLIP patch latents)");
             ImagePath { model: id, encoder: ImageEncoder::Patches { vision, batcher } }
         } else {
-            let (model, id, names, class_embeddings, conse_digest) = tokio::task::spawn_blocking(move || {
+            let (model, id, names, conse) = tokio::task::spawn_blocking(move || {
                 let model = EfficientNetLite0::load_file(&dir.join("model.safetensors"), &device)?;
                 model.classify(&[vec![128u8; 3 * IMAGE_SIZE * IMAGE_SIZE]])?;
                 let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
-                let glosses = mmc_models::labels::imagenet_1k_glosses();
-                let sentences: Vec<String> = labels
-                    .iter()
-                    .zip(&glosses)
-                    .map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition))
-                    .collect();
-                let conse_digest = if conse { conse::config_digest(cfg.conse_top_t, &sentences) } else { String::new() };
-                let class_embeddings = if conse {
+                let conse = if conse {
+                    let glosses = mmc_models::labels::imagenet_1k_glosses();
+                    let sentences: Vec<String> = labels
+                        .iter()
+                        .zip(&glosses)
+                        .map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition))
+                        .collect();
                     let cache_dir = cfg.models_dir.join(CLASS_EMBEDDING_CACHE);
-                    conse::cached_class_embeddings(&cache_dir, text.model_id(), &sentences, || {
+                    let class_embeddings = conse::cached_class_embeddings(&cache_dir, text.model_id(), &sentences, || {
                         let mut embeddings = Vec::with_capacity(sentences.len());
                         for chunk in sentences.chunks(64) {
                             embeddings.extend(text.embed(chunk)?.into_iter().map(|e| e.values));
                         }
                         Ok(embeddings)
-                    })?
+                    })?;
+                    Some(ConseSpace { class_embeddings, digest: conse::config_digest(cfg.conse_top_t, &sentences) })
                 } else {
-                    Vec::new()
+                    None
                 };
                 let names: Vec<String> = labels.iter().map(|l| mmc_models::labels::readable_name(l)).collect();
                 let id = ModelId {
@@ -262,7 +268,7 @@ impl EmbedCore {
                     revision: revision_of(&dir, "model.safetensors"),
                     dimensions: 1280,
                 };
-                Ok::<_, EngineError>((Arc::new(model), id, names, class_embeddings, conse_digest))
+                Ok::<_, EngineError>((Arc::new(model), id, names, conse))
             })
             .await
             .map_err(|e| EngineError::Load(e.to_string()))??;
@@ -272,7 +278,7 @@ impl EmbedCore {
                 Ok(out.probs.into_iter().zip(out.pooled).map(|(probs, pooled)| ImageOut { probs, pooled }).collect())
             });
             tracing::info!(model = %id.id, revision = %id.revision, classes = names.len(), "image encoder ready (ConSE)");
-            ImagePath { model: id, encoder: ImageEncoder::Classifier { batcher, names, class_embeddings, conse_digest } }
+            ImagePath { model: id, encoder: ImageEncoder::Classifier { batcher, names, conse } }
         };
         let _ = self.image.set(path);
         Ok(())
@@ -297,24 +303,27 @@ impl EmbedCore {
         if self.clip_images.get().is_some() {
             return Some(text);
         }
-        let path = self.image.get()?;
-        let ImageEncoder::Classifier { conse_digest, .. } = &path.encoder else { return None };
+        let (path, conse) = self.conse()?;
         Some(ModelId {
             family: format!("conse({})", path.model.id),
-            revision: format!("{}+{}+{}", text.revision, path.model.revision, conse_digest),
+            revision: format!("{}+{}+{}", text.revision, path.model.revision, conse.digest),
             ..text
         })
     }
 
-    /// ConSE's T and class template, when EmbedImage goes through ConSE (None under CLIP,
-    /// before loading, or with a patch encoder).
-    pub fn conse_config(&self) -> Option<(usize, String)> {
-        if self.clip_images.get().is_some() {
-            return None;
-        }
+    /// The classifier and its ConSE state, when EmbedImage goes through ConSE (None under
+    /// CLIP, before loading, or with a patch encoder).
+    fn conse(&self) -> Option<(&ImagePath, &ConseSpace)> {
         let path = self.image.get()?;
-        matches!(path.encoder, ImageEncoder::Classifier { .. })
-            .then(|| (self.config.conse_top_t.max(1), self.config.class_template.clone()))
+        match &path.encoder {
+            ImageEncoder::Classifier { conse: Some(conse), .. } => Some((path, conse)),
+            _ => None,
+        }
+    }
+
+    /// ConSE's T and class template, when EmbedImage goes through ConSE.
+    pub fn conse_config(&self) -> Option<(usize, String)> {
+        self.conse().map(|_| (self.config.conse_top_t.max(1), self.config.class_template.clone()))
     }
 
     pub fn image_limits(&self) -> ImageLimits {
@@ -387,12 +396,12 @@ impl EmbedCore {
             return Ok(batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?);
         }
         let path = self.image()?;
-        let ImageEncoder::Classifier { batcher, class_embeddings, .. } = &path.encoder else {
+        let ImageEncoder::Classifier { batcher, conse: Some(conse), .. } = &path.encoder else {
             return Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() });
         };
         let prepared = self.prepare(images, Self::classifier_input).await?;
         let outs = batcher.submit(prepared.into_iter().map(|(p, _, _)| p).collect()).await?;
-        Ok(outs.iter().map(|o| conse::combine(&o.probs, class_embeddings, self.config.conse_top_t)).collect())
+        Ok(outs.iter().map(|o| conse::combine(&o.probs, &conse.class_embeddings, self.config.conse_top_t)).collect())
     }
 
     fn text(&self) -> Result<&TextPath, CoreError> {

@@ -92,7 +92,7 @@ fn digest<'a>(parts: impl Iterator<Item = &'a str>, bytes: usize) -> String {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
-    hash.finalize().iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&hash.finalize()[..bytes])
 }
 
 /// Probability-weighted sum of the top-`t` class embeddings, unit length.
