@@ -23,7 +23,7 @@ fn has_all(text: &str, words: &[&str]) -> bool {
 
 /// Uploads `audio` in 32 KiB messages and reads the events.
 async fn summarize(client: &mut GatewayServiceClient<Channel>, audio: &[u8]) -> (Vec<Segment>, Vec<String>, MeetingSummary) {
-    let config = MeetingConfig { title: "Budget review".into(), transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), prompt_version: String::new() };
+    let config = MeetingConfig { title: "Budget review".into(), transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), ..Default::default() };
     let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
     messages.extend(audio.chunks(32 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
     let mut stream = client.summarize_meeting(tokio_stream::iter(messages)).await.unwrap().into_inner();

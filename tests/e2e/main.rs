@@ -11,6 +11,7 @@ mod gateway_meetings;
 mod http_api;
 mod hub_fetch;
 mod hub_profile;
+mod meeting_eval;
 mod models_fetch;
 mod openai_api;
 mod otlp_export;

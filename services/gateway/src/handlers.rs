@@ -71,6 +71,7 @@ impl GatewayHandlers {
             return Err(Status::invalid_argument(format!("title is over {MAX_TITLE_CHARS} characters")));
         }
         self.flows.prompts.resolve(&config.prompt_version).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::flows::meeting::people::check_participants(&config.participants).map_err(Status::invalid_argument)?;
         Ok(())
     }
 }

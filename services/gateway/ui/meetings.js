@@ -107,7 +107,7 @@ function onProgress(p) {
   if (!last || last.dataset.stage !== p.stage) stages.append(el("li", { dataset: { stage: p.stage } }, p.stage));
 }
 
-async function summarize(file, title) {
+async function summarize(file, title, participants) {
   const button = uploadForm.querySelector("button[type=submit]");
   button.disabled = true;
   $("progress-area").hidden = false;
@@ -124,6 +124,7 @@ async function summarize(file, title) {
   const data = new FormData();
   data.append("file", file, file.name);
   if (title) data.append("title", title);
+  if (participants) data.append("participants", participants);
   try {
     const response = await fetch("/v1/meetings", { method: "POST", body: data });
     if (!response.ok) throw await apiError(response);
@@ -157,8 +158,11 @@ async function ask(question) {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ question }),
     });
     const sources = r.citations.map((c) => el("li", {}, timeButton(c.segment_id, true), `“${c.text.trim()}”`));
+    // A quoted line is said to be one, so nobody takes it for the model's own words.
+    const how = r.source === "extractive" ? [el("p", { class: "hint" }, "Quoted from the transcript: the model's answer did not pass the checks.")] : [];
     answer.replaceChildren(
       el("p", {}, el("strong", {}, "Answer: "), r.answer),
+      ...how,
       ...(sources.length ? [el("p", {}, "From:"), el("ul", { class: "citations" }, ...sources)] : []));
   } catch (e) {
     say(answer, `The question failed: ${e.message}`, true);
@@ -170,7 +174,7 @@ dropZone($("drop"), recording, (files) => { chosen = files[0]; say(progressStatu
 uploadForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const file = chosen || recording.files[0];
-  if (file) summarize(file, $("title").value.trim());
+  if (file) summarize(file, $("title").value.trim(), $("participants").value.trim());
   else { $("progress-area").hidden = false; say(progressStatus, "Choose a recording first.", true); recording.focus(); }
 });
 $("open-form").addEventListener("submit", (e) => {

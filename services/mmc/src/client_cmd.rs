@@ -409,6 +409,10 @@ pub struct SummarizeArgs {
     /// Prompt version (see the gateway's prompts directory); default: the gateway's.
     #[arg(long, default_value = "")]
     prompt_version: String,
+    /// Attendee names, comma-separated ("Aiko,Bruno,Chidi"): action-item owners are
+    /// matched to them, misheard names included.
+    #[arg(long, value_delimiter = ',')]
+    participants: Vec<String>,
     #[command(flatten)]
     opts: GatewayOpts,
 }
@@ -425,6 +429,7 @@ pub async fn summarize(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
         title: args.title.clone(),
         transcription: Some(TranscribeConfig { language: args.language.unwrap_or_default(), total_bytes: size, ..Default::default() }),
         prompt_version: args.prompt_version.clone(),
+        participants: args.participants.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
     };
     let requests = tokio_stream::once(SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) })
         .chain(audio.map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c)) }));
@@ -495,9 +500,14 @@ pub async fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     if args.opts.json {
         let citations: Vec<Value> =
             answer.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
-        println!("{}", json!({ "answer": answer.answer, "answerable": answer.answerable, "citations": citations }));
+        let source = mmc_proto::gateway::v1::AnswerSource::try_from(answer.source).unwrap_or_default();
+        let source = source.as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
+        println!("{}", json!({ "answer": answer.answer, "answerable": answer.answerable, "citations": citations, "source": source, "withheld_reason": answer.withheld_reason }));
     } else {
         println!("{}", answer.answer);
+        if !answer.withheld_reason.is_empty() {
+            println!("  (quoted from the transcript: {})", answer.withheld_reason);
+        }
         for c in &answer.citations {
             println!("  [{}] {}", at(c.start_ms), c.text.trim());
         }

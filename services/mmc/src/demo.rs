@@ -138,37 +138,12 @@ async fn describe_demo(gateway: &mut Gateway, images: &[Image]) -> anyhow::Resul
     Ok(())
 }
 
-/// The demo meeting as WAV bytes: each line spoken by espeak-ng, joined (WAV headers of
-/// all but the first line dropped: espeak-ng writes the same 22.05 kHz 16-bit mono format).
-fn synthesize_meeting() -> anyhow::Result<Option<Vec<u8>>> {
-    let mut pcm = Vec::new();
-    let mut header = None;
-    for (voice, line) in SPOKEN_MEETING {
-        let out = match std::process::Command::new("espeak-ng").args(["-v", voice, "-s", "150", "--stdout", line]).output() {
-            Ok(out) if out.status.success() => out.stdout,
-            _ => return Ok(None),
-        };
-        if out.len() < 44 {
-            bail!("espeak-ng wrote no audio");
-        }
-        header.get_or_insert_with(|| out[..44].to_vec());
-        pcm.extend_from_slice(&out[44..]);
-        pcm.extend(std::iter::repeat_n(0u8, 22050 * 2 * 6 / 10)); // 0.6 s of silence
-    }
-    let mut wav = header.unwrap_or_default();
-    // RIFF and data chunk sizes for the joined audio.
-    wav[4..8].copy_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    wav[40..44].copy_from_slice(&(pcm.len() as u32).to_le_bytes());
-    wav.extend(pcm);
-    Ok(Some(wav))
-}
-
 /// Summarizes a meeting through the gateway and asks it questions.
 async fn meeting_demo(gateway: &mut Gateway, recording: Option<PathBuf>) -> anyhow::Result<()> {
     println!("\n== Demo: meeting summarization (gateway: SummarizeMeeting, AskMeeting; Whisper tiny.en, MiniLM, SmolLM2)\n");
     let audio = match recording {
         Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        None => match synthesize_meeting()? {
+        None => match crate::speak::speak(&SPOKEN_MEETING, 150, 600)? {
             Some(wav) => wav,
             None => {
                 println!("(skipped: espeak-ng is not installed to speak the demo meeting; pass --meeting FILE)");
@@ -179,7 +154,8 @@ async fn meeting_demo(gateway: &mut Gateway, recording: Option<PathBuf>) -> anyh
     let config = MeetingConfig {
         title: "Weekly planning".into(),
         transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }),
-        prompt_version: String::new(),
+        participants: vec!["Sarah".into(), "David".into(), "Maria".into()],
+        ..Default::default()
     };
     let mut requests = vec![SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) }];
     requests.extend(audio.chunks(64 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c.to_vec())) }));

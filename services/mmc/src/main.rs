@@ -8,11 +8,14 @@
 //! - `mmc index|search|describe|summarize|ask` (gateway) and `mmc transcribe` (speech):
 //!   the user flows from a shell, `--json` for scripts (see `client_cmd`).
 //! - `mmc demo`: the user flows available so far, against a running cluster.
+//! - `mmc eval meetings`: the meeting chain scored on the evaluation set (see `eval`).
 
 mod cli_client;
 mod client_cmd;
 mod demo;
+mod eval;
 mod models_cmd;
+mod speak;
 mod up;
 
 use std::process::ExitCode;
@@ -51,6 +54,9 @@ enum Command {
     Summarize(client_cmd::SummarizeArgs),
     /// Ask a question about a summarized meeting; the answer cites the transcript.
     Ask(client_cmd::AskArgs),
+    /// Score the flows on an evaluation set (`mmc eval meetings`).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
                         Command::Transcribe(args) => client_cmd::transcribe(args).await,
                         Command::Summarize(args) => client_cmd::summarize(args).await,
                         Command::Ask(args) => client_cmd::ask(args).await,
+                        Command::Eval(cmd) => eval::run(cmd).await,
                         Command::Models(_) => unreachable!("handled above"),
                     }
                 }),

@@ -132,7 +132,8 @@ pub fn document() -> Value {
                     "captions": { "type": "array", "items": r("Caption") }, "labels": { "type": "array" } } }))) },
             "/v1/meetings": { "post": op("createMeeting", "Summarize a recording (progress as server-sent events)", "meetings", Some(form_body(json!({
                     "file": file, "title": { "type": "string", "maxLength": 200 }, "language": { "type": "string", "maxLength": 8 },
-                    "prompt_version": { "type": "string", "maxLength": 32 } }), &["file"])),
+                    "prompt_version": { "type": "string", "maxLength": 32 },
+                    "participants": { "type": "string", "description": "attendee names, comma-separated (at most 50, each at most 64 characters)" } }), &["file"])),
                 responses("Events: progress, segment, then summary or error", "text/event-stream", json!({ "type": "string" }))) },
             "/v1/meetings/{meeting_id}": { "get": {
                 "operationId": "getMeeting", "summary": "A stored meeting: transcript and summary", "tags": ["meetings"],
@@ -144,7 +145,8 @@ pub fn document() -> Value {
                 "requestBody": json_body(json!({ "type": "object", "required": ["question"], "additionalProperties": false, "properties": {
                     "question": { "type": "string", "minLength": 1, "maxLength": 1000 }, "top_k": { "type": "integer", "minimum": 0, "maximum": 20 } } })),
                 "responses": responses("The answer", "application/json", json!({ "type": "object", "properties": {
-                    "answer": { "type": "string" }, "answerable": { "type": "boolean" }, "citations": { "type": "array" } } })) } },
+                    "answer": { "type": "string" }, "answerable": { "type": "boolean" }, "citations": { "type": "array" },
+                    "source": { "type": "string", "enum": ["model", "extractive", "none", "unspecified"] }, "withheld_reason": { "type": "string" } } })) } },
         },
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object", "required": ["message", "type"], "properties": {

@@ -11,7 +11,7 @@
 //! | `GET /v1/images/{image_id}/thumbnail` (JPEG) | none: the gateway's thumbnail store |
 //! | `POST /v1/images/search` (JSON: `query` or `image_base64`, `top_k`, `score_threshold`, `filter`) | SearchImages |
 //! | `POST /v1/images/describe` (multipart `file`, `modes`) | DescribeImage |
-//! | `POST /v1/meetings` (multipart `file`, `title`, `language`, `prompt_version`) → SSE | SummarizeMeeting |
+//! | `POST /v1/meetings` (multipart `file`, `title`, `language`, `prompt_version`, `participants` comma-separated) → SSE | SummarizeMeeting |
 //! | `GET /v1/meetings/{meeting_id}` | GetMeeting |
 //! | `POST /v1/meetings/{meeting_id}/ask` (JSON: `question`, `top_k`) | AskMeeting |
 
@@ -120,6 +120,7 @@ fn summary_json(s: &MeetingSummary) -> Value {
 fn meeting_json(m: &Meeting) -> Value {
     json!({
         "meeting_id": m.meeting_id, "title": m.title, "language": m.language, "audio_duration_ms": m.audio_duration_ms,
+        "participants": m.participants,
         "created_at_unix_ms": m.created_at_unix_ms, "segments": m.segments.iter().map(segment_json).collect::<Vec<_>>(),
         "summary": m.summary.as_ref().map(summary_json),
     })
@@ -276,6 +277,7 @@ pub async fn create_meeting(State(state): State<Arc<HttpState>>, form: Multipart
         match name.as_str() {
             "title" => config.title = value,
             "prompt_version" => config.prompt_version = value,
+            "participants" => config.participants.extend(value.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty())),
             "language" => config.transcription.get_or_insert_default().language = value,
             _ => {}
         }
@@ -330,5 +332,7 @@ pub async fn ask_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): 
     let b: AskBody = parse_json(&body)?;
     let r = state.grpc.ask_meeting(tonic::Request::new(AskMeetingRequest { meeting_id, question: b.question, top_k: b.top_k })).await?.into_inner();
     let citations: Vec<Value> = r.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
-    Ok(Json(json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations })))
+    let source = mmc_proto::gateway::v1::AnswerSource::try_from(r.source).unwrap_or_default();
+    let source = source.as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
+    Ok(Json(json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations, "source": source, "withheld_reason": r.withheld_reason })))
 }

@@ -1,33 +1,38 @@
 //! Meeting flows. SummarizeMeeting: audio upload -> `speech.Transcribe` (segments streamed
-//! back as they come) -> segments embedded (`embed.EmbedText`) -> each segment labelled
-//! decision / action item / key point / other by its nearest example lines (the prompt
-//! version's `labels.toml`) -> for each action item, owner and due date extracted with
-//! JSON-schema-constrained generation (`textgen.Chat`) from a window of that segment and
-//! the one before it -> merge and de-duplicate -> prose summary (checked, with a template
-//! fallback) -> stored. AskMeeting: question -> the meeting's most similar segments ->
-//! answer from them only, with citations, or "the meeting does not say".
+//! back as they come) -> segments embedded (`embed.EmbedText`, kept for AskMeeting) ->
+//! the transcript cut into sentences, each classified by rules ([`notes`]): decision,
+//! action item (owner, due), filler, or statement (a key point when its nearest example
+//! lines, the prompt version's `labels.toml`, say so) -> owners matched to the
+//! participants ([`people`]) -> the language model asked only where a line names two
+//! possible owners -> merge and de-duplicate -> prose summary, checked by the fact checker
+//! ([`facts`]), with a template fallback -> stored. AskMeeting ([`ask`]): question ->
+//! lines that cover it and hold the kind of answer it wants -> the model's answer,
+//! checked -> shown, or the best line quoted, or "The meeting does not say."
 //!
-//! Why this split, measured on the bundled SmolLM2-135M: asked for whole-passage notes it
-//! merged lines, gave tasks to the wrong person and invented task names; asked to label one
-//! line at a time (kind constrained to an enum), it gave every line the same label under
-//! three prompt variants. Sentence embeddings separate "we decided to ..." from "Tom will
-//! ..." from "good morning" well, and the model is reliable at the narrow, constrained
-//! question it is left with: of the people this line names, who does the task, and when.
-//! Notes are extractive (the transcript's own sentence), so every item cites the segment
-//! it came from. Grounding is still checked, not assumed:
-//! - an owner must be a person the line itself names (the schema allows only those), and
-//!   is dropped if the line does not contain it;
-//! - a due date is kept only when its words are in the line;
-//! - the prose summary must use the notes' words, else a template from the notes is used;
-//! - an answer must cite retrieved segments that contain its content words.
+//! Why structure first, measured on the bundled SmolLM2-135M: asked for whole-passage
+//! notes it merged lines, gave tasks to the wrong person and invented task names; asked to
+//! label one line at a time it gave every line the same label; asked questions it stated
+//! amounts no line held, or echoed the question. A deciding verb, a name followed by "will",
+//! a date phrase are reliable signals that need no model, and every item built from them
+//! cites the line that holds them. The model is left what it is good at, phrasing, and
+//! everything it writes is checked:
+//! - an answer or summary sentence may hold no number, date or name its cited lines lack;
+//! - an answer may not restate the question, and must hold what the question asks for;
+//! - an owner is a participant or a name the transcript uses, and must be in the line;
+//! - a due date is the line's own date phrase.
 
-use std::collections::{BTreeSet, HashSet};
+pub mod ask;
+pub mod facts;
+pub mod notes;
+pub mod people;
+
+use std::collections::{HashMap, HashSet};
 
 use mmc_proto::{
     common::v1::{ModelInfo, Progress, StageTiming},
     gateway::v1::{
-        summarize_meeting_response::Event, ActionItem, AskMeetingResponse, Citation, CitedItem, Meeting, MeetingConfig,
-        MeetingSummary, SummarizeMeetingResponse,
+        summarize_meeting_response::Event, ActionItem, AnswerSource, AskMeetingResponse, Citation, CitedItem, Meeting,
+        MeetingConfig, MeetingSummary, SummarizeMeetingResponse,
     },
     speech::v1::{transcribe_response, Segment, TranscribeConfig},
 };
@@ -36,6 +41,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use self::{
+    facts::Evidence,
+    notes::{Cue, Sentence},
+    people::People,
+};
 use super::Flows;
 use crate::{
     error::GatewayError,
@@ -46,9 +56,6 @@ use crate::{
 /// Answer given when the transcript does not answer a question.
 pub const NOT_IN_MEETING: &str = "The meeting does not say.";
 
-/// Retrieved passages scoring more than this below the best one are not shown to the model.
-const RELEVANCE_MARGIN: f32 = 0.1;
-
 /// Settings of the meeting flows.
 #[derive(Clone, Debug)]
 pub struct MeetingSettings {
@@ -58,13 +65,14 @@ pub struct MeetingSettings {
     pub extract_max_tokens: u32,
     /// A segment whose nearest example line is less similar than this is labelled "other".
     pub min_label_similarity: f32,
-    /// Segments scoring below this cosine with a question are not used to answer it.
+    /// Segments scoring below this cosine with a question are not used to answer it (a
+    /// loose floor: whether a line answers is decided by the words it shares, see `ask`).
     pub min_relevance: f32,
 }
 
 impl Default for MeetingSettings {
     fn default() -> Self {
-        Self { extract_concurrency: 4, extract_max_tokens: 48, min_label_similarity: 0.3, min_relevance: 0.3 }
+        Self { extract_concurrency: 4, extract_max_tokens: 48, min_label_similarity: 0.3, min_relevance: 0.15 }
     }
 }
 
@@ -118,34 +126,6 @@ fn support(item: &HashSet<String>, text: &str) -> f32 {
     item.iter().filter(|w| words.contains(*w)).count() as f32 / item.len() as f32
 }
 
-fn contains_word(text: &str, word: &str) -> bool {
-    let word = word.to_lowercase();
-    text.split(|c: char| !c.is_alphanumeric()).any(|w| w.to_lowercase() == word)
-}
-
-/// People a passage names: capitalised words that are not sentence-initial function words
-/// (Whisper capitalises names and sentence starts).
-pub fn candidate_names(segments: &[Segment]) -> Vec<String> {
-    const NOT_NAMES: &[&str] = &[
-        "I", "We", "The", "A", "An", "And", "But", "So", "Then", "Finally", "First", "Next", "Also", "Thank", "Thanks", "Good",
-        "Okay", "OK", "Yes", "No", "Let's", "Lets", "Let", "This", "That", "It", "Our", "Everyone", "Monday", "Tuesday",
-        "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March", "April", "May", "June", "July",
-        "August", "September", "October", "November", "December", "Hello", "Hi", "Welcome", "Today", "Tomorrow", "Please",
-        "After", "Before", "For", "In", "On", "At", "To", "If", "When", "What", "Who", "Is", "Are", "He", "She", "They", "You",
-    ];
-    let mut names = BTreeSet::new();
-    for s in segments {
-        for word in s.text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
-            let mut chars = word.chars();
-            let capitalised = chars.next().is_some_and(char::is_uppercase) && chars.all(|c| c.is_lowercase() || c == '\'');
-            if capitalised && word.chars().count() >= 2 && !NOT_NAMES.contains(&word) {
-                names.insert(word.to_string());
-            }
-        }
-    }
-    names.into_iter().collect()
-}
-
 fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
     let union = a.union(b).count();
     if union == 0 {
@@ -185,13 +165,11 @@ pub enum Kind {
     Other,
 }
 
-/// What the model extracts from an action item line.
+/// What the model picks for an action item line that names several people.
 #[derive(Debug, Default, Deserialize)]
 struct ActionFields {
     #[serde(default)]
     owner: String,
-    #[serde(default)]
-    due: String,
 }
 
 /// Labels a segment by the 3 example lines most similar to it (similarities summed per
@@ -212,15 +190,15 @@ fn label(vector: &[f32], examples: &[(Kind, Vec<f32>)], min_similarity: f32) -> 
     votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or(Kind::Other, |(k, _)| k)
 }
 
-/// The JSON schema of an action item's fields: the owner among the people the line names
-/// (or none), then the due date.
+/// The JSON schema of an action item's owner: one of the people the line names (or none).
+/// The due date is not asked for: the line's own date phrase is ([`notes::due_phrase`]).
 fn action_schema(names: &[String]) -> String {
     let mut owners: Vec<&str> = vec![""];
     owners.extend(names.iter().map(String::as_str));
     // Written out rather than built with `json!`: the constrained decoder emits properties
-    // in schema order, and serde_json's map would sort the keys ("due" before "owner").
+    // in schema order (see the answer schema).
     format!(
-        r#"{{"type": "object", "properties": {{"owner": {{"enum": {}}}, "due": {{"type": "string", "maxLength": 24}}}}, "required": ["owner", "due"], "additionalProperties": false, "x-guidance": {{"whitespace_flexible": false}}}}"#,
+        r#"{{"type": "object", "properties": {{"owner": {{"enum": {}}}}}, "required": ["owner"], "additionalProperties": false, "x-guidance": {{"whitespace_flexible": false}}}}"#,
         serde_json::to_string(&owners).expect("strings serialize")
     )
 }
@@ -233,10 +211,6 @@ struct Line<'a> {
     text: &'a str,
 }
 
-fn lines(segments: &[Segment]) -> Vec<Line<'_>> {
-    segments.iter().map(|s| Line { id: s.id, start: clock(s.start_ms), text: s.text.trim() }).collect()
-}
-
 /// Items of all lines, checked.
 #[derive(Default)]
 struct Notes {
@@ -245,30 +219,29 @@ struct Notes {
     key_points: Vec<CitedItem>,
 }
 
-/// Adds `segment`, of kind `kind` (with `fields` for an action item), to `notes`, after
-/// the grounding checks.
-fn note(kind: Kind, fields: ActionFields, segment: &Segment, notes: &mut Notes) {
-    let text = segment.text.trim().to_string();
-    let item = CitedItem { text, segment_ids: vec![segment.id], citation_verified: true };
-    match kind {
-        Kind::Decision => notes.decisions.push(item),
-        Kind::KeyPoint => notes.key_points.push(item),
-        Kind::Other => {}
-        Kind::ActionItem => {
-            let owner = fields.owner.trim();
-            let owner = if !owner.is_empty() && contains_word(&segment.text, owner) { owner.to_string() } else { String::new() };
-            let due = fields.due.trim();
-            let due = if !due.is_empty() && support(&content_words(due), &segment.text) >= 1.0 { due.to_string() } else { String::new() };
-            notes.action_items.push(ActionItem { item: Some(item), owner, due });
-        }
-    }
+/// The cited item of `sentence`.
+fn cited(sentence: &Sentence) -> CitedItem {
+    CitedItem { text: sentence.text.clone(), segment_ids: sentence.segment_ids.clone(), citation_verified: true }
 }
 
-/// Whether a generated summary may be shown: prose (no headings or lists, not the prompt
-/// echoed back) in which every sentence restates one note: at least 75% of the sentence's
+/// The action item of `sentence`. The owner comes from [`notes::classify`] (a person the
+/// line names, or a participant its subject sounds like) or is the model's pick among the
+/// line's names; the due date must be the line's own phrase.
+fn action_item(sentence: &Sentence, owner: Option<String>, due: Option<String>) -> ActionItem {
+    let owner = owner.unwrap_or_default();
+    let due = due.filter(|d| sentence.text.contains(d.as_str())).unwrap_or_default();
+    ActionItem { item: Some(cited(sentence)), owner, due }
+}
+
+/// Whether a generated summary may be shown: no number, date or name the notes lack (the
+/// fact checker); prose (no headings or lists, not the prompt echoed back) in which every
+/// sentence restates one note: at least 75% of the sentence's
 /// content words are in a single note, so notes are not blended into new claims
 /// ("David will write ... for Sarah on Friday").
-fn summary_is_grounded(summary: &str, notes: &[String]) -> bool {
+fn summary_is_grounded(summary: &str, notes: &[String], people: &People) -> bool {
+    if !Evidence::new(notes, people).unsupported(summary).is_empty() {
+        return false;
+    }
     if summary.is_empty() || summary.len() > 600 || summary.contains('\n') || summary.contains(':') || summary.trim_start().starts_with('-') {
         return false;
     }
@@ -411,26 +384,33 @@ impl Flows {
         let (space, examples) = self.example_vectors(&prompt_version, space, deadline).await?;
         let kinds: Vec<Kind> = vectors.iter().map(|v| label(v, &examples, self.meeting.min_label_similarity)).collect();
 
-        // 3. Owner and due date of each action item: one constrained generation per item,
-        //    a few at a time, over the item and the segment before it.
+        let kind_of: HashMap<u32, Kind> = segments.iter().zip(&kinds).map(|(s, k)| (s.id, *k)).collect();
+
+        // 3. Structure first: each sentence classified by rules (decision, action item with
+        //    owner and due, filler, statement); the model is asked only to pick the owner of
+        //    a line that names two possible owners, among those names.
+        let people = People::new(&config.participants, &segments);
+        let sentences = notes::sentences(&segments);
+        let cues: Vec<Cue> = sentences.iter().map(|s| notes::classify(&s.text, &people)).collect();
         type Fields<'a> = futures::future::BoxFuture<'a, Result<(usize, String, Option<ModelInfo>), GatewayError>>;
         let mut requests: Vec<Fields<'_>> = Vec::new();
-        for (i, segment) in segments.iter().enumerate() {
-            if kinds[i] != Kind::ActionItem {
+        for (i, (sentence, cue)) in sentences.iter().zip(&cues).enumerate() {
+            let Cue::Action { candidates, .. } = cue else { continue };
+            if candidates.len() < 2 {
                 continue;
             }
-            let previous = i.checked_sub(1).map_or("", |p| segments[p].text.trim());
-            let names = candidate_names(std::slice::from_ref(segment));
-            let vars = serde_json::json!({ "title": title, "line": segment.text.trim(), "previous": previous, "names": names });
+            let previous = i.checked_sub(1).map_or("", |p| sentences[p].text.as_str());
+            let vars = serde_json::json!({ "title": title, "line": sentence.text, "previous": previous, "names": candidates });
             let prompt = self.prompts.render(&prompt_version, "extract", &vars).map_err(|e| GatewayError::Invalid(e.to_string()))?;
-            let schema = action_schema(&names);
+            let schema = action_schema(candidates);
             requests.push(Box::pin(async move {
                 let (text, model, _) = self.chat("extract", &prompt, Some(&schema), self.meeting.extract_max_tokens, deadline).await?;
                 Ok((i, text, model))
             }));
         }
         let total = requests.len();
-        let mut fields: Vec<ActionFields> = (0..segments.len()).map(|_| ActionFields::default()).collect();
+        send(events, progress("extract", 0, total as u64, "action_items", 0.65, format!("{} sentences classified", sentences.len()))).await?;
+        let mut chosen: HashMap<usize, String> = HashMap::new();
         let mut textgen_model = None;
         let mut extracted = futures::StreamExt::buffered(futures::stream::iter(requests), self.meeting.extract_concurrency.max(1));
         let mut done = 0;
@@ -438,18 +418,35 @@ impl Flows {
             let (i, text, model) = result?;
             textgen_model = textgen_model.or(model);
             match serde_json::from_str::<ActionFields>(&text) {
-                Ok(f) => fields[i] = f,
+                Ok(f) if !f.owner.trim().is_empty() => {
+                    chosen.insert(i, f.owner.trim().to_string());
+                }
+                Ok(_) => {}
                 // Constrained output only fails to parse when cut by max_tokens.
-                Err(e) => tracing::warn!(segment = segments[i].id, error = %e, text, "action fields not parseable"),
+                Err(e) => tracing::warn!(sentence = %sentences[i].text, error = %e, text, "action fields not parseable"),
             }
             done += 1;
             let fraction = 0.65 + 0.25 * done as f64 / total as f64;
-            send(events, progress("extract", done as u64, total as u64, "action_items", fraction, format!("{done} of {total} action items"))).await?;
+            send(events, progress("extract", done as u64, total as u64, "action_items", fraction, format!("{done} of {total} owners"))).await?;
         }
         drop(extracted);
         let mut notes = Notes::default();
-        for ((segment, kind), f) in segments.iter().zip(&kinds).zip(fields) {
-            note(*kind, f, segment, &mut notes);
+        for (i, (sentence, cue)) in sentences.iter().zip(cues).enumerate() {
+            match cue {
+                Cue::Decision => notes.decisions.push(cited(sentence)),
+                Cue::Action { owner, candidates, due } => {
+                    // The model's pick stands only if it is one of the names offered.
+                    let owner = chosen.remove(&i).filter(|o| candidates.contains(o)).or(owner);
+                    notes.action_items.push(action_item(sentence, owner, due));
+                }
+                Cue::Statement => {
+                    let kind = sentence.segment_ids.first().and_then(|id| kind_of.get(id));
+                    if matches!(kind, Some(Kind::KeyPoint | Kind::Decision)) {
+                        notes.key_points.push(cited(sentence));
+                    }
+                }
+                Cue::Filler => {}
+            }
         }
         timings.push(timing("extract", started));
         let started = std::time::Instant::now();
@@ -486,7 +483,9 @@ impl Flows {
                 summary: String,
             }
             let text = serde_json::from_str::<Summary>(&text).map(|s| s.summary.trim().to_string()).unwrap_or_default();
-            if summary_is_grounded(&text, &note_texts) {
+            let mut evidence = note_texts.clone();
+            evidence.extend(notes.action_items.iter().flat_map(|a| [a.owner.clone(), a.due.clone()]));
+            if summary_is_grounded(&text, &evidence, &people) {
                 text
             } else {
                 tracing::info!(summary = text, "generated summary not grounded in the notes; template used");
@@ -522,48 +521,74 @@ impl Flows {
             segments,
             summary: Some(summary.clone()),
             created_at_unix_ms,
+            participants: people.participants().to_vec(),
         };
         self.meetings.put(&meeting, &vectors, &space).await?;
         metrics::counter!("mmc_gateway_meetings_total").increment(1);
         Ok(summary)
     }
 
-    /// Answers `question` from the stored meeting's transcript only.
+    /// Answers `question` from the stored meeting's transcript only (see [`ask`]).
     pub async fn ask_meeting(&self, meeting_id: &str, question: &str, top_k: usize, deadline: Deadline) -> Result<AskMeetingResponse, GatewayError> {
         let stored = self.meetings.get(meeting_id).await?.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {meeting_id:?}")))?;
         let (query, _) = self.embed_text("embed_query", question, deadline).await?;
         if query.space != stored.space {
             return Err(crate::store::StoreError::SpaceMismatch { stored: stored.space, offered: query.space }.into());
         }
-        let segments = &stored.meeting.segments;
-        let mut scored: Vec<(f32, usize)> = stored
-            .vectors
+        let meeting = &stored.meeting;
+        let segments = &meeting.segments;
+        let people = People::new(&meeting.participants, segments);
+        let expect = ask::expect(question);
+        // Retrieval over sentences (a segment may hold several, and a sentence may run over
+        // two); a sentence scores its best segment's similarity and cites all of them.
+        let sentences = notes::sentences(segments);
+        let index_of: HashMap<u32, usize> = segments.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let segment_similarity: Vec<f32> = stored.vectors.iter().map(|v| dot(v, &query.vector)).collect();
+        let similarities: Vec<f32> =
+            sentences.iter().map(|s| s.segment_ids.iter().filter_map(|id| index_of.get(id)).map(|i| segment_similarity[*i]).fold(f32::MIN, f32::max)).collect();
+        let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
+        // The notes' owner of each sentence that is an action item.
+        let action_items = meeting.summary.as_ref().map_or(&[][..], |s| &s.action_items[..]);
+        let owners: Vec<Option<String>> = sentences
             .iter()
-            .enumerate()
-            .map(|(i, v)| (dot(v, &query.vector), i))
-            .filter(|(score, _)| *score >= self.meeting.min_relevance)
+            .map(|s| action_items.iter().find(|a| a.item.as_ref().is_some_and(|i| i.text == s.text) && !a.owner.is_empty()).map(|a| a.owner.clone()))
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.truncate(top_k);
-        let not_answerable = || AskMeetingResponse { answer: NOT_IN_MEETING.into(), citations: vec![], answerable: false };
-        if scored.is_empty() {
-            return Ok(not_answerable());
-        }
-        // Only passages close to the best one, most relevant first: a small model tends to
-        // answer from whatever line it is shown, so weak matches are left out.
-        let best = scored[0].0;
-        scored.retain(|(score, _)| *score >= best - RELEVANCE_MARGIN);
-        let retrieved: Vec<&Segment> = scored.iter().map(|(_, i)| &segments[*i]).collect();
-        let ids: Vec<u32> = retrieved.iter().map(|s| s.id).collect();
-        let owned: Vec<Segment> = retrieved.iter().map(|s| (*s).clone()).collect();
-        let title = stored.meeting.title.clone();
-        let version = stored.meeting.summary.as_ref().map_or("", |s| s.prompt_version.as_str());
+        let mut found = ask::candidates(question, &expect, &texts, &owners, &similarities, &meeting.title, &people, self.meeting.min_relevance);
+        found.truncate(top_k.clamp(1, 3));
+        let answered = |source: AnswerSource| {
+            metrics::counter!("mmc_gateway_answers_total", "source" => source.as_str_name()).increment(1);
+        };
+        let Some(best) = found.first().cloned() else {
+            answered(AnswerSource::None);
+            return Ok(AskMeetingResponse { answer: NOT_IN_MEETING.into(), citations: vec![], answerable: false, source: AnswerSource::None as i32, withheld_reason: String::new() });
+        };
+        let citations = |i: usize| -> Vec<Citation> {
+            sentences[i]
+                .segment_ids
+                .iter()
+                .filter_map(|id| index_of.get(id))
+                .map(|j| {
+                    let s = &segments[*j];
+                    Citation { segment_id: s.id, start_ms: s.start_ms, end_ms: s.end_ms, text: s.text.trim().to_string() }
+                })
+                .collect()
+        };
+        // The model sees the candidate sentences, numbered by their position.
+        let shown: Vec<Line<'_>> = found
+            .iter()
+            .map(|c| {
+                let start = sentences[c.index].segment_ids.first().and_then(|id| index_of.get(id)).map_or(0, |j| segments[*j].start_ms);
+                Line { id: c.index as u32, start: clock(start), text: texts[c.index] }
+            })
+            .collect();
+        let ids: Vec<u32> = shown.iter().map(|l| l.id).collect();
+        let version = meeting.summary.as_ref().map_or("", |s| s.prompt_version.as_str());
         let version = self.prompts.resolve(version).or_else(|_| self.prompts.resolve("")).map_err(|e| GatewayError::Invalid(e.to_string()))?;
-        let vars = serde_json::json!({ "title": title, "question": question, "segments": lines(&owned) });
+        let vars = serde_json::json!({ "title": meeting.title, "question": question, "segments": shown });
         let prompt = self.prompts.render(version, "answer", &vars).map_err(|e| GatewayError::Invalid(e.to_string()))?;
         // Property order matters (see `action_schema`): the answer, then its lines. There is
         // no "answerable" flag: measured, the small model set it at random; whether the
-        // answer stands is decided below from the lines it cites.
+        // answer stands is decided by the checks.
         let schema = format!(
             r#"{{"type": "object", "properties": {{"answer": {{"type": "string", "minLength": 1, "maxLength": 150}}, "lines": {{"type": "array", "items": {{"enum": {}}}, "minItems": 1, "maxItems": 3}}}}, "required": ["answer", "lines"], "additionalProperties": false, "x-guidance": {{"whitespace_flexible": false}}}}"#,
             serde_json::to_string(&ids).expect("ids serialize")
@@ -574,44 +599,44 @@ impl Flows {
             answer: String,
             lines: Vec<u32>,
         }
-        let Ok(answer) = serde_json::from_str::<Answer>(&text) else {
-            tracing::warn!(text, "answer not parseable");
-            return Ok(not_answerable());
+        let checked = match serde_json::from_str::<Answer>(&text) {
+            Ok(answer) => {
+                let cited: Vec<usize> = found.iter().map(|c| c.index).filter(|i| answer.lines.contains(&(*i as u32))).collect();
+                let cited_texts: Vec<&str> = cited.iter().map(|i| texts[*i]).collect();
+                let owner = cited.first().and_then(|i| owners[*i].as_deref());
+                let text = ask::canonical_names(answer.answer.trim(), &people);
+                ask::check_answer(&text, &cited_texts, question, &expect, &people, owner).map(|()| (text, cited))
+            }
+            Err(_) => {
+                tracing::warn!(text, "answer not parseable");
+                Err(ask::Rejection::NoCitation)
+            }
         };
-        // A citation counts when its line holds the answer and is about the question (it is
-        // the best match, or shares a content word with the question).
-        let answer_words = content_words(&answer.answer);
-        let question_words = content_words(question);
-        let best_id = retrieved[0].id;
-        let mut citations: Vec<Citation> = Vec::new();
-        for s in answer.lines.iter().filter_map(|id| owned.iter().find(|s| s.id == *id)) {
-            let on_topic = s.id == best_id || support(&question_words, &s.text) > 0.0;
-            if on_topic && support(&answer_words, &s.text) >= 0.5 && !citations.iter().any(|c| c.segment_id == s.id) {
-                citations.push(Citation { segment_id: s.id, start_ms: s.start_ms, end_ms: s.end_ms, text: s.text.trim().to_string() });
+        match checked {
+            Ok((text, cited)) => {
+                answered(AnswerSource::Model);
+                let citations = cited.into_iter().flat_map(citations).collect();
+                Ok(AskMeetingResponse { answer: text, citations, answerable: true, source: AnswerSource::Model as i32, withheld_reason: String::new() })
+            }
+            Err(rejection) => {
+                tracing::info!(question, reason = %rejection, "model answer withheld; the best line is quoted");
+                metrics::counter!("mmc_gateway_answers_withheld_total", "reason" => rejection.label()).increment(1);
+                answered(AnswerSource::Extractive);
+                Ok(AskMeetingResponse {
+                    answer: ask::quote(texts[best.index], &expect, question, &people, owners[best.index].as_deref()),
+                    citations: citations(best.index),
+                    answerable: true,
+                    source: AnswerSource::Extractive as i32,
+                    withheld_reason: rejection.to_string(),
+                })
             }
         }
-        if citations.is_empty() {
-            tracing::info!(answer = answer.answer, lines = ?answer.lines, "answer withheld: not grounded in the retrieved lines");
-            metrics::counter!("mmc_gateway_answers_withheld_total").increment(1);
-            return Ok(not_answerable());
-        }
-        Ok(AskMeetingResponse { answer: answer.answer.trim().to_string(), citations, answerable: true })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(id: u32, text: &str) -> Segment {
-        Segment { id, text: text.into(), start_ms: i64::from(id) * 1000, end_ms: i64::from(id) * 1000 + 900, ..Default::default() }
-    }
-
-    #[test]
-    fn names_are_capitalised_non_function_words() {
-        let s = [seg(0, " We decided to move the launch to March."), seg(1, " Anna will update the plan by Friday."), seg(2, "Thank you, David.")];
-        assert_eq!(candidate_names(&s), ["Anna", "David"]);
-    }
 
     #[test]
     fn merge_removes_duplicates_and_decisions_that_restate_actions() {
@@ -629,14 +654,13 @@ mod tests {
     }
 
     #[test]
-    fn action_owners_and_due_dates_must_be_in_the_line() {
-        let line = seg(2, "Maria will call the hosting provider tomorrow.");
-        let mut notes = Notes::default();
-        note(Kind::ActionItem, ActionFields { owner: "Maria".into(), due: "tomorrow".into() }, &line, &mut notes);
-        note(Kind::ActionItem, ActionFields { owner: "David".into(), due: "Friday".into() }, &line, &mut notes);
-        assert_eq!((notes.action_items[0].owner.as_str(), notes.action_items[0].due.as_str()), ("Maria", "tomorrow"));
-        assert_eq!((notes.action_items[1].owner.as_str(), notes.action_items[1].due.as_str()), ("", ""));
-        assert_eq!(notes.action_items[0].item.as_ref().unwrap().segment_ids, [2]);
+    fn due_dates_must_be_in_the_line() {
+        let line = Sentence { text: "Maria will call the hosting provider tomorrow.".into(), segment_ids: vec![2] };
+        let a = action_item(&line, Some("Maria".into()), Some("tomorrow".into()));
+        let b = action_item(&line, None, Some("Friday".into()));
+        assert_eq!((a.owner.as_str(), a.due.as_str()), ("Maria", "tomorrow"));
+        assert_eq!((b.owner.as_str(), b.due.as_str()), ("", ""));
+        assert_eq!(a.item.as_ref().unwrap().segment_ids, [2]);
     }
 
     #[test]
@@ -652,10 +676,13 @@ mod tests {
     #[test]
     fn summaries_must_be_prose_from_the_notes() {
         let notes = ["We decided to move the product launch to March.".to_string(), "Anna will update the project plan by Friday.".into(), "David will write the job description.".into()];
-        assert!(summary_is_grounded("The team will move the product launch to March. Anna will update the project plan.", &notes));
-        assert!(!summary_is_grounded("Meeting: Weekly planning. Decisions: move the launch.", &notes));
-        assert!(!summary_is_grounded("The team celebrated a record quarter with cake.", &notes));
+        let p = People::new(&[], &[]);
+        assert!(summary_is_grounded("The team will move the product launch to March. Anna will update the project plan.", &notes, &p));
+        assert!(!summary_is_grounded("Meeting: Weekly planning. Decisions: move the launch.", &notes, &p));
+        assert!(!summary_is_grounded("The team celebrated a record quarter with cake.", &notes, &p));
         // Two notes blended into a claim neither makes.
-        assert!(!summary_is_grounded("David will write the job description for Anna by Friday.", &notes));
+        assert!(!summary_is_grounded("David will write the job description for Anna by Friday.", &notes, &p));
+        // A figure no note holds.
+        assert!(!summary_is_grounded("The team will move the product launch to March 3.", &notes, &p));
     }
 }
