@@ -2,14 +2,13 @@
 //! `mmc-embed` and `mmc-gateway` processes, and a meeting recording synthesized with
 //! espeak-ng in several voices from a script with known decisions and action items.
 
-use std::{path::Path, time::Duration};
 
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event,
     AskMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{start_service, synthesize_meeting, Service};
+use mmc_tests::{start_meeting_services, synthesize_meeting};
 use tonic::{transport::Channel, Code};
 
 /// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
@@ -42,22 +41,11 @@ async fn summarize(client: &mut GatewayServiceClient<Channel>, audio: &[u8]) -> 
     panic!("no summary");
 }
 
-async fn start_all(data: &Path) -> (Service, Service, Service, Service) {
-    let (speech, textgen, embed) = tokio::join!(
-        start_service("mmc-speech", &[], Duration::from_secs(60)),
-        start_service("mmc-textgen", &[], Duration::from_secs(60)),
-        start_service("mmc-embed", &[], Duration::from_secs(60)),
-    );
-    let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
-    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
-    (speech, textgen, embed, gateway)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     let dir = tempfile::tempdir().unwrap();
     let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
-    let (_speech, _textgen, _embed, gateway) = start_all(&dir.path().join("data")).await;
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
 
     let (segments, stages, summary) = summarize(&mut client, &audio).await;

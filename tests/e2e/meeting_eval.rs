@@ -7,30 +7,19 @@
 //! decision precision or recall, or question accuracy below 0.8. The full table (every
 //! meeting, three voices, two speeds) is in docs/gateway.md.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use mmc_tests::{binary, start_service, Service};
+use mmc_tests::{binary, start_meeting_services};
 
 /// Four settings of the twelve: a budget meeting, an incident review, a research group and
 /// a school board (numbers, dates, names that speech recognition hears well and badly).
 const MEETINGS: [&str; 4] = ["budget_planning", "incident_review", "research_group", "school_board"];
 const VOICES: [&str; 2] = ["en-gb", "en-us+f3"];
 
-async fn start_all(data: &Path) -> (Service, Service, Service, Service) {
-    let (speech, textgen, embed) = tokio::join!(
-        start_service("mmc-speech", &[], Duration::from_secs(60)),
-        start_service("mmc-textgen", &[], Duration::from_secs(60)),
-        start_service("mmc-embed", &[], Duration::from_secs(60)),
-    );
-    let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
-    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
-    (speech, textgen, embed, gateway)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meeting_notes_and_answers_invent_nothing_on_the_evaluation_subset() {
     let dir = tempfile::tempdir().unwrap();
-    let (_speech, _textgen, _embed, gateway) = start_all(&dir.path().join("data")).await;
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/meetings");
     let mut cmd = Command::new(binary("mmc"));
     cmd.args(["eval", "meetings", "--json", "--speed", "150", "--gateway", &gateway.url, "--fixtures", fixtures.to_str().unwrap()]);

@@ -294,6 +294,19 @@ pub const MEETING_SCRIPT: [(&str, &str); 8] = [
     ("en-us", "That is all for today, thank you."),
 ];
 
+/// The four services of the meeting flows (speech, text generation, embeddings, then the
+/// gateway over them, storing into `data`): `(speech, textgen, embed, gateway)`.
+pub async fn start_meeting_services(data: &Path) -> (Service, Service, Service, Service) {
+    let (speech, textgen, embed) = tokio::join!(
+        start_service("mmc-speech", &[], Duration::from_secs(60)),
+        start_service("mmc-textgen", &[], Duration::from_secs(60)),
+        start_service("mmc-embed", &[], Duration::from_secs(60)),
+    );
+    let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    (speech, textgen, embed, gateway)
+}
+
 /// Runs a tool the tests need (sox, espeak-ng, opusenc...), which must succeed.
 pub fn run_tool(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (deploy/setup.sh --test installs it)"));

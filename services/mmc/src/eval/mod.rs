@@ -128,9 +128,7 @@ async fn meetings(args: MeetingsArgs) -> anyhow::Result<ExitCode> {
                     s.speed = speed;
                     s.prompt_version = summary.prompt_version.clone();
                     s.seconds = started.elapsed().as_secs_f64();
-                    if !args.json {
-                        eprintln!("{:<20} {:<9} {:>3} wpm {:<4} {}", s.meeting, s.voice, s.speed, s.prompt_version, line(&s.figures()));
-                    }
+                    eprintln!("{:<20} {:<9} {:>3} wpm {:<4} {}", s.meeting, s.voice, s.speed, s.prompt_version, line(&s.figures()));
                     runs.push(s);
                 }
             }
@@ -178,7 +176,6 @@ fn line(f: &Figures) -> String {
 fn print_tables(runs: &[Score], totals: &[(String, Score)]) {
     for (version, _) in totals {
         println!("\nprompt version {version}: per meeting (all voices and speeds)");
-        println!("{:<20} {:<18} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6} {:>5}", "meeting", "setting", "WER%", "decP", "decR", "actR", "owner", "actP", "inv.i", "Q", "inv.a");
         let mut names: Vec<&str> = runs.iter().map(|r| r.meeting.as_str()).collect();
         names.dedup();
         for name in names {
@@ -188,20 +185,7 @@ fn print_tables(runs: &[Score], totals: &[(String, Score)]) {
             }
             let f = m.figures();
             let setting = runs.iter().find(|r| r.meeting == name).map_or("", |r| r.setting.as_str());
-            println!(
-                "{:<20} {:<18} {:>6.1} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>5} {:>6.2} {:>5}",
-                name,
-                setting,
-                f.wer * 100.0,
-                f.decision_precision,
-                f.decision_recall,
-                f.action_recall,
-                f.owner_accuracy,
-                f.action_precision,
-                f.invented_items,
-                f.question_accuracy,
-                f.invented_answers
-            );
+            println!("{name:<20} {setting:<18} {}", line(&f));
         }
     }
     println!("\ntotals ({} runs)", runs.len());

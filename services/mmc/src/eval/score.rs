@@ -47,7 +47,7 @@ fn fold(word: &str) -> String {
 }
 
 fn folded(text: &str) -> Vec<String> {
-    normalise(text).iter().map(|w| fold(w)).collect()
+    normalise(text).iter().map(|w| fold(w.trim_end_matches("'s"))).collect()
 }
 
 /// Whether `text` holds the key term `key` (see the module docs).
@@ -92,8 +92,9 @@ const WEEKDAYS_AND_MONTHS: &[&str] = &[
 fn claims(text: &str, names: bool) -> Vec<String> {
     words(text)
         .into_iter()
-        .filter(|w| w.number.is_some() || WEEKDAYS_AND_MONTHS.contains(&w.text.trim_end_matches('s')) || (names && w.capitalised && !w.sentence_start && w.text.len() > 1))
-        .map(|w| fold(w.text.trim_end_matches("'s")))
+        .map(|w| (fold(w.text.trim_end_matches("'s")), w))
+        .filter(|(t, w)| w.number.is_some() || WEEKDAYS_AND_MONTHS.contains(&t.as_str()) || (names && w.capitalised && !w.sentence_start && t.len() > 1))
+        .map(|(t, _)| t)
         .collect()
 }
 

@@ -138,12 +138,15 @@ static DUE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(r"(?i)\b(?:(?:by|on|before|until|till|no later than|due|from|for|at) )?(?:{day})\b"))
 });
 
-/// The due phrase of `text`, as said ("by Thursday", "next week"), if it states one.
+/// The due phrase of `text`, as said ("by Thursday", "next week"), if it states one: the
+/// last date phrase of the sentence, where a due date is said ("Tariq will review the May
+/// migration tomorrow" is due tomorrow).
 pub fn due_phrase(text: &str) -> Option<String> {
     DUE.find_iter(text)
         .map(|m| m.as_str().trim().to_string())
         // "may" as a verb is no date.
-        .find(|m| !m.eq_ignore_ascii_case("may") || text.contains("May"))
+        .filter(|m| !m.eq_ignore_ascii_case("may") || text.contains("May"))
+        .last()
 }
 
 /// Words of `text` as written (letters, digits, apostrophes).
@@ -317,6 +320,7 @@ mod tests {
         assert_eq!(due_phrase("It moves to the 10th of October.").as_deref(), Some("the 10th of October"));
         assert_eq!(due_phrase("Kevin will book the conference room for the workshop."), None);
         assert_eq!(due_phrase("We may need it."), None);
+        assert_eq!(due_phrase("Tariq will review the May migration tomorrow.").as_deref(), Some("tomorrow"));
     }
 
     #[test]
