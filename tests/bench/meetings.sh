@@ -15,8 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 models=${MMC_MODELS_DIR:-$PWD/models}
+# The test build by default (dependencies at opt-level 3, as the e2e tests run them); the
+# whole workspace, so that the dependencies' features match and nothing is rebuilt.
 profile=${MMC_BENCH_PROFILE:-debug}
-if [ "$profile" = release ]; then cargo build --release -q -p mmc -p mmc-speech -p mmc-textgen -p mmc-embed -p mmc-gateway --bins; else cargo build -q -p mmc -p mmc-speech -p mmc-textgen -p mmc-embed -p mmc-gateway --bins; fi
+if [ "$profile" = release ]; then cargo build --release -q --workspace --bins; else cargo build -q --workspace --bins; fi
 bin=./target/$profile
 export MMC_MODELS_DIR=$models
 $bin/mmc models fetch --profile bundled >/dev/null

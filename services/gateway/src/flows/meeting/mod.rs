@@ -469,8 +469,19 @@ impl Flows {
             // A JSON string field keeps the model writing prose rather than echoing the
             // prompt's headings.
             let schema = r#"{"type": "object", "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 400}}, "required": ["summary"], "additionalProperties": false, "x-guidance": {"whitespace_flexible": false}}"#;
-            let (text, model, _) = self.chat("summarize", &prompt, Some(schema), 160, deadline).await?;
-            textgen_model = textgen_model.or(model);
+            // The transcript is already stored-worthy: a summary the model cannot write (notes
+            // of a long meeting past its context window, or the service failing) falls back
+            // to the template rather than losing the meeting.
+            let text = match self.chat("summarize", &prompt, Some(schema), 160, deadline).await {
+                Ok((text, model, _)) => {
+                    textgen_model = textgen_model.or(model);
+                    text
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the summary could not be generated; template used");
+                    String::new()
+                }
+            };
             let note_texts: Vec<String> = notes
                 .decisions
                 .iter()
