@@ -107,14 +107,15 @@ pub fn parse_number(words: &[String]) -> Option<(Number, usize)> {
             continue;
         }
         let Some((c, is_ordinal)) = class(word) else { break };
-        let fits = match (c, last) {
-            (_, None) => true,
-            (Class::Unit(_), Some(Class::Tens(_) | Class::Hundred | Class::Scale(_))) => true,
-            (Class::Teen(_) | Class::Tens(_), Some(Class::Hundred | Class::Scale(_))) => true,
-            (Class::Hundred, Some(Class::Unit(_) | Class::Teen(_) | Class::Tens(_))) => true,
-            (Class::Scale(_), Some(Class::Unit(_) | Class::Teen(_) | Class::Tens(_) | Class::Hundred)) => true,
-            _ => false,
-        };
+        // Which word may follow which inside one number.
+        let fits = matches!(
+            (c, last),
+            (_, None)
+                | (Class::Unit(_), Some(Class::Tens(_) | Class::Hundred | Class::Scale(_)))
+                | (Class::Teen(_) | Class::Tens(_), Some(Class::Hundred | Class::Scale(_)))
+                | (Class::Hundred, Some(Class::Unit(_) | Class::Teen(_) | Class::Tens(_)))
+                | (Class::Scale(_), Some(Class::Unit(_) | Class::Teen(_) | Class::Tens(_) | Class::Hundred))
+        );
         if !fits {
             break;
         }

@@ -120,7 +120,8 @@ async fn meetings(args: MeetingsArgs) -> anyhow::Result<ExitCode> {
                         let a = client.ask_meeting(request).await.with_context(|| format!("asking {:?}", q.q))?.into_inner();
                         let source = AnswerSource::try_from(a.source).unwrap_or_default().as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
                         let participants = if args.no_participants { &[][..] } else { &meeting.participants[..] };
-                        s.add_answer(&q.q, &q.answer, &a.answer, a.answerable, &source, &segments, participants);
+                        let reply = score::Reply { answer: &a.answer, answerable: a.answerable, source: &source };
+                        s.add_answer(&q.q, &q.answer, reply, &segments, participants);
                     }
                     s.meeting = meeting.name.clone();
                     s.setting = meeting.setting.clone();

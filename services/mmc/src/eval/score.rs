@@ -213,7 +213,8 @@ pub fn score_summary(meeting: &Meeting, segments: &[Segment], summary: &MeetingS
         if ids.is_empty() {
             s.invented_items.push(format!("action item cites no line: {text}"));
         }
-        if !owner.is_empty() && !(use_participants && people.contains(&fold(&owner.to_lowercase()))) && !has_key(&cited(ids), owner) {
+        let heard_or_listed = owner.is_empty() || has_key(&cited(ids), owner) || (use_participants && people.contains(&fold(&owner.to_lowercase())));
+        if !heard_or_listed {
             s.invented_items.push(format!("owner {owner:?} is not a participant: {text}"));
         }
         let missing = unsupported(due, &evidence(&cited(ids)), false);
@@ -229,9 +230,18 @@ pub fn score_summary(meeting: &Meeting, segments: &[Segment], summary: &MeetingS
     s
 }
 
+/// What the gateway answered to one question.
+pub struct Reply<'a> {
+    pub answer: &'a str,
+    pub answerable: bool,
+    /// "model", "extractive" or "none".
+    pub source: &'a str,
+}
+
 impl Score {
     /// Adds one question's outcome.
-    pub fn add_answer(&mut self, question: &str, expected: &[String], answer: &str, answerable: bool, source: &str, segments: &[Segment], participants: &[String]) {
+    pub fn add_answer(&mut self, question: &str, expected: &[String], reply: Reply<'_>, segments: &[Segment], participants: &[String]) {
+        let Reply { answer, answerable, source } = reply;
         let transcript: String = segments.iter().map(|s| s.text.trim()).collect::<Vec<_>>().join(" ");
         let mut known: HashSet<String> = folded(&transcript).into_iter().collect();
         known.extend(participants.iter().map(|p| fold(&p.to_lowercase())));
@@ -382,10 +392,10 @@ due = []
         assert_eq!(s.summary_invented, ["friday"]);
         assert_eq!((s.word_errors, s.reference_words), (1, 21));
         let people = meeting.participants.clone();
-        s.add_answer("Who sends the budget?", &["laura".into()], "Laura", true, "model", &segments, &people);
-        s.add_answer("What does the party cost?", &[], "The meeting does not say.", false, "none", &segments, &people);
-        s.add_answer("What does the room cost?", &[], "$50", true, "model", &segments, &people);
-        s.add_answer("By how much?", &["10".into()], "By 20 percent", true, "model", &segments, &people);
+        s.add_answer("Who sends the budget?", &["laura".into()], Reply { answer: "Laura", answerable: true, source: "model" }, &segments, &people);
+        s.add_answer("What does the party cost?", &[], Reply { answer: "The meeting does not say.", answerable: false, source: "none" }, &segments, &people);
+        s.add_answer("What does the room cost?", &[], Reply { answer: "$50", answerable: true, source: "model" }, &segments, &people);
+        s.add_answer("By how much?", &["10".into()], Reply { answer: "By 20 percent", answerable: true, source: "model" }, &segments, &people);
         let f = s.figures();
         assert_eq!((s.questions_right, s.questions), (2, 4));
         assert_eq!(f.invented_answers, 2);

@@ -154,23 +154,24 @@ pub struct Candidate {
     pub coverage: f32,
 }
 
+/// A transcript sentence as retrieval sees it.
+#[derive(Clone, Debug)]
+pub struct Line<'a> {
+    pub text: &'a str,
+    /// The notes' owner when the sentence is an action item.
+    pub owner: Option<&'a str>,
+    /// Cosine similarity with the question.
+    pub similarity: f32,
+}
+
 /// The lines that may answer `question`, best first (see the module docs).
-pub fn candidates(
-    question: &str,
-    expect: &Expect,
-    texts: &[&str],
-    owners: &[Option<String>],
-    similarities: &[f32],
-    title: &str,
-    people: &People,
-    min_similarity: f32,
-) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = texts
+pub fn candidates(question: &str, expect: &Expect, lines: &[Line<'_>], title: &str, people: &People, min_similarity: f32) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = lines
         .iter()
         .enumerate()
-        .filter(|(i, _)| similarities[*i] >= min_similarity)
-        .map(|(index, text)| Candidate { index, similarity: similarities[index], coverage: coverage(question, expect, text, title) })
-        .filter(|c| c.coverage >= MIN_COVERAGE && holds(expect, texts[c.index], question, people, owners[c.index].as_deref()))
+        .filter(|(_, l)| l.similarity >= min_similarity)
+        .map(|(index, l)| Candidate { index, similarity: l.similarity, coverage: coverage(question, expect, l.text, title) })
+        .filter(|c| c.coverage >= MIN_COVERAGE && holds(expect, lines[c.index].text, question, people, lines[c.index].owner))
         .collect();
     out.sort_by(|a, b| (b.coverage + b.similarity).total_cmp(&(a.coverage + a.similarity)));
     out
@@ -354,8 +355,9 @@ mod tests {
         let p = people();
         let lines = ["We agreed to reduce the marketing budget by ten percent.", "Laura will send the revised budget to finance on Monday.", "Kevin will book the conference room."];
         let sims = [0.5, 0.5, 0.5];
-        let owners = [None, Some("Laura".to_string()), Some("Kevin".to_string())];
-        let ask = |q: &str| candidates(q, &expect(q), &lines, &owners, &sims, "Budget planning", &p, 0.3);
+        let owners = [None, Some("Laura"), Some("Kevin")];
+        let lines: Vec<Line<'_>> = lines.iter().zip(owners).zip(sims).map(|((text, owner), similarity)| Line { text, owner, similarity }).collect();
+        let ask = |q: &str| candidates(q, &expect(q), &lines, "Budget planning", &p, 0.3);
         assert!(ask("How much money will the holiday party cost?").is_empty());
         assert!(ask("Who will hire the new accountant?").is_empty());
         assert!(ask("Who will book the flights?").is_empty());
@@ -363,7 +365,8 @@ mod tests {
         assert_eq!(ask("By how much will the marketing budget be reduced?")[0].index, 0);
         assert_eq!(ask("Who will book the conference room?")[0].index, 2);
         let lines = ["We agreed to charge fifteen dollars for each runner.", "We decided to add a second crane."];
-        let ask = |q: &str| candidates(q, &expect(q), &lines, &[None, None], &[0.5, 0.5], "Charity run", &p, 0.3);
+        let lines: Vec<Line<'_>> = lines.iter().map(|text| Line { text, owner: None, similarity: 0.5 }).collect();
+        let ask = |q: &str| candidates(q, &expect(q), &lines, "Charity run", &p, 0.3);
         assert_eq!(ask("How much does each runner pay?")[0].index, 0);
         assert!(ask("How much will the crane cost?").is_empty());
     }

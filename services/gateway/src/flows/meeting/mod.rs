@@ -564,7 +564,9 @@ impl Flows {
             .iter()
             .map(|s| action_items.iter().find(|a| a.item.as_ref().is_some_and(|i| i.text == s.text) && !a.owner.is_empty()).map(|a| a.owner.clone()))
             .collect();
-        let mut found = ask::candidates(question, &expect, &texts, &owners, &similarities, &meeting.title, &people, self.meeting.min_relevance);
+        let retrievable: Vec<ask::Line<'_>> =
+            texts.iter().zip(&owners).zip(&similarities).map(|((text, owner), similarity)| ask::Line { text, owner: owner.as_deref(), similarity: *similarity }).collect();
+        let mut found = ask::candidates(question, &expect, &retrievable, &meeting.title, &people, self.meeting.min_relevance);
         found.truncate(top_k.clamp(1, 3));
         let answered = |source: AnswerSource| {
             metrics::counter!("mmc_gateway_answers_total", "source" => source.as_str_name()).increment(1);
