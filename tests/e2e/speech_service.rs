@@ -365,7 +365,10 @@ async fn bad_input_gets_a_clear_status_and_the_service_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
-    let svc = start(&["--concurrency", "2"]).await;
+    // Lending off: with it, whichever request arrives first under load may borrow the other
+    // state for a chunk and the second then waits (lending is tested by
+    // `a_lone_long_recording_borrows_the_idle_state_and_gives_it_back_when_asked`).
+    let svc = start(&["--concurrency", "2", "--lend-idle-states", "false"]).await;
     let dir = tempfile::tempdir().unwrap();
     let clips = librivox();
     let (a, b) = (std::fs::read(&clips[0].0).unwrap(), std::fs::read(&clips[3].0).unwrap());

@@ -51,6 +51,9 @@ pub struct CoreConfig {
     pub chunker: ChunkerConfig,
     /// Device whisper.cpp runs on.
     pub device: mmc_models::DeviceSpec,
+    /// Whether a request whose own state is busy may borrow idle ones (see
+    /// [`SpeechCore::transcribe`]); off gives each request exactly one state.
+    pub lend_idle_states: bool,
 }
 
 /// One transcription request, as the core sees it.
@@ -497,7 +500,7 @@ impl SpeechCore {
 
     /// An idle decoder state this job may use too, if no other request waits for one.
     fn borrow_idle_state(&self) -> Option<Borrowed<'_>> {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        if !self.config.lend_idle_states || self.waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
         let permit = self.permits.clone().try_acquire_owned().ok()?;

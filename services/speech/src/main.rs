@@ -28,6 +28,10 @@ struct Args {
     /// Requests transcribed at once (one decoder state each, the weights shared).
     #[arg(long, env = "MMC_SPEECH_CONCURRENCY", default_value_t = 2)]
     concurrency: usize,
+    /// Whether a lone request may borrow idle decoder states and transcribe its chunks side
+    /// by side (`--lend-idle-states false`: one state per request, always).
+    #[arg(long, env = "MMC_SPEECH_LEND_IDLE_STATES", default_value_t = true, action = clap::ArgAction::Set)]
+    lend_idle_states: bool,
     /// Requests that may wait for a free decoder state; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "MMC_QUEUE_CAPACITY", default_value_t = 32)]
     queue_capacity: usize,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         max_audio_ms: args.max_audio_s * 1000,
         chunker: ChunkerConfig::default(),
         device: args.device,
+        lend_idle_states: args.lend_idle_states,
     });
     let limits = handlers::RequestLimits {
         max_upload_bytes: args.max_upload_bytes,

@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             max_audio_ms: 4 * 3600 * 1000,
             chunker: ChunkerConfig::default(),
             device: mmc_models::DeviceSpec::Cpu,
+            lend_idle_states: true,
         });
         core.load_and_warm_up().await?;
         let mut best: Option<(f64, f64, String)> = None;
