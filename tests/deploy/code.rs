@@ -39,9 +39,7 @@ impl Options {
             rest = &rest[i + 6..];
             let name = rest[..rest.find('=').unwrap()].to_string();
             rest = &rest[rest.find(']').unwrap() + 1..];
-            let default = rest
-                .strip_prefix(" [default: ")
-                .map(|d| d[..d.find(']').unwrap()].to_string());
+            let default = rest.strip_prefix(" [default: ").map(|d| d[..d.find(']').unwrap()].to_string());
             env.insert(name, default);
         }
         assert!(env.contains_key("MMC_LOG_FORMAT") || !args.is_empty(), "{binary} --help lists no variables:\n{help}");
@@ -55,10 +53,7 @@ impl Options {
 
     /// The default of an option, by variable.
     pub fn default(&self, name: &str) -> &str {
-        self.env
-            .get(name)
-            .and_then(|d| d.as_deref())
-            .unwrap_or_else(|| panic!("{} has no default for {name}", self.binary))
+        self.env.get(name).and_then(|d| d.as_deref()).unwrap_or_else(|| panic!("{} has no default for {name}", self.binary))
     }
 
     /// The port of an address option's default (`127.0.0.1:50051` -> 50051).

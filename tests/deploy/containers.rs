@@ -85,10 +85,7 @@ fn dockerfiles_pass_hadolint_and_match_the_code() {
         assert_eq!(env.get("MMC_LISTEN"), Some(&format!("0.0.0.0:{grpc}")), "{name}: MMC_LISTEN");
         assert_eq!(env.get("MMC_METRICS_LISTEN"), Some(&format!("0.0.0.0:{metrics}")), "{name}: MMC_METRICS_LISTEN");
         for k in env.keys().filter(|k| k.starts_with("MMC_")) {
-            assert!(
-                SERVICES.iter().any(|s| Options::of(&format!("mmc-{s}"), &[]).accepts(k)),
-                "{name}: sets {k}, which no service reads"
-            );
+            assert!(SERVICES.iter().any(|s| Options::of(&format!("mmc-{s}"), &[]).accepts(k)), "{name}: sets {k}, which no service reads");
         }
         assert_eq!(env.get("MMC_HTTP_LISTEN"), Some(&format!("0.0.0.0:{http}")), "{name}: MMC_HTTP_LISTEN");
         assert!(ins.iter().any(|l| l == &format!("EXPOSE {grpc} {metrics} {http}")), "{name}: EXPOSE {grpc} {metrics} {http}");
@@ -128,7 +125,8 @@ fn compose_files_wire_the_services_as_the_code_expects() {
     let fetch = &c["services"]["models"];
     let cmd: Vec<&str> = arr(fetch, &["command"]).iter().filter_map(Value::as_str).collect();
     assert_eq!(&cmd[..3], ["mmc", "models", "fetch"], "compose: the models service does not fetch");
-    let fetch_volume = arr(fetch, &["volumes"]).iter().filter_map(Value::as_str).find(|v| v.ends_with(&format!(":{models_dir}"))).expect("models volume");
+    let fetch_volume =
+        arr(fetch, &["volumes"]).iter().filter_map(Value::as_str).find(|v| v.ends_with(&format!(":{models_dir}"))).expect("models volume");
     for svc in SERVICES {
         let def = services.get(svc).unwrap_or_else(|| panic!("compose: no service {svc}"));
         let opts = Options::of(&format!("mmc-{svc}"), &[]);
@@ -146,7 +144,11 @@ fn compose_files_wire_the_services_as_the_code_expects() {
                 arr(def, &["volumes"]).iter().filter_map(Value::as_str).any(|v| v.starts_with(&format!("{volume}:{models_dir}"))),
                 "compose/{svc}: does not mount the fetched models at {models_dir}"
             );
-            assert_eq!(s(def, &["depends_on", "models", "condition"]), "service_completed_successfully", "compose/{svc}: starts before the models are fetched");
+            assert_eq!(
+                s(def, &["depends_on", "models", "condition"]),
+                "service_completed_successfully",
+                "compose/{svc}: starts before the models are fetched"
+            );
         }
     }
     // The gateway reaches each model service by its compose name on the service's port,

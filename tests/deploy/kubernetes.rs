@@ -90,9 +90,8 @@ fn every_overlay_renders_and_passes_schema_validation() {
         let yaml = kustomize(&path);
         let file = dir.path().join(format!("{overlay}.yaml"));
         std::fs::write(&file, &yaml).unwrap();
-        let validate = |file: &std::path::Path| {
-            run(Command::new(tool("kubernetes-validate")).args(["--strict", "--quiet", "-k", KUBERNETES_VERSION]).arg(file))
-        };
+        let validate =
+            |file: &std::path::Path| run(Command::new(tool("kubernetes-validate")).args(["--strict", "--quiet", "-k", KUBERNETES_VERSION]).arg(file));
         let out = validate(&file);
         assert!(
             out.status.success(),
@@ -142,11 +141,7 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
     assert_eq!(port_named(server, "metrics"), metrics, "{ctx}: metrics port differs from {name}'s default");
     let env = r.env_of(server);
     assert_eq!(env.get("MMC_LISTEN").map(String::as_str), Some(format!("0.0.0.0:{grpc}").as_str()), "{ctx}: MMC_LISTEN");
-    assert_eq!(
-        env.get("MMC_METRICS_LISTEN").map(String::as_str),
-        Some(format!("0.0.0.0:{metrics}").as_str()),
-        "{ctx}: MMC_METRICS_LISTEN"
-    );
+    assert_eq!(env.get("MMC_METRICS_LISTEN").map(String::as_str), Some(format!("0.0.0.0:{metrics}").as_str()), "{ctx}: MMC_METRICS_LISTEN");
     // A service with an HTTP API (the gateway) serves it on its default port too.
     let http = opts.accepts("MMC_HTTP_LISTEN").then(|| opts.default_port("MMC_HTTP_LISTEN") as u64);
     if let Some(http) = http {
@@ -156,8 +151,7 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(server[probe]["grpc"]["port"].as_u64(), Some(grpc), "{ctx}: {probe} must be a gRPC probe on port {grpc}");
     }
-    let startup_s = server["startupProbe"]["periodSeconds"].as_u64().unwrap_or(10)
-        * server["startupProbe"]["failureThreshold"].as_u64().unwrap_or(3);
+    let startup_s = server["startupProbe"]["periodSeconds"].as_u64().unwrap_or(10) * server["startupProbe"]["failureThreshold"].as_u64().unwrap_or(3);
     assert!(startup_s >= 300, "{ctx}: the startup probe allows {startup_s} s for model loading");
     let annotations = &pod["metadata"]["annotations"];
     assert_eq!(s(annotations, &["prometheus.io/scrape"]), "true", "{ctx}: scrape annotation");
@@ -171,8 +165,7 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
             assert!(opts.accepts(key), "{ctx}: sets {key}, which {name} does not read");
         } else {
             assert!(
-                SERVICES.iter().any(|s| Options::of(&format!("mmc-{s}"), &[]).accepts(key))
-                    || Options::of("mmc", &["models", "fetch"]).accepts(key),
+                SERVICES.iter().any(|s| Options::of(&format!("mmc-{s}"), &[]).accepts(key)) || Options::of("mmc", &["models", "fetch"]).accepts(key),
                 "{ctx}: a ConfigMap sets {key}, which no mmc binary reads"
             );
         }
@@ -206,10 +199,7 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
     if model_service {
         assert_eq!(s(service, &["spec", "clusterIP"]), "None", "{ctx}: model services are headless (the gateway balances per pod)");
     }
-    assert!(
-        r.all("PodDisruptionBudget").any(|p| selects(get(p, &["spec", "selector", "matchLabels"]), labels)),
-        "{ctx}: no PodDisruptionBudget"
-    );
+    assert!(r.all("PodDisruptionBudget").any(|p| selects(get(p, &["spec", "selector", "matchLabels"]), labels)), "{ctx}: no PodDisruptionBudget");
     if model_service {
         let hpa = r
             .all("HorizontalPodAutoscaler")
@@ -236,7 +226,10 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
     if r.overlay == "gpu" && !model_service {
         let terms = arr(pod, &["spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"]);
         assert!(
-            terms.iter().flat_map(|t| arr(t, &["matchExpressions"])).any(|e| s(e, &["key"]) == "nvidia.com/gpu.present" && s(e, &["operator"]) == "DoesNotExist"),
+            terms
+                .iter()
+                .flat_map(|t| arr(t, &["matchExpressions"]))
+                .any(|e| s(e, &["key"]) == "nvidia.com/gpu.present" && s(e, &["operator"]) == "DoesNotExist"),
             "{ctx}: the gateway must stay off GPU nodes"
         );
     }
@@ -256,11 +249,7 @@ fn check_model_fetch(
 ) {
     let init = container(pod, "initContainers", "fetch-models");
     let env = r.env_of(init);
-    let argv: Vec<String> = arr(init, &["command"])
-        .iter()
-        .chain(arr(init, &["args"]))
-        .map(|a| expand(a.as_str().unwrap(), &env))
-        .collect();
+    let argv: Vec<String> = arr(init, &["command"]).iter().chain(arr(init, &["args"])).map(|a| expand(a.as_str().unwrap(), &env)).collect();
     assert_eq!(&argv[..3], ["mmc", "models", "fetch"], "{ctx}: init container does not run `mmc models fetch`");
     let flag = |f: &str| argv.iter().position(|a| a == f).map(|i| argv[i + 1].clone());
     let profile = flag("--profile").unwrap_or_else(|| "bundled".into());
@@ -279,9 +268,8 @@ fn check_model_fetch(
     assert_eq!(server_env.get("MMC_PROFILE"), Some(&profile), "{ctx}: the server reports another profile than is fetched");
 
     // Same volume: written by the init container where the image's MMC_MODELS_DIR points.
-    let mount = |c: &Value| {
-        arr(c, &["volumeMounts"]).iter().find(|m| s(m, &["mountPath"]) == models_dir_in_image).map(|m| s(m, &["name"]).to_string())
-    };
+    let mount =
+        |c: &Value| arr(c, &["volumeMounts"]).iter().find(|m| s(m, &["mountPath"]) == models_dir_in_image).map(|m| s(m, &["name"]).to_string());
     let server = container(pod, "containers", "server");
     let (w, rd) = (mount(init), mount(server));
     assert!(w.is_some() && w == rd, "{ctx}: init and server do not share a volume at {models_dir_in_image}");

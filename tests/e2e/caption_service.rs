@@ -42,9 +42,11 @@ fn imagenet_objects() -> HashSet<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/models/data/imagenet_classes.txt");
     let text = std::fs::read_to_string(path).unwrap();
     // Words that end some synonym but are ordinary English in a caption.
-    let ordinary = ["light", "home", "head", "can", "top", "case", "cover", "board", "fly", "maker", "pack", "pick", "place",
-        "press", "rule", "safe", "scale", "shade", "site", "slide", "spot", "spray", "stage", "star", "stick", "stole",
-        "swing", "unit", "watch", "file", "front", "piece", "point", "close", "grand", "bar", "set", "kit", "jack", "hot"];
+    let ordinary = [
+        "light", "home", "head", "can", "top", "case", "cover", "board", "fly", "maker", "pack", "pick", "place", "press", "rule", "safe", "scale",
+        "shade", "site", "slide", "spot", "spray", "stage", "star", "stick", "stole", "swing", "unit", "watch", "file", "front", "piece", "point",
+        "close", "grand", "bar", "set", "kit", "jack", "hot",
+    ];
     text.lines()
         .flat_map(|l| l.split(','))
         .filter_map(|s| s.trim().split(' ').next_back().map(str::to_lowercase))
@@ -65,7 +67,9 @@ fn words(text: &str) -> Vec<String> {
 fn ungrounded(caption: &str, labels: &[Label], objects: &HashSet<String>) -> Option<String> {
     let mut allowed: HashSet<String> = labels.iter().flat_map(|l| words(&l.name)).collect();
     // Broader nouns for the families on the test photos (docs/caption.md lists them all).
-    for (word, member_words) in [("cat", "cat lynx"), ("bicycle", "bike"), ("bike", "bike"), ("rocket", "missile projectile shuttle"), ("coffee", "espresso mug")] {
+    for (word, member_words) in
+        [("cat", "cat lynx"), ("bicycle", "bike"), ("bike", "bike"), ("rocket", "missile projectile shuttle"), ("coffee", "espresso mug")]
+    {
         if labels.iter().any(|l| words(&l.name).iter().any(|w| member_words.split(' ').any(|m| m == w))) {
             allowed.insert(word.to_string());
         }

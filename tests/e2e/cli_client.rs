@@ -36,10 +36,8 @@ async fn the_cli_runs_every_flow_against_a_live_cluster() {
         // Index a directory; a second run finds every photo already indexed.
         let indexed = mmc_json(&["index", photos, "--meta", "album=test", "--gateway", &gw, "--json"]);
         let images = indexed["images"].as_array().unwrap();
-        let photo_files = std::fs::read_dir(photos)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png" || x == "jpg"))
-            .count();
+        let photo_files =
+            std::fs::read_dir(photos).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png" || x == "jpg")).count();
         assert_eq!(images.len(), photo_files, "{indexed}");
         assert_eq!(indexed["failed"], 0);
         assert!(images.iter().all(|i| !i["caption"].as_str().unwrap().is_empty()), "{indexed}");

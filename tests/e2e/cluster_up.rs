@@ -9,7 +9,7 @@ use std::{
 };
 
 use mmc_proto::caption::v1::{caption_service_client::CaptionServiceClient, CaptionRequest};
-use mmc_tests::{binary, bin_dir, eventually, find_processes, free_port_range, http_get, ChildGuard};
+use mmc_tests::{bin_dir, binary, eventually, find_processes, free_port_range, http_get, ChildGuard};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tonic::transport::Channel;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
@@ -49,16 +49,12 @@ async fn health(port: u16, service: &str) -> Option<ServingStatus> {
 
 async fn reflected_services(port: u16) -> Vec<String> {
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
     };
     let ch = channel(port).await.expect("connect for reflection");
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut stream = ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .expect("reflection call")
-        .into_inner();
+    let mut stream = ServerReflectionClient::new(ch).server_reflection_info(tokio_stream::iter([req])).await.expect("reflection call").into_inner();
     match stream.message().await.expect("reflection response").expect("one message").message_response {
         Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
         other => panic!("unexpected reflection response {other:?}"),
@@ -72,10 +68,7 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let log_path = std::env::temp_dir().join(format!("mmc-up-e2e-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut mmc = ChildGuard::spawn(
-        &mut mmc_up(grpc_base, metrics_base)
-            .args(["--startup-timeout-s", "120", "--stop-timeout-s", "20"])
-            .stdout(Stdio::piped())
-            .stderr(log),
+        &mut mmc_up(grpc_base, metrics_base).args(["--startup-timeout-s", "120", "--stop-timeout-s", "20"]).stdout(Stdio::piped()).stderr(log),
     );
     let stdout = mmc.0.as_mut().unwrap().stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
@@ -94,10 +87,9 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
                     break;
                 }
             }
-            Err(_) => panic!(
-                "mmc up did not report the cluster up; stdout {printed:?}; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            ),
+            Err(_) => {
+                panic!("mmc up did not report the cluster up; stdout {printed:?}; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
+            }
         }
     }
     // The endpoint table follows.
@@ -189,12 +181,8 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
     let empty = tempfile::tempdir().unwrap();
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
-    let mut mmc = ChildGuard::spawn(
-        &mut mmc_up(grpc_base, metrics_base)
-            .env("MMC_MODELS_DIR", empty.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
+    let mut mmc =
+        ChildGuard::spawn(&mut mmc_up(grpc_base, metrics_base).env("MMC_MODELS_DIR", empty.path()).stdout(Stdio::null()).stderr(Stdio::piped()));
     let pipe = mmc.0.as_mut().unwrap().stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -206,10 +194,7 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
     let stderr = reader.join().unwrap();
     // Both model services with bundled models (embed, textgen) need them; whichever
     // exhausts its retries first stops the cluster.
-    assert!(
-        ["embed", "textgen"].iter().any(|s| stderr.contains(&format!("{s} failed to start 3 times"))),
-        "{stderr}"
-    );
+    assert!(["embed", "textgen"].iter().any(|s| stderr.contains(&format!("{s} failed to start 3 times"))), "{stderr}");
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }
 
@@ -217,24 +202,15 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
 async fn services_do_not_outlive_a_killed_mmc_up() {
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
-    let mut mmc = ChildGuard::spawn(
-        &mut mmc_up(grpc_base, metrics_base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut mmc = ChildGuard::spawn(&mut mmc_up(grpc_base, metrics_base).stdout(Stdio::null()).stderr(Stdio::null()));
     let listen = format!("127.0.0.1:{grpc_base}");
-    let started = eventually(Duration::from_secs(60), || async {
-        (!find_processes(&["mmc-embed", &listen]).is_empty()).then_some(())
-    })
-    .await;
+    let started = eventually(Duration::from_secs(60), || async { (!find_processes(&["mmc-embed", &listen]).is_empty()).then_some(()) }).await;
     assert!(started.is_some(), "mmc-embed started");
     // SIGKILL: mmc up gets no chance to clean up; the kernel's parent-death signal must.
     nix::sys::signal::kill(Pid::from_raw(mmc.pid()), Signal::SIGKILL).unwrap();
     mmc.wait_timeout(Duration::from_secs(10)).expect("mmc up killed");
     let gone = eventually(Duration::from_secs(30), || async {
-        let left: Vec<i32> = (0..5u16)
-            .flat_map(|i| find_processes(&["mmc-", &format!("127.0.0.1:{}", grpc_base + i)]))
-            .collect();
+        let left: Vec<i32> = (0..5u16).flat_map(|i| find_processes(&["mmc-", &format!("127.0.0.1:{}", grpc_base + i)])).collect();
         left.is_empty().then_some(())
     })
     .await;

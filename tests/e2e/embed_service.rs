@@ -37,12 +37,7 @@ async fn embed_text_over_grpc_with_real_minilm() {
     assert_eq!((model.id.as_str(), model.dimensions, model.profile.as_str()), ("all-minilm-l6-v2", 384, "bundled"));
     assert_eq!(model.revision, "53aa51172d14", "weights digest from the fetch stamp");
     let v: Vec<&[f32]> = resp.embeddings.iter().map(|e| e.values.as_slice()).collect();
-    assert!(
-        cosine(v[0], v[1]) > cosine(v[0], v[2]) + 0.2,
-        "cat~kitten {} should beat cat~revenue {}",
-        cosine(v[0], v[1]),
-        cosine(v[0], v[2])
-    );
+    assert!(cosine(v[0], v[1]) > cosine(v[0], v[2]) + 0.2, "cat~kitten {} should beat cat~revenue {}", cosine(v[0], v[1]), cosine(v[0], v[2]));
 
     let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.max_text_tokens, 256);
@@ -52,10 +47,7 @@ async fn embed_text_over_grpc_with_real_minilm() {
     let long = "budget review ".repeat(300);
     let resp = client.embed_text(texts(&[&long])).await.unwrap().into_inner();
     assert!(resp.embeddings[0].truncated && resp.embeddings[0].token_count == 256);
-    let err = client
-        .embed_text(EmbedTextRequest { texts: vec![long.clone()], reject_overlong: true })
-        .await
-        .unwrap_err();
+    let err = client.embed_text(EmbedTextRequest { texts: vec![long.clone()], reject_overlong: true }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("at most 256"), "{}", err.message());
 
@@ -106,8 +98,7 @@ fn photo(name: &str) -> Image {
 /// Photo `name` of test-assets model `dir`.
 fn photo_in(dir: &str, name: &str) -> Image {
     let path = mmc_tests::models_dir().join(dir).join(name);
-    let data = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `mmc models fetch --profile test-assets`", path.display()));
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `mmc models fetch --profile test-assets`", path.display()));
     Image { data, mime_type: String::new(), source_name: name.to_string() }
 }
 
@@ -127,13 +118,7 @@ async fn images_are_classified_and_share_the_text_space() {
     let embed = start(&[]).await;
     let mut client = EmbedServiceClient::new(embed.channel.clone());
 
-    let latents = client
-        .encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3 })
-        .await
-        .unwrap()
-        .into_inner()
-        .latents
-        .unwrap();
+    let latents = client.encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3 }).await.unwrap().into_inner().latents.unwrap();
     assert_eq!(latents.encoder.as_ref().unwrap().id, "efficientnet-lite0");
     assert_eq!((latents.width_px, latents.height_px), (451, 300));
     assert_eq!(latents.labels.len(), 3);
@@ -155,11 +140,7 @@ async fn images_are_classified_and_share_the_text_space() {
         ("cyclists racing on a road", "bike.jpg"),
         ("a rocket on the launch pad", "rocket.jpg"),
     ];
-    let images = client
-        .embed_image(EmbedImageRequest { images: names.iter().map(|n| photo(n)).collect() })
-        .await
-        .unwrap()
-        .into_inner();
+    let images = client.embed_image(EmbedImageRequest { images: names.iter().map(|n| photo(n)).collect() }).await.unwrap().into_inner();
     let sentences: Vec<&str> = queries.iter().map(|(q, _)| *q).collect();
     let vectors = client.embed_text(self::texts(&sentences)).await.unwrap().into_inner();
     assert_eq!(images.model.as_ref().unwrap().id, vectors.model.as_ref().unwrap().id, "one space, one id");
@@ -216,10 +197,34 @@ fn gallery_photo(name: &str) -> Image {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
     let gallery = [
-        "cat.png", "coffee.png", "motorcycle.png", "bike.jpg", "rocket.jpg", "astronaut.png", "hubble_deep_field.jpg",
-        "brick.png", "camera.png", "cell.png", "chessboard_RGB.png", "clock_motion.png", "coins.png", "color.png",
-        "grass.png", "gravel.png", "horse.png", "ihc.png", "logo.png", "microaneurysms.png", "moon.png", "page.png",
-        "phantom.png", "retina.jpg", "text.png", "flux-robot.jpg", "stable-diffusion-3.jpg", "stable-diffusion-xl.jpg",
+        "cat.png",
+        "coffee.png",
+        "motorcycle.png",
+        "bike.jpg",
+        "rocket.jpg",
+        "astronaut.png",
+        "hubble_deep_field.jpg",
+        "brick.png",
+        "camera.png",
+        "cell.png",
+        "chessboard_RGB.png",
+        "clock_motion.png",
+        "coins.png",
+        "color.png",
+        "grass.png",
+        "gravel.png",
+        "horse.png",
+        "ihc.png",
+        "logo.png",
+        "microaneurysms.png",
+        "moon.png",
+        "page.png",
+        "phantom.png",
+        "retina.jpg",
+        "text.png",
+        "flux-robot.jpg",
+        "stable-diffusion-3.jpg",
+        "stable-diffusion-xl.jpg",
         "wuerstchen-cat.jpg",
     ];
     let cats: &[&str] = &["cat.png", "wuerstchen-cat.jpg"];
@@ -258,18 +263,13 @@ async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
     async fn ranks(extra: &[&str], gallery: &[&str], sentences: &[&str], queries: &[(&str, &[&str])]) -> (Vec<(usize, String)>, String) {
         let embed = start(extra).await;
         let mut client = EmbedServiceClient::new(embed.channel.clone());
-        let images = client
-            .embed_image(EmbedImageRequest { images: gallery.iter().map(|n| gallery_photo(n)).collect() })
-            .await
-            .unwrap()
-            .into_inner();
+        let images = client.embed_image(EmbedImageRequest { images: gallery.iter().map(|n| gallery_photo(n)).collect() }).await.unwrap().into_inner();
         let vectors = client.embed_text(texts(sentences)).await.unwrap().into_inner();
         let ranks = queries
             .iter()
             .zip(&vectors.embeddings)
             .map(|((_, expected), q)| {
-                let mut order: Vec<(f32, &str)> =
-                    images.embeddings.iter().zip(gallery).map(|(i, n)| (cosine(&q.values, &i.values), *n)).collect();
+                let mut order: Vec<(f32, &str)> = images.embeddings.iter().zip(gallery).map(|(i, n)| (cosine(&q.values, &i.values), *n)).collect();
                 order.sort_by(|a, b| b.0.total_cmp(&a.0));
                 let rank = order.iter().position(|(_, n)| expected.contains(n)).unwrap() + 1;
                 (rank, order[0].1.to_string())

@@ -9,9 +9,8 @@ use mmc_proto::{
     caption::v1::CaptionMode,
     common::v1::Image,
     gateway::v1::{
-        gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query,
-        DeleteImageRequest, DescribeImageRequest, IndexImagesRequest, IndexImagesResponse, ListImagesRequest,
-        SearchImagesRequest, SearchImagesResponse,
+        gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DeleteImageRequest,
+        DescribeImageRequest, IndexImagesRequest, IndexImagesResponse, ListImagesRequest, SearchImagesRequest, SearchImagesResponse,
     },
 };
 use mmc_tests::{free_port_range, http_get, metric_value, start_service, start_service_on, Service};
@@ -145,7 +144,13 @@ async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
     assert_eq!(count_images(&mut client).await, 7);
 
     // Text search ranks the photographed object first.
-    for (query, want) in [("a cat", "cat.png"), ("a cup of coffee", "coffee.png"), ("a motorcycle", "motorcycle.png"), ("a bicycle", "bike.jpg"), ("a rocket", "rocket.jpg")] {
+    for (query, want) in [
+        ("a cat", "cat.png"),
+        ("a cup of coffee", "coffee.png"),
+        ("a motorcycle", "motorcycle.png"),
+        ("a bicycle", "bike.jpg"),
+        ("a rocket", "rocket.jpg"),
+    ] {
         let response = search(&mut client, Query::Text(query.into())).await;
         let ranked = sources(&response);
         println!("{query:?}: {ranked:?} {:?}", response.hits.iter().map(|h| h.score).collect::<Vec<_>>());
@@ -244,10 +249,8 @@ async fn unreachable_services_are_named_in_the_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_balanced_over_replicas_and_survive_losing_one() {
     let data = tempfile::tempdir().unwrap();
-    let (first, second) = tokio::join!(
-        start_service("mmc-embed", &[], Duration::from_secs(60)),
-        start_service("mmc-embed", &[], Duration::from_secs(60)),
-    );
+    let (first, second) =
+        tokio::join!(start_service("mmc-embed", &[], Duration::from_secs(60)), start_service("mmc-embed", &[], Duration::from_secs(60)),);
     let replicas = format!("{},{}", first.url, second.url);
     let dead = format!("http://127.0.0.1:{}", free_port_range(1));
     let gateway = start_gateway(&replicas, &dead, data.path()).await;

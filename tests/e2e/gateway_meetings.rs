@@ -2,10 +2,9 @@
 //! `mmc-embed` and `mmc-gateway` processes, and a meeting recording synthesized with
 //! espeak-ng in several voices from a script with known decisions and action items.
 
-
 use mmc_proto::gateway::v1::{
-    gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event,
-    AskMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
+    gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event, AskMeetingRequest,
+    GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
 use mmc_tests::{start_meeting_services, synthesize_meeting};
@@ -22,7 +21,11 @@ fn has_all(text: &str, words: &[&str]) -> bool {
 
 /// Uploads `audio` in 32 KiB messages and reads the events.
 async fn summarize(client: &mut GatewayServiceClient<Channel>, audio: &[u8]) -> (Vec<Segment>, Vec<String>, MeetingSummary) {
-    let config = MeetingConfig { title: "Budget review".into(), transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), ..Default::default() };
+    let config = MeetingConfig {
+        title: "Budget review".into(),
+        transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }),
+        ..Default::default()
+    };
     let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
     messages.extend(audio.chunks(32 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
     let mut stream = client.summarize_meeting(tokio_stream::iter(messages)).await.unwrap().into_inner();
@@ -67,12 +70,19 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     assert!(!segments.is_empty());
     assert_eq!(stages.first().map(String::as_str), Some("transcribe"), "{stages:?}");
     assert!(stages.iter().any(|s| s == "extract"), "{stages:?}");
-    let text_of = |ids: &[u32]| ids.iter().filter_map(|id| segments.iter().find(|s| s.id == *id)).map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
+    let text_of =
+        |ids: &[u32]| ids.iter().filter_map(|id| segments.iter().find(|s| s.id == *id)).map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
 
     // Decisions recovered, each citing a segment that really holds it.
     let found_decisions = DECISIONS
         .iter()
-        .filter(|words| summary.decisions.iter().chain(&summary.key_points).any(|d| d.citation_verified && has_all(&d.text, words) && has_all(&text_of(&d.segment_ids), words)))
+        .filter(|words| {
+            summary
+                .decisions
+                .iter()
+                .chain(&summary.key_points)
+                .any(|d| d.citation_verified && has_all(&d.text, words) && has_all(&text_of(&d.segment_ids), words))
+        })
         .count();
     // Action items with the right owner, citing a segment that names the owner and task.
     let found_actions = ACTIONS
@@ -80,7 +90,10 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
         .filter(|(owner, words)| {
             summary.action_items.iter().any(|a| {
                 let item = a.item.as_ref().unwrap();
-                a.owner == *owner && item.citation_verified && has_all(&item.text, words) && has_all(&text_of(&item.segment_ids), &[&owner.to_lowercase()])
+                a.owner == *owner
+                    && item.citation_verified
+                    && has_all(&item.text, words)
+                    && has_all(&text_of(&item.segment_ids), &[&owner.to_lowercase()])
             })
         })
         .count();
@@ -122,7 +135,8 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     assert_eq!(unknown.answer, "The meeting does not say.");
 
     // Bad requests.
-    let first_not_config = client.summarize_meeting(tokio_stream::iter([SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(vec![0; 10])) }])).await;
+    let first_not_config =
+        client.summarize_meeting(tokio_stream::iter([SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(vec![0; 10])) }])).await;
     assert_eq!(first_not_config.unwrap_err().code(), Code::InvalidArgument);
     let config = MeetingConfig { prompt_version: "v99".into(), ..Default::default() };
     let bad_version = client.summarize_meeting(tokio_stream::iter([SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }])).await;

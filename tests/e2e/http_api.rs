@@ -15,9 +15,13 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
     let data = tempfile::tempdir().unwrap();
     let http_addr = format!("127.0.0.1:{}", free_port_range(1));
     let gateway_args = [
-        "--http-listen", &http_addr, "--http-max-upload-bytes", "50000000",
+        "--http-listen",
+        &http_addr,
+        "--http-max-upload-bytes",
+        "50000000",
         // Generated chats that set no max_tokens stay short (the property is "no 5xx", not length).
-        "--http-default-max-tokens", "24",
+        "--http-default-max-tokens",
+        "24",
     ];
     let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], data.path(), &gateway_args).await;
     let base = format!("http://{http_addr}");
@@ -25,9 +29,8 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/http_api_check.py");
     let photos = models_dir().join("test-photos");
     let b = base.clone();
-    let out = tokio::task::spawn_blocking(move || Command::new(tool("python")).arg(script).arg(&b).arg(photos).arg(CLIP).output().unwrap())
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(tool("python")).arg(script).arg(&b).arg(photos).arg(CLIP).output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "REST checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("REST report: {}", stdout.lines().last().unwrap_or_default());

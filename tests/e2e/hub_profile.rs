@@ -15,12 +15,11 @@ use mmc_proto::{
     caption::v1::{caption_service_client::CaptionServiceClient, CaptionMode, CaptionRequest},
     common::v1::{Image, ModelInfo, Tensor},
     embed::v1::{
-        embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest,
-        GetModelInfoRequest, ImageLatents, Label,
+        embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, GetModelInfoRequest, ImageLatents, Label,
     },
     gateway::v1::{
-        gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query,
-        DescribeImageRequest, IndexImagesRequest, SearchImagesRequest,
+        gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DescribeImageRequest,
+        IndexImagesRequest, SearchImagesRequest,
     },
 };
 use mmc_tests::{http_get, metric_value, start_service, Service};
@@ -79,10 +78,7 @@ async fn start(models: &Path, text_model: &str) -> (Service, Service) {
     let models = models.to_str().unwrap();
     let embed = ["--models-dir", models, "--text-model", text_model, "--image-model", MODEL, "--profile", "hub"];
     let caption = ["--models-dir", models, "--decoder", MODEL, "--encoder", MODEL, "--profile", "hub"];
-    tokio::join!(
-        start_service("mmc-embed", &embed, Duration::from_secs(60)),
-        start_service("mmc-caption", &caption, Duration::from_secs(60))
-    )
+    tokio::join!(start_service("mmc-embed", &embed, Duration::from_secs(60)), start_service("mmc-caption", &caption, Duration::from_secs(60)))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -98,8 +94,7 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 async fn clip_is_the_shared_space_and_blip_gives_the_latents() {
     let models = hub_models();
     let (embed, _captioner) = start(models.path(), CLIP).await;
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(clip_fixture().join("reference.json")).unwrap()).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(clip_fixture().join("reference.json")).unwrap()).unwrap();
     let mut client = EmbedServiceClient::new(embed.channel.clone());
 
     let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
@@ -143,13 +138,7 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
 
     // EncodeImage: BLIP patch latents, equal to the reference's for the same PNG.
     let mut embed_client = EmbedServiceClient::new(embed.channel.clone());
-    let latents = embed_client
-        .encode_image(EncodeImageRequest { image: Some(image()), top_k: 0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .latents
-        .unwrap();
+    let latents = embed_client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0 }).await.unwrap().into_inner().latents.unwrap();
     let encoder = latents.encoder.clone().unwrap();
     assert_eq!((encoder.id.as_str(), encoder.family.as_str(), encoder.profile.as_str()), (MODEL, "blip-vision", "hub"));
     assert!(latents.labels.is_empty(), "a patch encoder has no labels");
@@ -182,7 +171,12 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
     eprintln!("alt text: {:?}", alt.text);
     assert!(alt.text.chars().count() <= 125, "{}", alt.text);
     let stem = alt.text.trim_end_matches('.');
-    assert!(detailed.text.starts_with(stem) && detailed.text[stem.len()..].starts_with(' '), "{:?} is not a word prefix of {:?}", alt.text, detailed.text);
+    assert!(
+        detailed.text.starts_with(stem) && detailed.text[stem.len()..].starts_with(' '),
+        "{:?} is not a word prefix of {:?}",
+        alt.text,
+        detailed.text
+    );
 
     // Concurrent captions go through the batcher and all get the same caption.
     let calls = (0..4).map(|_| {
@@ -218,8 +212,8 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
         mime_type: String::new(),
         source_name: name.into(),
     };
-    let uploads = [image(), photo("cat.png"), photo("coffee.png")]
-        .map(|image| IndexImagesRequest { image: Some(image), metadata: Default::default() });
+    let uploads =
+        [image(), photo("cat.png"), photo("coffee.png")].map(|image| IndexImagesRequest { image: Some(image), metadata: Default::default() });
     let mut events = gateway_client.index_images(tokio_stream::iter(uploads)).await.unwrap().into_inner();
     let mut indexed = Vec::new();
     while let Some(message) = events.message().await.unwrap() {
@@ -246,10 +240,7 @@ async fn blip_chain_refuses_what_it_cannot_use() {
 
     // Without CLIP, a patch encoder has no way into the text space: EmbedImage says so and
     // what to use.
-    let err = EmbedServiceClient::new(embed.channel.clone())
-        .embed_image(EmbedImageRequest { images: vec![image()] })
-        .await
-        .unwrap_err();
+    let err = EmbedServiceClient::new(embed.channel.clone()).embed_image(EmbedImageRequest { images: vec![image()] }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("patch latents") && err.message().contains("efficientnet-lite0"), "{}", err.message());
 
@@ -259,8 +250,16 @@ async fn blip_chain_refuses_what_it_cannot_use() {
     let bad = [
         ("labels but no patch latents", ImageLatents { encoder: encoder(MODEL), labels: vec![label], ..Default::default() }, "no patch latents"),
         ("wrong shape", ImageLatents { encoder: encoder(MODEL), patch_latents: patches(16, 48, 16 * 48), ..Default::default() }, "[17, 48]"),
-        ("values do not fill the shape", ImageLatents { encoder: encoder(MODEL), patch_latents: patches(17, 48, 10), ..Default::default() }, "17, 48"),
-        ("another encoder", ImageLatents { encoder: encoder("efficientnet-lite0"), patch_latents: patches(17, 48, 17 * 48), ..Default::default() }, MODEL),
+        (
+            "values do not fill the shape",
+            ImageLatents { encoder: encoder(MODEL), patch_latents: patches(17, 48, 10), ..Default::default() },
+            "17, 48",
+        ),
+        (
+            "another encoder",
+            ImageLatents { encoder: encoder("efficientnet-lite0"), patch_latents: patches(17, 48, 17 * 48), ..Default::default() },
+            MODEL,
+        ),
     ];
     let mut client = CaptionServiceClient::new(captioner.channel.clone());
     for (what, latents, needle) in bad {
@@ -270,7 +269,11 @@ async fn blip_chain_refuses_what_it_cannot_use() {
     }
     // Still serving after all of that.
     let ok = client
-        .caption(CaptionRequest { latents: Some(ImageLatents { encoder: encoder(MODEL), patch_latents: patches(17, 48, 17 * 48), ..Default::default() }), mode: 0, max_chars: 0 })
+        .caption(CaptionRequest {
+            latents: Some(ImageLatents { encoder: encoder(MODEL), patch_latents: patches(17, 48, 17 * 48), ..Default::default() }),
+            mode: 0,
+            max_chars: 0,
+        })
         .await;
     assert!(ok.is_ok(), "{ok:?}");
 }

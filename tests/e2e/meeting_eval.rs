@@ -36,7 +36,14 @@ async fn meeting_notes_and_answers_invent_nothing_on_the_evaluation_subset() {
         let s = &run["score"];
         println!("{} {} {}", s["meeting"], s["voice"], run["figures"]);
         for a in s["answers"].as_array().unwrap() {
-            println!("  {} {} [{}] {} -> {}", if a["right"] == true { "ok " } else { "BAD" }, if a["invented"] == true { "INVENTED" } else { "" }, a["source"], a["question"], a["answer"]);
+            println!(
+                "  {} {} [{}] {} -> {}",
+                if a["right"] == true { "ok " } else { "BAD" },
+                if a["invented"] == true { "INVENTED" } else { "" },
+                a["source"],
+                a["question"],
+                a["answer"]
+            );
         }
     }
     let total = &report["totals"][0];

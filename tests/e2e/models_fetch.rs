@@ -12,21 +12,15 @@ struct Run {
 }
 
 fn mmc(models_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(binary("mmc"))
-        .arg("models")
-        .args(args)
-        .env("MMC_MODELS_DIR", models_dir)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run mmc");
+    let out =
+        Command::new(binary("mmc")).arg("models").args(args).env("MMC_MODELS_DIR", models_dir).envs(env.iter().copied()).output().expect("run mmc");
     Run { ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout) }
 }
 
 /// Entries of the models directory, hidden ones included (staging leftovers would show).
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
     names.sort();
     names
 }
@@ -119,11 +113,7 @@ fn network_failure_is_reported_clearly() {
     let run = mmc(
         dir.path(),
         &["fetch", "--only", "efficientnet-lite0"],
-        &[
-            ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
-            ("PIP_CACHE_DIR", cache.path().to_str().unwrap()),
-            ("PIP_RETRIES", "0"),
-        ],
+        &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_CACHE_DIR", cache.path().to_str().unwrap()), ("PIP_RETRIES", "0")],
     );
     assert!(!run.ok);
     assert!(run.stderr.contains("failed (network down or registry unreachable?)"), "{}", run.stderr);

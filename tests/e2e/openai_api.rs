@@ -59,7 +59,9 @@ async fn the_official_openai_client_works_against_the_gateway() {
         assert_eq!(error_of(&body)["type"], "not_found_error");
         // 3 MB against a 2 MB limit: refused, the process stays up.
         let boundary = "mmcboundary";
-        let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\nContent-Type: audio/wav\r\n\r\n").into_bytes();
+        let mut form =
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
+                .into_bytes();
         form.extend(std::iter::repeat_n(0u8, 3_000_000));
         form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
         let (status, body) = http(&addr, "POST", "/v1/audio/transcriptions", &format!("multipart/form-data; boundary={boundary}"), &form);

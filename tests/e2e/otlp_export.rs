@@ -25,10 +25,7 @@ struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.0.lock().unwrap().push(request.into_inner());
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
@@ -41,10 +38,7 @@ async fn start_collector() -> (Collector, std::net::SocketAddr) {
     let otlp_addr = listener.local_addr().unwrap();
     let svc = TraceServiceServer::new(collector.clone());
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
+        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await
     });
     (collector, otlp_addr)
 }
@@ -62,11 +56,9 @@ async fn spawn_traced(name: &str, otlp: std::net::SocketAddr, extra: &[&str]) ->
             .stderr(Stdio::null()),
     );
     let url = format!("http://127.0.0.1:{ports}");
-    let channel = eventually(Duration::from_secs(30), || async {
-        tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await.ok()
-    })
-    .await
-    .unwrap_or_else(|| panic!("{name} accepts connections"));
+    let channel = eventually(Duration::from_secs(30), || async { tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await.ok() })
+        .await
+        .unwrap_or_else(|| panic!("{name} accepts connections"));
     (child, channel, url)
 }
 
@@ -92,10 +84,12 @@ fn exported_spans(collector: &Collector) -> Vec<ExportedSpan> {
                 .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
                 .and_then(|a| a.value.as_ref())
                 .map(|v| format!("{:?}", v.value));
-            rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map({
-                let service = service.clone();
-                move |s| (service.clone(), s.clone())
-            }))
+            rs.scope_spans.iter().flat_map(move |ss| {
+                ss.spans.iter().map({
+                    let service = service.clone();
+                    move |s| (service.clone(), s.clone())
+                })
+            })
         })
         .collect()
 }
@@ -151,7 +145,12 @@ async fn a_gateway_flow_is_one_trace_across_services() {
 
     let spans = exported_spans(&collector);
     let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
-    let find = |name: &str| spans.iter().find(|(_, s)| s.name == name && hex::encode(&s.trace_id) == trace_id).unwrap_or_else(|| panic!("{name} in the trace; got {names:?}"));
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.name == name && hex::encode(&s.trace_id) == trace_id)
+            .unwrap_or_else(|| panic!("{name} in the trace; got {names:?}"))
+    };
     let (gateway_service, search) = find("mmc.gateway.v1.GatewayService/SearchImages");
     let (_, stage) = find("embed_query");
     let (embed_service, embed_text) = find("mmc.embed.v1.EmbedService/EmbedText");

@@ -15,8 +15,8 @@ use std::{
 use mmc_proto::{
     common::v1::{AudioEncoding, AudioFormat},
     speech::v1::{
-        speech_service_client::SpeechServiceClient, transcribe_request::Payload, transcribe_response::Event,
-        GetModelInfoRequest, OutputFormat, Segment, Task, TranscribeConfig, TranscribeRequest, TranscriptionResult,
+        speech_service_client::SpeechServiceClient, transcribe_request::Payload, transcribe_response::Event, GetModelInfoRequest, OutputFormat,
+        Segment, Task, TranscribeConfig, TranscribeRequest, TranscriptionResult,
     },
 };
 use mmc_tests::{metric_value, run_tool, start_service, startup_error_without_models, Service};
@@ -41,12 +41,7 @@ struct Transcript {
 }
 
 /// Sends `config`, then `audio` in `chunk`-byte messages, and reads the whole response stream.
-async fn transcribe(
-    c: &mut SpeechServiceClient<Channel>,
-    config: TranscribeConfig,
-    audio: Vec<u8>,
-    chunk: usize,
-) -> Result<Transcript, Status> {
+async fn transcribe(c: &mut SpeechServiceClient<Channel>, config: TranscribeConfig, audio: Vec<u8>, chunk: usize) -> Result<Transcript, Status> {
     let mut messages = vec![TranscribeRequest { payload: Some(Payload::Config(config)) }];
     messages.extend(audio.chunks(chunk).map(|c| TranscribeRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
     read(c.transcribe(tokio_stream::iter(messages)).await?.into_inner()).await
@@ -110,8 +105,8 @@ fn duration_ms(path: &Path) -> i64 {
 
 /// LibriVox clips with their human transcripts (from pocketsphinx-testdata).
 fn librivox() -> Vec<(PathBuf, String)> {
-    let listing = std::fs::read_to_string(format!("{LIBRIVOX}/transcription"))
-        .expect("pocketsphinx-testdata is missing: tests/run.sh installs it (apt)");
+    let listing =
+        std::fs::read_to_string(format!("{LIBRIVOX}/transcription")).expect("pocketsphinx-testdata is missing: tests/run.sh installs it (apt)");
     listing
         .lines()
         .filter_map(|l| {
@@ -284,10 +279,8 @@ async fn other_containers_raw_pcm_and_silence() {
 
     let raw = dir.path().join("clip.raw");
     run_tool(Command::new("sox").arg(&clip).args(["-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1"]).arg(&raw));
-    let config = TranscribeConfig {
-        format: Some(AudioFormat { encoding: AudioEncoding::PcmS16le as i32, sample_rate_hz: 8000, channels: 1 }),
-        ..english()
-    };
+    let config =
+        TranscribeConfig { format: Some(AudioFormat { encoding: AudioEncoding::PcmS16le as i32, sample_rate_hz: 8000, channels: 1 }), ..english() };
     let t = transcribe(&mut c, config, std::fs::read(&raw).unwrap(), 32 * 1024).await.unwrap();
     assert!(wer(&reference, &t.result.text) <= 0.2, "raw 8 kHz: {} vs {reference}", t.result.text);
 
@@ -320,8 +313,20 @@ async fn bad_input_gets_a_clear_status_and_the_service_stays_up() {
         ("header only", english(), wav[..30].to_vec(), Code::InvalidArgument, "audio"),
         ("unknown language", TranscribeConfig { language: "xx".into(), ..english() }, wav.clone(), Code::InvalidArgument, "unknown language"),
         ("German on tiny.en", TranscribeConfig { language: "de".into(), ..english() }, wav.clone(), Code::InvalidArgument, "English-only"),
-        ("translate on tiny.en", TranscribeConfig { task: Task::Translate as i32, ..english() }, wav.clone(), Code::InvalidArgument, "cannot translate"),
-        ("raw without rate", TranscribeConfig { format: Some(AudioFormat { encoding: AudioEncoding::PcmS16le as i32, ..Default::default() }), ..english() }, wav.clone(), Code::InvalidArgument, "sample_rate_hz"),
+        (
+            "translate on tiny.en",
+            TranscribeConfig { task: Task::Translate as i32, ..english() },
+            wav.clone(),
+            Code::InvalidArgument,
+            "cannot translate",
+        ),
+        (
+            "raw without rate",
+            TranscribeConfig { format: Some(AudioFormat { encoding: AudioEncoding::PcmS16le as i32, ..Default::default() }), ..english() },
+            wav.clone(),
+            Code::InvalidArgument,
+            "sample_rate_hz",
+        ),
         ("another model", TranscribeConfig { model_id: "whisper-large-v3".into(), ..english() }, wav.clone(), Code::NotFound, "not loaded"),
     ];
     for (name, config, audio, code, needle) in cases {
@@ -408,8 +413,7 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
     drop(stream);
     let cancelled = mmc_tests::eventually(Duration::from_secs(30), || async {
         let scrape = mmc_tests::http_get(&svc.metrics, "/metrics").ok()?.1;
-        (metric_value(&scrape, "mmc_speech_cancelled_total", &[])? >= 1.0
-            && metric_value(&scrape, "mmc_speech_active_requests", &[])? == 0.0)
+        (metric_value(&scrape, "mmc_speech_cancelled_total", &[])? >= 1.0 && metric_value(&scrape, "mmc_speech_active_requests", &[])? == 0.0)
             .then_some(())
     })
     .await;
@@ -470,10 +474,7 @@ async fn a_lone_long_recording_borrows_the_idle_state_and_gives_it_back_when_ask
     assert!(wer(&clips[4].1, &short.result.text) <= 0.1, "{}", short.result.text);
     let chunks = (chunks_done + long.progress.len()) as f64;
     let per_chunk_ms = stage(&long.result, "transcribe") / chunks;
-    println!(
-        "short request queued {:.0} ms; the long one: {chunks} chunks, {per_chunk_ms:.0} ms each on average",
-        stage(&short.result, "queue")
-    );
+    println!("short request queued {:.0} ms; the long one: {chunks} chunks, {per_chunk_ms:.0} ms each on average", stage(&short.result, "queue"));
     assert!(short_done < long_done, "the short request waited for the whole long recording");
     // It waits for the rest of one chunk at most (the chunk may be a long one, and slowed by
     // other tests); keeping the state to the end of the recording would be three or more.
@@ -577,7 +578,17 @@ async fn an_hour_long_recording_is_transcribed_in_bounded_memory() {
     for ((start, clip), key) in at_s.iter().zip(picks).zip(["dashwood", "married", "himself"]) {
         let seg = t.segments.iter().find(|s| words(&s.text).iter().any(|w| w == key)).unwrap_or_else(|| panic!("{key:?} missing: {:?}", t.segments));
         assert!((seg.start_ms as f64 / 1000.0 - start).abs() <= 1.0, "{key:?} at {} ms, spoken at {start} s", seg.start_ms);
-        assert!(wer(&clip.1, &t.segments.iter().filter(|s| (s.start_ms as f64 / 1000.0 - start).abs() < 10.0).map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ")) <= 0.3);
+        assert!(
+            wer(
+                &clip.1,
+                &t.segments
+                    .iter()
+                    .filter(|s| (s.start_ms as f64 / 1000.0 - start).abs() < 10.0)
+                    .map(|s| s.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ) <= 0.3
+        );
     }
     let srt = srtlib::Subtitles::parse_from_str(t.result.rendered[0].content.clone()).unwrap().to_vec();
     assert_eq!(srt.last().unwrap().start_time.get().1, 59, "last cue at 00:59:xx");

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use mmc_proto::textgen::v1::{
-    count_tokens_request::Input, generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage,
-    ChatRequest, CountTokensRequest, FinishReason, GenerateRequest, GenerateResponse, GenerationOptions,
-    GenerationSummary, GetModelInfoRequest, OverflowPolicy, Role, SamplingParams,
+    count_tokens_request::Input, generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest,
+    CountTokensRequest, FinishReason, GenerateRequest, GenerateResponse, GenerationOptions, GenerationSummary, GetModelInfoRequest, OverflowPolicy,
+    Role, SamplingParams,
 };
 use mmc_tests::{http_get, metric_value, start_service, startup_error_without_models, Service};
 use tonic::{transport::Channel, Code, Streaming};
@@ -112,16 +112,9 @@ async fn every_architecture_serves_from_its_gguf_alone() {
         assert_eq!(model.family, arch);
 
         let prompt = "Hello the world, the theme";
-        let counted = c
-            .count_tokens(CountTokensRequest { input: Some(Input::Prompt(prompt.into())) })
-            .await
-            .unwrap()
-            .into_inner();
-        let greedy = GenerationOptions {
-            max_tokens: 6,
-            sampling: Some(SamplingParams { temperature: 0.0, ..Default::default() }),
-            ..Default::default()
-        };
+        let counted = c.count_tokens(CountTokensRequest { input: Some(Input::Prompt(prompt.into())) }).await.unwrap().into_inner();
+        let greedy =
+            GenerationOptions { max_tokens: 6, sampling: Some(SamplingParams { temperature: 0.0, ..Default::default() }), ..Default::default() };
         let request = GenerateRequest { prompt: prompt.into(), options: Some(greedy) };
         let (texts, summary) = collect(c.generate(request.clone()).await.unwrap().into_inner()).await;
         assert_eq!(summary.prompt_tokens, counted.token_count, "{arch}: CountTokens and the generation agree");
@@ -171,10 +164,7 @@ async fn bad_requests_get_clear_invalid_argument() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("temperature"), "{}", err.message());
 
-    let err = c
-        .chat(ChatRequest { messages: vec![ChatMessage { role: 0, content: "x".into() }], options: None })
-        .await
-        .unwrap_err();
+    let err = c.chat(ChatRequest { messages: vec![ChatMessage { role: 0, content: "x".into() }], options: None }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("role"), "{}", err.message());
 
@@ -195,7 +185,8 @@ async fn bad_requests_get_clear_invalid_argument() {
     assert!(summary.truncated_prompt_tokens > 0 && summary.prompt_tokens <= 127, "{summary:?}");
 
     // The service is still up.
-    let (_, summary) = collect(c.generate(generate("Hello", GenerationOptions { max_tokens: 2, ..Default::default() })).await.unwrap().into_inner()).await;
+    let (_, summary) =
+        collect(c.generate(generate("Hello", GenerationOptions { max_tokens: 2, ..Default::default() })).await.unwrap().into_inner()).await;
     assert!(summary.completion_tokens >= 1);
 }
 
@@ -215,10 +206,7 @@ async fn short_requests_overtake_long_ones_full_queue_sheds_and_cancel_frees_the
     // ...and a short one admitted beside it finishes first.
     let (_, short) = collect(c.generate(endless(4)).await.unwrap().into_inner()).await;
     assert_eq!(short.completion_tokens, 4);
-    assert!(
-        matches!(long.message().await.unwrap().unwrap().event, Some(Event::Token(_))),
-        "the long generation should still be running"
-    );
+    assert!(matches!(long.message().await.unwrap().unwrap().event, Some(Event::Token(_))), "the long generation should still be running");
 
     // Both slots busy, one request waiting: the next is refused at once.
     let mut second = c.generate(endless(1000)).await.unwrap().into_inner();

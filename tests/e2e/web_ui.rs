@@ -22,7 +22,8 @@ async fn the_web_ui_searches_describes_and_summarizes_accessibly() {
     let dir = tempfile::tempdir().unwrap();
     let meeting = synthesize_meeting(dir.path());
     let http_addr = format!("127.0.0.1:{}", free_port_range(1));
-    let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], &dir.path().join("data"), &["--http-listen", &http_addr]).await;
+    let _cluster =
+        start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], &dir.path().join("data"), &["--http-listen", &http_addr]).await;
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui/web_ui_check.mjs");
     let artifacts = artifacts_dir();
@@ -35,7 +36,12 @@ async fn the_web_ui_searches_describes_and_summarizes_accessibly() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(out.status.success(), "web UI checks failed (screenshots in {}):\n{stdout}\n{}", artifacts.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "web UI checks failed (screenshots in {}):\n{stdout}\n{}",
+        artifacts.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for page in ["search", "describe", "meetings"] {
         let shot = artifacts.join(format!("{page}.png"));
         let bytes = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));

@@ -19,11 +19,7 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a workspace binary, with a clear failure if it was not built.
 pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: run `cargo build --workspace` before the e2e tests",
-        path.display()
-    );
+    assert!(path.is_file(), "{} not found: run `cargo build --workspace` before the e2e tests", path.display());
     path
 }
 
@@ -59,17 +55,11 @@ const PORTS_LOW: u32 = 12_000;
 
 /// First port of the kernel's ephemeral range (Linux default 32768).
 fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(32_768)
 }
 
 fn initial_port(low: u32, high: u32) -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     low + (nanos ^ std::process::id().wrapping_mul(7919)) % (high - low - 100)
 }
 
@@ -169,11 +159,7 @@ pub fn http_request(addr: &str, method: &str, path: &str, content_type: &str, bo
     // A server may close while the body is still being sent (an upload over its limit).
     let _ = stream.read_to_end(&mut raw);
     let response = String::from_utf8_lossy(&raw).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
@@ -302,7 +288,8 @@ pub async fn start_meeting_services(data: &Path) -> (Service, Service, Service, 
         start_service("mmc-textgen", &[], Duration::from_secs(60)),
         start_service("mmc-embed", &[], Duration::from_secs(60)),
     );
-    let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    let args =
+        ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
     let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
     (speech, textgen, embed, gateway)
 }

@@ -236,9 +236,7 @@ impl CaptionCore {
                         max_wait: Duration::from_millis(2),
                         queue_capacity: self.config.queue_capacity,
                     },
-                    move |jobs: Vec<(Tensor, usize)>| {
-                        jobs.iter().map(|(latents, max_tokens)| engine.greedy(latents, *max_tokens, false)).collect()
-                    },
+                    move |jobs: Vec<(Tensor, usize)>| jobs.iter().map(|(latents, max_tokens)| engine.greedy(latents, *max_tokens, false)).collect(),
                 );
                 tracing::info!(decoder = %info.id, revision = %info.revision, "BLIP decoder ready");
                 let _ = loaded.set(BlipPath { decoder, batcher, info });
@@ -273,11 +271,7 @@ impl CaptionCore {
         }
         for (i, l) in job.labels.iter_mut().enumerate() {
             let Some(name) = vocab.readable_name(l.class_index) else {
-                return Err(invalid(format!(
-                    "labels[{i}].class_index is {}, but the label set has {} classes",
-                    l.class_index,
-                    vocab.len()
-                )));
+                return Err(invalid(format!("labels[{i}].class_index is {}, but the label set has {} classes", l.class_index, vocab.len())));
             };
             if !l.name.is_empty() && !l.name.eq_ignore_ascii_case(&name) {
                 return Err(invalid(format!(
@@ -312,8 +306,7 @@ impl CaptionCore {
             invalid("no patch latents; this decoder reads BLIP's patch latents (EncodeImage returns them in latents.patch_latents)".into())
         })?;
         path.decoder.check_shape(&patches.shape).map_err(|e| invalid(e.to_string()))?;
-        let latents = Tensor::from_vec(patches.values, patches.shape.as_slice(), &candle_core::Device::Cpu)
-            .map_err(|e| invalid(e.to_string()))?;
+        let latents = Tensor::from_vec(patches.values, patches.shape.as_slice(), &candle_core::Device::Cpu).map_err(|e| invalid(e.to_string()))?;
         let max_tokens = match job.mode {
             Mode::AltText => BLIP_MAX_TOKENS_ALT_TEXT,
             Mode::Detailed => BLIP_MAX_TOKENS_DETAILED,
@@ -325,11 +318,7 @@ impl CaptionCore {
         let words: Vec<u32> = decoded.ids.iter().copied().filter(|&id| id != sep).collect();
         let raw = path.decoder.detokenize(&words).map_err(|e| CoreError::Decoder(e.to_string()))?;
         // Geometric mean of the chosen tokens' probabilities.
-        let confidence = if decoded.logprobs.is_empty() {
-            0.0
-        } else {
-            (decoded.logprobs.iter().sum::<f32>() / decoded.logprobs.len() as f32).exp()
-        };
+        let confidence = if decoded.logprobs.is_empty() { 0.0 } else { (decoded.logprobs.iter().sum::<f32>() / decoded.logprobs.len() as f32).exp() };
         let text = blip::caption_text(&raw, confidence < self.config.brief.hedge_below, job.max_chars);
         metrics::counter!("mmc_caption_captions_total", "mode" => job.mode.as_str(), "source" => "blip").increment(1);
         metrics::histogram!("mmc_caption_confidence").record(f64::from(confidence));
@@ -378,24 +367,12 @@ impl CaptionCore {
         metrics::counter!("mmc_caption_captions_total", "mode" => brief.mode.as_str(), "source" => source).increment(1);
         metrics::histogram!("mmc_caption_attempts").record(f64::from(attempts));
         metrics::histogram!("mmc_caption_confidence").record(f64::from(brief.confidence));
-        Ok(Caption {
-            text,
-            mode: brief.mode,
-            confidence: brief.confidence,
-            evidence: brief.evidence,
-            attempts,
-            from_template,
-            rejections,
-            timings,
-        })
+        Ok(Caption { text, mode: brief.mode, confidence: brief.confidence, evidence: brief.evidence, attempts, from_template, rejections, timings })
     }
 
     /// One decode of the brief; attempt 0 is greedy, later ones sampled.
     async fn decode(lm: &TextGenCore, brief: &Brief, attempt: u32, seed: u64) -> Result<String, CoreError> {
-        let messages = prompt::conversation(brief)
-            .into_iter()
-            .map(|(role, content)| Message { role: role.to_string(), content })
-            .collect();
+        let messages = prompt::conversation(brief).into_iter().map(|(role, content)| Message { role: role.to_string(), content }).collect();
         let sampling = if attempt == 0 {
             SamplingConfig::default()
         } else {

@@ -5,8 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use mmc_proto::{
     caption::v1::{
-        caption_service_server::CaptionService, CaptionMode, CaptionRequest, CaptionResponse, Evidence,
-        GetModelInfoRequest, GetModelInfoResponse,
+        caption_service_server::CaptionService, CaptionMode, CaptionRequest, CaptionResponse, Evidence, GetModelInfoRequest, GetModelInfoResponse,
     },
     common::v1::{ModelInfo, StageTiming},
 };
@@ -59,9 +58,7 @@ fn to_job(req: CaptionRequest, expected_encoder: &str) -> Result<CaptionJob, Sta
     })?;
     let encoder_id = latents.encoder.map(|e| e.id).unwrap_or_default();
     if encoder_id.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "latents.encoder.id is empty; this decoder reads latents from {expected_encoder:?}"
-        )));
+        return Err(Status::invalid_argument(format!("latents.encoder.id is empty; this decoder reads latents from {expected_encoder:?}")));
     }
     if latents.labels.len() > MAX_LABELS {
         return Err(Status::invalid_argument(format!(
@@ -99,11 +96,7 @@ fn to_job(req: CaptionRequest, expected_encoder: &str) -> Result<CaptionJob, Sta
             Some(Patches { shape, values: t.values })
         }
     };
-    let labels = latents
-        .labels
-        .into_iter()
-        .map(|l| Label { class_index: l.class_index, name: l.name, probability: l.probability })
-        .collect();
+    let labels = latents.labels.into_iter().map(|l| Label { class_index: l.class_index, name: l.name, probability: l.probability }).collect();
     Ok(CaptionJob { encoder_id, labels, patches, mode, max_chars })
 }
 
@@ -120,11 +113,8 @@ impl CaptionService for CaptionHandlers {
         let started = Instant::now();
         let job = to_job(request.into_inner(), self.core.expected_encoder())?;
         let caption = self.core.caption(job).await.map_err(to_status)?;
-        let mut timings: Vec<StageTiming> = caption
-            .timings
-            .iter()
-            .map(|(stage, ms)| StageTiming { stage: stage.to_string(), duration_ms: *ms })
-            .collect();
+        let mut timings: Vec<StageTiming> =
+            caption.timings.iter().map(|(stage, ms)| StageTiming { stage: stage.to_string(), duration_ms: *ms }).collect();
         timings.push(StageTiming { stage: "caption".into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 });
         Ok(Response::new(CaptionResponse {
             text: caption.text,
@@ -139,9 +129,6 @@ impl CaptionService for CaptionHandlers {
     }
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<GetModelInfoResponse>, Status> {
-        Ok(Response::new(GetModelInfoResponse {
-            decoder: Some(self.decoder_info()?),
-            expected_encoder_id: self.core.expected_encoder().to_string(),
-        }))
+        Ok(Response::new(GetModelInfoResponse { decoder: Some(self.decoder_info()?), expected_encoder_id: self.core.expected_encoder().to_string() }))
     }
 }

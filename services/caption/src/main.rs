@@ -52,8 +52,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let (gguf, decoder_id) =
-        mmc_models::store::locate(args.models_dir.as_deref(), &args.decoder, "model.gguf", args.gguf.as_deref());
+    let (gguf, decoder_id) = mmc_models::store::locate(args.models_dir.as_deref(), &args.decoder, "model.gguf", args.gguf.as_deref());
     let dir = gguf.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let decoder = if args.gguf.is_none() && mmc_models::store::model_type(&dir).as_deref() == Some("blip") {
         core::DecoderFiles::Blip(dir)

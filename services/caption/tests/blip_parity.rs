@@ -24,12 +24,8 @@ fn reference() -> Reference {
     let shape = |k: &str| -> Vec<usize> { json[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
     let latents = Tensor::from_vec(floats("latents"), shape("latents_shape"), &Device::Cpu).unwrap().squeeze(0).unwrap();
     let greedy_ids = json["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let step_logits = json["step_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
-        .collect();
+    let step_logits =
+        json["step_logits"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()).collect();
     Reference { latents, greedy_ids, step_logits }
 }
 
@@ -100,8 +96,7 @@ fn decodes_one_after_another_share_no_state() {
     let alone = vec![fresh(&s.latents), fresh(&r.latents), fresh(&s.latents)];
     // One decoder, three images in a row (as the service's batcher runs a batch).
     let decoder = BlipDecoder::load(&fixture(), &Device::Cpu).unwrap();
-    let in_a_row: Vec<Vec<u32>> =
-        [&s.latents, &r.latents, &s.latents].iter().map(|l| decoder.greedy(l, steps, false).unwrap().ids).collect();
+    let in_a_row: Vec<Vec<u32>> = [&s.latents, &r.latents, &s.latents].iter().map(|l| decoder.greedy(l, steps, false).unwrap().ids).collect();
     assert_eq!(in_a_row, alone);
     assert_ne!(in_a_row[0], in_a_row[1], "two different images should not decode alike");
 }

@@ -243,11 +243,8 @@ impl EmbedCore {
                 let labels: Vec<&str> = mmc_models::labels::imagenet_1k();
                 let conse = if conse {
                     let glosses = mmc_models::labels::imagenet_1k_glosses();
-                    let sentences: Vec<String> = labels
-                        .iter()
-                        .zip(&glosses)
-                        .map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition))
-                        .collect();
+                    let sentences: Vec<String> =
+                        labels.iter().zip(&glosses).map(|(l, g)| conse::class_sentence(&cfg.class_template, l, g.definition)).collect();
                     let cache_dir = cfg.models_dir.join(CLASS_EMBEDDING_CACHE);
                     let class_embeddings = conse::cached_class_embeddings(&cache_dir, text.model_id(), &sentences, || {
                         let mut embeddings = Vec::with_capacity(sentences.len());
@@ -378,8 +375,7 @@ impl EmbedCore {
             ImageEncoder::Patches { vision, batcher } => {
                 let vision = vision.clone();
                 let hidden = vision.hidden_size();
-                let (pixels, width, height) =
-                    self.prepare(vec![bytes], move |rgb| vision.preprocess(rgb)).await?.remove(0);
+                let (pixels, width, height) = self.prepare(vec![bytes], move |rgb| vision.preprocess(rgb)).await?.remove(0);
                 let values = batcher.submit(vec![pixels]).await?.remove(0);
                 let patches = PatchLatents { rows: values.len() / hidden, hidden, values };
                 Ok(ImageEncoding { labels: Vec::new(), pooled: patches.values[..hidden].to_vec(), patches: Some(patches), width, height })
@@ -433,10 +429,7 @@ impl EmbedCore {
 fn fetched_dir(models_dir: &std::path::Path, id: &str) -> Result<std::path::PathBuf, EngineError> {
     let dir = models_dir.join(id);
     if !dir.join(mmc_models::store::STAMP).is_file() {
-        return Err(EngineError::Missing(format!(
-            "{id} is not fetched; run `mmc models fetch` (models directory {})",
-            models_dir.display()
-        )));
+        return Err(EngineError::Missing(format!("{id} is not fetched; run `mmc models fetch` (models directory {})", models_dir.display())));
     }
     Ok(dir)
 }

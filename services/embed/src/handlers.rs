@@ -6,9 +6,8 @@ use std::{sync::Arc, time::Instant};
 use mmc_proto::{
     common::v1::{ModelInfo, StageTiming, Tensor},
     embed::v1::{
-        embed_service_server::EmbedService, EmbedImageRequest, EmbedImageResponse, EmbedTextRequest,
-        EmbedTextResponse, Embedding, EncodeImageRequest, EncodeImageResponse, GetModelInfoRequest,
-        GetModelInfoResponse, ImageLatents, Label,
+        embed_service_server::EmbedService, EmbedImageRequest, EmbedImageResponse, EmbedTextRequest, EmbedTextResponse, Embedding,
+        EncodeImageRequest, EncodeImageResponse, GetModelInfoRequest, GetModelInfoResponse, ImageLatents, Label,
     },
 };
 use mmc_runtime::batcher::BatchError;
@@ -38,9 +37,7 @@ fn check_count(field: &str, n: usize, limit: usize) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!("{field} is empty: send at least one")));
     }
     if n > limit {
-        return Err(Status::invalid_argument(format!(
-            "{n} {field} in one request; the limit is {limit} (split the request)"
-        )));
+        return Err(Status::invalid_argument(format!("{n} {field} in one request; the limit is {limit} (split the request)")));
     }
     Ok(())
 }
@@ -50,13 +47,7 @@ fn timing(stage: &str, started: Instant) -> StageTiming {
 }
 
 fn model_info(id: &ModelId) -> ModelInfo {
-    ModelInfo {
-        id: id.id.clone(),
-        family: id.family.clone(),
-        profile: id.profile.clone(),
-        revision: id.revision.clone(),
-        dimensions: id.dimensions,
-    }
+    ModelInfo { id: id.id.clone(), family: id.family.clone(), profile: id.profile.clone(), revision: id.revision.clone(), dimensions: id.dimensions }
 }
 
 fn to_status(e: CoreError) -> Status {
@@ -64,9 +55,7 @@ fn to_status(e: CoreError) -> Status {
         CoreError::Loading => Status::unavailable("the model is still loading; retry shortly"),
         CoreError::TooLong { .. } | CoreError::Image { .. } => Status::invalid_argument(e.to_string()),
         CoreError::NoSharedSpace { .. } => Status::failed_precondition(e.to_string()),
-        CoreError::Batch(BatchError::QueueFull { .. }) => {
-            Status::resource_exhausted(format!("{e}; retry with backoff"))
-        }
+        CoreError::Batch(BatchError::QueueFull { .. }) => Status::resource_exhausted(format!("{e}; retry with backoff")),
         CoreError::Batch(BatchError::Stopped(_)) => Status::unavailable(e.to_string()),
         CoreError::Batch(BatchError::Engine(e)) | CoreError::Engine(e) => {
             tracing::error!(error = %e, "engine failure");
@@ -84,10 +73,7 @@ impl EmbedService for EmbedHandlers {
         let embeddings = self.core.embed_texts(req.texts, req.reject_overlong).await.map_err(to_status)?;
         let (model, _) = self.core.text_model().ok_or_else(|| to_status(CoreError::Loading))?;
         Ok(Response::new(EmbedTextResponse {
-            embeddings: embeddings
-                .into_iter()
-                .map(|e| Embedding { values: e.values, token_count: e.token_count, truncated: e.truncated })
-                .collect(),
+            embeddings: embeddings.into_iter().map(|e| Embedding { values: e.values, token_count: e.token_count, truncated: e.truncated }).collect(),
             model: Some(model_info(&model)),
             timings: vec![timing("embed_text", started)],
         }))
@@ -119,15 +105,9 @@ impl EmbedService for EmbedHandlers {
         Ok(Response::new(EncodeImageResponse {
             latents: Some(ImageLatents {
                 encoder: Some(model_info(&encoder)),
-                labels: encoding
-                    .labels
-                    .into_iter()
-                    .map(|l| Label { name: l.name, probability: l.probability, class_index: l.class_index })
-                    .collect(),
+                labels: encoding.labels.into_iter().map(|l| Label { name: l.name, probability: l.probability, class_index: l.class_index }).collect(),
                 pooled: encoding.pooled,
-                patch_latents: encoding
-                    .patches
-                    .map(|p| Tensor { shape: vec![p.rows as u64, p.hidden as u64], values: p.values }),
+                patch_latents: encoding.patches.map(|p| Tensor { shape: vec![p.rows as u64, p.hidden as u64], values: p.values }),
                 width_px: encoding.width,
                 height_px: encoding.height,
             }),

@@ -3,9 +3,9 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use mmc_proto::embed::v1::embed_service_server::EmbedServiceServer;
 use mmc_embed::{core, handlers};
 use mmc_media::image::ImageLimits;
+use mmc_proto::embed::v1::embed_service_server::EmbedServiceServer;
 use mmc_runtime::ServerArgs;
 
 /// Command line of `mmc-embed`.
@@ -64,10 +64,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let models_dir = args
-        .models_dir
-        .clone()
-        .unwrap_or_else(|| mmc_models::ModelStore::from_env().root().to_path_buf());
+    let models_dir = args.models_dir.clone().unwrap_or_else(|| mmc_models::ModelStore::from_env().root().to_path_buf());
     let core = core::EmbedCore::new(core::CoreConfig {
         models_dir,
         text_model: args.text_model.clone(),
@@ -79,11 +76,7 @@ fn main() -> ExitCode {
         image_model: args.image_model.clone(),
         conse_top_t: args.conse_top_t,
         class_template: args.class_template.clone(),
-        image_limits: ImageLimits {
-            max_bytes: args.max_image_bytes,
-            max_pixels: args.max_image_pixels,
-            ..ImageLimits::default()
-        },
+        image_limits: ImageLimits { max_bytes: args.max_image_bytes, max_pixels: args.max_image_pixels, ..ImageLimits::default() },
         device: args.device,
     });
     let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request, args.max_images_per_request);

@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use mmc_embed::engine::{clip::{self, Clip}, TextEmbedder};
+use mmc_embed::engine::{
+    clip::{self, Clip},
+    TextEmbedder,
+};
 use mmc_media::image::ImageLimits;
 
 fn fixture() -> PathBuf {

@@ -8,11 +8,11 @@ use mmc_proto::{
     common::v1::{ModelInfo, Progress},
     embed::v1::Label,
     gateway::v1::{
-        gateway_service_server::GatewayService, index_images_response::Event, search_images_request, DeleteImageRequest,
-        DeleteImageResponse, DescribeImageRequest, DescribeImageResponse, ImageRecord as ProtoRecord, IndexFailure,
-        IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage, ListImagesRequest, ListImagesResponse,
-        SearchHit, SearchImagesRequest, SearchImagesResponse, summarize_meeting_request, summarize_meeting_response,
-        AskMeetingRequest, AskMeetingResponse, GetMeetingRequest, Meeting, SummarizeMeetingRequest, SummarizeMeetingResponse,
+        gateway_service_server::GatewayService, index_images_response::Event, search_images_request, summarize_meeting_request,
+        summarize_meeting_response, AskMeetingRequest, AskMeetingResponse, DeleteImageRequest, DeleteImageResponse, DescribeImageRequest,
+        DescribeImageResponse, GetMeetingRequest, ImageRecord as ProtoRecord, IndexFailure, IndexImagesRequest, IndexImagesResponse, IndexSummary,
+        IndexedImage, ListImagesRequest, ListImagesResponse, Meeting, SearchHit, SearchImagesRequest, SearchImagesResponse, SummarizeMeetingRequest,
+        SummarizeMeetingResponse,
     },
 };
 use tokio::sync::mpsc;
@@ -97,9 +97,7 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Resul
     }
     for (k, v) in metadata {
         if k.is_empty() || k.chars().count() > key_len || v.chars().count() > value_len {
-            return Err(GatewayError::Invalid(format!(
-                "{field} key {k:?}: keys must be 1..={key_len} characters and values at most {value_len}"
-            )));
+            return Err(GatewayError::Invalid(format!("{field} key {k:?}: keys must be 1..={key_len} characters and values at most {value_len}")));
         }
     }
     Ok(())
@@ -142,7 +140,12 @@ fn caption_modes(modes: &[i32]) -> Result<Vec<CaptionMode>, GatewayError> {
 
 /// Indexes the images of one IndexImages stream, one after another, sending an event per
 /// image, progress, and the totals. Stops early when the client goes away.
-async fn index_stream(flows: Arc<Flows>, mut input: Streaming<IndexImagesRequest>, deadline: Deadline, tx: mpsc::Sender<Result<IndexImagesResponse, Status>>) {
+async fn index_stream(
+    flows: Arc<Flows>,
+    mut input: Streaming<IndexImagesRequest>,
+    deadline: Deadline,
+    tx: mpsc::Sender<Result<IndexImagesResponse, Status>>,
+) {
     let mut summary = IndexSummary::default();
     let mut index = 0u32;
     let send = |event: Event| {
@@ -314,11 +317,7 @@ impl GatewayService for GatewayHandlers {
         let image = req.image.filter(|i| !i.data.is_empty()).ok_or_else(|| Status::invalid_argument("image with data is required"))?;
         let modes = caption_modes(&req.modes).map_err(GatewayError::into_status)?;
         let description = self.flows.describe(&image, &modes, deadline).await.map_err(GatewayError::into_status)?;
-        Ok(Response::new(DescribeImageResponse {
-            captions: description.captions,
-            labels: description.labels,
-            timings: description.timings,
-        }))
+        Ok(Response::new(DescribeImageResponse { captions: description.captions, labels: description.labels, timings: description.timings }))
     }
 
     async fn summarize_meeting(&self, request: Request<Streaming<SummarizeMeetingRequest>>) -> Result<Response<MeetingStream>, Status> {
@@ -333,14 +332,17 @@ impl GatewayService for GatewayHandlers {
         let (tx, rx) = mpsc::channel(64);
         let (audio_tx, audio_rx) = mpsc::channel(8);
         let flows = self.flows.clone();
-        tokio::spawn(async move {
-            let result = tokio::select! {
-                result = flows.summarize_meeting(config, audio_rx, deadline, &tx) => result.map_err(GatewayError::into_status),
-                status = forward_audio(input, audio_tx) => Err(status),
-            };
-            let message = result.map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) });
-            let _ = tx.send(message).await;
-        }.instrument(tracing::Span::current()));
+        tokio::spawn(
+            async move {
+                let result = tokio::select! {
+                    result = flows.summarize_meeting(config, audio_rx, deadline, &tx) => result.map_err(GatewayError::into_status),
+                    status = forward_audio(input, audio_tx) => Err(status),
+                };
+                let message = result.map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) });
+                let _ = tx.send(message).await;
+            }
+            .instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

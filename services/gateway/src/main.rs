@@ -4,13 +4,13 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use mmc_gateway::http::openai::HttpState;
 use mmc_gateway::{
     flows::{meeting::MeetingSettings, prompts::PromptLibrary, Flows},
     handlers::GatewayHandlers,
     store::{embedded::EmbeddedStore, meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion},
     upstream::{StagePolicy, Upstream},
 };
-use mmc_gateway::http::openai::HttpState;
 use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 use mmc_runtime::{server::ServiceSet, ServerArgs};
 
@@ -121,14 +121,24 @@ fn main() -> ExitCode {
             meetings,
             prompts,
             example_cache: Default::default(),
-            meeting: MeetingSettings { extract_concurrency: args.extract_concurrency.max(1), min_relevance: args.min_relevance, ..MeetingSettings::default() },
+            meeting: MeetingSettings {
+                extract_concurrency: args.extract_concurrency.max(1),
+                min_relevance: args.min_relevance,
+                ..MeetingSettings::default()
+            },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
         let flows = Arc::new(flows);
         let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
         let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers.clone()));
         if let Some(addr) = http_listen {
-            let state = HttpState { flows, grpc: handlers.clone(), request_timeout: server.request_timeout(), max_upload_bytes: args.http_max_upload_bytes, default_max_tokens: args.http_default_max_tokens };
+            let state = HttpState {
+                flows,
+                grpc: handlers.clone(),
+                request_timeout: server.request_timeout(),
+                max_upload_bytes: args.http_max_upload_bytes,
+                default_max_tokens: args.http_default_max_tokens,
+            };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }
         mmc_runtime::server::serve(&server, services, async { Ok(()) }).await

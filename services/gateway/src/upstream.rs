@@ -10,8 +10,8 @@ use mmc_proto::common::v1::StageTiming;
 use mmc_runtime::client::{connect_balanced, BalanceError, TracedChannel};
 use rand::Rng;
 use tokio::time::Instant;
-use tracing::Instrument;
 use tonic::{metadata::MetadataMap, Code, Status};
+use tracing::Instrument;
 
 use crate::error::GatewayError;
 

@@ -8,12 +8,10 @@
 
 use std::io::Cursor;
 
-use image::{
-    imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits,
-};
 /// The decoded pixel type every service works on (re-exported so services need not
 /// depend on `image` themselves).
 pub use image::RgbImage;
+use image::{imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 /// Bounds on what a client may upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +85,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DecodedImage, ImageE
     let mut header = ImageReader::with_format(Cursor::new(bytes), format);
     header.no_limits();
     let (width, height) = header.into_dimensions().map_err(corrupt)?;
-    if width == 0
-        || height == 0
-        || width > limits.max_side
-        || height > limits.max_side
-        || u64::from(width) * u64::from(height) > limits.max_pixels
-    {
+    if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side || u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ImageError::TooLarge { width, height, max_side: limits.max_side, max_pixels: limits.max_pixels });
     }
     // Pass 2: decode, under an allocation limit as a second guard (the header might lie
@@ -220,12 +213,7 @@ mod tests {
     #[test]
     fn decodes_jpeg_png_webp_gif() {
         let img = DynamicImage::ImageRgb8(gradient(32, 16));
-        for (format, name) in [
-            (ImageFormat::Jpeg, "jpeg"),
-            (ImageFormat::Png, "png"),
-            (ImageFormat::WebP, "webp"),
-            (ImageFormat::Gif, "gif"),
-        ] {
+        for (format, name) in [(ImageFormat::Jpeg, "jpeg"), (ImageFormat::Png, "png"), (ImageFormat::WebP, "webp"), (ImageFormat::Gif, "gif")] {
             let bytes = match format {
                 ImageFormat::Gif => encode(&DynamicImage::ImageRgba8(img.to_rgba8()), format),
                 _ => encode(&img, format),
@@ -268,9 +256,7 @@ mod tests {
     /// A real 1x1 PNG whose header is rewritten to claim `w`x`h` (CRC fixed up).
     fn png_claiming(w: u32, h: u32) -> Vec<u8> {
         let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(&[0, 0, 0], 1, 1, image::ExtendedColorType::Rgb8)
-            .unwrap();
+        image::codecs::png::PngEncoder::new(&mut png).write_image(&[0, 0, 0], 1, 1, image::ExtendedColorType::Rgb8).unwrap();
         png[16..20].copy_from_slice(&w.to_be_bytes());
         png[20..24].copy_from_slice(&h.to_be_bytes());
         let crc = crc32fast::hash(&png[12..29]);

@@ -37,10 +37,7 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let mut all_serving = true;
     for endpoint in &args.endpoints {
         let status = match connect(endpoint).await {
-            Ok(ch) => match HealthClient::new(ch)
-                .check(HealthCheckRequest { service: args.service.clone() })
-                .await
-            {
+            Ok(ch) => match HealthClient::new(ch).check(HealthCheckRequest { service: args.service.clone() }).await {
                 Ok(r) => format!("{:?}", r.into_inner().status()).to_uppercase(),
                 Err(s) => format!("ERROR {:?}: {}", s.code(), s.message()),
             },
@@ -64,23 +61,15 @@ pub async fn services(args: ServicesArgs) -> anyhow::Result<ExitCode> {
 /// Service names listed by `grpc.reflection.v1`.
 pub async fn list_services(ch: Channel) -> anyhow::Result<Vec<String>> {
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
     };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .context("reflection call")?
-        .into_inner();
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream =
+        ServerReflectionClient::new(ch).server_reflection_info(tokio_stream::iter([request])).await.context("reflection call")?.into_inner();
     let response = stream.message().await?.context("empty reflection response")?;
     match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
+        Some(MessageResponse::ListServicesResponse(list)) => Ok(list.service.into_iter().map(|s| s.name).collect()),
         other => anyhow::bail!("unexpected reflection response {other:?}"),
     }
 }

@@ -18,13 +18,12 @@ use mmc_proto::{
     caption::v1::CaptionMode,
     common::v1::{Image, Progress},
     gateway::v1::{
-        gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query,
-        summarize_meeting_request, summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest,
-        MeetingConfig, SearchImagesRequest, SummarizeMeetingRequest,
+        gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query, summarize_meeting_request,
+        summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest, MeetingConfig, SearchImagesRequest,
+        SummarizeMeetingRequest,
     },
     speech::v1::{
-        speech_service_client::SpeechServiceClient, transcribe_request, transcribe_response, OutputFormat, TranscribeConfig,
-        TranscribeRequest,
+        speech_service_client::SpeechServiceClient, transcribe_request, transcribe_response, OutputFormat, TranscribeConfig, TranscribeRequest,
     },
 };
 use serde_json::{json, Value};
@@ -147,9 +146,9 @@ fn image_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .with_context(|| format!("reading {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
-                    f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp" | "gif")
-                    })
+                    f.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp" | "gif"))
                 })
                 .collect();
             found.sort();
@@ -498,11 +497,17 @@ pub async fn ask(args: AskArgs) -> anyhow::Result<ExitCode> {
     let request = AskMeetingRequest { meeting_id: args.meeting_id.clone(), question: args.question.clone(), top_k: 0 };
     let answer = client.ask_meeting(request).await?.into_inner();
     if args.opts.json {
-        let citations: Vec<Value> =
-            answer.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
+        let citations: Vec<Value> = answer
+            .citations
+            .iter()
+            .map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text }))
+            .collect();
         let source = mmc_proto::gateway::v1::AnswerSource::try_from(answer.source).unwrap_or_default();
         let source = source.as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
-        println!("{}", json!({ "answer": answer.answer, "answerable": answer.answerable, "citations": citations, "source": source, "withheld_reason": answer.withheld_reason }));
+        println!(
+            "{}",
+            json!({ "answer": answer.answer, "answerable": answer.answerable, "citations": citations, "source": source, "withheld_reason": answer.withheld_reason })
+        );
     } else {
         println!("{}", answer.answer);
         if !answer.withheld_reason.is_empty() {

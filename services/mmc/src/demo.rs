@@ -15,15 +15,12 @@ use mmc_proto::{
     caption::v1::CaptionMode,
     common::v1::Image,
     gateway::v1::{
-        gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query,
-        summarize_meeting_request, summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest,
-        MeetingConfig, SearchImagesRequest, SummarizeMeetingRequest,
+        gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query, summarize_meeting_request,
+        summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest, MeetingConfig, SearchImagesRequest,
+        SummarizeMeetingRequest,
     },
     speech::v1::TranscribeConfig,
-    textgen::v1::{
-        generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest,
-        GenerationOptions, Role,
-    },
+    textgen::v1::{generate_response::Event, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerationOptions, Role},
 };
 use std::io::Write;
 
@@ -62,8 +59,7 @@ const SPOKEN_MEETING: [(&str, &str); 8] = [
 const MEETING_QUESTIONS: [&str; 3] =
     ["Who will update the project plan?", "When is the product launch?", "What did they say about the office coffee machine?"];
 
-const QUERIES: [&str; 5] =
-    ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike", "stars and galaxies"];
+const QUERIES: [&str; 5] = ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike", "stars and galaxies"];
 
 type Gateway = GatewayServiceClient<tonic::transport::Channel>;
 
@@ -158,7 +154,9 @@ async fn meeting_demo(gateway: &mut Gateway, recording: Option<PathBuf>) -> anyh
         ..Default::default()
     };
     let mut requests = vec![SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::Config(config)) }];
-    requests.extend(audio.chunks(64 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c.to_vec())) }));
+    requests.extend(
+        audio.chunks(64 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(summarize_meeting_request::Payload::AudioChunk(c.to_vec())) }),
+    );
     let mut events = gateway.summarize_meeting(tokio_stream::iter(requests)).await?.into_inner();
     let mut segments = Vec::new();
     let mut summary = None;
@@ -173,7 +171,13 @@ async fn meeting_demo(gateway: &mut Gateway, recording: Option<PathBuf>) -> anyh
         }
     }
     let summary = summary.context("the meeting stream ended without a summary")?;
-    let at = |ids: &[u32]| ids.iter().filter_map(|id| segments.iter().find(|s| s.id == *id)).map(|s| format!("{:.1} s", s.start_ms as f64 / 1000.0)).collect::<Vec<_>>().join(", ");
+    let at = |ids: &[u32]| {
+        ids.iter()
+            .filter_map(|id| segments.iter().find(|s| s.id == *id))
+            .map(|s| format!("{:.1} s", s.start_ms as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!("\nSummary: {}", summary.summary);
     println!("Decisions:");
     for d in &summary.decisions {
@@ -206,7 +210,8 @@ const NOTES_SCHEMA: &str = r#"{"type": "object", "properties": {
     "additionalProperties": false}}},
   "required": ["decisions", "action_items"], "additionalProperties": false}"#;
 
-const MEETING: &str = "Alice: The launch moves to Monday.\nBob: Agreed. I will update the release notes by Friday.\nCarol: I will tell the support team tomorrow.";
+const MEETING: &str =
+    "Alice: The launch moves to Monday.\nBob: Agreed. I will update the release notes by Friday.\nCarol: I will tell the support team tomorrow.";
 
 /// Streams one chat answer token by token, then asks for meeting notes under a JSON Schema.
 async fn textgen_demo(endpoint: &str) -> anyhow::Result<()> {

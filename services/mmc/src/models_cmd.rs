@@ -63,16 +63,9 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
             opts.force = args.force;
             eprintln!("mmc: fetching profile {:?} into {}", args.profile, store.root().display());
             let started = Instant::now();
-            let reports = fetch_profile(&manifest, &args.profile, &args.only, &opts, &mut |line| {
-                eprintln!("  {line}")
-            })?;
+            let reports = fetch_profile(&manifest, &args.profile, &args.only, &opts, &mut |line| eprintln!("  {line}"))?;
             let total: u64 = reports.iter().map(|r| r.bytes).sum();
-            eprintln!(
-                "mmc: {} model(s) verified, {:.1} MB, in {:.1} s",
-                reports.len(),
-                total as f64 / 1e6,
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("mmc: {} model(s) verified, {:.1} MB, in {:.1} s", reports.len(), total as f64 / 1e6, started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         ModelsCommand::List(common) => {

@@ -88,10 +88,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for (i, name) in SERVICES.iter().copied().enumerate() {
         let binary = bin_dir.join(format!("mmc-{name}"));
         if !binary.is_file() {
-            bail!(
-                "{} not found; build the workspace first (cargo build --release) or set --bin-dir",
-                binary.display()
-            );
+            bail!("{} not found; build the workspace first (cargo build --release) or set --bin-dir", binary.display());
         }
         let grpc = format!("{}:{}", args.host, args.base_port + i as u16);
         let metrics = format!("{}:{}", args.host, args.metrics_base_port + i as u16);
@@ -108,10 +105,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             restarts: 0,
         });
     }
-    let mut env: Vec<(String, String)> = endpoints
-        .iter()
-        .map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone()))
-        .collect();
+    let mut env: Vec<(String, String)> = endpoints.iter().map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone())).collect();
     let data_dir = std::path::absolute(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     env.push(("MMC_DATA_DIR".into(), data_dir.to_string_lossy().into_owned()));
 
@@ -215,10 +209,12 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
     }
     let mut child = cmd.spawn().with_context(|| format!("starting {}", svc.binary.display()))?;
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-                   child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)]
-        .into_iter()
-        .flatten()
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
     {
         let name = svc.name;
         tokio::spawn(async move {

@@ -39,11 +39,7 @@ impl FromStr for DeviceSpec {
         match t.as_str() {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            _ => t
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| DeviceError::Parse(s.to_string())),
+            _ => t.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceSpec::Cuda).ok_or_else(|| DeviceError::Parse(s.to_string())),
         }
     }
 }
@@ -71,8 +67,7 @@ impl DeviceSpec {
         match self {
             DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
             DeviceSpec::Cuda(_) if !self.is_compiled_in() => Err(DeviceError::NotCompiled(*self)),
-            DeviceSpec::Cuda(n) => candle_core::Device::new_cuda(*n)
-                .map_err(|e| DeviceError::Open { spec: *self, message: e.to_string() }),
+            DeviceSpec::Cuda(n) => candle_core::Device::new_cuda(*n).map_err(|e| DeviceError::Open { spec: *self, message: e.to_string() }),
         }
     }
 

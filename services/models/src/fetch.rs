@@ -108,16 +108,11 @@ pub fn fetch_profile(
             return Err(FetchError::UnknownModel(id.clone()));
         }
     }
-    let models: Vec<&ModelEntry> = if only.is_empty() {
-        manifest.profile(profile)
-    } else {
-        only.iter().filter_map(|id| manifest.get(id)).collect()
-    };
+    let models: Vec<&ModelEntry> = if only.is_empty() { manifest.profile(profile) } else { only.iter().filter_map(|id| manifest.get(id)).collect() };
     if models.is_empty() {
         return Err(FetchError::EmptyProfile(profile.to_string()));
     }
-    std::fs::create_dir_all(opts.store.root())
-        .map_err(io_err(format!("creating models directory {}", opts.store.root().display())))?;
+    std::fs::create_dir_all(opts.store.root()).map_err(io_err(format!("creating models directory {}", opts.store.root().display())))?;
     let mut reports = Vec::new();
     for model in models {
         let started = Instant::now();
@@ -140,11 +135,7 @@ pub fn fetch_profile(
 }
 
 /// Ensures one model is installed and verified.
-pub fn fetch_model(
-    model: &ModelEntry,
-    opts: &FetchOptions,
-    log: &mut dyn FnMut(&str),
-) -> Result<FetchOutcome, FetchError> {
+pub fn fetch_model(model: &ModelEntry, opts: &FetchOptions, log: &mut dyn FnMut(&str)) -> Result<FetchOutcome, FetchError> {
     let dir = opts.store.model_dir(&model.id);
     let outcome = if !dir.exists() {
         FetchOutcome::Fetched
@@ -195,13 +186,11 @@ pub fn fetch_model(
 
     for step in &model.convert {
         log(&format!("{}: converting {} -> {} ({:?})", model.id, step.input, step.output, step.kind));
-        convert::run(step.kind, &out.join(&step.input), &out.join(&step.output)).map_err(|message| {
-            FetchError::Convert {
-                model: model.id.clone(),
-                kind: format!("{:?}", step.kind),
-                input: step.input.clone(),
-                message,
-            }
+        convert::run(step.kind, &out.join(&step.input), &out.join(&step.output)).map_err(|message| FetchError::Convert {
+            model: model.id.clone(),
+            kind: format!("{:?}", step.kind),
+            input: step.input.clone(),
+            message,
         })?;
         let sha = sha256_file(&out.join(&step.output)).map_err(io_err(format!("hashing {}", step.output)))?;
         check(&format!("{}/{}", model.id, step.output), step.sha256.as_deref(), &sha)?;
@@ -227,9 +216,7 @@ pub fn verify_installed(model: &ModelEntry, dir: &Path) -> Result<(), String> {
         .map(|f| (f.to.as_str(), f.sha256.as_deref()))
         .chain(model.convert.iter().map(|c| (c.output.as_str(), c.sha256.as_deref())));
     for (name, pin) in pinned {
-        let expected = pin
-            .or_else(|| recorded.get(name).and_then(|v| v.as_str()))
-            .ok_or_else(|| format!("{name} is not recorded in the stamp"))?;
+        let expected = pin.or_else(|| recorded.get(name).and_then(|v| v.as_str())).ok_or_else(|| format!("{name} is not recorded in the stamp"))?;
         let path = dir.join(name);
         let actual = sha256_file(&path).map_err(|e| format!("{name}: {e}"))?;
         if actual != expected {
@@ -241,11 +228,7 @@ pub fn verify_installed(model: &ModelEntry, dir: &Path) -> Result<(), String> {
 
 fn check(what: &str, expected: Option<&str>, actual: &str) -> Result<(), FetchError> {
     match expected {
-        Some(e) if e != actual => Err(FetchError::Checksum {
-            what: what.to_string(),
-            expected: e.to_string(),
-            actual: actual.to_string(),
-        }),
+        Some(e) if e != actual => Err(FetchError::Checksum { what: what.to_string(), expected: e.to_string(), actual: actual.to_string() }),
         _ => Ok(()),
     }
 }
@@ -260,11 +243,7 @@ fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<
         .args(["--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30"])
         .arg("--dest")
         .arg(&dest);
-    for (flag, value) in [
-        ("--platform", &package.platform),
-        ("--python-version", &package.python_version),
-        ("--abi", &package.abi),
-    ] {
+    for (flag, value) in [("--platform", &package.platform), ("--python-version", &package.python_version), ("--abi", &package.abi)] {
         if let Some(v) = value {
             cmd.args([flag, v]);
         }
@@ -272,21 +251,14 @@ fn download_wheel(package: &Package, wheels_dir: &Path, python: &str) -> Result<
     if package.abi.is_some() {
         cmd.args(["--implementation", "cp"]);
     }
-    let output = cmd
-        .arg(&spec)
-        .output()
-        .map_err(|e| FetchError::PipMissing { python: python.to_string(), detail: e.to_string() })?;
+    let output = cmd.arg(&spec).output().map_err(|e| FetchError::PipMissing { python: python.to_string(), detail: e.to_string() })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("No module named pip") {
             return Err(FetchError::PipMissing { python: python.to_string(), detail: "No module named pip".into() });
         }
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(FetchError::Download {
-            package: package.name().to_string(),
-            version: package.version.clone(),
-            stderr: tail.join("\n"),
-        });
+        return Err(FetchError::Download { package: package.name().to_string(), version: package.version.clone(), stderr: tail.join("\n") });
     }
     let wheel = std::fs::read_dir(&dest)
         .map_err(io_err("listing downloaded wheel"))?
@@ -321,14 +293,10 @@ fn download_sdist(package: &Package, dir: &Path) -> Result<PathBuf, FetchError> 
     let base = std::env::var("MMC_PYPI_SIMPLE_URL").unwrap_or_else(|_| "https://pypi.org/simple".to_string());
     let normalized = name.to_ascii_lowercase().replace(['_', '.'], "-");
     let index_url = format!("{}/{normalized}/", base.trim_end_matches('/'));
-    let page = curl(&["-fsSL", "--retry", "2", "--max-time", "60", &index_url])
-        .map_err(|e| fail(format!("GET {index_url}: {e}")))?;
+    let page = curl(&["-fsSL", "--retry", "2", "--max-time", "60", &index_url]).map_err(|e| fail(format!("GET {index_url}: {e}")))?;
     let page = String::from_utf8_lossy(&page);
     // PEP 625: `{name with _ for -}-{version}.tar.gz`; older uploads keep the name as given.
-    let wanted = [
-        format!("{}-{}.tar.gz", normalized.replace('-', "_"), package.version),
-        format!("{name}-{}.tar.gz", package.version),
-    ];
+    let wanted = [format!("{}-{}.tar.gz", normalized.replace('-', "_"), package.version), format!("{name}-{}.tar.gz", package.version)];
     let url = page
         .split("href=\"")
         .skip(1)
@@ -345,11 +313,7 @@ fn download_sdist(package: &Package, dir: &Path) -> Result<PathBuf, FetchError> 
 
 /// Downloads `url` to `path` with curl and checks the package's pinned sha256.
 fn download_pinned(package: &Package, url: &str, path: &Path) -> Result<PathBuf, FetchError> {
-    let fail = |stderr: String| FetchError::Download {
-        package: package.name().to_string(),
-        version: package.version.clone(),
-        stderr,
-    };
+    let fail = |stderr: String| FetchError::Download { package: package.name().to_string(), version: package.version.clone(), stderr };
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io_err("creating package directory"))?;
     let target = path.to_str().ok_or_else(|| fail(format!("{} is not UTF-8", path.display())))?;
     curl(&["-fsSL", "--retry", "2", "--max-time", "600", "-o", target, url]).map_err(|e| fail(format!("GET {url}: {e}")))?;
@@ -361,10 +325,7 @@ fn download_pinned(package: &Package, url: &str, path: &Path) -> Result<PathBuf,
 /// Runs curl, returning its output. curl, like pip, trusts the system's certificate store
 /// (registries may sit behind a proxy with its own CA).
 fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
-    let output = Command::new("curl")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running curl (install it: apt-get install curl): {e}"))?;
+    let output = Command::new("curl").args(args).output().map_err(|e| format!("running curl (install it: apt-get install curl): {e}"))?;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
     }
@@ -426,12 +387,8 @@ fn fetch_hub_files(
     log: &mut dyn FnMut(&str),
 ) -> Result<(), FetchError> {
     use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
-    let hub_err = |file: &str, message: String| FetchError::Hub {
-        repo: hub.repo.clone(),
-        revision: hub.revision.clone(),
-        file: file.to_string(),
-        message,
-    };
+    let hub_err =
+        |file: &str, message: String| FetchError::Hub { repo: hub.repo.clone(), revision: hub.revision.clone(), file: file.to_string(), message };
     let api = ApiBuilder::from_env().with_progress(false).build().map_err(|e| hub_err("-", e.to_string()))?;
     let repo = api.repo(Repo::with_revision(hub.repo.clone(), RepoType::Model, hub.revision.clone()));
     for file in &model.files {
@@ -462,11 +419,7 @@ fn install(staged: &Path, dir: &Path) -> Result<(), FetchError> {
         let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o644));
     }
     if dir.exists() {
-        let old = dir.with_file_name(format!(
-            ".old-{}-{}",
-            dir.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
+        let old = dir.with_file_name(format!(".old-{}-{}", dir.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
         std::fs::rename(dir, &old).map_err(io_err(format!("moving aside {}", dir.display())))?;
         std::fs::rename(staged, dir).map_err(io_err(format!("installing {}", dir.display())))?;
         let _ = std::fs::remove_dir_all(&old);
@@ -503,7 +456,5 @@ fn copy_hashing(src: &mut impl Read, dst: &mut impl Write, hasher: &mut Sha256) 
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }

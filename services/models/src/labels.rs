@@ -55,11 +55,7 @@ pub fn first_synonym(label: &str) -> &str {
 /// WordNet synonym is often a bare modifier.
 pub fn readable_name(label: &str) -> String {
     let first = first_synonym(label);
-    synonyms(label)
-        .filter(|s| s.len() > first.len() && s.split(' ').any(|w| w == first))
-        .min_by_key(|s| s.len())
-        .unwrap_or(first)
-        .to_string()
+    synonyms(label).filter(|s| s.len() > first.len() && s.split(' ').any(|w| w == first)).min_by_key(|s| s.len()).unwrap_or(first).to_string()
 }
 
 #[cfg(test)]
@@ -95,6 +91,7 @@ mod tests {
         assert_eq!(glosses[999].wnid, "n15075141"); // toilet tissue
         assert!(glosses[134].definition.contains("wading bird"), "{:?}", glosses[134]); // crane, the bird
         assert!(glosses[517].definition.contains("lifts and moves heavy objects"), "{:?}", glosses[517]); // crane, the machine
-        assert!(glosses[665].definition.contains("motorbike"), "{:?}", glosses[665]); // moped
+        assert!(glosses[665].definition.contains("motorbike"), "{:?}", glosses[665]);
+        // moped
     }
 }

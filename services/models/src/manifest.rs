@@ -169,9 +169,7 @@ impl Manifest {
                 }
                 match &f.sha256 {
                     Some(s) => check_sha(&m.id, s)?,
-                    None if m.hub.is_none() => {
-                        return Err(format!("{}: registry file {} must pin a sha256", m.id, f.to))
-                    }
+                    None if m.hub.is_none() => return Err(format!("{}: registry file {} must pin a sha256", m.id, f.to)),
                     None => {}
                 }
             }

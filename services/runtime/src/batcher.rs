@@ -85,9 +85,7 @@ where
         let (reply, rx) = oneshot::channel();
         let job = Job { items, reply, enqueued: Instant::now() };
         self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                BatchError::QueueFull { name: self.config.name, capacity: self.config.queue_capacity }
-            }
+            mpsc::error::TrySendError::Full(_) => BatchError::QueueFull { name: self.config.name, capacity: self.config.queue_capacity },
             mpsc::error::TrySendError::Closed(_) => BatchError::Stopped(self.config.name),
         })?;
         metrics::gauge!("mmc_batch_queue_depth", "batcher" => self.config.name).increment(1.0);
@@ -145,8 +143,7 @@ where
                 let started = std::time::Instant::now();
                 let result = run(chunk);
                 metrics::histogram!("mmc_batch_size", "batcher" => name).record(n as f64);
-                metrics::histogram!("mmc_batch_compute_seconds", "batcher" => name)
-                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("mmc_batch_compute_seconds", "batcher" => name).record(started.elapsed().as_secs_f64());
                 match result {
                     Ok(out) if out.len() == n => outputs.extend(out),
                     Ok(_) => panic!("{name} engine returned the wrong number of outputs"),

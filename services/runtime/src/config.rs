@@ -112,10 +112,8 @@ fn apply_config_file(args: &[OsString]) -> anyhow::Result<()> {
 
 /// Reads a flat TOML file into `(MMC_KEY, value)` pairs.
 pub fn read_config_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
     let mut out = Vec::new();
     for (key, value) in table {
         let value = match value {
@@ -123,11 +121,7 @@ pub fn read_config_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            other => bail!(
-                "config key {key:?} in {}: only strings, numbers and booleans are supported, got {}",
-                path.display(),
-                other.type_str()
-            ),
+            other => bail!("config key {key:?} in {}: only strings, numbers and booleans are supported, got {}", path.display(), other.type_str()),
         };
         out.push((env_name(&key), value));
     }
@@ -154,8 +148,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mmc-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\nmax-concurrency = 3\nlog_format = \"json\"\n")
-            .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\nmax-concurrency = 3\nlog_format = \"json\"\n").unwrap();
         let pairs = read_config_file(&file).unwrap();
         assert!(pairs.contains(&("MMC_LISTEN".into(), "127.0.0.1:7000".into())));
         assert!(pairs.contains(&("MMC_MAX_CONCURRENCY".into(), "3".into())));

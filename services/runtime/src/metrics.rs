@@ -25,10 +25,7 @@ pub const SERVING: &str = "mmc_serving";
 
 /// Latency buckets from 1 ms to 10 min: model calls range from a millisecond
 /// (embedding a word) to minutes (an hour of audio).
-const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0, 600.0,
-];
+const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
 /// Installs the global recorder and serves `/metrics` on `addr`. Call once, inside the
 /// Tokio runtime.

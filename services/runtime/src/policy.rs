@@ -129,8 +129,7 @@ where
             return Box::pin(async move { Ok(status.into_http()) });
         };
 
-        let timeout = parse_grpc_timeout(req.headers())
-            .map_or(self.config.default_timeout, |t| t.min(self.config.default_timeout));
+        let timeout = parse_grpc_timeout(req.headers()).map_or(self.config.default_timeout, |t| t.min(self.config.default_timeout));
         let deadline = tokio::time::Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN);
 
         Box::pin(
@@ -182,11 +181,7 @@ fn split_path(path: &str) -> (String, String) {
 }
 
 fn code_from_headers(headers: &http::HeaderMap) -> Option<Code> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<i32>().ok())
-        .map(Code::from_i32)
+    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<i32>().ok()).map(Code::from_i32)
 }
 
 /// Parses the `grpc-timeout` header: an integer of at most 8 digits and a unit
@@ -230,11 +225,7 @@ impl Observer {
             return;
         }
         let code_name = code_name(code);
-        let labels = [
-            ("grpc_service", self.service.clone()),
-            ("grpc_method", self.method.clone()),
-            ("grpc_code", code_name.to_string()),
-        ];
+        let labels = [("grpc_service", self.service.clone()), ("grpc_method", self.method.clone()), ("grpc_code", code_name.to_string())];
         metrics::counter!(m::HANDLED, &labels).increment(1);
         metrics::histogram!(m::HANDLING_SECONDS, &labels[..2]).record(self.started.elapsed().as_secs_f64());
         metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
@@ -293,10 +284,7 @@ impl http_body::Body for PolicyBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         if *this.done {
             return Poll::Ready(None);
@@ -372,12 +360,8 @@ mod tests {
         }
     }
 
-    fn slow_inner() -> impl Service<
-        http::Request<Body>,
-        Response = http::Response<Body>,
-        Error = std::convert::Infallible,
-        Future = impl Send,
-    > + Clone {
+    fn slow_inner() -> impl Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible, Future = impl Send> + Clone
+    {
         tower::service_fn(|_req: http::Request<Body>| async {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
@@ -394,8 +378,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_callers_grpc_timeout_ends_a_slow_call_with_deadline_exceeded() {
-        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_secs(60) })
-            .layer(slow_inner());
+        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_secs(60) }).layer(slow_inner());
         let started = tokio::time::Instant::now();
         let resp = svc.call(request(Some("100m"))).await.unwrap();
         assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));
@@ -405,8 +388,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_server_default_caps_a_longer_grpc_timeout() {
-        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_millis(300) })
-            .layer(slow_inner());
+        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_millis(300) }).layer(slow_inner());
         let started = tokio::time::Instant::now();
         let resp = svc.call(request(Some("10S"))).await.unwrap();
         assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));
@@ -415,9 +397,6 @@ mod tests {
 
     #[test]
     fn path_split() {
-        assert_eq!(
-            split_path("/mmc.embed.v1.EmbedService/EmbedText"),
-            ("mmc.embed.v1.EmbedService".to_string(), "EmbedText".to_string())
-        );
+        assert_eq!(split_path("/mmc.embed.v1.EmbedService/EmbedText"), ("mmc.embed.v1.EmbedService".to_string(), "EmbedText".to_string()));
     }
 }

@@ -168,9 +168,7 @@ pub async fn serve<W>(args: &ServerArgs, services: ServiceSet, warm_up: W) -> an
 where
     W: Future<Output = anyhow::Result<()>>,
 {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding gRPC address {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding gRPC address {}", args.listen))?;
     serve_on(listener, args, services, warm_up, shutdown::signal()).await
 }
 
@@ -195,9 +193,7 @@ where
     readiness.set(false).await;
     let http = match http {
         Some((listen, router)) => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding HTTP address {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP address {listen}"))?;
             Some(spawn_http(listener, router, readiness.serving.clone())?)
         }
         None => None,
@@ -219,10 +215,7 @@ where
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .layer(PolicyLayer::new(PolicyConfig {
-            max_concurrency: args.max_concurrency,
-            default_timeout: args.request_timeout(),
-        }))
+        .layer(PolicyLayer::new(PolicyConfig { max_concurrency: args.max_concurrency, default_timeout: args.request_timeout() }))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;

@@ -40,23 +40,12 @@ pub fn init(service: &str, args: &ServerArgs) -> anyhow::Result<TelemetryGuard> 
 }
 
 /// As [`init`], from the individual settings (used by the `mmc` command too).
-pub fn init_with(
-    service: &str,
-    format: LogFormat,
-    otlp_endpoint: Option<&str>,
-) -> anyhow::Result<TelemetryGuard> {
+pub fn init_with(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).boxed(),
     };
     let provider = match otlp_endpoint.filter(|e| !e.is_empty()) {
         Some(endpoint) => {
@@ -75,16 +64,8 @@ pub fn init_with(
         }
         None => None,
     };
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("mmc"))
-            .with_filter(filter())
-    });
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter()))
-        .with(otel)
-        .try_init()
-        .context("installing the tracing subscriber")?;
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("mmc")).with_filter(filter()));
+    tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel).try_init().context("installing the tracing subscriber")?;
     if let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) {
         tracing::info!(endpoint, "exporting traces over OTLP");
     }

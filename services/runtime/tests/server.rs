@@ -15,13 +15,9 @@ use tonic::{transport::Channel, Code, Request};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
 async fn health(ch: Channel, service: &str) -> ServingStatus {
-    let resp = HealthClient::new(ch)
-        .check(HealthCheckRequest { service: service.into() })
-        .await
-        .unwrap();
+    let resp = HealthClient::new(ch).check(HealthCheckRequest { service: service.into() }).await.unwrap();
     resp.into_inner().status()
 }
-
 
 #[tokio::test]
 async fn load_shedding_refuses_at_once_and_spares_health_checks() {
@@ -87,10 +83,7 @@ async fn oversized_message_is_refused_and_the_server_stays_up() {
     let mut client = EmbedServiceClient::new(ch.clone());
     let big = EmbedTextRequest { texts: vec!["x".repeat(4096)], ..Default::default() };
     let err = client.embed_text(big).await.unwrap_err();
-    assert!(
-        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
-        "unexpected status {err:?}"
-    );
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "unexpected status {err:?}");
     assert!(err.message().contains("1024"), "message names the limit: {}", err.message());
     client.embed_text(sleep_req(0)).await.expect("server still serves");
     server.stop().await.unwrap();
@@ -132,11 +125,7 @@ async fn failed_warm_up_is_an_error_not_a_broken_server() {
 async fn draining_finishes_in_flight_calls_and_reports_not_serving() {
     let server = TestServer::start(args(&["--drain-timeout-ms", "3000"])).await;
     let ch = server.channel().await;
-    let mut watch = HealthClient::new(ch.clone())
-        .watch(HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = HealthClient::new(ch.clone()).watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
 
     let mut slow = EmbedServiceClient::new(ch);

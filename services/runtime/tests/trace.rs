@@ -21,11 +21,7 @@ async fn client_span_is_parent_of_server_span() {
     let exporter = InMemorySpanExporterBuilder::new().build();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
     let subscriber = tracing_subscriber::registry()
-        .with(
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("test"))
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-    );
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(tracing_subscriber::filter::LevelFilter::INFO));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let server = TestServer::start(args(&[])).await;

@@ -492,8 +492,11 @@ impl SpeechCore {
         let segments = model.transcribe(state, &chunk.samples[from..to], offset_ms, &options, c.threads_per_request, cancel)?;
         spent_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         tracing::debug!(
-            offset_ms = chunk.offset_ms(), sent_ms = (to - from) * 1000 / audio::SAMPLE_RATE as usize,
-            segments = segments.len(), elapsed_ms = t.elapsed().as_millis() as u64, "chunk transcribed"
+            offset_ms = chunk.offset_ms(),
+            sent_ms = (to - from) * 1000 / audio::SAMPLE_RATE as usize,
+            segments = segments.len(),
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "chunk transcribed"
         );
         Ok(segments)
     }
@@ -608,8 +611,7 @@ impl Guards {
     /// no-speech probability above 0.6 with mean log-probability below -1 = text invented
     /// over silence. Plus: the same text as the segment before (a loop across windows).
     fn keep(&mut self, s: &Segment) -> bool {
-        let normalized: String =
-            s.text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect::<String>().to_lowercase();
+        let normalized: String = s.text.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect::<String>().to_lowercase();
         let normalized = normalized.split_whitespace().collect::<Vec<_>>().join(" ");
         if s.compression_ratio > 2.4 {
             self.loops += 1;

@@ -8,9 +8,9 @@ use std::{io::Write, path::PathBuf, pin::Pin, sync::Arc, time::Instant};
 use mmc_proto::{
     common::v1::{AudioEncoding, ModelInfo, Progress, StageTiming},
     speech::v1::{
-        speech_service_server::SpeechService, transcribe_request::Payload, transcribe_response::Event as PbEvent,
-        GetModelInfoRequest, GetModelInfoResponse, OutputFormat, RenderedTranscript, Segment as PbSegment, Task,
-        TranscribeConfig, TranscribeRequest, TranscribeResponse, TranscriptionResult, Word as PbWord,
+        speech_service_server::SpeechService, transcribe_request::Payload, transcribe_response::Event as PbEvent, GetModelInfoRequest,
+        GetModelInfoResponse, OutputFormat, RenderedTranscript, Segment as PbSegment, Task, TranscribeConfig, TranscribeRequest, TranscribeResponse,
+        TranscriptionResult, Word as PbWord,
     },
 };
 use tokio::sync::mpsc;
@@ -71,16 +71,11 @@ impl SpeechHandlers {
                     bytes += chunk.len() as u64;
                     if bytes > self.limits.max_upload_bytes {
                         metrics::counter!("mmc_speech_rejected_total", "reason" => "upload_too_large").increment(1);
-                        return Err(Status::invalid_argument(format!(
-                            "the upload exceeds the limit of {} bytes",
-                            self.limits.max_upload_bytes
-                        )));
+                        return Err(Status::invalid_argument(format!("the upload exceeds the limit of {} bytes", self.limits.max_upload_bytes)));
                     }
                     file.write_all(&chunk).map_err(|e| Status::internal(format!("spooling the upload: {e}")))?;
                 }
-                Some(Payload::Config(_)) => {
-                    return Err(Status::invalid_argument("a second config message: send config once, first"))
-                }
+                Some(Payload::Config(_)) => return Err(Status::invalid_argument("a second config message: send config once, first")),
                 None => return Err(Status::invalid_argument("a request message without payload")),
             }
         }
@@ -168,8 +163,7 @@ impl SpeechService for SpeechHandlers {
             return Err(to_status(CoreError::Audio(AudioError::Empty)));
         }
         let upload_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut events =
-            self.core.transcribe(Job { audio, input: request.input, options: request.options.clone() }).map_err(to_status)?;
+        let mut events = self.core.transcribe(Job { audio, input: request.input, options: request.options.clone() }).map_err(to_status)?;
 
         let (tx, rx) = mpsc::channel::<Result<TranscribeResponse, Status>>(64);
         tokio::spawn(async move {
@@ -200,9 +194,7 @@ impl SpeechService for SpeechHandlers {
                                 content: match f {
                                     OutputFormat::Srt => render::srt(&segments),
                                     OutputFormat::Vtt => render::vtt(&segments),
-                                    OutputFormat::VerboseJson => {
-                                        render::verbose_json(&segments, &code, summary.audio_duration_ms, request.task)
-                                    }
+                                    OutputFormat::VerboseJson => render::verbose_json(&segments, &code, summary.audio_duration_ms, request.task),
                                     _ => render::text(&segments),
                                 },
                             })
@@ -259,11 +251,7 @@ fn segment_pb(id: u32, s: &Segment) -> PbSegment {
         avg_logprob: s.avg_logprob,
         no_speech_prob: s.no_speech_prob,
         compression_ratio: s.compression_ratio,
-        words: s
-            .words
-            .iter()
-            .map(|w| PbWord { text: w.text.clone(), start_ms: w.start_ms, end_ms: w.end_ms, probability: w.probability })
-            .collect(),
+        words: s.words.iter().map(|w| PbWord { text: w.text.clone(), start_ms: w.start_ms, end_ms: w.end_ms, probability: w.probability }).collect(),
     }
 }
 

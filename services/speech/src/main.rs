@@ -57,8 +57,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let (model_path, model_id) =
-        mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "ggml-model.bin", args.ggml.as_deref());
+    let (model_path, model_id) = mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "ggml-model.bin", args.ggml.as_deref());
     let concurrency = args.concurrency.max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if args.threads == 0 { (cores / concurrency).max(1) } else { args.threads };
@@ -75,11 +74,7 @@ fn main() -> ExitCode {
         device: args.device,
         lend_idle_states: args.lend_idle_states,
     });
-    let limits = handlers::RequestLimits {
-        max_upload_bytes: args.max_upload_bytes,
-        spool_dir: args.spool_dir.clone(),
-        ..Default::default()
-    };
+    let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: args.spool_dir.clone(), ..Default::default() };
     let handlers = handlers::SpeechHandlers::new(core.clone(), limits);
     mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
         core.load_and_warm_up().await.map_err(anyhow::Error::new)

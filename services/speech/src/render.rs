@@ -19,13 +19,7 @@ pub fn text(segments: &[Segment]) -> String {
 pub fn srt(segments: &[Segment]) -> String {
     let mut out = String::new();
     for (i, s) in segments.iter().enumerate() {
-        out.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
-            i + 1,
-            timestamp(s.start_ms, ','),
-            timestamp(cue_end(s), ','),
-            cue_text(&s.text)
-        ));
+        out.push_str(&format!("{}\n{} --> {}\n{}\n\n", i + 1, timestamp(s.start_ms, ','), timestamp(cue_end(s), ','), cue_text(&s.text)));
     }
     out
 }
@@ -77,11 +71,8 @@ pub fn verbose_json(segments: &[Segment], language: &str, duration_ms: u64, task
         "segments": segs,
     });
     // With word timestamps, OpenAI also lists every word at the top level.
-    let words: Vec<_> = segments
-        .iter()
-        .flat_map(|s| s.words.iter())
-        .map(|w| json!({ "word": w.text, "start": secs(w.start_ms), "end": secs(w.end_ms) }))
-        .collect();
+    let words: Vec<_> =
+        segments.iter().flat_map(|s| s.words.iter()).map(|w| json!({ "word": w.text, "start": secs(w.start_ms), "end": secs(w.end_ms) })).collect();
     if !words.is_empty() {
         out["words"] = json!(words);
     }
@@ -116,10 +107,7 @@ mod tests {
     fn srt_and_vtt_have_the_standard_shapes() {
         let s = vec![seg(0, 1500, "Hello there."), seg(3_723_004, 3_723_004, "A <b> & --> c")];
         assert_eq!(srt(&s), "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:02:03,004 --> 01:02:03,014\nA <b> & -> c\n\n");
-        assert_eq!(
-            vtt(&s),
-            "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n\n01:02:03.004 --> 01:02:03.014\nA &lt;b&gt; &amp; -&gt; c\n\n"
-        );
+        assert_eq!(vtt(&s), "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n\n01:02:03.004 --> 01:02:03.014\nA &lt;b&gt; &amp; -&gt; c\n\n");
     }
 
     #[test]

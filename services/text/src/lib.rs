@@ -45,10 +45,7 @@ fn raw_tokens(text: &str) -> Vec<(String, bool)> {
         current.clear();
     };
     for (i, &c) in chars.iter().enumerate() {
-        let digit_join = (c == '.' || c == ',')
-            && i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        let digit_join = (c == '.' || c == ',') && i > 0 && chars[i - 1].is_ascii_digit() && chars.get(i + 1).is_some_and(char::is_ascii_digit);
         if c.is_alphanumeric() || c == '\'' || c == '’' || digit_join {
             if current.is_empty() {
                 current_start = sentence_start;
@@ -61,7 +58,17 @@ fn raw_tokens(text: &str) -> Vec<(String, bool)> {
         match c {
             '.' | '!' | '?' => sentence_start = true,
             '%' => out.push(("percent".into(), false)),
-            '$' | '€' | '£' => out.push(((if c == '$' { "dollar" } else if c == '€' { "euro" } else { "pound" }).into(), false)),
+            '$' | '€' | '£' => out.push((
+                (if c == '$' {
+                    "dollar"
+                } else if c == '€' {
+                    "euro"
+                } else {
+                    "pound"
+                })
+                .into(),
+                false,
+            )),
             _ => {}
         }
     }

@@ -73,10 +73,11 @@ fn class(word: &str) -> Option<(Class, bool)> {
 /// The value of a token written in digits: `45000`, `2.5`, `10th`, `1st`.
 pub fn number_value(token: &str) -> Option<Number> {
     let t = token.replace(',', "");
-    let (digits, ordinal) = match t.strip_suffix("st").or_else(|| t.strip_suffix("nd")).or_else(|| t.strip_suffix("rd")).or_else(|| t.strip_suffix("th")) {
-        Some(d) if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()) => (d.to_string(), true),
-        _ => (t, false),
-    };
+    let (digits, ordinal) =
+        match t.strip_suffix("st").or_else(|| t.strip_suffix("nd")).or_else(|| t.strip_suffix("rd")).or_else(|| t.strip_suffix("th")) {
+            Some(d) if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()) => (d.to_string(), true),
+            _ => (t, false),
+        };
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') || !digits.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }

@@ -22,8 +22,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::engine::{
-    constraint::Constraint, generation::PreparedPrompt, model::Instance, Engine, EngineError, FinishReason, GenerationParams,
-    Prompt, Sequence,
+    constraint::Constraint, generation::PreparedPrompt, model::Instance, Engine, EngineError, FinishReason, GenerationParams, Prompt, Sequence,
 };
 
 /// Settings of the core.
@@ -154,10 +153,7 @@ impl TextGenCore {
         };
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         let scheduler = Scheduler { engine: engine.clone(), jobs: rx, max_sequences: self.config.max_sequences.max(1), spare: Vec::new() };
-        std::thread::Builder::new()
-            .name("textgen-scheduler".into())
-            .spawn(move || scheduler.run())
-            .map_err(|_| CoreError::Stopped)?;
+        std::thread::Builder::new().name("textgen-scheduler".into()).spawn(move || scheduler.run()).map_err(|_| CoreError::Stopped)?;
         tracing::info!(model = %info.id, family = %info.family, context_length = info.context_length, "model loaded");
         let _ = self.loaded.set(Loaded { engine, jobs: tx, info });
         // Warm-up: one greedy token end to end.

@@ -7,10 +7,9 @@ use std::{pin::Pin, sync::Arc};
 use mmc_proto::{
     common::v1::ModelInfo,
     textgen::v1::{
-        count_tokens_request::Input, generate_response::Event as PbEvent, text_gen_service_server::TextGenService,
-        ChatRequest, CountTokensRequest, CountTokensResponse, FinishReason as PbFinish, GenerateRequest,
-        GenerateResponse, GenerationOptions, GenerationSummary, GetModelInfoRequest, GetModelInfoResponse,
-        OverflowPolicy as PbOverflow, Role, TokenChunk,
+        count_tokens_request::Input, generate_response::Event as PbEvent, text_gen_service_server::TextGenService, ChatRequest, CountTokensRequest,
+        CountTokensResponse, FinishReason as PbFinish, GenerateRequest, GenerateResponse, GenerationOptions, GenerationSummary, GetModelInfoRequest,
+        GetModelInfoResponse, OverflowPolicy as PbOverflow, Role, TokenChunk,
     },
 };
 use tokio_stream::{wrappers::UnboundedReceiverStream, Stream, StreamExt};
@@ -127,9 +126,7 @@ impl TextGenHandlers {
         let model = model_info(&self.core.model().map_err(to_status)?);
         let events = self.core.generate(prompt, params).map_err(to_status)?;
         let stream = UnboundedReceiverStream::new(events).map(move |ev| match ev {
-            Event::Token(t) => Ok(GenerateResponse {
-                event: Some(PbEvent::Token(TokenChunk { text: t.text, token_id: t.id, logprob: t.logprob })),
-            }),
+            Event::Token(t) => Ok(GenerateResponse { event: Some(PbEvent::Token(TokenChunk { text: t.text, token_id: t.id, logprob: t.logprob })) }),
             Event::Done(s) => Ok(GenerateResponse {
                 event: Some(PbEvent::Summary(GenerationSummary {
                     finish_reason: match s.reason {
@@ -170,9 +167,7 @@ fn to_status(e: CoreError) -> Status {
             | EngineError::EmptyPrompt
             | EngineError::Constraint(ConstraintError::NotJson(_) | ConstraintError::Schema(_))
             | EngineError::Chat(ChatError::Render(_)) => Status::invalid_argument(e.to_string()),
-            EngineError::Chat(ChatError::NoTemplate) | EngineError::NoConstraints(_) => {
-                Status::failed_precondition(e.to_string())
-            }
+            EngineError::Chat(ChatError::NoTemplate) | EngineError::NoConstraints(_) => Status::failed_precondition(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "engine failure");
                 Status::internal(format!("generation failed: {e}"))

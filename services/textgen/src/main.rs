@@ -51,8 +51,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let (model_path, model_id) =
-        mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "model.gguf", args.gguf.as_deref());
+    let (model_path, model_id) = mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "model.gguf", args.gguf.as_deref());
     let core = core::TextGenCore::new(core::CoreConfig {
         model_path,
         model_id,

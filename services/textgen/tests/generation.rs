@@ -4,9 +4,7 @@
 //! Needs the bundled model (`mmc models fetch`).
 
 use candle_core::Device;
-use mmc_textgen::engine::{
-    chat::Message, sampler::SamplingConfig, Engine, EngineError, FinishReason, GenerationParams, OverflowPolicy, Prompt,
-};
+use mmc_textgen::engine::{chat::Message, sampler::SamplingConfig, Engine, EngineError, FinishReason, GenerationParams, OverflowPolicy, Prompt};
 
 fn engine() -> Engine {
     let store = mmc_models::ModelStore::from_env();
@@ -121,8 +119,7 @@ fn fifty_constrained_generations_all_validate() {
         };
         let out = run(&engine, user(MEETING), &params).unwrap();
         assert_eq!(out.reason, FinishReason::Stop, "seed {seed}: the document did not complete: {}", out.text);
-        let doc: serde_json::Value =
-            serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {}", out.text));
+        let doc: serde_json::Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {}", out.text));
         let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "seed {seed}: {errors:?} in {}", out.text);
         distinct.insert(out.text);
@@ -187,12 +184,7 @@ fn prefix_cache_resumes_later_turns_with_identical_output() {
     let plain = engine().with_prefix_cache(0);
     let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
     let conversation = |last: &str| {
-        Prompt::Chat(vec![
-            msg("system", "You answer with one word."),
-            msg("user", "Name a colour."),
-            msg("assistant", "Blue."),
-            msg("user", last),
-        ])
+        Prompt::Chat(vec![msg("system", "You answer with one word."), msg("user", "Name a colour."), msg("assistant", "Blue."), msg("user", last)])
     };
     let greedy = GenerationParams { max_tokens: 16, ..Default::default() };
     let mut reused = Vec::new();
@@ -210,7 +202,6 @@ fn prefix_cache_resumes_later_turns_with_identical_output() {
     assert_eq!(reused[0].0, 0, "{reused:?}");
     assert!(reused[1..].iter().all(|(r, h)| r == h && *h > 10), "{reused:?}");
 }
-
 
 #[test]
 fn incremental_detokenization_streams_exactly_the_full_decode() {

@@ -150,10 +150,8 @@ fn a_sequence_in_a_batch_gets_exactly_what_it_gets_alone() {
     assert!(r1[1].is_none(), "no logits were asked for");
     let r2 = batched(model, vec![(&mut i1, &p1[4..], 4, true), (&mut i2, &p2[4..], 4, true), (&mut i3, &p3[4..], 4, true)]);
     let n: Vec<u32> = r2.iter().map(|l| argmax(l.as_ref().unwrap())).collect();
-    let r3 = batched(
-        model,
-        vec![(&mut i3, &[n[2]][..], p3.len(), true), (&mut i1, &[n[0]][..], p1.len(), true), (&mut i2, &[n[1]][..], p2.len(), true)],
-    );
+    let r3 =
+        batched(model, vec![(&mut i3, &[n[2]][..], p3.len(), true), (&mut i1, &[n[0]][..], p1.len(), true), (&mut i2, &[n[1]][..], p2.len(), true)]);
     let r3 = [&r3[1], &r3[2], &r3[0]];
     for (k, (first, rest, next)) in alone.iter().enumerate() {
         if k != 1 {
@@ -174,7 +172,6 @@ fn a_step_at_the_wrong_position_is_refused() {
     // Position 0 starts over.
     inst.forward(&[1], 0, &Device::Cpu).unwrap();
 }
-
 
 /// Decode-step time with 1, 2, 4 and 8 sequences in one pass (a measurement, not a check:
 /// `cargo test -p mmc-textgen --test llama_batched -- --ignored --nocapture`).

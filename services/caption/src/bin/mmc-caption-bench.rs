@@ -35,15 +35,16 @@ struct Args {
 }
 
 /// One chain call: (encode ms, caption ms, from template).
-async fn describe(embed: &mut EmbedServiceClient<Channel>, caption: &mut CaptionServiceClient<Channel>, image: &Image) -> anyhow::Result<(f64, f64, bool)> {
+async fn describe(
+    embed: &mut EmbedServiceClient<Channel>,
+    caption: &mut CaptionServiceClient<Channel>,
+    image: &Image,
+) -> anyhow::Result<(f64, f64, bool)> {
     let t = Instant::now();
     let latents = embed.encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 5 }).await?.into_inner().latents;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let c = caption
-        .caption(CaptionRequest { latents, mode: CaptionMode::AltText as i32, max_chars: 0 })
-        .await?
-        .into_inner();
+    let c = caption.caption(CaptionRequest { latents, mode: CaptionMode::AltText as i32, max_chars: 0 }).await?.into_inner();
     Ok((encode_ms, t.elapsed().as_secs_f64() * 1e3, c.from_template))
 }
 

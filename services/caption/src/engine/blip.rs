@@ -71,12 +71,10 @@ impl BlipDecoder {
         // Upstream BLIP: bos 30522 ([DEC]), sep 102 ([SEP]).
         let special = SpecialIds { bos: id("bos_token_id"), sep: id("sep_token_id") };
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| load_err(&tokenizer_path, e.to_string()))?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
-            .map_err(|e| load_err(&weights, e.to_string()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }.map_err(|e| load_err(&weights, e.to_string()))?;
         let model = blip::BlipForConditionalGeneration::new(&config, vb).map_err(|e| load_err(&weights, e.to_string()))?;
         Ok(BlipDecoder { model, config, special, tokenizer, device: device.clone() })
     }

@@ -112,16 +112,7 @@ impl Brief {
             .take(config.max_evidence.max(1))
             .map(|(_, l)| l.clone())
             .collect();
-        Brief {
-            mode,
-            max_chars,
-            reported: labels,
-            evidence,
-            subject_classes,
-            subject_noun,
-            confidence,
-            hedge: confidence < config.hedge_below,
-        }
+        Brief { mode, max_chars, reported: labels, evidence, subject_classes, subject_noun, confidence, hedge: confidence < config.hedge_below }
     }
 }
 

@@ -11,8 +11,23 @@ use super::{
 
 /// Openers accessibility guidance says to leave out (the screen reader already says "image").
 const OPENERS: &[&str] = &[
-    "image of", "picture of", "photo of", "photograph of", "an image", "a picture", "a photo", "a photograph",
-    "this image", "this picture", "this photo", "the image", "the picture", "the photo", "this is", "here is", "labels",
+    "image of",
+    "picture of",
+    "photo of",
+    "photograph of",
+    "an image",
+    "a picture",
+    "a photo",
+    "a photograph",
+    "this image",
+    "this picture",
+    "this photo",
+    "the image",
+    "the picture",
+    "the photo",
+    "this is",
+    "here is",
+    "labels",
     "alt text",
 ];
 
@@ -113,8 +128,7 @@ pub fn check(text: &str, brief: &Brief, vocab: &Vocabulary) -> Result<(), Reject
     if let Some(stray) = objects.iter().find(|o| !allowed.contains(o.as_str())) {
         return Err(Rejection::Ungrounded(stray.clone()));
     }
-    let subject: HashSet<&str> =
-        brief.subject_classes.iter().flat_map(|&c| vocab.class_words(c)).map(String::as_str).collect();
+    let subject: HashSet<&str> = brief.subject_classes.iter().flat_map(|&c| vocab.class_words(c)).map(String::as_str).collect();
     if !subject.contains(first.as_str()) {
         return Err(Rejection::SubjectNotFirst { found: first.clone() });
     }

@@ -33,8 +33,7 @@ const DETAILED_EXAMPLES: &[(&str, &str)] = &[
 
 /// The user turn describing the brief's evidence: "Labels: tabby cat (62%), ...".
 pub fn labels_line(brief: &Brief) -> String {
-    let parts: Vec<String> =
-        brief.evidence.iter().map(|l| format!("{} ({:.0}%)", l.name, (l.probability * 100.0).round())).collect();
+    let parts: Vec<String> = brief.evidence.iter().map(|l| format!("{} ({:.0}%)", l.name, (l.probability * 100.0).round())).collect();
     format!("Labels: {}", parts.join(", "))
 }
 

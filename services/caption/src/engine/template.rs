@@ -23,19 +23,12 @@ pub fn caption(brief: &Brief) -> String {
         },
         Mode::Detailed => {
             let mut s = format!("{}.", capitalise(&main));
-            let alternatives: Vec<String> = brief
-                .evidence
-                .iter()
-                .skip(1)
-                .map(|l| format!("{} {} ({:.0}%)", article(&l.name), l.name, l.probability * 100.0))
-                .collect();
+            let alternatives: Vec<String> =
+                brief.evidence.iter().skip(1).map(|l| format!("{} {} ({:.0}%)", article(&l.name), l.name, l.probability * 100.0)).collect();
             if !alternatives.is_empty() {
                 s.push_str(&format!(" The image classifier also considered {}.", alternatives.join(" and ")));
             }
-            s.push_str(&format!(
-                " It is {:.0}% sure of the main subject; colours and setting are not described.",
-                brief.confidence * 100.0
-            ));
+            s.push_str(&format!(" It is {:.0}% sure of the main subject; colours and setting are not described.", brief.confidence * 100.0));
             s
         }
     };

@@ -39,7 +39,11 @@ fn fix_articles(words: &[&str]) -> String {
         let fixed = match (lower.as_str(), words.get(i + 1)) {
             ("a" | "an", Some(next)) => {
                 let right = article(next.trim_start_matches(|c: char| !c.is_alphanumeric()));
-                if w.starts_with('A') { super::text::capitalise(right) } else { right.to_string() }
+                if w.starts_with('A') {
+                    super::text::capitalise(right)
+                } else {
+                    right.to_string()
+                }
             }
             _ => w.to_string(),
         };

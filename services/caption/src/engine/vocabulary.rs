@@ -36,19 +36,18 @@ const HYPERNYMS: &[(&str, &[(u32, u32)])] = &[
 
 /// Objects small models invent that ImageNet has no class for; naming one is ungrounded.
 const EXTRA_OBJECTS: &[&str] = &[
-    "person", "man", "woman", "boy", "girl", "child", "baby", "kid", "tree", "flower", "grass", "road", "street",
-    "building", "city", "room", "kitchen", "field", "beach", "mountain", "sky", "sea", "ocean", "lake", "river",
-    "forest", "garden", "food", "sun", "moon", "cloud", "snow", "bridge",
+    "person", "man", "woman", "boy", "girl", "child", "baby", "kid", "tree", "flower", "grass", "road", "street", "building", "city", "room",
+    "kitchen", "field", "beach", "mountain", "sky", "sea", "ocean", "lake", "river", "forest", "garden", "food", "sun", "moon", "cloud", "snow",
+    "bridge",
 ];
 
 /// Head nouns of ImageNet synonyms that are far more often ordinary words ("a can of",
 /// "in the light") or Latin species epithets; they are not treated as objects.
 const NOT_OBJECTS: &[&str] = &[
-    "ai", "aid", "bar", "bars", "board", "bow", "can", "case", "cover", "drop", "fan", "file", "fly", "grand", "gray",
-    "grey", "hack", "head", "home", "hot", "jack", "kit", "light", "maker", "mail", "mike", "pack", "pick", "place",
-    "press", "rule", "safe", "scale", "shade", "site", "slide", "spot", "spray", "stage", "star", "stick", "stole",
-    "swing", "t", "tick", "unit", "watch", "trump", "front", "top", "eater", "smith", "albus", "catta", "leo", "lupus",
-    "maria", "niger", "nigra", "onca", "rufus", "uncia", "tinca", "set", "point", "piece", "close",
+    "ai", "aid", "bar", "bars", "board", "bow", "can", "case", "cover", "drop", "fan", "file", "fly", "grand", "gray", "grey", "hack", "head",
+    "home", "hot", "jack", "kit", "light", "maker", "mail", "mike", "pack", "pick", "place", "press", "rule", "safe", "scale", "shade", "site",
+    "slide", "spot", "spray", "stage", "star", "stick", "stole", "swing", "t", "tick", "unit", "watch", "trump", "front", "top", "eater", "smith",
+    "albus", "catta", "leo", "lupus", "maria", "niger", "nigra", "onca", "rufus", "uncia", "tinca", "set", "point", "piece", "close",
 ];
 
 /// Irregular plurals that matter for the object words above.
@@ -181,9 +180,7 @@ impl Vocabulary {
 
 /// Words of lower-cased text: letters, digits, hyphens and apostrophes inside a word.
 pub fn words_of(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '\''))
-        .map(|w| w.trim_matches(|c| c == '-' || c == '\''))
-        .filter(|w| !w.is_empty())
+    text.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '\'')).map(|w| w.trim_matches(|c| c == '-' || c == '\'')).filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]

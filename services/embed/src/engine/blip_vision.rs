@@ -41,15 +41,13 @@ impl BlipVision {
     /// caption service holds its own copy of the decoder.
     pub fn load(dir: &Path, device: &Device) -> Result<BlipVision, EngineError> {
         let json = mmc_models::hf_config::blip_config(dir).map_err(EngineError::Load)?;
-        let config: blip::Config =
-            serde_json::from_value(json.clone()).map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
+        let config: blip::Config = serde_json::from_value(json.clone()).map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
         let normalize = Normalize::of_checkpoint(dir)?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .map_err(|e| EngineError::Load(format!("{}: {e}", weights.display())))?;
-        let model = blip::BlipForConditionalGeneration::new(&config, vb)
-            .map_err(|e| EngineError::Load(format!("{}: {e}", weights.display())))?;
+        let model = blip::BlipForConditionalGeneration::new(&config, vb).map_err(|e| EngineError::Load(format!("{}: {e}", weights.display())))?;
         Ok(BlipVision {
             model,
             image_size: config.vision_config.image_size,

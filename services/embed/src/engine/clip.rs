@@ -93,22 +93,14 @@ impl Clip {
             patch_size: num(v, "patch_size")?,
         };
         let image_size = vision_config.image_size;
-        let config = clip::ClipConfig {
-            text_config: text_config.clone(),
-            vision_config,
-            logit_scale_init_value: 2.6592,
-            image_size,
-        };
+        let config = clip::ClipConfig { text_config: text_config.clone(), vision_config, logit_scale_init_value: 2.6592, image_size };
 
         let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| EngineError::Missing(format!("{}: {e}", tokenizer_path.display())))?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| EngineError::Missing(format!("{}: {e}", tokenizer_path.display())))?;
         // We truncate and pad ourselves, to report truncation and keep the end token last.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let end_id = tokenizer
-            .token_to_id("<|endoftext|>")
-            .ok_or_else(|| EngineError::Tokenizer("no <|endoftext|> token".into()))?;
+        let end_id = tokenizer.token_to_id("<|endoftext|>").ok_or_else(|| EngineError::Tokenizer("no <|endoftext|> token".into()))?;
         if end_id as usize + 1 != text_config.vocab_size {
             return Err(EngineError::Load(format!(
                 "<|endoftext|> is id {end_id}, not the largest id {}: candle's CLIP text tower pools at the largest id",

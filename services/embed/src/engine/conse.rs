@@ -59,9 +59,7 @@ pub fn cached_class_embeddings(
     bytes.extend_from_slice(&sum);
     // Written beside its final name and renamed, so a concurrent start never reads half a file.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::create_dir_all(cache_dir)
-        .and_then(|()| std::fs::write(&tmp, &bytes))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    let written = std::fs::create_dir_all(cache_dir).and_then(|()| std::fs::write(&tmp, &bytes)).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(error) = written {
         let _ = std::fs::remove_file(&tmp);
         // Read-only model volumes (the compose file and the Kubernetes manifests mount them

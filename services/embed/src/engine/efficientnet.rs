@@ -120,11 +120,24 @@ fn matmul_add(dst: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, u
     // (checked above), and `dst` is borrowed mutably, so nothing else aliases it.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, true,
-            a.as_ptr(), 1, k as isize,
-            b.as_ptr(), 1, n as isize,
-            1.0, 1.0, false, false, false,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
             parallelism,
         )
     }
@@ -387,11 +400,8 @@ impl EfficientNetLite0 {
                     let vbb = vb.pp(format!("_blocks.{}", blocks.len()));
                     let (cin, stride) = if r == 0 { (cin, stride) } else { (cout, 1) };
                     let mid = cin * expand;
-                    let expand = if expand != 1 {
-                        Some(ConvBn::load(vbb.get((mid, cin, 1, 1), "_expand_conv.weight")?, vbb.pp("_bn0"), mid)?)
-                    } else {
-                        None
-                    };
+                    let expand =
+                        if expand != 1 { Some(ConvBn::load(vbb.get((mid, cin, 1, 1), "_expand_conv.weight")?, vbb.pp("_bn0"), mid)?) } else { None };
                     let depthwise = ConvBn::load(vbb.get((mid, 1, k, k), "_depthwise_conv.weight")?, vbb.pp("_bn1"), mid)?;
                     blocks.push(Block {
                         expand,
@@ -416,8 +426,7 @@ impl EfficientNetLite0 {
     pub fn load_file(weights: &std::path::Path, device: &Device) -> Result<Self, EngineError> {
         // SAFETY: model directories are replaced atomically by `mmc models fetch`, never
         // edited in place, so the mapped file does not change under us.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }
-            .map_err(|e| EngineError::Load(e.to_string()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }.map_err(|e| EngineError::Load(e.to_string()))?;
         Self::load(vb)
     }
 

@@ -27,8 +27,7 @@ impl Normalize {
         let mut n = Normalize { mean: CLIP_MEAN, std: CLIP_STD };
         let path = dir.join("preprocessor_config.json");
         let Ok(raw) = std::fs::read(&path) else { return Ok(n) };
-        let pre: serde_json::Value =
-            serde_json::from_slice(&raw).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let pre: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let three = |v: &serde_json::Value| -> Option<[f32; 3]> {
             let a = v.as_array()?;
             Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])

@@ -40,27 +40,20 @@ pub struct TextEncoder {
 impl TextEncoder {
     /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir` onto `device`.
     pub fn load(dir: &Path, id: &str, profile: &str, max_tokens: usize, device: &Device) -> Result<Self, EngineError> {
-        let read = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|e| EngineError::Missing(format!("{}: {e}", dir.join(name).display())))
-        };
-        let config: Config = serde_json::from_slice(&read("config.json")?)
-            .map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| EngineError::Missing(format!("{}: {e}", dir.join(name).display())));
+        let config: Config = serde_json::from_slice(&read("config.json")?).map_err(|e| EngineError::Load(format!("config.json: {e}")))?;
         let max_tokens = max_tokens.min(config.max_position_embeddings);
-        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         // We truncate and pad ourselves, to report truncation and keep [SEP] last.
         tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        tokenizer.with_truncation(None).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let sep_id = tokenizer.token_to_id("[SEP]").ok_or_else(|| EngineError::Tokenizer("no [SEP] token".into()))?;
         let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
         let device = device.clone();
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is not modified while mapped (model directories are replaced
         // atomically by `mmc models fetch`, never edited in place).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| EngineError::Load(e.to_string()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }.map_err(|e| EngineError::Load(e.to_string()))?;
         let model = PackedBert::load(vb, &config).map_err(|e| EngineError::Load(e.to_string()))?;
         let revision = revision_of(dir, "model.safetensors");
         Ok(Self {
@@ -70,13 +63,7 @@ impl TextEncoder {
             max_tokens,
             sep_id,
             pad_id,
-            id: ModelId {
-                id: id.to_string(),
-                family: "bert".into(),
-                profile: profile.to_string(),
-                revision,
-                dimensions: config.hidden_size as u32,
-            },
+            id: ModelId { id: id.to_string(), family: "bert".into(), profile: profile.to_string(), revision, dimensions: config.hidden_size as u32 },
         })
     }
 
@@ -94,10 +81,7 @@ impl TextEncoder {
     }
 
     fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EngineError> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 

@@ -44,7 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let sizes = if sizes.is_empty() { vec![1_000, 10_000, 50_000] } else { sizes };
     let space = Space { model_id: "bench".into(), dimensions: DIMS as u32 };
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    println!("{:>8} {:>12} {:>10} {:>11} {:>11} {:>14} {:>10}", "images", "bulk load s", "reopen s", "search p50", "search p95", "insert p50 ms", "file MiB");
+    println!(
+        "{:>8} {:>12} {:>10} {:>11} {:>11} {:>14} {:>10}",
+        "images", "bulk load s", "reopen s", "search p50", "search p95", "insert p50 ms", "file MiB"
+    );
     for n in sizes {
         let dir = tempfile::tempdir()?;
         let store = EmbeddedStore::open(dir.path())?;

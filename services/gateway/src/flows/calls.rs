@@ -8,8 +8,8 @@ use mmc_proto::{
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, ImageLatents},
     speech::v1::{speech_service_client::SpeechServiceClient, transcribe_request, TranscribeConfig, TranscribeRequest, TranscribeResponse},
     textgen::v1::{
-        generate_response, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerateResponse,
-        GenerationOptions, OverflowPolicy, Role, SamplingParams,
+        generate_response, text_gen_service_client::TextGenServiceClient, ChatMessage, ChatRequest, GenerateResponse, GenerationOptions,
+        OverflowPolicy, Role, SamplingParams,
     },
 };
 use tokio::sync::mpsc;
@@ -30,7 +30,13 @@ pub struct Embedded {
     pub model: ModelInfo,
 }
 
-fn embedded(stage: &'static str, service: &'static str, endpoint: &str, embeddings: Vec<mmc_proto::embed::v1::Embedding>, model: Option<ModelInfo>) -> Result<Embedded, GatewayError> {
+fn embedded(
+    stage: &'static str,
+    service: &'static str,
+    endpoint: &str,
+    embeddings: Vec<mmc_proto::embed::v1::Embedding>,
+    model: Option<ModelInfo>,
+) -> Result<Embedded, GatewayError> {
     let bad = |message: &str| GatewayError::Stage {
         stage,
         service,
@@ -89,7 +95,12 @@ impl Flows {
     }
 
     /// `caption.Caption` of the latents in `mode`.
-    pub async fn caption(&self, latents: &ImageLatents, mode: CaptionMode, deadline: Deadline) -> Result<(CaptionResponse, StageTiming), GatewayError> {
+    pub async fn caption(
+        &self,
+        latents: &ImageLatents,
+        mode: CaptionMode,
+        deadline: Deadline,
+    ) -> Result<(CaptionResponse, StageTiming), GatewayError> {
         let message = CaptionRequest { latents: Some(latents.clone()), mode: mode as i32, max_chars: 0 };
         stage("caption", &self.caption, deadline, &self.policy, true, |ch, t| {
             let message = message.clone();
@@ -105,7 +116,12 @@ const EMBED_BATCH: usize = 32;
 
 impl Flows {
     /// `embed.EmbedText` of many texts (in batches), under stage name `stage_name`.
-    pub async fn embed_texts(&self, stage_name: &'static str, texts: &[String], deadline: Deadline) -> Result<(Vec<Vec<f32>>, Option<Space>, StageTiming), GatewayError> {
+    pub async fn embed_texts(
+        &self,
+        stage_name: &'static str,
+        texts: &[String],
+        deadline: Deadline,
+    ) -> Result<(Vec<Vec<f32>>, Option<Space>, StageTiming), GatewayError> {
         let (embeddings, space, timing) = self.embed_texts_detailed(stage_name, texts, deadline).await?;
         Ok((embeddings.into_iter().map(|e| e.values).collect(), space, timing))
     }
@@ -193,9 +209,8 @@ impl Flows {
         audio: mpsc::Receiver<Vec<u8>>,
         deadline: Deadline,
     ) -> Result<tonic::Streaming<TranscribeResponse>, GatewayError> {
-        let requests = tokio_stream::once(TranscribeRequest { payload: Some(transcribe_request::Payload::Config(config)) }).chain(
-            ReceiverStream::new(audio).map(|chunk| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(chunk)) }),
-        );
+        let requests = tokio_stream::once(TranscribeRequest { payload: Some(transcribe_request::Payload::Config(config)) })
+            .chain(ReceiverStream::new(audio).map(|chunk| TranscribeRequest { payload: Some(transcribe_request::Payload::AudioChunk(chunk)) }));
         let span = tracing::info_span!("gateway.stage", otel.name = "transcribe", otel.kind = "client", stage = "transcribe", service = "speech");
         Ok(SpeechServiceClient::new(self.speech.channel())
             .transcribe(request(requests, deadline.remaining()))

@@ -104,7 +104,11 @@ impl Flows {
             content_hash,
             source_name: image.source_name,
             caption: caption.text,
-            labels: latents.labels.iter().map(|l| StoredLabel { name: l.name.clone(), probability: l.probability, class_index: l.class_index }).collect(),
+            labels: latents
+                .labels
+                .iter()
+                .map(|l| StoredLabel { name: l.name.clone(), probability: l.probability, class_index: l.class_index })
+                .collect(),
             metadata,
             models,
             indexed_at_unix_ms: now_unix_ms(),
@@ -129,7 +133,12 @@ impl Flows {
     }
 
     /// Finds the images closest to `query`, best first.
-    pub async fn search(&self, query: Query, params: SearchParams, deadline: Deadline) -> Result<(Vec<(ImageRecord, f32)>, Vec<StageTiming>), GatewayError> {
+    pub async fn search(
+        &self,
+        query: Query,
+        params: SearchParams,
+        deadline: Deadline,
+    ) -> Result<(Vec<(ImageRecord, f32)>, Vec<StageTiming>), GatewayError> {
         let (embedded, timing) = match &query {
             Query::Text(text) => self.embed_text("embed_query", text, deadline).await?,
             Query::Image(image) => self.embed_image(image, deadline).await?,

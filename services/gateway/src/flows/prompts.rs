@@ -159,7 +159,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("v2")).unwrap();
         for task in TASKS {
-            let body = format!("instruction = \"{task} v2\"\ncontext = \"\"\ninput = \"{{{{ title }}}}\"\noutput_format = \"\"\nconstraints = \"\"\n");
+            let body =
+                format!("instruction = \"{task} v2\"\ncontext = \"\"\ninput = \"{{{{ title }}}}\"\noutput_format = \"\"\nconstraints = \"\"\n");
             std::fs::write(dir.path().join("v2").join(format!("{task}.toml")), body).unwrap();
         }
         let labels = "decision = [\"a\"]\naction_item = [\"b\"]\nkey_point = []\nother = []\n";

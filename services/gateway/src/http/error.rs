@@ -27,7 +27,13 @@ pub struct ApiError {
 impl ApiError {
     /// 400: the request is malformed or asks for something invalid.
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_request_error", code: None, param: Some(param.to_string()), message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code: None,
+            param: Some(param.to_string()),
+            message: message.into(),
+        }
     }
 
     /// 400: a parameter this server does not implement (rather than silently ignoring it).

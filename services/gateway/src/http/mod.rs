@@ -54,7 +54,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .fallback(|| async { ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() } })
+        .fallback(|| async {
+            ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() }
+        })
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }

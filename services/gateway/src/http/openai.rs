@@ -141,7 +141,10 @@ pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Res
     let space = space.ok_or_else(|| GatewayError::Invalid("no embeddings".into()))?;
     if let Some(d) = req.dimensions {
         if d != space.dimensions {
-            return Err(ApiError::unsupported("dimensions", format!("{} produces {}-dimensional vectors; it cannot shorten them to {d}", space.model_id, space.dimensions)));
+            return Err(ApiError::unsupported(
+                "dimensions",
+                format!("{} produces {}-dimensional vectors; it cannot shorten them to {d}", space.model_id, space.dimensions),
+            ));
         }
     }
     let tokens: u64 = embeddings.iter().map(|e| e.token_count as u64).sum();
@@ -295,9 +298,11 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
             "text" => String::new(),
             "json_object" => r#"{"type": "object"}"#.to_string(),
             "json_schema" => {
-                let schema = f.json_schema.as_ref().and_then(|j| j.schema.as_ref()).ok_or_else(|| {
-                    ApiError::invalid("response_format.json_schema.schema", "a json_schema response format needs a schema")
-                })?;
+                let schema = f
+                    .json_schema
+                    .as_ref()
+                    .and_then(|j| j.schema.as_ref())
+                    .ok_or_else(|| ApiError::invalid("response_format.json_schema.schema", "a json_schema response format needs a schema"))?;
                 schema.to_string()
             }
             other => return Err(ApiError::invalid("response_format.type", format!("{other:?}: expected text, json_object or json_schema"))),
@@ -529,7 +534,9 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart
             result = Some(r);
         }
     }
-    let result = result.ok_or_else(|| ApiError::from(crate::upstream::failure("transcribe", &speech, tonic::Status::internal("transcription ended without a result"))))?;
+    let result = result.ok_or_else(|| {
+        ApiError::from(crate::upstream::failure("transcribe", &speech, tonic::Status::internal("transcription ended without a result")))
+    })?;
     let rendered = |f: OutputFormat| result.rendered.iter().find(|r| r.format == f as i32).map(|r| r.content.clone());
     let (content_type, body) = match format {
         TranscriptFormat::Json => return Ok(Json(json!({ "text": result.text.trim() })).into_response()),

@@ -33,9 +33,9 @@ use mmc_proto::{
     common::v1::{Image, ModelInfo, Progress},
     embed::v1::Label,
     gateway::v1::{
-        gateway_service_server::GatewayService, search_images_request, summarize_meeting_response, AskMeetingRequest,
-        DeleteImageRequest, DescribeImageRequest, GetMeetingRequest, ImageRecord, ListImagesRequest, Meeting, MeetingConfig,
-        MeetingSummary, SearchImagesRequest, SummarizeMeetingResponse,
+        gateway_service_server::GatewayService, search_images_request, summarize_meeting_response, AskMeetingRequest, DeleteImageRequest,
+        DescribeImageRequest, GetMeetingRequest, ImageRecord, ListImagesRequest, Meeting, MeetingConfig, MeetingSummary, SearchImagesRequest,
+        SummarizeMeetingResponse,
     },
     speech::v1::{Segment, TranscribeConfig},
 };
@@ -101,7 +101,8 @@ fn progress_json(p: &Progress) -> Value {
 }
 
 fn summary_json(s: &MeetingSummary) -> Value {
-    let cited = |i: &mmc_proto::gateway::v1::CitedItem| json!({ "text": i.text, "segment_ids": i.segment_ids, "citation_verified": i.citation_verified });
+    let cited =
+        |i: &mmc_proto::gateway::v1::CitedItem| json!({ "text": i.text, "segment_ids": i.segment_ids, "citation_verified": i.citation_verified });
     json!({
         "meeting_id": s.meeting_id, "summary": s.summary,
         "key_points": s.key_points.iter().map(cited).collect::<Vec<_>>(),
@@ -177,7 +178,8 @@ pub struct ListParams {
 
 /// `GET /v1/images`: the index, oldest first, a page at a time.
 pub async fn list_images(State(state): State<Arc<HttpState>>, Query(p): Query<ListParams>) -> Result<Json<Value>, ApiError> {
-    let page = state.grpc.list_images(tonic::Request::new(ListImagesRequest { page_size: p.page_size, page_token: p.page_token })).await?.into_inner();
+    let page =
+        state.grpc.list_images(tonic::Request::new(ListImagesRequest { page_size: p.page_size, page_token: p.page_token })).await?.into_inner();
     Ok(Json(json!({ "images": page.images.iter().map(image_json).collect::<Vec<_>>(), "next_page_token": page.next_page_token })))
 }
 
@@ -261,7 +263,9 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
     }
     let image = image.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
     let r = state.grpc.describe_image(tonic::Request::new(DescribeImageRequest { image: Some(image), modes })).await?.into_inner();
-    Ok(Json(json!({ "captions": r.captions.iter().map(caption_json).collect::<Vec<_>>(), "labels": r.labels.iter().map(label_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "captions": r.captions.iter().map(caption_json).collect::<Vec<_>>(), "labels": r.labels.iter().map(label_json).collect::<Vec<_>>() }),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -331,8 +335,11 @@ pub struct AskBody {
 pub async fn ask_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b: AskBody = parse_json(&body)?;
     let r = state.grpc.ask_meeting(tonic::Request::new(AskMeetingRequest { meeting_id, question: b.question, top_k: b.top_k })).await?.into_inner();
-    let citations: Vec<Value> = r.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
+    let citations: Vec<Value> =
+        r.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
     let source = mmc_proto::gateway::v1::AnswerSource::try_from(r.source).unwrap_or_default();
     let source = source.as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
-    Ok(Json(json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations, "source": source, "withheld_reason": r.withheld_reason })))
+    Ok(Json(
+        json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations, "source": source, "withheld_reason": r.withheld_reason }),
+    ))
 }

@@ -21,7 +21,13 @@ pub struct Spooled {
 }
 
 fn io_error(e: std::io::Error) -> ApiError {
-    ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", code: None, param: None, message: format!("cannot spool the upload: {e}") }
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "server_error",
+        code: None,
+        param: None,
+        message: format!("cannot spool the upload: {e}"),
+    }
 }
 
 /// The multipart body is malformed.

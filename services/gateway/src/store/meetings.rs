@@ -82,9 +82,8 @@ impl MeetingStore {
                 None => return Err(StoreError::Engine(format!("meeting {id} has no space"))),
             };
             let floats = txn.open_table(SEGMENT_VECTORS).map_err(engine)?.get(id.as_str()).map_err(engine)?;
-            let floats: Vec<f32> = floats
-                .map(|b| b.value().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-                .unwrap_or_default();
+            let floats: Vec<f32> =
+                floats.map(|b| b.value().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()).unwrap_or_default();
             let dims = (space.dimensions as usize).max(1);
             let vectors: Vec<Vec<f32>> = floats.chunks(dims).map(<[f32]>::to_vec).collect();
             if vectors.len() != meeting.segments.len() {
@@ -109,7 +108,10 @@ mod tests {
         let meeting = Meeting {
             meeting_id: "mtg-1".into(),
             title: "Weekly".into(),
-            segments: vec![Segment { id: 0, text: "hello".into(), ..Default::default() }, Segment { id: 1, text: "bye".into(), ..Default::default() }],
+            segments: vec![
+                Segment { id: 0, text: "hello".into(), ..Default::default() },
+                Segment { id: 1, text: "bye".into(), ..Default::default() },
+            ],
             ..Default::default()
         };
         {

@@ -14,8 +14,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use mmc_proto::{
     gateway::v1::{
-        gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event,
-        AnswerSource, AskMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
+        gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event, AnswerSource,
+        AskMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
     },
     speech::v1::{Segment, TranscribeConfig},
 };
@@ -113,12 +113,15 @@ async fn meetings(args: MeetingsArgs) -> anyhow::Result<ExitCode> {
                 }
                 for version in &versions {
                     let started = Instant::now();
-                    let (segments, summary) = summarize(&mut client, meeting, &audio, version, !args.no_participants).await.with_context(|| format!("summarizing {} ({voice}, {speed} wpm)", meeting.name))?;
+                    let (segments, summary) = summarize(&mut client, meeting, &audio, version, !args.no_participants)
+                        .await
+                        .with_context(|| format!("summarizing {} ({voice}, {speed} wpm)", meeting.name))?;
                     let mut s = score::score_summary(meeting, &segments, &summary, !args.no_participants);
                     for q in &meeting.questions {
                         let request = AskMeetingRequest { meeting_id: summary.meeting_id.clone(), question: q.q.clone(), top_k: 0 };
                         let a = client.ask_meeting(request).await.with_context(|| format!("asking {:?}", q.q))?.into_inner();
-                        let source = AnswerSource::try_from(a.source).unwrap_or_default().as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
+                        let source =
+                            AnswerSource::try_from(a.source).unwrap_or_default().as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
                         let participants = if args.no_participants { &[][..] } else { &meeting.participants[..] };
                         let reply = score::Reply { answer: &a.answer, answerable: a.answerable, source: &source };
                         s.add_answer(&q.q, &q.answer, reply, &segments, participants);
@@ -191,7 +194,11 @@ fn print_tables(runs: &[Score], totals: &[(String, Score)]) {
     }
     println!("\ntotals ({} runs)", runs.len());
     let header: Vec<String> = totals.iter().map(|(v, _)| format!("{:>10}", if v.is_empty() { "default" } else { v })).collect();
-    let diff = if totals.len() > 1 { totals[1..].iter().map(|(v, _)| format!("{:>10}", format!("{v}-{}", totals[0].0))).collect::<Vec<_>>().join(" ") } else { String::new() };
+    let diff = if totals.len() > 1 {
+        totals[1..].iter().map(|(v, _)| format!("{:>10}", format!("{v}-{}", totals[0].0))).collect::<Vec<_>>().join(" ")
+    } else {
+        String::new()
+    };
     println!("{:<22} {} {diff}", "figure", header.join(" "));
     let figures: Vec<serde_json::Value> = totals.iter().map(|(_, t)| serde_json::to_value(t.figures()).unwrap_or_default()).collect();
     let names = [

@@ -83,8 +83,27 @@ pub fn source_line(text: &str, lines: &[String]) -> Option<usize> {
 }
 
 const WEEKDAYS_AND_MONTHS: &[&str] = &[
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march", "april", "june",
-    "july", "august", "september", "october", "november", "december", "today", "tomorrow", "tonight",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "today",
+    "tomorrow",
+    "tonight",
 ];
 
 /// Numbers, dates and (with `names`) capitalised words that do not start a sentence, as
@@ -93,7 +112,9 @@ fn claims(text: &str, names: bool) -> Vec<String> {
     words(text)
         .into_iter()
         .map(|w| (fold(w.text.trim_end_matches("'s")), w))
-        .filter(|(t, w)| w.number.is_some() || WEEKDAYS_AND_MONTHS.contains(&t.as_str()) || (names && w.capitalised && !w.sentence_start && t.len() > 1))
+        .filter(|(t, w)| {
+            w.number.is_some() || WEEKDAYS_AND_MONTHS.contains(&t.as_str()) || (names && w.capitalised && !w.sentence_start && t.len() > 1)
+        })
         .map(|(t, _)| t)
         .collect()
 }
@@ -163,7 +184,8 @@ pub fn score_summary(meeting: &Meeting, segments: &[Segment], summary: &MeetingS
     let mut s = Score { word_errors, reference_words, ..Default::default() };
     s.transcript = segments.iter().map(|g| g.text.trim().to_string()).collect();
     s.decisions = summary.decisions.iter().map(|d| d.text.clone()).collect();
-    s.action_items = summary.action_items.iter().map(|a| format!("{} | {} | {}", a.owner, a.due, a.item.as_ref().map_or("", |i| i.text.as_str()))).collect();
+    s.action_items =
+        summary.action_items.iter().map(|a| format!("{} | {} | {}", a.owner, a.due, a.item.as_ref().map_or("", |i| i.text.as_str()))).collect();
 
     // Decisions, by the script lines they come from.
     let line_of = |keys: &[String], owner: Option<&str>| meeting.lines.iter().position(|l| has_all(l, keys) && owner.is_none_or(|o| has_key(l, o)));
@@ -255,7 +277,15 @@ impl Score {
         if invented {
             self.invented_answers.push(format!("{question} -> {answer}"));
         }
-        self.answers.push(Answer { question: question.into(), expected: expected.to_vec(), answer: answer.into(), answerable, source: source.into(), right, invented });
+        self.answers.push(Answer {
+            question: question.into(),
+            expected: expected.to_vec(),
+            answer: answer.into(),
+            answerable,
+            source: source.into(),
+            right,
+            invented,
+        });
     }
 
     /// Adds `other`'s counts to this one (for totals).
@@ -371,7 +401,8 @@ due = []
 "#,
         )
         .unwrap();
-        let segments = [seg(0, "We agreed to cut the budget by 10%."), seg(1, "Laura will send the budget on Monday."), seg(2, "Calvin will book the room.")];
+        let segments =
+            [seg(0, "We agreed to cut the budget by 10%."), seg(1, "Laura will send the budget on Monday."), seg(2, "Calvin will book the room.")];
         assert_eq!(source_line("Calvin will book the room.", &meeting.lines), Some(2));
         assert_eq!(source_line("Thanks everyone.", &meeting.lines), None);
         let item = |text: &str, id: u32| CitedItem { text: text.into(), segment_ids: vec![id], citation_verified: true };
@@ -393,7 +424,13 @@ due = []
         assert_eq!((s.word_errors, s.reference_words), (1, 21));
         let people = meeting.participants.clone();
         s.add_answer("Who sends the budget?", &["laura".into()], Reply { answer: "Laura", answerable: true, source: "model" }, &segments, &people);
-        s.add_answer("What does the party cost?", &[], Reply { answer: "The meeting does not say.", answerable: false, source: "none" }, &segments, &people);
+        s.add_answer(
+            "What does the party cost?",
+            &[],
+            Reply { answer: "The meeting does not say.", answerable: false, source: "none" },
+            &segments,
+            &people,
+        );
         s.add_answer("What does the room cost?", &[], Reply { answer: "$50", answerable: true, source: "model" }, &segments, &people);
         s.add_answer("By how much?", &["10".into()], Reply { answer: "By 20 percent", answerable: true, source: "model" }, &segments, &people);
         let f = s.figures();

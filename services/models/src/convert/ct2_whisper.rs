@@ -53,8 +53,7 @@ pub fn convert(input: &Path, output: &Path) -> Result<(), String> {
         return Err(format!("{} holds a CTranslate2 `{}`, not a `WhisperSpec`", input.display(), model.spec));
     }
     let vocab_path = input.with_file_name("vocabulary.txt");
-    let vocab_text =
-        fs::read_to_string(&vocab_path).map_err(|e| format!("reading {} (needed beside the model): {e}", vocab_path.display()))?;
+    let vocab_text = fs::read_to_string(&vocab_path).map_err(|e| format!("reading {} (needed beside the model): {e}", vocab_path.display()))?;
     let vocab: Vec<&str> = vocab_text.lines().collect();
     let file = fs::File::create(output).map_err(|e| format!("creating {}: {e}", output.display()))?;
     let mut out = BufWriter::new(file);
@@ -404,8 +403,7 @@ pub fn mel_filterbank(n_mels: usize) -> Vec<f32> {
     let n_freq = N_FFT / 2 + 1;
     let fft_freqs: Vec<f64> = (0..n_freq).map(|i| i as f64 * (SAMPLE_RATE / 2.0) / (n_freq - 1) as f64).collect();
     let (min_mel, max_mel) = (hz_to_mel(0.0), hz_to_mel(SAMPLE_RATE / 2.0));
-    let mel_f: Vec<f64> =
-        (0..n_mels + 2).map(|i| mel_to_hz(min_mel + (max_mel - min_mel) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mel_f: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(min_mel + (max_mel - min_mel) * i as f64 / (n_mels + 1) as f64)).collect();
     let mut weights = vec![0f32; n_mels * n_freq];
     for m in 0..n_mels {
         let (lo, mid, hi) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);

@@ -26,8 +26,8 @@ use std::{collections::HashMap, fs::File, path::Path};
 use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::{
     decoders::{
-        byte_fallback::ByteFallback, byte_level::ByteLevel as ByteLevelDecoder, fuse::Fuse, sequence::Sequence as DecoderSequence,
-        strip::Strip, DecoderWrapper,
+        byte_fallback::ByteFallback, byte_level::ByteLevel as ByteLevelDecoder, fuse::Fuse, sequence::Sequence as DecoderSequence, strip::Strip,
+        DecoderWrapper,
     },
     models::bpe::BPE,
     normalizers::{prepend::Prepend, replace::Replace, utils::Sequence as NormalizerSequence, NormalizerWrapper},
@@ -65,12 +65,7 @@ pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer, String> {
     let model = get("tokenizer.ggml.model")?.to_string().map_err(|e| e.to_string())?.clone();
     let tokens = strings(get("tokenizer.ggml.tokens")?)?;
     let types: Vec<i32> = match md.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|t| t.to_i32().map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?,
+        Some(v) => v.to_vec().map_err(|e| e.to_string())?.iter().map(|t| t.to_i32().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
         None => vec![1; tokens.len()],
     };
     if types.len() != tokens.len() {
@@ -80,9 +75,7 @@ pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer, String> {
         "gpt2" => byte_level_bpe(md, &tokens)?,
         "llama" => sentencepiece_bpe(md, &tokens)?,
         other => {
-            return Err(format!(
-                "tokenizer model {other:?} is not supported yet (supported: \"gpt2\", byte-level BPE; \"llama\", SentencePiece BPE)"
-            ))
+            return Err(format!("tokenizer model {other:?} is not supported yet (supported: \"gpt2\", byte-level BPE; \"llama\", SentencePiece BPE)"))
         }
     };
 
@@ -96,9 +89,7 @@ pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer, String> {
             .map(|(tok, _)| AddedToken::from(tok.clone(), special).normalized(false))
             .collect()
     };
-    tokenizer
-        .add_special_tokens(of_type(&[TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN], true))
-        .map_err(|e| format!("special tokens: {e}"))?;
+    tokenizer.add_special_tokens(of_type(&[TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN], true)).map_err(|e| format!("special tokens: {e}"))?;
     tokenizer.add_tokens(of_type(&[TOKEN_TYPE_USER_DEFINED], false)).map_err(|e| format!("user-defined tokens: {e}"))?;
     Ok(tokenizer)
 }
@@ -114,17 +105,10 @@ fn byte_level_bpe(md: &HashMap<String, Value>, tokens: &[String]) -> Result<Toke
     let merges = strings(md.get("tokenizer.ggml.merges").ok_or("GGUF metadata has no tokenizer.ggml.merges")?)?;
     let merges: Vec<(String, String)> = merges
         .iter()
-        .map(|m| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| format!("malformed merge {m:?}"))
-        })
+        .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| format!("malformed merge {m:?}")))
         .collect::<Result<_, _>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab(tokens), merges)
-        .ignore_merges(rule.ignore_merges)
-        .build()
-        .map_err(|e| format!("building BPE: {e}"))?;
+    let bpe =
+        BPE::builder().vocab_and_merges(vocab(tokens), merges).ignore_merges(rule.ignore_merges).build().map_err(|e| format!("building BPE: {e}"))?;
 
     // Byte-level mapping without a prefix space (llama.cpp never adds one for BPE).
     let byte_level = ByteLevel::new(false, true, false);
@@ -162,16 +146,10 @@ fn sentencepiece_bpe(md: &HashMap<String, Value>, tokens: &[String]) -> Result<T
         return Err(format!("{} scores for {} tokens", scores.len(), tokens.len()));
     }
     let add_space_prefix = md.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
-    let unk = md
-        .get("tokenizer.ggml.unknown_token_id")
-        .and_then(|v| v.to_u32().ok())
-        .and_then(|id| tokens.get(id as usize).cloned());
+    let unk = md.get("tokenizer.ggml.unknown_token_id").and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize).cloned());
 
     let vocab = vocab(tokens);
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab.clone(), merges_from_scores(tokens, &scores, &vocab))
-        .byte_fallback(true)
-        .fuse_unk(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab.clone(), merges_from_scores(tokens, &scores, &vocab)).byte_fallback(true).fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk);
     }
@@ -183,19 +161,14 @@ fn sentencepiece_bpe(md: &HashMap<String, Value>, tokens: &[String]) -> Result<T
         normalizers.push(NormalizerWrapper::Prepend(Prepend::new("▁".into())));
     }
     normalizers.push(NormalizerWrapper::Replace(replace(" ", "▁")?));
-    let mut decoders = vec![
-        DecoderWrapper::Replace(replace("▁", " ")?),
-        DecoderWrapper::ByteFallback(ByteFallback::new()),
-        DecoderWrapper::Fuse(Fuse::new()),
-    ];
+    let mut decoders =
+        vec![DecoderWrapper::Replace(replace("▁", " ")?), DecoderWrapper::ByteFallback(ByteFallback::new()), DecoderWrapper::Fuse(Fuse::new())];
     if add_space_prefix {
         decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
     }
 
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer
-        .with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers))))
-        .map_err(|e| format!("normalizer: {e}"))?;
+    tokenizer.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers)))).map_err(|e| format!("normalizer: {e}"))?;
     tokenizer.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(decoders))));
     Ok(tokenizer)
 }
@@ -313,9 +286,5 @@ fn pre_tokenizer_rule(pre: &str) -> Result<&'static PreTokenizerRule, String> {
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, String> {
-    v.to_vec()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|s| s.to_string().cloned().map_err(|e| e.to_string()))
-        .collect()
+    v.to_vec().map_err(|e| e.to_string())?.iter().map(|s| s.to_string().cloned().map_err(|e| e.to_string())).collect()
 }

@@ -46,10 +46,9 @@ pub fn read(input: &Path) -> Result<HashMap<String, Tensor>, String> {
     let _sys_info = unpickle(&mut r)?;
     let state = unpickle(&mut r)?;
     let keys: Vec<String> = match unpickle(&mut r)? {
-        Object::List(items) | Object::Tuple(items) => items
-            .into_iter()
-            .map(|o| o.unicode().map_err(|o| format!("storage key is not a string: {o:?}")))
-            .collect::<Result<_, _>>()?,
+        Object::List(items) | Object::Tuple(items) => {
+            items.into_iter().map(|o| o.unicode().map_err(|o| format!("storage key is not a string: {o:?}"))).collect::<Result<_, _>>()?
+        }
         other => return Err(format!("expected the storage key list, found {other:?}")),
     };
 
@@ -88,8 +87,7 @@ pub fn read(input: &Path) -> Result<HashMap<String, Tensor>, String> {
     for (name, spec) in specs {
         let storage = storages.get(&spec.storage_key).ok_or_else(|| format!("{name}: storage missing"))?;
         let bytes = gather(storage, &spec).map_err(|e| format!("{name}: {e}"))?;
-        let tensor = Tensor::from_raw_buffer(&bytes, spec.dtype, &spec.shape, &Device::Cpu)
-            .map_err(|e| format!("{name}: {e}"))?;
+        let tensor = Tensor::from_raw_buffer(&bytes, spec.dtype, &spec.shape, &Device::Cpu).map_err(|e| format!("{name}: {e}"))?;
         out.insert(name, tensor);
     }
     Ok(out)
@@ -136,17 +134,14 @@ struct TensorSpec {
 fn tensor_spec(value: Object) -> Result<TensorSpec, String> {
     let (callable, args) = value.reduce().map_err(|o| format!("not a tensor: {}", short(&o)))?;
     let (callable, args) = match callable {
-        Object::Class { module_name, class_name }
-            if module_name == "torch._utils" && class_name == "_rebuild_parameter" =>
-        {
+        Object::Class { module_name, class_name } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
             let mut a = args.tuple().map_err(|o| format!("{o:?}"))?;
             a.remove(0).reduce().map_err(|o| format!("{o:?}"))?
         }
         c => (c, args),
     };
     match &callable {
-        Object::Class { module_name, class_name }
-            if module_name == "torch._utils" && class_name == "_rebuild_tensor_v2" => {}
+        Object::Class { module_name, class_name } if module_name == "torch._utils" && class_name == "_rebuild_tensor_v2" => {}
         other => return Err(format!("unsupported tensor constructor {other:?}")),
     }
     let mut a = args.tuple().map_err(|o| format!("{o:?}"))?;
@@ -179,10 +174,7 @@ fn tensor_spec(value: Object) -> Result<TensorSpec, String> {
 
 fn usizes(o: Object) -> Result<Vec<usize>, String> {
     match o {
-        Object::Tuple(v) | Object::List(v) => v
-            .into_iter()
-            .map(|x| x.int_or_long().map(|i| i as usize).map_err(|o| format!("{o:?}")))
-            .collect(),
+        Object::Tuple(v) | Object::List(v) => v.into_iter().map(|x| x.int_or_long().map(|i| i as usize).map_err(|o| format!("{o:?}"))).collect(),
         other => Err(format!("expected a tuple of ints, found {other:?}")),
     }
 }
@@ -198,9 +190,8 @@ fn gather(storage: &[u8], spec: &TensorSpec) -> Result<Vec<u8>, String> {
     let mut index = vec![0usize; spec.shape.len()];
     for _ in 0..numel {
         let pos = spec.offset + index.iter().zip(&spec.stride).map(|(i, s)| i * s).sum::<usize>();
-        let bytes = storage
-            .get(pos * elem..(pos + 1) * elem)
-            .ok_or_else(|| format!("element {pos} outside its storage of {} bytes", storage.len()))?;
+        let bytes =
+            storage.get(pos * elem..(pos + 1) * elem).ok_or_else(|| format!("element {pos} outside its storage of {} bytes", storage.len()))?;
         out.extend_from_slice(bytes);
         // Advance the multi-index, last dimension fastest.
         for d in (0..index.len()).rev() {

@@ -7,10 +7,14 @@ use std::{net::SocketAddr, pin::Pin, time::Duration};
 use clap::Parser;
 use futures::Stream;
 use mmc_proto::{
-    embed::v1::{embed_service_server::{EmbedService, EmbedServiceServer}, EmbedTextRequest, EmbedTextResponse},
+    embed::v1::{
+        embed_service_server::{EmbedService, EmbedServiceServer},
+        EmbedTextRequest, EmbedTextResponse,
+    },
     textgen::v1::{
-        generate_response, text_gen_service_server::{TextGenService, TextGenServiceServer}, GenerateRequest,
-        GenerateResponse, TokenChunk,
+        generate_response,
+        text_gen_service_server::{TextGenService, TextGenServiceServer},
+        GenerateRequest, GenerateResponse, TokenChunk,
     },
 };
 use mmc_runtime::{server::serve_on, ServerArgs, ServiceSet};
@@ -76,20 +80,13 @@ impl TestServer {
         Self::start_with_warmup(args, async { Ok(()) }).await
     }
 
-    pub async fn start_with_warmup(
-        args: ServerArgs,
-        warm_up: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    ) -> Self {
+    pub async fn start_with_warmup(args: ServerArgs, warm_up: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<&'static str>();
-        let services = ServiceSet::new()
-            .message_limit(args.max_message_bytes)
-            .add(EmbedServiceServer::new(Sleepy))
-            .add(TextGenServiceServer::new(Ticker));
-        let task = tokio::spawn(async move {
-            serve_on(listener, &args, services, warm_up, async { rx.await.unwrap_or("dropped") }).await
-        });
+        let services =
+            ServiceSet::new().message_limit(args.max_message_bytes).add(EmbedServiceServer::new(Sleepy)).add(TextGenServiceServer::new(Ticker));
+        let task = tokio::spawn(async move { serve_on(listener, &args, services, warm_up, async { rx.await.unwrap_or("dropped") }).await });
         Self { addr, stop: Some(tx), task }
     }
 

@@ -81,11 +81,7 @@ pub enum AudioError {
 
 /// Decodes the file at `path` and feeds 16 kHz mono samples to `sink` in blocks. The sink
 /// returns `Err(reason)` to stop early (recording too long, request cancelled).
-pub fn decode_file(
-    path: &Path,
-    input: AudioInput,
-    sink: &mut dyn FnMut(&[f32]) -> Result<(), String>,
-) -> Result<AudioInfo, AudioError> {
+pub fn decode_file(path: &Path, input: AudioInput, sink: &mut dyn FnMut(&[f32]) -> Result<(), String>) -> Result<AudioInfo, AudioError> {
     if std::fs::metadata(path)?.len() == 0 {
         return Err(AudioError::Empty);
     }
@@ -106,9 +102,7 @@ pub fn probe_duration_ms(path: &Path, input: AudioInput) -> Option<u64> {
         }
         AudioInput::Container => {
             let stream = MediaSourceStream::new(Box::new(File::open(path).ok()?), Default::default());
-            let probed = symphonia::default::get_probe()
-                .format(&Hint::new(), stream, &FormatOptions::default(), &MetadataOptions::default())
-                .ok()?;
+            let probed = symphonia::default::get_probe().format(&Hint::new(), stream, &FormatOptions::default(), &MetadataOptions::default()).ok()?;
             let track = probed.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL)?;
             let (frames, rate) = (track.codec_params.n_frames?, track.codec_params.sample_rate?);
             Some(frames * 1000 / rate.max(1) as u64)
@@ -214,16 +208,10 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
         .format(&Hint::new(), stream, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| AudioError::Unreadable(format!("not a recognised audio file ({e})")))?;
     let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| AudioError::NoAudio("no audio track".into()))?;
+    let track =
+        format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or_else(|| AudioError::NoAudio("no audio track".into()))?;
     let (track_id, params) = (track.id, track.codec_params.clone());
-    let codec = super::opus::codecs()
-        .get_codec(params.codec)
-        .map(|d| d.short_name.to_string())
-        .unwrap_or_else(|| format!("{:?}", params.codec));
+    let codec = super::opus::codecs().get_codec(params.codec).map(|d| d.short_name.to_string()).unwrap_or_else(|| format!("{:?}", params.codec));
     let mut decoder = super::opus::codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| AudioError::Unreadable(format!("unsupported codec {codec}: {e}")))?;
@@ -286,20 +274,11 @@ fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), Stri
     // A header that announces more frames than the file holds means a cut-off upload.
     if let Some(announced) = params.n_frames {
         if frames + (rate as u64 / 10) < announced {
-            return Err(AudioError::Truncated {
-                announced_ms: announced * 1000 / rate as u64,
-                decoded_ms: frames * 1000 / rate as u64,
-            });
+            return Err(AudioError::Truncated { announced_ms: announced * 1000 / rate as u64, decoded_ms: frames * 1000 / rate as u64 });
         }
     }
     let samples = converter.finish()?;
-    Ok(AudioInfo {
-        source_rate_hz: rate,
-        source_channels: channels.unwrap_or(1),
-        codec,
-        samples,
-        skipped_packets: skipped,
-    })
+    Ok(AudioInfo { source_rate_hz: rate, source_channels: channels.unwrap_or(1), codec, samples, skipped_packets: skipped })
 }
 
 fn decode_raw(
@@ -337,9 +316,7 @@ fn decode_raw(
         }
         samples.clear();
         match sample {
-            RawSample::S16Le => {
-                samples.extend(bytes[..n].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0))
-            }
+            RawSample::S16Le => samples.extend(bytes[..n].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)),
             RawSample::F32Le => samples.extend(bytes[..n].chunks_exact(4).map(|b| {
                 let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 if v.is_finite() {

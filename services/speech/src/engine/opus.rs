@@ -132,10 +132,12 @@ mod tests {
         let mut encoder = opus::Encoder::new(RATE, opus::Channels::Stereo, opus::Application::Voip).unwrap();
         let frame = RATE as usize / 50; // 20 ms
         let pre_skip = 312;
-        let mut decoder = OpusDecoder::try_new(&opus_params(Channels::FRONT_LEFT | Channels::FRONT_RIGHT, pre_skip), &DecoderOptions::default()).unwrap();
+        let mut decoder =
+            OpusDecoder::try_new(&opus_params(Channels::FRONT_LEFT | Channels::FRONT_RIGHT, pre_skip), &DecoderOptions::default()).unwrap();
         let (mut total, mut energy) = (0usize, 0f64);
         for k in 0..50 {
-            let tone: Vec<f32> = (0..frame * 2).map(|i| ((k * frame + i / 2) as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin() * 0.5).collect();
+            let tone: Vec<f32> =
+                (0..frame * 2).map(|i| ((k * frame + i / 2) as f32 * 440.0 * std::f32::consts::TAU / RATE as f32).sin() * 0.5).collect();
             let mut out = vec![0u8; 4000];
             let n = encoder.encode_float(&tone, &mut out).unwrap();
             let packet = Packet::new_from_slice(0, 0, frame as u64, &out[..n]);

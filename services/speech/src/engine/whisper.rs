@@ -127,10 +127,7 @@ impl WhisperModel {
             return Err(EngineError::BadOption(format!("unknown language code {code:?} (use ISO 639-1, e.g. \"en\", \"ko\")")));
         }
         if !self.meta.multilingual && code != "en" {
-            return Err(EngineError::BadOption(format!(
-                "model {} is English-only; language {code:?} needs a multilingual model",
-                self.meta.id
-            )));
+            return Err(EngineError::BadOption(format!("model {} is English-only; language {code:?} needs a multilingual model", self.meta.id)));
         }
         Ok(())
     }
@@ -245,11 +242,7 @@ impl WhisperModel {
             if text.is_empty() {
                 continue;
             }
-            let words = words
-                .into_iter()
-                .map(|w| Word { text: w.text.trim().to_string(), ..w })
-                .filter(|w| !w.text.is_empty())
-                .collect();
+            let words = words.into_iter().map(|w| Word { text: w.text.trim().to_string(), ..w }).filter(|w| !w.text.is_empty()).collect();
             segments.push(Segment {
                 start_ms,
                 end_ms: end_ms.max(start_ms),

@@ -41,9 +41,7 @@ impl ChatTemplate {
             .map_err(|e| ChatError::Compile(e.to_string()))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
         env.add_template_owned("chat", source.to_string()).map_err(|e| ChatError::Compile(e.to_string()))?;
         Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string() })
     }

@@ -54,9 +54,7 @@ impl TokenizerEnv for Env {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.tokenize_with_greedy_fallback(s, |s| {
-            self.tokenizer.encode(s, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
-        })
+        self.trie.tokenize_with_greedy_fallback(s, |s| self.tokenizer.encode(s, false).map(|e| e.get_ids().to_vec()).unwrap_or_default())
     }
 }
 
@@ -85,14 +83,10 @@ impl ConstraintFactory {
     pub fn json_schema(&self, schema: &str) -> Result<Constraint, ConstraintError> {
         let mut schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| ConstraintError::NotJson(e.to_string()))?;
         if let Some(obj) = schema.as_object_mut() {
-            obj.entry("x-guidance").or_insert_with(|| {
-                serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " })
-            });
+            obj.entry("x-guidance")
+                .or_insert_with(|| serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " }));
         }
-        let parser = self
-            .factory
-            .create_parser(TopLevelGrammar::from_json_schema(schema))
-            .map_err(|e| ConstraintError::Schema(e.to_string()))?;
+        let parser = self.factory.create_parser(TopLevelGrammar::from_json_schema(schema)).map_err(|e| ConstraintError::Schema(e.to_string()))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Schema(e));

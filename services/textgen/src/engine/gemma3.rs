@@ -51,8 +51,7 @@ struct Rotary {
 impl Rotary {
     /// Tables for base `base` with positions multiplied by `scale` (linear RoPE scaling).
     fn new(head_dim: usize, base: f32, scale: f32, max_positions: usize, device: &Device) -> Result<Self> {
-        let inv_freq: Vec<f32> =
-            (0..head_dim).step_by(2).map(|i| scale / base.powf(i as f32 / head_dim as f32)).collect();
+        let inv_freq: Vec<f32> = (0..head_dim).step_by(2).map(|i| scale / base.powf(i as f32 / head_dim as f32)).collect();
         let inv_freq = Tensor::new(inv_freq.as_slice(), device)?;
         let angles = Tensor::arange(0, max_positions as u32, device)?
             .to_dtype(DType::F32)?
@@ -65,10 +64,7 @@ impl Rotary {
         let seq_len = q.dim(2)?;
         let cos = self.cos.narrow(0, pos, seq_len)?;
         let sin = self.sin.narrow(0, pos, seq_len)?;
-        Ok((
-            candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?,
-            candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?,
-        ))
+        Ok((candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?, candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?))
     }
 }
 
@@ -154,9 +150,8 @@ impl Layer {
             // One query (a decode step) that sees the earliest key sees them all.
             return Ok(None);
         }
-        let mask: Vec<f32> = (0..seq_len)
-            .flat_map(|i| (0..keys).map(move |j| if visible(pos + i, first_key + j) { 0. } else { f32::NEG_INFINITY }))
-            .collect();
+        let mask: Vec<f32> =
+            (0..seq_len).flat_map(|i| (0..keys).map(move |j| if visible(pos + i, first_key + j) { 0. } else { f32::NEG_INFINITY })).collect();
         Ok(Some(Tensor::from_vec(mask, (1, 1, seq_len, keys), device)?))
     }
 }
@@ -213,11 +208,8 @@ impl ModelWeights {
         }
         let factor = md("rope.scaling.factor").or_else(|_| md("rope.scale_linear")).and_then(|v| v.to_f32()).unwrap_or(1.0);
         let global_scale = if factor > 0.0 { 1.0 / factor } else { 1.0 };
-        let attention_scale = if block_count == GEMMA3_27B_LAYERS {
-            1.0 / ((embedding_length / n_head) as f64).sqrt()
-        } else {
-            1.0 / (head_dim as f64).sqrt()
-        };
+        let attention_scale =
+            if block_count == GEMMA3_27B_LAYERS { 1.0 / ((embedding_length / n_head) as f64).sqrt() } else { 1.0 / (head_dim as f64).sqrt() };
         let softcap = md("final_logit_softcapping").and_then(|v| v.to_f32()).ok().filter(|&c| c > 0.0).map(f64::from);
 
         let global_rotary = Arc::new(Rotary::new(head_dim, base, global_scale, max_positions, device)?);

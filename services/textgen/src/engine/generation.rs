@@ -271,7 +271,11 @@ impl Engine {
             let content = self.tokenizer.encode_plain(&last.content)?;
             let excess = ids.len() - max_tokens + 4;
             if excess >= content.len() {
-                return Err(EngineError::PromptTooLong { prompt_tokens: ids.len(), context_length: self.context_length, max_prompt_tokens: max_tokens });
+                return Err(EngineError::PromptTooLong {
+                    prompt_tokens: ids.len(),
+                    context_length: self.context_length,
+                    max_prompt_tokens: max_tokens,
+                });
             }
             last.content = self.tokenizer.decode(&content[excess..]);
         }
@@ -301,9 +305,7 @@ impl Engine {
                 (instance, 0)
             }
         };
-        let snapshot_at = prompt
-            .history_tokens
-            .filter(|&h| h > prefilled && !self.prefix_cache.contains(&prompt.ids[..h]));
+        let snapshot_at = prompt.history_tokens.filter(|&h| h > prefilled && !self.prefix_cache.contains(&prompt.ids[..h]));
         Ok(Sequence {
             instance,
             prompt_len: prompt.ids.len(),
@@ -519,11 +521,7 @@ impl Sequence {
         }
         Step {
             token: last,
-            finished: Some(Finished {
-                reason,
-                text: self.stop.released_text().to_string(),
-                completion_tokens: self.generated.len(),
-            }),
+            finished: Some(Finished { reason, text: self.stop.released_text().to_string(), completion_tokens: self.generated.len() }),
         }
     }
 }

@@ -254,11 +254,7 @@ impl Weights {
         if factors.len() != hd / 2 {
             return Err(LlamaError::TensorSize { name: "rope_freqs.weight", got: factors.len(), expected: hd / 2 });
         }
-        let theta = (0..hd)
-            .step_by(2)
-            .zip(&factors)
-            .map(|(i, f)| config.rope_scale / (config.rope_base.powf(i as f32 / hd as f32) * f))
-            .collect();
+        let theta = (0..hd).step_by(2).zip(&factors).map(|(i, f)| config.rope_scale / (config.rope_base.powf(i as f32 / hd as f32) * f)).collect();
         Ok(Weights { config, embeddings, layers, norm, output, theta })
     }
 }
@@ -318,7 +314,6 @@ const ATTENTION_ROWS: usize = 32;
 /// Attention work (query rows x cached values, summed over tasks) below which a layer's
 /// attention runs on the calling thread instead of the pool.
 const INLINE_ATTENTION_WORK: usize = 1 << 16;
-
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
@@ -421,9 +416,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
             .flat_map(|(item, &s)| {
                 let (ks, vs) = (item.cache.k[l].as_slice(), item.cache.v[l].as_slice());
                 let n = item.tokens.len();
-                (0..c.n_head).flat_map(move |head| {
-                    (0..n).step_by(ATTENTION_ROWS).map(move |j| (s, n, j..n.min(j + ATTENTION_ROWS), head, ks, vs))
-                })
+                (0..c.n_head).flat_map(move |head| (0..n).step_by(ATTENTION_ROWS).map(move |j| (s, n, j..n.min(j + ATTENTION_ROWS), head, ks, vs)))
             })
             .collect();
         let q = &q;
@@ -476,12 +469,8 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
     }
 
     // The output layer, for the last row of each item that wants logits.
-    let wanted: Vec<usize> = items
-        .iter()
-        .zip(&starts)
-        .filter(|(item, _)| item.logits && !item.tokens.is_empty())
-        .map(|(item, &s)| s + item.tokens.len() - 1)
-        .collect();
+    let wanted: Vec<usize> =
+        items.iter().zip(&starts).filter(|(item, _)| item.logits && !item.tokens.is_empty()).map(|(item, &s)| s + item.tokens.len() - 1).collect();
     let logits = if wanted.is_empty() {
         Vec::new()
     } else {

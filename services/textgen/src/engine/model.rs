@@ -14,11 +14,11 @@
 
 use std::{fs::File, path::Path, sync::Arc};
 
+use super::{gemma3, llama};
 use candle_core::{
     quantized::{gguf_file, GgmlDType, QTensor},
     Device, Tensor,
 };
-use super::{gemma3, llama};
 use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3};
 
 /// Errors of the model layer.
@@ -115,11 +115,7 @@ impl Model {
     pub fn load(path: &Path, device: &Device) -> Result<Model, ModelError> {
         let (metadata, pristine) = load_instance(path, device)?;
         let md = &metadata;
-        let architecture = md
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
+        let architecture = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
         let declared = md
             .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.to_u32().ok().map(|v| v as usize).or_else(|| v.to_u64().ok().map(|v| v as usize)))
@@ -130,10 +126,7 @@ impl Model {
             "llama" => quantized_llama::MAX_SEQ_LEN,
             _ => usize::MAX,
         };
-        let vocab_size = md
-            .get("tokenizer.ggml.tokens")
-            .and_then(|v| v.to_vec().ok().map(|v| v.len()))
-            .unwrap_or(0);
+        let vocab_size = md.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok().map(|v| v.len())).unwrap_or(0);
         Ok(Model {
             path: path.to_path_buf(),
             device: device.clone(),
@@ -249,12 +242,7 @@ fn build<R: std::io::Read + std::io::Seek>(
     device: &Device,
     shown: String,
 ) -> Result<(Metadata, Instance), ModelError> {
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let metadata = content.metadata.clone();
     // `llama` runs on our own pass when its config says it can (CPU, no experts, full
     // rotary dimension); decided once, for the RoPE check and the dispatch below.

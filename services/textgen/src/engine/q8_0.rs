@@ -483,7 +483,10 @@ impl Weights {
 #[cfg(test)]
 mod tests {
     use candle_core::{
-        quantized::{k_quants::{BlockQ8_0, GgmlType}, GgmlDType, QTensor},
+        quantized::{
+            k_quants::{BlockQ8_0, GgmlType},
+            GgmlDType, QTensor,
+        },
         Device, Tensor,
     };
 
@@ -565,7 +568,10 @@ mod timing {
     #[test]
     #[ignore]
     fn kernel_time() {
-        use candle_core::{quantized::{GgmlDType, QTensor}, Device, Tensor};
+        use candle_core::{
+            quantized::{GgmlDType, QTensor},
+            Device, Tensor,
+        };
         let (n, k) = (3072, 576);
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
         let weights = super::Weights::from_gguf(w.data().unwrap().into_owned(), n, k);

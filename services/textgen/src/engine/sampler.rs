@@ -88,12 +88,8 @@ impl Sampler {
             }
         }
         // Candidates: (id, logit) of allowed, finite logits.
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(i, l)| l.is_finite() && allowed.is_none_or(|f| f(*i as u32)))
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
+        let mut cand: Vec<(u32, f32)> =
+            logits.iter().enumerate().filter(|(i, l)| l.is_finite() && allowed.is_none_or(|f| f(*i as u32))).map(|(i, &l)| (i as u32, l)).collect();
         if cand.is_empty() {
             return None;
         }
@@ -266,9 +262,15 @@ mod tests {
         // top_k = 2 keeps ids 0, 1: 2/3, 1/3.
         close(&frequencies(SamplingConfig { temperature: 1.0, top_k: 2, ..Default::default() }, 40_000), &[2.0 / 3.0, 1.0 / 3.0, 0.0, 0.0, 0.0]);
         // top_p = 0.8 keeps the smallest prefix with mass >= 0.8: ids 0, 1, 2 (0.9).
-        close(&frequencies(SamplingConfig { temperature: 1.0, top_p: 0.8, ..Default::default() }, 40_000), &[0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0]);
+        close(
+            &frequencies(SamplingConfig { temperature: 1.0, top_p: 0.8, ..Default::default() }, 40_000),
+            &[0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0],
+        );
         // min_p = 0.2 drops p < 0.1: ids 3, 4.
-        close(&frequencies(SamplingConfig { temperature: 1.0, min_p: 0.2, ..Default::default() }, 40_000), &[0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0]);
+        close(
+            &frequencies(SamplingConfig { temperature: 1.0, min_p: 0.2, ..Default::default() }, 40_000),
+            &[0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.0, 0.0],
+        );
     }
 
     #[test]

@@ -39,11 +39,7 @@ impl StopMatcher {
         while !self.text.is_char_boundary(from) {
             from -= 1;
         }
-        let earliest = self
-            .stops
-            .iter()
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| i + from))
-            .min();
+        let earliest = self.stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| i + from)).min();
         if let Some(at) = earliest {
             self.stopped = true;
             let piece = if at > self.released { self.text[self.released..at].to_string() } else { String::new() };

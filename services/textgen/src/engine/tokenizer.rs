@@ -39,8 +39,7 @@ impl Tokenizer {
     pub fn load(gguf: &Path, md: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let beside = gguf.with_file_name("tokenizer.json");
         let inner = if beside.is_file() {
-            tokenizers::Tokenizer::from_file(&beside)
-                .map_err(|e| TokenizerError::Load(format!("{}: {e}", beside.display())))?
+            tokenizers::Tokenizer::from_file(&beside).map_err(|e| TokenizerError::Load(format!("{}: {e}", beside.display())))?
         } else {
             mmc_models::convert::gguf_tokenizer::from_metadata(md).map_err(TokenizerError::Load)?
         };

@@ -41,10 +41,34 @@ pub enum Expect {
     Free,
 }
 
-const MONEY_WORDS: &[&str] = &["cost", "costs", "pay", "paid", "price", "money", "spend", "spent", "budget", "charge", "worth", "raise", "raised", "salary", "fee", "fees"];
+const MONEY_WORDS: &[&str] =
+    &["cost", "costs", "pay", "paid", "price", "money", "spend", "spent", "budget", "charge", "worth", "raise", "raised", "salary", "fee", "fees"];
 const TIME_UNITS: &[&str] = &[
-    "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week", "weeks", "month", "months", "year", "years",
-    "kilometre", "kilometres", "kilometer", "kilometers", "km", "metre", "metres", "meter", "meters", "mile", "miles",
+    "second",
+    "seconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "kilometre",
+    "kilometres",
+    "kilometer",
+    "kilometers",
+    "km",
+    "metre",
+    "metres",
+    "meter",
+    "meters",
+    "mile",
+    "miles",
 ];
 const CURRENCY: &[&str] = &["dollar", "euro", "pound", "cent", "cents", "usd", "eur"];
 
@@ -112,11 +136,17 @@ pub fn holds(expect: &Expect, text: &str, question: &str, people: &People, owner
         Expect::When => {
             let asked: Vec<Fact> = facts(question);
             let date = facts(text).into_iter().any(|f| matches!(f, Fact::Date(_)) && !asked.contains(&f));
-            date || w.iter().any(|x| x.number.is_some_and(|n| n.ordinal) && new_number(x)) || due_phrase(text).is_some_and(|d| !question.to_lowercase().contains(&d.to_lowercase()))
+            date || w.iter().any(|x| x.number.is_some_and(|n| n.ordinal) && new_number(x))
+                || due_phrase(text).is_some_and(|d| !question.to_lowercase().contains(&d.to_lowercase()))
         }
         Expect::Money => w.iter().enumerate().any(|(i, x)| cardinal(x) && new_number(x) && near(i, 1, 2, &|y| CURRENCY.contains(&y.text.as_str()))),
-        Expect::Count(noun) => w.iter().enumerate().any(|(i, x)| cardinal(x) && new_number(x) && w[i + 1..].iter().take(3).any(|y| stem(y.text.trim_end_matches("'s")) == *noun)),
-        Expect::Duration => w.iter().enumerate().any(|(i, x)| cardinal(x) && new_number(x) && w.get(i + 1).is_some_and(|y| TIME_UNITS.contains(&y.text.as_str()))),
+        Expect::Count(noun) => w
+            .iter()
+            .enumerate()
+            .any(|(i, x)| cardinal(x) && new_number(x) && w[i + 1..].iter().take(3).any(|y| stem(y.text.trim_end_matches("'s")) == *noun)),
+        Expect::Duration => {
+            w.iter().enumerate().any(|(i, x)| cardinal(x) && new_number(x) && w.get(i + 1).is_some_and(|y| TIME_UNITS.contains(&y.text.as_str())))
+        }
         Expect::Percent => w.iter().enumerate().any(|(i, x)| cardinal(x) && new_number(x) && w.get(i + 1).is_some_and(|y| y.text == "percent")),
         Expect::Number => w.iter().any(|x| cardinal(x) && new_number(x)),
         Expect::Free => true,
@@ -353,7 +383,11 @@ mod tests {
     #[test]
     fn unanswerable_questions_find_no_candidate() {
         let p = people();
-        let lines = ["We agreed to reduce the marketing budget by ten percent.", "Laura will send the revised budget to finance on Monday.", "Kevin will book the conference room."];
+        let lines = [
+            "We agreed to reduce the marketing budget by ten percent.",
+            "Laura will send the revised budget to finance on Monday.",
+            "Kevin will book the conference room.",
+        ];
         let sims = [0.5, 0.5, 0.5];
         let owners = [None, Some("Laura"), Some("Kevin")];
         let lines: Vec<Line<'_>> = lines.iter().zip(owners).zip(sims).map(|((text, owner), similarity)| Line { text, owner, similarity }).collect();

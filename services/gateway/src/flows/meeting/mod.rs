@@ -31,8 +31,8 @@ use std::collections::{HashMap, HashSet};
 use mmc_proto::{
     common::v1::{ModelInfo, Progress, StageTiming},
     gateway::v1::{
-        summarize_meeting_response::Event, ActionItem, AnswerSource, AskMeetingResponse, Citation, CitedItem, Meeting,
-        MeetingConfig, MeetingSummary, SummarizeMeetingResponse,
+        summarize_meeting_response::Event, ActionItem, AnswerSource, AskMeetingResponse, Citation, CitedItem, Meeting, MeetingConfig, MeetingSummary,
+        SummarizeMeetingResponse,
     },
     speech::v1::{transcribe_response, Segment, TranscribeConfig},
 };
@@ -84,7 +84,14 @@ async fn send(events: &Events, event: Event) -> Result<(), GatewayError> {
 }
 
 fn progress(stage: &str, done: u64, total: u64, unit: &str, fraction: f64, message: String) -> Event {
-    Event::Progress(Progress { stage: stage.into(), done_units: done, total_units: total, unit: unit.into(), fraction_done: fraction.clamp(0.0, 1.0), message })
+    Event::Progress(Progress {
+        stage: stage.into(),
+        done_units: done,
+        total_units: total,
+        unit: unit.into(),
+        fraction_done: fraction.clamp(0.0, 1.0),
+        message,
+    })
 }
 
 fn timing(stage: &str, started: std::time::Instant) -> StageTiming {
@@ -100,12 +107,12 @@ fn clock(ms: i64) -> String {
 // ---- words and citations -------------------------------------------------------------
 
 const STOPWORDS: &[&str] = &[
-    "the", "and", "for", "that", "this", "with", "will", "shall", "would", "should", "could", "can", "are", "was", "were", "been",
-    "have", "has", "had", "all", "our", "their", "they", "them", "you", "your", "his", "her", "she", "him", "its", "from",
-    "into", "onto", "about", "also", "then", "than", "there", "here", "what", "which", "who", "whom", "when", "where", "why",
-    "how", "not", "but", "any", "some", "more", "most", "very", "just", "let", "lets", "let's", "one", "two", "out", "off",
-    "over", "under", "next", "new", "team", "meeting", "everyone", "agreed", "agree", "decided", "decide", "decision",
-    "going", "need", "needs", "make", "made", "take", "took", "get", "got", "per", "via", "did", "does", "doing", "done",
+    "the", "and", "for", "that", "this", "with", "will", "shall", "would", "should", "could", "can", "are", "was", "were", "been", "have", "has",
+    "had", "all", "our", "their", "they", "them", "you", "your", "his", "her", "she", "him", "its", "from", "into", "onto", "about", "also", "then",
+    "than", "there", "here", "what", "which", "who", "whom", "when", "where", "why", "how", "not", "but", "any", "some", "more", "most", "very",
+    "just", "let", "lets", "let's", "one", "two", "out", "off", "over", "under", "next", "new", "team", "meeting", "everyone", "agreed", "agree",
+    "decided", "decide", "decision", "going", "need", "needs", "make", "made", "take", "took", "get", "got", "per", "via", "did", "does", "doing",
+    "done",
 ];
 
 /// Lowercase content words of `text` (3+ letters, not stop words), light plural folding.
@@ -260,7 +267,8 @@ fn template_summary(notes: &Notes) -> String {
         parts.push(format!("Decisions: {}", notes.decisions.iter().map(|d| d.text.trim_end_matches('.')).collect::<Vec<_>>().join("; ")));
     }
     if !notes.action_items.is_empty() {
-        let items: Vec<String> = notes.action_items.iter().map(|a| a.item.as_ref().map_or("", |i| i.text.trim_end_matches('.')).to_string()).collect();
+        let items: Vec<String> =
+            notes.action_items.iter().map(|a| a.item.as_ref().map_or("", |i| i.text.trim_end_matches('.')).to_string()).collect();
         parts.push(format!("Action items: {}", items.join("; ")));
     }
     if parts.is_empty() && !notes.key_points.is_empty() {
@@ -457,7 +465,11 @@ impl Flows {
         let started = std::time::Instant::now();
         send(events, progress("summarize", 0, 1, "chunks", 0.92, "writing the summary".into())).await?;
         let summary = if notes.decisions.is_empty() && notes.action_items.is_empty() && notes.key_points.is_empty() {
-            if segments.is_empty() { "The recording has no speech.".to_string() } else { "No decisions, action items or main points were found.".to_string() }
+            if segments.is_empty() {
+                "The recording has no speech.".to_string()
+            } else {
+                "No decisions, action items or main points were found.".to_string()
+            }
         } else {
             let vars = serde_json::json!({
                 "title": title,
@@ -555,8 +567,10 @@ impl Flows {
         let sentences = notes::sentences(segments);
         let index_of: HashMap<u32, usize> = segments.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
         let segment_similarity: Vec<f32> = stored.vectors.iter().map(|v| dot(v, &query.vector)).collect();
-        let similarities: Vec<f32> =
-            sentences.iter().map(|s| s.segment_ids.iter().filter_map(|id| index_of.get(id)).map(|i| segment_similarity[*i]).fold(f32::MIN, f32::max)).collect();
+        let similarities: Vec<f32> = sentences
+            .iter()
+            .map(|s| s.segment_ids.iter().filter_map(|id| index_of.get(id)).map(|i| segment_similarity[*i]).fold(f32::MIN, f32::max))
+            .collect();
         let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
         // The notes' owner of each sentence that is an action item.
         let action_items = meeting.summary.as_ref().map_or(&[][..], |s| &s.action_items[..]);
@@ -564,8 +578,12 @@ impl Flows {
             .iter()
             .map(|s| action_items.iter().find(|a| a.item.as_ref().is_some_and(|i| i.text == s.text) && !a.owner.is_empty()).map(|a| a.owner.clone()))
             .collect();
-        let retrievable: Vec<ask::Line<'_>> =
-            texts.iter().zip(&owners).zip(&similarities).map(|((text, owner), similarity)| ask::Line { text, owner: owner.as_deref(), similarity: *similarity }).collect();
+        let retrievable: Vec<ask::Line<'_>> = texts
+            .iter()
+            .zip(&owners)
+            .zip(&similarities)
+            .map(|((text, owner), similarity)| ask::Line { text, owner: owner.as_deref(), similarity: *similarity })
+            .collect();
         let mut found = ask::candidates(question, &expect, &retrievable, &meeting.title, &people, self.meeting.min_relevance);
         found.truncate(top_k.clamp(1, 3));
         let answered = |source: AnswerSource| {
@@ -573,7 +591,13 @@ impl Flows {
         };
         let Some(best) = found.first().cloned() else {
             answered(AnswerSource::None);
-            return Ok(AskMeetingResponse { answer: NOT_IN_MEETING.into(), citations: vec![], answerable: false, source: AnswerSource::None as i32, withheld_reason: String::new() });
+            return Ok(AskMeetingResponse {
+                answer: NOT_IN_MEETING.into(),
+                citations: vec![],
+                answerable: false,
+                source: AnswerSource::None as i32,
+                withheld_reason: String::new(),
+            });
         };
         let citations = |i: usize| -> Vec<Citation> {
             sentences[i]
@@ -629,7 +653,13 @@ impl Flows {
             Ok((text, cited)) => {
                 answered(AnswerSource::Model);
                 let citations = cited.into_iter().flat_map(citations).collect();
-                Ok(AskMeetingResponse { answer: text, citations, answerable: true, source: AnswerSource::Model as i32, withheld_reason: String::new() })
+                Ok(AskMeetingResponse {
+                    answer: text,
+                    citations,
+                    answerable: true,
+                    source: AnswerSource::Model as i32,
+                    withheld_reason: String::new(),
+                })
             }
             Err(rejection) => {
                 tracing::info!(question, reason = %rejection, "model answer withheld; the best line is quoted");
@@ -655,7 +685,11 @@ mod tests {
     fn merge_removes_duplicates_and_decisions_that_restate_actions() {
         let item = |t: &str, id| CitedItem { text: t.into(), segment_ids: vec![id], citation_verified: true };
         let notes = Notes {
-            decisions: vec![item("Move the product launch to March", 1), item("move the launch of the product to March", 4), item("Anna will update the project plan", 2)],
+            decisions: vec![
+                item("Move the product launch to March", 1),
+                item("move the launch of the product to March", 4),
+                item("Anna will update the project plan", 2),
+            ],
             action_items: vec![ActionItem { item: Some(item("update the project plan", 2)), owner: "Anna".into(), due: String::new() }],
             key_points: vec![item("Move the product launch to March", 1), item("Budget for the website", 0)],
         };
@@ -688,7 +722,11 @@ mod tests {
 
     #[test]
     fn summaries_must_be_prose_from_the_notes() {
-        let notes = ["We decided to move the product launch to March.".to_string(), "Anna will update the project plan by Friday.".into(), "David will write the job description.".into()];
+        let notes = [
+            "We decided to move the product launch to March.".to_string(),
+            "Anna will update the project plan by Friday.".into(),
+            "David will write the job description.".into(),
+        ];
         let p = People::new(&[], &[]);
         assert!(summary_is_grounded("The team will move the product launch to March. Anna will update the project plan.", &notes, &p));
         assert!(!summary_is_grounded("Meeting: Weekly planning. Decisions: move the launch.", &notes, &p));

@@ -101,31 +101,70 @@ fn re(pattern: &str) -> Regex {
 }
 
 static FILLER: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)^(hello|hi|hey|good (morning|afternoon|evening)|morning|welcome|thanks|thank you|okay|ok|great|sorry|see you|bye|goodbye)\b|\b(welcome to|thanks for (joining|coming|staying)|that'?s all|that is all|let'?s (get started|start|begin|take a (short )?break|move on|talk about|keep that)|(first|next|last) (item|topic|point)|one more thing|on the agenda|any other (business|questions)|anything else|is there anything|on mute|hear me|meeting is closed|for your time|great work)\b")
+    re(
+        r"(?i)^(hello|hi|hey|good (morning|afternoon|evening)|morning|welcome|thanks|thank you|okay|ok|great|sorry|see you|bye|goodbye)\b|\b(welcome to|thanks for (joining|coming|staying)|that'?s all|that is all|let'?s (get started|start|begin|take a (short )?break|move on|talk about|keep that)|(first|next|last) (item|topic|point)|one more thing|on the agenda|any other (business|questions)|anything else|is there anything|on mute|hear me|meeting is closed|for your time|great work)\b",
+    )
 });
 static STRONG_DECISION: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\b(decided|decide to|agreed|agree to|approved|approves|settled on|chose|opted|voted|resolved to|final decision|will go with|going with|we'll go with)\b")
+    re(
+        r"(?i)\b(decided|decide to|agreed|agree to|approved|approves|settled on|chose|opted|voted|resolved to|final decision|will go with|going with|we'll go with)\b",
+    )
 });
 static CHANGE_DECISION: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\b(moves? to|moved to|will move|is moving|are moving|will be moved|is postponed|are postponed|is cancell?ed|are cancell?ed|is delayed|will be delayed|(we|we'll|we will) (drop|stop|cancel|postpone|delay|switch|launch|keep|add|remove|hire|buy|close|open))\b")
+    re(
+        r"(?i)\b(moves? to|moved to|will move|is moving|are moving|will be moved|is postponed|are postponed|is cancell?ed|are cancell?ed|is delayed|will be delayed|(we|we'll|we will) (drop|stop|cancel|postpone|delay|switch|launch|keep|add|remove|hire|buy|close|open))\b",
+    )
 });
-static HYPOTHETICAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b(should we|shall we|could we|maybe|perhaps|might|if we|whether|not sure|let'?s discuss|will discuss|we'll discuss)\b"));
+static HYPOTHETICAL: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b(should we|shall we|could we|maybe|perhaps|might|if we|whether|not sure|let'?s discuss|will discuss|we'll discuss)\b")
+});
 /// A request to do something in the meeting itself, not a task.
 static SPEAK_NOW: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\b(give us|tell us|walk us|update us|share (your|the) screen|go ahead|introduce|remind me|hear me|unmute|repeat that|say that again|speak up|take notes|start us off|kick us off)\b")
+    re(
+        r"(?i)\b(give us|tell us|walk us|update us|share (your|the) screen|go ahead|introduce|remind me|hear me|unmute|repeat that|say that again|speak up|take notes|start us off|kick us off)\b",
+    )
 });
-static COMMIT: LazyLock<Regex> = LazyLock::new(|| re(r"^(?:will|is going to|'ll|is to|needs to|has to|should|can|must|agreed to|offered to|volunteered to)\b"));
+static COMMIT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(?:will|is going to|'ll|is to|needs to|has to|should|can|must|agreed to|offered to|volunteered to)\b"));
 static REQUEST: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(please|can you|could you|would you|will you)\b"));
 /// The subject of a commitment at a sentence start: one or two words before "will".
 static SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"^([A-Z][\w']*(?:[ -][\w']+)?),?\s+(?:will|is going to|is to|needs to|has to|must)\b"));
 /// One-word subjects that are no person ("We will ...").
 const NOT_SUBJECTS: &[&str] = &[
-    "we", "i", "they", "you", "it", "he", "she", "everyone", "everybody", "someone", "somebody", "nobody", "this", "that", "there",
-    "the", "a", "an", "who", "what", "which", "these", "those", "next", "it's", "and", "so", "then", "also",
+    "we",
+    "i",
+    "they",
+    "you",
+    "it",
+    "he",
+    "she",
+    "everyone",
+    "everybody",
+    "someone",
+    "somebody",
+    "nobody",
+    "this",
+    "that",
+    "there",
+    "the",
+    "a",
+    "an",
+    "who",
+    "what",
+    "which",
+    "these",
+    "those",
+    "next",
+    "it's",
+    "and",
+    "so",
+    "then",
+    "also",
 ];
 /// First words of two-word subjects that are no person ("The board will ...").
 const NOT_SUBJECT_STARTS: &[&str] = &["the", "a", "an", "this", "that", "these", "those", "every", "each", "all", "some", "no", "any"];
-static NO_OWNER_COMMIT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(i will|i'll|i am going to|i'm going to|someone (needs|has) to|somebody (needs|has) to)\b"));
+static NO_OWNER_COMMIT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)^(i will|i'll|i am going to|i'm going to|someone (needs|has) to|somebody (needs|has) to)\b"));
 
 const WEEKDAY: &str = "monday|tuesday|wednesday|thursday|friday|saturday|sunday";
 const MONTH: &str = "january|february|march|april|may|june|july|august|september|october|november|december";
@@ -255,12 +294,18 @@ mod tests {
         assert_eq!(owner(classify("Victor will add the index to the staging database today.", &p)), (None, Some("today".into())));
         // Without a participant list, the transcript's own names are owners.
         let open = People::new(&[], &[Segment { text: "Thanks, Dana.".into(), ..Default::default() }]);
-        assert_eq!(owner(classify("Dana will update the runbook by the end of the month.", &open)), (Some("Dana".into()), Some("by the end of the month".into())));
+        assert_eq!(
+            owner(classify("Dana will update the runbook by the end of the month.", &open)),
+            (Some("Dana".into()), Some("by the end of the month".into()))
+        );
         assert_eq!(owner(classify("I will send the minutes next week.", &p)), (None, Some("next week".into())));
         assert_eq!(owner(classify("And Bruno will send it.", &p)), (Some("Bruno".into()), None));
         let heard = People::new(&["Hiro".into(), "Nikhil".into()], &[]);
         assert_eq!(owner(classify("High will hire two receptionists by next Friday.", &heard)), (Some("Hiro".into()), Some("by next Friday".into())));
-        assert_eq!(owner(classify("Nick Hill will set up the reminder system this month.", &heard)), (Some("Nikhil".into()), Some("this month".into())));
+        assert_eq!(
+            owner(classify("Nick Hill will set up the reminder system this month.", &heard)),
+            (Some("Nikhil".into()), Some("this month".into()))
+        );
         assert_eq!(classify("The premium plan will cost nine dollars a month.", &heard), Cue::Statement);
         assert_eq!(classify("We will discuss it.", &heard), Cue::Statement);
         let heard = People::new(&["Yusuf".into(), "Maya".into()], &[]);
@@ -278,7 +323,8 @@ mod tests {
             "Nick Hill will set up the reminder system this month.",
             "Can you share your screen, Nick Hill?",
         ];
-        let segments: Vec<Segment> = lines.iter().enumerate().map(|(i, t)| Segment { id: i as u32, text: (*t).into(), ..Default::default() }).collect();
+        let segments: Vec<Segment> =
+            lines.iter().enumerate().map(|(i, t)| Segment { id: i as u32, text: (*t).into(), ..Default::default() }).collect();
         let p = People::new(&["Ines".into(), "Hiro".into(), "Nikhil".into()], &segments);
         assert_eq!(owner(classify(lines[1], &p)).0.as_deref(), Some("Hiro"));
         assert_eq!(owner(classify(lines[2], &p)).0.as_deref(), Some("Ines"));
