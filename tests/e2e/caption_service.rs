@@ -8,7 +8,7 @@ use mmc_proto::{
     common::v1::{Image, ModelInfo},
     embed::v1::{embed_service_client::EmbedServiceClient, EncodeImageRequest, ImageLatents, Label},
 };
-use mmc_tests::{http_get, metric_value, start_service, startup_error_without_models, Service};
+use mmc_tests::{assert_documented_stages, http_get, metric_value, start_service, startup_error_without_models, Service};
 use tonic::Code;
 
 async fn start_caption(extra: &[&str]) -> Service {
@@ -28,12 +28,15 @@ fn photo(name: &str) -> Image {
 async fn encode(embed: &Service, name: &str) -> ImageLatents {
     let mut client = EmbedServiceClient::new(embed.channel.clone());
     let resp = client.encode_image(EncodeImageRequest { image: Some(photo(name)), top_k: 5 }).await.unwrap().into_inner();
+    assert_documented_stages("mmc/embed/v1/embed.proto", "EncodeImageResponse", resp.timings.iter().map(|t| t.stage.as_str()));
     resp.latents.expect("latents")
 }
 
 async fn caption(client: &mut CaptionServiceClient<tonic::transport::Channel>, latents: &ImageLatents, mode: CaptionMode) -> CaptionResponse {
     let req = CaptionRequest { latents: Some(latents.clone()), mode: mode as i32, max_chars: 0 };
-    client.caption(req).await.unwrap_or_else(|e| panic!("caption failed: {e:?}")).into_inner()
+    let resp = client.caption(req).await.unwrap_or_else(|e| panic!("caption failed: {e:?}")).into_inner();
+    assert_documented_stages("mmc/caption/v1/caption.proto", "CaptionResponse", resp.timings.iter().map(|t| t.stage.as_str()));
+    resp
 }
 
 /// Head nouns of every ImageNet class (the last word of each synonym), read from the label

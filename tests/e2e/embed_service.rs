@@ -8,7 +8,7 @@ use mmc_proto::{
     common::v1::Image,
     embed::v1::{embed_service_client::EmbedServiceClient, EmbedImageRequest, EmbedTextRequest, EncodeImageRequest, GetModelInfoRequest},
 };
-use mmc_tests::{http_get, start_service, startup_error_without_models, Service};
+use mmc_tests::{assert_documented_stages, http_get, start_service, startup_error_without_models, Service};
 use tonic::Code;
 
 async fn start(extra: &[&str]) -> Service {
@@ -33,6 +33,7 @@ async fn embed_text_over_grpc_with_real_minilm() {
         .await
         .unwrap()
         .into_inner();
+    assert_documented_stages("mmc/embed/v1/embed.proto", "EmbedTextResponse", resp.timings.iter().map(|t| t.stage.as_str()));
     let model = resp.model.expect("model identity");
     assert_eq!((model.id.as_str(), model.dimensions, model.profile.as_str()), ("all-minilm-l6-v2", 384, "bundled"));
     assert_eq!(model.revision, "53aa51172d14", "weights digest from the fetch stamp");
@@ -141,6 +142,7 @@ async fn images_are_classified_and_share_the_text_space() {
         ("a rocket on the launch pad", "rocket.jpg"),
     ];
     let images = client.embed_image(EmbedImageRequest { images: names.iter().map(|n| photo(n)).collect() }).await.unwrap().into_inner();
+    assert_documented_stages("mmc/embed/v1/embed.proto", "EmbedImageResponse", images.timings.iter().map(|t| t.stage.as_str()));
     let sentences: Vec<&str> = queries.iter().map(|(q, _)| *q).collect();
     let vectors = client.embed_text(self::texts(&sentences)).await.unwrap().into_inner();
     assert_eq!(images.model.as_ref().unwrap().id, vectors.model.as_ref().unwrap().id, "one space, one id");

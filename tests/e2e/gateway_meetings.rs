@@ -7,7 +7,7 @@ use mmc_proto::gateway::v1::{
     GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{start_meeting_services, synthesize_meeting};
+use mmc_tests::{assert_documented_stages, start_meeting_services, synthesize_meeting};
 use tonic::{transport::Channel, Code};
 
 /// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
@@ -57,6 +57,7 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
         println!("  [{}] {}-{} ms {}", s.id, s.start_ms, s.end_ms, s.text);
     }
     println!("stages: {stages:?}\nsummary: {}", summary.summary);
+    assert_documented_stages("mmc/gateway/v1/gateway.proto", "MeetingSummary", summary.timings.iter().map(|t| t.stage.as_str()));
     for d in &summary.decisions {
         println!("decision: {} {:?} verified={}", d.text, d.segment_ids, d.citation_verified);
     }

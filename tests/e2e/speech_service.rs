@@ -19,7 +19,7 @@ use mmc_proto::{
         Segment, Task, TranscribeConfig, TranscribeRequest, TranscriptionResult,
     },
 };
-use mmc_tests::{metric_value, run_tool, start_service, startup_error_without_models, Service};
+use mmc_tests::{assert_documented_stages, metric_value, run_tool, start_service, startup_error_without_models, Service};
 use tonic::{transport::Channel, Code, Status};
 
 const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
@@ -386,6 +386,7 @@ async fn concurrent_streams_both_finish_and_a_dropped_stream_is_cancelled() {
     // the other's transcription (with --concurrency 1 this fails: queue = the other's
     // transcribe time). The speed-up itself is measured by tests/bench/speech.sh.
     let stage = |r: &Transcript, name: &str| r.result.timings.iter().find(|t| t.stage == name).unwrap().duration_ms;
+    assert_documented_stages("mmc/speech/v1/speech.proto", "TranscriptionResult", r1.result.timings.iter().map(|t| t.stage.as_str()));
     for (a, b) in [(&r1, &r2), (&r2, &r1)] {
         assert!(
             stage(a, "queue") < stage(b, "transcribe") / 2.0,

@@ -318,3 +318,29 @@ pub fn synthesize_meeting(dir: &Path) -> PathBuf {
     run_tool(Command::new("sox").args(&parts).arg(&joined));
     joined
 }
+
+/// The stage names a proto documents for `message.timings` ("Per-stage times (a, b or c)"),
+/// as groups of alternatives, read from `proto/<proto>`.
+pub fn documented_stages(proto: &str, message: &str) -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto").join(proto);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = text.find(&format!("message {message} {{")).unwrap_or_else(|| panic!("no message {message} in {proto}"));
+    let body = &text[start..start + text[start..].find("\n}").expect("message ends")];
+    let open = body.find("Per-stage times (").unwrap_or_else(|| panic!("{message} documents no stages")) + "Per-stage times (".len();
+    let inner = &body[open..open + body[open..].find(')').expect("stage list closes")];
+    inner.split(',').map(|group| group.split(" or ").map(|s| s.trim().to_string()).collect()).collect()
+}
+
+/// Asserts that the stages a response reported are the ones its proto documents: each
+/// reported stage is documented, and each documented stage (one of its alternatives) was
+/// reported.
+pub fn assert_documented_stages<'a>(proto: &str, message: &str, reported: impl IntoIterator<Item = &'a str>) {
+    let groups = documented_stages(proto, message);
+    let reported: Vec<&str> = reported.into_iter().collect();
+    for stage in &reported {
+        assert!(groups.iter().flatten().any(|d| d == stage), "{message} reports stage {stage:?}, which {proto} does not document: {groups:?}");
+    }
+    for group in &groups {
+        assert!(group.iter().any(|d| reported.contains(&d.as_str())), "{proto} documents {group:?} for {message}, not reported: {reported:?}");
+    }
+}

@@ -1,17 +1,43 @@
-//! The gateway's error type, mapped to a gRPC status in one place ([`GatewayError::into_status`]).
-
-use tonic::{Code, Status};
+//! The gateway's error type. Flows return it; each protocol edge maps its [`ErrorKind`]
+//! once, to a gRPC status ([`crate::grpc`]) or to an HTTP status in OpenAI's error shape
+//! ([`crate::http::error`]). Neither edge reads the other's codes.
+//!
+//! What a client reads names the stage and the reason, never an internal address: the
+//! upstream endpoints go to the log line written when the error is made.
 
 use crate::store::StoreError;
+
+/// What kind of failure an error is: what a client can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or asks for something invalid.
+    Invalid,
+    /// A prompt does not fit the language model's context window.
+    ContextLength,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// The request is valid but the system is not in a state to serve it (e.g. the index
+    /// holds another model's vectors).
+    FailedPrecondition,
+    /// A model service is at capacity: retry later.
+    Overloaded,
+    /// A model service cannot be reached: retry later.
+    Unavailable,
+    /// The request's deadline passed.
+    Timeout,
+    /// The client went away.
+    Cancelled,
+    /// A fault of this system.
+    Internal,
+}
 
 /// Why a gateway flow failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A model service call failed (after any retries). Names the stage and the service so
-    /// an operator knows where to look; keeps the upstream code (UNAVAILABLE,
-    /// INVALID_ARGUMENT for a bad image...).
-    #[error("stage {stage} failed: {service} service at {endpoint} answered {code:?}: {message}")]
-    Stage { stage: &'static str, service: &'static str, endpoint: String, code: Code, message: String },
+    /// A model service call failed (after any retries). The message names the stage and
+    /// the service so an operator knows where to look; the endpoint is kept for the logs.
+    #[error("stage {stage} failed: the {service} service {}", stage_reason(*.kind, message))]
+    Stage { stage: &'static str, service: &'static str, endpoint: String, kind: ErrorKind, message: String },
     /// The caller's deadline left no time for a stage.
     #[error("stage {stage} not started: the request's deadline has passed")]
     NoTimeLeft { stage: &'static str },
@@ -29,26 +55,69 @@ pub enum GatewayError {
     Store(#[from] StoreError),
 }
 
+/// The client-facing end of a stage error: the service's own message where it is about
+/// the request (a bad image, a prompt too long), a plain reason where it is about the
+/// transport (whose messages may hold addresses).
+fn stage_reason(kind: ErrorKind, message: &str) -> String {
+    match kind {
+        ErrorKind::Unavailable => "is unavailable; retry shortly".to_string(),
+        ErrorKind::Timeout => "did not answer in time".to_string(),
+        ErrorKind::Cancelled => "cancelled the call".to_string(),
+        ErrorKind::Internal => format!("failed: {message}"),
+        _ => format!("refused the request: {message}"),
+    }
+}
+
 impl GatewayError {
-    /// The gRPC code of this error (the HTTP edge maps it on to an HTTP status).
-    pub fn code(&self) -> Code {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            GatewayError::Stage { code, .. } => *code,
-            GatewayError::NoTimeLeft { .. } => Code::DeadlineExceeded,
-            GatewayError::Invalid(_) => Code::InvalidArgument,
-            GatewayError::Cancelled => Code::Cancelled,
-            GatewayError::NotFound(_) => Code::NotFound,
-            GatewayError::Store(StoreError::SpaceMismatch { .. }) => Code::FailedPrecondition,
-            GatewayError::Store(_) => Code::Internal,
+            GatewayError::Stage { kind, .. } => *kind,
+            GatewayError::NoTimeLeft { .. } => ErrorKind::Timeout,
+            GatewayError::Invalid(_) => ErrorKind::Invalid,
+            GatewayError::Cancelled => ErrorKind::Cancelled,
+            GatewayError::NotFound(_) => ErrorKind::NotFound,
+            GatewayError::Store(StoreError::SpaceMismatch { .. }) => ErrorKind::FailedPrecondition,
+            GatewayError::Store(_) => ErrorKind::Internal,
         }
     }
 
-    /// The status a client sees.
-    pub fn into_status(self) -> Status {
-        let code = self.code();
-        if code == Code::Internal {
-            tracing::error!(error = %self, "gateway failure");
+    /// Logs an internal failure with everything an operator needs (the edges call this
+    /// once, where they map the error).
+    pub fn log(&self) {
+        match self {
+            GatewayError::Stage { stage, service, endpoint, kind, message } => {
+                tracing::warn!(stage, service, endpoint, ?kind, message, "stage failed")
+            }
+            e if e.kind() == ErrorKind::Internal => tracing::error!(error = %e, "gateway failure"),
+            _ => {}
         }
-        Status::new(code, self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_name_the_stage_and_service_but_no_address() {
+        let e = GatewayError::Stage {
+            stage: "encode_image",
+            service: "embed",
+            endpoint: "http://10.0.0.7:50051".into(),
+            kind: ErrorKind::Unavailable,
+            message: "tcp connect error: 10.0.0.7:50051: Connection refused".into(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("stage encode_image") && text.contains("embed service"), "{text}");
+        assert!(!text.contains("10.0.0.7"), "{text}");
+        let e = GatewayError::Stage {
+            stage: "caption",
+            service: "caption",
+            endpoint: String::new(),
+            kind: ErrorKind::Invalid,
+            message: "latents are empty".into(),
+        };
+        assert_eq!(e.to_string(), "stage caption failed: the caption service refused the request: latents are empty");
     }
 }

@@ -7,9 +7,9 @@ use clap::Parser;
 use mmc_gateway::http::openai::HttpState;
 use mmc_gateway::{
     flows::{meeting::MeetingSettings, prompts::PromptLibrary, Flows},
-    handlers::GatewayHandlers,
+    grpc::GatewayHandlers,
     store::{embedded::EmbeddedStore, meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion},
-    upstream::{StagePolicy, Upstream},
+    upstream::{StagePolicy, Upstream, Upstreams},
 };
 use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 use mmc_runtime::{server::ServiceSet, ServerArgs};
@@ -105,19 +105,21 @@ fn main() -> ExitCode {
         prompts.default_version = args.prompt_version.clone();
         prompts.resolve("").context("--prompt-version")?;
         let flows = Flows {
-            embed: Upstream::connect("embed", &args.embed_endpoint).context("--embed-endpoint")?,
-            caption: Upstream::connect("caption", &args.caption_endpoint).context("--caption-endpoint")?,
-            speech: Upstream::connect("speech", &args.speech_endpoint).context("--speech-endpoint")?,
-            textgen: Upstream::connect("textgen", &args.textgen_endpoint).context("--textgen-endpoint")?,
+            upstream: Upstreams {
+                embed: Upstream::connect("embed", &args.embed_endpoint).context("--embed-endpoint")?,
+                caption: Upstream::connect("caption", &args.caption_endpoint).context("--caption-endpoint")?,
+                speech: Upstream::connect("speech", &args.speech_endpoint).context("--speech-endpoint")?,
+                textgen: Upstream::connect("textgen", &args.textgen_endpoint).context("--textgen-endpoint")?,
+                policy: StagePolicy {
+                    stage_timeout: Duration::from_millis(args.stage_timeout_ms),
+                    attempts: args.stage_attempts.max(1),
+                    backoff: Duration::from_millis(args.retry_backoff_ms),
+                },
+                top_labels: args.top_labels.clamp(1, 20),
+            },
             store: Arc::new(store),
             thumbnails: ThumbnailStore::open(&args.data_dir.join("images")).context("opening the thumbnails")?,
-            policy: StagePolicy {
-                stage_timeout: Duration::from_millis(args.stage_timeout_ms),
-                attempts: args.stage_attempts.max(1),
-                backoff: Duration::from_millis(args.retry_backoff_ms),
-            },
             fusion: Fusion { image_weight: args.image_weight },
-            top_labels: args.top_labels.clamp(1, 20),
             meetings,
             prompts,
             example_cache: Default::default(),
@@ -134,7 +136,6 @@ fn main() -> ExitCode {
         if let Some(addr) = http_listen {
             let state = HttpState {
                 flows,
-                grpc: handlers.clone(),
                 request_timeout: server.request_timeout(),
                 max_upload_bytes: args.http_max_upload_bytes,
                 default_max_tokens: args.http_default_max_tokens,

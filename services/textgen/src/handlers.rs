@@ -163,8 +163,15 @@ fn to_status(e: CoreError) -> Status {
         CoreError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
         CoreError::Device(_) => Status::failed_precondition(e.to_string()),
         CoreError::Engine(inner) => match inner {
-            EngineError::PromptTooLong { .. }
-            | EngineError::EmptyPrompt
+            EngineError::PromptTooLong { .. } => {
+                // INVALID_ARGUMENT (the request is at fault) with the reason in metadata, so
+                // callers (the gateway's OpenAI edge: `context_length_exceeded`) need not
+                // parse the message.
+                let mut status = Status::invalid_argument(e.to_string());
+                status.metadata_mut().insert("mmc-error-reason", tonic::metadata::MetadataValue::from_static("context_length_exceeded"));
+                status
+            }
+            EngineError::EmptyPrompt
             | EngineError::Constraint(ConstraintError::NotJson(_) | ConstraintError::Schema(_))
             | EngineError::Chat(ChatError::Render(_)) => Status::invalid_argument(e.to_string()),
             EngineError::Chat(ChatError::NoTemplate) | EngineError::NoConstraints(_) => Status::failed_precondition(e.to_string()),

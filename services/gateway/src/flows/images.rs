@@ -10,46 +10,20 @@
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use mmc_proto::{
-    caption::v1::CaptionMode,
-    common::v1::{Image, ModelInfo, StageTiming},
-};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::Flows;
+use super::{limits::*, Flows};
 use crate::{
+    domain::{CaptionMode, ImagePage, ImageUpload, Indexed, ListRequest, Query, SearchHit, SearchRequest, SearchResults},
     error::GatewayError,
-    store::{ImageRecord, ImageVectors, ModelRef, SearchQuery, StoredLabel},
+    store::{ImageRecord, ImageVectors, SearchQuery},
     upstream::Deadline,
 };
-
-/// Result of indexing one image.
-pub struct Indexed {
-    pub record: ImageRecord,
-    /// The same content was indexed before; nothing new was stored.
-    pub already_indexed: bool,
-}
-
-/// What to search by.
-pub enum Query {
-    Text(String),
-    Image(Image),
-}
-
-/// Search settings from the request, validated.
-pub struct SearchParams {
-    pub top_k: usize,
-    pub score_threshold: f32,
-    pub metadata_filter: BTreeMap<String, String>,
-}
 
 /// The id of an image: derived from its content, so re-uploads find the same record.
 pub fn image_id(content_hash: &str) -> String {
     format!("img-{}", &content_hash[..32])
-}
-
-fn model_ref(m: &ModelInfo) -> ModelRef {
-    ModelRef { id: m.id.clone(), family: m.family.clone(), profile: m.profile.clone(), revision: m.revision.clone(), dimensions: m.dimensions }
 }
 
 /// Longer side of stored thumbnails, in pixels (twice the web UI's grid cell, for sharp
@@ -59,7 +33,7 @@ pub const THUMBNAIL_SIDE: u32 = 384;
 /// The thumbnail of an upload, made on a blocking thread beside the model calls. `None`
 /// (with a warning) when it cannot be made: the image is still indexed, since the model
 /// services, which have the final say on what is a valid image, accepted it.
-async fn make_thumbnail(data: Vec<u8>, name: &str) -> Option<Vec<u8>> {
+async fn make_thumbnail(data: Bytes, name: &str) -> Option<Vec<u8>> {
     let made = tokio::task::spawn_blocking(move || {
         let decoded = mmc_media::image::decode(&data, &mmc_media::image::ImageLimits { max_bytes: usize::MAX, ..Default::default() })?;
         mmc_media::image::thumbnail_jpeg(&decoded.rgb, THUMBNAIL_SIDE)
@@ -74,9 +48,24 @@ pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Bounds on user metadata (entries, key and value lengths).
+pub fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Result<(), GatewayError> {
+    let (entries, key_len, value_len) = MAX_METADATA;
+    if metadata.len() > entries {
+        return Err(GatewayError::Invalid(format!("{field} has {} entries; the limit is {entries}", metadata.len())));
+    }
+    for (k, v) in metadata {
+        if k.is_empty() || k.chars().count() > key_len || v.chars().count() > value_len {
+            return Err(GatewayError::Invalid(format!("{field} key {k:?}: keys must be 1..={key_len} characters and values at most {value_len}")));
+        }
+    }
+    Ok(())
+}
+
 impl Flows {
     /// Indexes one image. The record is acknowledged only once the store has committed it.
-    pub async fn index_image(&self, image: Image, metadata: BTreeMap<String, String>, deadline: Deadline) -> Result<Indexed, GatewayError> {
+    pub async fn index_image(&self, image: ImageUpload, metadata: BTreeMap<String, String>, deadline: Deadline) -> Result<Indexed, GatewayError> {
+        check_metadata(&metadata, "metadata")?;
         if image.data.is_empty() {
             return Err(GatewayError::Invalid("image.data is empty".into()));
         }
@@ -85,30 +74,30 @@ impl Flows {
         if let Some(record) = self.store.get(&image_id).await? {
             return Ok(Indexed { record, already_indexed: true });
         }
+        let up = &self.upstream;
         let thumbnail = make_thumbnail(image.data.clone(), &image.source_name);
-        let ((latents, _), (image_vector, _), thumbnail) =
-            tokio::try_join!(self.encode_image(&image, deadline), self.embed_image(&image, deadline), async { Ok(thumbnail.await) })?;
-        let (caption, _) = self.caption(&latents, CaptionMode::AltText, deadline).await?;
-        let (caption_vector, _) = self.embed_text("embed_caption", &caption.text, deadline).await?;
+        let ((latents, _), (image_vector, _), thumbnail) = tokio::try_join!(
+            up.encode_image(&image.data, &image.source_name, deadline),
+            up.embed_image(&image.data, &image.source_name, deadline),
+            async { Ok(thumbnail.await) }
+        )?;
+        let (caption, _) = up.caption(&latents, CaptionMode::AltText, deadline).await?;
+        let (caption_vector, _) = up.embed_text("embed_caption", &caption.text, deadline).await?;
         if caption_vector.space != image_vector.space {
             return Err(GatewayError::Invalid(format!(
                 "the embed service's image space {} differs from its text space {}; they must be one space",
                 image_vector.space, caption_vector.space
             )));
         }
-        let mut models = vec![model_ref(&image_vector.model)];
-        models.extend(latents.encoder.as_ref().map(model_ref));
-        models.extend(caption.model.as_ref().map(model_ref));
+        let mut models = vec![image_vector.model];
+        models.extend(latents.encoder);
+        models.extend(caption.model);
         let record = ImageRecord {
             image_id,
             content_hash,
             source_name: image.source_name,
             caption: caption.text,
-            labels: latents
-                .labels
-                .iter()
-                .map(|l| StoredLabel { name: l.name.clone(), probability: l.probability, class_index: l.class_index })
-                .collect(),
+            labels: latents.labels,
             metadata,
             models,
             indexed_at_unix_ms: now_unix_ms(),
@@ -126,22 +115,63 @@ impl Flows {
 
     /// Removes an image and its thumbnail; false when there was no such image.
     pub async fn delete_image(&self, image_id: &str) -> Result<bool, GatewayError> {
+        if image_id.is_empty() {
+            return Err(GatewayError::Invalid("image_id is empty".into()));
+        }
         let deleted = self.store.delete(image_id).await?;
         self.thumbnails.delete(image_id).await?;
         metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
         Ok(deleted)
     }
 
-    /// Finds the images closest to `query`, best first.
-    pub async fn search(
-        &self,
-        query: Query,
-        params: SearchParams,
-        deadline: Deadline,
-    ) -> Result<(Vec<(ImageRecord, f32)>, Vec<StageTiming>), GatewayError> {
+    /// A page of the index, oldest first.
+    pub async fn list_images(&self, request: ListRequest) -> Result<ImagePage, GatewayError> {
+        let size = match request.page_size {
+            0 => 50,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => 0,
+            token => token.parse::<u64>().map_err(|_| GatewayError::Invalid("page_token is not one this server issued".into()))?,
+        };
+        let page = self.store.list(after, size as usize).await?;
+        Ok(ImagePage { images: page.images, next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default() })
+    }
+
+    /// The stored thumbnail (JPEG) of an image.
+    pub async fn thumbnail(&self, image_id: &str) -> Result<Vec<u8>, GatewayError> {
+        let jpeg = self.thumbnails.get(image_id).await?;
+        jpeg.ok_or_else(|| GatewayError::NotFound(format!("no thumbnail for image id {image_id:?}")))
+    }
+
+    /// Finds the images closest to the query, best first.
+    pub async fn search(&self, request: SearchRequest, deadline: Deadline) -> Result<SearchResults, GatewayError> {
+        let query = match request.query {
+            Query::Text(text) => {
+                let text = text.trim().to_string();
+                if text.is_empty() {
+                    return Err(GatewayError::Invalid("query text is empty".into()));
+                }
+                if text.chars().count() > MAX_QUERY_CHARS {
+                    return Err(GatewayError::Invalid(format!("query text is over {MAX_QUERY_CHARS} characters")));
+                }
+                Query::Text(text)
+            }
+            Query::Image(image) if image.data.is_empty() => return Err(GatewayError::Invalid("query image has no data".into())),
+            image => image,
+        };
+        let top_k = match request.top_k {
+            0 => 10,
+            k if k > MAX_TOP_K => return Err(GatewayError::Invalid(format!("top_k {k} is over the limit of {MAX_TOP_K}"))),
+            k => k,
+        };
+        if !(-1.0..=1.0).contains(&request.score_threshold) {
+            return Err(GatewayError::Invalid("score_threshold must be a cosine similarity in [-1, 1]".into()));
+        }
+        check_metadata(&request.metadata_filter, "metadata_filter")?;
         let (embedded, timing) = match &query {
-            Query::Text(text) => self.embed_text("embed_query", text, deadline).await?,
-            Query::Image(image) => self.embed_image(image, deadline).await?,
+            Query::Text(text) => self.upstream.embed_text("embed_query", text, deadline).await?,
+            Query::Image(image) => self.upstream.embed_image(&image.data, &image.source_name, deadline).await?,
         };
         let started = std::time::Instant::now();
         let hits = self
@@ -149,13 +179,13 @@ impl Flows {
             .search(SearchQuery {
                 vector: embedded.vector,
                 space: embedded.space,
-                top_k: params.top_k,
-                score_threshold: params.score_threshold,
-                metadata_filter: params.metadata_filter,
+                top_k: top_k as usize,
+                score_threshold: request.score_threshold,
+                metadata_filter: request.metadata_filter,
                 fusion: self.fusion,
             })
             .await?;
         let search_timing = crate::upstream::timing("search", started.elapsed());
-        Ok((hits, vec![timing, search_timing]))
+        Ok(SearchResults { hits: hits.into_iter().map(|(image, score)| SearchHit { image, score }).collect(), timings: vec![timing, search_timing] })
     }
 }

@@ -1,15 +1,13 @@
 //! Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
-//! HTTP status OpenAI uses for the same condition; mapped once from [`GatewayError`], so
+//! HTTP status OpenAI uses for the same condition; mapped once from [`GatewayError`]'s kind, so
 //! OpenAI clients raise their usual exception types (`BadRequestError`, `RateLimitError`...).
 
+use crate::error::{ErrorKind, GatewayError};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
-use tonic::Code;
-
-use crate::error::GatewayError;
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -50,36 +48,29 @@ impl ApiError {
 }
 
 impl From<GatewayError> for ApiError {
+    /// The one mapping of flow errors for HTTP clients, by the error's kind.
     fn from(e: GatewayError) -> Self {
-        Self::from_code(e.code(), e.to_string())
-    }
-}
-
-impl From<tonic::Status> for ApiError {
-    /// For routes served by the gRPC handlers in-process (same validation, same messages).
-    fn from(s: tonic::Status) -> Self {
-        Self::from_code(s.code(), s.message().to_string())
+        e.log();
+        let (status, kind, detail) = match e.kind() {
+            ErrorKind::Invalid | ErrorKind::FailedPrecondition => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+            ErrorKind::ContextLength => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded")),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found_error", None),
+            ErrorKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("overloaded")),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("service_unavailable")),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
+            ErrorKind::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error", Some("cancelled")),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        };
+        ApiError { status, kind, code: detail, param: None, message: e.to_string() }
     }
 }
 
 impl ApiError {
-    fn from_code(code: Code, message: String) -> Self {
-        let (status, kind, detail) = match code {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                let detail = (message.contains("context window")).then_some("context_length_exceeded");
-                (StatusCode::BAD_REQUEST, "invalid_request_error", detail)
-            }
-            Code::NotFound => (StatusCode::NOT_FOUND, "not_found_error", None),
-            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("overloaded")),
-            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("service_unavailable")),
-            Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
-            Code::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error", Some("cancelled")),
-            _ => {
-                tracing::error!(error = %message, "HTTP request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
-            }
-        };
-        ApiError { status, kind, code: detail, param: None, message }
+    /// 500: a fault of this system (logged).
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(error = %message, "HTTP request failed");
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "server_error", code: None, param: None, message }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The gateway's HTTP edge, served beside gRPC on `--http-listen` by the shared runtime
 //! (which adds `/healthz` and drains it with the gRPC server):
 //! - [`openai`]: the OpenAI-compatible API, over the same upstream calls as the flows;
-//! - [`rest`]: the gateway's own flows (images, meetings), mostly the gRPC handlers
-//!   called in-process;
+//! - [`rest`]: the gateway's own flows (images, meetings), called directly: this edge is
+//!   the gRPC edge's sibling, not its client;
 //! - [`openapi`]: the document of both, at `GET /openapi.json`;
 //! - [`upload`]: multipart files spooled to disk and streamed on;
 //! - [`ui`]: the web UI (search, describe, meetings pages) over the REST routes.

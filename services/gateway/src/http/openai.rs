@@ -27,10 +27,6 @@ use axum::{
     Json,
 };
 use base64::Engine as _;
-use mmc_proto::{
-    speech::v1::{transcribe_response, OutputFormat, TranscribeConfig},
-    textgen::v1::{generate_response, ChatMessage, ChatRequest, FinishReason, GenerationOptions, OverflowPolicy, Role, SamplingParams},
-};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -40,13 +36,16 @@ use super::{
     error::ApiError,
     upload::{read_form, Form},
 };
-use crate::{error::GatewayError, flows::Flows, upstream::Deadline};
+use crate::{
+    domain::{ChatEvent, ChatMessage, ChatRequest, ChatRole, FinishReason, Sampling, TranscribeOptions, TranscriptFormat as Rendering},
+    error::GatewayError,
+    flows::Flows,
+    upstream::{calls::TranscribeEvent, Deadline},
+};
 
 /// What the HTTP handlers share.
 pub struct HttpState {
     pub flows: Arc<Flows>,
-    /// The gRPC handlers, called in-process by the REST routes that mirror an RPC.
-    pub grpc: crate::handlers::GatewayHandlers,
     /// Deadline of each HTTP request (gRPC requests take theirs from `grpc-timeout`).
     pub request_timeout: Duration,
     /// Largest audio upload accepted by `/v1/audio/transcriptions`, in bytes.
@@ -78,7 +77,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Api
 
 /// The models the cluster serves, one entry per loaded model.
 pub async fn models(State(state): State<Arc<HttpState>>) -> Json<Value> {
-    let loaded = state.flows.loaded_models(Deadline::after(Duration::from_secs(10))).await;
+    let loaded = state.flows.upstream.loaded_models(Deadline::after(Duration::from_secs(10))).await;
     let data: Vec<Value> = loaded
         .into_iter()
         .map(|(m, task)| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": "mmc", "task": task, "profile": m.profile }))
@@ -137,7 +136,7 @@ pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Res
         Some(other) => return Err(ApiError::invalid("encoding_format", format!("encoding_format {other:?}: expected float or base64"))),
     };
     let deadline = Deadline::after(state.request_timeout);
-    let (embeddings, space, _) = state.flows.embed_texts_detailed("embeddings", &texts, deadline).await?;
+    let (embeddings, space, _) = state.flows.upstream.embed_texts_detailed("embeddings", &texts, deadline).await?;
     let space = space.ok_or_else(|| GatewayError::Invalid("no embeddings".into()))?;
     if let Some(d) = req.dimensions {
         if d != space.dimensions {
@@ -266,9 +265,9 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
+            "system" | "developer" => ChatRole::System,
+            "user" => ChatRole::User,
+            "assistant" => ChatRole::Assistant,
             other => return Err(ApiError::unsupported(&format!("messages[{i}].role"), format!("role {other:?} is not supported"))),
         };
         let content = match &m.content {
@@ -290,7 +289,7 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
                 text
             }
         };
-        messages.push(ChatMessage { role: role as i32, content });
+        messages.push(ChatMessage { role, content });
     }
     let json_schema = match &req.response_format {
         None => String::new(),
@@ -315,28 +314,25 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
     };
     Ok(ChatRequest {
         messages,
-        options: Some(GenerationOptions {
-            sampling: Some(SamplingParams {
-                // OpenAI's defaults: temperature 1, top_p 1.
-                temperature: req.temperature.unwrap_or(1.0),
-                top_k: req.top_k.unwrap_or(0),
-                top_p: req.top_p.unwrap_or(1.0),
-                min_p: req.min_p.unwrap_or(0.0),
-                repetition_penalty: req.repetition_penalty.unwrap_or(0.0),
-                seed: req.seed,
-            }),
-            max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(default_max_tokens),
-            stop,
-            json_schema,
-            overflow: OverflowPolicy::Reject as i32,
-        }),
+        sampling: Sampling {
+            // OpenAI's defaults: temperature 1, top_p 1.
+            temperature: req.temperature.unwrap_or(1.0),
+            top_k: req.top_k.unwrap_or(0),
+            top_p: req.top_p.unwrap_or(1.0),
+            min_p: req.min_p.unwrap_or(0.0),
+            repetition_penalty: req.repetition_penalty.unwrap_or(0.0),
+            seed: req.seed,
+        },
+        max_tokens: req.max_completion_tokens.or(req.max_tokens).unwrap_or(default_max_tokens),
+        stop,
+        json_schema,
     })
 }
 
-fn finish_reason(code: i32) -> &'static str {
-    match FinishReason::try_from(code).unwrap_or(FinishReason::Unspecified) {
+fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
         FinishReason::Length => "length",
-        _ => "stop",
+        FinishReason::Stop => "stop",
     }
 }
 
@@ -344,27 +340,29 @@ pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) 
     let req: ChatCompletionRequest = parse_json(&body)?;
     let message = chat_request(&req, state.default_max_tokens)?;
     let deadline = Deadline::after(state.request_timeout);
-    let mut upstream = state.flows.chat_stream(message, deadline).await?;
+    let upstream = state.flows.upstream.chat_stream(&message, deadline).await?;
+    let mut upstream = Box::pin(upstream);
     let id = response_id("chatcmpl");
     let created = now_s();
-    let model_id_of = |m: &Option<mmc_proto::common::v1::ModelInfo>| m.as_ref().map(|m| m.id.clone()).unwrap_or_default();
-    let textgen = state.flows.textgen.clone();
-    let failure = move |s: tonic::Status| ApiError::from(crate::upstream::failure("chat", &textgen, s));
+    let model_of = |m: &Option<crate::domain::ModelRef>, hint: &str| match m {
+        Some(m) if !m.id.is_empty() => m.id.clone(),
+        _ => hint.to_string(),
+    };
+    let no_summary = || ApiError::internal("generation ended without a summary");
 
     if !req.stream {
         let mut summary = None;
-        while let Some(event) = upstream.message().await.map_err(&failure)? {
-            if let Some(generate_response::Event::Summary(s)) = event.event {
+        while let Some(event) = upstream.next().await {
+            if let ChatEvent::Done(s) = event? {
                 summary = Some(s);
             }
         }
-        let s = summary.ok_or_else(|| failure(tonic::Status::internal("generation ended without a summary")))?;
-        let model = model_id_of(&s.model);
+        let s = summary.ok_or_else(no_summary)?;
         return Ok(Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
-            "model": if model.is_empty() { req.model.clone() } else { model },
+            "model": model_of(&s.model, &req.model),
             "choices": [{
                 "index": 0,
                 "message": { "role": "assistant", "content": s.text },
@@ -401,41 +399,37 @@ pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) 
             return;
         }
         loop {
-            match upstream.message().await {
-                Ok(Some(event)) => match event.event {
-                    Some(generate_response::Event::Token(t)) if !t.text.is_empty() => {
-                        if !send(chunk(&model_hint, json!({ "content": t.text }), Value::Null)).await {
-                            return;
-                        }
-                    }
-                    Some(generate_response::Event::Summary(s)) => {
-                        let model = model_id_of(&s.model);
-                        let model = if model.is_empty() { model_hint.clone() } else { model };
-                        if !send(chunk(&model, json!({}), json!(finish_reason(s.finish_reason)))).await {
-                            return;
-                        }
-                        if include_usage {
-                            let usage = json!({
-                                "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                                "usage": { "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
-                                           "total_tokens": s.prompt_tokens + s.completion_tokens },
-                            });
-                            if !send(usage).await {
-                                return;
-                            }
-                        }
-                        let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+            match upstream.next().await {
+                Some(Ok(ChatEvent::Token(text))) => {
+                    if !send(chunk(&model_hint, json!({ "content": text }), Value::Null)).await {
                         return;
                     }
-                    _ => {}
-                },
-                Ok(None) => {
-                    let _ = send(failure(tonic::Status::internal("generation ended without a summary")).body()).await;
+                }
+                Some(Ok(ChatEvent::Done(s))) => {
+                    let model = model_of(&s.model, &model_hint);
+                    if !send(chunk(&model, json!({}), json!(finish_reason(s.finish_reason)))).await {
+                        return;
+                    }
+                    if include_usage {
+                        let usage = json!({
+                            "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                            "usage": { "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+                                       "total_tokens": s.prompt_tokens + s.completion_tokens },
+                        });
+                        if !send(usage).await {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
                     return;
                 }
-                Err(status) => {
+                Some(Err(e)) => {
                     // Headers are sent: the error travels as an event (OpenAI's clients raise it).
-                    let _ = send(failure(status).body()).await;
+                    let _ = send(ApiError::from(e).body()).await;
+                    return;
+                }
+                None => {
+                    let _ = send(no_summary().body()).await;
                     return;
                 }
             }
@@ -470,19 +464,19 @@ impl TranscriptFormat {
     }
 
     /// The rendering the speech service is asked for (json and text use the plain text).
-    fn rendered(self) -> OutputFormat {
+    fn rendered(self) -> Rendering {
         match self {
-            Self::Json | Self::Text => OutputFormat::Text,
-            Self::Srt => OutputFormat::Srt,
-            Self::Vtt => OutputFormat::Vtt,
-            Self::VerboseJson => OutputFormat::VerboseJson,
+            Self::Json | Self::Text => Rendering::Text,
+            Self::Srt => Rendering::Srt,
+            Self::Vtt => Rendering::Vtt,
+            Self::VerboseJson => Rendering::VerboseJson,
         }
     }
 }
 
 pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart) -> Result<Response, ApiError> {
     let mut format = TranscriptFormat::Json;
-    let mut config = TranscribeConfig::default();
+    let mut config = TranscribeOptions::default();
     let mut granularities: Vec<String> = Vec::new();
     let Form { file: upload, fields } = read_form(form, state.max_upload_bytes, "file").await?;
     for (name, value) in fields {
@@ -520,30 +514,26 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart
     if config.word_timestamps && format != TranscriptFormat::VerboseJson {
         return Err(ApiError::invalid("timestamp_granularities[]", "word timestamps need response_format verbose_json"));
     }
-    config.formats = vec![format.rendered() as i32];
+    config.formats = vec![format.rendered()];
     config.total_bytes = upload.size;
     let rx = upload.stream()?;
     let deadline = Deadline::after(state.request_timeout);
-    let stream = state.flows.transcribe(config, rx, deadline).await?;
-    let speech = state.flows.speech.clone();
-    let results: Vec<_> = stream.collect::<Vec<_>>().await;
+    let stream = state.flows.upstream.transcribe(&config, rx, deadline).await?;
+    let mut stream = Box::pin(stream);
     let mut result = None;
-    for message in results {
-        let message = message.map_err(|s| ApiError::from(crate::upstream::failure("transcribe", &speech, s)))?;
-        if let Some(transcribe_response::Event::Result(r)) = message.event {
+    while let Some(event) = stream.next().await {
+        if let TranscribeEvent::Result(r) = event? {
             result = Some(r);
         }
     }
-    let result = result.ok_or_else(|| {
-        ApiError::from(crate::upstream::failure("transcribe", &speech, tonic::Status::internal("transcription ended without a result")))
-    })?;
-    let rendered = |f: OutputFormat| result.rendered.iter().find(|r| r.format == f as i32).map(|r| r.content.clone());
+    let result = result.ok_or_else(|| ApiError::internal("transcription ended without a result"))?;
+    let rendered = |f: Rendering| result.rendered.iter().find(|(g, _)| *g == f).map(|(_, content)| content.clone());
     let (content_type, body) = match format {
         TranscriptFormat::Json => return Ok(Json(json!({ "text": result.text.trim() })).into_response()),
         TranscriptFormat::Text => ("text/plain; charset=utf-8", format!("{}\n", result.text.trim())),
-        TranscriptFormat::Srt => ("text/plain; charset=utf-8", rendered(OutputFormat::Srt).unwrap_or_default()),
-        TranscriptFormat::Vtt => ("text/vtt; charset=utf-8", rendered(OutputFormat::Vtt).unwrap_or_default()),
-        TranscriptFormat::VerboseJson => ("application/json", rendered(OutputFormat::VerboseJson).unwrap_or_else(|| "{}".into())),
+        TranscriptFormat::Srt => ("text/plain; charset=utf-8", rendered(Rendering::Srt).unwrap_or_default()),
+        TranscriptFormat::Vtt => ("text/vtt; charset=utf-8", rendered(Rendering::Vtt).unwrap_or_default()),
+        TranscriptFormat::VerboseJson => ("application/json", rendered(Rendering::VerboseJson).unwrap_or_else(|| "{}".into())),
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

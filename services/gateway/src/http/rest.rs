@@ -1,7 +1,7 @@
 //! The project's own REST routes: the gateway's flows for browsers, `curl` and the web UI.
-//! Routes that mirror an RPC call the gRPC handlers in-process (one validation, one set
-//! of messages); uploads come as multipart forms and are spooled like transcriptions;
-//! meeting progress is streamed as server-sent events.
+//! Each route turns its JSON or form into the flow's own types and calls the flow, which
+//! validates (so gRPC and REST give the same messages); uploads come as multipart forms
+//! and are spooled like transcriptions; meeting progress is streamed as server-sent events.
 //!
 //! | route | RPC |
 //! |---|---|
@@ -28,17 +28,6 @@ use axum::{
     Json,
 };
 use base64::Engine as _;
-use mmc_proto::{
-    caption::v1::{CaptionMode, CaptionResponse},
-    common::v1::{Image, ModelInfo, Progress},
-    embed::v1::Label,
-    gateway::v1::{
-        gateway_service_server::GatewayService, search_images_request, summarize_meeting_response, AskMeetingRequest, DeleteImageRequest,
-        DescribeImageRequest, GetMeetingRequest, ImageRecord, ListImagesRequest, Meeting, MeetingConfig, MeetingSummary, SearchImagesRequest,
-        SummarizeMeetingResponse,
-    },
-    speech::v1::{Segment, TranscribeConfig},
-};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -50,19 +39,22 @@ use super::{
     upload::{bad_form, read_form, spool, Form},
 };
 use crate::{
+    domain::{
+        AskRequest, Caption, CaptionMode, CitedItem, ImageRecord, ImageUpload, Label, ListRequest, Meeting, MeetingEvent, MeetingRequest,
+        MeetingSummary, ModelRef, Progress, Query as SearchQuery, SearchRequest, Segment,
+    },
     error::GatewayError,
-    handlers::{check_metadata, to_proto},
     upstream::Deadline,
 };
 
 /// Largest image accepted by the image routes, in bytes.
-const MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
+pub const MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
 /// Most images in one indexing form.
-const MAX_IMAGES_PER_FORM: usize = 64;
+pub const MAX_IMAGES_PER_FORM: usize = 64;
 
-// JSON views of the protobuf messages (field names as in the protos).
+// JSON views of the flows' types (field names as in the protos).
 
-fn model_json(m: &ModelInfo) -> Value {
+fn model_json(m: &ModelRef) -> Value {
     json!({ "id": m.id, "family": m.family, "profile": m.profile, "revision": m.revision, "dimensions": m.dimensions })
 }
 
@@ -83,10 +75,9 @@ fn image_json(r: &ImageRecord) -> Value {
     })
 }
 
-fn caption_json(c: &CaptionResponse) -> Value {
-    let mode = if c.mode == CaptionMode::Detailed as i32 { "detailed" } else { "alt_text" };
+fn caption_json(c: &Caption) -> Value {
     json!({
-        "mode": mode, "text": c.text, "confidence": c.confidence, "from_template": c.from_template, "attempts": c.attempts,
+        "mode": c.mode.as_str(), "text": c.text, "confidence": c.confidence, "from_template": c.from_template, "attempts": c.attempts,
         "evidence": c.evidence.iter().map(|e| json!({ "label": e.label, "probability": e.probability })).collect::<Vec<_>>(),
     })
 }
@@ -101,14 +92,13 @@ fn progress_json(p: &Progress) -> Value {
 }
 
 fn summary_json(s: &MeetingSummary) -> Value {
-    let cited =
-        |i: &mmc_proto::gateway::v1::CitedItem| json!({ "text": i.text, "segment_ids": i.segment_ids, "citation_verified": i.citation_verified });
+    let cited = |i: &CitedItem| json!({ "text": i.text, "segment_ids": i.segment_ids, "citation_verified": i.citation_verified });
     json!({
         "meeting_id": s.meeting_id, "summary": s.summary,
         "key_points": s.key_points.iter().map(cited).collect::<Vec<_>>(),
         "decisions": s.decisions.iter().map(cited).collect::<Vec<_>>(),
         "action_items": s.action_items.iter().map(|a| {
-            let mut v = cited(&a.item.clone().unwrap_or_default());
+            let mut v = cited(&a.item);
             v["owner"] = json!(a.owner);
             v["due"] = json!(a.due);
             v
@@ -141,18 +131,18 @@ pub async fn index_images(State(state): State<Arc<HttpState>>, mut form: Multipa
                 let text = field.text().await.map_err(bad_form)?;
                 metadata = serde_json::from_str(&text)
                     .map_err(|e| ApiError::invalid("metadata", format!("metadata must be a JSON object of strings: {e}")))?;
-                check_metadata(&metadata, "metadata")?;
+                crate::flows::images::check_metadata(&metadata, "metadata")?;
             }
             "file" => {
                 if results.len() == MAX_IMAGES_PER_FORM {
                     return Err(ApiError::invalid("file", format!("at most {MAX_IMAGES_PER_FORM} images per request")));
                 }
                 let upload = spool(field, MAX_IMAGE_BYTES).await?;
-                let image = Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name.clone() };
+                let image = ImageUpload { data: upload.read_all().await?.into(), source_name: upload.name.clone() };
                 // One image's failure (corrupt, too large) is reported and the rest go on.
                 results.push(match state.flows.index_image(image, metadata.clone(), deadline).await {
                     Ok(i) => json!({ "source_name": upload.name, "already_indexed": i.already_indexed,
-                                     "image": image_json(&to_proto(i.record)) }),
+                                     "image": image_json(&i.record) }),
                     Err(e) => {
                         let e = ApiError::from(e);
                         json!({ "source_name": upload.name, "error": e.body()["error"] })
@@ -178,15 +168,13 @@ pub struct ListParams {
 
 /// `GET /v1/images`: the index, oldest first, a page at a time.
 pub async fn list_images(State(state): State<Arc<HttpState>>, Query(p): Query<ListParams>) -> Result<Json<Value>, ApiError> {
-    let page =
-        state.grpc.list_images(tonic::Request::new(ListImagesRequest { page_size: p.page_size, page_token: p.page_token })).await?.into_inner();
+    let page = state.flows.list_images(ListRequest { page_size: p.page_size, page_token: p.page_token }).await?;
     Ok(Json(json!({ "images": page.images.iter().map(image_json).collect::<Vec<_>>(), "next_page_token": page.next_page_token })))
 }
 
 /// `DELETE /v1/images/{image_id}`.
 pub async fn delete_image(State(state): State<Arc<HttpState>>, Path(image_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let r = state.grpc.delete_image(tonic::Request::new(DeleteImageRequest { image_id: image_id.clone() })).await?.into_inner();
-    if !r.deleted {
+    if !state.flows.delete_image(&image_id).await? {
         return Err(GatewayError::NotFound(format!("no image with id {image_id:?}")).into());
     }
     Ok(Json(json!({ "image_id": image_id, "deleted": true })))
@@ -196,8 +184,7 @@ pub async fn delete_image(State(state): State<Arc<HttpState>>, Path(image_id): P
 /// [`THUMBNAIL_SIDE`](crate::flows::images::THUMBNAIL_SIDE) pixels a side. Ids are
 /// content hashes, so a thumbnail never changes: browsers may cache it for good.
 pub async fn thumbnail(State(state): State<Arc<HttpState>>, Path(image_id): Path<String>) -> Result<Response, ApiError> {
-    let jpeg = state.flows.thumbnails.get(&image_id).await.map_err(GatewayError::from)?;
-    let jpeg = jpeg.ok_or_else(|| GatewayError::NotFound(format!("no thumbnail for image id {image_id:?}")))?;
+    let jpeg = state.flows.thumbnail(&image_id).await?;
     let headers = [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")];
     Ok((headers, jpeg).into_response())
 }
@@ -219,23 +206,18 @@ pub struct SearchBody {
 pub async fn search_images(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b: SearchBody = parse_json(&body)?;
     let query = match (b.query, b.image_base64) {
-        (Some(q), None) => search_images_request::Query::Text(q),
+        (Some(q), None) => SearchQuery::Text(q),
         (None, Some(data)) => {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
                 .map_err(|e| ApiError::invalid("image_base64", format!("not base64: {e}")))?;
-            search_images_request::Query::Image(Image { data, mime_type: String::new(), source_name: "query".into() })
+            SearchQuery::Image(ImageUpload { data: data.into(), source_name: "query".into() })
         }
         _ => return Err(ApiError::invalid("query", "give exactly one of query (words) and image_base64")),
     };
-    let request = SearchImagesRequest {
-        query: Some(query),
-        top_k: b.top_k,
-        score_threshold: b.score_threshold.unwrap_or(-1.0),
-        metadata_filter: b.filter.into_iter().collect(),
-    };
-    let r = state.grpc.search_images(tonic::Request::new(request)).await?.into_inner();
-    let hits: Vec<Value> = r.hits.iter().map(|h| json!({ "score": h.score, "image": h.image.as_ref().map(image_json) })).collect();
+    let request = SearchRequest { query, top_k: b.top_k, score_threshold: b.score_threshold.unwrap_or(-1.0), metadata_filter: b.filter };
+    let r = state.flows.search(request, Deadline::after(state.request_timeout)).await?;
+    let hits: Vec<Value> = r.hits.iter().map(|h| json!({ "score": h.score, "image": image_json(&h.image) })).collect();
     Ok(Json(json!({ "hits": hits })))
 }
 
@@ -247,13 +229,13 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
         match field.name().unwrap_or_default() {
             "file" => {
                 let upload = spool(field, MAX_IMAGE_BYTES).await?;
-                image = Some(Image { data: upload.read_all().await?, mime_type: String::new(), source_name: upload.name });
+                image = Some(ImageUpload { data: upload.read_all().await?.into(), source_name: upload.name });
             }
             "modes" | "modes[]" | "mode" => {
                 for m in field.text().await.map_err(bad_form)?.split(',') {
                     modes.push(match m.trim() {
-                        "alt_text" => CaptionMode::AltText as i32,
-                        "detailed" => CaptionMode::Detailed as i32,
+                        "alt_text" => CaptionMode::AltText,
+                        "detailed" => CaptionMode::Detailed,
                         other => return Err(ApiError::invalid("modes", format!("{other:?}: expected alt_text or detailed"))),
                     });
                 }
@@ -262,7 +244,7 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
         }
     }
     let image = image.ok_or_else(|| ApiError::invalid("file", "no file was uploaded (multipart field `file`)"))?;
-    let r = state.grpc.describe_image(tonic::Request::new(DescribeImageRequest { image: Some(image), modes })).await?.into_inner();
+    let r = state.flows.describe(&image, &modes, Deadline::after(state.request_timeout)).await?;
     Ok(Json(
         json!({ "captions": r.captions.iter().map(caption_json).collect::<Vec<_>>(), "labels": r.labels.iter().map(label_json).collect::<Vec<_>>() }),
     ))
@@ -275,50 +257,46 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
 /// server-sent events `progress`, `segment` (as the transcript is decoded), then one
 /// `summary` (or `error`).
 pub async fn create_meeting(State(state): State<Arc<HttpState>>, form: Multipart) -> Result<Response, ApiError> {
-    let mut config = MeetingConfig { transcription: Some(TranscribeConfig::default()), ..Default::default() };
+    let mut config = MeetingRequest::default();
     let Form { file: upload, fields } = read_form(form, state.max_upload_bytes, "recording").await?;
     for (name, value) in fields {
         match name.as_str() {
             "title" => config.title = value,
             "prompt_version" => config.prompt_version = value,
             "participants" => config.participants.extend(value.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty())),
-            "language" => config.transcription.get_or_insert_default().language = value,
+            "language" => config.transcription.language = value,
             _ => {}
         }
     }
-    state.grpc.check_meeting_config(&config)?;
-    config.transcription.get_or_insert_default().total_bytes = upload.size;
+    state.flows.check_meeting(&config)?;
+    config.transcription.total_bytes = upload.size;
     let audio = upload.stream()?;
     // The flow sends progress and segments into `tx`, then its result follows; when the
     // client leaves, the stream is dropped, the flow's next send fails and it stops.
-    let (tx, rx) = mpsc::channel(64);
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(1);
     let flows = state.flows.clone();
     let deadline = Deadline::after(state.request_timeout);
     tokio::spawn(async move {
-        let result = flows.summarize_meeting(config, audio, deadline, &tx).await;
-        let last = result
-            .map(|summary| SummarizeMeetingResponse { event: Some(summarize_meeting_response::Event::Summary(summary)) })
-            .map_err(GatewayError::into_status);
-        let _ = tx.send(last).await;
+        let result = flows.summarize_meeting(config, audio, deadline, &events_tx).await;
+        drop(events_tx);
+        let _ = tx.send(result).await;
     });
-    let event = |name: &str, v: Value| SseEvent::default().event(name).data(v.to_string());
-    let events = ReceiverStream::new(rx).filter_map(move |message| {
-        let out = match message {
-            Ok(m) => match m.event? {
-                summarize_meeting_response::Event::Progress(p) => event("progress", progress_json(&p)),
-                summarize_meeting_response::Event::Segment(s) => event("segment", segment_json(&s)),
-                summarize_meeting_response::Event::Summary(s) => event("summary", summary_json(&s)),
-            },
-            Err(status) => event("error", ApiError::from(status).body()),
-        };
-        Some(Ok::<_, Infallible>(out))
+    let event = |name: &str, v: Value| Ok::<_, Infallible>(SseEvent::default().event(name).data(v.to_string()));
+    let progress = ReceiverStream::new(events_rx).map(move |e| match e {
+        MeetingEvent::Progress(p) => event("progress", progress_json(&p)),
+        MeetingEvent::Segment(s) => event("segment", segment_json(&s)),
     });
-    Ok(Sse::new(events).into_response())
+    let last = ReceiverStream::new(rx).map(move |result| match result {
+        Ok(summary) => event("summary", summary_json(&summary)),
+        Err(e) => event("error", ApiError::from(e).body()),
+    });
+    Ok(Sse::new(progress.chain(last)).into_response())
 }
 
 /// `GET /v1/meetings/{meeting_id}`: transcript and summary.
 pub async fn get_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let m = state.grpc.get_meeting(tonic::Request::new(GetMeetingRequest { meeting_id })).await?.into_inner();
+    let m = state.flows.get_meeting(&meeting_id).await?;
     Ok(Json(meeting_json(&m)))
 }
 
@@ -334,12 +312,11 @@ pub struct AskBody {
 /// meeting does not say".
 pub async fn ask_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b: AskBody = parse_json(&body)?;
-    let r = state.grpc.ask_meeting(tonic::Request::new(AskMeetingRequest { meeting_id, question: b.question, top_k: b.top_k })).await?.into_inner();
+    let ask = AskRequest { meeting_id, question: b.question, top_k: b.top_k };
+    let r = state.flows.ask_meeting(ask, Deadline::after(state.request_timeout)).await?;
     let citations: Vec<Value> =
         r.citations.iter().map(|c| json!({ "segment_id": c.segment_id, "start_ms": c.start_ms, "end_ms": c.end_ms, "text": c.text })).collect();
-    let source = mmc_proto::gateway::v1::AnswerSource::try_from(r.source).unwrap_or_default();
-    let source = source.as_str_name().trim_start_matches("ANSWER_SOURCE_").to_lowercase();
     Ok(Json(
-        json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations, "source": source, "withheld_reason": r.withheld_reason }),
+        json!({ "answer": r.answer, "answerable": r.answerable, "citations": citations, "source": r.source.as_str(), "withheld_reason": r.withheld_reason }),
     ))
 }

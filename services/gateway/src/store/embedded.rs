@@ -210,7 +210,7 @@ impl EmbeddedStore {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl ImageStore for EmbeddedStore {
     fn space(&self) -> Option<Space> {
         self.state.read().unwrap().space.clone()
@@ -286,7 +286,7 @@ impl ImageStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fusion, StoredLabel};
+    use crate::store::{Fusion, Label};
 
     fn space() -> Space {
         Space { model_id: "m".into(), dimensions: 2 }
@@ -298,7 +298,7 @@ mod tests {
             content_hash: format!("hash-{id}"),
             source_name: format!("{id}.jpg"),
             caption: format!("a {id}"),
-            labels: vec![StoredLabel { name: id.into(), probability: 0.9, class_index: 1 }],
+            labels: vec![Label { name: id.into(), probability: 0.9, class_index: 1 }],
             metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             models: vec![],
             indexed_at_unix_ms: 1,

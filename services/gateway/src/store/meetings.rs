@@ -1,18 +1,18 @@
 //! The meeting store: each summarized meeting (transcript, summary) and the embeddings of
 //! its segments (for AskMeeting's retrieval), in a redb file beside the image index.
 //!
-//! A meeting is kept as its `gateway.v1.Meeting` protobuf encoding: the contract's own
-//! versioned, forward-compatible serialization, so a stored meeting reads back exactly as
-//! GetMeeting returns it. Segment vectors are stored apart, little-endian f32, with the
-//! space they belong to.
+//! A meeting is kept as the JSON of the gateway's own [`Meeting`] type (fields added later
+//! carry serde defaults, so older rows still read). Rows written before the store held
+//! its own types are `gateway.v1.Meeting` protobuf; they are told apart by their first
+//! byte (JSON starts with `{`, that protobuf with field 1's tag) and read by [`legacy`].
+//! Segment vectors are stored apart, little-endian f32, with the space they belong to.
 
 use std::{path::Path, sync::Arc};
 
-use mmc_proto::gateway::v1::Meeting;
-use prost::Message;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::{engine, open_redb, Space, StoreError};
+use super::{engine, legacy, open_redb, Space, StoreError};
+use crate::domain::Meeting;
 
 const MEETINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("meetings");
 const SEGMENT_VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("segment_vectors");
@@ -52,7 +52,7 @@ impl MeetingStore {
             return Err(StoreError::Dimension { got: v.len(), want: space.dimensions as usize });
         }
         let id = meeting.meeting_id.clone();
-        let bytes = meeting.encode_to_vec();
+        let bytes = serde_json::to_vec(meeting).map_err(engine)?;
         let floats: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
         let space = serde_json::to_string(space).map_err(engine)?;
         let db = self.db.clone();
@@ -76,7 +76,9 @@ impl MeetingStore {
             let Some(bytes) = txn.open_table(MEETINGS).map_err(engine)?.get(id.as_str()).map_err(engine)? else {
                 return Ok(None);
             };
-            let meeting = Meeting::decode(bytes.value()).map_err(engine)?;
+            let bytes = bytes.value();
+            let meeting: Meeting =
+                if bytes.first() == Some(&b'{') { serde_json::from_slice(bytes).map_err(engine)? } else { legacy::meeting(bytes).map_err(engine)? };
             let space: Space = match txn.open_table(SPACES).map_err(engine)?.get(id.as_str()).map_err(engine)? {
                 Some(s) => serde_json::from_str(s.value()).map_err(engine)?,
                 None => return Err(StoreError::Engine(format!("meeting {id} has no space"))),
@@ -99,7 +101,7 @@ impl MeetingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmc_proto::speech::v1::Segment;
+    use crate::domain::{ActionItem, CitedItem, MeetingSummary, Segment};
 
     #[tokio::test]
     async fn meetings_read_back_after_reopen() {
@@ -112,6 +114,14 @@ mod tests {
                 Segment { id: 0, text: "hello".into(), ..Default::default() },
                 Segment { id: 1, text: "bye".into(), ..Default::default() },
             ],
+            summary: Some(MeetingSummary {
+                action_items: vec![ActionItem {
+                    item: CitedItem { text: "Ann will call".into(), segment_ids: vec![1], citation_verified: true },
+                    owner: "Ann".into(),
+                    due: String::new(),
+                }],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         {
@@ -125,5 +135,42 @@ mod tests {
         assert_eq!(got.vectors, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         assert_eq!(got.space, space);
         assert!(store.get("nope").await.unwrap().is_none());
+    }
+
+    /// A row written by an earlier version (protobuf) still reads, as the same meeting.
+    #[tokio::test]
+    async fn protobuf_rows_of_earlier_versions_read() {
+        use mmc_proto::gateway::v1 as pb;
+        use prost::Message as _;
+        let dir = tempfile::tempdir().unwrap();
+        let space = Space { model_id: "m".into(), dimensions: 1 };
+        let old = pb::Meeting {
+            meeting_id: "mtg-old".into(),
+            title: "Old".into(),
+            segments: vec![mmc_proto::speech::v1::Segment { id: 3, text: "we ship".into(), ..Default::default() }],
+            summary: Some(pb::MeetingSummary {
+                decisions: vec![pb::CitedItem { text: "we ship".into(), segment_ids: vec![3], citation_verified: true }],
+                action_items: vec![pb::ActionItem {
+                    item: Some(pb::CitedItem { text: "Bo will test".into(), segment_ids: vec![3], citation_verified: true }),
+                    owner: "Bo".into(),
+                    due: "Friday".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        {
+            let store = MeetingStore::open(dir.path()).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(MEETINGS).unwrap().insert("mtg-old", old.encode_to_vec().as_slice()).unwrap();
+            txn.open_table(SEGMENT_VECTORS).unwrap().insert("mtg-old", 1f32.to_le_bytes().as_slice()).unwrap();
+            txn.open_table(SPACES).unwrap().insert("mtg-old", serde_json::to_string(&space).unwrap().as_str()).unwrap();
+            txn.commit().unwrap();
+        }
+        let got = MeetingStore::open(dir.path()).unwrap().get("mtg-old").await.unwrap().unwrap().meeting;
+        assert_eq!((got.title.as_str(), got.segments[0].id, got.segments[0].text.as_str()), ("Old", 3, "we ship"));
+        let summary = got.summary.unwrap();
+        assert_eq!(summary.decisions[0].segment_ids, [3]);
+        assert_eq!((summary.action_items[0].owner.as_str(), summary.action_items[0].item.text.as_str()), ("Bo", "Bo will test"));
     }
 }

@@ -8,6 +8,7 @@
 //! re-indexing instead of silently comparing unrelated vectors.
 
 pub mod embedded;
+mod legacy;
 pub mod meetings;
 pub mod thumbnails;
 
@@ -42,7 +43,7 @@ pub struct ModelRef {
 
 /// One encoder label kept with an image (shown in results, usable for debugging ranking).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredLabel {
+pub struct Label {
     pub name: String,
     pub probability: f32,
     pub class_index: u32,
@@ -58,7 +59,7 @@ pub struct ImageRecord {
     pub source_name: String,
     /// Alt-text caption written at indexing time.
     pub caption: String,
-    pub labels: Vec<StoredLabel>,
+    pub labels: Vec<Label>,
     /// User metadata (exact-match search filters).
     pub metadata: BTreeMap<String, String>,
     /// Models that made the vectors and the caption.
@@ -163,7 +164,7 @@ pub(crate) fn open_redb(
 ///
 /// Writes are durable when they return: a flow acknowledges an image to its client only
 /// after [`ImageStore::insert`] succeeded, so no acknowledged image is lost in a crash.
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait ImageStore: Send + Sync + 'static {
     /// The space of the stored vectors; `None` while the store is empty of any.
     fn space(&self) -> Option<Space>;

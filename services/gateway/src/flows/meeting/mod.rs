@@ -28,29 +28,25 @@ pub mod people;
 
 use std::collections::{HashMap, HashSet};
 
-use mmc_proto::{
-    common::v1::{ModelInfo, Progress, StageTiming},
-    gateway::v1::{
-        summarize_meeting_response::Event, ActionItem, AnswerSource, AskMeetingResponse, Citation, CitedItem, Meeting, MeetingConfig, MeetingSummary,
-        SummarizeMeetingResponse,
-    },
-    speech::v1::{transcribe_response, Segment, TranscribeConfig},
-};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use self::{
     facts::Evidence,
     notes::{Cue, Sentence},
     people::People,
 };
-use super::Flows;
+use super::{limits::*, Flows};
 use crate::{
+    domain::{
+        ActionItem, Answer, AnswerSource, AskRequest, Citation, CitedItem, Meeting, MeetingEvent, MeetingRequest, MeetingSummary, ModelRef, Progress,
+        Segment, StageTiming, TranscribeOptions,
+    },
     error::GatewayError,
     store::{dot, Space},
-    upstream::{failure, Deadline},
+    upstream::{bad_answer, calls::TranscribeEvent, Deadline},
 };
 
 /// Answer given when the transcript does not answer a question.
@@ -76,15 +72,15 @@ impl Default for MeetingSettings {
     }
 }
 
-/// Where SummarizeMeeting's events go; `false` from [`send`] means the client left.
-pub type Events = mpsc::Sender<Result<SummarizeMeetingResponse, Status>>;
+/// Where SummarizeMeeting's events go; a failed send means the client left.
+pub type Events = mpsc::Sender<MeetingEvent>;
 
-async fn send(events: &Events, event: Event) -> Result<(), GatewayError> {
-    events.send(Ok(SummarizeMeetingResponse { event: Some(event) })).await.map_err(|_| GatewayError::Cancelled)
+async fn send(events: &Events, event: MeetingEvent) -> Result<(), GatewayError> {
+    events.send(event).await.map_err(|_| GatewayError::Cancelled)
 }
 
-fn progress(stage: &str, done: u64, total: u64, unit: &str, fraction: f64, message: String) -> Event {
-    Event::Progress(Progress {
+fn progress(stage: &str, done: u64, total: u64, unit: &str, fraction: f64, message: String) -> MeetingEvent {
+    MeetingEvent::Progress(Progress {
         stage: stage.into(),
         done_units: done,
         total_units: total,
@@ -237,7 +233,7 @@ fn cited(sentence: &Sentence) -> CitedItem {
 fn action_item(sentence: &Sentence, owner: Option<String>, due: Option<String>) -> ActionItem {
     let owner = owner.unwrap_or_default();
     let due = due.filter(|d| sentence.text.contains(d.as_str())).unwrap_or_default();
-    ActionItem { item: Some(cited(sentence)), owner, due }
+    ActionItem { item: cited(sentence), owner, due }
 }
 
 /// Whether a generated summary may be shown: no number, date or name the notes lack (the
@@ -267,8 +263,7 @@ fn template_summary(notes: &Notes) -> String {
         parts.push(format!("Decisions: {}", notes.decisions.iter().map(|d| d.text.trim_end_matches('.')).collect::<Vec<_>>().join("; ")));
     }
     if !notes.action_items.is_empty() {
-        let items: Vec<String> =
-            notes.action_items.iter().map(|a| a.item.as_ref().map_or("", |i| i.text.trim_end_matches('.')).to_string()).collect();
+        let items: Vec<String> = notes.action_items.iter().map(|a| a.item.text.trim_end_matches('.').to_string()).collect();
         parts.push(format!("Action items: {}", items.join("; ")));
     }
     if parts.is_empty() && !notes.key_points.is_empty() {
@@ -282,13 +277,13 @@ fn template_summary(notes: &Notes) -> String {
 fn merge(notes: Notes) -> Notes {
     let mut actions: Vec<ActionItem> = Vec::new();
     for a in notes.action_items {
-        let words = content_words(&a.item.as_ref().map_or(String::new(), |i| i.text.clone()));
-        let duplicate = actions.iter().any(|b| b.owner == a.owner && jaccard(&content_words(&b.item.as_ref().unwrap().text), &words) >= 0.6);
+        let words = content_words(&a.item.text);
+        let duplicate = actions.iter().any(|b| b.owner == a.owner && jaccard(&content_words(&b.item.text), &words) >= 0.6);
         if !duplicate {
             actions.push(a);
         }
     }
-    let action_words: Vec<HashSet<String>> = actions.iter().map(|a| content_words(&a.item.as_ref().unwrap().text)).collect();
+    let action_words: Vec<HashSet<String>> = actions.iter().map(|a| content_words(&a.item.text)).collect();
     let not_an_action = |d: &CitedItem| {
         let w = content_words(&d.text);
         !action_words.iter().any(|a| jaccard(a, &w) >= 0.6)
@@ -335,7 +330,7 @@ impl Flows {
         .flat_map(|(k, lines)| lines.iter().map(move |l| (k, l)))
         .collect();
         let example_texts: Vec<String> = example_kinds.iter().map(|(_, l)| (*l).clone()).collect();
-        let (example_vectors, example_space, _) = self.embed_texts("embed_examples", &example_texts, deadline).await?;
+        let (example_vectors, example_space, _) = self.upstream.embed_texts("embed_examples", &example_texts, deadline).await?;
         let Some(example_space) = example_space else {
             return Err(GatewayError::Invalid(format!("prompt version {version} has no example lines in labels.toml")));
         };
@@ -344,40 +339,52 @@ impl Flows {
         Ok((space.unwrap_or(example_space), vectors))
     }
 
+    /// Checks a SummarizeMeeting request before any audio is read (the edges call it
+    /// before they accept the upload; [`Flows::summarize_meeting`] calls it again).
+    pub fn check_meeting(&self, request: &MeetingRequest) -> Result<(), GatewayError> {
+        if request.title.chars().count() > MAX_TITLE_CHARS {
+            return Err(GatewayError::Invalid(format!("title is over {MAX_TITLE_CHARS} characters")));
+        }
+        self.prompts.resolve(&request.prompt_version).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        people::check_participants(&request.participants).map_err(GatewayError::Invalid)?;
+        Ok(())
+    }
+
     /// Runs SummarizeMeeting: `audio` yields the uploaded chunks in order; events (progress,
     /// segments) go to `events`; returns the stored summary (the caller sends it last).
     pub async fn summarize_meeting(
         &self,
-        config: MeetingConfig,
+        request: MeetingRequest,
         audio: mpsc::Receiver<Vec<u8>>,
         deadline: Deadline,
         events: &Events,
     ) -> Result<MeetingSummary, GatewayError> {
-        let prompt_version = self.prompts.resolve(&config.prompt_version).map_err(|e| GatewayError::Invalid(e.to_string()))?.to_string();
-        let title = if config.title.trim().is_empty() { "Meeting".to_string() } else { config.title.trim().to_string() };
+        self.check_meeting(&request)?;
+        let prompt_version = self.prompts.resolve(&request.prompt_version).map_err(|e| GatewayError::Invalid(e.to_string()))?.to_string();
+        let title = if request.title.trim().is_empty() { "Meeting".to_string() } else { request.title.trim().to_string() };
         let mut timings = Vec::new();
-        let mut models: Vec<ModelInfo> = Vec::new();
+        let mut models: Vec<ModelRef> = Vec::new();
 
         // 1. Transcribe, forwarding segments and progress as they come.
         let started = std::time::Instant::now();
-        let transcription = TranscribeConfig { formats: vec![], ..config.transcription.unwrap_or_default() };
-        let mut stream = self.transcribe(transcription, audio, deadline).await?;
+        let transcription = TranscribeOptions { formats: vec![], ..request.transcription };
+        let stream = self.upstream.transcribe(&transcription, audio, deadline).await?;
+        let mut stream = std::pin::pin!(stream);
         let mut segments: Vec<Segment> = Vec::new();
         let mut result = None;
-        while let Some(message) = stream.message().await.map_err(|s| failure("transcribe", &self.speech, s))? {
-            match message.event {
-                Some(transcribe_response::Event::Segment(s)) => {
+        while let Some(event) = stream.next().await {
+            match event? {
+                TranscribeEvent::Segment(s) => {
                     segments.push(s.clone());
-                    send(events, Event::Segment(s)).await?;
+                    send(events, MeetingEvent::Segment(s)).await?;
                 }
-                Some(transcribe_response::Event::Progress(p)) => {
-                    send(events, progress("transcribe", p.done_units, p.total_units, &p.unit, p.fraction_done * 0.6, p.message)).await?;
+                TranscribeEvent::Progress { done_units, total_units, unit, fraction_done, message } => {
+                    send(events, progress("transcribe", done_units, total_units, &unit, fraction_done * 0.6, message)).await?;
                 }
-                Some(transcribe_response::Event::Result(r)) => result = Some(r),
-                None => {}
+                TranscribeEvent::Result(r) => result = Some(r),
             }
         }
-        let result = result.ok_or_else(|| failure("transcribe", &self.speech, Status::internal("transcription ended without a result")))?;
+        let result = result.ok_or_else(|| bad_answer("transcribe", &self.upstream.speech, "transcription ended without a result"))?;
         models.extend(result.model.clone());
         timings.push(timing("transcribe", started));
         segments.retain(|s| !s.text.trim().is_empty());
@@ -386,7 +393,7 @@ impl Flows {
         //    label each segment by its nearest examples.
         send(events, progress("embed", 0, segments.len() as u64, "segments", 0.62, "embedding the transcript".into())).await?;
         let texts: Vec<String> = segments.iter().map(|s| s.text.trim().to_string()).collect();
-        let (vectors, space, embed_timing) = self.embed_texts("embed_segments", &texts, deadline).await?;
+        let (vectors, space, embed_timing) = self.upstream.embed_texts("embed_segments", &texts, deadline).await?;
         timings.push(embed_timing);
         let started = std::time::Instant::now();
         let (space, examples) = self.example_vectors(&prompt_version, space, deadline).await?;
@@ -397,10 +404,10 @@ impl Flows {
         // 3. Structure first: each sentence classified by rules (decision, action item with
         //    owner and due, filler, statement); the model is asked only to pick the owner of
         //    a line that names two possible owners, among those names.
-        let people = People::new(&config.participants, &segments);
+        let people = People::new(&request.participants, &segments);
         let sentences = notes::sentences(&segments);
         let cues: Vec<Cue> = sentences.iter().map(|s| notes::classify(&s.text, &people)).collect();
-        type Fields<'a> = futures::future::BoxFuture<'a, Result<(usize, String, Option<ModelInfo>), GatewayError>>;
+        type Fields<'a> = futures::future::BoxFuture<'a, Result<(usize, String, Option<ModelRef>), GatewayError>>;
         let mut requests: Vec<Fields<'_>> = Vec::new();
         for (i, (sentence, cue)) in sentences.iter().zip(&cues).enumerate() {
             let Cue::Action { candidates, .. } = cue else { continue };
@@ -412,7 +419,7 @@ impl Flows {
             let prompt = self.prompts.render(&prompt_version, "extract", &vars).map_err(|e| GatewayError::Invalid(e.to_string()))?;
             let schema = action_schema(candidates);
             requests.push(Box::pin(async move {
-                let (text, model, _) = self.chat("extract", &prompt, Some(&schema), self.meeting.extract_max_tokens, deadline).await?;
+                let (text, model, _) = self.upstream.chat("extract", &prompt, Some(&schema), self.meeting.extract_max_tokens, deadline).await?;
                 Ok((i, text, model))
             }));
         }
@@ -475,7 +482,7 @@ impl Flows {
                 "title": title,
                 "decisions": notes.decisions.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
                 "key_points": notes.key_points.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
-                "action_items": notes.action_items.iter().map(|a| serde_json::json!({"owner": a.owner, "task": a.item.as_ref().map_or("", |i| i.text.as_str()), "due": a.due})).collect::<Vec<_>>(),
+                "action_items": notes.action_items.iter().map(|a| serde_json::json!({"owner": a.owner, "task": a.item.text, "due": a.due})).collect::<Vec<_>>(),
             });
             let prompt = self.prompts.render(&prompt_version, "summary", &vars).map_err(|e| GatewayError::Invalid(e.to_string()))?;
             // A JSON string field keeps the model writing prose rather than echoing the
@@ -484,7 +491,7 @@ impl Flows {
             // The transcript is already stored-worthy: a summary the model cannot write (notes
             // of a long meeting past its context window, or the service failing) falls back
             // to the template rather than losing the meeting.
-            let text = match self.chat("summarize", &prompt, Some(schema), 160, deadline).await {
+            let text = match self.upstream.chat("summarize", &prompt, Some(schema), 160, deadline).await {
                 Ok((text, model, _)) => {
                     textgen_model = textgen_model.or(model);
                     text
@@ -494,13 +501,8 @@ impl Flows {
                     String::new()
                 }
             };
-            let note_texts: Vec<String> = notes
-                .decisions
-                .iter()
-                .chain(&notes.key_points)
-                .chain(notes.action_items.iter().filter_map(|a| a.item.as_ref()))
-                .map(|i| i.text.clone())
-                .collect();
+            let note_texts: Vec<String> =
+                notes.decisions.iter().chain(&notes.key_points).chain(notes.action_items.iter().map(|a| &a.item)).map(|i| i.text.clone()).collect();
             #[derive(Deserialize)]
             struct Summary {
                 summary: String,
@@ -551,10 +553,32 @@ impl Flows {
         Ok(summary)
     }
 
-    /// Answers `question` from the stored meeting's transcript only (see [`ask`]).
-    pub async fn ask_meeting(&self, meeting_id: &str, question: &str, top_k: usize, deadline: Deadline) -> Result<AskMeetingResponse, GatewayError> {
+    /// The stored meeting with this id.
+    pub async fn get_meeting(&self, meeting_id: &str) -> Result<Meeting, GatewayError> {
+        if meeting_id.is_empty() {
+            return Err(GatewayError::Invalid("meeting_id is empty".into()));
+        }
+        let stored = self.meetings.get(meeting_id).await?;
+        Ok(stored.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {meeting_id:?}")))?.meeting)
+    }
+
+    /// Answers a question from the stored meeting's transcript only (see [`ask`]).
+    pub async fn ask_meeting(&self, request: AskRequest, deadline: Deadline) -> Result<Answer, GatewayError> {
+        let meeting_id = request.meeting_id.as_str();
+        if meeting_id.is_empty() {
+            return Err(GatewayError::Invalid("meeting_id is empty".into()));
+        }
+        let question = request.question.trim();
+        if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
+            return Err(GatewayError::Invalid(format!("question must be 1..={MAX_QUESTION_CHARS} characters")));
+        }
+        let top_k = match request.top_k {
+            0 => 5,
+            k if k > MAX_ASK_TOP_K => return Err(GatewayError::Invalid(format!("top_k {k} is over the limit of {MAX_ASK_TOP_K}"))),
+            k => k as usize,
+        };
         let stored = self.meetings.get(meeting_id).await?.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {meeting_id:?}")))?;
-        let (query, _) = self.embed_text("embed_query", question, deadline).await?;
+        let (query, _) = self.upstream.embed_text("embed_query", question, deadline).await?;
         if query.space != stored.space {
             return Err(crate::store::StoreError::SpaceMismatch { stored: stored.space, offered: query.space }.into());
         }
@@ -574,10 +598,8 @@ impl Flows {
         let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
         // The notes' owner of each sentence that is an action item.
         let action_items = meeting.summary.as_ref().map_or(&[][..], |s| &s.action_items[..]);
-        let owners: Vec<Option<String>> = sentences
-            .iter()
-            .map(|s| action_items.iter().find(|a| a.item.as_ref().is_some_and(|i| i.text == s.text) && !a.owner.is_empty()).map(|a| a.owner.clone()))
-            .collect();
+        let owners: Vec<Option<String>> =
+            sentences.iter().map(|s| action_items.iter().find(|a| a.item.text == s.text && !a.owner.is_empty()).map(|a| a.owner.clone())).collect();
         let retrievable: Vec<ask::Line<'_>> = texts
             .iter()
             .zip(&owners)
@@ -587,15 +609,15 @@ impl Flows {
         let mut found = ask::candidates(question, &expect, &retrievable, &meeting.title, &people, self.meeting.min_relevance);
         found.truncate(top_k.clamp(1, 3));
         let answered = |source: AnswerSource| {
-            metrics::counter!("mmc_gateway_answers_total", "source" => source.as_str_name()).increment(1);
+            metrics::counter!("mmc_gateway_answers_total", "source" => source.as_str()).increment(1);
         };
         let Some(best) = found.first().cloned() else {
             answered(AnswerSource::None);
-            return Ok(AskMeetingResponse {
+            return Ok(Answer {
                 answer: NOT_IN_MEETING.into(),
                 citations: vec![],
                 answerable: false,
-                source: AnswerSource::None as i32,
+                source: AnswerSource::None,
                 withheld_reason: String::new(),
             });
         };
@@ -630,13 +652,13 @@ impl Flows {
             r#"{{"type": "object", "properties": {{"answer": {{"type": "string", "minLength": 1, "maxLength": 150}}, "lines": {{"type": "array", "items": {{"enum": {}}}, "minItems": 1, "maxItems": 3}}}}, "required": ["answer", "lines"], "additionalProperties": false, "x-guidance": {{"whitespace_flexible": false}}}}"#,
             serde_json::to_string(&ids).expect("ids serialize")
         );
-        let (text, _, _) = self.chat("answer", &prompt, Some(&schema), 120, deadline).await?;
+        let (text, _, _) = self.upstream.chat("answer", &prompt, Some(&schema), 120, deadline).await?;
         #[derive(Deserialize)]
-        struct Answer {
+        struct ModelAnswer {
             answer: String,
             lines: Vec<u32>,
         }
-        let checked = match serde_json::from_str::<Answer>(&text) {
+        let checked = match serde_json::from_str::<ModelAnswer>(&text) {
             Ok(answer) => {
                 let cited: Vec<usize> = found.iter().map(|c| c.index).filter(|i| answer.lines.contains(&(*i as u32))).collect();
                 let cited_texts: Vec<&str> = cited.iter().map(|i| texts[*i]).collect();
@@ -653,23 +675,17 @@ impl Flows {
             Ok((text, cited)) => {
                 answered(AnswerSource::Model);
                 let citations = cited.into_iter().flat_map(citations).collect();
-                Ok(AskMeetingResponse {
-                    answer: text,
-                    citations,
-                    answerable: true,
-                    source: AnswerSource::Model as i32,
-                    withheld_reason: String::new(),
-                })
+                Ok(Answer { answer: text, citations, answerable: true, source: AnswerSource::Model, withheld_reason: String::new() })
             }
             Err(rejection) => {
                 tracing::info!(question, reason = %rejection, "model answer withheld; the best line is quoted");
                 metrics::counter!("mmc_gateway_answers_withheld_total", "reason" => rejection.label()).increment(1);
                 answered(AnswerSource::Extractive);
-                Ok(AskMeetingResponse {
+                Ok(Answer {
                     answer: ask::quote(texts[best.index], &expect, question, &people, owners[best.index].as_deref()),
                     citations: citations(best.index),
                     answerable: true,
-                    source: AnswerSource::Extractive as i32,
+                    source: AnswerSource::Extractive,
                     withheld_reason: rejection.to_string(),
                 })
             }
@@ -690,7 +706,7 @@ mod tests {
                 item("move the launch of the product to March", 4),
                 item("Anna will update the project plan", 2),
             ],
-            action_items: vec![ActionItem { item: Some(item("update the project plan", 2)), owner: "Anna".into(), due: String::new() }],
+            action_items: vec![ActionItem { item: item("update the project plan", 2), owner: "Anna".into(), due: String::new() }],
             key_points: vec![item("Move the product launch to March", 1), item("Budget for the website", 0)],
         };
         let merged = merge(notes);
@@ -707,7 +723,7 @@ mod tests {
         let b = action_item(&line, None, Some("Friday".into()));
         assert_eq!((a.owner.as_str(), a.due.as_str()), ("Maria", "tomorrow"));
         assert_eq!((b.owner.as_str(), b.due.as_str()), ("", ""));
-        assert_eq!(a.item.as_ref().unwrap().segment_ids, [2]);
+        assert_eq!(a.item.segment_ids, [2]);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - The **due** phrase is the date expression of the sentence ("by Thursday", "today",
 //!   "next week", "by the end of the month", "on the 10th of October").
 
-use mmc_proto::speech::v1::Segment;
+use crate::domain::Segment;
 use regex::Regex;
 use std::sync::LazyLock;
 

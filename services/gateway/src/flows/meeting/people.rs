@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use mmc_proto::speech::v1::Segment;
+use crate::domain::Segment;
 use mmc_text::{edit_distance, words};
 
 use super::facts::{DATE_WORDS, NOT_NAMES};

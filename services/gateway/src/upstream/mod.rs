@@ -3,17 +3,30 @@
 //! exponential backoff for idempotent stages only, client-side balancing over replicas
 //! (see [`mmc_runtime::client::connect_balanced`]), a per-stage latency histogram, and
 //! errors that name the stage and the service.
+//!
+//! This is the gateway's client edge: the only place besides [`crate::grpc`] that speaks
+//! protobuf. [`calls`] holds one method per model-service RPC the flows use, taking and
+//! returning the gateway's own types ([`crate::domain`]).
+
+pub mod calls;
 
 use std::{future::Future, time::Duration};
 
-use mmc_proto::common::v1::StageTiming;
 use mmc_runtime::client::{connect_balanced, BalanceError, TracedChannel};
 use rand::Rng;
 use tokio::time::Instant;
-use tonic::{metadata::MetadataMap, Code, Status};
+use tonic::{Code, Status};
 use tracing::Instrument;
 
-use crate::error::GatewayError;
+pub use self::calls::{Embedded, Upstreams};
+use crate::{
+    domain::StageTiming,
+    error::{ErrorKind, GatewayError},
+};
+
+/// Status metadata key a model service sets to say more than the gRPC code can (e.g.
+/// `context_length_exceeded` beside INVALID_ARGUMENT), so no caller parses messages.
+pub const ERROR_REASON_KEY: &str = "mmc-error-reason";
 
 /// Stage latency histogram, labelled `stage`.
 pub const STAGE_SECONDS: &str = "mmc_gateway_stage_duration_seconds";
@@ -67,14 +80,8 @@ impl Default for StagePolicy {
 pub struct Deadline(Instant);
 
 impl Deadline {
-    /// From the request's `grpc-timeout`, capped by `default`.
-    pub fn from_metadata(metadata: &MetadataMap, default: Duration) -> Self {
-        let headers = metadata.clone().into_headers();
-        let timeout = mmc_runtime::policy::parse_grpc_timeout(&headers).map_or(default, |t| t.min(default));
-        Self(Instant::now() + timeout)
-    }
-
-    /// `timeout` from now (HTTP requests, which carry no `grpc-timeout`).
+    /// `timeout` from now (an HTTP request's server timeout, or a gRPC request's
+    /// `grpc-timeout` capped by it).
     pub fn after(timeout: Duration) -> Self {
         Self(Instant::now() + timeout)
     }
@@ -152,13 +159,24 @@ where
 /// cannot go through [`stage`], such as a streamed upload.
 pub fn failure(stage: &'static str, upstream: &Upstream, status: Status) -> GatewayError {
     metrics::counter!(STAGE_ERRORS, "stage" => stage, "code" => format!("{:?}", status.code())).increment(1);
-    GatewayError::Stage {
-        stage,
-        service: upstream.service,
-        endpoint: upstream.endpoints.clone(),
-        code: status.code(),
-        message: status.message().to_string(),
-    }
+    let reason = status.metadata().get(ERROR_REASON_KEY).and_then(|v| v.to_str().ok());
+    let kind = match status.code() {
+        Code::InvalidArgument if reason == Some("context_length_exceeded") => ErrorKind::ContextLength,
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::Invalid,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::ResourceExhausted => ErrorKind::Overloaded,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        Code::Cancelled => ErrorKind::Cancelled,
+        _ => ErrorKind::Internal,
+    };
+    GatewayError::Stage { stage, service: upstream.service, endpoint: upstream.endpoints.clone(), kind, message: status.message().to_string() }
+}
+
+/// A malformed answer of a model service (a fault of this system, not of the request).
+pub fn bad_answer(stage: &'static str, upstream: &Upstream, message: &str) -> GatewayError {
+    failure(stage, upstream, Status::internal(message))
 }
 
 /// The per-stage timing reported in responses.
