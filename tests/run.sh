@@ -24,6 +24,19 @@ trap report EXIT
 step "setup (system packages)" bash deploy/setup.sh --test
 # One profile (dev, dependencies at opt-level 3) for the binaries and the tests, so the
 # e2e tests run the very binaries built here.
+# Style and lint gates first: they fail in seconds to minutes, before the long build.
+# (Both are rustup components of the one toolchain; a toolchain without them is said
+# loudly rather than failing the run.)
+if cargo fmt --version >/dev/null 2>&1; then
+  step "format (cargo fmt --check)" cargo fmt --all -- --check
+else
+  echo "==> WARNING: rustfmt is not installed: the format gate is skipped" >&2
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  step "lint (clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  echo "==> WARNING: clippy is not installed: the lint gate is skipped" >&2
+fi
 step "build" cargo build --workspace --bins --tests --locked
 step "models fetch (bundled)" ./target/debug/mmc models fetch --profile bundled
 step "test assets fetch (photos, vocabularies)" ./target/debug/mmc models fetch --profile test-assets

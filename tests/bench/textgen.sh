@@ -21,7 +21,7 @@ if ! "$venv/bin/python" -c "import llama_cpp, numpy" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv/bin/pip" install -q llama-cpp-python==0.3.36 numpy
 fi
-# MMC_BENCH_PROFILE=dev reuses the test build (dependencies and mmc-textgen at opt-level 3).
+# MMC_BENCH_PROFILE=dev reuses the test build (dependencies and mmc-llm at opt-level 3).
 profile=${MMC_BENCH_PROFILE:-release}
 if [ "$profile" = release ]; then cargo build --release -q -p mmc-textgen --bin mmc-textgen-bench; else profile=debug; cargo build -q -p mmc-textgen --bin mmc-textgen-bench; fi
 ref=$(mktemp)

@@ -65,5 +65,5 @@ impl Options {
 
 /// The profile a model id belongs to in the built-in manifest, if it is there.
 pub fn model_profile(id: &str) -> Option<String> {
-    mmc_models::Manifest::builtin().get(id).map(|m| m.profile.clone())
+    mmc_fetch::Manifest::builtin().get(id).map(|m| m.profile.clone())
 }

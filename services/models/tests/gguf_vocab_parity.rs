@@ -11,7 +11,7 @@
 //!
 //! Needs `mmc models fetch --profile test-assets` (model `llama-cpp-vocabs`).
 
-use mmc_models::{convert::gguf_tokenizer, ModelStore};
+use mmc_models::{gguf_tokenizer, ModelStore};
 
 /// Separator of the `.inp` files (llama.cpp's `convert_hf_to_gguf_update.py`).
 const SEPARATOR: &str = "\n__ggml_vocab_test__\n";

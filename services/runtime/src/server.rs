@@ -73,7 +73,9 @@ impl ServiceSet {
         self
     }
 
-    /// Adds a generated tonic server, with the message limit applied.
+    /// Adds a generated tonic server, with the message limit applied. (A builder method
+    /// named as tonic's `Router::add_service` reads, not `std::ops::Add`.)
+    #[allow(clippy::should_implement_trait)]
     pub fn add<S>(mut self, svc: S) -> Self
     where
         S: MessageLimits

@@ -116,6 +116,8 @@ pub struct SpeechCore {
     permits: Arc<Semaphore>,
     /// Requests waiting for a state.
     waiting: AtomicUsize,
+    /// One wake-up channel per lent state's worker (see [`SpeechCore::recall_lent`]).
+    recalls: Mutex<Vec<crossbeam_channel::Sender<()>>>,
     /// States lent to another request's job (they come back before that job's next chunk
     /// once a request waits, so they count as free when deciding to queue or refuse).
     lent: AtomicUsize,
@@ -130,6 +132,7 @@ impl SpeechCore {
             states: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max)),
             waiting: AtomicUsize::new(0),
+            recalls: Mutex::new(Vec::new()),
             lent: AtomicUsize::new(0),
         })
     }
@@ -190,6 +193,7 @@ impl SpeechCore {
             metrics::counter!("mmc_speech_rejected_total", "reason" => "queue_full").increment(1);
             return Err(CoreError::QueueFull(waiting));
         }
+        self.recall_lent();
         metrics::gauge!("mmc_speech_queue_depth").set(self.waiting.load(Ordering::SeqCst) as f64);
         // A small buffer: a slow client slows its own job instead of growing memory.
         let (tx, rx) = mpsc::channel(64);
@@ -296,31 +300,43 @@ impl SpeechCore {
         // at once only if a worker is idle, which is how the dispatcher knows they are all
         // busy. Memory stays bounded: one chunk per worker and one being cut. Results come
         // back tagged with their place in the recording.
-        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(0);
-        let work_rx = Mutex::new(work_rx);
+        // The queue is multi-consumer (crossbeam): idle workers block in `recv` and are
+        // woken by a chunk, by the queue closing, or (a lent worker) by a recall.
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(0);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Chunk, Result<Vec<Segment>, CoreError>)>();
         // One worker per decoder state. The request's own worker runs until the queue closes;
-        // a lent one ends as soon as another request waits for a state.
-        let worker = |state: &mut WhisperState, lent: bool, done_tx: std::sync::mpsc::Sender<_>| loop {
-            if lent && self.waiting.load(Ordering::SeqCst) > 0 {
-                return;
+        // a lent one ends as soon as another request waits for a state: `recall` wakes it
+        // (see `SpeechCore::recall_lent`), and it returns before taking another chunk.
+        let worker = |state: &mut WhisperState,
+                      recall: Option<crossbeam_channel::Receiver<()>>,
+                      work_rx: crossbeam_channel::Receiver<Work>,
+                      done_tx: std::sync::mpsc::Sender<_>| {
+            let lent = recall.is_some();
+            let recall = recall.unwrap_or_else(crossbeam_channel::never);
+            loop {
+                if lent && self.waiting.load(Ordering::SeqCst) > 0 {
+                    return;
+                }
+                let work = crossbeam_channel::select! {
+                    recv(work_rx) -> work => match work {
+                        Ok(work) => work,
+                        Err(_) => return,
+                    },
+                    recv(recall) -> _ => continue,
+                };
+                // After a failure or cancellation the queue is still drained (so the dispatcher
+                // never blocks on it), but nothing more is transcribed.
+                let result = if cancel.load(Ordering::Relaxed) {
+                    Err(EngineError::Cancelled.into())
+                } else {
+                    self.transcribe_chunk(model, state, &work, &language, &job.options, cancel, &transcribe_us)
+                };
+                if work.detect {
+                    // Wakes the workers waiting for the language, whether it was found or not.
+                    language.detection_over();
+                }
+                let _ = done_tx.send((work.seq, work.chunk, result));
             }
-            // A short wait, so a lent worker looks at the queue of requests again soon and
-            // does not keep other workers from the chunk queue.
-            let next = work_rx.lock().expect("chunk queue lock").recv_timeout(std::time::Duration::from_millis(20));
-            let work = match next {
-                Ok(work) => work,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            // After a failure or cancellation the queue is still drained (so the dispatcher
-            // never blocks on it), but nothing more is transcribed.
-            let result = if cancel.load(Ordering::Relaxed) {
-                Err(EngineError::Cancelled.into())
-            } else {
-                self.transcribe_chunk(model, state, &work, &language, &job.options, cancel, &transcribe_us)
-            };
-            let _ = done_tx.send((work.seq, work.chunk, result));
         };
         let worker = &worker;
         let send = |event: Event| -> Result<(), CoreError> {
@@ -357,8 +373,8 @@ impl SpeechCore {
             let (work_tx, done_tx) = (work_tx, done_tx);
             let emitter = s.spawn(emit);
             let mut workers = vec![{
-                let done_tx = done_tx.clone();
-                s.spawn(move || worker(state, false, done_tx))
+                let (done_tx, work_rx) = (done_tx.clone(), work_rx.clone());
+                s.spawn(move || worker(state, None, work_rx, done_tx))
             }];
             let mut failure: Option<CoreError> = None;
             let mut received = 0u64;
@@ -377,16 +393,17 @@ impl SpeechCore {
                 let stopped = |_| CoreError::Internal("the transcription workers stopped".into());
                 let work = match work_tx.try_send(work) {
                     Ok(()) => return Ok(()),
-                    Err(std::sync::mpsc::TrySendError::Full(work)) => work,
-                    Err(std::sync::mpsc::TrySendError::Disconnected(work)) => return Err(stopped(work)),
+                    Err(crossbeam_channel::TrySendError::Full(work)) => work,
+                    Err(crossbeam_channel::TrySendError::Disconnected(work)) => return Err(stopped(work)),
                 };
                 // Every worker is busy: take an idle state into this job if no other
                 // request needs it. Chunks are decoded with no context from the ones
                 // before, so they are independent (what whisper.cpp's `--processors` and
                 // faster-whisper's batched pipeline rely on too).
                 if let Some(mut lent) = self.borrow_idle_state() {
-                    let done_tx = done_tx.clone();
-                    workers.push(s.spawn(move || worker(lent.state.as_mut().expect("a borrowed state"), true, done_tx)));
+                    let (done_tx, work_rx) = (done_tx.clone(), work_rx.clone());
+                    let recall = lent.recall.clone();
+                    workers.push(s.spawn(move || worker(lent.state.as_mut().expect("a borrowed state"), Some(recall), work_rx, done_tx)));
                 }
                 work_tx.send(work).map_err(|e| stopped(e.0))
             };
@@ -412,9 +429,9 @@ impl SpeechCore {
             }
             // Close the queue (the workers end once it is empty) and the dispatcher's end
             // of the results (the emitter ends once the workers have).
-            drop(process);
-            drop((work_tx, done_tx));
-            let workers_ok = workers.into_iter().map(|w| w.join().is_ok()).fold(true, |a, b| a && b);
+            drop((work_tx, work_rx, done_tx));
+            // Every worker joined (no short circuit), then checked.
+            let workers_ok = workers.into_iter().map(|w| w.join()).filter(Result::is_err).count() == 0;
             let emitted = emitter.join().unwrap_or_else(|_| Err(CoreError::Internal("emitting results failed".into())));
             (decoded, workers_ok, emitted)
         });
@@ -510,7 +527,15 @@ impl SpeechCore {
         let state = self.states.lock().expect("state pool lock").pop()?;
         self.lent.fetch_add(1, Ordering::SeqCst);
         metrics::counter!("mmc_speech_borrowed_states_total").increment(1);
-        Some(Borrowed { core: self, state: Some(state), _permit: permit })
+        let (recall_tx, recall) = crossbeam_channel::bounded(1);
+        self.recalls.lock().expect("recall lock").push(recall_tx);
+        Some(Borrowed { core: self, state: Some(state), recall, _permit: permit })
+    }
+
+    /// Wakes every worker on a lent state, so each hands its state back before its next
+    /// chunk (a request now waits for one). Recalls of workers that have ended are dropped.
+    fn recall_lent(&self) {
+        self.recalls.lock().expect("recall lock").retain(|tx| !matches!(tx.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(()))));
     }
 }
 
@@ -524,37 +549,43 @@ struct Work {
 }
 
 /// The job's language: forced, or detected on one chunk while workers with later chunks
-/// wait for it.
+/// wait for it (woken when the detecting worker is done with its chunk, found or not).
 struct LanguageSlot {
-    value: Mutex<Option<Language>>,
+    /// The language, and whether detection is over (so a waiter stops waiting).
+    value: Mutex<(Option<Language>, bool)>,
     ready: std::sync::Condvar,
 }
 
 impl LanguageSlot {
     fn new(forced: Option<Language>) -> Self {
-        LanguageSlot { value: Mutex::new(forced), ready: std::sync::Condvar::new() }
+        let over = forced.is_some();
+        LanguageSlot { value: Mutex::new((forced, over)), ready: std::sync::Condvar::new() }
     }
 
     fn set(&self, language: Language) {
-        *self.value.lock().expect("language lock") = Some(language);
+        self.value.lock().expect("language lock").0 = Some(language);
+        self.detection_over();
+    }
+
+    /// The detecting worker is done with its chunk (it may have failed or been cancelled).
+    fn detection_over(&self) {
+        self.value.lock().expect("language lock").1 = true;
         self.ready.notify_all();
     }
 
-    /// The language code, once known. Gives up when the job is cancelled (which is also
-    /// what happens when detection itself failed: the job's error cancels it).
+    /// The language code, once known. Gives up when detection ended without one (it failed
+    /// or the job was cancelled: the job's error says which).
     fn wait(&self, cancel: &AtomicBool) -> Result<Option<String>, CoreError> {
-        let mut value = self.value.lock().expect("language lock");
-        while value.is_none() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(EngineError::Cancelled.into());
-            }
-            value = self.ready.wait_timeout(value, std::time::Duration::from_millis(50)).expect("language lock").0;
+        let value = self.value.lock().expect("language lock");
+        let value = self.ready.wait_while(value, |(language, over)| language.is_none() && !*over).expect("language lock");
+        match &value.0 {
+            Some(l) if !cancel.load(Ordering::Relaxed) => Ok(Some(l.code.clone())),
+            _ => Err(EngineError::Cancelled.into()),
         }
-        Ok(value.as_ref().map(|l| l.code.clone()))
     }
 
     fn into_inner(self) -> Option<Language> {
-        self.value.into_inner().expect("language lock")
+        self.value.into_inner().expect("language lock").0
     }
 }
 
@@ -563,6 +594,8 @@ impl LanguageSlot {
 struct Borrowed<'a> {
     core: &'a SpeechCore,
     state: Option<WhisperState>,
+    /// Wakes the worker on this state when another request starts waiting for one.
+    recall: crossbeam_channel::Receiver<()>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 

@@ -4,8 +4,9 @@
 //! Three layers, as in text-embeddings-inference: [`handlers`] (protocol edge: validation,
 //! error-to-status mapping) -> [`core`] (bounded queue, scheduler interleaving the
 //! sequences in flight) -> [`engine`] (model, tokenizer, chat template, sampler,
-//! constraints; no protobuf).
+//! constraints; no protobuf). The core and the engine live in the `mmc-llm` crate, which
+//! the caption service uses too; this crate is the gRPC service over them.
 
-pub mod core;
-pub mod engine;
+pub use mmc_llm::{core, engine};
+
 pub mod handlers;

@@ -1,6 +1,6 @@
 //! The caption engine: everything between encoder labels and a checked caption, with no
 //! protobuf in sight. The language model itself is the text-generation engine
-//! (`mmc_textgen`), run in-process by the core.
+//! (`mmc_llm`), run in-process by the core.
 //!
 //! - [`vocabulary`]: which words name objects, and which words each class may be called by.
 //! - [`brief`]: labels -> main subject, confidence, evidence, rules for the text.

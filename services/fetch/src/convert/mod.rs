@@ -2,14 +2,15 @@
 //!
 //! - [`pth_legacy`]: PyTorch's legacy (pre-1.6, non-zip) pickle checkpoints, which
 //!   candle's `pickle` module cannot open, to safetensors.
-//! - [`gguf_tokenizer`]: the tokenizer that a GGUF file carries only as metadata, to a
+//! - [`gguf_tokenizer`] (in `mmc-models`, which the engine reads it with): the tokenizer that a GGUF file carries only as metadata, to a
 //!   Hugging Face `tokenizer.json` with the correct pre-tokenizer.
 //! - [`ct2_whisper`]: CTranslate2 Whisper models (faster-whisper's format) to whisper.cpp's
 //!   ggml file.
 
 pub mod ct2_whisper;
-pub mod gguf_tokenizer;
 pub mod pth_legacy;
+
+pub use mmc_models::gguf_tokenizer;
 
 use std::path::Path;
 

@@ -481,26 +481,23 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart
     let Form { file: upload, fields } = read_form(form, state.max_upload_bytes, "file").await?;
     for (name, value) in fields {
         match name.as_str() {
-            "model" => {
+            "model"
                 // OpenAI's name for its Whisper means "the default model".
-                if !value.is_empty() && value != "whisper-1" {
+                if !value.is_empty() && value != "whisper-1" => {
                     config.model_id = value;
                 }
-            }
             "language" => config.language = value,
             "prompt" => config.initial_prompt = value,
             "response_format" => format = TranscriptFormat::parse(&value)?,
             "timestamp_granularities[]" | "timestamp_granularities" => granularities.push(value),
-            "temperature" => {
-                if value.parse::<f32>().map_or(true, |t| t != 0.0) {
+            "temperature"
+                if value.parse::<f32>() != Ok(0.0) => {
                     return Err(ApiError::unsupported("temperature", "decoding is greedy with temperature fallback; only 0 is accepted"));
                 }
-            }
-            "stream" => {
-                if value == "true" {
+            "stream"
+                if value == "true" => {
                     return Err(ApiError::unsupported("stream", "streamed transcription is offered over gRPC (speech.Transcribe)"));
                 }
-            }
             _ => {}
         }
     }

@@ -186,7 +186,7 @@ impl Engine {
     fn render_chat_with(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, EngineError> {
         match &self.chat {
             Ok(t) => Ok(t.render_with(messages, add_generation_prompt)?),
-            Err(_) if self.model.metadata.get("tokenizer.chat_template").is_none() => Err(ChatError::NoTemplate.into()),
+            Err(_) if !self.model.metadata.contains_key("tokenizer.chat_template") => Err(ChatError::NoTemplate.into()),
             Err(e) => Err(ChatError::Compile(e.clone()).into()),
         }
     }

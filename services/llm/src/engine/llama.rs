@@ -57,6 +57,9 @@ pub struct Config {
     pub vocab: usize,
 }
 
+/// One attention task: (the item's first row in the batch, its new tokens, the block of
+/// them this task attends for, head, the item's cached keys, its cached values).
+type AttentionTask<'a> = (usize, usize, std::ops::Range<usize>, usize, &'a [f32], &'a [f32]);
 impl Config {
     /// Reads the `llama.*` keys; `None` when the file needs something this module does not
     /// do (experts, rotary dimensions other than the head size), so the caller falls back to
@@ -410,7 +413,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
         // over the pool.
         let mut att = vec![0f32; rows * q_dim];
         let out_ptr = att.as_mut_ptr() as usize;
-        let tasks: Vec<(usize, usize, std::ops::Range<usize>, usize, &[f32], &[f32])> = items
+        let tasks: Vec<AttentionTask<'_>> = items
             .iter()
             .zip(&starts)
             .flat_map(|(item, &s)| {

@@ -59,32 +59,39 @@ fn f16_bits_to_f32(lo: u8, hi: u8) -> f32 {
 /// half away from zero), in AVX2: this runs for every row of every matmul on the calling
 /// thread, while the pool waits, and the scalar loop took about a tenth of a decode step.
 /// Returns the scale rounded through f16, as candle stores it.
+///
+/// # Safety
+///
+/// `src` must be valid for reading 32 `f32`s and `dst` for writing 32 `i8`s; the CPU must have AVX2 and F16C (this module is only built with them).
 #[inline(always)]
 unsafe fn quantize_block(src: *const f32, dst: *mut i8) -> f32 {
-    let v = [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8)), _mm256_loadu_ps(src.add(16)), _mm256_loadu_ps(src.add(24))];
-    let sign = _mm256_set1_ps(-0.0);
-    let abs = |x| _mm256_andnot_ps(sign, x);
-    let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
-    let m = _mm_max_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-    let d = amax / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
-    let q = v.map(|x| {
-        let x = _mm256_mul_ps(x, id);
-        // Round half away from zero (Rust's `f32::round`): truncate, then step away from
-        // zero where the dropped fraction (exact) is at least one half.
-        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
-        let away = _mm256_cmp_ps::<_CMP_GE_OQ>(abs(_mm256_sub_ps(x, t)), half);
-        let step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(x, sign), one));
-        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
-    });
-    // Saturating packs (as `as i8` saturates), then undo their in-lane interleaving.
-    let q16 = (_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    let q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16.0, q16.1), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(dst as *mut __m256i, q8);
-    f16_round_trip(d)
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let v = [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8)), _mm256_loadu_ps(src.add(16)), _mm256_loadu_ps(src.add(24))];
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = |x| _mm256_andnot_ps(sign, x);
+        let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+        let m = _mm_max_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let q = v.map(|x| {
+            let x = _mm256_mul_ps(x, id);
+            // Round half away from zero (Rust's `f32::round`): truncate, then step away from
+            // zero where the dropped fraction (exact) is at least one half.
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+            let away = _mm256_cmp_ps::<_CMP_GE_OQ>(abs(_mm256_sub_ps(x, t)), half);
+            let step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(x, sign), one));
+            _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+        });
+        // Saturating packs (as `as i8` saturates), then undo their in-lane interleaving.
+        let q16 = (_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16.0, q16.1), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(dst as *mut __m256i, q8);
+        f16_round_trip(d)
+    }
 }
 
 impl Activations {
@@ -107,39 +114,53 @@ impl Activations {
 }
 
 /// candle's `hsum_float_8`.
+///
+/// # Safety
+///
+/// The CPU must have AVX (this module is only built with AVX2).
 #[inline(always)]
 unsafe fn hsum(x: __m256) -> f32 {
-    let res = _mm256_extractf128_ps(x, 1);
-    let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-    let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-    let res = _mm_add_ss(res, _mm_movehdup_ps(res));
-    _mm_cvtss_f32(res)
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let res = _mm256_extractf128_ps(x, 1);
+        let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+        let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        let res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
+    }
 }
 
 /// Dot products of one weight row (`blocks` Q8_0 blocks, GGUF layout) with `R` activation
 /// rows: candle's AVX2 `vec_dot_q8_0_q8_0`, with each weight block prepared once.
+///
+/// # Safety
+///
+/// `w` must hold `blocks` whole Q8_0 blocks and each activation row at least `blocks` blocks of values and scales; the CPU must have AVX2, FMA and F16C.
 #[inline(always)]
 unsafe fn dot_rows_avx2<const R: usize>(w: &[u8], rows: [(&[i8], &[f32]); R], blocks: usize) -> [f32; R] {
-    let mut acc = [_mm256_setzero_ps(); R];
-    for b in 0..blocks {
-        let wp = w.as_ptr().add(b * BLOCK_BYTES);
-        let wd = f16_bits_to_f32(*wp, *wp.add(1));
-        let bw = _mm256_loadu_si256(wp.add(2) as *const __m256i);
-        let aw = _mm256_sign_epi8(bw, bw);
-        for r in 0..R {
-            let (qs, scales) = rows[r];
-            let by = _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK) as *const __m256i);
-            let sy = _mm256_sign_epi8(by, bw);
-            let dot = _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(aw, sy));
-            let d = _mm256_set1_ps(wd * *scales.get_unchecked(b));
-            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[r]);
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let wp = w.as_ptr().add(b * BLOCK_BYTES);
+            let wd = f16_bits_to_f32(*wp, *wp.add(1));
+            let bw = _mm256_loadu_si256(wp.add(2) as *const __m256i);
+            let aw = _mm256_sign_epi8(bw, bw);
+            for r in 0..R {
+                let (qs, scales) = rows[r];
+                let by = _mm256_loadu_si256(qs.as_ptr().add(b * BLOCK) as *const __m256i);
+                let sy = _mm256_sign_epi8(by, bw);
+                let dot = _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(aw, sy));
+                let d = _mm256_set1_ps(wd * *scales.get_unchecked(b));
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), acc[r]);
+            }
         }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            out[r] = hsum(acc[r]);
+        }
+        out
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]);
-    }
-    out
 }
 
 /// One weight row, ready to be dotted with groups of activation rows.
@@ -148,6 +169,11 @@ trait Kernel {
     type Row: Copy;
     fn row(&self, r: usize) -> Self::Row;
     /// The weight row against `R` activation rows.
+    ///
+    /// # Safety
+    ///
+    /// Each of `rows` must come from [`Kernel::row`] of this kernel, `R <= 4`, and the CPU
+    /// must have the kernel's instruction set.
     unsafe fn dot<const R: usize>(&self, rows: [Self::Row; R]) -> [f32; R];
 }
 
@@ -164,37 +190,50 @@ impl<'a> Kernel for Avx2<'a> {
     }
     #[inline(always)]
     unsafe fn dot<const R: usize>(&self, rows: [Self::Row; R]) -> [f32; R] {
-        dot_rows_avx2::<R>(self.wrow, rows, self.acts.blocks)
+        // SAFETY: the rows are this kernel's (the trait's contract), of `acts.blocks` blocks.
+        unsafe { dot_rows_avx2::<R>(self.wrow, rows, self.acts.blocks) }
     }
 }
 
 /// One weight row against every activation row, [`ROWS`] at a time, writing `put(row, value)`.
+///
+/// # Safety
+///
+/// The kernel's [`Kernel::dot`] contract must hold for every row `0..rows`.
 #[inline(always)]
 unsafe fn column<K: Kernel>(kernel: &K, rows: usize, put: impl Fn(usize, f32)) {
-    let row = |r| kernel.row(r);
-    let mut r = 0;
-    while r + ROWS <= rows {
-        let out = kernel.dot::<ROWS>([row(r), row(r + 1), row(r + 2), row(r + 3)]);
-        out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
-        r += ROWS;
-    }
-    match rows - r {
-        3 => {
-            let out = kernel.dot::<3>([row(r), row(r + 1), row(r + 2)]);
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let row = |r| kernel.row(r);
+        let mut r = 0;
+        while r + ROWS <= rows {
+            let out = kernel.dot::<ROWS>([row(r), row(r + 1), row(r + 2), row(r + 3)]);
             out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+            r += ROWS;
         }
-        2 => {
-            let out = kernel.dot::<2>([row(r), row(r + 1)]);
-            out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+        match rows - r {
+            3 => {
+                let out = kernel.dot::<3>([row(r), row(r + 1), row(r + 2)]);
+                out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+            }
+            2 => {
+                let out = kernel.dot::<2>([row(r), row(r + 1)]);
+                out.iter().enumerate().for_each(|(i, v)| put(r + i, *v));
+            }
+            1 => put(r, kernel.dot::<1>([row(r)])[0]),
+            _ => {}
         }
-        1 => put(r, kernel.dot::<1>([row(r)])[0]),
-        _ => {}
     }
 }
 
 /// [`column`] with AVX2.
+///
+/// # Safety
+///
+/// `wrow` must hold one whole weight row of `acts.blocks` Q8_0 blocks, and `acts` at least `rows` rows; the CPU must have AVX2, FMA and F16C.
 unsafe fn column_avx2(wrow: &[u8], acts: &Activations, rows: usize, put: impl Fn(usize, f32)) {
-    column(&Avx2 { wrow, acts }, rows, put)
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe { column(&Avx2 { wrow, acts }, rows, put) }
 }
 
 /// Q8_0 weights repacked for the AVX-512 VNNI kernel, built once at load.
@@ -303,31 +342,45 @@ impl PackedActivations {
 /// Writes one pair of activation blocks as [`PackedActivations`]' three lines: values
 /// interleaved in 4-byte groups, per-lane offset corrections (`dpbusd` of ones with the
 /// values gives each lane's sum), per-lane scales. A missing second block counts as zeros.
+///
+/// # Safety
+///
+/// `y0` (and `y1` when given) must be valid for reading 32 `i8`s, `out` must hold at least three lines, and the CPU must have the AVX-512 features enabled here.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn pack_pair(y0: *const i8, y1: Option<*const i8>, (s0, s1): (f32, f32), out: &mut [Line]) {
-    let lo = _mm256_loadu_si256(y0 as *const __m256i);
-    let hi = y1.map_or(_mm256_setzero_si256(), |y1| _mm256_loadu_si256(y1 as *const __m256i));
-    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-    let y = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), both);
-    let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), y);
-    let corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sums));
-    let scales = _mm512_mask_blend_ps(0xAAAA, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
-    _mm512_store_si512(out[0].0.as_mut_ptr() as *mut _, y);
-    _mm512_store_si512(out[1].0.as_mut_ptr() as *mut _, corr);
-    _mm512_store_ps(out[2].0.as_mut_ptr() as *mut f32, scales);
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let lo = _mm256_loadu_si256(y0 as *const __m256i);
+        let hi = y1.map_or(_mm256_setzero_si256(), |y1| _mm256_loadu_si256(y1 as *const __m256i));
+        let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        let y = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), both);
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), y);
+        let corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sums));
+        let scales = _mm512_mask_blend_ps(0xAAAA, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+        _mm512_store_si512(out[0].0.as_mut_ptr() as *mut _, y);
+        _mm512_store_si512(out[1].0.as_mut_ptr() as *mut _, corr);
+        _mm512_store_ps(out[2].0.as_mut_ptr() as *mut f32, scales);
+    }
 }
 
 /// Pair `p` of [`dot_rows_512`]: adds its products to `acc`, one accumulator per row.
+///
+/// # Safety
+///
+/// `wq` and `ws` must point at one packed weight row with more than `p` pairs, and each of `rows` at a packed activation row with more than `p` pairs; the CPU must have AVX-512 F, BW, VL and VNNI.
 #[inline(always)]
 unsafe fn pair_512<const R: usize>(wq: *const u8, ws: *const u32, p: usize, rows: [*const Line; R], acc: &mut [__m512; R]) {
-    let w = _mm512_loadu_si512(wq.add(p * PAIR) as *const _);
-    let wd = _mm512_cvtph_ps(_mm256_set1_epi32(*ws.add(p) as i32));
-    for r in 0..R {
-        let line = rows[r].add(3 * p);
-        let c = _mm512_load_si512(line.add(1) as *const _);
-        let q = _mm512_dpbusd_epi32(c, w, _mm512_load_si512(line as *const _));
-        let d = _mm512_mul_ps(wd, _mm512_load_ps(line.add(2) as *const f32));
-        acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), acc[r]);
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let w = _mm512_loadu_si512(wq.add(p * PAIR) as *const _);
+        let wd = _mm512_cvtph_ps(_mm256_set1_epi32(*ws.add(p) as i32));
+        for r in 0..R {
+            let line = rows[r].add(3 * p);
+            let c = _mm512_load_si512(line.add(1) as *const _);
+            let q = _mm512_dpbusd_epi32(c, w, _mm512_load_si512(line as *const _));
+            let d = _mm512_mul_ps(wd, _mm512_load_ps(line.add(2) as *const f32));
+            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q), acc[r]);
+        }
     }
 }
 
@@ -337,43 +390,57 @@ unsafe fn pair_512<const R: usize>(wq: *const u8, ws: *const u32, p: usize, rows
 /// product and a multiply-add. Sums in 16 lanes with two accumulators per row (even and
 /// odd pairs, halving the multiply-add dependency chain), so results differ from candle's
 /// by float rounding (not bit for bit); they do not depend on the other rows.
+///
+/// # Safety
+///
+/// As [`pair_512`] for every pair `0..pairs`, and `R <= 4`.
 #[inline(always)]
 unsafe fn dot_rows_512<const R: usize>(wq: *const u8, ws: *const u32, pairs: usize, rows: [*const Line; R]) -> [f32; R] {
-    let (mut even, mut odd) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
-    let mut p = 0;
-    while p + 2 <= pairs {
-        pair_512(wq, ws, p, rows, &mut even);
-        pair_512(wq, ws, p + 1, rows, &mut odd);
-        p += 2;
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let (mut even, mut odd) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+        let mut p = 0;
+        while p + 2 <= pairs {
+            pair_512(wq, ws, p, rows, &mut even);
+            pair_512(wq, ws, p + 1, rows, &mut odd);
+            p += 2;
+        }
+        if p < pairs {
+            pair_512(wq, ws, p, rows, &mut even);
+        }
+        let mut sums = [_mm512_setzero_ps(); 4];
+        for r in 0..R {
+            sums[r] = _mm512_add_ps(even[r], odd[r]);
+        }
+        let all = reduce4(sums);
+        std::array::from_fn(|r| all[r])
     }
-    if p < pairs {
-        pair_512(wq, ws, p, rows, &mut even);
-    }
-    let mut sums = [_mm512_setzero_ps(); 4];
-    for r in 0..R {
-        sums[r] = _mm512_add_ps(even[r], odd[r]);
-    }
-    let all = reduce4(sums);
-    std::array::from_fn(|r| all[r])
 }
 
 /// The lane sums of four vectors at once (about half the instructions of four separate
 /// reductions; for a 576-wide matmul the reductions are a sixth of the work). Each vector's
 /// sum goes through the same additions in the same order whatever the other three hold, so
 /// a row's result does not depend on the rows beside it (unused slots are zeros).
+///
+/// # Safety
+///
+/// The CPU must have AVX-512 F.
 #[inline(always)]
 unsafe fn reduce4([a, b, c, d]: [__m512; 4]) -> [f32; 4] {
-    // 128-bit lanes: [a0 a1 b0 b1] + [a2 a3 b2 b3], and the same for c, d.
-    let ab = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
-    let cd = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
-    // [A0 B0 C0 D0] + [A1 B1 C1 D1]: one 128-bit lane per vector.
-    let s = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd), _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd));
-    // Within each lane: (x0 + x1) + (x2 + x3), in every element.
-    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b10_11_00_01>(s));
-    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b01_00_11_10>(s));
-    let mut out = [0f32; 16];
-    _mm512_storeu_ps(out.as_mut_ptr(), s);
-    [out[0], out[4], out[8], out[12]]
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        // 128-bit lanes: [a0 a1 b0 b1] + [a2 a3 b2 b3], and the same for c, d.
+        let ab = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
+        let cd = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
+        // [A0 B0 C0 D0] + [A1 B1 C1 D1]: one 128-bit lane per vector.
+        let s = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd), _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd));
+        // Within each lane: (x0 + x1) + (x2 + x3), in every element.
+        let s = _mm512_add_ps(s, _mm512_permute_ps::<0b10_11_00_01>(s));
+        let s = _mm512_add_ps(s, _mm512_permute_ps::<0b01_00_11_10>(s));
+        let mut out = [0f32; 16];
+        _mm512_storeu_ps(out.as_mut_ptr(), s);
+        [out[0], out[4], out[8], out[12]]
+    }
 }
 
 /// AVX-512 VNNI on the [`Packed`] layout ([`dot_rows_512`]).
@@ -391,15 +458,23 @@ impl Kernel for Vnni<'_> {
     }
     #[inline(always)]
     unsafe fn dot<const R: usize>(&self, rows: [Self::Row; R]) -> [f32; R] {
-        dot_rows_512::<R>(self.wq, self.ws, self.pairs, rows)
+        // SAFETY: the rows are this kernel's (the trait's contract), packed with `pairs` pairs.
+        unsafe { dot_rows_512::<R>(self.wq, self.ws, self.pairs, rows) }
     }
 }
 
 /// [`column`] on AVX-512 VNNI, for output row `col` of `w`.
+///
+/// # Safety
+///
+/// `col` must be an output row of `w`, `acts` must be packed for `w` (same pairs) with at least `rows` rows, and the CPU must have the AVX-512 features enabled here.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn column_vnni(w: &Packed, col: usize, acts: &PackedActivations, rows: usize, put: impl Fn(usize, f32)) {
-    let kernel = Vnni { wq: w.quants.as_ptr().add(col * w.pairs * PAIR), ws: w.scales.as_ptr().add(col * w.pairs), pairs: w.pairs, acts };
-    column(&kernel, rows, put)
+    // SAFETY: the caller upholds this function's contract (# Safety above).
+    unsafe {
+        let kernel = Vnni { wq: w.quants.as_ptr().add(col * w.pairs * PAIR), ws: w.scales.as_ptr().add(col * w.pairs), pairs: w.pairs, acts };
+        column(&kernel, rows, put)
+    }
 }
 
 /// Whether this CPU has AVX-512 VNNI (checked once).
@@ -412,6 +487,25 @@ fn has_vnni() -> bool {
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
     })
+}
+
+/// The output of a matmul, written by the pool's threads at disjoint indices.
+struct SharedOut(*mut f32);
+
+// SAFETY: the threads write disjoint elements (see `Weights::matmul`), and the buffer
+// outlives every thread's use of it (the pool call returns only when all items are done).
+unsafe impl Sync for SharedOut {}
+// SAFETY: as above.
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    ///
+    /// `i` must be inside the buffer, and no other thread may access element `i` meanwhile.
+    unsafe fn write(&self, i: usize, v: f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.0.add(i) = v }
+    }
 }
 
 /// An `[n, k]` Q8_0 weight matrix in the layout of the kernel this CPU runs: GGUF's own
@@ -450,15 +544,15 @@ impl Weights {
             Layout::Gguf(_) => None,
         };
         let mut dst = vec![0f32; rows * n];
-        let dst_ptr = dst.as_mut_ptr() as usize;
+        let out = SharedOut(dst.as_mut_ptr());
         let items = n.div_ceil(COLUMNS_PER_ITEM);
         candle_core::utils::barrier_pool().execute_chunked(items, |range| {
             for item in range {
                 for col in item * COLUMNS_PER_ITEM..n.min((item + 1) * COLUMNS_PER_ITEM) {
                     let put = |r: usize, v: f32| {
                         // SAFETY: each (row, column) of `dst` is written by exactly one work
-                        // item, and `dst` outlives the pool call.
-                        unsafe { *(dst_ptr as *mut f32).add(r * n + col) = v }
+                        // item, `r * n + col < rows * n`, and `dst` outlives the pool call.
+                        unsafe { out.write(r * n + col, v) }
                     };
                     // SAFETY: the loads stay inside the weight row and the activation rows
                     // (whole blocks or pairs); the packed layout exists only where the CPU
@@ -563,7 +657,7 @@ mod tests {
 }
 #[cfg(test)]
 mod timing {
-    /// Kernel time for 1 and 4 rows (a measurement: `cargo test -p mmc-textgen --lib
+    /// Kernel time for 1 and 4 rows (a measurement: `cargo test -p mmc-llm --lib
     /// kernel_time -- --ignored --nocapture`).
     #[test]
     #[ignore]

@@ -211,7 +211,7 @@ mod tests {
 
     fn frequencies(config: SamplingConfig, n: usize) -> Vec<f64> {
         let mut s = Sampler::new(SamplingConfig { seed: Some(7), ..config });
-        let mut counts = vec![0usize; 5];
+        let mut counts = [0usize; 5];
         for _ in 0..n {
             counts[s.sample(&logits(), &[], None).unwrap() as usize] += 1;
         }

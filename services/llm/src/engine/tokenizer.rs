@@ -3,7 +3,7 @@
 //! A `tokenizer.json` beside the GGUF wins (model fetching writes one for the bundled model,
 //! and deployments can ship the upstream file for vocabularies the converter does not
 //! cover, such as SentencePiece). Otherwise the tokenizer is built from the GGUF metadata by
-//! [`mmc_models::convert::gguf_tokenizer`], which picks the pre-tokenizer llama.cpp uses for
+//! [`mmc_models::gguf_tokenizer`], which picks the pre-tokenizer llama.cpp uses for
 //! `tokenizer.ggml.pre`.
 
 use std::path::Path;
@@ -41,7 +41,7 @@ impl Tokenizer {
         let inner = if beside.is_file() {
             tokenizers::Tokenizer::from_file(&beside).map_err(|e| TokenizerError::Load(format!("{}: {e}", beside.display())))?
         } else {
-            mmc_models::convert::gguf_tokenizer::from_metadata(md).map_err(TokenizerError::Load)?
+            mmc_models::gguf_tokenizer::from_metadata(md).map_err(TokenizerError::Load)?
         };
         Ok(Self::from_parts(inner, md))
     }

@@ -110,7 +110,7 @@ impl Chunker {
         let first = self.config.min_samples / FRAME;
         let silent = |e: f64| rms(e, WINDOW_FRAMES * FRAME) <= self.config.speech_rms;
         let candidates = || energies.iter().enumerate().skip(first);
-        let cut = match candidates().filter(|(_, &e)| silent(e)).last() {
+        let cut = match candidates().rfind(|(_, &e)| silent(e)) {
             Some((w, _)) => (w + WINDOW_FRAMES / 2) * FRAME,
             None => {
                 let mut best = (f64::INFINITY, self.buffer.len());
