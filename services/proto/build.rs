@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("mmc_descriptor.bin"))
         // Methods a service has not implemented yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
+        // Image bytes as `bytes::Bytes`: the gateway sends one upload to several stages
+        // (and retries) without copying it, and services decode from the received buffer.
+        .bytes(".mmc.common.v1.Image.data")
         .compile_protos(&paths, &[root])?;
     Ok(())
 }

@@ -22,12 +22,12 @@ async fn start_embed() -> Service {
 fn photo(name: &str) -> Image {
     let path = mmc_tests::models_dir().join("test-photos").join(name);
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `mmc models fetch --profile test-assets`)", path.display()));
-    Image { data, mime_type: String::new(), source_name: name.to_string() }
+    Image { data: data.into(), mime_type: String::new(), source_name: name.to_string() }
 }
 
 async fn encode(embed: &Service, name: &str) -> ImageLatents {
     let mut client = EmbedServiceClient::new(embed.channel.clone());
-    let resp = client.encode_image(EncodeImageRequest { image: Some(photo(name)), top_k: 5 }).await.unwrap().into_inner();
+    let resp = client.encode_image(EncodeImageRequest { image: Some(photo(name)), top_k: 5, include_embedding: false }).await.unwrap().into_inner();
     assert_documented_stages("mmc/embed/v1/embed.proto", "EncodeImageResponse", resp.timings.iter().map(|t| t.stage.as_str()));
     resp.latents.expect("latents")
 }

@@ -100,13 +100,13 @@ fn photo(name: &str) -> Image {
 fn photo_in(dir: &str, name: &str) -> Image {
     let path = mmc_tests::models_dir().join(dir).join(name);
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `mmc models fetch --profile test-assets`", path.display()));
-    Image { data, mime_type: String::new(), source_name: name.to_string() }
+    Image { data: data.into(), mime_type: String::new(), source_name: name.to_string() }
 }
 
 /// A real photo whose PNG header is rewritten to claim 60000x60000 pixels (CRC fixed):
 /// a decompression bomb as far as any decoder that trusts the header is concerned.
 fn png_bomb() -> Vec<u8> {
-    let mut png = photo("cat.png").data;
+    let mut png = photo("cat.png").data.to_vec();
     png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
     png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
     let crc = crc32fast::hash(&png[12..29]);
@@ -119,7 +119,13 @@ async fn images_are_classified_and_share_the_text_space() {
     let embed = start(&[]).await;
     let mut client = EmbedServiceClient::new(embed.channel.clone());
 
-    let latents = client.encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3 }).await.unwrap().into_inner().latents.unwrap();
+    let latents = client
+        .encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3, include_embedding: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .latents
+        .unwrap();
     assert_eq!(latents.encoder.as_ref().unwrap().id, "efficientnet-lite0");
     assert_eq!((latents.width_px, latents.height_px), (451, 300));
     assert_eq!(latents.labels.len(), 3);
@@ -161,14 +167,14 @@ async fn images_are_classified_and_share_the_text_space() {
     assert!(misses.is_empty(), "zero-shot misses: {misses:?}");
 
     // Bad images: clear INVALID_ARGUMENT naming the image; the service stays up.
-    let bad = |data: Vec<u8>| EmbedImageRequest { images: vec![photo("cat.png"), Image { data, ..Default::default() }] };
+    let bad = |data: Vec<u8>| EmbedImageRequest { images: vec![photo("cat.png"), Image { data: data.into(), ..Default::default() }] };
     let err = client.embed_image(bad(b"definitely not an image".to_vec())).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("image #1") && err.message().contains("not a JPEG"), "{}", err.message());
     let err = client.embed_image(bad(png_bomb())).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("60000x60000"), "{}", err.message());
-    let mut truncated = photo("cat.png").data;
+    let mut truncated = photo("cat.png").data.to_vec();
     truncated.truncate(truncated.len() / 2);
     let err = client.embed_image(bad(truncated)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -176,9 +182,9 @@ async fn images_are_classified_and_share_the_text_space() {
     let err = client.embed_image(bad(Vec::new())).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("image #1") && err.message().contains("empty (0 bytes)"), "{}", err.message());
-    let err = client.encode_image(EncodeImageRequest { image: None, top_k: 0 }).await.unwrap_err();
+    let err = client.encode_image(EncodeImageRequest { image: None, top_k: 0, include_embedding: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    client.encode_image(EncodeImageRequest { image: Some(photo("coffee.png")), top_k: 0 }).await.expect("still serving");
+    client.encode_image(EncodeImageRequest { image: Some(photo("coffee.png")), top_k: 0, include_embedding: false }).await.expect("still serving");
 }
 
 /// A gallery photo: the seven test photos, then `retrieval-gallery` (textures, scans,
@@ -297,4 +303,24 @@ async fn search_quality_on_a_29_photo_gallery_beats_bare_class_names() {
     eprintln!("  top-1 {g1}/25, mean reciprocal rank {gm:.3} | top-1 {b1}/25, mean reciprocal rank {bm:.3}");
     assert!(g1 >= 17, "the default class sentences found the right photo first for only {g1} of 25 queries");
     assert!(gm > bm, "definitions no longer help: mean reciprocal rank {gm:.3} with, {bm:.3} without");
+}
+
+/// Indexing's one call: EncodeImage with the embedding gives the labels and the vector
+/// EmbedImage gives, from one decode and one forward pass (ConSE maps the class
+/// probabilities that the labels come from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encode_image_returns_the_embedding_of_the_same_pass() {
+    let embed = start(&[]).await;
+    let mut client = EmbedServiceClient::new(embed.channel.clone());
+    let alone = client.embed_image(EmbedImageRequest { images: vec![photo("cat.png")] }).await.unwrap().into_inner();
+    let request = EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3, include_embedding: true };
+    let both = client.encode_image(request).await.unwrap().into_inner();
+    assert_eq!(both.latents.as_ref().unwrap().labels.len(), 3);
+    assert_eq!(both.embedding_model.as_ref().unwrap().id, alone.model.as_ref().unwrap().id, "the shared space");
+    let (a, b) = (&alone.embeddings[0].values, &both.embedding.as_ref().unwrap().values);
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(a.len() == b.len() && diff < 1e-5, "EncodeImage's vector differs from EmbedImage's by up to {diff}");
+    let plain =
+        client.encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3, include_embedding: false }).await.unwrap().into_inner();
+    assert!(plain.embedding.is_none() && plain.embedding_model.is_none());
 }

@@ -23,7 +23,7 @@ const PHOTOS: [&str; 7] = ["astronaut.png", "bike.jpg", "cat.png", "coffee.png",
 fn photo(name: &str) -> Image {
     let path = mmc_tests::models_dir().join("test-photos").join(name);
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `mmc models fetch --profile test-assets`)", path.display()));
-    Image { data, mime_type: String::new(), source_name: name.to_string() }
+    Image { data: data.into(), mime_type: String::new(), source_name: name.to_string() }
 }
 
 async fn start_gateway(embed: &str, caption: &str, data_dir: &Path) -> Service {
@@ -206,7 +206,7 @@ async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
         assert!(!status.message().is_empty());
     }
     // A corrupt image is refused by the encoder; the stage is named.
-    let corrupt = Image { data: b"\x89PNG\r\n\x1a\nnot really".to_vec(), mime_type: String::new(), source_name: "broken.png".into() };
+    let corrupt = Image { data: b"\x89PNG\r\n\x1a\nnot really".to_vec().into(), mime_type: String::new(), source_name: "broken.png".into() };
     let status = client.describe_image(DescribeImageRequest { image: Some(corrupt), modes: vec![] }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("stage encode_image"), "{status:?}");

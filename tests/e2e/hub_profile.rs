@@ -69,7 +69,7 @@ fn expected() -> Expected {
 }
 
 fn image() -> Image {
-    Image { data: std::fs::read(fixture().join("image.png")).unwrap(), mime_type: "image/png".into(), source_name: "image.png".into() }
+    Image { data: std::fs::read(fixture().join("image.png")).unwrap().into(), mime_type: "image/png".into(), source_name: "image.png".into() }
 }
 
 /// The latent service with `text_model` (CLIP or MiniLM) and BLIP's vision encoder, and the
@@ -126,8 +126,17 @@ async fn clip_is_the_shared_space_and_blip_gives_the_latents() {
     assert!(diff < 1e-5, "image vector differs by up to {diff}");
 
     // EncodeImage: BLIP's patch latents, whatever the shared space.
-    let latents = client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0 }).await.unwrap().into_inner().latents.unwrap();
+    let latents =
+        client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0, ..Default::default() }).await.unwrap().into_inner().latents.unwrap();
     assert_eq!(latents.patch_latents.unwrap().shape, [17, 48]);
+    // With the embedding (what indexing asks for): the same latents and CLIP's vector, from
+    // one decode.
+    let request = EncodeImageRequest { image: Some(image()), top_k: 0, include_embedding: true };
+    let both = client.encode_image(request).await.unwrap().into_inner();
+    assert_eq!(both.latents.unwrap().patch_latents.unwrap().shape, [17, 48]);
+    assert_eq!(both.embedding_model.unwrap().id, CLIP);
+    let diff = max_abs_diff(&both.embedding.unwrap().values, &resp.embeddings[0].values);
+    assert!(diff < 1e-6, "EncodeImage's vector differs from EmbedImage's by up to {diff}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +147,13 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
 
     // EncodeImage: BLIP patch latents, equal to the reference's for the same PNG.
     let mut embed_client = EmbedServiceClient::new(embed.channel.clone());
-    let latents = embed_client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0 }).await.unwrap().into_inner().latents.unwrap();
+    let latents = embed_client
+        .encode_image(EncodeImageRequest { image: Some(image()), top_k: 0, include_embedding: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .latents
+        .unwrap();
     let encoder = latents.encoder.clone().unwrap();
     assert_eq!((encoder.id.as_str(), encoder.family.as_str(), encoder.profile.as_str()), (MODEL, "blip-vision", "hub"));
     assert!(latents.labels.is_empty(), "a patch encoder has no labels");
@@ -208,7 +223,7 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
     assert!(via_gateway.text.starts_with("Possibly ") && detailed.text.starts_with(via_gateway.text.trim_end_matches('.')));
 
     let photo = |name: &str| Image {
-        data: std::fs::read(mmc_tests::models_dir().join("test-photos").join(name)).unwrap(),
+        data: std::fs::read(mmc_tests::models_dir().join("test-photos").join(name)).unwrap().into(),
         mime_type: String::new(),
         source_name: name.into(),
     };
@@ -243,6 +258,11 @@ async fn blip_chain_refuses_what_it_cannot_use() {
     let err = EmbedServiceClient::new(embed.channel.clone()).embed_image(EmbedImageRequest { images: vec![image()] }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("patch latents") && err.message().contains("efficientnet-lite0"), "{}", err.message());
+    // Nor can EncodeImage add the embedding; without it, the latents are served.
+    let mut client = EmbedServiceClient::new(embed.channel.clone());
+    let err = client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0, include_embedding: true }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(client.encode_image(EncodeImageRequest { image: Some(image()), top_k: 0, include_embedding: false }).await.is_ok());
 
     let encoder = |id: &str| Some(ModelInfo { id: id.into(), ..Default::default() });
     let label = Label { name: "tabby cat".into(), probability: 0.9, class_index: 281 };

@@ -5,6 +5,8 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use bytes::Bytes;
+
 use mmc_runtime::batcher::{BatchError, Batcher, BatcherConfig};
 use tokio::sync::OnceCell;
 
@@ -329,7 +331,7 @@ impl EmbedCore {
 
     /// Decodes the images and turns each into the encoder's input with `to_input`
     /// (blocking work, off the async threads); also returns each decoded size.
-    async fn prepare<T, F>(&self, images: Vec<Vec<u8>>, to_input: F) -> Result<Vec<(T, u32, u32)>, CoreError>
+    async fn prepare<T, F>(&self, images: Vec<Bytes>, to_input: F) -> Result<Vec<(T, u32, u32)>, CoreError>
     where
         T: Send + 'static,
         F: Fn(&RgbImage) -> T + Send + 'static,
@@ -356,12 +358,22 @@ impl EmbedCore {
     }
 
     /// Encodes one image: its top-k labels and pooled features (classifier), or its
-    /// patch latents (ViT).
-    pub async fn encode_image(&self, bytes: Vec<u8>, top_k: usize) -> Result<ImageEncoding, CoreError> {
+    /// patch latents (ViT); with `embed`, also the image in the shared space, from the same
+    /// decode (and, with a classifier and ConSE, the same forward pass: the vector is a
+    /// function of the class probabilities already computed).
+    pub async fn encode_image(&self, bytes: Bytes, top_k: usize, embed: bool) -> Result<(ImageEncoding, Option<Vec<f32>>), CoreError> {
         let path = self.image()?;
+        // CLIP's image tower, when it is the way into the text space and one is wanted.
+        let clip = if embed { self.clip_images.get() } else { None };
+        let clip_model = clip.map(|c| c.clip.clone());
+        let clip_input = move |rgb: &RgbImage| clip_model.as_ref().map(|c| c.preprocess(rgb));
         match &path.encoder {
-            ImageEncoder::Classifier { batcher, names, .. } => {
-                let (pixels, width, height) = self.prepare(vec![bytes], Self::classifier_input).await?.remove(0);
+            ImageEncoder::Classifier { batcher, names, conse } => {
+                if embed && clip.is_none() && conse.is_none() {
+                    return Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() });
+                }
+                let ((pixels, clip_pixels), width, height) =
+                    self.prepare(vec![bytes], move |rgb| (Self::classifier_input(rgb), clip_input(rgb))).await?.remove(0);
                 let out = batcher.submit(vec![pixels]).await?.remove(0);
                 let mut order: Vec<usize> = (0..out.probs.len()).collect();
                 order.sort_by(|&a, &b| out.probs[b].total_cmp(&out.probs[a]));
@@ -370,22 +382,47 @@ impl EmbedCore {
                     .take(top_k)
                     .map(|i| LabelScore { name: names[i].clone(), probability: out.probs[i], class_index: i as u32 })
                     .collect();
-                Ok(ImageEncoding { labels, pooled: out.pooled, patches: None, width, height })
+                let embedding = match (embed, clip, clip_pixels, conse) {
+                    (false, ..) => None,
+                    (true, Some(clip), Some(clip_pixels), _) => Some(clip.batcher.submit(vec![clip_pixels]).await?.remove(0)),
+                    (true, _, _, Some(conse)) => Some(conse::combine(&out.probs, &conse.class_embeddings, self.config.conse_top_t)),
+                    (true, ..) => return Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() }),
+                };
+                Ok((ImageEncoding { labels, pooled: out.pooled, patches: None, width, height }, embedding))
             }
-            ImageEncoder::Patches { vision, batcher } => {
-                let vision = vision.clone();
-                let hidden = vision.hidden_size();
-                let (pixels, width, height) = self.prepare(vec![bytes], move |rgb| vision.preprocess(rgb)).await?.remove(0);
-                let values = batcher.submit(vec![pixels]).await?.remove(0);
-                let patches = PatchLatents { rows: values.len() / hidden, hidden, values };
-                Ok(ImageEncoding { labels: Vec::new(), pooled: patches.values[..hidden].to_vec(), patches: Some(patches), width, height })
-            }
+            ImageEncoder::Patches { vision, batcher } => match clip {
+                Some(clip) => {
+                    let (encoding, clip_pixels) = self.encode_patches(vision, batcher, bytes, clip_input).await?;
+                    let clip_pixels = clip_pixels.expect("CLIP input prepared with the patches");
+                    Ok((encoding, Some(clip.batcher.submit(vec![clip_pixels]).await?.remove(0))))
+                }
+                None if embed => Err(CoreError::NoSharedSpace { image_model: path.model.id.clone() }),
+                None => Ok((self.encode_patches(vision, batcher, bytes, |_| None::<()>).await?.0, None)),
+            },
         }
+    }
+
+    /// A ViT encoder's latents of one image, with whatever else `also` prepares from the
+    /// same decode.
+    async fn encode_patches<T: Send + 'static>(
+        &self,
+        vision: &Arc<BlipVision>,
+        batcher: &Batcher<Vec<f32>, Vec<f32>, EngineError>,
+        bytes: Bytes,
+        also: impl Fn(&RgbImage) -> Option<T> + Send + 'static,
+    ) -> Result<(ImageEncoding, Option<T>), CoreError> {
+        let vision = vision.clone();
+        let hidden = vision.hidden_size();
+        let ((pixels, other), width, height) = self.prepare(vec![bytes], move |rgb| (vision.preprocess(rgb), also(rgb))).await?.remove(0);
+        let values = batcher.submit(vec![pixels]).await?.remove(0);
+        let patches = PatchLatents { rows: values.len() / hidden, hidden, values };
+        let encoding = ImageEncoding { labels: Vec::new(), pooled: patches.values[..hidden].to_vec(), patches: Some(patches), width, height };
+        Ok((encoding, other))
     }
 
     /// Maps images into the text space, by CLIP's image tower or by ConSE over the
     /// classifier: one unit vector per image.
-    pub async fn embed_images(&self, images: Vec<Vec<u8>>) -> Result<Vec<Vec<f32>>, CoreError> {
+    pub async fn embed_images(&self, images: Vec<Bytes>) -> Result<Vec<Vec<f32>>, CoreError> {
         if let Some(ClipImages { clip, batcher }) = self.clip_images.get() {
             let clip = clip.clone();
             let prepared = self.prepare(images, move |rgb| clip.preprocess(rgb)).await?;

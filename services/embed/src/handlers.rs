@@ -100,8 +100,12 @@ impl EmbedService for EmbedHandlers {
             0 => 5,
             k => (k as usize).min(1000),
         };
-        let encoding = self.core.encode_image(image.data, top_k).await.map_err(to_status)?;
+        let (encoding, embedding) = self.core.encode_image(image.data, top_k, req.include_embedding).await.map_err(to_status)?;
         let encoder = self.core.image_model().ok_or_else(|| to_status(CoreError::Loading))?;
+        let embedding_model = match &embedding {
+            Some(_) => Some(model_info(&self.core.shared_space().ok_or_else(|| to_status(CoreError::Loading))?)),
+            None => None,
+        };
         Ok(Response::new(EncodeImageResponse {
             latents: Some(ImageLatents {
                 encoder: Some(model_info(&encoder)),
@@ -112,6 +116,8 @@ impl EmbedService for EmbedHandlers {
                 height_px: encoding.height,
             }),
             timings: vec![timing("encode_image", started)],
+            embedding: embedding.map(|values| Embedding { values, token_count: 0, truncated: false }),
+            embedding_model,
         }))
     }
 

@@ -115,7 +115,7 @@ fn file_chunks(path: &PathBuf) -> anyhow::Result<(u64, tokio_stream::wrappers::R
 fn read_image(path: &PathBuf) -> anyhow::Result<Image> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Image { data, mime_type: String::new(), source_name: name })
+    Ok(Image { data: data.into(), mime_type: String::new(), source_name: name })
 }
 
 /// `key=value` (metadata and filters).

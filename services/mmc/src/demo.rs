@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     names.sort();
     let images: Vec<Image> = names
         .iter()
-        .map(|n| Ok(Image { data: std::fs::read(dir.join(n))?, mime_type: String::new(), source_name: n.clone() }))
+        .map(|n| Ok(Image { data: std::fs::read(dir.join(n))?.into(), mime_type: String::new(), source_name: n.clone() }))
         .collect::<std::io::Result<_>>()?;
     let mut gateway = GatewayServiceClient::new(connect(&args.gateway).await?);
     search_demo(&mut gateway, &images).await?;

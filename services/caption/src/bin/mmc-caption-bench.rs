@@ -41,7 +41,8 @@ async fn describe(
     image: &Image,
 ) -> anyhow::Result<(f64, f64, bool)> {
     let t = Instant::now();
-    let latents = embed.encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 5 }).await?.into_inner().latents;
+    let latents =
+        embed.encode_image(EncodeImageRequest { image: Some(image.clone()), top_k: 5, include_embedding: false }).await?.into_inner().latents;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let c = caption.caption(CaptionRequest { latents, mode: CaptionMode::AltText as i32, max_chars: 0 }).await?.into_inner();
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     names.sort();
     let images: Vec<Image> = names
         .iter()
-        .map(|n| Ok(Image { data: std::fs::read(args.photos.join(n))?, mime_type: String::new(), source_name: n.clone() }))
+        .map(|n| Ok(Image { data: std::fs::read(args.photos.join(n))?.into(), mime_type: String::new(), source_name: n.clone() }))
         .collect::<std::io::Result<_>>()?;
     let embed_ch = Channel::from_shared(args.embed.clone())?.connect().await.context("connecting to the embed service")?;
     let caption_ch = Channel::from_shared(args.caption.clone())?.connect().await.context("connecting to the caption service")?;

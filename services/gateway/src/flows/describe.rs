@@ -18,7 +18,7 @@ impl Flows {
             return Err(GatewayError::Invalid(format!("{} modes requested; at most {MAX_MODES}", modes.len())));
         }
         let modes = if modes.is_empty() { &[CaptionMode::AltText][..] } else { modes };
-        let (latents, encode_timing) = self.upstream.encode_image(&image.data, &image.source_name, deadline).await?;
+        let (latents, _, encode_timing) = self.upstream.encode_image(&image.data, &image.source_name, false, deadline).await?;
         let results = futures::future::try_join_all(modes.iter().map(|m| self.upstream.caption(&latents, *m, deadline))).await?;
         let mut timings = vec![encode_timing];
         let mut captions = Vec::with_capacity(results.len());

@@ -76,11 +76,11 @@ impl Flows {
         }
         let up = &self.upstream;
         let thumbnail = make_thumbnail(image.data.clone(), &image.source_name);
-        let ((latents, _), (image_vector, _), thumbnail) = tokio::try_join!(
-            up.encode_image(&image.data, &image.source_name, deadline),
-            up.embed_image(&image.data, &image.source_name, deadline),
-            async { Ok(thumbnail.await) }
-        )?;
+        // One EncodeImage gives the labels the caption rests on and the image's vector
+        // (one decode, one forward pass), while the thumbnail is made here.
+        let ((latents, image_vector, _), thumbnail) =
+            tokio::try_join!(up.encode_image(&image.data, &image.source_name, true, deadline), async { Ok(thumbnail.await) })?;
+        let image_vector = image_vector.expect("asked for the embedding");
         let (caption, _) = up.caption(&latents, CaptionMode::AltText, deadline).await?;
         let (caption_vector, _) = up.embed_text("embed_caption", &caption.text, deadline).await?;
         if caption_vector.space != image_vector.space {

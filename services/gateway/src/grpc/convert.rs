@@ -48,7 +48,7 @@ pub fn code_name(code: Code) -> String {
 }
 
 pub fn image(i: common::Image) -> ImageUpload {
-    ImageUpload { data: i.data.into(), source_name: i.source_name }
+    ImageUpload { data: i.data, source_name: i.source_name }
 }
 
 pub fn model(m: ModelRef) -> common::ModelInfo {

@@ -2,10 +2,13 @@
 //! gateway's own [`Meeting`] so that no summarized meeting is lost on upgrade. The only
 //! protobuf in the stores; new rows are written as JSON (see [`super::meetings`]).
 
-use mmc_proto::{common::v1 as common, gateway::v1 as pb, speech::v1 as speech};
+use mmc_proto::gateway::v1 as pb;
 use prost::Message as _;
 
-use crate::domain::{ActionItem, CitedItem, Meeting, MeetingSummary, ModelRef, Segment, StageTiming, Word};
+use crate::{
+    domain::{ActionItem, CitedItem, Meeting, MeetingSummary, StageTiming},
+    upstream::calls::{model_ref as model, segment},
+};
 
 /// Decodes a protobuf row.
 pub fn meeting(bytes: &[u8]) -> Result<Meeting, prost::DecodeError> {
@@ -22,25 +25,8 @@ pub fn meeting(bytes: &[u8]) -> Result<Meeting, prost::DecodeError> {
     })
 }
 
-fn segment(s: speech::Segment) -> Segment {
-    Segment {
-        id: s.id,
-        start_ms: s.start_ms,
-        end_ms: s.end_ms,
-        text: s.text,
-        avg_logprob: s.avg_logprob,
-        no_speech_prob: s.no_speech_prob,
-        compression_ratio: s.compression_ratio,
-        words: s.words.into_iter().map(|w| Word { text: w.text, start_ms: w.start_ms, end_ms: w.end_ms, probability: w.probability }).collect(),
-    }
-}
-
 fn cited(i: pb::CitedItem) -> CitedItem {
     CitedItem { text: i.text, segment_ids: i.segment_ids, citation_verified: i.citation_verified }
-}
-
-fn model(m: common::ModelInfo) -> ModelRef {
-    ModelRef { id: m.id, family: m.family, profile: m.profile, revision: m.revision, dimensions: m.dimensions }
 }
 
 fn summary(s: pb::MeetingSummary) -> MeetingSummary {

@@ -75,8 +75,9 @@ pub(crate) fn model_ref(m: ModelInfo) -> ModelRef {
 }
 
 fn image(data: &Bytes, source_name: &str) -> Image {
-    // One copy into the message per call: the generated type owns a `Vec<u8>`.
-    Image { data: data.to_vec(), mime_type: String::new(), source_name: source_name.to_string() }
+    // `Image.data` is generated as `Bytes`: the message shares the upload, and cloning it
+    // per attempt copies nothing.
+    Image { data: data.clone(), mime_type: String::new(), source_name: source_name.to_string() }
 }
 
 impl Upstreams {
@@ -95,9 +96,17 @@ impl Upstreams {
         Ok(Embedded { vector, space, model: model_ref(model) })
     }
 
-    /// `embed.EncodeImage`: the latents a caption decoder reads.
-    pub async fn encode_image(&self, data: &Bytes, source_name: &str, deadline: Deadline) -> Result<(Latents, StageTiming), GatewayError> {
-        let message = EncodeImageRequest { image: Some(image(data, source_name)), top_k: self.top_labels };
+    /// `embed.EncodeImage`: the latents a caption decoder reads, and with `embed` the
+    /// image's vector in the shared space too (one call, one decode and, with a classifier
+    /// encoder, one forward pass: what indexing needs).
+    pub async fn encode_image(
+        &self,
+        data: &Bytes,
+        source_name: &str,
+        embed: bool,
+        deadline: Deadline,
+    ) -> Result<(Latents, Option<Embedded>, StageTiming), GatewayError> {
+        let message = EncodeImageRequest { image: Some(image(data, source_name)), top_k: self.top_labels, include_embedding: embed };
         let (resp, timing) = stage("encode_image", &self.embed, deadline, &self.policy, true, |ch, t| {
             let message = message.clone();
             async move { EmbedServiceClient::new(ch).encode_image(request(message, t)).await }
@@ -106,7 +115,12 @@ impl Upstreams {
         let latents = resp.latents.ok_or_else(|| bad_answer("encode_image", &self.embed, "response holds no latents"))?;
         let labels = latents.labels.iter().map(|l| Label { name: l.name.clone(), probability: l.probability, class_index: l.class_index }).collect();
         let encoder = latents.encoder.clone().map(model_ref);
-        Ok((Latents { latents, labels, encoder }, timing))
+        let embedded = match (embed, resp.embedding) {
+            (false, _) => None,
+            (true, Some(e)) => Some(self.embedded("encode_image", vec![e], resp.embedding_model)?),
+            (true, None) => return Err(bad_answer("encode_image", &self.embed, "response holds no embedding")),
+        };
+        Ok((Latents { latents, labels, encoder }, embedded, timing))
     }
 
     /// `embed.EmbedImage`: the image as a vector of the shared space.
