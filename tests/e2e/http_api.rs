@@ -22,6 +22,9 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
         // Generated chats that set no max_tokens stay short (the property is "no 5xx", not length).
         "--http-default-max-tokens",
         "24",
+        // And the longest any may ask for (the document states it, so generated ones keep to it).
+        "--http-max-tokens",
+        "32",
     ];
     let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], data.path(), &gateway_args).await;
     let base = format!("http://{http_addr}");

@@ -131,6 +131,16 @@ try:
     raise AssertionError("over-long prompt accepted")
 except openai.BadRequestError as e:
     check(e.code == "context_length_exceeded", f"over-long prompt error: {e.body}")
+try:
+    client.chat.completions.create(model="mmc", messages=[{"role": "user", "content": "hi"}], max_tokens=1_000_000)
+    raise AssertionError("max_tokens over the server's limit accepted")
+except openai.BadRequestError as e:
+    check(e.param == "max_tokens" and "limit" in e.message, f"max_tokens error: {e.body}")
+try:
+    client.embeddings.create(model="x", input=["word " * 5000])
+    raise AssertionError("over-long embeddings input accepted")
+except openai.BadRequestError as e:
+    check(e.param == "input" and "characters" in e.message, f"long input error: {e.body}")
 report["errors"] = "ok"
 
 print(json.dumps(report))

@@ -75,6 +75,10 @@ struct Args {
     /// service's default).
     #[arg(long, env = "MMC_HTTP_DEFAULT_MAX_TOKENS", default_value_t = 0)]
     http_default_max_tokens: u32,
+    /// Largest `max_tokens` an HTTP chat completion may ask for (more is refused with 400,
+    /// and `/openapi.json` states it).
+    #[arg(long, env = "MMC_HTTP_MAX_TOKENS", default_value_t = 4096)]
+    http_max_tokens: u32,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
                 request_timeout: server.request_timeout(),
                 max_upload_bytes: args.http_max_upload_bytes,
                 default_max_tokens: args.http_default_max_tokens,
+                max_tokens: args.http_max_tokens,
             };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }

@@ -51,7 +51,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/meetings", post(rest::create_meeting).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings/{meeting_id}", get(rest::get_meeting))
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
-        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|axum::extract::State(state): axum::extract::State<Arc<HttpState>>| async move { axum::Json(openapi::document(&state)) }),
+        )
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|| async {

@@ -53,10 +53,20 @@ pub struct HttpState {
     /// `max_tokens` of a chat completion that sets none (0 = the text-generation
     /// service's default).
     pub default_max_tokens: u32,
+    /// Largest `max_tokens` a chat completion may ask for.
+    pub max_tokens: u32,
 }
 
 /// Most inputs in one embeddings request (OpenAI's limit).
-const MAX_EMBEDDING_INPUTS: usize = 2048;
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Longest embeddings input, in characters. The text model reads its first 256 tokens
+/// (about 1000 characters); the bound refuses a huge input before it is tokenized.
+pub const MAX_EMBEDDING_INPUT_CHARS: usize = 20_000;
+/// Most messages in one chat completion.
+pub const MAX_CHAT_MESSAGES: usize = 256;
+/// Longest chat, in characters over all messages: past any context window the bundled
+/// models have, so the limit refuses only what could never fit, before it is tokenized.
+pub const MAX_CHAT_CHARS: usize = 400_000;
 
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -129,6 +139,9 @@ pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Res
     }
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid("input", format!("input[{i}] is empty")));
+    }
+    if let Some(i) = texts.iter().position(|t| t.chars().count() > MAX_EMBEDDING_INPUT_CHARS) {
+        return Err(ApiError::invalid("input", format!("input[{i}] is over {MAX_EMBEDDING_INPUT_CHARS} characters")));
     }
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -244,7 +257,7 @@ struct JsonSchemaFormat {
 }
 
 /// The request as the text-generation service takes it.
-fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<ChatRequest, ApiError> {
+fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32, max_tokens: u32) -> Result<ChatRequest, ApiError> {
     if req.n.unwrap_or(1) != 1 {
         return Err(ApiError::unsupported("n", "one choice per request (n = 1)"));
     }
@@ -261,6 +274,14 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
     }
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages is empty"));
+    }
+    if req.messages.len() > MAX_CHAT_MESSAGES {
+        return Err(ApiError::invalid("messages", format!("{} messages; at most {MAX_CHAT_MESSAGES}", req.messages.len())));
+    }
+    for (name, asked) in [("max_tokens", req.max_tokens), ("max_completion_tokens", req.max_completion_tokens)] {
+        if let Some(n) = asked.filter(|n| *n > max_tokens) {
+            return Err(ApiError::invalid(name, format!("{name} {n} is over this server's limit of {max_tokens}")));
+        }
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
@@ -290,6 +311,10 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32) -> Result<
             }
         };
         messages.push(ChatMessage { role, content });
+    }
+    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    if chars > MAX_CHAT_CHARS {
+        return Err(ApiError::invalid("messages", format!("the messages hold {chars} characters; at most {MAX_CHAT_CHARS}")));
     }
     let json_schema = match &req.response_format {
         None => String::new(),
@@ -338,7 +363,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 
 pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_json(&body)?;
-    let message = chat_request(&req, state.default_max_tokens)?;
+    let message = chat_request(&req, state.default_max_tokens, state.max_tokens)?;
     let deadline = Deadline::after(state.request_timeout);
     let upstream = state.flows.upstream.chat_stream(&message, deadline).await?;
     let mut upstream = Box::pin(upstream);

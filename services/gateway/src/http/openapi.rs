@@ -1,9 +1,20 @@
 //! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`. Written next
-//! to the routes it describes; `tests/e2e/http_api.rs` checks that every documented
-//! operation exists and that property-based requests generated from it (schemathesis)
-//! never get a 5xx.
+//! to the routes it describes; every limit it states is the constant (or the server
+//! setting) the handlers and flows enforce, so the two cannot drift apart.
+//! `tests/e2e/http_api.rs` checks that every documented operation exists and that
+//! property-based requests generated from it (schemathesis) never get a 5xx.
 
 use serde_json::{json, Value};
+
+use super::{
+    openai::{HttpState, MAX_CHAT_CHARS, MAX_CHAT_MESSAGES, MAX_EMBEDDING_INPUTS, MAX_EMBEDDING_INPUT_CHARS},
+    rest::{MAX_IMAGES_PER_FORM, MAX_IMAGE_BYTES},
+};
+use crate::flows::{
+    images::THUMBNAIL_SIDE,
+    limits::{MAX_ASK_TOP_K, MAX_METADATA, MAX_PAGE_SIZE, MAX_QUERY_CHARS, MAX_QUESTION_CHARS, MAX_TITLE_CHARS, MAX_TOP_K},
+    meeting::people::{MAX_PARTICIPANTS, MAX_PARTICIPANT_CHARS},
+};
 
 fn error_responses() -> Value {
     json!({
@@ -44,11 +55,16 @@ fn path_param(name: &str) -> Value {
     json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": 128 } }])
 }
 
-/// The document.
-pub fn document() -> Value {
+/// The document, with the limits of this server (`state`: its upload and token limits).
+pub fn document(state: &HttpState) -> Value {
     let r = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
-    let file = json!({ "type": "string", "format": "binary" });
-    let metadata = json!({ "type": "object", "additionalProperties": { "type": "string", "maxLength": 1024 }, "maxProperties": 32 });
+    // (Sizes in words: JSON Schema's maxLength counts characters, not bytes.)
+    let image_file = json!({ "type": "string", "format": "binary", "description": format!("at most {MAX_IMAGE_BYTES} bytes") });
+    let upload_file = json!({ "type": "string", "format": "binary", "description": format!("at most {} bytes", state.max_upload_bytes) });
+    let (entries, key_chars, value_chars) = MAX_METADATA;
+    let metadata = json!({ "type": "object", "propertyNames": { "minLength": 1, "maxLength": key_chars },
+                           "additionalProperties": { "type": "string", "maxLength": value_chars }, "maxProperties": entries });
+    let max_tokens = state.max_tokens;
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -64,22 +80,22 @@ pub fn document() -> Value {
             "/v1/embeddings": { "post": op("createEmbeddings", "Text embeddings", "openai", Some(json_body(json!({
                 "type": "object", "required": ["input"], "properties": {
                     "input": { "oneOf": [
-                        { "type": "string", "minLength": 1, "maxLength": 2000 },
-                        { "type": "array", "minItems": 1, "maxItems": 64, "items": { "type": "string", "minLength": 1, "maxLength": 2000 } } ] },
+                        { "type": "string", "minLength": 1, "maxLength": MAX_EMBEDDING_INPUT_CHARS },
+                        { "type": "array", "minItems": 1, "maxItems": MAX_EMBEDDING_INPUTS, "items": { "type": "string", "minLength": 1, "maxLength": MAX_EMBEDDING_INPUT_CHARS } } ] },
                     "model": { "type": "string", "maxLength": 128 },
                     "encoding_format": { "type": "string", "enum": ["float", "base64"] },
                     "dimensions": { "type": "integer", "minimum": 1, "maximum": 4096 } } }))),
                 responses("Embeddings", "application/json", r("EmbeddingList"))) },
             "/v1/chat/completions": { "post": op("createChatCompletion", "Chat completion (stream: server-sent events)", "openai", Some(json_body(json!({
                 "type": "object", "required": ["messages"], "properties": {
-                    "messages": { "type": "array", "minItems": 1, "maxItems": 16, "items": { "type": "object", "required": ["role", "content"], "properties": {
+                    "messages": { "type": "array", "minItems": 1, "maxItems": MAX_CHAT_MESSAGES, "items": { "type": "object", "required": ["role", "content"], "properties": {
                         "role": { "type": "string", "enum": ["system", "developer", "user", "assistant"] },
-                        "content": { "type": "string", "maxLength": 2000 } } } },
+                        "content": { "type": "string", "maxLength": MAX_CHAT_CHARS } } } },
                     "model": { "type": "string", "maxLength": 128 },
                     "temperature": { "type": "number", "minimum": 0, "maximum": 2 },
                     "top_p": { "type": "number", "exclusiveMinimum": 0, "maximum": 1 },
-                    "max_tokens": { "type": "integer", "minimum": 1, "maximum": 32 },
-                    "max_completion_tokens": { "type": "integer", "minimum": 1, "maximum": 32 },
+                    "max_tokens": { "type": "integer", "minimum": 1, "maximum": max_tokens },
+                    "max_completion_tokens": { "type": "integer", "minimum": 1, "maximum": max_tokens },
                     "stop": { "oneOf": [ { "type": "string", "minLength": 1, "maxLength": 32 },
                                          { "type": "array", "maxItems": 4, "items": { "type": "string", "minLength": 1, "maxLength": 32 } } ] },
                     "seed": { "type": "integer", "minimum": 0 },
@@ -89,19 +105,19 @@ pub fn document() -> Value {
                         "json_schema": { "type": "object", "properties": { "name": { "type": "string" }, "schema": { "type": "object" }, "strict": { "type": "boolean" } } } } } } }))),
                 responses("Completion", "application/json", r("ChatCompletion"))) },
             "/v1/audio/transcriptions": { "post": op("createTranscription", "Speech to text", "openai", Some(form_body(json!({
-                    "file": file, "model": { "type": "string" }, "language": { "type": "string", "maxLength": 8 },
+                    "file": upload_file, "model": { "type": "string" }, "language": { "type": "string", "maxLength": 8 },
                     "prompt": { "type": "string", "maxLength": 500 },
                     "response_format": { "type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"] },
                     "timestamp_granularities[]": { "type": "array", "items": { "type": "string", "enum": ["word", "segment"] } } }), &["file"])),
                 responses("Transcript (json, verbose_json; text/plain for text and srt; text/vtt)", "application/json", json!({ "type": "object" }))) },
             "/v1/images": {
                 "post": op("indexImages", "Index images (caption, labels, vectors); idempotent by content", "images", Some(form_body(json!({
-                    "file": { "type": "array", "items": file, "minItems": 1, "maxItems": 64 }, "metadata": { "type": "string", "description": "JSON object of strings" } }), &["file"])),
+                    "file": { "type": "array", "items": image_file, "minItems": 1, "maxItems": MAX_IMAGES_PER_FORM }, "metadata": { "type": "string", "description": "JSON object of strings" } }), &["file"])),
                     responses("One result per file", "application/json", json!({ "type": "object", "properties": { "results": { "type": "array" } } }))),
                 "get": {
                     "operationId": "listImages", "summary": "The index, oldest first", "tags": ["images"],
                     "parameters": [
-                        { "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 500 } },
+                        { "name": "page_size", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": MAX_PAGE_SIZE } },
                         { "name": "page_token", "in": "query", "schema": { "type": "string", "maxLength": 64 } } ],
                     "responses": responses("A page", "application/json", json!({ "type": "object", "properties": {
                         "images": { "type": "array", "items": r("Image") }, "next_page_token": { "type": "string" } } })),
@@ -112,28 +128,28 @@ pub fn document() -> Value {
                 "parameters": path_param("image_id"),
                 "responses": responses("Deleted", "application/json", json!({ "type": "object" })) } },
             "/v1/images/{image_id}/thumbnail": { "get": {
-                "operationId": "imageThumbnail", "summary": "A JPEG thumbnail of an indexed image (at most 384 pixels a side)", "tags": ["images"],
+                "operationId": "imageThumbnail", "summary": format!("A JPEG thumbnail of an indexed image (at most {THUMBNAIL_SIDE} pixels a side)"), "tags": ["images"],
                 "parameters": path_param("image_id"),
                 "responses": responses("The thumbnail", "image/jpeg", json!({ "type": "string", "contentMediaType": "image/jpeg" })) } },
             "/v1/images/search": { "post": op("searchImages", "Search by words or by an image", "images", Some(json_body(json!({
                 "type": "object", "additionalProperties": false,
                 "oneOf": [ { "required": ["query"] }, { "required": ["image_base64"] } ],
                 "properties": {
-                    "query": { "type": "string", "minLength": 1, "maxLength": 2000 },
+                    "query": { "type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS },
                     "image_base64": { "type": "string", "contentEncoding": "base64" },
-                    "top_k": { "type": "integer", "minimum": 0, "maximum": 100 },
+                    "top_k": { "type": "integer", "minimum": 0, "maximum": MAX_TOP_K },
                     "score_threshold": { "type": "number", "minimum": -1, "maximum": 1 },
                     "filter": metadata } }))),
                 responses("Hits, best first", "application/json", json!({ "type": "object", "properties": { "hits": { "type": "array", "items": {
                     "type": "object", "properties": { "score": { "type": "number" }, "image": r("Image") } } } } }))) },
             "/v1/images/describe": { "post": op("describeImage", "Alt text and a detailed description", "images", Some(form_body(json!({
-                    "file": file, "modes": { "type": "string", "description": "comma-separated: alt_text, detailed" } }), &["file"])),
+                    "file": image_file, "modes": { "type": "string", "description": "comma-separated: alt_text, detailed" } }), &["file"])),
                 responses("Captions", "application/json", json!({ "type": "object", "properties": {
                     "captions": { "type": "array", "items": r("Caption") }, "labels": { "type": "array" } } }))) },
             "/v1/meetings": { "post": op("createMeeting", "Summarize a recording (progress as server-sent events)", "meetings", Some(form_body(json!({
-                    "file": file, "title": { "type": "string", "maxLength": 200 }, "language": { "type": "string", "maxLength": 8 },
+                    "file": upload_file, "title": { "type": "string", "maxLength": MAX_TITLE_CHARS }, "language": { "type": "string", "maxLength": 8 },
                     "prompt_version": { "type": "string", "maxLength": 32 },
-                    "participants": { "type": "string", "description": "attendee names, comma-separated (at most 50, each at most 64 characters)" } }), &["file"])),
+                    "participants": { "type": "string", "description": format!("attendee names, comma-separated (at most {MAX_PARTICIPANTS}, each at most {MAX_PARTICIPANT_CHARS} characters)") } }), &["file"])),
                 responses("Events: progress, segment, then summary or error", "text/event-stream", json!({ "type": "string" }))) },
             "/v1/meetings/{meeting_id}": { "get": {
                 "operationId": "getMeeting", "summary": "A stored meeting: transcript and summary", "tags": ["meetings"],
@@ -143,7 +159,7 @@ pub fn document() -> Value {
                 "operationId": "askMeeting", "summary": "A cited answer, or \"the meeting does not say\"", "tags": ["meetings"],
                 "parameters": path_param("meeting_id"),
                 "requestBody": json_body(json!({ "type": "object", "required": ["question"], "additionalProperties": false, "properties": {
-                    "question": { "type": "string", "minLength": 1, "maxLength": 1000 }, "top_k": { "type": "integer", "minimum": 0, "maximum": 20 } } })),
+                    "question": { "type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS }, "top_k": { "type": "integer", "minimum": 0, "maximum": MAX_ASK_TOP_K } } })),
                 "responses": responses("The answer", "application/json", json!({ "type": "object", "properties": {
                     "answer": { "type": "string" }, "answerable": { "type": "boolean" }, "citations": { "type": "array" },
                     "source": { "type": "string", "enum": ["model", "extractive", "none", "unspecified"] }, "withheld_reason": { "type": "string" } } })) } },
