@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use super::fastmath::exp_fast;
+use super::{fastmath::exp_fast, shared_out::SharedOut};
 
 use candle_core::{
     quantized::{gguf_file, GgmlDType, QMatMul, QTensor},
@@ -412,7 +412,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
         // each against that item's cache; blocks keep a long prefill's work spread evenly
         // over the pool.
         let mut att = vec![0f32; rows * q_dim];
-        let out_ptr = att.as_mut_ptr() as usize;
+        let att_out = SharedOut::new(&mut att);
         let tasks: Vec<AttentionTask<'_>> = items
             .iter()
             .zip(&starts)
@@ -439,7 +439,7 @@ pub fn forward(w: &Weights, items: &mut [Item<'_>]) -> Result<Vec<Option<Vec<f32
                     let sum: f32 = scores.iter().sum();
                     // SAFETY: each (row, head) slice of `att` is written by exactly one task,
                     // and `att` outlives the pool call.
-                    let out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * q_dim + head * hd), hd) };
+                    let out = unsafe { att_out.slice(row * q_dim + head * hd, hd) };
                     for (t, p) in scores.iter().enumerate() {
                         let p = p / sum;
                         let vh = &vs[t * kv_dim + g * hd..t * kv_dim + (g + 1) * hd];

@@ -24,6 +24,7 @@ pub mod prefix_cache;
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
 pub mod q8_0;
 pub mod sampler;
+mod shared_out;
 pub mod stop;
 pub mod tokenizer;
 

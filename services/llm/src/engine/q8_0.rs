@@ -22,6 +22,8 @@
 
 use std::arch::x86_64::*;
 
+use super::shared_out::SharedOut;
+
 /// Bytes of one Q8_0 block: an f16 scale and 32 signed 8-bit values.
 pub const BLOCK_BYTES: usize = 34;
 /// Values per block.
@@ -489,25 +491,6 @@ fn has_vnni() -> bool {
     })
 }
 
-/// The output of a matmul, written by the pool's threads at disjoint indices.
-struct SharedOut(*mut f32);
-
-// SAFETY: the threads write disjoint elements (see `Weights::matmul`), and the buffer
-// outlives every thread's use of it (the pool call returns only when all items are done).
-unsafe impl Sync for SharedOut {}
-// SAFETY: as above.
-unsafe impl Send for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    ///
-    /// `i` must be inside the buffer, and no other thread may access element `i` meanwhile.
-    unsafe fn write(&self, i: usize, v: f32) {
-        // SAFETY: the caller's contract.
-        unsafe { *self.0.add(i) = v }
-    }
-}
-
 /// An `[n, k]` Q8_0 weight matrix in the layout of the kernel this CPU runs: GGUF's own
 /// for AVX2, [`Packed`] where AVX-512 VNNI is available.
 pub struct Weights {
@@ -544,7 +527,7 @@ impl Weights {
             Layout::Gguf(_) => None,
         };
         let mut dst = vec![0f32; rows * n];
-        let out = SharedOut(dst.as_mut_ptr());
+        let out = SharedOut::new(&mut dst);
         let items = n.div_ceil(COLUMNS_PER_ITEM);
         candle_core::utils::barrier_pool().execute_chunked(items, |range| {
             for item in range {
