@@ -2,12 +2,35 @@
 //! HTTP status OpenAI uses for the same condition; mapped once from [`GatewayError`]'s kind, so
 //! OpenAI clients raise their usual exception types (`BadRequestError`, `RateLimitError`...).
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::error::{ErrorKind, GatewayError};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
+
+/// Every error response: `{"error": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in OpenAI's shape.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// For people: names the stage and the reason.
+    pub message: String,
+    /// `invalid_request_error`, `not_found_error`, `rate_limit_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault.
+    pub param: Option<String>,
+    /// Machine-readable detail, e.g. `context_length_exceeded`, `unsupported_parameter`.
+    pub code: Option<&'static str>,
+}
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -39,11 +62,14 @@ impl ApiError {
         ApiError { code: Some("unsupported_parameter"), ..Self::invalid(param, message) }
     }
 
+    /// What went wrong, as the body's `error` object.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail { message: self.message.clone(), kind: self.kind, param: self.param.clone(), code: self.code }
+    }
+
     /// The JSON body (also sent as an SSE event when a stream fails mid-way).
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
-        })
+        serde_json::to_value(ErrorBody { error: self.detail() }).expect("errors serialize")
     }
 }
 

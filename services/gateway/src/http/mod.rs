@@ -53,7 +53,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
         .route(
             "/openapi.json",
-            get(|axum::extract::State(state): axum::extract::State<Arc<HttpState>>| async move { axum::Json(openapi::document(&state)) }),
+            get(|axum::extract::State(state): axum::extract::State<Arc<HttpState>>| async move {
+                axum::Json(openapi::document(state.max_upload_bytes, state.max_tokens))
+            }),
         )
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))

@@ -27,13 +27,15 @@ use axum::{
     Json,
 };
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 
+use utoipa::ToSchema;
+
 use super::{
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     upload::{read_form, Form},
 };
 use crate::{
@@ -85,20 +87,41 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Api
 // ---------------------------------------------------------------------------------------
 // GET /v1/models
 
+/// A loaded model.
+#[derive(Serialize, ToSchema)]
+pub struct ModelCard {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: &'static str,
+    /// `embeddings`, `chat` or `transcription`.
+    pub task: &'static str,
+    pub profile: String,
+}
+
+/// The loaded models.
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
 /// The models the cluster serves, one entry per loaded model.
-pub async fn models(State(state): State<Arc<HttpState>>) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "The loaded models", body = ModelList)))]
+pub async fn models(State(state): State<Arc<HttpState>>) -> Json<ModelList> {
     let loaded = state.flows.upstream.loaded_models(Deadline::after(Duration::from_secs(10))).await;
-    let data: Vec<Value> = loaded
-        .into_iter()
-        .map(|(m, task)| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": "mmc", "task": task, "profile": m.profile }))
-        .collect();
-    Json(json!({ "object": "list", "data": data }))
+    let data =
+        loaded.into_iter().map(|(m, task)| ModelCard { id: m.id, object: "model", created: 0, owned_by: "mmc", task, profile: m.profile }).collect();
+    Json(ModelList { object: "list", data })
 }
 
 // ---------------------------------------------------------------------------------------
 // POST /v1/embeddings
 
-#[derive(Deserialize)]
+/// An embeddings request (OpenAI's).
+#[derive(Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
     input: EmbeddingInput,
     #[serde(default)]
@@ -110,7 +133,7 @@ pub struct EmbeddingsRequest {
     dimensions: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum EmbeddingInput {
     One(String),
@@ -122,7 +145,44 @@ enum EmbeddingInput {
     ManyTokens(Vec<Vec<u32>>),
 }
 
-pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// One embedding: floats, or their little-endian bytes in base64.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingValues {
+    Floats(Vec<f32>),
+    Base64(String),
+}
+
+/// One input's embedding.
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingData {
+    /// Always `embedding`.
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: EmbeddingValues,
+}
+
+/// Tokens read.
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// The embeddings, in input order.
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+/// `POST /v1/embeddings`: text embeddings.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest,
+    responses((status = 200, description = "Embeddings", body = EmbeddingList), (status = "4XX", body = ErrorBody)))]
+pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Json<EmbeddingList>, ApiError> {
     let req: EmbeddingsRequest = parse_json(&body)?;
     let texts = match req.input {
         EmbeddingInput::One(t) => vec![t],
@@ -160,31 +220,27 @@ pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Res
         }
     }
     let tokens: u64 = embeddings.iter().map(|e| e.token_count as u64).sum();
-    let data: Vec<Value> = embeddings
+    let data = embeddings
         .into_iter()
         .enumerate()
-        .map(|(i, e)| {
+        .map(|(index, e)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = e.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                EmbeddingValues::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(e.values)
+                EmbeddingValues::Floats(e.values)
             };
-            json!({ "object": "embedding", "index": i, "embedding": embedding })
+            EmbeddingData { object: "embedding", index, embedding }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": space.model_id,
-        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-    })))
+    Ok(Json(EmbeddingList { object: "list", data, model: space.model_id, usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens } }))
 }
 
 // ---------------------------------------------------------------------------------------
 // POST /v1/chat/completions
 
-#[derive(Deserialize)]
+/// A chat completion request (OpenAI's, with llama.cpp's sampling extensions).
+#[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     messages: Vec<InMessage>,
     #[serde(default)]
@@ -200,6 +256,7 @@ pub struct ChatCompletionRequest {
     stream_options: Option<StreamOptions>,
     response_format: Option<ResponseFormat>,
     n: Option<u32>,
+    #[schema(value_type = Option<Vec<Object>>)]
     tools: Option<Vec<Value>>,
     logprobs: Option<bool>,
     frequency_penalty: Option<f32>,
@@ -210,49 +267,50 @@ pub struct ChatCompletionRequest {
     repetition_penalty: Option<f32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct InMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
     json_schema: Option<JsonSchemaFormat>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct JsonSchemaFormat {
+    #[schema(value_type = Option<Object>)]
     schema: Option<Value>,
 }
 
@@ -361,6 +419,49 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
+/// The assistant's message.
+#[derive(Serialize, ToSchema)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// The one choice of a completion.
+#[derive(Serialize, ToSchema)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+    /// Always null: log-probabilities are not returned.
+    pub logprobs: Option<()>,
+}
+
+/// Tokens read and written.
+#[derive(Serialize, ToSchema)]
+pub struct CompletionUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// A chat completion (the body when `stream` is false; with `stream`, the same content
+/// comes as server-sent `chat.completion.chunk` events, then `[DONE]`).
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletion {
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    pub usage: CompletionUsage,
+}
+
+/// `POST /v1/chat/completions`: a chat completion, streamed as server-sent events when asked.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequest,
+    responses((status = 200, description = "Completion (stream: server-sent events)", body = ChatCompletion), (status = "4XX", body = ErrorBody)))]
 pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_json(&body)?;
     let message = chat_request(&req, state.default_max_tokens, state.max_tokens)?;
@@ -383,23 +484,23 @@ pub async fn chat_completions(State(state): State<Arc<HttpState>>, body: Bytes) 
             }
         }
         let s = summary.ok_or_else(no_summary)?;
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model_of(&s.model, &req.model),
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": s.text },
-                "finish_reason": finish_reason(s.finish_reason),
-                "logprobs": null,
+        return Ok(Json(ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model: model_of(&s.model, &req.model),
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage { role: "assistant", content: s.text },
+                finish_reason: finish_reason(s.finish_reason),
+                logprobs: None,
             }],
-            "usage": {
-                "prompt_tokens": s.prompt_tokens,
-                "completion_tokens": s.completion_tokens,
-                "total_tokens": s.prompt_tokens + s.completion_tokens,
+            usage: CompletionUsage {
+                prompt_tokens: s.prompt_tokens,
+                completion_tokens: s.completion_tokens,
+                total_tokens: s.prompt_tokens + s.completion_tokens,
             },
-        }))
+        })
         .into_response());
     }
 
@@ -499,6 +600,30 @@ impl TranscriptFormat {
     }
 }
 
+/// `POST /v1/audio/transcriptions`' form (OpenAI's).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TranscriptionForm {
+    /// The recording (WAV, FLAC, MP3, OGG, M4A).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// `whisper-1` (the default model) or a loaded model's id.
+    model: Option<String>,
+    /// ISO 639-1 code; empty to detect.
+    language: Option<String>,
+    /// Words that prime the decoder (names, jargon).
+    prompt: Option<String>,
+    /// `json`, `text`, `srt`, `vtt` or `verbose_json`.
+    response_format: Option<String>,
+    /// `word` and/or `segment` (word timings need `verbose_json`).
+    #[schema(rename = "timestamp_granularities[]")]
+    timestamp_granularities: Option<Vec<String>>,
+}
+
+/// `POST /v1/audio/transcriptions`: speech to text.
+#[utoipa::path(post, path = "/v1/audio/transcriptions", tag = "openai", request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The transcript: JSON (`json`, `verbose_json`), text/plain (`text`, `srt`) or text/vtt (`vtt`)", body = Object),
+        (status = "4XX", body = ErrorBody)))]
 pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart) -> Result<Response, ApiError> {
     let mut format = TranscriptFormat::Json;
     let mut config = TranscribeOptions::default();
