@@ -10,7 +10,8 @@ use mmc_proto::{
     common::v1::Image,
     gateway::v1::{
         gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DeleteImageRequest,
-        DescribeImageRequest, IndexImagesRequest, IndexImagesResponse, ListImagesRequest, SearchImagesRequest, SearchImagesResponse,
+        DescribeImageRequest, GetMeetingRequest, IndexImagesRequest, IndexImagesResponse, ListImagesRequest, SearchImagesRequest,
+        SearchImagesResponse,
     },
 };
 use mmc_tests::{assert_documented_stages, free_port_range, http_get, metric_value, start_service, start_service_on, Service};
@@ -205,6 +206,15 @@ async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
         assert_eq!(status.code(), Code::InvalidArgument, "case {i}: {status:?}");
         assert!(!status.message().is_empty());
     }
+    // A huge value is quoted back cut short (a 100 KB id once overflowed the gRPC trailer,
+    // and the client saw "metadata size exceeds hard limit" instead of the reason).
+    let huge = "x".repeat(100_000);
+    let status = client.get_meeting(GetMeetingRequest { meeting_id: huge.clone() }).await.unwrap_err();
+    assert!(status.code() == Code::NotFound && status.message().len() < 200, "{:?}: {} bytes", status.code(), status.message().len());
+    let request =
+        SearchImagesRequest { query: Some(Query::Text("cat".into())), metadata_filter: [(huge, "v".to_string())].into(), ..Default::default() };
+    let status = client.search_images(request).await.unwrap_err();
+    assert!(status.code() == Code::InvalidArgument && status.message().len() < 300, "{:?}: {} bytes", status.code(), status.message().len());
     // A corrupt image is refused by the encoder; the stage is named.
     let corrupt = Image { data: b"\x89PNG\r\n\x1a\nnot really".to_vec().into(), mime_type: String::new(), source_name: "broken.png".into() };
     let status = client.describe_image(DescribeImageRequest { image: Some(corrupt), modes: vec![] }).await.unwrap_err();

@@ -95,9 +95,31 @@ impl GatewayError {
     }
 }
 
+/// Longest part of a client's value quoted back in an error message, in characters.
+const SHOWN_CHARS: usize = 64;
+
+/// A client's value as an error message quotes it: debug-quoted and cut to
+/// [`SHOWN_CHARS`] characters, so a 1 MB id neither fills the log nor overflows the gRPC
+/// trailer the message travels in.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} characters)", &value[..cut], value.chars().count()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_are_cut() {
+        assert_eq!(shown("img-1"), "\"img-1\"");
+        let long = "x".repeat(100_000);
+        let quoted = shown(&long);
+        assert!(quoted.len() < 100 && quoted.ends_with("(100000 characters)"), "{quoted}");
+        assert_eq!(shown(&"é".repeat(64)), format!("{:?}", "é".repeat(64)));
+    }
 
     #[test]
     fn client_messages_name_the_stage_and_service_but_no_address() {

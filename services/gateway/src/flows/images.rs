@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{limits::*, Flows};
 use crate::{
     domain::{CaptionMode, ImagePage, ImageUpload, Indexed, ListRequest, Query, SearchHit, SearchRequest, SearchResults},
-    error::GatewayError,
+    error::{shown, GatewayError},
     store::{ImageRecord, ImageVectors, SearchQuery},
     upstream::Deadline,
 };
@@ -56,7 +56,10 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>, field: &str) -> Resul
     }
     for (k, v) in metadata {
         if k.is_empty() || k.chars().count() > key_len || v.chars().count() > value_len {
-            return Err(GatewayError::Invalid(format!("{field} key {k:?}: keys must be 1..={key_len} characters and values at most {value_len}")));
+            return Err(GatewayError::Invalid(format!(
+                "{field} key {}: keys must be 1..={key_len} characters and values at most {value_len}",
+                shown(k)
+            )));
         }
     }
     Ok(())
@@ -141,7 +144,7 @@ impl Flows {
     /// The stored thumbnail (JPEG) of an image.
     pub async fn thumbnail(&self, image_id: &str) -> Result<Vec<u8>, GatewayError> {
         let jpeg = self.thumbnails.get(image_id).await?;
-        jpeg.ok_or_else(|| GatewayError::NotFound(format!("no thumbnail for image id {image_id:?}")))
+        jpeg.ok_or_else(|| GatewayError::NotFound(format!("no thumbnail for image id {}", shown(image_id))))
     }
 
     /// Finds the images closest to the query, best first.

@@ -43,7 +43,7 @@ pub struct RenderedPrompt {
 /// Why prompts could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
-    #[error("prompt version {0:?} is not loaded (known: {1})")]
+    #[error("prompt version {0} is not loaded (known: {1})")]
     UnknownVersion(String, String),
     #[error("prompt file {path}: {message}")]
     File { path: String, message: String },
@@ -112,7 +112,7 @@ impl PromptLibrary {
         if self.versions.contains_key(version) {
             Ok(version)
         } else {
-            Err(PromptError::UnknownVersion(version.to_string(), self.versions.keys().cloned().collect::<Vec<_>>().join(", ")))
+            Err(PromptError::UnknownVersion(crate::error::shown(version), self.versions.keys().cloned().collect::<Vec<_>>().join(", ")))
         }
     }
 

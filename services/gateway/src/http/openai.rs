@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     domain::{ChatEvent, ChatMessage, ChatRequest, ChatRole, FinishReason, Sampling, TranscribeOptions, TranscriptFormat as Rendering},
-    error::GatewayError,
+    error::{shown, GatewayError},
     flows::Flows,
     upstream::{calls::TranscribeEvent, Deadline},
 };
@@ -206,7 +206,7 @@ pub async fn embeddings(State(state): State<Arc<HttpState>>, body: Bytes) -> Res
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::invalid("encoding_format", format!("encoding_format {other:?}: expected float or base64"))),
+        Some(other) => return Err(ApiError::invalid("encoding_format", format!("encoding_format {}: expected float or base64", shown(other)))),
     };
     let deadline = Deadline::after(state.request_timeout);
     let (embeddings, space, _) = state.flows.upstream.embed_texts_detailed("embeddings", &texts, deadline).await?;
@@ -347,7 +347,7 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32, max_tokens
             "system" | "developer" => ChatRole::System,
             "user" => ChatRole::User,
             "assistant" => ChatRole::Assistant,
-            other => return Err(ApiError::unsupported(&format!("messages[{i}].role"), format!("role {other:?} is not supported"))),
+            other => return Err(ApiError::unsupported(&format!("messages[{i}].role"), format!("role {} is not supported", shown(other)))),
         };
         let content = match &m.content {
             None => String::new(),
@@ -360,7 +360,7 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32, max_tokens
                         (kind, _) => {
                             return Err(ApiError::unsupported(
                                 &format!("messages[{i}].content"),
-                                format!("content parts of type {kind:?} are not supported (images: use the gateway's DescribeImage)"),
+                                format!("content parts of type {} are not supported (images: use the gateway's DescribeImage)", shown(kind)),
                             ))
                         }
                     }
@@ -387,7 +387,7 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32, max_tokens
                     .ok_or_else(|| ApiError::invalid("response_format.json_schema.schema", "a json_schema response format needs a schema"))?;
                 schema.to_string()
             }
-            other => return Err(ApiError::invalid("response_format.type", format!("{other:?}: expected text, json_object or json_schema"))),
+            other => return Err(ApiError::invalid("response_format.type", format!("{}: expected text, json_object or json_schema", shown(other)))),
         },
     };
     let stop = match &req.stop {
@@ -585,7 +585,7 @@ impl TranscriptFormat {
             "srt" => Self::Srt,
             "vtt" => Self::Vtt,
             "verbose_json" => Self::VerboseJson,
-            other => return Err(ApiError::invalid("response_format", format!("{other:?}: expected json, text, srt, vtt or verbose_json"))),
+            other => return Err(ApiError::invalid("response_format", format!("{}: expected json, text, srt, vtt or verbose_json", shown(other)))),
         })
     }
 
@@ -655,7 +655,7 @@ pub async fn transcriptions(State(state): State<Arc<HttpState>>, form: Multipart
         match g.as_str() {
             "word" => config.word_timestamps = true,
             "segment" => {}
-            other => return Err(ApiError::invalid("timestamp_granularities[]", format!("{other:?}: expected word or segment"))),
+            other => return Err(ApiError::invalid("timestamp_granularities[]", format!("{}: expected word or segment", shown(other)))),
         }
     }
     if config.word_timestamps && format != TranscriptFormat::VerboseJson {

@@ -44,7 +44,7 @@ use crate::{
         AskRequest, Caption, CaptionMode, CitedItem, ImageRecord, ImageUpload, Label, ListRequest, Meeting, MeetingEvent, MeetingRequest,
         MeetingSummary, ModelRef, Progress, Query as SearchQuery, SearchRequest, Segment,
     },
-    error::GatewayError,
+    error::{shown, GatewayError},
     upstream::Deadline,
 };
 
@@ -403,7 +403,7 @@ pub struct Deleted {
     responses((status = 200, description = "Deleted", body = Deleted), (status = "4XX", body = ErrorBody)))]
 pub async fn delete_image(State(state): State<Arc<HttpState>>, Path(image_id): Path<String>) -> Result<Json<Deleted>, ApiError> {
     if !state.flows.delete_image(&image_id).await? {
-        return Err(GatewayError::NotFound(format!("no image with id {image_id:?}")).into());
+        return Err(GatewayError::NotFound(format!("no image with id {}", shown(&image_id))).into());
     }
     Ok(Json(Deleted { image_id, deleted: true }))
 }
@@ -508,7 +508,7 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
                     modes.push(match m.trim() {
                         "alt_text" => CaptionMode::AltText,
                         "detailed" => CaptionMode::Detailed,
-                        other => return Err(ApiError::invalid("modes", format!("{other:?}: expected alt_text or detailed"))),
+                        other => return Err(ApiError::invalid("modes", format!("{}: expected alt_text or detailed", shown(other)))),
                     });
                 }
             }

@@ -44,7 +44,7 @@ use crate::{
         ActionItem, Answer, AnswerSource, AskRequest, Citation, CitedItem, Meeting, MeetingEvent, MeetingRequest, MeetingSummary, ModelRef, Progress,
         Segment, StageTiming, TranscribeOptions,
     },
-    error::GatewayError,
+    error::{shown, GatewayError},
     store::{dot, Space},
     upstream::{bad_answer, calls::TranscribeEvent, Deadline},
 };
@@ -559,7 +559,7 @@ impl Flows {
             return Err(GatewayError::Invalid("meeting_id is empty".into()));
         }
         let stored = self.meetings.get(meeting_id).await?;
-        Ok(stored.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {meeting_id:?}")))?.meeting)
+        Ok(stored.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {}", shown(meeting_id))))?.meeting)
     }
 
     /// Answers a question from the stored meeting's transcript only (see [`ask`]).
@@ -577,7 +577,8 @@ impl Flows {
             k if k > MAX_ASK_TOP_K => return Err(GatewayError::Invalid(format!("top_k {k} is over the limit of {MAX_ASK_TOP_K}"))),
             k => k as usize,
         };
-        let stored = self.meetings.get(meeting_id).await?.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {meeting_id:?}")))?;
+        let stored =
+            self.meetings.get(meeting_id).await?.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {}", shown(meeting_id))))?;
         let (query, _) = self.upstream.embed_text("embed_query", question, deadline).await?;
         if query.space != stored.space {
             return Err(crate::store::StoreError::SpaceMismatch { stored: stored.space, offered: query.space }.into());
