@@ -144,7 +144,10 @@ where
                         observer.finish(Code::Internal);
                         return Err(e);
                     }
-                    Ok(Ok(response)) => response,
+                    Ok(Ok(mut response)) => {
+                        client_decode_error(response.headers_mut());
+                        response
+                    }
                 };
                 // Trailers-only response (an error before any message): the code is in
                 // the headers and the body is empty.
@@ -178,6 +181,26 @@ fn split_path(path: &str) -> (String, String) {
     let service = parts.next().unwrap_or_default().to_string();
     let method = parts.next().unwrap_or_default().to_string();
     (service, method)
+}
+
+/// tonic answers a message it cannot decode (not protobuf, or a string field that is not
+/// UTF-8) with INTERNAL, as if the server had failed, and a message that may quote the
+/// input. It is the client's mistake: the status in `headers` (response headers of a
+/// trailers-only answer, or trailers) becomes INVALID_ARGUMENT with a short reason.
+fn client_decode_error(headers: &mut http::HeaderMap) {
+    let Some(status) = Status::from_header_map(headers) else { return };
+    if status.code() != Code::Internal || !status.message().starts_with("failed to decode Protobuf message") {
+        return;
+    }
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    let reason = if status.message().contains("UTF-8") {
+        "the request is not a valid message for this method: a string field is not UTF-8"
+    } else {
+        "the request is not a valid protobuf message for this method"
+    };
+    let _ = Status::invalid_argument(reason).add_header(headers);
 }
 
 fn code_from_headers(headers: &http::HeaderMap) -> Option<Code> {
@@ -290,8 +313,9 @@ impl http_body::Body for PolicyBody {
             return Poll::Ready(None);
         }
         match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let Some(trailers) = frame.trailers_mut() {
+                    client_decode_error(trailers);
                     this.observer.finish(code_from_headers(trailers).unwrap_or(Code::Ok));
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -137,3 +137,57 @@ async fn draining_finishes_in_flight_calls_and_reports_not_serving() {
     in_flight.await.unwrap().expect("a call in flight at shutdown completes");
     stopped.await.unwrap().expect("server shuts down cleanly");
 }
+
+/// Bytes as they are: a client that sends what no generated client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::chunk(src).to_vec();
+        bytes::Buf::advance(src, bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+/// A message that is not protobuf, or a string field that is not UTF-8, is the client's
+/// mistake: INVALID_ARGUMENT with a short reason, not INTERNAL; the server goes on.
+#[tokio::test]
+async fn undecodable_requests_are_client_errors() {
+    let server = TestServer::start(args(&[])).await;
+    let ch = server.channel().await;
+    let path = http::uri::PathAndQuery::from_static("/mmc.embed.v1.EmbedService/EmbedText");
+    // Field 1 (texts), length 2, bytes that are not UTF-8; then a truncated varint.
+    for body in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x08, 0xff, 0xff, 0xff]] {
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.unwrap();
+        let err = grpc.unary(Request::new(body.clone()), path.clone(), RawCodec).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{body:?}: {err:?}");
+        assert!(err.message().starts_with("the request is not a valid"), "{}", err.message());
+    }
+    EmbedServiceClient::new(ch).embed_text(sleep_req(0)).await.expect("still serving");
+}
