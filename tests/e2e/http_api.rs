@@ -6,7 +6,9 @@
 
 use std::process::Command;
 
-use mmc_tests::{deploy_tool as tool, free_port_range, models_dir, start_cluster};
+use std::time::Duration;
+
+use mmc_tests::{deploy_tool as tool, free_port_range, http_request_as, models_dir, start_cluster};
 
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
 
@@ -28,6 +30,26 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
     ];
     let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], data.path(), &gateway_args).await;
     let base = format!("http://{http_addr}");
+
+    // A browser on another site: no DNS rebinding (a foreign Host name on a loopback
+    // listener), no state-changing request from another origin; the same request from the
+    // gateway's own pages, or from a client that is not a browser, goes through.
+    let search = br#"{"query": "a cat"}"#;
+    let t = Duration::from_secs(30);
+    let (status, body) = http_request_as(&http_addr, "evil.example:80", &[], "GET", "/v1/models", "text/plain", b"", t).unwrap();
+    assert!(status == 403 && body.contains("host_not_allowed"), "{status} {body}");
+    let (status, _) =
+        http_request_as(&http_addr, &format!("localhost:{}", http_addr.rsplit(':').next().unwrap()), &[], "GET", "/v1/models", "text/plain", b"", t)
+            .unwrap();
+    assert_eq!(status, 200);
+    for headers in [[("Origin", "http://evil.example")], [("Sec-Fetch-Site", "cross-site")]] {
+        let (status, body) = http_request_as(&http_addr, &http_addr, &headers, "POST", "/v1/images/search", "text/plain", search, t).unwrap();
+        assert!(status == 403 && body.contains("cross_origin"), "{headers:?}: {status} {body}");
+    }
+    let own = format!("http://{http_addr}");
+    let (status, body) =
+        http_request_as(&http_addr, &http_addr, &[("Origin", own.as_str())], "POST", "/v1/images/search", "application/json", search, t).unwrap();
+    assert_eq!(status, 200, "{body}");
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/http_api_check.py");
     let photos = models_dir().join("test-photos");

@@ -146,12 +146,28 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// A raw HTTP/1.1 request on loopback (no client library: the test sees exactly what the
 /// server sends); returns (status, body).
 pub fn http_request(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request_as(addr, addr, &[], method, path, content_type, body, timeout)
+}
+
+/// [`http_request`] with `Host: host` and `headers` (what a browser on another site sends).
+#[allow(clippy::too_many_arguments)]
+pub fn http_request_as(
+    addr: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(timeout))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;

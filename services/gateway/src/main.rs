@@ -79,6 +79,11 @@ struct Args {
     /// and `/openapi.json` states it).
     #[arg(long, env = "MMC_HTTP_MAX_TOKENS", default_value_t = 4096)]
     http_max_tokens: u32,
+    /// Host names the HTTP API answers to besides loopback ones (comma-separated). A
+    /// listener on loopback answers only to loopback names (no DNS rebinding); on another
+    /// address, to any name unless this is set.
+    #[arg(long, env = "MMC_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    http_allowed_hosts: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
                 max_upload_bytes: args.http_max_upload_bytes,
                 default_max_tokens: args.http_default_max_tokens,
                 max_tokens: args.http_max_tokens,
+                allowed_hosts: mmc_gateway::http::guard::AllowedHosts::for_listener(addr.ip(), &args.http_allowed_hosts),
             };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }

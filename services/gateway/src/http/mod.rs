@@ -5,7 +5,8 @@
 //!   the gRPC edge's sibling, not its client;
 //! - [`openapi`]: the document of both, at `GET /openapi.json`;
 //! - [`upload`]: multipart files spooled to disk and streamed on;
-//! - [`ui`]: the web UI (search, describe, meetings pages) over the REST routes.
+//! - [`ui`]: the web UI (search, describe, meetings pages) over the REST routes;
+//! - [`guard`]: no DNS rebinding, no cross-site requests that change state.
 //!
 //! Every error is answered in OpenAI's shape ([`error::ApiError`]); every request is
 //! counted and timed by route and status (`mmc_http_requests_total`,
@@ -13,6 +14,7 @@
 //! one trace.
 
 pub mod error;
+pub mod guard;
 pub mod openai;
 pub mod openapi;
 pub mod rest;
@@ -62,6 +64,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .fallback(|| async {
             ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() }
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }

@@ -57,6 +57,8 @@ pub struct HttpState {
     pub default_max_tokens: u32,
     /// Largest `max_tokens` a chat completion may ask for.
     pub max_tokens: u32,
+    /// `Host` names served (see [`super::guard`]).
+    pub allowed_hosts: super::guard::AllowedHosts,
 }
 
 /// Most inputs in one embeddings request (OpenAI's limit).

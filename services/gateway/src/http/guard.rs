@@ -1,0 +1,111 @@
+//! What keeps a browser on another site from using the HTTP API of a gateway it can reach
+//! (the one on the user's own machine, typically):
+//! - **DNS rebinding**: a page of `evil.example` whose name is made to resolve to
+//!   127.0.0.1 reaches the gateway with `Host: evil.example`. When the gateway listens on a
+//!   loopback address, only loopback host names are served (plus `--http-allowed-hosts`);
+//!   bound to another address (containers, Kubernetes) any host is served unless that list
+//!   is given.
+//! - **Cross-site requests without a preflight**: a form or a `text/plain` fetch from
+//!   another origin is sent without asking first. Requests that change state (anything but
+//!   GET, HEAD, OPTIONS) are refused when the browser says they come from another origin
+//!   (`Origin` other than this host, or `Sec-Fetch-Site: cross-site`). Clients that are not
+//!   browsers send neither header and are not affected.
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    extract::{Request, State},
+    http::{header, Method, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::{error::ApiError, openai::HttpState};
+
+/// Which `Host` names are served.
+#[derive(Clone, Debug)]
+pub enum AllowedHosts {
+    /// Any (the listener is not on loopback and no list was given).
+    Any,
+    /// Loopback names and these.
+    LoopbackAnd(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// For a listener on `listen` with the operator's extra names `extra`.
+    pub fn for_listener(listen: IpAddr, extra: &[String]) -> Self {
+        if listen.is_loopback() || !extra.is_empty() {
+            AllowedHosts::LoopbackAnd(extra.iter().map(|h| h.to_ascii_lowercase()).collect())
+        } else {
+            AllowedHosts::Any
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        match self {
+            AllowedHosts::Any => true,
+            AllowedHosts::LoopbackAnd(extra) => is_loopback(host) || extra.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        }
+    }
+}
+
+/// The host name of a `Host` value or of an origin's authority (`name:port`, `[::1]:port`).
+fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => authority,
+    }
+}
+
+fn is_loopback(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn forbidden(code: &'static str, message: &str) -> Response {
+    ApiError { status: StatusCode::FORBIDDEN, kind: "permission_error", code: Some(code), param: None, message: message.into() }.into_response()
+}
+
+/// The middleware (see the module docs).
+pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !state.allowed_hosts.allows(host_name(host)) {
+        return forbidden("host_not_allowed", "this server does not answer to that host name (see --http-allowed-hosts)");
+    }
+    let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state {
+        let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        let foreign_origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|origin| {
+            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            !authority.eq_ignore_ascii_case(host)
+        });
+        if cross_site || foreign_origin {
+            return forbidden("cross_origin", "requests from another site's pages are not accepted");
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_listeners_serve_loopback_names_only() {
+        let local = AllowedHosts::for_listener("127.0.0.1".parse().unwrap(), &[]);
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "LOCALHOST", "app.localhost:1"] {
+            assert!(local.allows(host_name(host)), "{host}");
+        }
+        for host in ["evil.example:8080", "evil.example", "10.0.0.1:8080", ""] {
+            assert!(!local.allows(host_name(host)), "{host}");
+        }
+        let listed = AllowedHosts::for_listener("127.0.0.1".parse().unwrap(), &["mmc.lan".into()]);
+        assert!(listed.allows(host_name("MMC.lan:8080")));
+        let open = AllowedHosts::for_listener("0.0.0.0".parse().unwrap(), &[]);
+        assert!(open.allows(host_name("gateway.default.svc:8080")));
+    }
+}
