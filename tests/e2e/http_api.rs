@@ -46,6 +46,27 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
         let (status, body) = http_request_as(&http_addr, &http_addr, &headers, "POST", "/v1/images/search", "text/plain", search, t).unwrap();
         assert!(status == 403 && body.contains("cross_origin"), "{headers:?}: {status} {body}");
     }
+    // A body declared larger than the route takes is refused at once, not waited for.
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect(&http_addr).unwrap();
+    stream.set_read_timeout(Some(t)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("POST /v1/embeddings HTTP/1.1\r\nHost: {http_addr}\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .unwrap();
+    // Read until the refusal is in (the server may keep the socket open to drain).
+    let mut response = String::new();
+    let mut buffer = [0u8; 4096];
+    while !response.contains("payload_too_large") {
+        match std::io::Read::read(&mut stream, &mut buffer) {
+            Ok(n) if n > 0 => response.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            _ => break,
+        }
+    }
+    assert!(response.starts_with("HTTP/1.1 413") && response.contains("payload_too_large"), "{response}");
+    assert!(started.elapsed() < t, "the refusal waited for the body");
     let own = format!("http://{http_addr}");
     let (status, body) =
         http_request_as(&http_addr, &http_addr, &[("Origin", own.as_str())], "POST", "/v1/images/search", "application/json", search, t).unwrap();

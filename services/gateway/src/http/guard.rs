@@ -10,6 +10,8 @@
 //!   GET, HEAD, OPTIONS) are refused when the browser says they come from another origin
 //!   (`Origin` other than this host, or `Sec-Fetch-Site: cross-site`). Clients that are not
 //!   browsers send neither header and are not affected.
+//! - **Bodies declared too large** (`Content-Length` over the route's limit) get 413 at
+//!   once, before any of the body is read or waited for.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -75,6 +77,19 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !state.allowed_hosts.allows(host_name(host)) {
         return forbidden("host_not_allowed", "this server does not answer to that host name (see --http-allowed-hosts)");
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let limit = super::body_limit(request.method(), request.uri().path(), state.max_upload_bytes);
+    if let Some(length) = declared.filter(|length| *length > limit) {
+        let message = format!("the body is {length} bytes; this route takes at most {limit}");
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "invalid_request_error",
+            code: Some("payload_too_large"),
+            param: None,
+            message,
+        }
+        .into_response();
     }
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {

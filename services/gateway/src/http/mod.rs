@@ -37,9 +37,26 @@ use self::{error::ApiError, openai::HttpState};
 /// Largest JSON request body, in bytes (embedding batches, long chats).
 const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
 
+/// Routes that take an upload (multipart) rather than a JSON body.
+const UPLOAD_ROUTES: [&str; 4] = ["/v1/audio/transcriptions", "/v1/images", "/v1/images/describe", "/v1/meetings"];
+
+/// Room for the multipart framing and small fields around an upload.
+const FORM_OVERHEAD_BYTES: u64 = 64 * 1024;
+
+/// The largest body `method path` takes, in bytes: the upload limit plus the form's framing
+/// for the upload routes, [`MAX_JSON_BYTES`] for the rest. The router enforces it while
+/// reading; [`guard`] refuses a larger declared `Content-Length` before reading.
+pub fn body_limit(method: &axum::http::Method, path: &str, max_upload_bytes: u64) -> u64 {
+    if method == axum::http::Method::POST && UPLOAD_ROUTES.contains(&path) {
+        max_upload_bytes.saturating_add(FORM_OVERHEAD_BYTES)
+    } else {
+        MAX_JSON_BYTES as u64
+    }
+}
+
 /// The HTTP routes.
 pub fn router(state: Arc<HttpState>) -> Router {
-    let upload_limit = usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
+    let upload_limit = usize::try_from(body_limit(&axum::http::Method::POST, UPLOAD_ROUTES[0], state.max_upload_bytes)).unwrap_or(usize::MAX);
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/embeddings", post(openai::embeddings))
