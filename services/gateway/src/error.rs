@@ -82,6 +82,22 @@ impl GatewayError {
         }
     }
 
+    /// What a client reads: the message, cut to [`MAX_MESSAGE_BYTES`] (at a character
+    /// boundary) whatever it quotes, so no error overflows a gRPC trailer. Both edges
+    /// answer with it.
+    pub fn client_message(&self) -> String {
+        let mut message = self.to_string();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut cut = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        message
+    }
+
     /// Logs an internal failure with everything an operator needs (the edges call this
     /// once, where they map the error).
     pub fn log(&self) {
@@ -94,6 +110,9 @@ impl GatewayError {
         }
     }
 }
+
+/// Longest error message a client reads, in bytes (gRPC carries it in a header).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Longest part of a client's value quoted back in an error message, in characters.
 const SHOWN_CHARS: usize = 64;
@@ -119,6 +138,11 @@ mod tests {
         let quoted = shown(&long);
         assert!(quoted.len() < 100 && quoted.ends_with("(100000 characters)"), "{quoted}");
         assert_eq!(shown(&"é".repeat(64)), format!("{:?}", "é".repeat(64)));
+        // Whatever a message quotes (an upstream service's text too), a client reads at
+        // most MAX_MESSAGE_BYTES of it.
+        let e = GatewayError::Invalid("é".repeat(5000));
+        let m = e.client_message();
+        assert!(m.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8() && m.ends_with('…'), "{}", m.len());
     }
 
     #[test]

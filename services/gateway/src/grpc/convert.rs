@@ -31,7 +31,7 @@ pub fn status(e: GatewayError) -> Status {
         ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::Internal => Code::Internal,
     };
-    Status::new(code, e.to_string())
+    Status::new(code, e.client_message())
 }
 
 /// `ResourceExhausted` -> `RESOURCE_EXHAUSTED`: the canonical gRPC code name.

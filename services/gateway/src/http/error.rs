@@ -87,7 +87,7 @@ impl From<GatewayError> for ApiError {
             ErrorKind::Cancelled => (StatusCode::REQUEST_TIMEOUT, "server_error", Some("cancelled")),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         };
-        ApiError { status, kind, code: detail, param: None, message: e.to_string() }
+        ApiError { status, kind, code: detail, param: None, message: e.client_message() }
     }
 }
 

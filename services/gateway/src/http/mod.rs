@@ -70,12 +70,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/meetings", post(rest::create_meeting).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings/{meeting_id}", get(rest::get_meeting))
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
-        .route(
-            "/openapi.json",
-            get(|axum::extract::State(state): axum::extract::State<Arc<HttpState>>| async move {
-                axum::Json(openapi::document(state.max_upload_bytes, state.max_tokens))
-            }),
-        )
+        .route("/openapi.json", {
+            // Built once: it depends only on the server's settings.
+            let document = Arc::new(openapi::document(state.max_upload_bytes, state.max_tokens));
+            get(move || async move { axum::Json(document.as_ref().clone()) })
+        })
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|| async {
