@@ -170,10 +170,19 @@ pub fn http_request_as(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
-    stream.write_all(body)?;
+    // A server may answer and close while the body is still being sent (a body declared
+    // over its limit gets 413 at once): the body goes out from another thread while this
+    // one reads, so the answer is read before the connection is reset, and a failed write
+    // is not an error of the request.
+    let mut writer = stream.try_clone()?;
+    writer.set_write_timeout(Some(timeout))?;
+    let body = body.to_vec();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
     let mut raw = Vec::new();
-    // A server may close while the body is still being sent (an upload over its limit).
     let _ = stream.read_to_end(&mut raw);
+    let _ = sender.join();
     let response = String::from_utf8_lossy(&raw).into_owned();
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
