@@ -85,7 +85,7 @@ async fn count_images(client: &mut GatewayServiceClient<Channel>) -> usize {
     let mut token = String::new();
     let mut n = 0;
     loop {
-        let page = client.list_images(ListImagesRequest { page_size: 3, page_token: token }).await.unwrap().into_inner();
+        let page = client.list_images(ListImagesRequest { page_size: 3, page_token: token, needs_review: false }).await.unwrap().into_inner();
         assert!(page.images.len() <= 3);
         n += page.images.len();
         if page.next_page_token.is_empty() {
@@ -196,7 +196,7 @@ async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
         client.search_images(SearchImagesRequest { query: Some(Query::Text("  ".into())), ..Default::default() }).await.map(|_| ()),
         client.search_images(SearchImagesRequest { query: None, ..Default::default() }).await.map(|_| ()),
         client.search_images(SearchImagesRequest { query: Some(Query::Text("cat".into())), top_k: 1000, ..Default::default() }).await.map(|_| ()),
-        client.list_images(ListImagesRequest { page_size: 1, page_token: "not-a-token".into() }).await.map(|_| ()),
+        client.list_images(ListImagesRequest { page_size: 1, page_token: "not-a-token".into(), needs_review: false }).await.map(|_| ()),
         client.describe_image(DescribeImageRequest { image: None, modes: vec![] }).await.map(|_| ()),
         client.describe_image(DescribeImageRequest { image: Some(photo("cat.png")), modes: vec![9] }).await.map(|_| ()),
         client.delete_image(DeleteImageRequest { image_id: String::new() }).await.map(|_| ()),

@@ -116,6 +116,8 @@ pub struct Caption {
     /// Decodes made (0 when the template was used at once).
     pub attempts: u32,
     pub from_template: bool,
+    /// True when the text says plainly that it is unsure (a person should review it).
+    pub uncertain: bool,
     /// Why earlier decodes were rejected, in order.
     pub rejections: Vec<(String, Rejection)>,
     /// (stage, milliseconds).
@@ -319,7 +321,8 @@ impl CaptionCore {
         let raw = path.decoder.detokenize(&words).map_err(|e| CoreError::Decoder(e.to_string()))?;
         // Geometric mean of the chosen tokens' probabilities.
         let confidence = if decoded.logprobs.is_empty() { 0.0 } else { (decoded.logprobs.iter().sum::<f32>() / decoded.logprobs.len() as f32).exp() };
-        let text = blip::caption_text(&raw, confidence < self.config.brief.hedge_below, job.max_chars);
+        let uncertain = confidence < self.config.brief.hedge_below;
+        let text = blip::caption_text(&raw, uncertain, job.mode == Mode::AltText, job.max_chars);
         metrics::counter!("mmc_caption_captions_total", "mode" => job.mode.as_str(), "source" => "blip").increment(1);
         metrics::histogram!("mmc_caption_confidence").record(f64::from(confidence));
         Ok(Caption {
@@ -329,6 +332,7 @@ impl CaptionCore {
             evidence: Vec::new(),
             attempts: 1,
             from_template: false,
+            uncertain,
             rejections: Vec::new(),
             timings: vec![("decode", decode_ms)],
         })
@@ -344,7 +348,10 @@ impl CaptionCore {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut accepted = None;
-        while (attempts as usize) < self.config.max_attempts {
+        // Unsure alt text has one honest form, the template's ("Photo, perhaps a teapot or a
+        // vase (uncertain)."): nothing for the language model to phrase.
+        let decodes = if brief.hedge && brief.mode == Mode::AltText { 0 } else { self.config.max_attempts };
+        while (attempts as usize) < decodes {
             let raw = Self::decode(lm, &brief, attempts, seed).await?;
             attempts += 1;
             let candidate = text::clean(&raw, brief.mode);
@@ -367,7 +374,17 @@ impl CaptionCore {
         metrics::counter!("mmc_caption_captions_total", "mode" => brief.mode.as_str(), "source" => source).increment(1);
         metrics::histogram!("mmc_caption_attempts").record(f64::from(attempts));
         metrics::histogram!("mmc_caption_confidence").record(f64::from(brief.confidence));
-        Ok(Caption { text, mode: brief.mode, confidence: brief.confidence, evidence: brief.evidence, attempts, from_template, rejections, timings })
+        Ok(Caption {
+            text,
+            mode: brief.mode,
+            confidence: brief.confidence,
+            evidence: brief.evidence,
+            attempts,
+            from_template,
+            uncertain: brief.hedge,
+            rejections,
+            timings,
+        })
     }
 
     /// One decode of the brief; attempt 0 is greedy, later ones sampled.

@@ -123,6 +123,7 @@ impl CaptionService for CaptionHandlers {
             evidence: caption.evidence.into_iter().map(|l| Evidence { label: l.name, probability: l.probability }).collect(),
             attempts: caption.attempts,
             from_template: caption.from_template,
+            uncertain: caption.uncertain,
             model: Some(self.decoder_info()?),
             timings,
         }))

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::{ImageRecord, Label, ModelRef};
+pub use crate::store::{ImageRecord, ImageReview, Label, ModelRef};
 
 /// Wall time of one stage of a flow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,151 @@ pub struct Progress {
     /// 0..=1 over the whole flow.
     pub fraction_done: f64,
     pub message: String,
+}
+
+// ---- review ---------------------------------------------------------------------------
+
+/// Who wrote a stored text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextSource {
+    /// A model wrote it and nobody has changed it.
+    #[default]
+    Machine,
+    /// A person wrote or edited it.
+    Human,
+}
+
+impl TextSource {
+    /// `machine` or `human` (REST, exports).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextSource::Machine => "machine",
+            TextSource::Human => "human",
+        }
+    }
+}
+
+/// An earlier text of a field, kept when a person replaced it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextRevision {
+    /// `alt_text`, `description`, or a meeting item's `text`, `owner`, `due`.
+    pub field: String,
+    pub text: String,
+    pub source: TextSource,
+    pub replaced_by: String,
+    pub replaced_at_unix_ms: i64,
+}
+
+/// Where a decision or action item stands in a person's review.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewStatus {
+    #[default]
+    Pending,
+    Approved,
+    /// Kept for the record, left out of exports.
+    Rejected,
+}
+
+impl ReviewStatus {
+    /// `pending`, `approved` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Pending => "pending",
+            ReviewStatus::Approved => "approved",
+            ReviewStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// Review state of one meeting item.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemReview {
+    pub status: ReviewStatus,
+    pub source: TextSource,
+    pub reviewed_by: String,
+    pub reviewed_at_unix_ms: i64,
+    /// Increases with every change of the item.
+    pub version: u32,
+    /// Earlier texts, owners and due dates, oldest first.
+    pub history: Vec<TextRevision>,
+}
+
+/// Review state of a meeting's notes as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotesReview {
+    /// Increases with every review change of the meeting.
+    pub version: u64,
+    pub reviewed: bool,
+    pub reviewed_by: String,
+    pub reviewed_at_unix_ms: i64,
+}
+
+/// A person's correction of an indexed image (UpdateImage).
+#[derive(Clone, Debug, Default)]
+pub struct ImageEdit {
+    pub image_id: String,
+    pub alt_text: Option<String>,
+    pub description: Option<String>,
+    /// Replaces the metadata when set.
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub reviewer: String,
+    /// 0 = do not check.
+    pub expected_version: u64,
+}
+
+/// Which list of a meeting's notes an item is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    Decision,
+    ActionItem,
+}
+
+impl ItemKind {
+    /// `decision` or `action_item`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Decision => "decision",
+            ItemKind::ActionItem => "action_item",
+        }
+    }
+}
+
+/// A person's change to one decision or action item (UpdateMeetingItem).
+#[derive(Clone, Debug)]
+pub struct ItemEdit {
+    pub meeting_id: String,
+    pub kind: ItemKind,
+    /// `None` adds a new item.
+    pub index: Option<u32>,
+    pub text: Option<String>,
+    pub owner: Option<String>,
+    pub due: Option<String>,
+    /// Empty = unchanged.
+    pub segment_ids: Vec<u32>,
+    /// `None` = approved when text, owner or due changed, else unchanged.
+    pub status: Option<ReviewStatus>,
+    pub reviewer: String,
+    /// 0 = do not check.
+    pub expected_version: u32,
+}
+
+/// Formats of a meeting export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Markdown,
+    Json,
+    ICalendar,
+}
+
+/// An exported document.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub content: Vec<u8>,
+    pub content_type: &'static str,
+    pub file_name: String,
 }
 
 // ---- images ---------------------------------------------------------------------------
@@ -93,6 +238,8 @@ pub struct ListRequest {
     pub page_size: u32,
     /// Empty for the first page, else a `next_page_token` this server issued.
     pub page_token: String,
+    /// Only the review queue (least confident first).
+    pub needs_review: bool,
 }
 
 /// One page of the index, oldest first.
@@ -141,6 +288,10 @@ pub struct Caption {
     pub attempts: u32,
     /// The text is the template, not the decoder's.
     pub from_template: bool,
+    /// The decoder is unsure, and the text says so.
+    pub uncertain: bool,
+    /// Who wrote the text (human: a stored correction of this image).
+    pub source: TextSource,
     pub model: Option<ModelRef>,
 }
 
@@ -152,6 +303,10 @@ pub struct Description {
     /// The encoder labels the captions rest on.
     pub labels: Vec<Label>,
     pub timings: Vec<StageTiming>,
+    /// Some caption is uncertain and no person reviewed this image.
+    pub needs_review: bool,
+    /// Id of the stored image with the same content, if indexed.
+    pub image_id: Option<String>,
 }
 
 // ---- meetings -------------------------------------------------------------------------
@@ -234,6 +389,9 @@ pub struct CitedItem {
     pub segment_ids: Vec<u32>,
     /// The cited segments hold the item's facts.
     pub citation_verified: bool,
+    /// A person's review of it (decisions and action items).
+    #[serde(default)]
+    pub review: ItemReview,
 }
 
 /// A task somebody took on.
@@ -271,6 +429,8 @@ pub struct Meeting {
     pub created_at_unix_ms: i64,
     #[serde(default)]
     pub participants: Vec<String>,
+    #[serde(default)]
+    pub review: NotesReview,
 }
 
 /// What SummarizeMeeting reports while it works; the summary comes as its result.

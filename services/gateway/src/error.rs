@@ -19,6 +19,8 @@ pub enum ErrorKind {
     /// The request is valid but the system is not in a state to serve it (e.g. the index
     /// holds another model's vectors).
     FailedPrecondition,
+    /// The thing changed since the version a change was made on (ABORTED / 409).
+    Conflict,
     /// A model service is at capacity: retry later.
     Overloaded,
     /// A model service cannot be reached: retry later.
@@ -50,6 +52,9 @@ pub enum GatewayError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A change made on an outdated version.
+    #[error("{0}")]
+    Conflict(String),
     /// The image index failed or refused (another model's vectors).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,6 +83,7 @@ impl GatewayError {
             GatewayError::Cancelled => ErrorKind::Cancelled,
             GatewayError::NotFound(_) => ErrorKind::NotFound,
             GatewayError::Store(StoreError::SpaceMismatch { .. }) => ErrorKind::FailedPrecondition,
+            GatewayError::Store(StoreError::Conflict { .. }) | GatewayError::Conflict(_) => ErrorKind::Conflict,
             GatewayError::Store(_) => ErrorKind::Internal,
         }
     }

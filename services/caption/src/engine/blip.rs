@@ -150,28 +150,34 @@ impl BlipDecoder {
 const OPENERS: &[&str] = &["a picture of ", "a photo of ", "a photograph of ", "an image of ", "an illustration of "];
 
 /// The served caption made of BLIP's decoded `raw` text: openers such as "a picture of"
-/// dropped, whitespace collapsed, "Possibly " in front when `hedge`, first letter
-/// capitalised, a full stop at the end, and cut at a word boundary to at most `max_chars`
-/// characters. BLIP writes real sentences, so nothing else is changed.
-pub fn caption_text(raw: &str, hedge: bool, max_chars: usize) -> String {
+/// dropped, whitespace collapsed, first letter capitalised, a full stop at the end, and cut
+/// at a word boundary to at most `max_chars` characters. When `hedge`, the text says it is
+/// unsure: alt text (`alt_text`) plainly, "Photo, perhaps a dog on a bench (uncertain).", a
+/// description with "Possibly " in front. BLIP writes real sentences, so nothing else is
+/// changed.
+pub fn caption_text(raw: &str, hedge: bool, alt_text: bool, max_chars: usize) -> String {
     let mut words: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
     while let Some(opener) = OPENERS.iter().find(|o| words.len() > o.len() && words[..o.len()].eq_ignore_ascii_case(o)) {
         words = words[opener.len()..].to_string();
     }
-    let mut text = if hedge { format!("possibly {words}") } else { words };
-    let budget = max_chars.saturating_sub(1);
-    if text.chars().count() > budget {
-        let cut: String = text.chars().take(budget + 1).collect();
-        text = match cut.rfind(' ') {
+    let (prefix, suffix) = match (hedge, alt_text) {
+        (true, true) => ("Photo, perhaps ", " (uncertain)."),
+        (true, false) => ("possibly ", "."),
+        (false, _) => ("", "."),
+    };
+    if words.is_empty() {
+        return String::new();
+    }
+    let budget = max_chars.saturating_sub(prefix.chars().count() + suffix.chars().count());
+    if words.chars().count() > budget {
+        let cut: String = words.chars().take(budget + 1).collect();
+        words = match cut.rfind(' ') {
             Some(space) => cut[..space].to_string(),
             None => cut.chars().take(budget).collect(),
         };
     }
-    let mut text = super::text::capitalise(text.trim_end_matches([',', ';', ':', ' ']));
-    if !text.is_empty() && !text.ends_with(['.', '!', '?']) {
-        text.push('.');
-    }
-    text
+    let words = words.trim_end_matches([',', ';', ':', ' ', '.', '!', '?']);
+    super::text::capitalise(&format!("{prefix}{words}{suffix}"))
 }
 
 fn argmax(values: &[f32]) -> u32 {
@@ -184,12 +190,15 @@ mod tests {
 
     #[test]
     fn captions_lose_openers_gain_form_and_fit() {
-        assert_eq!(caption_text("a picture of a dog on a bench", false, 125), "A dog on a bench.");
-        assert_eq!(caption_text("  a cat   sitting ", true, 125), "Possibly a cat sitting.");
+        assert_eq!(caption_text("a picture of a dog on a bench", false, true, 125), "A dog on a bench.");
+        assert_eq!(caption_text("  a cat   sitting ", true, false, 125), "Possibly a cat sitting.");
+        assert_eq!(caption_text("  a cat   sitting ", true, true, 125), "Photo, perhaps a cat sitting (uncertain).");
         let long = "a man riding a bicycle down a street next to a tall building with many windows";
-        let cut = caption_text(long, false, 40);
+        let cut = caption_text(long, false, true, 40);
         assert!(cut.chars().count() <= 40, "{cut}");
         assert_eq!(cut, "A man riding a bicycle down a street.");
-        assert_eq!(caption_text("", false, 125), "");
+        let cut = caption_text(long, true, true, 40);
+        assert_eq!(cut, "Photo, perhaps a man riding (uncertain).");
+        assert_eq!(caption_text("", false, true, 125), "");
     }
 }

@@ -11,23 +11,19 @@ pub type Turn = (&'static str, String);
 
 const SYSTEM: &str = "You write alt text for blind readers from the labels an image classifier gave a photo. \
 Name the most likely label first. Name no object that is not in the labels. \
-When the top label is below 50%, say \"possibly\". Never write numbers.";
+Never say where things are, how many, their colour or what they do: the labels do not tell. Never write numbers.";
 
 const ALT_TEXT_EXAMPLES: &[(&str, &str)] = &[
-    ("Labels: golden retriever (81%), Labrador retriever (9%), tennis ball (5%)", "A golden retriever, possibly with a tennis ball."),
-    ("Labels: pizza (92%), frying pan (6%)", "A pizza, possibly in a frying pan."),
-    ("Labels: sports car (34%), convertible (30%), racer (12%)", "Possibly a sports car or a convertible."),
-    ("Labels: canoe (66%), lakeside (20%), paddle (5%)", "A canoe, possibly on a lakeside."),
-    ("Labels: teapot (28%), pitcher (14%)", "Possibly a teapot or a pitcher."),
+    ("Labels: golden retriever (81%), Labrador retriever (9%), tennis ball (5%)", "A golden retriever."),
+    ("Labels: pizza (92%), frying pan (6%)", "A pizza."),
+    ("Labels: sports car (44%), convertible (40%), racer (12%)", "A car."),
+    ("Labels: canoe (86%), lakeside (10%), paddle (3%)", "A canoe."),
 ];
 
 const DETAILED_EXAMPLES: &[(&str, &str)] = &[
-    (
-        "Labels: golden retriever (81%), Labrador retriever (9%), tennis ball (5%)",
-        "A golden retriever, possibly with a tennis ball. The dog could also be a Labrador retriever.",
-    ),
+    ("Labels: golden retriever (81%), Labrador retriever (9%), tennis ball (5%)", "A golden retriever. The dog could also be a Labrador retriever."),
     ("Labels: sports car (34%), convertible (30%), racer (12%)", "Possibly a sports car. It may also be a convertible or a racer."),
-    ("Labels: pizza (92%), frying pan (6%)", "A pizza, possibly in a frying pan. The pizza is the main subject of the photo."),
+    ("Labels: pizza (92%), frying pan (6%)", "A pizza. The pizza is the main subject of the photo."),
     ("Labels: teapot (28%), pitcher (14%)", "Possibly a teapot. It could also be a pitcher."),
 ];
 

@@ -2,29 +2,41 @@
 //! fails its checks, and always grounded by construction.
 
 use super::{
-    brief::{article, Brief, Mode},
+    brief::{with_article, Brief, Mode},
     text::capitalise,
 };
 
-/// A caption that names only the brief's labels and hedges when the encoder is unsure.
+/// What an alt text says when no label is likely enough to offer.
+pub const NOT_RECOGNISED: &str = "Photo; the subject is not recognised (uncertain).";
+
+/// A caption that names only the brief's labels and says plainly when the encoder is unsure.
+///
+/// Alt text has three forms, by the subject's confidence:
+/// - sure: "A tabby cat." (the subject alone: a classifier reports no relation, place,
+///   count, colour or action, so none is written);
+/// - unsure: "Photo, perhaps a bobsled or a football helmet (uncertain)." (at most one
+///   alternative outside the subject's family);
+/// - too unsure to guess: [`NOT_RECOGNISED`].
 pub fn caption(brief: &Brief) -> String {
     let noun = &brief.subject_noun;
-    let main = if brief.hedge { format!("possibly {} {noun}", article(noun)) } else { format!("{} {noun}", article(noun)) };
     // An alternative outside the subject group, worth mentioning when unsure.
     let other = brief
         .evidence
         .iter()
-        .find(|l| !brief.subject_classes.contains(&l.class_index) && l.probability >= 0.1)
-        .map(|l| format!("{} {}", article(&l.name), l.name));
+        .find(|l| !brief.subject_classes.contains(&l.class_index) && l.probability >= 0.05 && !l.name.eq_ignore_ascii_case(noun))
+        .map(|l| with_article(&l.name));
     let text = match brief.mode {
-        Mode::AltText => match (&other, brief.hedge) {
-            (Some(o), true) => format!("{} or {o}.", capitalise(&main)),
-            _ => format!("{}.", capitalise(&main)),
+        Mode::AltText if brief.unknown => NOT_RECOGNISED.to_string(),
+        Mode::AltText if brief.hedge => match &other {
+            Some(o) => format!("Photo, perhaps {} or {o} (uncertain).", with_article(noun)),
+            None => format!("Photo, perhaps {} (uncertain).", with_article(noun)),
         },
+        Mode::AltText => format!("{}.", capitalise(&with_article(noun))),
         Mode::Detailed => {
+            let main = if brief.hedge { format!("possibly {}", with_article(noun)) } else { with_article(noun) };
             let mut s = format!("{}.", capitalise(&main));
             let alternatives: Vec<String> =
-                brief.evidence.iter().skip(1).map(|l| format!("{} {} ({:.0}%)", article(&l.name), l.name, l.probability * 100.0)).collect();
+                brief.evidence.iter().skip(1).map(|l| format!("{} ({:.0}%)", with_article(&l.name), l.probability * 100.0)).collect();
             if !alternatives.is_empty() {
                 s.push_str(&format!(" The image classifier also considered {}.", alternatives.join(" and ")));
             }
@@ -83,7 +95,15 @@ mod tests {
         }
         let labels = vec![label(&v, 450, 0.28), label(&v, 560, 0.10)];
         let b = Brief::new(&v, labels, Mode::AltText, 125, &BriefConfig::default());
-        assert_eq!(caption(&b), "Possibly a bobsled or a football helmet.");
+        assert_eq!(caption(&b), "Photo, perhaps a bobsled or a football helmet (uncertain).");
+        // Sure: the subject alone, no alternative joined to it.
+        let b = Brief::new(&v, vec![label(&v, 665, 0.72), label(&v, 670, 0.12)], Mode::AltText, 125, &BriefConfig::default());
+        assert_eq!(caption(&b), "A moped.");
+        // Plural labels take no article; hopeless guesses are not offered.
+        let b = Brief::new(&v, vec![label(&v, 447, 0.3), label(&v, 531, 0.2)], Mode::AltText, 125, &BriefConfig::default());
+        assert_eq!(caption(&b), "Photo, perhaps binoculars or a digital watch (uncertain).");
+        let b = Brief::new(&v, vec![label(&v, 971, 0.06), label(&v, 111, 0.05)], Mode::AltText, 125, &BriefConfig::default());
+        assert_eq!(caption(&b), NOT_RECOGNISED);
         assert_eq!(truncate_words("A very long caption indeed.", 12), "A very long.");
     }
 }

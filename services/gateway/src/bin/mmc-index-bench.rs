@@ -31,6 +31,7 @@ fn record(i: usize) -> ImageRecord {
         models: vec![],
         indexed_at_unix_ms: 0,
         seq: 0,
+        review: Default::default(),
     }
 }
 

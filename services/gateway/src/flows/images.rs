@@ -17,7 +17,7 @@ use super::{limits::*, Flows};
 use crate::{
     domain::{CaptionMode, ImagePage, ImageUpload, Indexed, ListRequest, Query, SearchHit, SearchRequest, SearchResults},
     error::{shown, GatewayError},
-    store::{ImageRecord, ImageVectors, SearchQuery},
+    store::{ImageRecord, ImageReview, ImageVectors, SearchQuery},
     upstream::Deadline,
 };
 
@@ -105,6 +105,7 @@ impl Flows {
             models,
             indexed_at_unix_ms: now_unix_ms(),
             seq: 0,
+            review: ImageReview { caption_confidence: caption.confidence, needs_review: caption.uncertain, ..Default::default() },
         };
         let vectors = ImageVectors { image: image_vector.vector, caption: caption_vector.vector };
         // The thumbnail first: an acknowledged record always has the thumbnail that was made.
@@ -113,6 +114,9 @@ impl Flows {
         }
         let record = self.store.insert(record, vectors, image_vector.space).await?;
         metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
+        if record.review.needs_review {
+            self.review_gauge().await;
+        }
         Ok(Indexed { record, already_indexed: false })
     }
 
@@ -137,6 +141,12 @@ impl Flows {
             "" => 0,
             token => token.parse::<u64>().map_err(|_| GatewayError::Invalid("page_token is not one this server issued".into()))?,
         };
+        if request.needs_review {
+            // The queue is ordered by confidence, so its pages are positions in it.
+            let (images, more) = self.store.review_queue(after as usize, size as usize).await?;
+            let next_page_token = if more { (after + size as u64).to_string() } else { String::new() };
+            return Ok(ImagePage { images, next_page_token });
+        }
         let page = self.store.list(after, size as usize).await?;
         Ok(ImagePage { images: page.images, next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default() })
     }

@@ -8,6 +8,7 @@ pub mod describe;
 pub mod images;
 pub mod meeting;
 pub mod prompts;
+pub mod review;
 
 use std::sync::Arc;
 
@@ -53,4 +54,14 @@ pub mod limits {
     pub const MAX_QUESTION_CHARS: usize = 1000;
     /// Most transcript passages AskMeeting may retrieve.
     pub const MAX_ASK_TOP_K: u32 = 20;
+    /// Longest alt text a person may set (125 or fewer is the guidance).
+    pub const MAX_ALT_TEXT_CHARS: usize = 1000;
+    /// Longest image description a person may set.
+    pub const MAX_DESCRIPTION_CHARS: usize = 4000;
+    /// Longest reviewer name.
+    pub const MAX_REVIEWER_CHARS: usize = 128;
+    /// Longest decision or action-item text a person may set.
+    pub const MAX_ITEM_CHARS: usize = 500;
+    /// Longest owner or due date a person may set.
+    pub const MAX_OWNER_CHARS: usize = 64;
 }

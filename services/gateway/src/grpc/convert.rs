@@ -12,8 +12,9 @@ use tonic::{Code, Status};
 
 use crate::{
     domain::{
-        Answer, AnswerSource, AudioInput, Caption, CaptionMode, CitedItem, ImageRecord, ImageUpload, Label, Meeting, MeetingEvent, MeetingSummary,
-        ModelRef, Progress, Segment, StageTiming, TranscribeOptions, TranscriptFormat,
+        Answer, AnswerSource, AudioInput, Caption, CaptionMode, CitedItem, ExportFormat, ImageEdit, ImageRecord, ImageUpload, ItemEdit, ItemKind,
+        ItemReview, Label, Meeting, MeetingEvent, MeetingSummary, ModelRef, Progress, ReviewStatus, Segment, StageTiming, TextRevision, TextSource,
+        TranscribeOptions, TranscriptFormat,
     },
     error::{ErrorKind, GatewayError},
 };
@@ -25,6 +26,7 @@ pub fn status(e: GatewayError) -> Status {
         ErrorKind::Invalid | ErrorKind::ContextLength => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Conflict => Code::Aborted,
         ErrorKind::Overloaded => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Timeout => Code::DeadlineExceeded,
@@ -74,6 +76,100 @@ pub fn record(r: ImageRecord) -> pb::ImageRecord {
         metadata: r.metadata.into_iter().collect(),
         models: r.models.into_iter().map(model).collect(),
         indexed_at_unix_ms: r.indexed_at_unix_ms,
+        caption_confidence: r.review.caption_confidence,
+        needs_review: r.review.needs_review,
+        caption_source: source(r.review.caption_source) as i32,
+        description: r.review.description,
+        version: r.review.version,
+        reviewed_by: r.review.reviewed_by,
+        reviewed_at_unix_ms: r.review.reviewed_at_unix_ms,
+        history: r.review.history.into_iter().map(revision).collect(),
+    }
+}
+
+pub fn source(s: TextSource) -> pb::TextSource {
+    match s {
+        TextSource::Machine => pb::TextSource::Machine,
+        TextSource::Human => pb::TextSource::Human,
+    }
+}
+
+fn revision(r: TextRevision) -> pb::TextRevision {
+    pb::TextRevision {
+        field: r.field,
+        text: r.text,
+        source: source(r.source) as i32,
+        replaced_by: r.replaced_by,
+        replaced_at_unix_ms: r.replaced_at_unix_ms,
+    }
+}
+
+fn status_pb(s: ReviewStatus) -> pb::ReviewStatus {
+    match s {
+        ReviewStatus::Pending => pb::ReviewStatus::Pending,
+        ReviewStatus::Approved => pb::ReviewStatus::Approved,
+        ReviewStatus::Rejected => pb::ReviewStatus::Rejected,
+    }
+}
+
+fn item_review(r: ItemReview) -> pb::ItemReview {
+    pb::ItemReview {
+        status: status_pb(r.status) as i32,
+        source: source(r.source) as i32,
+        reviewed_by: r.reviewed_by,
+        reviewed_at_unix_ms: r.reviewed_at_unix_ms,
+        version: r.version,
+        history: r.history.into_iter().map(revision).collect(),
+    }
+}
+
+/// An UpdateImage request as the flow's edit.
+pub fn image_edit(r: pb::UpdateImageRequest) -> ImageEdit {
+    ImageEdit {
+        image_id: r.image_id,
+        alt_text: r.alt_text,
+        description: r.description,
+        metadata: r.replace_metadata.then(|| r.metadata.into_iter().collect()),
+        reviewer: r.reviewer,
+        expected_version: r.expected_version,
+    }
+}
+
+/// An UpdateMeetingItem request as the flow's edit.
+pub fn item_edit(r: pb::UpdateMeetingItemRequest) -> Result<ItemEdit, GatewayError> {
+    let kind = match pb::ItemKind::try_from(r.kind) {
+        Ok(pb::ItemKind::Decision) => ItemKind::Decision,
+        Ok(pb::ItemKind::ActionItem) => ItemKind::ActionItem,
+        _ => return Err(GatewayError::Invalid("kind must be ITEM_KIND_DECISION or ITEM_KIND_ACTION_ITEM".into())),
+    };
+    let status = match pb::ReviewStatus::try_from(r.status) {
+        Ok(pb::ReviewStatus::Unspecified) => None,
+        Ok(pb::ReviewStatus::Pending) => Some(ReviewStatus::Pending),
+        Ok(pb::ReviewStatus::Approved) => Some(ReviewStatus::Approved),
+        Ok(pb::ReviewStatus::Rejected) => Some(ReviewStatus::Rejected),
+        Err(_) => return Err(GatewayError::Invalid(format!("unknown review status {}", r.status))),
+    };
+    Ok(ItemEdit {
+        meeting_id: r.meeting_id,
+        kind,
+        index: r.index,
+        text: r.text,
+        owner: r.owner,
+        due: r.due,
+        segment_ids: r.segment_ids,
+        status,
+        reviewer: r.reviewer,
+        expected_version: r.expected_version,
+    })
+}
+
+/// An export format; UNSPECIFIED is Markdown.
+pub fn export_format(f: i32) -> Result<ExportFormat, GatewayError> {
+    match pb::ExportFormat::try_from(f) {
+        Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Markdown) => Ok(ExportFormat::Markdown),
+        Ok(pb::ExportFormat::Json) => Ok(ExportFormat::Json),
+        Ok(pb::ExportFormat::Icalendar) => Ok(ExportFormat::ICalendar),
+        Err(_) => Err(GatewayError::Invalid(format!("unknown export format {f}"))),
     }
 }
 
@@ -103,6 +199,7 @@ pub fn caption(c: Caption) -> caption_pb::CaptionResponse {
         from_template: c.from_template,
         model: c.model.map(model),
         timings: vec![],
+        uncertain: c.uncertain,
     }
 }
 
@@ -157,8 +254,14 @@ pub fn segment(s: Segment) -> speech_pb::Segment {
     }
 }
 
-fn cited(i: CitedItem) -> pb::CitedItem {
-    pb::CitedItem { text: i.text, segment_ids: i.segment_ids, citation_verified: i.citation_verified }
+/// A note line; `reviewed` for decisions and action items (key points are not reviewed).
+fn cited(i: CitedItem, reviewed: bool) -> pb::CitedItem {
+    pb::CitedItem {
+        text: i.text,
+        segment_ids: i.segment_ids,
+        citation_verified: i.citation_verified,
+        review: reviewed.then(|| item_review(i.review)),
+    }
 }
 
 pub fn progress(p: Progress) -> common::Progress {
@@ -176,9 +279,9 @@ pub fn summary(s: MeetingSummary) -> pb::MeetingSummary {
     pb::MeetingSummary {
         meeting_id: s.meeting_id,
         summary: s.summary,
-        key_points: s.key_points.into_iter().map(cited).collect(),
-        decisions: s.decisions.into_iter().map(cited).collect(),
-        action_items: s.action_items.into_iter().map(|a| pb::ActionItem { item: Some(cited(a.item)), owner: a.owner, due: a.due }).collect(),
+        key_points: s.key_points.into_iter().map(|i| cited(i, false)).collect(),
+        decisions: s.decisions.into_iter().map(|i| cited(i, true)).collect(),
+        action_items: s.action_items.into_iter().map(|a| pb::ActionItem { item: Some(cited(a.item, true)), owner: a.owner, due: a.due }).collect(),
         prompt_version: s.prompt_version,
         models: s.models.into_iter().map(model).collect(),
         timings: s.timings.into_iter().map(timing).collect(),
@@ -203,6 +306,10 @@ pub fn meeting(m: Meeting) -> pb::Meeting {
         summary: m.summary.map(summary),
         created_at_unix_ms: m.created_at_unix_ms,
         participants: m.participants,
+        version: m.review.version,
+        notes_reviewed: m.review.reviewed,
+        notes_reviewed_by: m.review.reviewed_by,
+        notes_reviewed_at_unix_ms: m.review.reviewed_at_unix_ms,
     }
 }
 

@@ -12,10 +12,11 @@ use mmc_proto::{
     common::v1::Progress,
     gateway::v1::{
         gateway_service_server::GatewayService, index_images_response::Event, search_images_request, summarize_meeting_request,
-        summarize_meeting_response, AskMeetingRequest, AskMeetingResponse, DeleteImageRequest, DeleteImageResponse, DescribeImageRequest,
-        DescribeImageResponse, GetMeetingRequest, IndexFailure, IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage,
-        ListImagesRequest, ListImagesResponse, Meeting, SearchHit, SearchImagesRequest, SearchImagesResponse, SummarizeMeetingRequest,
-        SummarizeMeetingResponse,
+        summarize_meeting_response, ApproveImageRequest, AskMeetingRequest, AskMeetingResponse, DeleteImageRequest, DeleteImageResponse,
+        DescribeImageRequest, DescribeImageResponse, ExportMeetingRequest, ExportMeetingResponse, GetImageRequest, GetMeetingRequest, ImageRecord,
+        IndexFailure, IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage, ListImagesRequest, ListImagesResponse,
+        MarkMeetingReviewedRequest, Meeting, SearchHit, SearchImagesRequest, SearchImagesResponse, SummarizeMeetingRequest, SummarizeMeetingResponse,
+        UpdateImageRequest, UpdateMeetingItemRequest,
     },
 };
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use tracing::Instrument;
 
 use self::convert::{code_name, status};
 use crate::{
-    domain::{AskRequest, ListRequest, MeetingRequest, Query, SearchRequest},
+    domain::{AskRequest, CaptionMode, ListRequest, MeetingRequest, Query, SearchRequest, TextSource},
     flows::Flows,
     upstream::Deadline,
 };
@@ -191,7 +192,8 @@ impl GatewayService for GatewayHandlers {
 
     async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
         let req = request.into_inner();
-        let page = self.flows.list_images(ListRequest { page_size: req.page_size, page_token: req.page_token }).await.map_err(status)?;
+        let list = ListRequest { page_size: req.page_size, page_token: req.page_token, needs_review: req.needs_review };
+        let page = self.flows.list_images(list).await.map_err(status)?;
         Ok(Response::new(ListImagesResponse {
             images: page.images.into_iter().map(convert::record).collect(),
             next_page_token: page.next_page_token,
@@ -204,11 +206,32 @@ impl GatewayService for GatewayHandlers {
         let image = req.image.map(convert::image).unwrap_or_default();
         let modes = convert::caption_modes(&req.modes).map_err(status)?;
         let description = self.flows.describe(&image, &modes, deadline).await.map_err(status)?;
+        let alt_source = description.captions.iter().find(|c| c.mode == CaptionMode::AltText).map_or(TextSource::Machine, |c| c.source);
         Ok(Response::new(DescribeImageResponse {
             captions: description.captions.into_iter().map(convert::caption).collect(),
             labels: description.labels.into_iter().map(convert::label).collect(),
             timings: description.timings.into_iter().map(convert::timing).collect(),
+            needs_review: description.needs_review,
+            source: convert::source(alt_source) as i32,
+            image_id: description.image_id.unwrap_or_default(),
         }))
+    }
+
+    async fn get_image(&self, request: Request<GetImageRequest>) -> Result<Response<ImageRecord>, Status> {
+        let record = self.flows.get_image(&request.into_inner().image_id).await.map_err(status)?;
+        Ok(Response::new(convert::record(record)))
+    }
+
+    async fn update_image(&self, request: Request<UpdateImageRequest>) -> Result<Response<ImageRecord>, Status> {
+        let deadline = self.deadline(request.metadata());
+        let record = self.flows.update_image(convert::image_edit(request.into_inner()), deadline).await.map_err(status)?;
+        Ok(Response::new(convert::record(record)))
+    }
+
+    async fn approve_image(&self, request: Request<ApproveImageRequest>) -> Result<Response<ImageRecord>, Status> {
+        let req = request.into_inner();
+        let record = self.flows.approve_image(&req.image_id, &req.reviewer, req.expected_version).await.map_err(status)?;
+        Ok(Response::new(convert::record(record)))
     }
 
     async fn summarize_meeting(&self, request: Request<Streaming<SummarizeMeetingRequest>>) -> Result<Response<MeetingStream>, Status> {
@@ -259,6 +282,25 @@ impl GatewayService for GatewayHandlers {
         let ask = AskRequest { meeting_id: req.meeting_id, question: req.question, top_k: req.top_k };
         let answer = self.flows.ask_meeting(ask, deadline).await.map_err(status)?;
         Ok(Response::new(convert::answer(answer)))
+    }
+
+    async fn update_meeting_item(&self, request: Request<UpdateMeetingItemRequest>) -> Result<Response<Meeting>, Status> {
+        let edit = convert::item_edit(request.into_inner()).map_err(status)?;
+        let meeting = self.flows.update_meeting_item(edit).await.map_err(status)?;
+        Ok(Response::new(convert::meeting(meeting)))
+    }
+
+    async fn mark_meeting_reviewed(&self, request: Request<MarkMeetingReviewedRequest>) -> Result<Response<Meeting>, Status> {
+        let req = request.into_inner();
+        let meeting = self.flows.mark_meeting_reviewed(&req.meeting_id, &req.reviewer, req.expected_version).await.map_err(status)?;
+        Ok(Response::new(convert::meeting(meeting)))
+    }
+
+    async fn export_meeting(&self, request: Request<ExportMeetingRequest>) -> Result<Response<ExportMeetingResponse>, Status> {
+        let req = request.into_inner();
+        let format = convert::export_format(req.format).map_err(status)?;
+        let export = self.flows.export_meeting(&req.meeting_id, format).await.map_err(status)?;
+        Ok(Response::new(ExportMeetingResponse { content: export.content, content_type: export.content_type.into(), file_name: export.file_name }))
     }
 }
 

@@ -81,6 +81,7 @@ impl From<GatewayError> for ApiError {
             ErrorKind::Invalid | ErrorKind::FailedPrecondition => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
             ErrorKind::ContextLength => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded")),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found_error", None),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict_error", Some("version_conflict")),
             ErrorKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("overloaded")),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("service_unavailable")),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
@@ -92,6 +93,11 @@ impl From<GatewayError> for ApiError {
 }
 
 impl ApiError {
+    /// 404 for a route that does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: message.into() }
+    }
+
     /// 500: a fault of this system (logged).
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();

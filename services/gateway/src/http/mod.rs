@@ -18,6 +18,7 @@ pub mod guard;
 pub mod openai;
 pub mod openapi;
 pub mod rest;
+pub mod review;
 pub mod ui;
 pub mod upload;
 
@@ -63,13 +64,18 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/audio/transcriptions", post(openai::transcriptions).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/images", post(rest::index_images).get(rest::list_images).layer(DefaultBodyLimit::max(upload_limit)))
-        .route("/v1/images/{image_id}", axum::routing::delete(rest::delete_image))
+        .route("/v1/images/{image_id}", axum::routing::delete(rest::delete_image).get(review::get_image).patch(review::update_image))
+        .route("/v1/images/{image_id}/approve", post(review::approve_image))
         .route("/v1/images/{image_id}/thumbnail", get(rest::thumbnail))
         .route("/v1/images/search", post(rest::search_images))
         .route("/v1/images/describe", post(rest::describe_image).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings", post(rest::create_meeting).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/v1/meetings/{meeting_id}", get(rest::get_meeting))
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
+        .route("/v1/meetings/{meeting_id}/review", post(review::mark_reviewed))
+        .route("/v1/meetings/{meeting_id}/export", get(review::export))
+        .route("/v1/meetings/{meeting_id}/{list}", post(review::add_item))
+        .route("/v1/meetings/{meeting_id}/{list}/{index}", axum::routing::patch(review::update_item))
         .route("/openapi.json", {
             // Built once: it depends only on the server's settings.
             let document = Arc::new(openapi::document(state.max_upload_bytes, state.max_tokens));
@@ -77,9 +83,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         })
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .fallback(|| async {
-            ApiError { status: axum::http::StatusCode::NOT_FOUND, kind: "not_found_error", code: None, param: None, message: "no such route".into() }
-        })
+        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)

@@ -15,6 +15,7 @@ use super::{
     error::ErrorBody,
     openai::{self, MAX_CHAT_CHARS, MAX_CHAT_MESSAGES, MAX_EMBEDDING_INPUTS, MAX_EMBEDDING_INPUT_CHARS},
     rest::{self, MAX_IMAGES_PER_FORM, MAX_IMAGE_BYTES},
+    review,
 };
 use crate::flows::{
     images::THUMBNAIL_SIDE,
@@ -50,6 +51,13 @@ fn health() {}
         rest::create_meeting,
         rest::get_meeting,
         rest::ask_meeting,
+        review::get_image,
+        review::update_image,
+        review::approve_image,
+        review::add_item,
+        review::update_item,
+        review::mark_reviewed,
+        review::export,
     ),
     // The server-sent events of POST /v1/meetings.
     components(schemas(rest::ProgressView, rest::SegmentView, rest::SummaryView, ErrorBody))

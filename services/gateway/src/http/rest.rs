@@ -41,8 +41,8 @@ use super::{
 };
 use crate::{
     domain::{
-        AskRequest, Caption, CaptionMode, CitedItem, ImageRecord, ImageUpload, Label, ListRequest, Meeting, MeetingEvent, MeetingRequest,
-        MeetingSummary, ModelRef, Progress, Query as SearchQuery, SearchRequest, Segment,
+        AskRequest, Caption, CaptionMode, CitedItem, ImageRecord, ImageUpload, ItemReview, Label, ListRequest, Meeting, MeetingEvent, MeetingRequest,
+        MeetingSummary, ModelRef, Progress, Query as SearchQuery, SearchRequest, Segment, TextRevision,
     },
     error::{shown, GatewayError},
     upstream::Deadline,
@@ -108,6 +108,44 @@ pub struct ImageView {
     pub metadata: BTreeMap<String, String>,
     pub models: Vec<ModelView>,
     pub indexed_at_unix_ms: i64,
+    /// Confidence of the machine caption's main subject, in [0, 1].
+    pub caption_confidence: f32,
+    /// The machine was unsure and no person has approved or corrected the alt text yet.
+    pub needs_review: bool,
+    /// Who wrote `caption`: `machine` or `human`.
+    pub caption_source: &'static str,
+    /// A longer description a person wrote (empty when none).
+    pub description: String,
+    /// Increases with every change; send it back (or the ETag in `If-Match`) with a change.
+    pub version: u64,
+    pub reviewed_by: String,
+    pub reviewed_at_unix_ms: i64,
+    /// Earlier texts, oldest first (the machine draft stays here once replaced).
+    pub history: Vec<RevisionView>,
+}
+
+/// An earlier text of a field.
+#[derive(Serialize, ToSchema)]
+pub struct RevisionView {
+    /// `alt_text`, `description`, or a meeting item's `text`, `owner`, `due`.
+    pub field: String,
+    pub text: String,
+    /// `machine` or `human`.
+    pub source: &'static str,
+    pub replaced_by: String,
+    pub replaced_at_unix_ms: i64,
+}
+
+impl From<&TextRevision> for RevisionView {
+    fn from(r: &TextRevision) -> Self {
+        RevisionView {
+            field: r.field.clone(),
+            text: r.text.clone(),
+            source: r.source.as_str(),
+            replaced_by: r.replaced_by.clone(),
+            replaced_at_unix_ms: r.replaced_at_unix_ms,
+        }
+    }
 }
 
 impl From<&ImageRecord> for ImageView {
@@ -122,6 +160,14 @@ impl From<&ImageRecord> for ImageView {
             metadata: r.metadata.clone(),
             models: r.models.iter().map(ModelView::from).collect(),
             indexed_at_unix_ms: r.indexed_at_unix_ms,
+            caption_confidence: r.review.caption_confidence,
+            needs_review: r.review.needs_review,
+            caption_source: r.review.caption_source.as_str(),
+            description: r.review.description.clone(),
+            version: r.review.version,
+            reviewed_by: r.review.reviewed_by.clone(),
+            reviewed_at_unix_ms: r.review.reviewed_at_unix_ms,
+            history: r.review.history.iter().map(RevisionView::from).collect(),
         }
     }
 }
@@ -142,6 +188,10 @@ pub struct CaptionView {
     pub confidence: f32,
     /// The text is the template, not the decoder's.
     pub from_template: bool,
+    /// The decoder is unsure of the subject and the text says so.
+    pub uncertain: bool,
+    /// `machine`, or `human` when a person's text for this (indexed) image is returned.
+    pub source: &'static str,
     pub attempts: u32,
     pub evidence: Vec<EvidenceView>,
 }
@@ -153,6 +203,8 @@ impl From<&Caption> for CaptionView {
             text: c.text.clone(),
             confidence: c.confidence,
             from_template: c.from_template,
+            uncertain: c.uncertain,
+            source: c.source.as_str(),
             attempts: c.attempts,
             evidence: c.evidence.iter().map(|e| EvidenceView { label: e.label.clone(), probability: e.probability }).collect(),
         }
@@ -198,17 +250,52 @@ impl From<&Progress> for ProgressView {
     }
 }
 
+/// Where a decision or action item stands in a person's review.
+#[derive(Serialize, ToSchema)]
+pub struct ItemReviewView {
+    /// `pending`, `approved` or `rejected`.
+    pub status: &'static str,
+    /// Who wrote the current text: `machine` or `human`.
+    pub source: &'static str,
+    pub reviewed_by: String,
+    pub reviewed_at_unix_ms: i64,
+    /// Send it back as `version` with a change of the item.
+    pub version: u32,
+    pub history: Vec<RevisionView>,
+}
+
+impl From<&ItemReview> for ItemReviewView {
+    fn from(r: &ItemReview) -> Self {
+        ItemReviewView {
+            status: r.status.as_str(),
+            source: r.source.as_str(),
+            reviewed_by: r.reviewed_by.clone(),
+            reviewed_at_unix_ms: r.reviewed_at_unix_ms,
+            version: r.version,
+            history: r.history.iter().map(RevisionView::from).collect(),
+        }
+    }
+}
+
 /// A note with the transcript segments it rests on.
 #[derive(Serialize, ToSchema)]
 pub struct CitedView {
     pub text: String,
     pub segment_ids: Vec<u32>,
     pub citation_verified: bool,
+    /// Decisions only (key points are not reviewed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<ItemReviewView>,
 }
 
-impl From<&CitedItem> for CitedView {
-    fn from(i: &CitedItem) -> Self {
-        CitedView { text: i.text.clone(), segment_ids: i.segment_ids.clone(), citation_verified: i.citation_verified }
+impl CitedView {
+    fn of(i: &CitedItem, reviewed: bool) -> Self {
+        CitedView {
+            text: i.text.clone(),
+            segment_ids: i.segment_ids.clone(),
+            citation_verified: i.citation_verified,
+            review: reviewed.then(|| ItemReviewView::from(&i.review)),
+        }
     }
 }
 
@@ -220,6 +307,7 @@ pub struct ActionItemView {
     pub citation_verified: bool,
     pub owner: String,
     pub due: String,
+    pub review: ItemReviewView,
 }
 
 /// The notes of a meeting.
@@ -239,8 +327,8 @@ impl From<&MeetingSummary> for SummaryView {
         SummaryView {
             meeting_id: s.meeting_id.clone(),
             summary: s.summary.clone(),
-            key_points: s.key_points.iter().map(CitedView::from).collect(),
-            decisions: s.decisions.iter().map(CitedView::from).collect(),
+            key_points: s.key_points.iter().map(|i| CitedView::of(i, false)).collect(),
+            decisions: s.decisions.iter().map(|i| CitedView::of(i, true)).collect(),
             action_items: s
                 .action_items
                 .iter()
@@ -250,6 +338,7 @@ impl From<&MeetingSummary> for SummaryView {
                     citation_verified: a.item.citation_verified,
                     owner: a.owner.clone(),
                     due: a.due.clone(),
+                    review: ItemReviewView::from(&a.item.review),
                 })
                 .collect(),
             prompt_version: s.prompt_version.clone(),
@@ -269,6 +358,12 @@ pub struct MeetingView {
     pub created_at_unix_ms: i64,
     pub segments: Vec<SegmentView>,
     pub summary: Option<SummaryView>,
+    /// Increases with every review change (also the ETag).
+    pub version: u64,
+    /// A person marked the notes reviewed.
+    pub notes_reviewed: bool,
+    pub notes_reviewed_by: String,
+    pub notes_reviewed_at_unix_ms: i64,
 }
 
 impl From<&Meeting> for MeetingView {
@@ -282,6 +377,10 @@ impl From<&Meeting> for MeetingView {
             created_at_unix_ms: m.created_at_unix_ms,
             segments: m.segments.iter().map(SegmentView::from).collect(),
             summary: m.summary.as_ref().map(SummaryView::from),
+            version: m.review.version,
+            notes_reviewed: m.review.reviewed,
+            notes_reviewed_by: m.review.reviewed_by.clone(),
+            notes_reviewed_at_unix_ms: m.review.reviewed_at_unix_ms,
         }
     }
 }
@@ -373,6 +472,10 @@ pub struct ListParams {
     /// Empty for the first page, else the previous page's `next_page_token`.
     #[serde(default)]
     page_token: String,
+    /// Only the review queue: images whose alt text the machine was unsure of and nobody
+    /// reviewed, least confident first.
+    #[serde(default)]
+    needs_review: bool,
 }
 
 /// A page of the index.
@@ -383,11 +486,12 @@ pub struct ImagePageView {
     pub next_page_token: String,
 }
 
-/// `GET /v1/images`: the index, oldest first, a page at a time.
+/// `GET /v1/images`: the index, oldest first, a page at a time; with `needs_review=true`,
+/// the review queue, least confident first.
 #[utoipa::path(get, path = "/v1/images", tag = "images", params(ListParams),
     responses((status = 200, description = "A page", body = ImagePageView), (status = "4XX", body = ErrorBody)))]
 pub async fn list_images(State(state): State<Arc<HttpState>>, Query(p): Query<ListParams>) -> Result<Json<ImagePageView>, ApiError> {
-    let page = state.flows.list_images(ListRequest { page_size: p.page_size, page_token: p.page_token }).await?;
+    let page = state.flows.list_images(ListRequest { page_size: p.page_size, page_token: p.page_token, needs_review: p.needs_review }).await?;
     Ok(Json(ImagePageView { images: page.images.iter().map(ImageView::from).collect(), next_page_token: page.next_page_token }))
 }
 
@@ -489,6 +593,10 @@ pub struct DescribeResponse {
     pub captions: Vec<CaptionView>,
     /// The encoder labels the captions rest on.
     pub labels: Vec<LabelView>,
+    /// A caption is uncertain and no person has reviewed this image.
+    pub needs_review: bool,
+    /// Id of the indexed image with the same content (empty when not indexed).
+    pub image_id: String,
 }
 
 /// `POST /v1/images/describe`: alt text and/or a detailed description of one image.
@@ -520,6 +628,8 @@ pub async fn describe_image(State(state): State<Arc<HttpState>>, mut form: Multi
     Ok(Json(DescribeResponse {
         captions: r.captions.iter().map(CaptionView::from).collect(),
         labels: r.labels.iter().map(LabelView::from).collect(),
+        needs_review: r.needs_review,
+        image_id: r.image_id.unwrap_or_default(),
     }))
 }
 

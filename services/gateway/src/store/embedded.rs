@@ -257,6 +257,49 @@ impl ImageStore for EmbeddedStore {
         Ok(Page { images, next })
     }
 
+    async fn update(&self, mut record: ImageRecord, caption_vector: Option<Vec<f32>>, expected_version: u64) -> Result<ImageRecord, StoreError> {
+        let _writer = self.writer.lock().await;
+        let (seq, mut vectors) = {
+            let state = self.state.read().unwrap();
+            let dims = state.space.as_ref().map_or(0, |s| s.dimensions as usize);
+            let Some(entry) = state.seq_of.get(&record.image_id).and_then(|s| state.by_seq.get(s)) else {
+                return Err(StoreError::Engine(format!("image {} is not stored", record.image_id)));
+            };
+            let current = entry.record.review.version;
+            if current != expected_version {
+                return Err(StoreError::Conflict { image_id: record.image_id.clone(), expected: expected_version, current });
+            }
+            if let Some(v) = &caption_vector {
+                if v.len() != dims {
+                    return Err(StoreError::Dimension { got: v.len(), want: dims });
+                }
+            }
+            (entry.record.seq, entry.vectors.clone())
+        };
+        if let Some(v) = caption_vector {
+            vectors.caption = v;
+        }
+        record.seq = seq;
+        record.review.version = expected_version + 1;
+        let (id, json, bytes) = (record.image_id.clone(), serde_json::to_vec(&record).map_err(engine)?, vector_bytes(&vectors));
+        self.write(move |txn| {
+            txn.open_table(IMAGES).map_err(engine)?.insert(id.as_str(), json.as_slice()).map_err(engine)?;
+            txn.open_table(VECTORS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
+            Ok(())
+        })
+        .await?;
+        self.state.write().unwrap().by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
+        Ok(record)
+    }
+
+    async fn review_queue(&self, offset: usize, limit: usize) -> Result<(Vec<ImageRecord>, bool), StoreError> {
+        let state = self.state.read().unwrap();
+        let mut queue: Vec<&ImageRecord> = state.by_seq.values().map(|e| &e.record).filter(|r| r.review.needs_review).collect();
+        queue.sort_by(|a, b| a.review.caption_confidence.total_cmp(&b.review.caption_confidence).then(a.seq.cmp(&b.seq)));
+        let more = queue.len() > offset.saturating_add(limit);
+        Ok((queue.into_iter().skip(offset).take(limit).cloned().collect(), more))
+    }
+
     async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError> {
         let state = self.state.read().unwrap();
         Self::check_space(&state, &query.space)?;
@@ -303,6 +346,7 @@ mod tests {
             models: vec![],
             indexed_at_unix_ms: 1,
             seq: 0,
+            review: Default::default(),
         }
     }
 
@@ -367,6 +411,42 @@ mod tests {
         let page = store.list(0, 10).await.unwrap();
         let got: Vec<(&str, u64, &str)> = page.images.iter().map(|r| (r.image_id.as_str(), r.seq, r.metadata["k"].as_str())).collect();
         assert_eq!(got, [("a", 2, "1"), ("b", 3, "2")]);
+    }
+
+    #[tokio::test]
+    async fn updates_keep_place_check_versions_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = |x, y| ImageVectors { image: unit(x, y), caption: unit(x, y) };
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            for (id, confidence, needs) in [("a", 0.9, false), ("b", 0.4, true), ("c", 0.2, true)] {
+                let mut r = record(id, &[]);
+                r.review.caption_confidence = confidence;
+                r.review.needs_review = needs;
+                store.insert(r, v(1.0, 0.0), space()).await.unwrap();
+            }
+            let (queue, more) = store.review_queue(0, 10).await.unwrap();
+            assert_eq!(queue.iter().map(|r| r.image_id.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+            assert!(!more);
+            assert!(store.review_queue(0, 1).await.unwrap().1);
+            // A correction: new text, new caption vector, out of the queue.
+            let mut b = store.get("b").await.unwrap().unwrap();
+            b.caption = "a corrected caption".into();
+            b.review.needs_review = false;
+            let stored = store.update(b.clone(), Some(unit(0.0, 1.0)), 0).await.unwrap();
+            assert_eq!(stored.review.version, 1);
+            // A second change made on version 0 is refused, not applied.
+            let err = store.update(b, None, 0).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict { expected: 0, current: 1, .. }), "{err}");
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let b = store.get("b").await.unwrap().unwrap();
+        assert_eq!((b.caption.as_str(), b.review.version, b.seq), ("a corrected caption", 1, 1));
+        assert_eq!(store.review_queue(0, 10).await.unwrap().0.len(), 1);
+        // Search sees the new caption vector (fused half image, half caption).
+        let hits = store.search(query(unit(0.0, 1.0), &[])).await.unwrap();
+        assert_eq!(hits[0].0.image_id, "b");
+        assert!((hits[0].1 - 0.5).abs() < 1e-5, "{}", hits[0].1);
     }
 
     #[tokio::test]

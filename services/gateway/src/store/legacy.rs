@@ -22,11 +22,12 @@ pub fn meeting(bytes: &[u8]) -> Result<Meeting, prost::DecodeError> {
         summary: m.summary.map(summary),
         created_at_unix_ms: m.created_at_unix_ms,
         participants: m.participants,
+        review: Default::default(),
     })
 }
 
 fn cited(i: pb::CitedItem) -> CitedItem {
-    CitedItem { text: i.text, segment_ids: i.segment_ids, citation_verified: i.citation_verified }
+    CitedItem { text: i.text, segment_ids: i.segment_ids, citation_verified: i.citation_verified, review: Default::default() }
 }
 
 fn summary(s: pb::MeetingSummary) -> MeetingSummary {

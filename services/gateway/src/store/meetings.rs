@@ -9,7 +9,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{engine, legacy, open_redb, Space, StoreError};
 use crate::domain::Meeting;
@@ -67,6 +67,35 @@ impl MeetingStore {
         .map_err(engine)?
     }
 
+    /// Changes a stored meeting in one write transaction: reads it, lets `change` edit it,
+    /// and writes it back only when `change` succeeds. Write transactions run one at a time,
+    /// so a change always sees the one before it (two reviewers' edits are never interleaved
+    /// and lost). `Ok(None)` when there is no such meeting.
+    pub async fn update<E>(&self, meeting_id: &str, change: impl FnOnce(&mut Meeting) -> Result<(), E> + Send + 'static) -> Result<Option<Meeting>, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let id = meeting_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(engine)?;
+            let mut meeting = {
+                let table = txn.open_table(MEETINGS).map_err(engine)?;
+                let Some(bytes) = table.get(id.as_str()).map_err(engine)? else {
+                    return Ok(None);
+                };
+                read_meeting(bytes.value())?
+            };
+            change(&mut meeting)?;
+            let bytes = serde_json::to_vec(&meeting).map_err(engine)?;
+            txn.open_table(MEETINGS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
+            txn.commit().map_err(engine)?;
+            Ok(Some(meeting))
+        })
+        .await
+        .map_err(|e| E::from(engine(e)))?
+    }
+
     /// The meeting with this id.
     pub async fn get(&self, meeting_id: &str) -> Result<Option<StoredMeeting>, StoreError> {
         let db = self.db.clone();
@@ -76,9 +105,7 @@ impl MeetingStore {
             let Some(bytes) = txn.open_table(MEETINGS).map_err(engine)?.get(id.as_str()).map_err(engine)? else {
                 return Ok(None);
             };
-            let bytes = bytes.value();
-            let meeting: Meeting =
-                if bytes.first() == Some(&b'{') { serde_json::from_slice(bytes).map_err(engine)? } else { legacy::meeting(bytes).map_err(engine)? };
+            let meeting = read_meeting(bytes.value())?;
             let space: Space = match txn.open_table(SPACES).map_err(engine)?.get(id.as_str()).map_err(engine)? {
                 Some(s) => serde_json::from_str(s.value()).map_err(engine)?,
                 None => return Err(StoreError::Engine(format!("meeting {id} has no space"))),
@@ -95,6 +122,15 @@ impl MeetingStore {
         })
         .await
         .map_err(engine)?
+    }
+}
+
+/// A stored row: JSON, or the protobuf of earlier versions.
+fn read_meeting(bytes: &[u8]) -> Result<Meeting, StoreError> {
+    if bytes.first() == Some(&b'{') {
+        serde_json::from_slice(bytes).map_err(engine)
+    } else {
+        legacy::meeting(bytes).map_err(engine)
     }
 }
 
@@ -116,7 +152,7 @@ mod tests {
             ],
             summary: Some(MeetingSummary {
                 action_items: vec![ActionItem {
-                    item: CitedItem { text: "Ann will call".into(), segment_ids: vec![1], citation_verified: true },
+                    item: CitedItem { text: "Ann will call".into(), segment_ids: vec![1], citation_verified: true, ..Default::default() },
                     owner: "Ann".into(),
                     due: String::new(),
                 }],
@@ -135,6 +171,29 @@ mod tests {
         assert_eq!(got.vectors, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         assert_eq!(got.space, space);
         assert!(store.get("nope").await.unwrap().is_none());
+        // A change is written whole or not at all, and survives a reopen.
+        let changed = store
+            .update("mtg-1", |m: &mut Meeting| {
+                m.title = "Weekly sync".into();
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed.title, "Weekly sync");
+        let refused = store
+            .update("mtg-1", |m: &mut Meeting| {
+                m.title = "lost".into();
+                Err(StoreError::Engine("refused".into()))
+            })
+            .await;
+        assert!(refused.is_err());
+        assert!(store.update("nope", |_: &mut Meeting| Ok::<_, StoreError>(())).await.unwrap().is_none());
+        drop(store);
+        let store = MeetingStore::open(dir.path()).unwrap();
+        let got = store.get("mtg-1").await.unwrap().unwrap();
+        assert_eq!(got.meeting.title, "Weekly sync");
+        assert_eq!(got.vectors.len(), 2, "segment vectors are kept");
     }
 
     /// A row written by an earlier version (protobuf) still reads, as the same meeting.
@@ -149,9 +208,9 @@ mod tests {
             title: "Old".into(),
             segments: vec![mmc_proto::speech::v1::Segment { id: 3, text: "we ship".into(), ..Default::default() }],
             summary: Some(pb::MeetingSummary {
-                decisions: vec![pb::CitedItem { text: "we ship".into(), segment_ids: vec![3], citation_verified: true }],
+                decisions: vec![pb::CitedItem { text: "we ship".into(), segment_ids: vec![3], citation_verified: true, ..Default::default() }],
                 action_items: vec![pb::ActionItem {
-                    item: Some(pb::CitedItem { text: "Bo will test".into(), segment_ids: vec![3], citation_verified: true }),
+                    item: Some(pb::CitedItem { text: "Bo will test".into(), segment_ids: vec![3], citation_verified: true, ..Default::default() }),
                     owner: "Bo".into(),
                     due: "Friday".into(),
                 }],

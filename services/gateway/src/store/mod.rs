@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{TextRevision, TextSource};
+
 /// The embedding space of a store: every vector in it was made by this model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Space {
@@ -68,6 +70,29 @@ pub struct ImageRecord {
     /// Insertion order, assigned by the store: ListImages pages by it (oldest first).
     #[serde(default)]
     pub seq: u64,
+    /// Confidence and a person's review of the texts (records written before review existed
+    /// read as machine texts that need no review).
+    #[serde(default)]
+    pub review: ImageReview,
+}
+
+/// What a person's review of an image keeps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageReview {
+    /// Confidence of the machine caption's main subject.
+    pub caption_confidence: f32,
+    /// The machine was unsure and nobody has approved or corrected the text yet.
+    pub needs_review: bool,
+    /// Who wrote `caption`.
+    pub caption_source: TextSource,
+    /// A longer description a person wrote.
+    pub description: String,
+    /// Increases with every change ([`ImageStore::update`] checks it).
+    pub version: u64,
+    pub reviewed_by: String,
+    pub reviewed_at_unix_ms: i64,
+    /// Earlier texts, oldest first.
+    pub history: Vec<TextRevision>,
 }
 
 /// The two vectors of an image, both unit length and in the store's [`Space`].
@@ -119,6 +144,9 @@ pub enum StoreError {
     /// A vector whose length is not the space's dimension.
     #[error("vector of {got} values for a space of {want} dimensions")]
     Dimension { got: usize, want: usize },
+    /// The record changed since the version a change was made on.
+    #[error("image {image_id} has changed since version {expected} (now version {current}); reload it and apply the change again")]
+    Conflict { image_id: String, expected: u64, current: u64 },
     /// The engine failed (disk full, corrupt file...).
     #[error("image index storage failed: {0}")]
     Engine(String),
@@ -180,4 +208,12 @@ pub trait ImageStore: Send + Sync + 'static {
     async fn list(&self, after: u64, limit: usize) -> Result<Page, StoreError>;
     /// The best matches, best first, with their fused scores.
     async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError>;
+    /// Replaces the record of a stored image in place (its `seq` and image vector kept),
+    /// and its caption vector when one is given, provided its stored `review.version` is
+    /// still `expected_version`; the stored record gets `expected_version + 1`. Durable
+    /// when it returns, like [`ImageStore::insert`].
+    async fn update(&self, record: ImageRecord, caption_vector: Option<Vec<f32>>, expected_version: u64) -> Result<ImageRecord, StoreError>;
+    /// The review queue: images with `review.needs_review`, least confident first (then
+    /// oldest), from position `offset`, at most `limit`; and whether more follow.
+    async fn review_queue(&self, offset: usize, limit: usize) -> Result<(Vec<ImageRecord>, bool), StoreError>;
 }

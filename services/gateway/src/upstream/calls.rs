@@ -164,6 +164,8 @@ impl Upstreams {
             evidence: c.evidence.into_iter().map(|e| Evidence { label: e.label, probability: e.probability }).collect(),
             attempts: c.attempts,
             from_template: c.from_template,
+            uncertain: c.uncertain,
+            source: crate::domain::TextSource::Machine,
             model: c.model.map(model_ref),
         };
         Ok((caption, timing))

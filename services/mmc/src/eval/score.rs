@@ -405,7 +405,7 @@ due = []
             [seg(0, "We agreed to cut the budget by 10%."), seg(1, "Laura will send the budget on Monday."), seg(2, "Calvin will book the room.")];
         assert_eq!(source_line("Calvin will book the room.", &meeting.lines), Some(2));
         assert_eq!(source_line("Thanks everyone.", &meeting.lines), None);
-        let item = |text: &str, id: u32| CitedItem { text: text.into(), segment_ids: vec![id], citation_verified: true };
+        let item = |text: &str, id: u32| CitedItem { text: text.into(), segment_ids: vec![id], citation_verified: true, review: None };
         let summary = MeetingSummary {
             summary: "The budget is cut by 10%. Laura sends it on Friday.".into(),
             decisions: vec![item("We agreed to cut the budget by 10%.", 0), item("Laura will send the budget on Monday.", 1)],

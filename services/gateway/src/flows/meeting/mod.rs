@@ -22,9 +22,11 @@
 //! - a due date is the line's own date phrase.
 
 pub mod ask;
+pub mod export;
 pub mod facts;
 pub mod notes;
 pub mod people;
+pub mod review;
 
 use std::collections::{HashMap, HashSet};
 
@@ -224,7 +226,7 @@ struct Notes {
 
 /// The cited item of `sentence`.
 fn cited(sentence: &Sentence) -> CitedItem {
-    CitedItem { text: sentence.text.clone(), segment_ids: sentence.segment_ids.clone(), citation_verified: true }
+    CitedItem { text: sentence.text.clone(), segment_ids: sentence.segment_ids.clone(), citation_verified: true, review: Default::default() }
 }
 
 /// The action item of `sentence`. The owner comes from [`notes::classify`] (a person the
@@ -547,6 +549,7 @@ impl Flows {
             summary: Some(summary.clone()),
             created_at_unix_ms,
             participants: people.participants().to_vec(),
+            review: Default::default(),
         };
         self.meetings.put(&meeting, &vectors, &space).await?;
         metrics::counter!("mmc_gateway_meetings_total").increment(1);
@@ -700,7 +703,7 @@ mod tests {
 
     #[test]
     fn merge_removes_duplicates_and_decisions_that_restate_actions() {
-        let item = |t: &str, id| CitedItem { text: t.into(), segment_ids: vec![id], citation_verified: true };
+        let item = |t: &str, id| CitedItem { text: t.into(), segment_ids: vec![id], citation_verified: true, ..Default::default() };
         let notes = Notes {
             decisions: vec![
                 item("Move the product launch to March", 1),
