@@ -15,6 +15,7 @@ mod meeting_eval;
 mod models_fetch;
 mod openai_api;
 mod otlp_export;
+mod review;
 mod speech_service;
 mod textgen_service;
 mod web_ui;

@@ -348,9 +348,10 @@ impl CaptionCore {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut accepted = None;
-        // Unsure alt text has one honest form, the template's ("Photo, perhaps a teapot or a
-        // vase (uncertain)."): nothing for the language model to phrase.
-        let decodes = if brief.hedge && brief.mode == Mode::AltText { 0 } else { self.config.max_attempts };
+        // Unsure text has one honest form, the template's ("Photo, perhaps a teapot or a vase
+        // (uncertain)."; a description names the alternatives and the confidence): the small
+        // language model, phrasing guesses, joined them with invented relations and repeats.
+        let decodes = if brief.hedge { 0 } else { self.config.max_attempts };
         while (attempts as usize) < decodes {
             let raw = Self::decode(lm, &brief, attempts, seed).await?;
             attempts += 1;

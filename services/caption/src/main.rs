@@ -33,8 +33,9 @@ struct Args {
     /// Decodes tried before the deterministic template is used.
     #[arg(long, env = "MMC_CAPTION_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: usize,
-    /// Below this subject probability the caption must say it is unsure ("possibly a ...").
-    #[arg(long, env = "MMC_CAPTION_HEDGE_BELOW", default_value_t = 0.5)]
+    /// Below this subject confidence the caption says plainly that it is unsure ("Photo,
+    /// perhaps a teapot or a vase (uncertain).") and needs review.
+    #[arg(long, env = "MMC_CAPTION_HEDGE_BELOW", default_value_t = mmc_caption::engine::brief::DEFAULT_HEDGE_BELOW)]
     hedge_below: f32,
     /// Labels under this probability are not shown to the decoder (the top one always is).
     #[arg(long, env = "MMC_CAPTION_MIN_EVIDENCE", default_value_t = 0.05)]

@@ -123,8 +123,8 @@ pub struct ImageEdit {
     /// Replaces the metadata when set.
     pub metadata: Option<BTreeMap<String, String>>,
     pub reviewer: String,
-    /// 0 = do not check.
-    pub expected_version: u64,
+    /// The version the change was made on; `None` = do not check.
+    pub expected_version: Option<u64>,
 }
 
 /// Which list of a meeting's notes an item is in.
@@ -160,8 +160,8 @@ pub struct ItemEdit {
     /// `None` = approved when text, owner or due changed, else unchanged.
     pub status: Option<ReviewStatus>,
     pub reviewer: String,
-    /// 0 = do not check.
-    pub expected_version: u32,
+    /// The item's version the change was made on; `None` = do not check.
+    pub expected_version: Option<u32>,
 }
 
 /// Formats of a meeting export.

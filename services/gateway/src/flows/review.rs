@@ -61,10 +61,10 @@ impl Flows {
     }
 
     /// The stored image, checked against the version the client's change was made on.
-    async fn image_for_change(&self, image_id: &str, expected_version: u64) -> Result<ImageRecord, GatewayError> {
+    async fn image_for_change(&self, image_id: &str, expected_version: Option<u64>) -> Result<ImageRecord, GatewayError> {
         let record = self.get_image(image_id).await?;
-        if expected_version != 0 && record.review.version != expected_version {
-            return Err(conflict(StoreError::Conflict { image_id: image_id.into(), expected: expected_version, current: record.review.version }));
+        if let Some(expected) = expected_version.filter(|v| *v != record.review.version) {
+            return Err(conflict(StoreError::Conflict { image_id: image_id.into(), expected, current: record.review.version }));
         }
         Ok(record)
     }
@@ -120,7 +120,7 @@ impl Flows {
     }
 
     /// A person approves the stored alt text as it stands.
-    pub async fn approve_image(&self, image_id: &str, reviewer: &str, expected_version: u64) -> Result<ImageRecord, GatewayError> {
+    pub async fn approve_image(&self, image_id: &str, reviewer: &str, expected_version: Option<u64>) -> Result<ImageRecord, GatewayError> {
         let reviewer = check_reviewer(reviewer)?;
         let mut record = self.image_for_change(image_id, expected_version).await?;
         let version = record.review.version;

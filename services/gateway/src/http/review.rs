@@ -56,9 +56,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .ok_or_else(|| ApiError::invalid("If-Match", "If-Match must be an ETag this server issued, such as \"v3\""))
 }
 
-/// The version a change was made on: the body's, else `If-Match`'s, else 0 (no check).
-fn expected(body: Option<u64>, headers: &HeaderMap) -> Result<u64, ApiError> {
-    Ok(body.or(if_match(headers)?).unwrap_or(0))
+/// The version a change was made on: the body's, else `If-Match`'s, else none (no check).
+fn expected(body: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    Ok(body.or(if_match(headers)?))
 }
 
 fn image_response(record: &crate::domain::ImageRecord) -> Response {
@@ -189,7 +189,7 @@ fn item_edit(meeting_id: String, kind: ItemKind, index: Option<u32>, b: ItemBody
         segment_ids: b.segment_ids,
         status,
         reviewer: b.reviewer,
-        expected_version: b.version.unwrap_or(0),
+        expected_version: b.version,
     })
 }
 

@@ -1,3 +1,5 @@
+//! `mmc eval alt-text`: alt text judged against what each photo shows ([`alt_text`]).
+//!
 //! `mmc eval meetings`: the meeting chain scored on the evaluation set
 //! (`tests/fixtures/meetings/`). Each meeting is spoken by espeak-ng in every voice and
 //! speed asked for, summarized through the gateway (with its participant list), asked its
@@ -5,6 +7,7 @@
 //! run on the same recordings and compared side by side, so a prompt change is judged by
 //! numbers. `--json` prints every run and answer for scripts and tests.
 
+pub mod alt_text;
 mod fixtures;
 pub mod score;
 
@@ -28,6 +31,9 @@ pub enum EvalCommand {
     /// Score the meeting chain (transcript, decisions, action items, answers) on the
     /// evaluation set, through a running gateway.
     Meetings(MeetingsArgs),
+    /// Judge the alt text of every photo in the given directories against what each shows
+    /// (tests/fixtures/alt-text/expected.toml): correct, honestly uncertain, or wrong.
+    AltText(alt_text::AltTextArgs),
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +71,7 @@ pub struct MeetingsArgs {
 pub async fn run(command: EvalCommand) -> anyhow::Result<ExitCode> {
     match command {
         EvalCommand::Meetings(args) => meetings(args).await,
+        EvalCommand::AltText(args) => alt_text::run(args).await,
     }
 }
 

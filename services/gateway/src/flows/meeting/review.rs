@@ -100,12 +100,11 @@ impl Flows {
                         (&mut a.item, Some(&mut a.owner), Some(&mut a.due))
                     }
                 };
-                if edit.index.is_some() && edit.expected_version != 0 && item.review.version != edit.expected_version {
+                if let Some(expected) = edit.expected_version.filter(|v| edit.index.is_some() && *v != item.review.version) {
                     return Err(GatewayError::Conflict(format!(
-                        "{kind} {} was changed by someone else (version {}, your change was made on version {}); reload the meeting and apply your change again",
+                        "{kind} {} was changed by someone else (version {}, your change was made on version {expected}); reload the meeting and apply your change again",
                         edit.index.unwrap_or_default(),
                         item.review.version,
-                        edit.expected_version
                     )));
                 }
                 let new = edit.index.is_none();
@@ -151,7 +150,7 @@ impl Flows {
     }
 
     /// Marks the notes reviewed: every item not rejected counts as approved by `reviewer`.
-    pub async fn mark_meeting_reviewed(&self, meeting_id: &str, reviewer: &str, expected_version: u64) -> Result<Meeting, GatewayError> {
+    pub async fn mark_meeting_reviewed(&self, meeting_id: &str, reviewer: &str, expected_version: Option<u64>) -> Result<Meeting, GatewayError> {
         let reviewer = check_reviewer(reviewer)?;
         if meeting_id.is_empty() {
             return Err(GatewayError::Invalid("meeting_id is empty".into()));
@@ -160,9 +159,9 @@ impl Flows {
         let updated = self
             .meetings
             .update(meeting_id, move |meeting: &mut Meeting| {
-                if expected_version != 0 && meeting.review.version != expected_version {
+                if let Some(expected) = expected_version.filter(|v| *v != meeting.review.version) {
                     return Err(GatewayError::Conflict(format!(
-                        "the meeting was changed by someone else (version {}, your review was made on version {expected_version}); reload it and review again",
+                        "the meeting was changed by someone else (version {}, your review was made on version {expected}); reload it and review again",
                         meeting.review.version
                     )));
                 }
