@@ -59,6 +59,33 @@ async fn the_cli_runs_every_flow_against_a_live_cluster() {
         let alt = alt["text"].as_str().unwrap();
         assert!(alt.len() <= 125 && alt.to_lowercase().contains("cat"), "{described}");
 
+        // Review: the unsure alt texts are listed, least confident first; one is corrected
+        // by file, one approved by id; both leave the queue and the correction is found.
+        let queue = mmc_json(&["review", "--gateway", &gw, "--json"]);
+        let queued = queue["images"].as_array().unwrap();
+        assert!(queued.iter().any(|i| i["source_name"] == "astronaut.png"), "{queue}");
+        assert!(queued.iter().all(|i| i["needs_review"] == true && i["source_name"] != "cat.png"), "{queue}");
+        let astronaut = Path::new(photos).join("astronaut.png");
+        let set = mmc_json(&[
+            "describe",
+            astronaut.to_str().unwrap(),
+            "--set",
+            "An astronaut in a spacesuit.",
+            "--reviewer",
+            "ana",
+            "--gateway",
+            &gw,
+            "--json",
+        ]);
+        assert_eq!((set["caption"].as_str(), set["needs_review"].as_bool()), (Some("An astronaut in a spacesuit."), Some(false)), "{set}");
+        let other = queued.iter().find(|i| i["source_name"] != "astronaut.png").expect("a second image to review");
+        let id = other["image_id"].as_str().unwrap();
+        mmc_json(&["review", "--approve", id, "--reviewer", "bo", "--gateway", &gw, "--json"]);
+        let after = mmc_json(&["review", "--gateway", &gw, "--json"]);
+        assert_eq!(after["images"].as_array().unwrap().len(), queued.len() - 2, "{after}");
+        let found = mmc_json(&["search", "astronaut spacesuit", "--top-k", "1", "--gateway", &gw, "--json"]);
+        assert_eq!(found["hits"][0]["source_name"], "astronaut.png", "{found}");
+
         // Transcribe to SubRip subtitles (speech service).
         let (ok, srt, stderr) = mmc(&["transcribe", CLIP, "--format", "srt", "--speech", &sp]);
         assert!(ok, "{stderr}");
@@ -70,6 +97,10 @@ async fn the_cli_runs_every_flow_against_a_live_cluster() {
         assert!(!id.is_empty() && meeting["transcript"].as_array().is_some_and(|t| !t.is_empty()), "{meeting}");
         let answer = mmc_json(&["ask", &id, "Who was not ill disposed?", "--gateway", &gw, "--json"]);
         assert!(answer["answer"].as_str().is_some_and(|a| !a.is_empty()), "{answer}");
+        let (ok, md, stderr) = mmc(&["meeting", "export", &id, "--format", "md", "--gateway", &gw]);
+        assert!(ok && md.starts_with("# Reading") && md.contains("## Action items"), "{md}{stderr}");
+        let (ok, ics, stderr) = mmc(&["meeting", "export", &id, "--format", "ics", "--gateway", &gw]);
+        assert!(ok && ics.starts_with("BEGIN:VCALENDAR\r\n"), "{ics}{stderr}");
         let (ok, _, stderr) = mmc(&["ask", "no-such-meeting", "anything", "--gateway", &gw]);
         assert!(!ok && stderr.contains("no-such-meeting"), "unknown meeting: {stderr}");
 

@@ -188,11 +188,7 @@ async fn blip_chain_serves_exactly_the_reference_caption() {
     // Unsure alt text says so plainly around BLIP's words (cut to fit).
     assert!(alt.uncertain && detailed.uncertain);
     let words = alt.text.strip_prefix("Photo, perhaps ").and_then(|t| t.strip_suffix(" (uncertain).")).unwrap_or_else(|| panic!("{:?}", alt.text));
-    assert!(
-        want.text == words || want.text.starts_with(&format!("{words} ")),
-        "{words:?} is not a word prefix of {:?}",
-        want.text
-    );
+    assert!(want.text == words || want.text.starts_with(&format!("{words} ")), "{words:?} is not a word prefix of {:?}", want.text);
 
     // Concurrent captions go through the batcher and all get the same caption.
     let calls = (0..4).map(|_| {

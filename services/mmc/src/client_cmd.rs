@@ -1,7 +1,8 @@
 //! Client commands for people and scripts, against a running cluster:
 //!
 //! - through the gateway: `mmc index DIR`, `mmc search "text"` (or `--image FILE`),
-//!   `mmc describe IMAGE`, `mmc summarize AUDIO`, `mmc ask MEETING_ID "question"`;
+//!   `mmc describe IMAGE`, `mmc summarize AUDIO`, `mmc ask MEETING_ID "question"`
+//!   (review and export: [`crate::review_cmd`]);
 //! - on the speech service: `mmc transcribe AUDIO --format text|srt|vtt|json` (segments
 //!   are streamed as they are decoded; the gateway's HTTP API offers the same to remote
 //!   clients at `/v1/audio/transcriptions`).
@@ -20,7 +21,7 @@ use mmc_proto::{
     gateway::v1::{
         gateway_service_client::GatewayServiceClient, index_images_response, search_images_request::Query, summarize_meeting_request,
         summarize_meeting_response, AskMeetingRequest, DescribeImageRequest, IndexImagesRequest, MeetingConfig, SearchImagesRequest,
-        SummarizeMeetingRequest,
+        SummarizeMeetingRequest, TextSource,
     },
     speech::v1::{
         speech_service_client::SpeechServiceClient, transcribe_request, transcribe_response, OutputFormat, TranscribeConfig, TranscribeRequest,
@@ -41,7 +42,7 @@ pub struct GatewayOpts {
     gateway: String,
     /// Print one JSON document (for scripts) instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 async fn reach(endpoint: &str, what: &str, flag: &str, var: &str) -> anyhow::Result<Channel> {
@@ -50,7 +51,7 @@ async fn reach(endpoint: &str, what: &str, flag: &str, var: &str) -> anyhow::Res
     })
 }
 
-async fn gateway(opts: &GatewayOpts) -> anyhow::Result<GatewayServiceClient<Channel>> {
+pub(crate) async fn gateway(opts: &GatewayOpts) -> anyhow::Result<GatewayServiceClient<Channel>> {
     let channel = reach(&opts.gateway, "gateway", "--gateway", "MMC_GATEWAY_ENDPOINT").await?;
     Ok(GatewayServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
 }
@@ -112,7 +113,7 @@ fn file_chunks(path: &PathBuf) -> anyhow::Result<(u64, tokio_stream::wrappers::R
     Ok((size, tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-fn read_image(path: &PathBuf) -> anyhow::Result<Image> {
+pub(crate) fn read_image(path: &PathBuf) -> anyhow::Result<Image> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Image { data: data.into(), mime_type: String::new(), source_name: name })
@@ -290,15 +291,25 @@ pub enum DescribeMode {
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
-    /// The image.
+    /// The image (with --set: an indexed image's id, or its file).
     image: PathBuf,
     #[arg(long, value_enum, default_value_t = DescribeMode::Both)]
     mode: DescribeMode,
+    /// Replace the indexed image's alt text with this text (a person's correction: it is
+    /// searchable at once and the machine's draft is kept in the image's history).
+    #[arg(long, value_name = "TEXT")]
+    set: Option<String>,
+    /// Who makes the correction (with --set).
+    #[arg(long, env = "MMC_REVIEWER")]
+    reviewer: Option<String>,
     #[command(flatten)]
     opts: GatewayOpts,
 }
 
 pub async fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(text) = &args.set {
+        return crate::review_cmd::set_alt_text(&args.image, text, &args.reviewer, &args.opts).await;
+    }
     let image = read_image(&args.image)?;
     let modes = match args.mode {
         DescribeMode::Alt => vec![CaptionMode::AltText],
@@ -313,10 +324,15 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
         let captions: Vec<Value> = described
             .captions
             .iter()
-            .map(|c| json!({ "mode": name(c.mode), "text": c.text, "confidence": c.confidence, "from_template": c.from_template }))
+            .map(|c| json!({ "mode": name(c.mode), "text": c.text, "confidence": c.confidence, "from_template": c.from_template, "uncertain": c.uncertain }))
             .collect();
         let labels: Vec<Value> = described.labels.iter().map(|l| json!({ "name": l.name, "probability": l.probability })).collect();
-        println!("{}", json!({ "file": args.image.display().to_string(), "captions": captions, "labels": labels }));
+        let source = if described.source == TextSource::Human as i32 { "human" } else { "machine" };
+        println!(
+            "{}",
+            json!({ "file": args.image.display().to_string(), "captions": captions, "labels": labels, "needs_review": described.needs_review,
+                    "source": source, "image_id": described.image_id })
+        );
     } else {
         for c in &described.captions {
             println!("{}\t{}", name(c.mode), c.text);

@@ -15,6 +15,7 @@ mod client_cmd;
 mod demo;
 mod eval;
 mod models_cmd;
+mod review_cmd;
 mod speak;
 mod up;
 
@@ -54,7 +55,12 @@ enum Command {
     Summarize(client_cmd::SummarizeArgs),
     /// Ask a question about a summarized meeting; the answer cites the transcript.
     Ask(client_cmd::AskArgs),
-    /// Score the flows on an evaluation set (`mmc eval meetings`).
+    /// List the images whose alt text waits for a person's review; approve them.
+    Review(review_cmd::ReviewArgs),
+    /// Meeting notes: export them (Markdown, JSON, iCalendar to-dos).
+    #[command(subcommand)]
+    Meeting(review_cmd::MeetingCommand),
+    /// Score the flows on an evaluation set (`mmc eval meetings`, `mmc eval alt-text`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
 }
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
                         Command::Transcribe(args) => client_cmd::transcribe(args).await,
                         Command::Summarize(args) => client_cmd::summarize(args).await,
                         Command::Ask(args) => client_cmd::ask(args).await,
+                        Command::Review(args) => review_cmd::review(args).await,
+                        Command::Meeting(cmd) => review_cmd::meeting(cmd).await,
                         Command::Eval(cmd) => eval::run(cmd).await,
                         Command::Models(_) => unreachable!("handled above"),
                     }
