@@ -2,8 +2,10 @@
 //! `tests/ui/web_ui_check.mjs` drives Debian's headless Chromium through playwright-core
 //! (pinned by `tests/ui/package-lock.json`, installed by `deploy/test-tools.sh`):
 //! photos indexed by drag and drop and the file input, "a cat" finds the cat photo first;
-//! a photo described, its alt text copied; the test meeting uploaded, its action items,
-//! timestamps and a cited answer shown. On every page: all controls reachable by Tab,
+//! the unsure alt texts reviewed (one corrected, one approved, keyboard only); a photo
+//! described, its alt text copied; the test meeting uploaded, its action items,
+//! timestamps and a cited answer shown, an owner reassigned, a decision rejected and the
+//! notes exported. On every page: all controls reachable by Tab,
 //! alt text on every photo, no script errors or CSP violations, and no serious or
 //! critical axe-core violations. Screenshots and axe reports are kept in
 //! `target/test-artifacts/web-ui/` (or `$MMC_TEST_ARTIFACTS/web-ui/`).
@@ -42,7 +44,7 @@ async fn the_web_ui_searches_describes_and_summarizes_accessibly() {
         artifacts.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["search", "describe", "meetings"] {
+    for page in ["search", "review", "describe", "meetings"] {
         let shot = artifacts.join(format!("{page}.png"));
         let bytes = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is a real screenshot", shot.display());

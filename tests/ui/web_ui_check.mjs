@@ -4,9 +4,13 @@
 //             submitted from the keyboard must show the cat photo first;
 //   describe: a photo's alt text (<= 125 characters, naming the object), copied with the
 //             copy button;
+//   review:   the photos the machine was unsure of are queued; one alt text corrected and
+//             saved with Enter, one approved, from the keyboard alone;
 //   meetings: the test meeting uploaded, live progress, then action items with owners,
-//             a clicked timestamp seeking the recording, a cited answer, and the meeting
-//             reopened by its address.
+//             a clicked timestamp seeking the recording, a cited answer, an owner
+//             reassigned from the participant picker, a decision rejected, the notes marked
+//             reviewed and the Markdown export showing both, and the meeting reopened by
+//             its address.
 // On every page: every control reachable with Tab, every photo with alt text, no script
 // errors or Content-Security-Policy violations, and axe-core reports no serious or
 // critical accessibility violation. A full-page screenshot of each page is saved.
@@ -173,10 +177,44 @@ async function describePage(page) {
   await finish(page, "describe", { alt_text: alt });
 }
 
+async function reviewPage(page) {
+  await open(page, "/ui/review");
+  await page.locator("#review-status").filter({ hasText: /photos to review|Nothing to review/ }).waitFor();
+  const queued = await page.$$eval("#queue li", (lis) => lis.map((li) => ({ source: li.dataset.sourceName, alt: li.querySelector("img").alt })));
+  console.log(`review queue: ${JSON.stringify(queued)}`);
+  check(queued.length >= 2, `unsure photos wait for review (${queued.length})`);
+  check(queued.every((q) => /\(uncertain\)\.$|not recognised/.test(q.alt)), "every queued alt text says it is unsure");
+  check(!queued.some((q) => /cat\.png|coffee\.png/.test(q.source)), "sure ones are not queued");
+  await page.getByLabel("Your name").fill("Ana");
+  // Correct the first with the keyboard: type, Enter saves.
+  const first = page.getByLabel(`Alt text for ${queued[0].source}`);
+  await first.focus();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.type("A person's corrected description.");
+  check(/of 125 characters/.test(await page.locator("#queue li .hint").first().textContent()), "the 125-character guidance is shown");
+  await page.keyboard.press("Enter");
+  await page.locator("#review-status").filter({ hasText: `Saved ${queued[0].source}.` }).waitFor();
+  // Focus moved to the next photo's text; Tab twice reaches its "Approve as is".
+  const focused = await page.evaluate(() => document.activeElement.id);
+  check(focused.startsWith("alt-"), `focus moves to the next photo (${focused})`);
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  check((await page.evaluate(() => document.activeElement.textContent)) === "Approve as is", "Approve as is is two Tabs away");
+  await page.keyboard.press("Enter");
+  await page.locator("#review-status").filter({ hasText: `Approved ${queued[1].source}.` }).waitFor();
+  check(await page.locator("#queue li").count() === queued.length - 2, "both left the queue");
+  const stored = await (await page.request.get(`${base}/v1/images?needs_review=false&page_size=100`)).json();
+  const corrected = stored.images.find((i) => i.source_name === queued[0].source);
+  check(corrected.caption === "A person's corrected description." && corrected.caption_source === "human" && corrected.reviewed_by === "Ana",
+    `the correction is stored (${JSON.stringify(corrected)})`);
+  await finish(page, "review", { queued: queued.length });
+}
+
 async function meetingsPage(page) {
   await open(page, "/ui/meetings");
   await page.getByLabel("Choose a recording, or drop it in this box").setInputFiles(meetingWav);
   await page.getByLabel("Title (optional)").fill("Budget review");
+  await page.getByLabel("Participants (optional)").fill("Laura, Kevin, Olivia");
   await page.getByRole("button", { name: "Summarize" }).focus();
   await page.keyboard.press("Enter");
   // Live: transcript segments appear before the summary does.
@@ -186,13 +224,16 @@ async function meetingsPage(page) {
   const error = (await page.locator("#meeting-error").textContent()).trim();
   check(error === "", `no error (${error})`);
   const stages = await page.$$eval("#stages li", (lis) => lis.map((li) => li.textContent));
-  const actions = await page.$$eval("#actions tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent.trim())));
+  const actions = await page.$$eval("#actions tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => {
+    const field = c.querySelector("input, select");
+    return field ? field.value : c.textContent.trim();
+  })));
   const transcript = await page.$$eval("#transcript li", (lis) => lis.map((li) => li.textContent.trim()));
   console.log(`meeting: stages ${JSON.stringify(stages)}\n  actions ${JSON.stringify(actions)}\n  transcript ${transcript.length} segments`);
   check(summaryPendingWhileTranscribing === 1, "the summary was pending while the transcript streamed in");
   check(stages.length >= 3, `progress went through several stages (${stages})`);
   check(transcript.length >= 5, "a transcript");
-  check(actions.length >= 1 && actions[0].length === 4, "an action-items table with rows");
+  check(actions.length >= 1 && actions[0].length === 5, "an action-items table with rows");
   check(actions.some(([, owner]) => /Laura|Kevin|Olivia/.test(owner)), "an action item owned by someone the meeting named");
   const meetingUrl = page.url();
   check(/\?id=mtg-/.test(meetingUrl), `the page's address names the meeting (${meetingUrl})`);
@@ -213,7 +254,34 @@ async function meetingsPage(page) {
   console.log(`ask: ${answer}`);
   check(/Kevin/.test(answer), "the answer names Kevin");
   check(await page.locator("#answer button.ts").count() >= 1, "the answer cites a time in the meeting");
-  await finish(page, "meetings", { stages, action_items: actions });
+
+  // Review from the keyboard: reassign the first action item to another participant,
+  // reject the first decision, sign the notes off; the export says so.
+  await page.getByLabel("Your name").fill("Ana");
+  const owner = page.getByLabel("Owner of action 1");
+  const before = await owner.inputValue();
+  const other = ["Laura", "Kevin", "Olivia"].find((n) => n !== before);
+  await owner.focus();
+  await owner.selectOption(other);
+  await page.getByRole("button", { name: "Save action 1", exact: true }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#review-status").filter({ hasText: "Saved." }).waitFor();
+  check(await page.getByLabel("Owner of action 1").inputValue() === other, "the new owner is shown");
+  check(/edited by Ana/.test(await page.locator("#actions tbody tr").first().textContent()), "the row says who edited it");
+  const rejected = await page.getByLabel("Decision 1", { exact: true }).inputValue();
+  await page.getByRole("button", { name: "Reject decision 1", exact: true }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#decisions li").first().filter({ hasText: "rejected by Ana" }).waitFor();
+  await page.getByRole("button", { name: "Mark the notes reviewed" }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#notes-state").filter({ hasText: "Notes reviewed by Ana." }).waitFor();
+  const href = await page.locator("#export-md").getAttribute("href");
+  const md = await (await page.request.get(`${base}${href}`)).text();
+  console.log(`export:\n${md}`);
+  check(md.includes(`**${other}**`), "the export has the new owner");
+  check(!md.includes(rejected), "the export leaves the rejected decision out");
+  check(md.includes("Notes reviewed by Ana"), "the export says who reviewed the notes");
+  await finish(page, "meetings", { stages, action_items: actions, reassigned_to: other, rejected });
 
   // The meeting's address opens it again from the gateway's store.
   await page.goto(meetingUrl);
@@ -231,7 +299,7 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, permissions: ["clipboard-read", "clipboard-write"] });
   // Generous: CI runs this beside other clusters on two cores.
   context.setDefaultTimeout(2 * MINUTE);
-  for (const [name, run] of [["search", searchPage], ["describe", describePage], ["meetings", meetingsPage]]) {
+  for (const [name, run] of [["search", searchPage], ["review", reviewPage], ["describe", describePage], ["meetings", meetingsPage]]) {
     const page = await context.newPage();
     const problems = [];
     page.on("pageerror", (e) => problems.push(`script error: ${e.message}`));

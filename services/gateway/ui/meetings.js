@@ -1,12 +1,15 @@
 // Meetings page: a recording -> live progress and transcript -> summary, decisions and
 // action items (POST /v1/meetings, server-sent events); a stored meeting by id (GET
-// /v1/meetings/{id}); questions answered with cited times (POST /v1/meetings/{id}/ask).
+// /v1/meetings/{id}); questions answered with cited times (POST /v1/meetings/{id}/ask);
+// a person's review of each item in place (PATCH /v1/meetings/{id}/{list}/{index}, POST
+// /v1/meetings/{id}/review) and the exports (GET /v1/meetings/{id}/export).
 import { $, api, apiError, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
 
 const uploadForm = $("upload-form"), recording = $("recording"), progress = $("progress");
 const progressStatus = $("progress-status"), stages = $("stages"), errorBox = $("meeting-error");
 const article = $("meeting"), player = $("player"), transcript = $("transcript"), answer = $("answer");
 let meetingId = null;
+let meetingVersion = 0;
 let segments = new Map(); // segment id -> {start_ms, end_ms, text}
 let audioUrl = null;
 
@@ -57,15 +60,106 @@ function listItems(list, items, empty) {
     : [el("li", { class: "pending" }, empty)]));
 }
 
-function showSummary(s) {
+/** "approved by ana", "rejected by bo", "machine draft": an item's review state in words. */
+function reviewState(r) {
+  if (!r || r.status === "pending") return el("span", { class: "meta" }, "machine draft");
+  const what = r.status === "approved" && r.source === "human" ? "edited" : r.status;
+  return el("span", { class: `status-${r.status}` }, `${what} by ${r.reviewed_by}`);
+}
+
+/** Sends one item's change (PATCH) with the version shown, then shows the stored meeting. */
+async function changeItem(list, index, item, change, focusId) {
+  const reviewer = $("reviewer").value.trim();
+  if (!reviewer) { say($("review-status"), "Enter your name first: it is saved with each change.", true); $("reviewer").focus(); return; }
+  localStorage.setItem("mmc-reviewer", reviewer);
+  try {
+    const m = await api(`/v1/meetings/${encodeURIComponent(meetingId)}/${list}/${index}`, {
+      method: "PATCH", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...change, reviewer, version: item.review.version }),
+    });
+    showReviewed(m);
+    say($("review-status"), "Saved.");
+    const again = $(focusId);
+    if (again) again.focus();
+  } catch (e) {
+    say($("review-status"), `Not saved: ${e.message}`, true);
+  }
+}
+
+/** Save, approve and reject buttons for one item; `edits()` reads its fields. */
+function reviewButtons(list, index, item, edits, label) {
+  const id = (what) => `${list}-${index}-${what}`;
+  return el("div", { class: "review-actions" },
+    el("button", { type: "button", id: id("save"), class: "quiet", "aria-label": `Save ${label}`, onclick: () => changeItem(list, index, item, edits(), id("save")) }, "Save"),
+    el("button", { type: "button", id: id("approve"), class: "quiet", "aria-label": `Approve ${label}`, onclick: () => changeItem(list, index, item, { status: "approved" }, id("approve")) }, "Approve"),
+    el("button", { type: "button", id: id("reject"), class: "quiet", "aria-label": `Reject ${label}`, onclick: () => changeItem(list, index, item, { status: "rejected" }, id("reject")) }, "Reject"));
+}
+
+function ownerPicker(a, index, participants) {
+  const names = [...new Set([...participants, ...(a.owner ? [a.owner] : [])])];
+  const select = el("select", { id: `action_items-${index}-owner`, "aria-label": `Owner of action ${index + 1}` },
+    el("option", { value: "" }, "unassigned"), ...names.map((n) => el("option", { value: n }, n)));
+  select.value = a.owner || "";
+  return select;
+}
+
+function showSummary(s, m) {
   const summary = $("summary");
   summary.textContent = s.summary || "No summary was produced.";
   summary.classList.remove("pending");
-  listItems($("decisions"), s.decisions, "No decisions were recorded.");
   listItems($("key-points"), s.key_points, "No key points.");
-  const rows = s.action_items.map((a) => el("tr", {},
-    el("td", {}, a.text), el("td", {}, a.owner || "unassigned"), el("td", {}, a.due || "not stated"), el("td", {}, citations(a))));
-  $("actions").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 4, class: "pending" }, "No action items."))]));
+  if (!m) {
+    listItems($("decisions"), s.decisions, "No decisions were recorded.");
+    const rows = s.action_items.map((a) => el("tr", {},
+      el("td", {}, a.text), el("td", {}, a.owner || "unassigned"), el("td", {}, a.due || "not stated"), el("td", {}, citations(a)), el("td", {})));
+    $("actions").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "pending" }, "No action items."))]));
+    return;
+  }
+  // A stored meeting: every decision and action item can be reviewed in place.
+  const decisions = s.decisions.map((d, i) => {
+    const input = el("input", { type: "text", id: `decisions-${i}-text`, value: d.text, maxlength: 500, "aria-label": `Decision ${i + 1}`,
+      class: d.review && d.review.status === "rejected" ? "rejected-text" : undefined });
+    return el("li", { dataset: { status: d.review ? d.review.status : "pending" } }, input, " ", citations(d), " ", reviewState(d.review),
+      reviewButtons("decisions", i, d, () => ({ text: input.value.trim() }), `decision ${i + 1}`));
+  });
+  $("decisions").replaceChildren(...(decisions.length ? decisions : [el("li", { class: "pending" }, "No decisions were recorded.")]));
+  const rows = s.action_items.map((a, i) => {
+    const text = el("input", { type: "text", id: `action_items-${i}-text`, value: a.text, maxlength: 500, "aria-label": `Action ${i + 1}`,
+      class: a.review.status === "rejected" ? "rejected-text" : undefined });
+    const owner = ownerPicker(a, i, m.participants);
+    const due = el("input", { type: "text", id: `action_items-${i}-due`, value: a.due, maxlength: 64, placeholder: "not stated", "aria-label": `Due date of action ${i + 1}` });
+    return el("tr", { dataset: { status: a.review.status } },
+      el("td", {}, text), el("td", {}, owner), el("td", {}, due), el("td", {}, citations(a)),
+      el("td", {}, reviewState(a.review),
+        reviewButtons("action_items", i, a, () => ({ text: text.value.trim(), owner: owner.value, due: due.value.trim() }), `action ${i + 1}`)));
+  });
+  $("actions").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "pending" }, "No action items."))]));
+}
+
+/** The stored meeting's notes with their review controls, state and export links. */
+function showReviewed(m) {
+  meetingVersion = m.version;
+  if (m.summary) showSummary(m.summary, m);
+  $("review-bar").hidden = false;
+  $("notes-actions").hidden = false;
+  $("notes-state").textContent = m.notes_reviewed ? `Notes reviewed by ${m.notes_reviewed_by}.` : "Draft: nobody has reviewed these notes yet.";
+  for (const [format, id] of [["md", "export-md"], ["json", "export-json"], ["ics", "export-ics"]]) {
+    $(id).href = `/v1/meetings/${encodeURIComponent(m.meeting_id)}/export?format=${format}`;
+  }
+}
+
+async function markReviewed() {
+  const reviewer = $("reviewer").value.trim();
+  if (!reviewer) { say($("review-status"), "Enter your name first: it is saved with each change.", true); $("reviewer").focus(); return; }
+  try {
+    const m = await api(`/v1/meetings/${encodeURIComponent(meetingId)}/review`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ reviewer, version: meetingVersion }),
+    });
+    showReviewed(m);
+    say($("review-status"), "The notes are marked reviewed.");
+  } catch (e) {
+    say($("review-status"), `Not marked: ${e.message}`, true);
+  }
 }
 
 function startMeeting(title) {
@@ -78,6 +172,8 @@ function startMeeting(title) {
   $("summary").classList.add("pending");
   for (const id of ["decisions", "key-points"]) $(id).replaceChildren();
   $("actions").tBodies[0].replaceChildren();
+  $("review-bar").hidden = true;
+  $("notes-actions").hidden = true;
   say(errorBox, "");
   article.hidden = false;
 }
@@ -87,7 +183,7 @@ function showMeeting(m) {
   startMeeting(m.title || "Untitled meeting");
   m.segments.forEach(addSegment);
   $("meeting-meta").textContent = `Meeting id ${m.meeting_id} · ${clock(m.audio_duration_ms)} long · language ${m.language || "unknown"}`;
-  if (m.summary) showSummary(m.summary);
+  if (m.summary) showReviewed(m);
   history.replaceState(null, "", `?id=${encodeURIComponent(m.meeting_id)}`);
 }
 
@@ -191,5 +287,7 @@ $("ask-form").addEventListener("submit", (e) => {
   const q = $("question").value.trim();
   if (q && meetingId) ask(q);
 });
+$("reviewer").value = localStorage.getItem("mmc-reviewer") || "";
+$("mark-reviewed").addEventListener("click", markReviewed);
 const fromUrl = new URLSearchParams(location.search).get("id");
 if (fromUrl) openMeeting(fromUrl);

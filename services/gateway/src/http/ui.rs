@@ -1,4 +1,4 @@
-//! The web UI: three pages (search, describe, meetings) over the REST routes, served from
+//! The web UI: four pages (search, describe, meetings, review) over the REST routes, served from
 //! files compiled into the binary (`services/gateway/ui/`), so a gateway is a complete
 //! product with nothing else to deploy.
 //!
@@ -35,7 +35,7 @@ struct Page {
     body: &'static str,
 }
 
-const PAGES: [Page; 3] = [
+const PAGES: [Page; 4] = [
     Page {
         id: "search",
         name: "Search",
@@ -57,18 +57,26 @@ const PAGES: [Page; 3] = [
         lead: "A recording becomes a transcript, a summary, decisions and action items; then ask it questions.",
         body: include_str!("../../ui/meetings.html"),
     },
+    Page {
+        id: "review",
+        name: "Review",
+        title: "Review alt text",
+        lead: "A person checks what the machine was unsure of: correct the alt text, or approve it.",
+        body: include_str!("../../ui/review.html"),
+    },
 ];
 
 const LAYOUT: &str = include_str!("../../ui/layout.html");
 
 /// Static files: name, content type, content.
-const ASSETS: [(&str, &str, &str); 6] = [
+const ASSETS: [(&str, &str, &str); 7] = [
     ("icon.svg", "image/svg+xml", include_str!("../../ui/icon.svg")),
     ("app.css", "text/css; charset=utf-8", include_str!("../../ui/app.css")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../ui/app.js")),
     ("search.js", "text/javascript; charset=utf-8", include_str!("../../ui/search.js")),
     ("describe.js", "text/javascript; charset=utf-8", include_str!("../../ui/describe.js")),
     ("meetings.js", "text/javascript; charset=utf-8", include_str!("../../ui/meetings.js")),
+    ("review.js", "text/javascript; charset=utf-8", include_str!("../../ui/review.js")),
 ];
 
 /// Scripts, styles, images and connections from this origin only (`blob:` for the
