@@ -74,8 +74,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/meetings/{meeting_id}/ask", post(rest::ask_meeting))
         .route("/v1/meetings/{meeting_id}/review", post(review::mark_reviewed))
         .route("/v1/meetings/{meeting_id}/export", get(review::export))
-        .route("/v1/meetings/{meeting_id}/{list}", post(review::add_item))
-        .route("/v1/meetings/{meeting_id}/{list}/{index}", axum::routing::patch(review::update_item))
+        .route("/v1/meetings/{meeting_id}/decisions", post(review::add_decision))
+        .route("/v1/meetings/{meeting_id}/action_items", post(review::add_action_item))
+        .route("/v1/meetings/{meeting_id}/decisions/{index}", axum::routing::patch(review::update_decision))
+        .route("/v1/meetings/{meeting_id}/action_items/{index}", axum::routing::patch(review::update_action_item))
         .route("/openapi.json", {
             // Built once: it depends only on the server's settings.
             let document = Arc::new(openapi::document(state.max_upload_bytes, state.max_tokens));

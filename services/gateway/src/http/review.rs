@@ -6,8 +6,8 @@
 //! | `GET /v1/images/{image_id}` (ETag) | GetImage |
 //! | `PATCH /v1/images/{image_id}` (JSON: `alt_text`, `description`, `metadata`, `reviewer`, `version`; or `If-Match`) | UpdateImage |
 //! | `POST /v1/images/{image_id}/approve` (JSON: `reviewer`, `version`) | ApproveImage |
-//! | `POST /v1/meetings/{meeting_id}/{decisions,action_items}` (JSON: `text`, `segment_ids`, `owner`, `due`, `reviewer`) | UpdateMeetingItem (add) |
-//! | `PATCH /v1/meetings/{meeting_id}/{decisions,action_items}/{index}` (JSON: `text`, `owner`, `due`, `segment_ids`, `status`, `reviewer`, `version`) | UpdateMeetingItem |
+//! | `POST /v1/meetings/{meeting_id}/decisions`, `.../action_items` (JSON: `text`, `segment_ids`, `owner`, `due`, `reviewer`) | UpdateMeetingItem (add) |
+//! | `PATCH /v1/meetings/{meeting_id}/decisions/{index}`, `.../action_items/{index}` (JSON: `text`, `owner`, `due`, `segment_ids`, `status`, `reviewer`, `version`) | UpdateMeetingItem |
 //! | `POST /v1/meetings/{meeting_id}/review` (JSON: `reviewer`, `version`; or `If-Match`) | MarkMeetingReviewed |
 //! | `GET /v1/meetings/{meeting_id}/export?format=md\|json\|ics` | ExportMeeting |
 //!
@@ -163,14 +163,6 @@ pub struct ItemBody {
     version: Option<u32>,
 }
 
-fn item_kind(list: &str) -> Result<ItemKind, ApiError> {
-    match list {
-        "decisions" => Ok(ItemKind::Decision),
-        "action_items" => Ok(ItemKind::ActionItem),
-        _ => Err(ApiError::not_found("no such route")),
-    }
-}
-
 fn item_edit(meeting_id: String, kind: ItemKind, index: Option<u32>, b: ItemBody) -> Result<ItemEdit, ApiError> {
     let status = match b.status.as_deref() {
         None => None,
@@ -193,36 +185,56 @@ fn item_edit(meeting_id: String, kind: ItemKind, index: Option<u32>, b: ItemBody
     })
 }
 
-/// `POST /v1/meetings/{meeting_id}/{list}`: adds a decision (`decisions`) or an action
-/// item (`action_items`) cited to the segments the reviewer picked.
-#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/{list}", tag = "review",
-    params(("meeting_id" = String, Path), ("list" = String, Path, description = "`decisions` or `action_items`")), request_body = ItemBody,
-    responses((status = 200, description = "The meeting as stored", body = MeetingView), (status = "4XX", body = ErrorBody)))]
-pub async fn add_item(
-    State(state): State<Arc<HttpState>>,
-    Path((meeting_id, list)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let kind = item_kind(&list)?;
-    let edit = item_edit(meeting_id, kind, None, parse_json(&body)?)?;
+/// Adds an item of `kind`, or changes the one at `index`, and answers with the stored meeting.
+async fn item(state: &HttpState, meeting_id: String, kind: ItemKind, index: Option<&str>, body: &Bytes) -> Result<Response, ApiError> {
+    let index = index
+        .map(|i| i.parse::<u32>().map_err(|_| ApiError::invalid("index", "index must be the item's position in its list, from 0")))
+        .transpose()?;
+    let edit = item_edit(meeting_id, kind, index, parse_json(body)?)?;
     Ok(meeting_response(&state.flows.update_meeting_item(edit).await?))
 }
 
-/// `PATCH /v1/meetings/{meeting_id}/{list}/{index}`: edits, approves or rejects one item,
-/// reassigns its owner or sets its due date.
-#[utoipa::path(patch, path = "/v1/meetings/{meeting_id}/{list}/{index}", tag = "review",
-    params(("meeting_id" = String, Path), ("list" = String, Path, description = "`decisions` or `action_items`"), ("index" = u32, Path)),
-    request_body = ItemBody,
+/// `POST /v1/meetings/{meeting_id}/decisions`: adds a decision cited to the segments the
+/// reviewer picked.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/decisions", tag = "review", params(("meeting_id" = String, Path)), request_body = ItemBody,
+    responses((status = 200, description = "The meeting as stored", body = MeetingView), (status = "4XX", body = ErrorBody)))]
+pub async fn add_decision(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    item(&state, meeting_id, ItemKind::Decision, None, &body).await
+}
+
+/// `POST /v1/meetings/{meeting_id}/action_items`: adds an action item cited to the segments
+/// the reviewer picked.
+#[utoipa::path(post, path = "/v1/meetings/{meeting_id}/action_items", tag = "review", params(("meeting_id" = String, Path)), request_body = ItemBody,
+    responses((status = 200, description = "The meeting as stored", body = MeetingView), (status = "4XX", body = ErrorBody)))]
+pub async fn add_action_item(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    item(&state, meeting_id, ItemKind::ActionItem, None, &body).await
+}
+
+/// `PATCH /v1/meetings/{meeting_id}/decisions/{index}`: edits, approves or rejects a decision.
+#[utoipa::path(patch, path = "/v1/meetings/{meeting_id}/decisions/{index}", tag = "review",
+    params(("meeting_id" = String, Path), ("index" = u32, Path, description = "position in the list, from 0")), request_body = ItemBody,
     responses((status = 200, description = "The meeting as stored", body = MeetingView),
         (status = 409, description = "The item changed since `version`", body = ErrorBody), (status = "4XX", body = ErrorBody)))]
-pub async fn update_item(
+pub async fn update_decision(
     State(state): State<Arc<HttpState>>,
-    Path((meeting_id, list, index)): Path<(String, String, u32)>,
+    Path((meeting_id, index)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let kind = item_kind(&list)?;
-    let edit = item_edit(meeting_id, kind, Some(index), parse_json(&body)?)?;
-    Ok(meeting_response(&state.flows.update_meeting_item(edit).await?))
+    item(&state, meeting_id, ItemKind::Decision, Some(&index), &body).await
+}
+
+/// `PATCH /v1/meetings/{meeting_id}/action_items/{index}`: edits, approves or rejects an
+/// action item, reassigns its owner or sets its due date.
+#[utoipa::path(patch, path = "/v1/meetings/{meeting_id}/action_items/{index}", tag = "review",
+    params(("meeting_id" = String, Path), ("index" = u32, Path, description = "position in the list, from 0")), request_body = ItemBody,
+    responses((status = 200, description = "The meeting as stored", body = MeetingView),
+        (status = 409, description = "The item changed since `version`", body = ErrorBody), (status = "4XX", body = ErrorBody)))]
+pub async fn update_action_item(
+    State(state): State<Arc<HttpState>>,
+    Path((meeting_id, index)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    item(&state, meeting_id, ItemKind::ActionItem, Some(&index), &body).await
 }
 
 /// `POST /v1/meetings/{meeting_id}/review`: the notes are reviewed; every item not
