@@ -2,6 +2,7 @@
 //! loopback. Run after `cargo build --workspace` and `mmc models fetch` (the README's
 //! test command does both).
 
+mod api_keys;
 mod caption_service;
 mod cli_client;
 mod cluster_up;

@@ -84,6 +84,10 @@ struct Args {
     /// address, to any name unless this is set.
     #[arg(long, env = "MMC_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
     http_allowed_hosts: Vec<String>,
+    /// The API key the gateway sends to the model services (a file whose first line is the
+    /// key), for services started with `--api-keys-file`.
+    #[arg(long, env = "MMC_UPSTREAM_API_KEY_FILE")]
+    upstream_api_key_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,24 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+    };
+    if let Some(file) = &args.upstream_api_key_file {
+        let key = mmc_runtime::auth::read_client_key(file).and_then(|k| mmc_runtime::auth::bearer(&k));
+        match key {
+            Ok(value) => mmc_gateway::upstream::set_api_key(value),
+            Err(e) => {
+                eprintln!("--upstream-api-key-file: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // The HTTP API takes the same keys as the gRPC server.
+    let http_keys = match args.server.api_keys_file.as_deref().map(mmc_runtime::auth::ApiKeys::load).transpose() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("--api-keys-file: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let server = args.server.clone();
     mmc_runtime::server::run("gateway", args.server.clone(), move || async move {
@@ -150,6 +172,7 @@ fn main() -> ExitCode {
                 default_max_tokens: args.http_default_max_tokens,
                 max_tokens: args.http_max_tokens,
                 allowed_hosts: mmc_gateway::http::guard::AllowedHosts::for_listener(addr.ip(), &args.http_allowed_hosts),
+                api_keys: http_keys,
             };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }

@@ -4,17 +4,47 @@
 /** The element with this id. */
 export const $ = (id) => document.getElementById(id);
 
+/** Headers for an API call: the caller's, plus the API key when the user gave one (a
+ *  gateway started with --api-keys-file asks for it; the key stays in this tab). */
+export function withKey(headers = {}) {
+  const key = sessionStorage.getItem("mmc-api-key");
+  return key ? { ...headers, authorization: `Bearer ${key}` } : headers;
+}
+
+/** `fetch` with the API key; a 401 shows the key form. */
+export async function apiFetch(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: withKey(options.headers) });
+  if (response.status === 401) askForKey();
+  return response;
+}
+
+function askForKey() {
+  const form = document.getElementById("api-key-form");
+  if (!form || !form.hidden) return;
+  form.hidden = false;
+  document.getElementById("api-key").focus();
+}
+
 /** Calls the gateway's HTTP API; resolves to the parsed JSON body, or throws an Error
  *  carrying the server's own message (errors come in OpenAI's shape). */
 export async function api(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, options);
+    response = await apiFetch(path, options);
   } catch (e) {
     throw new Error(`The gateway could not be reached (${e.message}).`);
   }
   if (!response.ok) throw await apiError(response);
   return response.json();
+}
+
+const keyForm = document.getElementById("api-key-form");
+if (keyForm) {
+  keyForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("mmc-api-key", document.getElementById("api-key").value.trim());
+    keyForm.hidden = true;
+  });
 }
 
 /** The Error for a failed response, with the message from its `{error: {message}}` body. */

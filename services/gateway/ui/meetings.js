@@ -3,7 +3,7 @@
 // /v1/meetings/{id}); questions answered with cited times (POST /v1/meetings/{id}/ask);
 // a person's review of each item in place (PATCH /v1/meetings/{id}/{list}/{index}, POST
 // /v1/meetings/{id}/review) and the exports (GET /v1/meetings/{id}/export).
-import { $, api, apiError, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
+import { $, api, apiError, apiFetch, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
 
 const uploadForm = $("upload-form"), recording = $("recording"), progress = $("progress");
 const progressStatus = $("progress-status"), stages = $("stages"), errorBox = $("meeting-error");
@@ -222,7 +222,7 @@ async function summarize(file, title, participants) {
   if (title) data.append("title", title);
   if (participants) data.append("participants", participants);
   try {
-    const response = await fetch("/v1/meetings", { method: "POST", body: data });
+    const response = await apiFetch("/v1/meetings", { method: "POST", body: data });
     if (!response.ok) throw await apiError(response);
     let finished = false;
     for await (const { event, data: d } of serverSentEvents(response)) {

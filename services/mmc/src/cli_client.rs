@@ -23,13 +23,36 @@ pub struct ServicesArgs {
     endpoint: String,
 }
 
-pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(endpoint.to_string())
+/// Sends the API key of `MMC_API_KEY` (when set) with every call: servers started with
+/// `--api-keys-file` refuse calls without one. (An environment variable, not a flag, so the
+/// key does not show in process lists or shell history.)
+#[derive(Clone)]
+pub struct ApiKey(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("authorization", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that sends the API key.
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, ApiKey>;
+
+pub async fn connect(endpoint: &str) -> anyhow::Result<Authed> {
+    let key = match std::env::var("MMC_API_KEY") {
+        Ok(k) if !k.trim().is_empty() => Some(mmc_runtime::auth::bearer(k.trim()).context("MMC_API_KEY")?),
+        _ => None,
+    };
+    let channel = Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
-        .with_context(|| format!("connecting to {endpoint}"))
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, ApiKey(key)))
 }
 
 /// Prints `ENDPOINT STATUS` per endpoint; exit code 0 only if all are SERVING.
@@ -59,7 +82,7 @@ pub async fn services(args: ServicesArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Service names listed by `grpc.reflection.v1`.
-pub async fn list_services(ch: Channel) -> anyhow::Result<Vec<String>> {
+pub async fn list_services(ch: Authed) -> anyhow::Result<Vec<String>> {
     use tonic_reflection::pb::v1::{
         server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,

@@ -29,7 +29,6 @@ use mmc_proto::{
 };
 use serde_json::{json, Value};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 /// Upload message size (audio and images are streamed in pieces of this size).
 const CHUNK: usize = 256 * 1024;
@@ -45,13 +44,13 @@ pub struct GatewayOpts {
     pub(crate) json: bool,
 }
 
-async fn reach(endpoint: &str, what: &str, flag: &str, var: &str) -> anyhow::Result<Channel> {
+async fn reach(endpoint: &str, what: &str, flag: &str, var: &str) -> anyhow::Result<crate::cli_client::Authed> {
     crate::cli_client::connect(endpoint).await.with_context(|| {
         format!("cannot reach the {what} at {endpoint}: is the cluster running? (start it with `mmc up`, or point {flag} / {var} at it)")
     })
 }
 
-pub(crate) async fn gateway(opts: &GatewayOpts) -> anyhow::Result<GatewayServiceClient<Channel>> {
+pub(crate) async fn gateway(opts: &GatewayOpts) -> anyhow::Result<GatewayServiceClient<crate::cli_client::Authed>> {
     let channel = reach(&opts.gateway, "gateway", "--gateway", "MMC_GATEWAY_ENDPOINT").await?;
     Ok(GatewayServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
 }

@@ -61,7 +61,7 @@ const MEETING_QUESTIONS: [&str; 3] =
 
 const QUERIES: [&str; 5] = ["a cat lying on a blanket", "a cup of coffee", "a rocket on the launch pad", "a motorbike", "stars and galaxies"];
 
-type Gateway = GatewayServiceClient<tonic::transport::Channel>;
+type Gateway = GatewayServiceClient<crate::cli_client::Authed>;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = args.photos.unwrap_or_else(|| mmc_models::ModelStore::from_env().model_dir("test-photos"));

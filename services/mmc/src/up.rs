@@ -60,6 +60,11 @@ pub struct UpArgs {
     /// Port of the gateway's HTTP API (OpenAI-compatible routes), on `--host`.
     #[arg(long, env = "MMC_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
+    /// Require this API key on every service (a file whose first line is the key): each
+    /// service gets it as `--api-keys-file`, the gateway also sends it to the others.
+    /// Clients send it as `authorization: Bearer <key>` (`MMC_API_KEY` for `mmc`).
+    #[arg(long, env = "MMC_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
     #[arg(long = "service-arg", allow_hyphen_values = true)]
     service_args: Vec<String>,
@@ -108,6 +113,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut env: Vec<(String, String)> = endpoints.iter().map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone())).collect();
     let data_dir = std::path::absolute(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     env.push(("MMC_DATA_DIR".into(), data_dir.to_string_lossy().into_owned()));
+    if let Some(file) = &args.api_key_file {
+        // Checked here, so a bad file stops `mmc up` with one message, not five.
+        mmc_runtime::auth::read_client_key(file)?;
+        let file = std::path::absolute(file)?.to_string_lossy().into_owned();
+        env.push(("MMC_API_KEYS_FILE".into(), file.clone()));
+        env.push(("MMC_UPSTREAM_API_KEY_FILE".into(), file));
+    }
 
     for svc in &mut services {
         spawn(svc, &args, &env)?;

@@ -58,6 +58,11 @@ pub struct ServerArgs {
     /// OTLP/gRPC endpoint for traces (e.g. http://otel-collector:4317); none = no export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// Require an API key (`authorization: Bearer <key>`) on every request but health checks
+    /// and reflection: one key, or `sha256:<hex digest>`, per line (see `mmc_runtime::auth`).
+    #[arg(long, env = "MMC_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {

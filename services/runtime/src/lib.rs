@@ -19,6 +19,7 @@
 //! - [`client`]: channels to other services (used by the gateway) with the same limits
 //!   and trace propagation.
 
+pub mod auth;
 pub mod batcher;
 pub mod client;
 pub mod config;

@@ -2,16 +2,18 @@
 //!
 //! 1. **Exemptions**: health checks and reflection bypass everything below, so a busy
 //!    server still answers its probes.
-//! 2. **Load shedding**: a global semaphore of `max_concurrency` permits. A request that
+//! 2. **Authentication** (when the server has API keys, [`crate::auth`]): a request without
+//!    a valid `authorization: Bearer <key>` gets UNAUTHENTICATED before it costs anything.
+//! 3. **Load shedding**: a global semaphore of `max_concurrency` permits. A request that
 //!    finds none gets RESOURCE_EXHAUSTED at once (clients retry with backoff or go to
 //!    another replica) instead of waiting in an unbounded queue. The permit is held until
 //!    the response body ends, so a streaming RPC counts for as long as it streams.
-//! 3. **Deadline**: the client's `grpc-timeout`, capped by the server's default, covers
+//! 4. **Deadline**: the client's `grpc-timeout`, capped by the server's default, covers
 //!    the whole call including a streamed response. When it passes, the call ends with
 //!    DEADLINE_EXCEEDED and the handler's future or stream is dropped (cancelled).
-//! 4. **Tracing**: a server span per request whose parent is the caller's W3C trace
+//! 5. **Tracing**: a server span per request whose parent is the caller's W3C trace
 //!    context from the metadata.
-//! 5. **Metrics**: started/handled counters by gRPC code, latency histogram, in-flight
+//! 6. **Metrics**: started/handled counters by gRPC code, latency histogram, in-flight
 //!    gauge (see [`crate::metrics`]).
 
 use std::{
@@ -50,6 +52,8 @@ pub struct PolicyConfig {
     pub max_concurrency: usize,
     /// Deadline for requests without `grpc-timeout`, and cap for those with one.
     pub default_timeout: Duration,
+    /// When set, every request but the exempt ones must carry one of these keys.
+    pub api_keys: Option<crate::auth::ApiKeys>,
 }
 
 /// Tower layer applying [`PolicyConfig`] to every request (see module docs).
@@ -118,6 +122,16 @@ where
         );
         let _ = span.set_parent(propagation::extract(req.headers()));
         let mut observer = Observer::start(service, method, span.clone());
+
+        // Authentication before anything costs: a refused call holds no permit.
+        if let Some(keys) = &self.config.api_keys {
+            let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if let Err(e) = keys.check(authorization) {
+                let status = Status::unauthenticated(e.to_string());
+                observer.finish(status.code());
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        }
 
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::SHED, "grpc_service" => observer.service.clone(), "grpc_method" => observer.method.clone()).increment(1);
@@ -402,7 +416,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_callers_grpc_timeout_ends_a_slow_call_with_deadline_exceeded() {
-        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_secs(60) }).layer(slow_inner());
+        let mut svc =
+            PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_secs(60), api_keys: None }).layer(slow_inner());
         let started = tokio::time::Instant::now();
         let resp = svc.call(request(Some("100m"))).await.unwrap();
         assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));
@@ -412,7 +427,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_server_default_caps_a_longer_grpc_timeout() {
-        let mut svc = PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_millis(300) }).layer(slow_inner());
+        let mut svc =
+            PolicyLayer::new(PolicyConfig { max_concurrency: 4, default_timeout: Duration::from_millis(300), api_keys: None }).layer(slow_inner());
         let started = tokio::time::Instant::now();
         let resp = svc.call(request(Some("10S"))).await.unwrap();
         assert_eq!(code_from_headers(resp.headers()), Some(Code::DeadlineExceeded));

@@ -189,6 +189,10 @@ where
 {
     let addr: SocketAddr = listener.local_addr()?;
     let ServiceSet { mut routes, names, http, .. } = services;
+    let api_keys = args.api_keys_file.as_deref().map(crate::auth::ApiKeys::load).transpose()?;
+    if api_keys.is_some() {
+        tracing::info!("API keys required (health checks and reflection stay open)");
+    }
 
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness { reporter, names: names.clone(), serving: Arc::new(AtomicBool::new(false)) };
@@ -217,7 +221,7 @@ where
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .layer(PolicyLayer::new(PolicyConfig { max_concurrency: args.max_concurrency, default_timeout: args.request_timeout() }))
+        .layer(PolicyLayer::new(PolicyConfig { max_concurrency: args.max_concurrency, default_timeout: args.request_timeout(), api_keys }))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;

@@ -191,3 +191,33 @@ async fn undecodable_requests_are_client_errors() {
     }
     EmbedServiceClient::new(ch).embed_text(sleep_req(0)).await.expect("still serving");
 }
+
+#[tokio::test]
+async fn api_keys_are_required_but_probes_stay_open() {
+    let dir = std::env::temp_dir().join(format!("mmc-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    let key = "test-key-0123456789abcdef";
+    std::fs::write(&file, format!("# test\n{key}\n")).unwrap();
+    let server = TestServer::start(args(&["--api-keys-file", file.to_str().unwrap()])).await;
+    let ch = server.channel().await;
+    let call = |authorization: Option<String>| {
+        let ch = ch.clone();
+        async move {
+            let mut request = Request::new(sleep_req(0));
+            if let Some(a) = authorization {
+                request.metadata_mut().insert("authorization", a.parse().unwrap());
+            }
+            EmbedServiceClient::new(ch).embed_text(request).await
+        }
+    };
+    let missing = call(None).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    assert!(missing.message().contains("Bearer"), "{}", missing.message());
+    assert_eq!(call(Some("Bearer wrong-key-0123456789".into())).await.unwrap_err().code(), Code::Unauthenticated);
+    call(Some(format!("Bearer {key}"))).await.expect("the right key is accepted");
+    // Probes need no key.
+    assert_eq!(health(ch.clone(), "mmc.embed.v1.EmbedService").await, ServingStatus::Serving);
+    server.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -91,6 +91,28 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
         }
         .into_response();
     }
+    // API keys, as on the gRPC port: the API needs one; the web UI's pages and the
+    // document do not (the UI's scripts send the key the user gives). Thumbnails do not
+    // either: an `<img>` cannot send a header, and their ids are 128-bit content hashes,
+    // known only to whoever indexed or found the image.
+    let path = request.uri().path();
+    if let Some(keys) = &state.api_keys {
+        let open = !path.starts_with("/v1/") || (request.method() == Method::GET && path.ends_with("/thumbnail"));
+        if !open {
+            if let Err(e) = keys.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+                let mut response = ApiError {
+                    status: StatusCode::UNAUTHORIZED,
+                    kind: "invalid_request_error",
+                    code: Some("invalid_api_key"),
+                    param: None,
+                    message: e.to_string(),
+                }
+                .into_response();
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        }
+    }
     let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {
         let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));

@@ -59,6 +59,8 @@ pub struct HttpState {
     pub max_tokens: u32,
     /// `Host` names served (see [`super::guard`]).
     pub allowed_hosts: super::guard::AllowedHosts,
+    /// When set, `/v1/` routes need one of these keys (see [`super::guard`]).
+    pub api_keys: Option<mmc_runtime::auth::ApiKeys>,
 }
 
 /// Most inputs in one embeddings request (OpenAI's limit).

@@ -189,5 +189,17 @@ pub fn timing(stage: &str, elapsed: Duration) -> StageTiming {
 pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    if let Some(key) = API_KEY.get() {
+        request.metadata_mut().insert("authorization", key.clone());
+    }
     request
+}
+
+/// `Bearer <key>` sent with every upstream call (`--upstream-api-key-file`). One per
+/// process: a gateway has one identity towards the model services it calls.
+static API_KEY: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = std::sync::OnceLock::new();
+
+/// Sets the key sent to the model services (once, at start).
+pub fn set_api_key(value: tonic::metadata::MetadataValue<tonic::metadata::Ascii>) {
+    let _ = API_KEY.set(value);
 }

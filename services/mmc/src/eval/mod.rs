@@ -77,7 +77,7 @@ pub async fn run(command: EvalCommand) -> anyhow::Result<ExitCode> {
 
 /// One recording's summary through the gateway.
 async fn summarize(
-    client: &mut GatewayServiceClient<tonic::transport::Channel>,
+    client: &mut GatewayServiceClient<crate::cli_client::Authed>,
     meeting: &fixtures::Meeting,
     audio: &[u8],
     version: &str,
