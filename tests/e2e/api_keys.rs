@@ -23,10 +23,8 @@ async fn every_port_wants_the_key_and_the_chain_carries_it() {
     std::fs::write(&keys, format!("# the test's key\n{KEY}\n")).unwrap();
     let keys = keys.to_str().unwrap();
     let keyed = ["--api-keys-file", keys];
-    let (embed, caption) = tokio::join!(
-        start_service("mmc-embed", &keyed, Duration::from_secs(60)),
-        start_service("mmc-caption", &keyed, Duration::from_secs(60)),
-    );
+    let (embed, caption) =
+        tokio::join!(start_service("mmc-embed", &keyed, Duration::from_secs(60)), start_service("mmc-caption", &keyed, Duration::from_secs(60)),);
     let http = format!("127.0.0.1:{}", free_port_range(1));
     let data = dir.path().join("data");
     let args = [

@@ -101,6 +101,11 @@ async fn the_cli_runs_every_flow_against_a_live_cluster() {
         assert!(ok && md.starts_with("# Reading") && md.contains("## Action items"), "{md}{stderr}");
         let (ok, ics, stderr) = mmc(&["meeting", "export", &id, "--format", "ics", "--gateway", &gw]);
         assert!(ok && ics.starts_with("BEGIN:VCALENDAR\r\n"), "{ics}{stderr}");
+        let listed = mmc_json(&["meeting", "list", "--gateway", &gw, "--json"]);
+        assert!(listed["meetings"].as_array().unwrap().iter().any(|m| m["meeting_id"] == id.as_str()), "{listed}");
+        mmc_json(&["meeting", "delete", &id, "--gateway", &gw, "--json"]);
+        let (ok, _, stderr) = mmc(&["ask", &id, "anything", "--gateway", &gw]);
+        assert!(!ok && stderr.contains("no meeting"), "a deleted meeting: {stderr}");
         let (ok, _, stderr) = mmc(&["ask", "no-such-meeting", "anything", "--gateway", &gw]);
         assert!(!ok && stderr.contains("no-such-meeting"), "unknown meeting: {stderr}");
 

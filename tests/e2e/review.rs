@@ -14,9 +14,9 @@ use mmc_proto::{
     common::v1::Image,
     gateway::v1::{
         gateway_service_client::GatewayServiceClient, index_images_response::Event, summarize_meeting_request::Payload, summarize_meeting_response,
-        ApproveImageRequest, DescribeImageRequest, ExportFormat, ExportMeetingRequest, GetImageRequest, GetMeetingRequest, IndexImagesRequest,
-        ItemKind, ListImagesRequest, MarkMeetingReviewedRequest, MeetingConfig, ReviewStatus, SummarizeMeetingRequest, TextSource,
-        UpdateImageRequest, UpdateMeetingItemRequest,
+        ApproveImageRequest, DeleteMeetingRequest, DescribeImageRequest, ExportFormat, ExportMeetingRequest, GetImageRequest, GetMeetingRequest,
+        IndexImagesRequest, ItemKind, ListImagesRequest, ListMeetingsRequest, MarkMeetingReviewedRequest, MeetingConfig, ReviewStatus,
+        SummarizeMeetingRequest, TextSource, UpdateImageRequest, UpdateMeetingItemRequest,
     },
     speech::v1::TranscribeConfig,
 };
@@ -314,4 +314,19 @@ async fn meeting_notes_are_reviewed_and_exported() {
     let (status, text) =
         http_request(&http, "GET", &format!("/v1/meetings/{id}/export?format=md"), "text/plain", b"", Duration::from_secs(10)).unwrap();
     assert_eq!((status, text.as_str()), (200, md.as_str()));
+
+    // The meeting is listed, then deleted for good.
+    let listed = client.list_meetings(ListMeetingsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.meetings.len(), 1);
+    assert!(listed.meetings[0].meeting_id == id && listed.meetings[0].notes_reviewed && listed.meetings[0].title == "Budget review");
+    let (status, body) = call(&http, "GET", "/v1/meetings", Value::Null);
+    assert_eq!((status, body["meetings"][0]["meeting_id"].as_str()), (200, Some(id.as_str())), "{body}");
+    let (status, body) = call(&http, "DELETE", &format!("/v1/meetings/{id}"), Value::Null);
+    assert_eq!(status, 200, "{body}");
+    let gone = client.get_meeting(GetMeetingRequest { meeting_id: id.clone() }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(call(&http, "DELETE", &format!("/v1/meetings/{id}"), Value::Null).0, 404);
+    let gone = client.delete_meeting(DeleteMeetingRequest { meeting_id: id.clone() }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(client.list_meetings(ListMeetingsRequest::default()).await.unwrap().into_inner().meetings.is_empty());
 }

@@ -242,6 +242,26 @@ pub struct ListRequest {
     pub needs_review: bool,
 }
 
+/// One stored meeting in a list (what it is, not its transcript).
+#[derive(Clone, Debug)]
+pub struct MeetingListing {
+    pub meeting_id: String,
+    pub title: String,
+    pub created_at_unix_ms: i64,
+    pub audio_duration_ms: i64,
+    pub notes_reviewed: bool,
+    pub decisions: u32,
+    pub action_items: u32,
+}
+
+/// One page of stored meetings, newest first.
+#[derive(Clone, Debug)]
+pub struct MeetingPage {
+    pub meetings: Vec<MeetingListing>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
 /// One page of the index, oldest first.
 #[derive(Clone, Debug)]
 pub struct ImagePage {

@@ -84,6 +84,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => ErrorKind::NotFound,
             GatewayError::Store(StoreError::SpaceMismatch { .. }) => ErrorKind::FailedPrecondition,
             GatewayError::Store(StoreError::Conflict { .. }) | GatewayError::Conflict(_) => ErrorKind::Conflict,
+            GatewayError::Store(StoreError::Missing(_)) => ErrorKind::NotFound,
             GatewayError::Store(_) => ErrorKind::Internal,
         }
     }

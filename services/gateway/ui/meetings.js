@@ -289,5 +289,27 @@ $("ask-form").addEventListener("submit", (e) => {
 });
 $("reviewer").value = localStorage.getItem("mmc-reviewer") || "";
 $("mark-reviewed").addEventListener("click", markReviewed);
+// Export links download with the API key when the server asks for one (a plain link
+// cannot send it).
+for (const id of ["export-md", "export-json", "export-ics"]) {
+  $(id).addEventListener("click", async (e) => {
+    if (!sessionStorage.getItem("mmc-api-key")) return;
+    e.preventDefault();
+    const link = e.currentTarget;
+    try {
+      const response = await apiFetch(link.href);
+      if (!response.ok) throw await apiError(response);
+      const name = (response.headers.get("content-disposition") || "").match(/filename="([^"]+)"/);
+      const url = URL.createObjectURL(await response.blob());
+      const a = el("a", { href: url, download: name ? name[1] : "" });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (err) {
+      say($("review-status"), `Export failed: ${err.message}`, true);
+    }
+  });
+}
 const fromUrl = new URLSearchParams(location.search).get("id");
 if (fromUrl) openMeeting(fromUrl);

@@ -57,7 +57,7 @@ enum Command {
     Ask(client_cmd::AskArgs),
     /// List the images whose alt text waits for a person's review; approve them.
     Review(review_cmd::ReviewArgs),
-    /// Meeting notes: export them (Markdown, JSON, iCalendar to-dos).
+    /// Stored meetings: list, export (Markdown, JSON, iCalendar to-dos), delete.
     #[command(subcommand)]
     Meeting(review_cmd::MeetingCommand),
     /// Score the flows on an evaluation set (`mmc eval meetings`, `mmc eval alt-text`).

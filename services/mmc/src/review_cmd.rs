@@ -4,7 +4,8 @@
 //!   unsure of, least confident first); `mmc review --approve IMAGE_ID` approves one as is;
 //! - `mmc describe --set "text" IMAGE` replaces an indexed image's alt text (IMAGE is an
 //!   image id or the image's file);
-//! - `mmc meeting export MEETING_ID --format md|json|ics` prints (or writes) the notes.
+//! - `mmc meeting export MEETING_ID --format md|json|ics` prints (or writes) the notes;
+//!   `mmc meeting list`, `mmc meeting delete MEETING_ID`.
 //!
 //! Who reviews is `--reviewer` (default: `$MMC_REVIEWER`, else `$USER`).
 
@@ -13,8 +14,8 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use mmc_proto::gateway::v1::{
-    ApproveImageRequest, DescribeImageRequest, ExportFormat, ExportMeetingRequest, GetImageRequest, ImageRecord, ListImagesRequest,
-    UpdateImageRequest,
+    ApproveImageRequest, DeleteMeetingRequest, DescribeImageRequest, ExportFormat, ExportMeetingRequest, GetImageRequest, ImageRecord,
+    ListImagesRequest, ListMeetingsRequest, UpdateImageRequest,
 };
 use serde_json::json;
 
@@ -119,6 +120,27 @@ pub async fn set_alt_text(image: &PathBuf, text: &str, who: &Option<String>, opt
 pub enum MeetingCommand {
     /// Print (or write) a meeting's notes: Markdown, JSON, or the action items as iCalendar.
     Export(ExportArgs),
+    /// List the stored meetings, newest first.
+    List(ListArgs),
+    /// Delete a stored meeting for good (transcript, notes, review history).
+    Delete(DeleteArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Most meetings listed.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[command(flatten)]
+    opts: GatewayOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The meeting's id.
+    meeting_id: String,
+    #[command(flatten)]
+    opts: GatewayOpts,
 }
 
 /// Export formats.
@@ -144,7 +166,48 @@ pub struct ExportArgs {
 
 /// `mmc meeting ...`.
 pub async fn meeting(command: MeetingCommand) -> anyhow::Result<ExitCode> {
-    let MeetingCommand::Export(args) = command;
+    let args = match command {
+        MeetingCommand::Export(args) => args,
+        MeetingCommand::List(args) => {
+            let mut client = gateway(&args.opts).await?;
+            let page = client.list_meetings(ListMeetingsRequest { page_size: args.limit, page_token: String::new() }).await?.into_inner();
+            if args.opts.json {
+                let meetings: Vec<_> = page
+                    .meetings
+                    .iter()
+                    .map(|m| {
+                        json!({ "meeting_id": m.meeting_id, "title": m.title, "created_at_unix_ms": m.created_at_unix_ms,
+                        "audio_duration_ms": m.audio_duration_ms, "notes_reviewed": m.notes_reviewed, "decisions": m.decisions,
+                        "action_items": m.action_items })
+                    })
+                    .collect();
+                println!("{}", json!({ "meetings": meetings, "more": !page.next_page_token.is_empty() }));
+            } else {
+                for m in &page.meetings {
+                    let state = if m.notes_reviewed { "reviewed" } else { "draft" };
+                    println!(
+                        "{}\t{}\t{} s\t{} decisions, {} action items\t{state}",
+                        m.meeting_id,
+                        m.title,
+                        m.audio_duration_ms / 1000,
+                        m.decisions,
+                        m.action_items
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        MeetingCommand::Delete(args) => {
+            let mut client = gateway(&args.opts).await?;
+            client.delete_meeting(DeleteMeetingRequest { meeting_id: args.meeting_id.clone() }).await?;
+            if args.opts.json {
+                println!("{}", json!({ "meeting_id": args.meeting_id, "deleted": true }));
+            } else {
+                println!("deleted {}", args.meeting_id);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let format = match args.format {
         Format::Md => ExportFormat::Markdown,
         Format::Json => ExportFormat::Json,

@@ -13,10 +13,11 @@ use mmc_proto::{
     gateway::v1::{
         gateway_service_server::GatewayService, index_images_response::Event, search_images_request, summarize_meeting_request,
         summarize_meeting_response, ApproveImageRequest, AskMeetingRequest, AskMeetingResponse, DeleteImageRequest, DeleteImageResponse,
-        DescribeImageRequest, DescribeImageResponse, ExportMeetingRequest, ExportMeetingResponse, GetImageRequest, GetMeetingRequest, ImageRecord,
-        IndexFailure, IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage, ListImagesRequest, ListImagesResponse,
-        MarkMeetingReviewedRequest, Meeting, SearchHit, SearchImagesRequest, SearchImagesResponse, SummarizeMeetingRequest, SummarizeMeetingResponse,
-        UpdateImageRequest, UpdateMeetingItemRequest,
+        DeleteMeetingRequest, DeleteMeetingResponse, DescribeImageRequest, DescribeImageResponse, ExportMeetingRequest, ExportMeetingResponse,
+        GetImageRequest, GetMeetingRequest, ImageRecord, IndexFailure, IndexImagesRequest, IndexImagesResponse, IndexSummary, IndexedImage,
+        ListImagesRequest, ListImagesResponse, ListMeetingsRequest, ListMeetingsResponse, MarkMeetingReviewedRequest, Meeting, MeetingListing,
+        SearchHit, SearchImagesRequest, SearchImagesResponse, SummarizeMeetingRequest, SummarizeMeetingResponse, UpdateImageRequest,
+        UpdateMeetingItemRequest,
     },
 };
 use tokio::sync::mpsc;
@@ -282,6 +283,32 @@ impl GatewayService for GatewayHandlers {
         let ask = AskRequest { meeting_id: req.meeting_id, question: req.question, top_k: req.top_k };
         let answer = self.flows.ask_meeting(ask, deadline).await.map_err(status)?;
         Ok(Response::new(convert::answer(answer)))
+    }
+
+    async fn list_meetings(&self, request: Request<ListMeetingsRequest>) -> Result<Response<ListMeetingsResponse>, Status> {
+        let req = request.into_inner();
+        let page = self.flows.list_meetings(req.page_size, &req.page_token).await.map_err(status)?;
+        Ok(Response::new(ListMeetingsResponse {
+            meetings: page
+                .meetings
+                .into_iter()
+                .map(|m| MeetingListing {
+                    meeting_id: m.meeting_id,
+                    title: m.title,
+                    created_at_unix_ms: m.created_at_unix_ms,
+                    audio_duration_ms: m.audio_duration_ms,
+                    notes_reviewed: m.notes_reviewed,
+                    decisions: m.decisions,
+                    action_items: m.action_items,
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_meeting(&self, request: Request<DeleteMeetingRequest>) -> Result<Response<DeleteMeetingResponse>, Status> {
+        self.flows.delete_meeting(&request.into_inner().meeting_id).await.map_err(status)?;
+        Ok(Response::new(DeleteMeetingResponse { deleted: true }))
     }
 
     async fn update_meeting_item(&self, request: Request<UpdateMeetingItemRequest>) -> Result<Response<Meeting>, Status> {

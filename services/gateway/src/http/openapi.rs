@@ -50,6 +50,8 @@ fn health() {}
         rest::describe_image,
         rest::create_meeting,
         rest::get_meeting,
+        rest::list_meetings,
+        rest::delete_meeting,
         rest::ask_meeting,
         review::get_image,
         review::update_image,

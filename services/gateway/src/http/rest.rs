@@ -13,6 +13,8 @@
 //! | `POST /v1/images/describe` (multipart `file`, `modes`) | DescribeImage |
 //! | `POST /v1/meetings` (multipart `file`, `title`, `language`, `prompt_version`, `participants` comma-separated) → SSE | SummarizeMeeting |
 //! | `GET /v1/meetings/{meeting_id}` | GetMeeting |
+//! | `GET /v1/meetings?page_size&page_token` | ListMeetings |
+//! | `DELETE /v1/meetings/{meeting_id}` | DeleteMeeting |
 //! | `POST /v1/meetings/{meeting_id}/ask` (JSON: `question`, `top_k`) | AskMeeting |
 
 use std::{collections::BTreeMap, convert::Infallible, sync::Arc};
@@ -701,6 +703,73 @@ pub async fn create_meeting(State(state): State<Arc<HttpState>>, form: Multipart
 pub async fn get_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>) -> Result<Json<MeetingView>, ApiError> {
     let m = state.flows.get_meeting(&meeting_id).await?;
     Ok(Json(MeetingView::from(&m)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MeetingListParams {
+    /// Meetings per page; 0 = 50.
+    #[serde(default)]
+    page_size: u32,
+    /// Empty for the first page, else the previous page's `next_page_token`.
+    #[serde(default)]
+    page_token: String,
+}
+
+/// One stored meeting in a list.
+#[derive(Serialize, ToSchema)]
+pub struct MeetingListingView {
+    pub meeting_id: String,
+    pub title: String,
+    pub created_at_unix_ms: i64,
+    pub audio_duration_ms: i64,
+    pub notes_reviewed: bool,
+    pub decisions: u32,
+    pub action_items: u32,
+}
+
+/// A page of stored meetings, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct MeetingPageView {
+    pub meetings: Vec<MeetingListingView>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// `GET /v1/meetings`: the stored meetings, newest first.
+#[utoipa::path(get, path = "/v1/meetings", tag = "meetings", params(MeetingListParams),
+    responses((status = 200, description = "A page", body = MeetingPageView), (status = "4XX", body = ErrorBody)))]
+pub async fn list_meetings(State(state): State<Arc<HttpState>>, Query(p): Query<MeetingListParams>) -> Result<Json<MeetingPageView>, ApiError> {
+    let page = state.flows.list_meetings(p.page_size, &p.page_token).await?;
+    let meetings = page
+        .meetings
+        .into_iter()
+        .map(|m| MeetingListingView {
+            meeting_id: m.meeting_id,
+            title: m.title,
+            created_at_unix_ms: m.created_at_unix_ms,
+            audio_duration_ms: m.audio_duration_ms,
+            notes_reviewed: m.notes_reviewed,
+            decisions: m.decisions,
+            action_items: m.action_items,
+        })
+        .collect();
+    Ok(Json(MeetingPageView { meetings, next_page_token: page.next_page_token }))
+}
+
+/// What was deleted.
+#[derive(Serialize, ToSchema)]
+pub struct MeetingDeleted {
+    pub meeting_id: String,
+    pub deleted: bool,
+}
+
+/// `DELETE /v1/meetings/{meeting_id}`: transcript, notes and vectors, for good (404 when absent).
+#[utoipa::path(delete, path = "/v1/meetings/{meeting_id}", tag = "meetings", params(("meeting_id" = String, Path)),
+    responses((status = 200, description = "Deleted", body = MeetingDeleted), (status = "4XX", body = ErrorBody)))]
+pub async fn delete_meeting(State(state): State<Arc<HttpState>>, Path(meeting_id): Path<String>) -> Result<Json<MeetingDeleted>, ApiError> {
+    state.flows.delete_meeting(&meeting_id).await?;
+    Ok(Json(MeetingDeleted { meeting_id, deleted: true }))
 }
 
 /// A question about a meeting.

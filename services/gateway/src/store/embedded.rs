@@ -263,7 +263,7 @@ impl ImageStore for EmbeddedStore {
             let state = self.state.read().unwrap();
             let dims = state.space.as_ref().map_or(0, |s| s.dimensions as usize);
             let Some(entry) = state.seq_of.get(&record.image_id).and_then(|s| state.by_seq.get(s)) else {
-                return Err(StoreError::Engine(format!("image {} is not stored", record.image_id)));
+                return Err(StoreError::Missing(record.image_id.clone()));
             };
             let current = entry.record.review.version;
             if current != expected_version {

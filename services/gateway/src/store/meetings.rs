@@ -96,6 +96,41 @@ impl MeetingStore {
         .map_err(|e| E::from(engine(e)))?
     }
 
+    /// Every stored meeting, newest first (read whole: fine for the thousands of meetings
+    /// one gateway keeps; a deployment past that uses the PostgreSQL store of issue #29).
+    pub async fn list(&self) -> Result<Vec<Meeting>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(engine)?;
+            let table = txn.open_table(MEETINGS).map_err(engine)?;
+            let mut all = Vec::new();
+            for row in table.iter().map_err(engine)? {
+                let (_, bytes) = row.map_err(engine)?;
+                all.push(read_meeting(bytes.value())?);
+            }
+            all.sort_by(|a: &Meeting, b: &Meeting| b.created_at_unix_ms.cmp(&a.created_at_unix_ms).then_with(|| a.meeting_id.cmp(&b.meeting_id)));
+            Ok(all)
+        })
+        .await
+        .map_err(engine)?
+    }
+
+    /// Deletes a meeting and its vectors in one transaction; false when there was none.
+    pub async fn delete(&self, meeting_id: &str) -> Result<bool, StoreError> {
+        let db = self.db.clone();
+        let id = meeting_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(engine)?;
+            let existed = txn.open_table(MEETINGS).map_err(engine)?.remove(id.as_str()).map_err(engine)?.is_some();
+            txn.open_table(SEGMENT_VECTORS).map_err(engine)?.remove(id.as_str()).map_err(engine)?;
+            txn.open_table(SPACES).map_err(engine)?.remove(id.as_str()).map_err(engine)?;
+            txn.commit().map_err(engine)?;
+            Ok(existed)
+        })
+        .await
+        .map_err(engine)?
+    }
+
     /// The meeting with this id.
     pub async fn get(&self, meeting_id: &str) -> Result<Option<StoredMeeting>, StoreError> {
         let db = self.db.clone();
@@ -166,6 +201,14 @@ mod tests {
             assert!(store.put(&meeting, &[vec![1.0, 0.0]], &space).await.is_err());
         }
         let store = MeetingStore::open(dir.path()).unwrap();
+        // Only the owner may read the transcripts.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir.path().join("meetings.redb")), 0o600);
+            assert_eq!(mode(dir.path()), 0o700);
+        }
         let got = store.get("mtg-1").await.unwrap().unwrap();
         assert_eq!(got.meeting, meeting);
         assert_eq!(got.vectors, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
@@ -194,6 +237,10 @@ mod tests {
         let got = store.get("mtg-1").await.unwrap().unwrap();
         assert_eq!(got.meeting.title, "Weekly sync");
         assert_eq!(got.vectors.len(), 2, "segment vectors are kept");
+        assert_eq!(store.list().await.unwrap().len(), 1);
+        assert!(store.delete("mtg-1").await.unwrap());
+        assert!(!store.delete("mtg-1").await.unwrap());
+        assert!(store.get("mtg-1").await.unwrap().is_none() && store.list().await.unwrap().is_empty());
     }
 
     /// A row written by an earlier version (protobuf) still reads, as the same meeting.

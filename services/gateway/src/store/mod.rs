@@ -144,6 +144,9 @@ pub enum StoreError {
     /// A vector whose length is not the space's dimension.
     #[error("vector of {got} values for a space of {want} dimensions")]
     Dimension { got: usize, want: usize },
+    /// The image is not (or no longer) stored: deleted while a change was being made.
+    #[error("no image with id {0:?}")]
+    Missing(String),
     /// The record changed since the version a change was made on.
     #[error("image {image_id} has changed since version {expected} (now version {current}); reload it and apply the change again")]
     Conflict { image_id: String, expected: u64, current: u64 },
@@ -172,6 +175,24 @@ pub(crate) fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Restricts `path` to its owner: the stores hold transcripts, captions and photos'
+/// thumbnails, which other users of the machine have no business reading. (Existing files
+/// of earlier versions, written 0644 in 0755 directories, are tightened on open too.) A
+/// volume this process does not own (some container setups) keeps its mode, with a warning:
+/// refusing to start would protect nothing.
+fn private(path: &std::path::Path, mode: u32) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), "could not restrict to its owner: {e}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 /// Opens (or creates) redb file `file` in directory `dir` and runs `create_tables` in one
 /// committed transaction, so that a fresh file reads as empty tables.
 pub(crate) fn open_redb(
@@ -182,6 +203,8 @@ pub(crate) fn open_redb(
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(file);
     let db = redb::Database::create(&path).map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
+    private(dir, 0o700)?;
+    private(&path, 0o600)?;
     let txn = db.begin_write().map_err(engine)?;
     create_tables(&txn).map_err(engine)?;
     txn.commit().map_err(engine)?;

@@ -43,8 +43,8 @@ use self::{
 use super::{limits::*, Flows};
 use crate::{
     domain::{
-        ActionItem, Answer, AnswerSource, AskRequest, Citation, CitedItem, Meeting, MeetingEvent, MeetingRequest, MeetingSummary, ModelRef, Progress,
-        Segment, StageTiming, TranscribeOptions,
+        ActionItem, Answer, AnswerSource, AskRequest, Citation, CitedItem, Meeting, MeetingEvent, MeetingListing, MeetingPage, MeetingRequest,
+        MeetingSummary, ModelRef, Progress, Segment, StageTiming, TranscribeOptions,
     },
     error::{shown, GatewayError},
     store::{dot, Space},
@@ -563,6 +563,48 @@ impl Flows {
         }
         let stored = self.meetings.get(meeting_id).await?;
         Ok(stored.ok_or_else(|| GatewayError::NotFound(format!("no meeting with id {}", shown(meeting_id))))?.meeting)
+    }
+
+    /// A page of the stored meetings, newest first.
+    pub async fn list_meetings(&self, page_size: u32, page_token: &str) -> Result<MeetingPage, GatewayError> {
+        let size = match page_size {
+            0 => 50,
+            n => n.min(crate::flows::limits::MAX_PAGE_SIZE),
+        } as usize;
+        let from = match page_token {
+            "" => 0,
+            token => token.parse::<usize>().map_err(|_| GatewayError::Invalid("page_token is not one this server issued".into()))?,
+        };
+        let all = self.meetings.list().await?;
+        let meetings = all
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|m| MeetingListing {
+                meeting_id: m.meeting_id.clone(),
+                title: m.title.clone(),
+                created_at_unix_ms: m.created_at_unix_ms,
+                audio_duration_ms: m.audio_duration_ms,
+                notes_reviewed: m.review.reviewed,
+                decisions: m.summary.as_ref().map_or(0, |s| s.decisions.len() as u32),
+                action_items: m.summary.as_ref().map_or(0, |s| s.action_items.len() as u32),
+            })
+            .collect();
+        let next_page_token = if all.len() > from + size { (from + size).to_string() } else { String::new() };
+        Ok(MeetingPage { meetings, next_page_token })
+    }
+
+    /// Deletes a stored meeting for good (NotFound when there is none).
+    pub async fn delete_meeting(&self, meeting_id: &str) -> Result<(), GatewayError> {
+        if meeting_id.is_empty() {
+            return Err(GatewayError::Invalid("meeting_id is empty".into()));
+        }
+        if !self.meetings.delete(meeting_id).await? {
+            return Err(GatewayError::NotFound(format!("no meeting with id {}", shown(meeting_id))));
+        }
+        metrics::counter!("mmc_gateway_meetings_deleted_total").increment(1);
+        tracing::info!(meeting_id, "meeting deleted");
+        Ok(())
     }
 
     /// Answers a question from the stored meeting's transcript only (see [`ask`]).
