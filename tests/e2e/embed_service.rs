@@ -324,3 +324,35 @@ async fn encode_image_returns_the_embedding_of_the_same_pass() {
         client.encode_image(EncodeImageRequest { image: Some(photo("cat.png")), top_k: 3, include_embedding: false }).await.unwrap().into_inner();
     assert!(plain.embedding.is_none() && plain.embedding_model.is_none());
 }
+
+/// Resident memory of a process, in bytes (Linux).
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// Issue #28: a 20 MB text was tokenized in full before it was cut (28 s, +3.5 GB that
+/// stayed resident). Now only its first words are: the vector is the one of its first page,
+/// flagged truncated, and memory stays where it was. A text whose first words are still
+/// huge (megabytes without a space) is refused before tokenizing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_texts_cost_what_their_first_page_costs() {
+    let embed = start(&[]).await;
+    let mut client = EmbedServiceClient::new(embed.channel.clone()).max_encoding_message_size(64 << 20);
+    let page: String = (0..400).map(|i| format!("word{} ", i % 37)).collect();
+    let huge = page.repeat(9000); // ~21 MB, 3.6 million words
+    assert!(huge.len() > 20_000_000);
+    let before = rss_bytes(embed.process.pid());
+    let r = client.embed_text(texts(&[&huge, &page])).await.unwrap().into_inner();
+    let after = rss_bytes(embed.process.pid());
+    println!("20 MB text: RSS {} MB -> {} MB", before >> 20, after >> 20);
+    assert!(r.embeddings[0].truncated && r.embeddings[1].truncated);
+    assert_eq!(r.embeddings[0].values, r.embeddings[1].values, "the huge text embeds as its first page does");
+    // The request itself (21 MB in, decoded once) is the only large allocation left.
+    assert!(after < before + (300 << 20), "RSS grew from {} MB to {} MB", before >> 20, after >> 20);
+    let wall = "x".repeat(2 << 20);
+    let e = client.embed_text(texts(&[&wall])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("bytes") && e.message().len() < 300, "{}", e.message());
+}

@@ -52,8 +52,10 @@ pub struct CoreConfig {
 pub enum CoreError {
     #[error("the model is still loading")]
     Loading,
-    #[error("text #{index} has {tokens} tokens; {model} takes at most {limit} (leave reject_overlong unset to truncate)")]
+    #[error("text #{index} has {tokens} tokens or more; {model} takes at most {limit} (leave reject_overlong unset to truncate)")]
     TooLong { index: usize, tokens: usize, limit: usize, model: String },
+    #[error("text #{index} still has {bytes} bytes in its first words (words of up to a megabyte without a space); at most {MAX_TEXT_BYTES_AFTER_CUT} are read")]
+    TextTooLarge { index: usize, bytes: usize },
     #[error("image #{index}: {error}")]
     Image { index: usize, error: ImageError },
     #[error("the image model {image_model} gives patch latents for caption decoders, not vectors in the text space: EmbedImage needs a CLIP text model (its image tower, e.g. --text-model clip-vit-base-patch32) or a classifier image model (ConSE, e.g. --image-model efficientnet-lite0); EncodeImage works")]
@@ -448,8 +450,15 @@ impl EmbedCore {
 
     /// Embeds texts through the batcher. With `reject_overlong`, a text over the token
     /// limit fails the whole request instead of being truncated.
-    pub async fn embed_texts(&self, texts: Vec<String>, reject_overlong: bool) -> Result<Vec<TextEmbedding>, CoreError> {
+    pub async fn embed_texts(&self, mut texts: Vec<String>, reject_overlong: bool) -> Result<Vec<TextEmbedding>, CoreError> {
         let text = self.text()?;
+        let limit = text.encoder.max_tokens();
+        for (index, t) in texts.iter_mut().enumerate() {
+            cut_to_words(t, limit);
+            if t.len() > MAX_TEXT_BYTES_AFTER_CUT {
+                return Err(CoreError::TextTooLarge { index, bytes: t.len() });
+            }
+        }
         if reject_overlong {
             let counts = text.encoder.count_tokens(&texts)?;
             let limit = text.encoder.max_tokens();
@@ -461,6 +470,34 @@ impl EmbedCore {
     }
 }
 
+/// What a text may still hold after [`cut_to_words`]: its first few hundred words, unless
+/// some of them are huge (a megabyte without a space). Beyond this it is refused before
+/// tokenizing, which costs about 170 bytes of memory per input byte.
+pub const MAX_TEXT_BYTES_AFTER_CUT: usize = 1 << 20;
+
+/// Cuts `text` to its first `words` whitespace-separated words.
+///
+/// Why this is exact: the model reads a text's first `max_tokens` tokens, and every word
+/// is at least one token, so those tokens lie within the first `max_tokens` words; a text
+/// that is cut had more words than that, hence more tokens, and is flagged truncated either
+/// way. The embedding does not change; the cost does: a 21 MB text was tokenized in full
+/// before (28 s, +3.5 GB resident, issue #28), now its first page is.
+pub fn cut_to_words(text: &mut String, words: usize) {
+    let mut seen = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        let space = c.is_whitespace();
+        if !space && !in_word {
+            if seen == words {
+                text.truncate(i);
+                return;
+            }
+            seen += 1;
+        }
+        in_word = !space;
+    }
+}
+
 /// The directory of model `id` in `models_dir`, or [`EngineError::Missing`] naming the fetch
 /// command when it was never fetched completely (no stamp file).
 fn fetched_dir(models_dir: &std::path::Path, id: &str) -> Result<std::path::PathBuf, EngineError> {
@@ -469,4 +506,24 @@ fn fetched_dir(models_dir: &std::path::Path, id: &str) -> Result<std::path::Path
         return Err(EngineError::Missing(format!("{id} is not fetched; run `mmc models fetch` (models directory {})", models_dir.display())));
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::cut_to_words;
+
+    #[test]
+    fn texts_keep_their_first_words() {
+        let cut = |t: &str, n| {
+            let mut s = t.to_string();
+            cut_to_words(&mut s, n);
+            s
+        };
+        assert_eq!(cut("one two  three\nfour", 2), "one two  ");
+        assert_eq!(cut("  one two", 5), "  one two");
+        assert_eq!(cut("élan vital é", 1), "élan ");
+        assert_eq!(cut("", 3), "");
+        let long = "word ".repeat(5_000_000);
+        assert_eq!(cut(&long, 256).len(), 256 * 5);
+    }
 }

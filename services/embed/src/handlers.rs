@@ -53,7 +53,7 @@ fn model_info(id: &ModelId) -> ModelInfo {
 fn to_status(e: CoreError) -> Status {
     match e {
         CoreError::Loading => Status::unavailable("the model is still loading; retry shortly"),
-        CoreError::TooLong { .. } | CoreError::Image { .. } => Status::invalid_argument(e.to_string()),
+        CoreError::TooLong { .. } | CoreError::TextTooLarge { .. } | CoreError::Image { .. } => Status::invalid_argument(e.to_string()),
         CoreError::NoSharedSpace { .. } => Status::failed_precondition(e.to_string()),
         CoreError::Batch(BatchError::QueueFull { .. }) => Status::resource_exhausted(format!("{e}; retry with backoff")),
         CoreError::Batch(BatchError::Stopped(_)) => Status::unavailable(e.to_string()),
