@@ -59,6 +59,16 @@ pub struct ServerArgs {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// HTTP listener (the gateway's): a client must send a request's headers within this
+    /// many milliseconds of connecting or of its previous request, or the connection is
+    /// closed (idle and half-open connections do not pile up).
+    #[arg(long, env = "MMC_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+
+    /// HTTP listener: connections open at once; one more is closed at once.
+    #[arg(long, env = "MMC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
     /// Require an API key (`authorization: Bearer <key>`) on every request but health checks
     /// and reflection: one key, or `sha256:<hex digest>`, per line (see `mmc_runtime::auth`).
     #[arg(long, env = "MMC_API_KEYS_FILE")]

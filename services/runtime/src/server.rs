@@ -36,6 +36,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -200,7 +201,9 @@ where
     let http = match http {
         Some((listen, router)) => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP address {listen}"))?;
-            Some(spawn_http(listener, router, readiness.serving.clone())?)
+            let limits =
+                HttpLimits { header_timeout: Duration::from_millis(args.http_header_timeout_ms), max_connections: args.http_max_connections };
+            Some(spawn_http(listener, router, readiness.serving.clone(), limits)?)
         }
         None => None,
     };
@@ -295,9 +298,33 @@ impl HttpServer {
     }
 }
 
+/// Bounds of the HTTP listener (see [`ServerArgs::http_header_timeout_ms`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Time a connection gets to send a request's headers (from connecting, or from the
+    /// end of its previous request).
+    pub header_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
 /// Starts serving `router` (plus `GET /healthz`) on `listener` until told to stop.
-fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: Arc<AtomicBool>) -> anyhow::Result<HttpServer> {
+///
+/// Why not `axum::serve`: it holds a connection that never sends its headers, or sits idle
+/// between requests, for as long as the client likes, and accepts without bound, so a few
+/// hundred half-open sockets pin memory and file descriptors (issue #28). This loop serves
+/// each connection with hyper's HTTP/1.1, a header-read timeout that runs from the moment
+/// of connecting (and between keep-alive requests), and a cap on open connections; on stop
+/// it stops accepting and lets open requests finish. HTTP/2 is left out on purpose: its
+/// version detection waits for the first bytes without any timeout, and browsers speak
+/// HTTP/2 only over TLS, which a proxy in front terminates.
+fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: Arc<AtomicBool>, limits: HttpLimits) -> anyhow::Result<HttpServer> {
     use axum::{http::StatusCode, routing::get};
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
     let addr = listener.local_addr()?;
     let router = router.route(
         "/healthz",
@@ -313,10 +340,42 @@ fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: 
         }),
     );
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop_rx.wait_for(|stop| *stop) => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                metrics::counter!("mmc_http_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok::<(), std::io::Error>(())
     });
-    let task = tokio::spawn(async move { server.await });
     tracing::info!(%addr, "HTTP server listening");
     Ok(HttpServer { stop_tx, task })
 }

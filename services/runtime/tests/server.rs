@@ -221,3 +221,65 @@ async fn api_keys_are_required_but_probes_stay_open() {
     server.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads until the peer closes; true when it did so within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_that_send_no_headers_are_closed_and_capped() {
+    use std::io::Write;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let args = args(&["--http-header-timeout-ms", "1500", "--http-max-connections", "2"]);
+    let services = mmc_runtime::server::ServiceSet::new().http(http, axum::Router::new());
+    let (tx, rx) = oneshot::channel::<&'static str>();
+    let task = tokio::spawn(async move {
+        mmc_runtime::server::serve_on(listener, &args, services, async { Ok(()) }, async { rx.await.unwrap_or("dropped") }).await
+    });
+    let connect = move || {
+        for _ in 0..100 {
+            if let Ok(s) = std::net::TcpStream::connect(http) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no HTTP listener on {http}");
+    };
+    tokio::task::spawn_blocking(move || {
+        // Two connections: one silent, one that stops half-way through its headers.
+        let mut silent = connect();
+        let mut partial = connect();
+        partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // A third is over the cap: closed at once, before the others time out.
+        let mut third = connect();
+        assert!(closed_within(&mut third, Duration::from_millis(1000)), "a connection over the cap was held");
+        // The two are closed by the header timeout, not held.
+        assert!(closed_within(&mut silent, Duration::from_secs(10)), "a silent connection was held open");
+        assert!(closed_within(&mut partial, Duration::from_secs(10)), "a half-sent request was held open");
+        // Their slots are free again: a whole request is answered.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut ok = connect();
+        ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut ok, &mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.1 503"), "{response}");
+    })
+    .await
+    .unwrap();
+    let _ = tx.send("test stop");
+    task.await.unwrap().unwrap();
+}
