@@ -65,6 +65,12 @@ pub struct ServerArgs {
     #[arg(long, env = "MMC_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_header_timeout_ms: u64,
 
+    /// HTTP listener: longest pause, in milliseconds, between two pieces of a request body
+    /// (an upload that trickles slower fails with a client error; a slow but moving upload
+    /// of any length goes on).
+    #[arg(long, env = "MMC_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
+
     /// HTTP listener: connections open at once; one more is closed at once.
     #[arg(long, env = "MMC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,

@@ -201,8 +201,11 @@ where
     let http = match http {
         Some((listen, router)) => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP address {listen}"))?;
-            let limits =
-                HttpLimits { header_timeout: Duration::from_millis(args.http_header_timeout_ms), max_connections: args.http_max_connections };
+            let limits = HttpLimits {
+                header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                body_timeout: Duration::from_millis(args.http_body_timeout_ms),
+                max_connections: args.http_max_connections,
+            };
             Some(spawn_http(listener, router, readiness.serving.clone(), limits)?)
         }
         None => None,
@@ -304,6 +307,8 @@ pub struct HttpLimits {
     /// Time a connection gets to send a request's headers (from connecting, or from the
     /// end of its previous request).
     pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
 }
@@ -339,6 +344,9 @@ fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: 
             }
         }),
     );
+    // A body that stops arriving fails the read (the handler answers with a client error)
+    // instead of holding the request open.
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let task = tokio::spawn(async move {

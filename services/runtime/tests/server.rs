@@ -243,8 +243,9 @@ async fn http_connections_that_send_no_headers_are_closed_and_capped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let args = args(&["--http-header-timeout-ms", "1500", "--http-max-connections", "2"]);
-    let services = mmc_runtime::server::ServiceSet::new().http(http, axum::Router::new());
+    let args = args(&["--http-header-timeout-ms", "1500", "--http-body-timeout-ms", "1000", "--http-max-connections", "2"]);
+    let echo = axum::Router::new().route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));
+    let services = mmc_runtime::server::ServiceSet::new().http(http, echo);
     let (tx, rx) = oneshot::channel::<&'static str>();
     let task = tokio::spawn(async move {
         mmc_runtime::server::serve_on(listener, &args, services, async { Ok(()) }, async { rx.await.unwrap_or("dropped") }).await
@@ -270,6 +271,14 @@ async fn http_connections_that_send_no_headers_are_closed_and_capped() {
         // The two are closed by the header timeout, not held.
         assert!(closed_within(&mut silent, Duration::from_secs(10)), "a silent connection was held open");
         assert!(closed_within(&mut partial, Duration::from_secs(10)), "a half-sent request was held open");
+        // A body that stops half-way is answered with a client error, not waited for.
+        let mut stalled = connect();
+        stalled.write_all(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789").unwrap();
+        stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut stalled, &mut head).expect("an answer to the stalled body");
+        assert!(head.starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&head));
+        drop(stalled);
         // Their slots are free again: a whole request is answered.
         std::thread::sleep(Duration::from_millis(100));
         let mut ok = connect();
