@@ -161,6 +161,7 @@ fn main() -> ExitCode {
             },
         };
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
+        flows.review_gauge();
         let flows = Arc::new(flows);
         let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
         let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers.clone()));

@@ -4,9 +4,11 @@
 //! texts, theirs are what the flow returns: a correction replaces the machine text
 //! everywhere, not only in search results.
 
-use sha2::{Digest, Sha256};
-
-use super::{images::image_id, limits::MAX_MODES, Flows};
+use super::{
+    images::{content_hash, image_id},
+    limits::MAX_MODES,
+    Flows,
+};
 use crate::{
     domain::{CaptionMode, Description, ImageUpload, TextSource},
     error::GatewayError,
@@ -26,7 +28,7 @@ impl Flows {
         let modes = if modes.is_empty() { &[CaptionMode::AltText][..] } else { modes };
         let (latents, _, encode_timing) = self.upstream.encode_image(&image.data, &image.source_name, false, deadline).await?;
         let results = futures::future::try_join_all(modes.iter().map(|m| self.upstream.caption(&latents, *m, deadline))).await?;
-        let stored = self.store.get(&image_id(&hex::encode(Sha256::digest(&image.data)))).await?;
+        let stored = self.store.get(&image_id(&content_hash(&image.data))).await?;
         let mut timings = vec![encode_timing];
         let mut captions = Vec::with_capacity(results.len());
         for (mut caption, timing) in results {

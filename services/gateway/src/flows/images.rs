@@ -21,6 +21,11 @@ use crate::{
     upstream::Deadline,
 };
 
+/// sha256 of an image's encoded bytes, hex: what its id is derived from.
+pub fn content_hash(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// The id of an image: derived from its content, so re-uploads find the same record.
 pub fn image_id(content_hash: &str) -> String {
     format!("img-{}", &content_hash[..32])
@@ -72,7 +77,7 @@ impl Flows {
         if image.data.is_empty() {
             return Err(GatewayError::Invalid("image.data is empty".into()));
         }
-        let content_hash = hex::encode(Sha256::digest(&image.data));
+        let content_hash = content_hash(&image.data);
         let image_id = image_id(&content_hash);
         if let Some(record) = self.store.get(&image_id).await? {
             return Ok(Indexed { record, already_indexed: true });
@@ -114,9 +119,7 @@ impl Flows {
         }
         let record = self.store.insert(record, vectors, image_vector.space).await?;
         metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
-        if record.review.needs_review {
-            self.review_gauge().await;
-        }
+        self.review_gauge();
         Ok(Indexed { record, already_indexed: false })
     }
 
@@ -128,6 +131,7 @@ impl Flows {
         let deleted = self.store.delete(image_id).await?;
         self.thumbnails.delete(image_id).await?;
         metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
+        self.review_gauge();
         Ok(deleted)
     }
 

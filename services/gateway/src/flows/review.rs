@@ -115,7 +115,7 @@ impl Flows {
         record.review.reviewed_at_unix_ms = now;
         let stored = self.store.update(record, caption_vector, version).await.map_err(conflict)?;
         metrics::counter!("mmc_gateway_reviews_total", "action" => "update").increment(1);
-        self.review_gauge().await;
+        self.review_gauge();
         Ok(stored)
     }
 
@@ -129,15 +129,13 @@ impl Flows {
         record.review.reviewed_at_unix_ms = now_unix_ms();
         let stored = self.store.update(record, None, version).await.map_err(conflict)?;
         metrics::counter!("mmc_gateway_reviews_total", "action" => "approve").increment(1);
-        self.review_gauge().await;
+        self.review_gauge();
         Ok(stored)
     }
 
-    /// Keeps `mmc_gateway_review_queue_images` current.
-    pub(crate) async fn review_gauge(&self) {
-        if let Ok((queue, _)) = self.store.review_queue(0, usize::MAX).await {
-            metrics::gauge!("mmc_gateway_review_queue_images").set(queue.len() as f64);
-        }
+    /// Keeps `mmc_gateway_review_queue_images` current (the store counts as it changes).
+    pub fn review_gauge(&self) {
+        metrics::gauge!("mmc_gateway_review_queue_images").set(self.store.review_count() as f64);
     }
 }
 

@@ -42,6 +42,8 @@ struct State {
     next_seq: u64,
     by_seq: BTreeMap<u64, Arc<Entry>>,
     seq_of: HashMap<String, u64>,
+    /// Records with `review.needs_review`, kept with every change (a gauge reads it).
+    needs_review: usize,
 }
 
 /// The embedded [`ImageStore`] (see the module docs).
@@ -110,6 +112,7 @@ impl EmbeddedStore {
             let bytes = vectors.get(id.as_str()).map_err(engine)?.ok_or_else(|| StoreError::Engine(format!("vectors of {id} missing")))?;
             let vectors = vectors_from(bytes.value(), dims)?;
             state.seq_of.insert(id, seq);
+            state.needs_review += usize::from(record.review.needs_review);
             state.by_seq.insert(seq, Arc::new(Entry { record, vectors }));
         }
         Ok(state)
@@ -182,9 +185,10 @@ impl EmbeddedStore {
         state.space = Some(space);
         let mut stored = Vec::with_capacity(plan.len());
         for (previous, record, vectors) in plan {
-            if let Some(old) = previous {
-                state.by_seq.remove(&old);
+            if let Some(old) = previous.and_then(|old| state.by_seq.remove(&old)) {
+                state.needs_review -= usize::from(old.record.review.needs_review);
             }
+            state.needs_review += usize::from(record.review.needs_review);
             state.seq_of.insert(record.image_id.clone(), record.seq);
             state.by_seq.insert(record.seq, Arc::new(Entry { record: record.clone(), vectors }));
             stored.push(record);
@@ -220,6 +224,10 @@ impl ImageStore for EmbeddedStore {
         self.state.read().unwrap().by_seq.len()
     }
 
+    fn review_count(&self) -> usize {
+        self.state.read().unwrap().needs_review
+    }
+
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError> {
         let state = self.state.read().unwrap();
         Ok(state.seq_of.get(image_id).and_then(|s| state.by_seq.get(s)).map(|e| e.record.clone()))
@@ -245,7 +253,9 @@ impl ImageStore for EmbeddedStore {
         .await?;
         let mut state = self.state.write().unwrap();
         state.seq_of.remove(image_id);
-        state.by_seq.remove(&seq);
+        if let Some(old) = state.by_seq.remove(&seq) {
+            state.needs_review -= usize::from(old.record.review.needs_review);
+        }
         Ok(true)
     }
 
@@ -259,7 +269,7 @@ impl ImageStore for EmbeddedStore {
 
     async fn update(&self, mut record: ImageRecord, caption_vector: Option<Vec<f32>>, expected_version: u64) -> Result<ImageRecord, StoreError> {
         let _writer = self.writer.lock().await;
-        let (seq, mut vectors) = {
+        let (seq, was_queued, mut vectors) = {
             let state = self.state.read().unwrap();
             let dims = state.space.as_ref().map_or(0, |s| s.dimensions as usize);
             let Some(entry) = state.seq_of.get(&record.image_id).and_then(|s| state.by_seq.get(s)) else {
@@ -274,21 +284,27 @@ impl ImageStore for EmbeddedStore {
                     return Err(StoreError::Dimension { got: v.len(), want: dims });
                 }
             }
-            (entry.record.seq, entry.vectors.clone())
+            (entry.record.seq, entry.record.review.needs_review, entry.vectors.clone())
         };
-        if let Some(v) = caption_vector {
+        // The vectors are written only when the caption's changed.
+        let bytes = caption_vector.map(|v| {
             vectors.caption = v;
-        }
+            vector_bytes(&vectors)
+        });
         record.seq = seq;
         record.review.version = expected_version + 1;
-        let (id, json, bytes) = (record.image_id.clone(), serde_json::to_vec(&record).map_err(engine)?, vector_bytes(&vectors));
+        let (id, json) = (record.image_id.clone(), serde_json::to_vec(&record).map_err(engine)?);
         self.write(move |txn| {
             txn.open_table(IMAGES).map_err(engine)?.insert(id.as_str(), json.as_slice()).map_err(engine)?;
-            txn.open_table(VECTORS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
+            if let Some(bytes) = bytes {
+                txn.open_table(VECTORS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
+            }
             Ok(())
         })
         .await?;
-        self.state.write().unwrap().by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
+        let mut state = self.state.write().unwrap();
+        state.needs_review = state.needs_review - usize::from(was_queued) + usize::from(record.review.needs_review);
+        state.by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
         Ok(record)
     }
 
@@ -425,6 +441,7 @@ mod tests {
                 r.review.needs_review = needs;
                 store.insert(r, v(1.0, 0.0), space()).await.unwrap();
             }
+            assert_eq!(store.review_count(), 2);
             let (queue, more) = store.review_queue(0, 10).await.unwrap();
             assert_eq!(queue.iter().map(|r| r.image_id.as_str()).collect::<Vec<_>>(), ["c", "b"]);
             assert!(!more);
@@ -443,6 +460,9 @@ mod tests {
         let b = store.get("b").await.unwrap().unwrap();
         assert_eq!((b.caption.as_str(), b.review.version, b.seq), ("a corrected caption", 1, 1));
         assert_eq!(store.review_queue(0, 10).await.unwrap().0.len(), 1);
+        assert_eq!(store.review_count(), 1, "counted again on load");
+        assert!(store.delete("c").await.unwrap());
+        assert_eq!(store.review_count(), 0);
         // Search sees the new caption vector (fused half image, half caption).
         let hits = store.search(query(unit(0.0, 1.0), &[])).await.unwrap();
         assert_eq!(hits[0].0.image_id, "b");

@@ -221,6 +221,8 @@ pub trait ImageStore: Send + Sync + 'static {
     fn space(&self) -> Option<Space>;
     /// Number of stored images.
     fn count(&self) -> usize;
+    /// Number of stored images waiting for review (`review.needs_review`).
+    fn review_count(&self) -> usize;
     /// The image with this id.
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError>;
     /// Stores an image (replacing one with the same id); returns it with `seq` set.
