@@ -4,10 +4,10 @@
 
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event, AskMeetingRequest,
-    GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
+    ExportFormat, ExportMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{assert_documented_stages, start_meeting_services, synthesize_meeting};
+use mmc_tests::{assert_documented_stages, start_meeting_services, synthesize_lines, synthesize_meeting};
 use tonic::{transport::Channel, Code};
 
 /// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
@@ -21,9 +21,14 @@ fn has_all(text: &str, words: &[&str]) -> bool {
 
 /// Uploads `audio` in 32 KiB messages and reads the events.
 async fn summarize(client: &mut GatewayServiceClient<Channel>, audio: &[u8]) -> (Vec<Segment>, Vec<String>, MeetingSummary) {
+    summarize_in(client, audio, "en").await
+}
+
+/// [`summarize`] with the language to ask for ("" = detected).
+async fn summarize_in(client: &mut GatewayServiceClient<Channel>, audio: &[u8], language: &str) -> (Vec<Segment>, Vec<String>, MeetingSummary) {
     let config = MeetingConfig {
         title: "Budget review".into(),
-        transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }),
+        transcription: Some(TranscribeConfig { language: language.into(), ..Default::default() }),
         ..Default::default()
     };
     let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
@@ -144,4 +149,49 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     let status = bad_version.unwrap_err();
     assert!(status.code() == Code::InvalidArgument && status.message().contains("v99"), "{status:?}");
     assert_eq!(client.ask_meeting(ask("")).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+/// A default cluster holds the English-only and the multilingual Whisper model: a German
+/// or a Spanish meeting is transcribed in its language (detected) without restarting
+/// anything, and its notes say plainly that notes are made from English speech only
+/// rather than running the English rules over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn german_and_spanish_meetings_are_transcribed_in_their_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let german = [
+        ("de", "Guten Morgen zusammen. Wir beginnen mit dem Budget für das neue Produkt."),
+        ("de+f3", "Wir haben beschlossen, das Produkt im März zu starten."),
+        ("de", "Vielen Dank, die Besprechung ist beendet."),
+    ];
+    let spanish = [
+        ("es", "Buenos días a todos. Hoy hablamos del nuevo producto."),
+        ("es+f3", "Hemos decidido lanzar el producto en marzo."),
+        ("es", "Muchas gracias, la reunión ha terminado."),
+    ];
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    for (code, name, lines, words) in [("de", "German", &german, ["morgen", "produkt"]), ("es", "Spanish", &spanish, ["producto", "marzo"])] {
+        let audio = std::fs::read(synthesize_lines(dir.path(), code, lines)).unwrap();
+        let (segments, _, summary) = summarize_in(&mut client, &audio, "").await;
+        let transcript = segments.iter().map(|s| s.text.to_lowercase()).collect::<Vec<_>>().join(" ");
+        println!("{name}: {transcript}\n  summary: {}", summary.summary);
+        assert_eq!(summary.language, code, "{transcript}");
+        for w in words {
+            assert!(transcript.contains(w), "{name} transcript lacks {w:?}: {transcript}");
+        }
+        assert!(summary.summary.starts_with(&format!("The meeting is in {name}.")), "{}", summary.summary);
+        assert!(summary.decisions.is_empty() && summary.action_items.is_empty() && summary.key_points.is_empty(), "{summary:?}");
+        let models: Vec<&str> = summary.models.iter().map(|m| m.id.as_str()).collect();
+        assert!(models.contains(&"whisper-base-ct2"), "{models:?}");
+
+        let meeting = client.get_meeting(GetMeetingRequest { meeting_id: summary.meeting_id.clone() }).await.unwrap().into_inner();
+        assert_eq!(meeting.language, code);
+        let export = client
+            .export_meeting(ExportMeetingRequest { meeting_id: summary.meeting_id.clone(), format: ExportFormat::Markdown as i32 })
+            .await
+            .unwrap()
+            .into_inner();
+        let markdown = String::from_utf8(export.content).unwrap();
+        assert!(markdown.contains(&format!("- Language: {name} ({code})")), "{markdown}");
+    }
 }

@@ -24,8 +24,14 @@ use tonic::{transport::Channel, Code, Status};
 
 const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
 
+/// The service with tiny.en alone (the English tests need no second model), unless the
+/// test names `--multilingual-model`.
 async fn start(extra: &[&str]) -> Service {
-    start_service("mmc-speech", extra, Duration::from_secs(60)).await
+    let mut args = extra.to_vec();
+    if !args.contains(&"--multilingual-model") {
+        args.extend(["--multilingual-model", ""]);
+    }
+    start_service("mmc-speech", &args, Duration::from_secs(60)).await
 }
 
 fn client(s: &Service) -> SpeechServiceClient<Channel> {
@@ -532,6 +538,86 @@ async fn multilingual_model_detects_the_language_and_translates() {
     assert_eq!((t.result.language.as_str(), t.result.language_probability), ("de", 1.0));
     let english = words(&t.result.text);
     assert!(english.iter().any(|w| w == "morning" || w == "meeting" || w == "product"), "{}", t.result.text);
+}
+
+/// The default service holds tiny.en and base and sends each request to one by its
+/// language: English stays on the fast English-only model, German and Spanish go to the
+/// multilingual one, detected when the request names no language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_route_each_request_by_its_language() {
+    let svc = start(&["--multilingual-model", "whisper-base-ct2"]).await;
+    let mut c = client(&svc);
+    let info = c.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
+    let ids: Vec<&str> = info.models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["whisper-tiny.en-ct2", "whisper-base-ct2"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let german = espeak(dir.path(), "de", "de", 150, "Guten Morgen. Wir haben beschlossen, das neue Produkt im März zu starten.");
+    let spanish = espeak(dir.path(), "es", "es", 150, "Buenos días. Hemos decidido lanzar el nuevo producto en marzo.");
+    let english_wav = espeak(dir.path(), "en", "en-us", 160, SCRIPTS[1]);
+    let detect = TranscribeConfig::default;
+    // (what, config, audio, expected model, expected language, a word the transcript must hold)
+    let cases = [
+        ("German, detected", detect(), &german, "whisper-base-ct2", "de", "morgen"),
+        ("Spanish, detected", detect(), &spanish, "whisper-base-ct2", "es", "producto"),
+        ("English, detected", detect(), &english_wav, "whisper-tiny.en-ct2", "en", "launch"),
+        ("English, named", english(), &english_wav, "whisper-tiny.en-ct2", "en", "launch"),
+        ("Spanish, named", TranscribeConfig { language: "es".into(), ..detect() }, &spanish, "whisper-base-ct2", "es", "producto"),
+        (
+            "English on base by id",
+            TranscribeConfig { model_id: "whisper-base-ct2".into(), ..english() },
+            &english_wav,
+            "whisper-base-ct2",
+            "en",
+            "launch",
+        ),
+        (
+            "German translated",
+            TranscribeConfig { task: Task::Translate as i32, language: "de".into(), ..detect() },
+            &german,
+            "whisper-base-ct2",
+            "de",
+            "product",
+        ),
+    ];
+    let stage = |r: &TranscriptionResult, name: &str| r.timings.iter().find(|t| t.stage == name).unwrap().duration_ms;
+    for (what, config, path, model, language, word) in cases {
+        let t = transcribe(&mut c, config, std::fs::read(path).unwrap(), 65_536).await.unwrap();
+        let r = &t.result;
+        let detect_ms = stage(r, "detect_language");
+        println!(
+            "{what}: {} {} (p = {:.3}, detection {detect_ms:.0} ms): {}",
+            r.model.as_ref().unwrap().id,
+            r.language,
+            r.language_probability,
+            r.text
+        );
+        assert_eq!(r.model.as_ref().unwrap().id, model, "{what}");
+        assert_eq!(r.language, language, "{what}: {}", r.text);
+        assert!(words(&r.text).iter().any(|w| w == word), "{what}: {:?} lacks {word:?}", r.text);
+        if what.ends_with("detected") {
+            // The detector reads 10 s of speech: sure enough to pick the language, less sure
+            // than a full window (German 0.57 here, Spanish 0.92, English 0.96).
+            assert!(detect_ms > 0.0 && r.language_probability > 0.3 && r.language_probability < 1.0, "{what}: detection not reported");
+        } else {
+            assert_eq!((detect_ms, r.language_probability), (0.0, 1.0), "{what}: the named language needs no detection");
+        }
+    }
+    let scrape = mmc_tests::http_get(&svc.metrics, "/metrics").unwrap().1;
+    let routed = |model: &str, language: &str| {
+        let (model, language) = (format!("model=\"{model}\""), format!("language=\"{language}\""));
+        metric_value(&scrape, "mmc_speech_routed_total", &[&model, &language]).unwrap_or(0.0)
+    };
+    assert_eq!(routed("whisper-tiny.en-ct2", "en"), 2.0);
+    assert_eq!(routed("whisper-base-ct2", "es"), 2.0);
+
+    // What no loaded model has is still refused before the upload.
+    let wav = std::fs::read(&german).unwrap();
+    let err = transcribe(&mut c, TranscribeConfig { model_id: "whisper-large-v3".into(), ..detect() }, wav.clone(), 8192).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains("whisper-base-ct2"), "{}", err.message());
+    let err = transcribe(&mut c, TranscribeConfig { language: "xx".into(), ..detect() }, wav, 8192).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.

@@ -328,18 +328,24 @@ pub fn run_tool(cmd: &mut Command) {
 /// [`MEETING_SCRIPT`] spoken line by line in its voices, 0.6 s apart, as one 16 kHz WAV
 /// in `dir` (espeak-ng and sox, which `deploy/setup.sh --test` installs).
 pub fn synthesize_meeting(dir: &Path) -> PathBuf {
+    synthesize_lines(dir, "meeting", &MEETING_SCRIPT)
+}
+
+/// `lines` (espeak-ng voice, text) spoken in turn, 0.6 s apart, as `<dir>/<name>.wav`
+/// (16 kHz mono).
+pub fn synthesize_lines(dir: &Path, name: &str, lines: &[(&str, &str)]) -> PathBuf {
     let mut parts = Vec::new();
     let gap = dir.join("gap.wav");
     run_tool(Command::new("sox").args(["-n", "-r", "16000", "-c", "1", "-b", "16"]).arg(&gap).args(["trim", "0", "0.6"]));
-    for (i, (voice, line)) in MEETING_SCRIPT.iter().enumerate() {
-        let raw = dir.join(format!("line{i}.wav"));
+    for (i, (voice, line)) in lines.iter().enumerate() {
+        let raw = dir.join(format!("{name}-line{i}.wav"));
         run_tool(Command::new("espeak-ng").args(["-v", voice, "-s", "150", "-w"]).arg(&raw).arg(line));
-        let resampled = dir.join(format!("line{i}-16k.wav"));
+        let resampled = dir.join(format!("{name}-line{i}-16k.wav"));
         run_tool(Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&resampled));
         parts.push(resampled);
         parts.push(gap.clone());
     }
-    let joined = dir.join("meeting.wav");
+    let joined = dir.join(format!("{name}.wav"));
     run_tool(Command::new("sox").args(&parts).arg(&joined));
     joined
 }

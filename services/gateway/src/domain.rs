@@ -435,6 +435,9 @@ pub struct MeetingSummary {
     pub prompt_version: String,
     pub models: Vec<ModelRef>,
     pub timings: Vec<StageTiming>,
+    /// The meeting's language (ISO 639-1); empty in notes stored before it was recorded.
+    #[serde(default)]
+    pub language: String,
 }
 
 /// A summarized meeting as stored and as GetMeeting returns it.

@@ -479,7 +479,8 @@ pub async fn summarize(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
         println!("{doc}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Meeting {}\n\nSummary: {}\n", s.meeting_id, s.summary);
+    let language = if s.language.is_empty() { String::new() } else { format!(" (language: {})", s.language) };
+    println!("Meeting {}{language}\n\nSummary: {}\n", s.meeting_id, s.summary);
     println!("Decisions:");
     for d in &s.decisions {
         println!("  [{}] {}", at(start_of(&d.segment_ids)), d.text);

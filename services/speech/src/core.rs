@@ -26,7 +26,7 @@ use whisper_rs::WhisperState;
 use crate::engine::{
     audio::{self, AudioError, AudioInput},
     chunker::{Chunk, Chunker, ChunkerConfig},
-    whisper::{DecodeOptions, Language, Segment, WhisperModel},
+    whisper::{DecodeOptions, Language, LanguageDetector, Segment, WhisperModel},
     EngineError,
 };
 
@@ -62,6 +62,10 @@ pub struct Job {
     pub audio: tempfile::TempPath,
     pub input: AudioInput,
     pub options: DecodeOptions,
+    /// The language found before the job (by [`crate::router`], on another model), with
+    /// its probability: used as the job's language and reported. `options.language` holds
+    /// its code.
+    pub detected: Option<Language>,
 }
 
 /// What a job reports, in order: segments and progress, then `Done` or `Failed`.
@@ -94,6 +98,8 @@ pub struct Summary {
 pub enum CoreError {
     #[error("the model is still loading")]
     NotReady,
+    #[error("model {asked:?} is not loaded here (this service runs {loaded:?})")]
+    UnknownModel { asked: String, loaded: Vec<String> },
     #[error("{0} requests are already waiting; try again later")]
     QueueFull(usize),
     #[error(transparent)]
@@ -121,6 +127,9 @@ pub struct SpeechCore {
     /// States lent to another request's job (they come back before that job's next chunk
     /// once a request waits, so they count as free when deciding to queue or refuse).
     lent: AtomicUsize,
+    /// Detects the language before a request is routed (multilingual models only; see
+    /// [`WhisperModel::new_detector`]).
+    detector: Arc<tokio::sync::Mutex<Option<LanguageDetector>>>,
 }
 
 impl SpeechCore {
@@ -134,6 +143,7 @@ impl SpeechCore {
             waiting: AtomicUsize::new(0),
             recalls: Mutex::new(Vec::new()),
             lent: AtomicUsize::new(0),
+            detector: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -159,6 +169,9 @@ impl SpeechCore {
             let tone: Vec<f32> = (0..audio::SAMPLE_RATE).map(|i| (i as f32 * 0.05).sin() * 0.01).collect();
             let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
             model.transcribe(&mut states[0], &tone, 0, &options, c.threads_per_request, &Arc::new(AtomicBool::new(false)))?;
+            if model.meta().multilingual {
+                *me.detector.blocking_lock() = Some(model.new_detector(DETECT_WINDOW_MS, c.threads_per_request)?);
+            }
             tracing::info!(
                 model = %model.meta().id, size = %model.meta().size, multilingual = model.meta().multilingual,
                 states = states.len(), threads_per_request = c.threads_per_request,
@@ -292,7 +305,8 @@ impl SpeechCore {
                 return Err(CoreError::TooLong { limit_s: c.max_audio_ms / 1000 });
             }
         }
-        let language = LanguageSlot::new(job.options.language.clone().map(|code| Language { code, probability: 1.0 }));
+        let forced = job.detected.clone().or_else(|| job.options.language.clone().map(|code| Language { code, probability: 1.0 }));
+        let language = LanguageSlot::new(forced);
         let transcribe_us = AtomicU64::new(0);
         let max_samples = c.max_audio_ms * audio::SAMPLE_RATE as u64 / 1000;
 
@@ -518,6 +532,63 @@ impl SpeechCore {
         Ok(segments)
     }
 
+    /// The language of a spooled recording, detected on the first chunk with speech (the
+    /// one a job would detect it on) by the core's language detector, or `None` when the
+    /// first [`DETECT_SCAN_MS`] of the recording hold no speech. Decodes only the head of
+    /// the file; one detection runs at a time, beside the transcriptions (it holds no
+    /// decoder state of the pool). The English-only model always answers English.
+    pub async fn detect_language(self: &Arc<Self>, path: &std::path::Path, input: AudioInput) -> Result<Option<Language>, CoreError> {
+        let model = self.model()?.clone();
+        let mut detector = self.detector.clone().lock_owned().await;
+        let (me, path) = (self.clone(), path.to_path_buf());
+        // A request waits for this pass before anything else can start: it gets every
+        // core, not one request's share.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(self.config.threads_per_request);
+        tokio::task::spawn_blocking(move || {
+            let Some(chunk) = me.first_speech_chunk(&path, input)? else { return Ok(None) };
+            let from = crate::engine::chunker::speech_bounds(&chunk.samples, me.config.chunker.speech_rms)
+                .map_or(0, |(a, _)| a.saturating_sub(audio::SAMPLE_RATE as usize * 3 / 10));
+            let language = match detector.as_mut() {
+                Some(d) => d.detect(&model, &chunk.samples[from..], threads)?,
+                None => Language { code: "en".into(), probability: 1.0 },
+            };
+            Ok(Some(language))
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("language detection failed unexpectedly: {e}")))?
+    }
+
+    /// The recording's first chunk with speech within its first [`DETECT_SCAN_MS`], cut as
+    /// a job cuts it; decoding stops there.
+    fn first_speech_chunk(&self, path: &std::path::Path, input: AudioInput) -> Result<Option<Chunk>, CoreError> {
+        let mut chunker = Chunker::new(self.config.chunker);
+        let mut found: Option<Chunk> = None;
+        let mut scanned = 0u64;
+        let limit = DETECT_SCAN_MS * audio::SAMPLE_RATE as u64 / 1000;
+        let mut keep = |chunk: Chunk| -> Result<(), ()> {
+            if chunk.has_speech {
+                found = Some(chunk);
+                return Err(());
+            }
+            Ok(())
+        };
+        let decoded = audio::decode_file(path, input, &mut |samples: &[f32]| {
+            scanned += samples.len() as u64;
+            if scanned > limit {
+                return Err("scanned enough".into());
+            }
+            chunker.push(samples, &mut keep).map_err(|()| "found".to_string())
+        });
+        match decoded {
+            Ok(_) => {
+                let _ = chunker.finish(&mut keep);
+            }
+            Err(AudioError::Stopped(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(found)
+    }
+
     /// An idle decoder state this job may use too, if no other request waits for one.
     fn borrow_idle_state(&self) -> Option<Borrowed<'_>> {
         if !self.config.lend_idle_states || self.waiting.load(Ordering::SeqCst) > 0 {
@@ -538,6 +609,12 @@ impl SpeechCore {
         self.recalls.lock().expect("recall lock").retain(|tx| !matches!(tx.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(()))));
     }
 }
+
+/// How much of a recording [`SpeechCore::detect_language`] decodes looking for speech.
+pub const DETECT_SCAN_MS: u64 = 10 * 60 * 1000;
+
+/// How much speech the language detector's encoder reads (from where speech starts).
+pub const DETECT_WINDOW_MS: u32 = 10_000;
 
 /// One chunk handed to a worker.
 struct Work {

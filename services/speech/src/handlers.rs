@@ -18,13 +18,14 @@ use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    core::{CoreError, Event, Job, SpeechCore},
+    core::{CoreError, Event, Job},
     engine::{
         audio::{AudioError, AudioInput, RawSample},
         whisper::{DecodeOptions, Segment},
         EngineError,
     },
     render,
+    router::{Routed, SpeechRouter},
 };
 
 /// Limits checked at the edge.
@@ -44,15 +45,15 @@ impl Default for RequestLimits {
     }
 }
 
-/// gRPC handlers over a [`SpeechCore`].
+/// gRPC handlers over the [`SpeechRouter`] (the loaded models).
 pub struct SpeechHandlers {
-    core: Arc<SpeechCore>,
+    router: Arc<SpeechRouter>,
     limits: RequestLimits,
 }
 
 impl SpeechHandlers {
-    pub fn new(core: Arc<SpeechCore>, limits: RequestLimits) -> Self {
-        Self { core, limits }
+    pub fn new(router: Arc<SpeechRouter>, limits: RequestLimits) -> Self {
+        Self { router, limits }
     }
 
     /// Receives the chunks after the config into a temporary file.
@@ -90,12 +91,14 @@ struct Validated {
     options: DecodeOptions,
     formats: Vec<OutputFormat>,
     task: &'static str,
+    /// The model asked for by id (empty: the router picks).
+    model_id: String,
 }
 
-fn validate(config: TranscribeConfig, limits: &RequestLimits, model_id: &str) -> Result<Validated, Status> {
+fn validate(config: TranscribeConfig, limits: &RequestLimits) -> Result<Validated, Status> {
     let bad = |m: String| Err(Status::invalid_argument(m));
-    if !config.model_id.is_empty() && config.model_id != model_id {
-        return Err(Status::not_found(format!("model {:?} is not loaded here (this service runs {model_id:?})", config.model_id)));
+    if config.model_id.len() > 256 {
+        return bad("model_id is longer than 256 bytes".into());
     }
     let format = config.format.unwrap_or_default();
     let input = match AudioEncoding::try_from(format.encoding) {
@@ -138,6 +141,7 @@ fn validate(config: TranscribeConfig, limits: &RequestLimits, model_id: &str) ->
         },
         formats,
         task: if translate { "translate" } else { "transcribe" },
+        model_id: config.model_id,
     })
 }
 
@@ -153,17 +157,17 @@ impl SpeechService for SpeechHandlers {
         let Some(Payload::Config(config)) = first.payload else {
             return Err(Status::invalid_argument("the first message must be the config (then audio_chunk messages)"));
         };
-        let model = model_info(self.core.model().map_err(to_status)?.meta());
-        let request = validate(config, &self.limits, &model.id)?;
-        if let Some(language) = &request.options.language {
-            self.core.model().map_err(to_status)?.check_language(language).map_err(|e| to_status(e.into()))?;
-        }
+        let request = validate(config, &self.limits)?;
+        // Refuses what no loaded model can do before the upload is received.
+        self.router.choose(&request.model_id, request.options.language.as_deref(), request.options.translate).map_err(to_status)?;
         let (audio, bytes) = self.spool(&mut stream).await?;
         if bytes == 0 {
             return Err(to_status(CoreError::Audio(AudioError::Empty)));
         }
         let upload_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut events = self.core.transcribe(Job { audio, input: request.input, options: request.options.clone() }).map_err(to_status)?;
+        let job = Job { audio, input: request.input, options: request.options.clone(), detected: None };
+        let Routed { model, mut events, detect_ms } = self.router.transcribe(&request.model_id, job).await.map_err(to_status)?;
+        let model = model_info(&model);
 
         let (tx, rx) = mpsc::channel::<Result<TranscribeResponse, Status>>(64);
         tokio::spawn(async move {
@@ -210,6 +214,7 @@ impl SpeechService for SpeechHandlers {
                             model: Some(model.clone()),
                             timings: vec![
                                 stage("upload", upload_ms),
+                                stage("detect_language", detect_ms),
                                 stage("queue", summary.queue_ms),
                                 stage("decode_audio", summary.decode_audio_ms),
                                 stage("transcribe", summary.transcribe_ms),
@@ -230,10 +235,10 @@ impl SpeechService for SpeechHandlers {
     }
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<GetModelInfoResponse>, Status> {
-        let model = self.core.model().map_err(to_status)?;
+        let models = self.router.models().map_err(to_status)?;
         Ok(Response::new(GetModelInfoResponse {
-            models: vec![model_info(model.meta())],
-            max_audio_duration_ms: self.core.config().max_audio_ms as i64,
+            models: models.iter().map(model_info).collect(),
+            max_audio_duration_ms: self.router.max_audio_ms() as i64,
         }))
     }
 }
@@ -259,6 +264,7 @@ fn segment_pb(id: u32, s: &Segment) -> PbSegment {
 pub fn to_status(e: CoreError) -> Status {
     match &e {
         CoreError::NotReady => Status::unavailable(e.to_string()),
+        CoreError::UnknownModel { .. } => Status::not_found(e.to_string()),
         CoreError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
         CoreError::Audio(AudioError::Io(_)) => Status::internal(e.to_string()),
         CoreError::Audio(_) | CoreError::TooLong { .. } => Status::invalid_argument(e.to_string()),

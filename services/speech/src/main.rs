@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::Parser;
 use mmc_proto::speech::v1::speech_service_server::SpeechServiceServer;
 use mmc_runtime::ServerArgs;
-use mmc_speech::{core, engine::chunker::ChunkerConfig, handlers};
+use mmc_speech::{core, engine::chunker::ChunkerConfig, handlers, router::SpeechRouter};
 
 /// Command line of `mmc-speech`.
 #[derive(Parser, Debug)]
@@ -19,6 +19,12 @@ struct Args {
     /// The model: an id in the models directory (its converted `ggml-model.bin` is loaded).
     #[arg(long, env = "MMC_SPEECH_MODEL", default_value = "whisper-tiny.en-ct2")]
     model: String,
+    /// A multilingual model loaded beside an English-only `--model`: requests in other
+    /// languages, translations, and those whose detected language is not English go to it
+    /// (see the `router` module). Empty: English-only. Skipped with a warning when its
+    /// files are missing, and not loaded when `--model` is multilingual itself.
+    #[arg(long, env = "MMC_SPEECH_MULTILINGUAL_MODEL", default_value = "whisper-base-ct2")]
+    multilingual_model: String,
     /// A whisper.cpp ggml file to load instead of `--model` from the models directory.
     #[arg(long, env = "MMC_SPEECH_GGML")]
     ggml: Option<PathBuf>,
@@ -61,7 +67,7 @@ fn main() -> ExitCode {
     let concurrency = args.concurrency.max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if args.threads == 0 { (cores / concurrency).max(1) } else { args.threads };
-    let core = core::SpeechCore::new(core::CoreConfig {
+    let primary = core::CoreConfig {
         model_path,
         model_id,
         profile: args.profile.clone(),
@@ -73,10 +79,15 @@ fn main() -> ExitCode {
         chunker: ChunkerConfig::default(),
         device: args.device,
         lend_idle_states: args.lend_idle_states,
+    };
+    let second = (!args.multilingual_model.trim().is_empty()).then(|| {
+        let (model_path, model_id) = mmc_models::store::locate(args.models_dir.as_deref(), args.multilingual_model.trim(), "ggml-model.bin", None);
+        core::CoreConfig { model_path, model_id, ..primary.clone() }
     });
+    let router = SpeechRouter::new(primary, second);
     let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: args.spool_dir.clone(), ..Default::default() };
-    let handlers = handlers::SpeechHandlers::new(core.clone(), limits);
+    let handlers = handlers::SpeechHandlers::new(router.clone(), limits);
     mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
-        core.load_and_warm_up().await.map_err(anyhow::Error::new)
+        router.load_and_warm_up().await.map_err(anyhow::Error::new)
     })
 }

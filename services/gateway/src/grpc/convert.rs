@@ -285,6 +285,7 @@ pub fn summary(s: MeetingSummary) -> pb::MeetingSummary {
         prompt_version: s.prompt_version,
         models: s.models.into_iter().map(model).collect(),
         timings: s.timings.into_iter().map(timing).collect(),
+        language: s.language,
     }
 }
 

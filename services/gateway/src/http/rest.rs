@@ -322,6 +322,8 @@ pub struct SummaryView {
     pub action_items: Vec<ActionItemView>,
     pub prompt_version: String,
     pub models: Vec<ModelView>,
+    /// The meeting's language (ISO 639-1); notes are made for English only.
+    pub language: String,
 }
 
 impl From<&MeetingSummary> for SummaryView {
@@ -345,6 +347,7 @@ impl From<&MeetingSummary> for SummaryView {
                 .collect(),
             prompt_version: s.prompt_version.clone(),
             models: s.models.iter().map(ModelView::from).collect(),
+            language: s.language.clone(),
         }
     }
 }

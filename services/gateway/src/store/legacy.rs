@@ -44,5 +44,6 @@ fn summary(s: pb::MeetingSummary) -> MeetingSummary {
         prompt_version: s.prompt_version,
         models: s.models.into_iter().map(model).collect(),
         timings: s.timings.into_iter().map(|t| StageTiming { stage: t.stage, duration_ms: t.duration_ms }).collect(),
+        language: s.language,
     }
 }

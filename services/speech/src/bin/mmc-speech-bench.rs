@@ -42,7 +42,7 @@ async fn run(core: &Arc<SpeechCore>, audio: &std::path::Path, streams: usize) ->
         let copy = tempfile::NamedTempFile::new()?.into_temp_path();
         std::fs::copy(audio, &copy)?;
         let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
-        receivers.push(core.transcribe(Job { audio: copy, input: AudioInput::Container, options })?);
+        receivers.push(core.transcribe(Job { audio: copy, input: AudioInput::Container, options, detected: None })?);
     }
     let (mut audio_s, mut text) = (0.0, String::new());
     for mut rx in receivers {

@@ -45,6 +45,8 @@ struct ExportDoc<'a> {
     title: &'a str,
     created_at_unix_ms: i64,
     audio_duration_ms: i64,
+    /// ISO 639-1, as transcribed.
+    language: &'a str,
     participants: &'a [String],
     notes_reviewed: bool,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -82,6 +84,7 @@ fn doc(meeting: &Meeting) -> ExportDoc<'_> {
         title: &meeting.title,
         created_at_unix_ms: meeting.created_at_unix_ms,
         audio_duration_ms: meeting.audio_duration_ms,
+        language: &meeting.language,
         participants: &meeting.participants,
         notes_reviewed: meeting.review.reviewed,
         notes_reviewed_by: &meeting.review.reviewed_by,
@@ -117,6 +120,9 @@ pub fn markdown(meeting: &Meeting) -> String {
     let _ = writeln!(out, "# {title}\n");
     let _ = writeln!(out, "- Meeting id: `{}`", d.meeting_id);
     let _ = writeln!(out, "- Recording: {}", clock(d.audio_duration_ms));
+    if !d.language.is_empty() {
+        let _ = writeln!(out, "- Language: {} ({})", super::language::name(d.language), d.language);
+    }
     if !d.participants.is_empty() {
         let _ = writeln!(out, "- Participants: {}", d.participants.join(", "));
     }

@@ -24,6 +24,7 @@
 pub mod ask;
 pub mod export;
 pub mod facts;
+pub mod language;
 pub mod notes;
 pub mod people;
 pub mod review;
@@ -407,7 +408,9 @@ impl Flows {
         //    owner and due, filler, statement); the model is asked only to pick the owner of
         //    a line that names two possible owners, among those names.
         let people = People::new(&request.participants, &segments);
-        let sentences = notes::sentences(&segments);
+        // The rules read English: a meeting in another language gets no notes (see `language`).
+        let notes_supported = language::notes_supported(&result.language);
+        let sentences = if notes_supported { notes::sentences(&segments) } else { Vec::new() };
         let cues: Vec<Cue> = sentences.iter().map(|s| notes::classify(&s.text, &people)).collect();
         type Fields<'a> = futures::future::BoxFuture<'a, Result<(usize, String, Option<ModelRef>), GatewayError>>;
         let mut requests: Vec<Fields<'_>> = Vec::new();
@@ -476,6 +479,8 @@ impl Flows {
         let summary = if notes.decisions.is_empty() && notes.action_items.is_empty() && notes.key_points.is_empty() {
             if segments.is_empty() {
                 "The recording has no speech.".to_string()
+            } else if !notes_supported {
+                language::unsupported_summary(&result.language)
             } else {
                 "No decisions, action items or main points were found.".to_string()
             }
@@ -539,6 +544,7 @@ impl Flows {
             prompt_version,
             models,
             timings,
+            language: result.language.clone(),
         };
         let meeting = Meeting {
             meeting_id,
