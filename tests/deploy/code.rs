@@ -16,7 +16,7 @@ pub fn model_options(service: &str) -> &'static [&'static str] {
     match service {
         "embed" => &["MMC_TEXT_MODEL", "MMC_IMAGE_MODEL"],
         "caption" => &["MMC_CAPTION_DECODER"],
-        "speech" => &["MMC_SPEECH_MODEL"],
+        "speech" => &["MMC_SPEECH_MODEL", "MMC_SPEECH_MULTILINGUAL_MODEL"],
         "textgen" => &["MMC_TEXTGEN_MODEL"],
         _ => &[],
     }
