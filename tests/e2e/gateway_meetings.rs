@@ -7,7 +7,7 @@ use mmc_proto::gateway::v1::{
     ExportFormat, ExportMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{assert_documented_stages, start_meeting_services, synthesize_lines, synthesize_meeting};
+use mmc_tests::{assert_documented_stages, metric_value, start_meeting_services, start_meeting_services_with, synthesize_lines, synthesize_meeting};
 use tonic::{transport::Channel, Code};
 
 /// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
@@ -194,4 +194,53 @@ async fn german_and_spanish_meetings_are_transcribed_in_their_language() {
         let markdown = String::from_utf8(export.content).unwrap();
         assert!(markdown.contains(&format!("- Language: {name} ({code})")), "{markdown}");
     }
+}
+
+/// A long meeting is summarized window by window and then as a whole (map-reduce). Here the
+/// window is 15 s so that the one-minute script makes several; each window's summary and
+/// the joined one pass the same fact check as a short meeting's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_meeting_is_summarized_window_by_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &["--summary-window-s", "15"]).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let config = MeetingConfig {
+        title: "Budget review".into(),
+        transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
+    messages.extend(audio.chunks(32 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
+    let mut stream = client.summarize_meeting(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let (mut windows, mut summary) = (Vec::new(), None);
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.event.unwrap() {
+            Event::Progress(p) if p.stage == "summarize" && p.unit == "windows" => windows.push(p.message),
+            Event::Summary(s) => summary = Some(s),
+            _ => {}
+        }
+    }
+    let summary = summary.expect("a summary");
+    println!("windows: {windows:#?}\nsummary: {}", summary.summary);
+    let notes = summary.decisions.len() + summary.action_items.len() + summary.key_points.len();
+    assert!(windows.len() >= 3, "two windows and the join at least ({notes} notes): {windows:?}");
+    assert!(windows.iter().any(|w| w.starts_with("window 2 of")), "{windows:?}");
+    assert!(!summary.summary.is_empty() && !summary.summary.starts_with("No decisions"), "{}", summary.summary);
+    // Every name in the summary is a person the notes name (owners, or words of the notes).
+    let known: String = summary
+        .decisions
+        .iter()
+        .chain(&summary.key_points)
+        .map(|d| d.text.clone())
+        .chain(summary.action_items.iter().map(|a| format!("{} {}", a.owner, a.item.as_ref().unwrap().text)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for name in ["Laura", "Kevin", "Olivia"] {
+        assert!(!summary.summary.contains(name) || known.contains(name), "{name} is in the summary but in no note");
+    }
+    let scrape = mmc_tests::http_get(&gateway.metrics, "/metrics").unwrap().1;
+    // One model call per window and one to join them.
+    let calls = metric_value(&scrape, "mmc_gateway_stage_duration_seconds_count", &["stage=\"summarize\""]);
+    assert_eq!(calls, Some(windows.len() as f64), "{scrape}");
 }

@@ -308,13 +308,19 @@ pub const MEETING_SCRIPT: [(&str, &str); 8] = [
 /// The four services of the meeting flows (speech, text generation, embeddings, then the
 /// gateway over them, storing into `data`): `(speech, textgen, embed, gateway)`.
 pub async fn start_meeting_services(data: &Path) -> (Service, Service, Service, Service) {
+    start_meeting_services_with(data, &[]).await
+}
+
+/// [`start_meeting_services`] with more gateway options.
+pub async fn start_meeting_services_with(data: &Path, gateway_args: &[&str]) -> (Service, Service, Service, Service) {
     let (speech, textgen, embed) = tokio::join!(
         start_service("mmc-speech", &[], Duration::from_secs(60)),
         start_service("mmc-textgen", &[], Duration::from_secs(60)),
         start_service("mmc-embed", &[], Duration::from_secs(60)),
     );
-    let args =
-        ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    let mut args =
+        vec!["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    args.extend(gateway_args);
     let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
     (speech, textgen, embed, gateway)
 }

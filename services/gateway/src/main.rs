@@ -44,6 +44,13 @@ struct Args {
     /// are interleaved).
     #[arg(long, env = "MMC_EXTRACT_CONCURRENCY", default_value_t = MeetingSettings::default().extract_concurrency)]
     extract_concurrency: usize,
+    /// Meetings whose notes span more than this many seconds are summarized window by window
+    /// and then as a whole (map-reduce); shorter ones in one call.
+    #[arg(long, env = "MMC_SUMMARY_WINDOW_S", default_value_t = MeetingSettings::default().summary_window_ms / 1000)]
+    summary_window_s: i64,
+    /// Most notes summarized in one call (a window with more is split).
+    #[arg(long, env = "MMC_SUMMARY_WINDOW_NOTES", default_value_t = MeetingSettings::default().summary_window_notes)]
+    summary_window_notes: usize,
     /// Transcript segments less similar than this to a question are not used to answer it.
     #[arg(long, env = "MMC_ASK_MIN_RELEVANCE", default_value_t = MeetingSettings::default().min_relevance)]
     min_relevance: f32,
@@ -157,6 +164,8 @@ fn main() -> ExitCode {
             meeting: MeetingSettings {
                 extract_concurrency: args.extract_concurrency.max(1),
                 min_relevance: args.min_relevance,
+                summary_window_ms: args.summary_window_s.max(1) * 1000,
+                summary_window_notes: args.summary_window_notes.max(1),
                 ..MeetingSettings::default()
             },
         };

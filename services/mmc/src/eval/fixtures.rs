@@ -48,6 +48,37 @@ pub struct Question {
     pub answer: Vec<String>,
 }
 
+/// One long meeting made of `set` in order, its lines `times` times over; every
+/// participant, fact and question once.
+pub fn concatenate(set: &[Meeting], times: usize) -> Meeting {
+    let mut all = Meeting {
+        name: "concatenated".into(),
+        title: "Long meeting".into(),
+        setting: format!("{} meetings", set.len()),
+        participants: Vec::new(),
+        lines: Vec::new(),
+        decisions: Vec::new(),
+        actions: Vec::new(),
+        questions: Vec::new(),
+    };
+    for m in set {
+        for p in &m.participants {
+            if !all.participants.contains(p) {
+                all.participants.push(p.clone());
+            }
+        }
+        all.lines.extend(m.lines.iter().cloned());
+        all.decisions.extend(m.decisions.iter().cloned());
+        all.actions.extend(m.actions.iter().cloned());
+        all.questions.extend(m.questions.iter().cloned());
+    }
+    let once = std::mem::take(&mut all.lines);
+    for _ in 0..times.max(1) {
+        all.lines.extend(once.iter().cloned());
+    }
+    all
+}
+
 /// Every meeting in `dir` (sorted by name), or those named in `only`.
 pub fn load(dir: &Path, only: &[String]) -> anyhow::Result<Vec<Meeting>> {
     let mut out = Vec::new();

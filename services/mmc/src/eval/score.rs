@@ -64,7 +64,8 @@ fn has_all(text: &str, keys: &[String]) -> bool {
 }
 
 /// The script line `text` was transcribed from: the one holding the largest share of
-/// `text`'s words (words of three letters or more; numbers count), if at least half.
+/// `text`'s words (words of three letters or more; numbers count), if at least half; the
+/// first of equals.
 pub fn source_line(text: &str, lines: &[String]) -> Option<usize> {
     let words: HashSet<String> = folded(text).into_iter().filter(|w| w.len() >= 3 || w.chars().all(|c| c.is_ascii_digit())).collect();
     if words.is_empty() {
@@ -78,7 +79,8 @@ pub fn source_line(text: &str, lines: &[String]) -> Option<usize> {
             (words.iter().filter(|w| line.contains(*w)).count() as f64 / words.len() as f64, i)
         })
         .filter(|(share, _)| *share >= 0.5)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        // Ties go to the first such line (a script may repeat a line: `--concatenate`).
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
         .map(|(_, i)| i)
 }
 

@@ -28,6 +28,7 @@ pub mod language;
 pub mod notes;
 pub mod people;
 pub mod review;
+mod summary;
 
 use std::collections::{HashMap, HashSet};
 
@@ -37,9 +38,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use self::{
-    facts::Evidence,
     notes::{Cue, Sentence},
     people::People,
+    summary::SummaryJob,
 };
 use super::{limits::*, Flows};
 use crate::{
@@ -67,11 +68,23 @@ pub struct MeetingSettings {
     /// Segments scoring below this cosine with a question are not used to answer it (a
     /// loose floor: whether a line answers is decided by the words it shares, see `ask`).
     pub min_relevance: f32,
+    /// A meeting whose notes span more than this is summarized window by window, then
+    /// the window summaries together (map-reduce, see `summary`).
+    pub summary_window_ms: i64,
+    /// Most notes summarized in one call; a window with more is split.
+    pub summary_window_notes: usize,
 }
 
 impl Default for MeetingSettings {
     fn default() -> Self {
-        Self { extract_concurrency: 4, extract_max_tokens: 48, min_label_similarity: 0.3, min_relevance: 0.15 }
+        Self {
+            extract_concurrency: 4,
+            extract_max_tokens: 48,
+            min_label_similarity: 0.3,
+            min_relevance: 0.15,
+            summary_window_ms: 10 * 60 * 1000,
+            summary_window_notes: 16,
+        }
     }
 }
 
@@ -237,42 +250,6 @@ fn action_item(sentence: &Sentence, owner: Option<String>, due: Option<String>) 
     let owner = owner.unwrap_or_default();
     let due = due.filter(|d| sentence.text.contains(d.as_str())).unwrap_or_default();
     ActionItem { item: cited(sentence), owner, due }
-}
-
-/// Whether a generated summary may be shown: no number, date or name the notes lack (the
-/// fact checker); prose (no headings or lists, not the prompt echoed back) in which every
-/// sentence restates one note: at least 75% of the sentence's
-/// content words are in a single note, so notes are not blended into new claims
-/// ("David will write ... for Sarah on Friday").
-fn summary_is_grounded(summary: &str, notes: &[String], people: &People) -> bool {
-    if !Evidence::new(notes, people).unsupported(summary).is_empty() {
-        return false;
-    }
-    if summary.is_empty() || summary.len() > 600 || summary.contains('\n') || summary.contains(':') || summary.trim_start().starts_with('-') {
-        return false;
-    }
-    let sentences: Vec<&str> = summary.split(['.', '!', '?']).map(str::trim).filter(|s| !s.is_empty()).collect();
-    !sentences.is_empty()
-        && sentences.iter().all(|sentence| {
-            let words = content_words(sentence);
-            !words.is_empty() && notes.iter().any(|n| support(&words, n) >= 0.75)
-        })
-}
-
-/// The summary built from the notes when the model's is not usable.
-fn template_summary(notes: &Notes) -> String {
-    let mut parts = Vec::new();
-    if !notes.decisions.is_empty() {
-        parts.push(format!("Decisions: {}", notes.decisions.iter().map(|d| d.text.trim_end_matches('.')).collect::<Vec<_>>().join("; ")));
-    }
-    if !notes.action_items.is_empty() {
-        let items: Vec<String> = notes.action_items.iter().map(|a| a.item.text.trim_end_matches('.').to_string()).collect();
-        parts.push(format!("Action items: {}", items.join("; ")));
-    }
-    if parts.is_empty() && !notes.key_points.is_empty() {
-        parts.push(format!("Discussed: {}", notes.key_points.iter().map(|d| d.text.trim_end_matches('.')).collect::<Vec<_>>().join("; ")));
-    }
-    parts.join(". ") + "."
 }
 
 /// Merges the notes: duplicates removed, and decisions that restate an action item
@@ -485,45 +462,10 @@ impl Flows {
                 "No decisions, action items or main points were found.".to_string()
             }
         } else {
-            let vars = serde_json::json!({
-                "title": title,
-                "decisions": notes.decisions.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
-                "key_points": notes.key_points.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
-                "action_items": notes.action_items.iter().map(|a| serde_json::json!({"owner": a.owner, "task": a.item.text, "due": a.due})).collect::<Vec<_>>(),
-            });
-            let prompt = self.prompts.render(&prompt_version, "summary", &vars).map_err(|e| GatewayError::Invalid(e.to_string()))?;
-            // A JSON string field keeps the model writing prose rather than echoing the
-            // prompt's headings.
-            let schema = r#"{"type": "object", "properties": {"summary": {"type": "string", "minLength": 20, "maxLength": 400}}, "required": ["summary"], "additionalProperties": false, "x-guidance": {"whitespace_flexible": false}}"#;
-            // The transcript is already stored-worthy: a summary the model cannot write (notes
-            // of a long meeting past its context window, or the service failing) falls back
-            // to the template rather than losing the meeting.
-            let text = match self.upstream.chat("summarize", &prompt, Some(schema), 160, deadline).await {
-                Ok((text, model, _)) => {
-                    textgen_model = textgen_model.or(model);
-                    text
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the summary could not be generated; template used");
-                    String::new()
-                }
-            };
-            let note_texts: Vec<String> =
-                notes.decisions.iter().chain(&notes.key_points).chain(notes.action_items.iter().map(|a| &a.item)).map(|i| i.text.clone()).collect();
-            #[derive(Deserialize)]
-            struct Summary {
-                summary: String,
-            }
-            let text = serde_json::from_str::<Summary>(&text).map(|s| s.summary.trim().to_string()).unwrap_or_default();
-            let mut evidence = note_texts.clone();
-            evidence.extend(notes.action_items.iter().flat_map(|a| [a.owner.clone(), a.due.clone()]));
-            if summary_is_grounded(&text, &evidence, &people) {
-                text
-            } else {
-                tracing::info!(summary = text, "generated summary not grounded in the notes; template used");
-                metrics::counter!("mmc_gateway_summary_fallbacks_total").increment(1);
-                template_summary(&notes)
-            }
+            let job = SummaryJob { title: &title, prompt_version: &prompt_version, people: &people, deadline, events };
+            let (text, model) = self.write_summary(&job, &notes, &segments).await?;
+            textgen_model = textgen_model.or(model);
+            text
         };
         models.extend(textgen_model);
         timings.push(timing("summarize", started));
@@ -747,7 +689,7 @@ impl Flows {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{summary::summary_is_grounded, *};
 
     #[test]
     fn merge_removes_duplicates_and_decisions_that_restate_actions() {
