@@ -198,12 +198,13 @@ async fn german_and_spanish_meetings_are_transcribed_in_their_language() {
 
 /// A long meeting is summarized window by window and then as a whole (map-reduce). Here the
 /// window is 15 s so that the one-minute script makes several; each window's summary and
-/// the joined one pass the same fact check as a short meeting's.
+/// the joined one pass the same fact check as a short meeting's. The gateway transcribes
+/// meetings with Whisper base here (`--meeting-speech-model`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_meeting_is_summarized_window_by_window() {
     let dir = tempfile::tempdir().unwrap();
     let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
-    let (_speech, _textgen, _embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &["--summary-window-s", "15"]).await;
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &["--summary-window-s", "15", "--meeting-speech-model", "whisper-base-ct2"]).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
     let config = MeetingConfig {
         title: "Budget review".into(),
@@ -224,6 +225,9 @@ async fn a_long_meeting_is_summarized_window_by_window() {
     let summary = summary.expect("a summary");
     println!("windows: {windows:#?}\nsummary: {}", summary.summary);
     let notes = summary.decisions.len() + summary.action_items.len() + summary.key_points.len();
+    // The gateway's --meeting-speech-model applies to a request that names no model.
+    let models: Vec<&str> = summary.models.iter().map(|m| m.id.as_str()).collect();
+    assert!(models.contains(&"whisper-base-ct2"), "{models:?}");
     assert!(windows.len() >= 3, "two windows and the join at least ({notes} notes): {windows:?}");
     assert!(windows.iter().any(|w| w.starts_with("window 2 of")), "{windows:?}");
     assert!(!summary.summary.is_empty() && !summary.summary.starts_with("No decisions"), "{}", summary.summary);

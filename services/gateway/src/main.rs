@@ -48,6 +48,10 @@ struct Args {
     /// and then as a whole (map-reduce); shorter ones in one call.
     #[arg(long, env = "MMC_SUMMARY_WINDOW_S", default_value_t = MeetingSettings::default().summary_window_ms / 1000)]
     summary_window_s: i64,
+    /// Speech model for meetings whose request names none (e.g. whisper-base-ct2: fewer
+    /// misheard names and dates, a third of the speed); empty: the speech service's choice.
+    #[arg(long, env = "MMC_MEETING_SPEECH_MODEL", default_value = "")]
+    meeting_speech_model: String,
     /// Most notes summarized in one call (a window with more is split).
     #[arg(long, env = "MMC_SUMMARY_WINDOW_NOTES", default_value_t = MeetingSettings::default().summary_window_notes)]
     summary_window_notes: usize,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
                 min_relevance: args.min_relevance,
                 summary_window_ms: args.summary_window_s.max(1) * 1000,
                 summary_window_notes: args.summary_window_notes.max(1),
+                speech_model: args.meeting_speech_model.trim().to_string(),
                 ..MeetingSettings::default()
             },
         };

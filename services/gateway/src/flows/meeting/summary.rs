@@ -8,8 +8,9 @@
 //! `summary_window_notes`), each window is summarized and checked on its own (map), and the
 //! window summaries are summarized once more (reduce). Every text the model writes passes
 //! [`summary_is_grounded`] against the notes it was given; a window whose summary fails
-//! falls back to its template, and a failed reduce to the window summaries in time order,
-//! one after another.
+//! is represented by its lead note (first decision, else action item, else key point), and
+//! a failed reduce gives the window summaries in time order, one after another: one
+//! sentence or two per window, not the whole list of notes.
 
 use serde::Deserialize;
 
@@ -108,6 +109,19 @@ pub(super) fn template_summary(notes: &Notes) -> String {
     parts.join(". ") + "."
 }
 
+/// A window's stand-in when its summary fails the check: its first decision, else its
+/// first action item, else its first key point (a note, so grounded by construction).
+/// The whole template per window would make a long meeting's summary as long as its notes.
+fn lead_sentence(notes: &Notes) -> String {
+    let lead = notes.decisions.first().or(notes.action_items.first().map(|a| &a.item)).or(notes.key_points.first());
+    let text = lead.map_or("", |i| i.text.trim()).trim_matches('"');
+    if text.ends_with(['.', '!', '?']) {
+        text.to_string()
+    } else {
+        format!("{text}.")
+    }
+}
+
 /// What the notes say, as evidence for a summary: their texts, owners and due dates.
 fn evidence(notes: &Notes) -> Vec<String> {
     let mut out: Vec<String> =
@@ -148,7 +162,7 @@ impl Flows {
             super::send(job.events, super::progress("summarize", i as u64, total, "windows", 0.92 + 0.07 * i as f64 / total as f64, message)).await?;
             let (text, m) = self.phrase(job, &w.notes, &[]).await?;
             model = model.or(m);
-            summaries.push(text.unwrap_or_else(|| template_summary(&w.notes)));
+            summaries.push(text.unwrap_or_else(|| lead_sentence(&w.notes)));
         }
         // Reduce: the window summaries, summarized; checked against them and every note.
         super::send(job.events, super::progress("summarize", total - 1, total, "windows", 0.99, "joining the windows".into())).await?;
@@ -241,5 +255,14 @@ mod tests {
         // A short meeting is one window: the single-call path.
         assert_eq!(windows(&notes, &segments, 3_600_000, 16).len(), 1);
         assert!(windows(&Notes::default(), &segments, 600_000, 16).is_empty());
+    }
+
+    #[test]
+    fn a_window_without_a_usable_summary_is_represented_by_its_lead_note() {
+        let action = ActionItem { item: item("Ann will call the bank", 1), owner: "Ann".into(), due: String::new() };
+        let notes = Notes { decisions: vec![], action_items: vec![action], key_points: vec![item("The bank was slow.", 2)] };
+        assert_eq!(lead_sentence(&notes), "Ann will call the bank.");
+        let notes = Notes { decisions: vec![item("\"We agreed to wait.\"", 0)], ..notes };
+        assert_eq!(lead_sentence(&notes), "We agreed to wait.");
     }
 }
