@@ -204,7 +204,8 @@ async fn german_and_spanish_meetings_are_transcribed_in_their_language() {
 async fn a_long_meeting_is_summarized_window_by_window() {
     let dir = tempfile::tempdir().unwrap();
     let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
-    let (_speech, _textgen, _embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &["--summary-window-s", "15", "--meeting-speech-model", "whisper-base-ct2"]).await;
+    let (_speech, _textgen, _embed, gateway) =
+        start_meeting_services_with(&dir.path().join("data"), &["--summary-window-s", "15", "--meeting-speech-model", "whisper-base-ct2"]).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
     let config = MeetingConfig {
         title: "Budget review".into(),

@@ -318,8 +318,16 @@ pub async fn start_meeting_services_with(data: &Path, gateway_args: &[&str]) -> 
         start_service("mmc-textgen", &[], Duration::from_secs(60)),
         start_service("mmc-embed", &[], Duration::from_secs(60)),
     );
-    let mut args =
-        vec!["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url, "--data-dir", data.to_str().unwrap()];
+    let mut args = vec![
+        "--speech-endpoint",
+        &speech.url,
+        "--textgen-endpoint",
+        &textgen.url,
+        "--embed-endpoint",
+        &embed.url,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     args.extend(gateway_args);
     let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
     (speech, textgen, embed, gateway)

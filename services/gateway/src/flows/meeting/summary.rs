@@ -147,7 +147,12 @@ pub(super) struct SummaryJob<'a> {
 
 impl Flows {
     /// The summary of non-empty notes, and the model that wrote (part of) it.
-    pub(super) async fn write_summary(&self, job: &SummaryJob<'_>, notes: &Notes, segments: &[Segment]) -> Result<(String, Option<ModelRef>), GatewayError> {
+    pub(super) async fn write_summary(
+        &self,
+        job: &SummaryJob<'_>,
+        notes: &Notes,
+        segments: &[Segment],
+    ) -> Result<(String, Option<ModelRef>), GatewayError> {
         let parts = windows(notes, segments, self.meeting.summary_window_ms, self.meeting.summary_window_notes);
         if parts.len() <= 1 {
             let (text, model) = self.phrase(job, notes, &[]).await?;
@@ -247,7 +252,15 @@ mod tests {
         let w = windows(&notes, &segments, 600_000, 2);
         let texts: Vec<Vec<String>> = w
             .iter()
-            .map(|w| w.notes.decisions.iter().chain(&w.notes.key_points).map(|i| i.text.clone()).chain(w.notes.action_items.iter().map(|a| a.item.text.clone())).collect())
+            .map(|w| {
+                w.notes
+                    .decisions
+                    .iter()
+                    .chain(&w.notes.key_points)
+                    .map(|i| i.text.clone())
+                    .chain(w.notes.action_items.iter().map(|a| a.item.text.clone()))
+                    .collect()
+            })
             .collect();
         assert_eq!(texts.len(), 4, "{texts:?}");
         assert_eq!(texts[0], ["d at 0:00", "p at 3:20"]);
