@@ -105,3 +105,108 @@ async fn every_port_wants_the_key_and_the_chain_carries_it() {
     let stderr = String::from_utf8_lossy(&without.stderr);
     assert!(!without.status.success() && stderr.contains("API key"), "{stderr}");
 }
+
+/// `message` with `authorization: Bearer <key>`.
+fn with_key<T>(key: &str, message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+/// Sends one HTTP/1.1 request and returns the status, the `Retry-After` header and the body.
+fn http_call(addr: &str, method: &str, path: &str, key: &str) -> (u16, Option<String>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = if method == "POST" { "{}" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let retry_after = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().to_string()));
+    (status, retry_after, body.to_string())
+}
+
+/// Scopes: a read key reads but may not change or delete, a write key may not delete;
+/// refused with PERMISSION_DENIED / 403 before any work. Rate limit: one token bucket per
+/// key, shared by the gateway's gRPC and HTTP ports; past it, RESOURCE_EXHAUSTED with
+/// `retry-after` / 429 with `Retry-After`, while other keys go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_and_per_key_rate_limits() {
+    use mmc_proto::gateway::v1::{DeleteMeetingRequest, ListMeetingsRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (reader, writer, admin, busy) = ("reader-key-0123456789ab", "writer-key-0123456789ab", "admin-key-0123456789abc", "busy-key-0123456789abcd");
+    std::fs::write(&keys, format!("{reader} read\n{writer} write\n{admin}\n{busy} read\n")).unwrap();
+    let http = format!("127.0.0.1:{}", free_port_range(1));
+    let data = dir.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-listen",
+        &http,
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+        "--api-key-rate-per-s",
+        "1",
+        "--api-key-burst",
+        "5",
+    ];
+    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let delete = |key: &str| with_key(key, DeleteMeetingRequest { meeting_id: "mtg-0000".into() });
+
+    // gRPC: reading with a read key works; deleting needs admin.
+    client.list_meetings(with_key(reader, ListMeetingsRequest::default())).await.expect("a read key lists");
+    for key in [reader, writer] {
+        let e = client.delete_meeting(delete(key)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{key}: {e:?}");
+        assert!(e.message().contains("needs admin"), "{}", e.message());
+    }
+    let e = client.delete_meeting(delete(admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "the admin key passes; there is no such meeting: {e:?}");
+
+    // HTTP: the same scopes by route.
+    let (status, _, body) = http_call(&http, "GET", "/v1/meetings", reader);
+    assert_eq!(status, 200, "{body}");
+    for (key, method, path, want) in [
+        (reader, "POST", "/v1/images", 403),
+        (reader, "POST", "/v1/meetings/mtg-0000/review", 403),
+        (writer, "DELETE", "/v1/meetings/mtg-0000", 403),
+        (admin, "DELETE", "/v1/meetings/mtg-0000", 404),
+    ] {
+        let (status, _, body) = http_call(&http, method, path, key);
+        assert_eq!(status, want, "{key} {method} {path}: {body}");
+        if want == 403 {
+            assert!(body.contains("insufficient_scope"), "{body}");
+        }
+    }
+
+    // Rate limit: a burst of 5 for the busy key, over both ports; then refused with a time
+    // to wait, while another key is served.
+    for _ in 0..3 {
+        client.list_meetings(with_key(busy, ListMeetingsRequest::default())).await.expect("within the burst");
+    }
+    for _ in 0..2 {
+        assert_eq!(http_call(&http, "GET", "/v1/meetings", busy).0, 200, "within the burst");
+    }
+    let (status, retry_after, body) = http_call(&http, "GET", "/v1/meetings", busy);
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("rate_limit_exceeded"), "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let e = client.list_meetings(with_key(busy, ListMeetingsRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(e.metadata().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    client.list_meetings(with_key(admin, ListMeetingsRequest::default())).await.expect("another key is not limited by the busy one");
+    // The bucket refills: one call a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(http_call(&http, "GET", "/v1/meetings", busy).0, 200, "refilled");
+    let scrape = mmc_tests::http_get(&gateway.metrics, "/metrics").unwrap().1;
+    assert!(mmc_tests::metric_value(&scrape, "mmc_api_key_rate_limited_total", &[]).unwrap_or(0.0) >= 2.0, "{scrape}");
+}

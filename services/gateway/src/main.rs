@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         }
     }
     // The HTTP API takes the same keys as the gRPC server.
-    let http_keys = match args.server.api_keys_file.as_deref().map(mmc_runtime::auth::ApiKeys::load).transpose() {
+    let http_keys = match args.server.api_keys() {
         Ok(keys) => keys,
         Err(e) => {
             eprintln!("--api-keys-file: {e}");

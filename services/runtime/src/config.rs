@@ -79,9 +79,23 @@ pub struct ServerArgs {
     /// and reflection: one key, or `sha256:<hex digest>`, per line (see `mmc_runtime::auth`).
     #[arg(long, env = "MMC_API_KEYS_FILE")]
     pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Calls a second each API key may make (a token bucket per key); 0 = no limit.
+    #[arg(long, env = "MMC_API_KEY_RATE_PER_S", default_value_t = 0)]
+    pub api_key_rate_per_s: u32,
+
+    /// Calls an API key may make at once above its rate (at least the rate).
+    #[arg(long, env = "MMC_API_KEY_BURST", default_value_t = 0)]
+    pub api_key_burst: u32,
 }
 
 impl ServerArgs {
+    /// The API keys of `--api-keys-file` with their rate limit, if any; the same instance
+    /// (and buckets) for every caller in the process.
+    pub fn api_keys(&self) -> anyhow::Result<Option<crate::auth::ApiKeys>> {
+        self.api_keys_file.as_deref().map(|p| crate::auth::ApiKeys::shared(p, self.api_key_rate_per_s, self.api_key_burst)).transpose()
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }

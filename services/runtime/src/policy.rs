@@ -126,8 +126,8 @@ where
         // Authentication before anything costs: a refused call holds no permit.
         if let Some(keys) = &self.config.api_keys {
             let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if let Err(e) = keys.check(authorization) {
-                let status = Status::unauthenticated(e.to_string());
+            if let Err(e) = keys.authorize(authorization, crate::auth::scope_of_method(&observer.method)) {
+                let status = auth_status(e);
                 observer.finish(status.code());
                 return Box::pin(async move { Ok(status.into_http()) });
             }
@@ -182,6 +182,23 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// The status of a refused key: UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED
+/// with `retry-after` (seconds) in the metadata.
+fn auth_status(e: crate::auth::AuthError) -> Status {
+    use crate::auth::AuthError;
+    match e {
+        AuthError::Missing | AuthError::Invalid => Status::unauthenticated(e.to_string()),
+        AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+        AuthError::RateLimited { retry_after_s } => {
+            let mut status = Status::resource_exhausted(e.to_string());
+            if let Ok(value) = retry_after_s.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+            status
+        }
     }
 }
 

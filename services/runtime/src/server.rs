@@ -190,7 +190,7 @@ where
 {
     let addr: SocketAddr = listener.local_addr()?;
     let ServiceSet { mut routes, names, http, .. } = services;
-    let api_keys = args.api_keys_file.as_deref().map(crate::auth::ApiKeys::load).transpose()?;
+    let api_keys = args.api_keys()?;
     if api_keys.is_some() {
         tracing::info!("API keys required (health checks and reflection stay open)");
     }

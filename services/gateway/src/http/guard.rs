@@ -22,6 +22,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use mmc_runtime::auth::{AuthError, Scope};
+
 use super::{error::ApiError, openai::HttpState};
 
 /// Which `Host` names are served.
@@ -99,17 +101,9 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
     if let Some(keys) = &state.api_keys {
         let open = !path.starts_with("/v1/") || (request.method() == Method::GET && path.ends_with("/thumbnail"));
         if !open {
-            if let Err(e) = keys.check(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
-                let mut response = ApiError {
-                    status: StatusCode::UNAUTHORIZED,
-                    kind: "invalid_request_error",
-                    code: Some("invalid_api_key"),
-                    param: None,
-                    message: e.to_string(),
-                }
-                .into_response();
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
-                return response;
+            let needed = scope_of_route(request.method(), path);
+            if let Err(e) = keys.authorize(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()), needed) {
+                return auth_refusal(e);
             }
         }
     }
@@ -125,6 +119,49 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
         }
     }
     next.run(request).await
+}
+
+/// The API-key scope an HTTP route needs: the scope of the gRPC method it stands for
+/// (`mmc_runtime::auth::scope_of_method`). Deleting is admin; indexing, summarizing a
+/// meeting (it is stored) and review edits are write; reading, searching, describing,
+/// asking and the OpenAI-compatible computations are read.
+pub fn scope_of_route(method: &Method, path: &str) -> Scope {
+    match *method {
+        Method::DELETE => Scope::Admin,
+        Method::GET | Method::HEAD | Method::OPTIONS => Scope::Read,
+        Method::PATCH | Method::PUT => Scope::Write,
+        _ => {
+            let stores = path == "/v1/images"
+                || path == "/v1/meetings"
+                || ["/approve", "/review", "/decisions", "/action_items"].iter().any(|tail| path.ends_with(tail));
+            if stores {
+                Scope::Write
+            } else {
+                Scope::Read
+            }
+        }
+    }
+}
+
+/// 401 (no or unknown key), 403 (scope too small) or 429 with `Retry-After`.
+fn auth_refusal(e: AuthError) -> Response {
+    let (status, code) = match e {
+        AuthError::Missing | AuthError::Invalid => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+        AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
+        AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"),
+    };
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "invalid_request_error" };
+    let mut response = ApiError { status, kind, code: Some(code), param: None, message: e.to_string() }.into_response();
+    match e {
+        AuthError::Missing | AuthError::Invalid => {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        AuthError::RateLimited { retry_after_s } => {
+            response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));
+        }
+        AuthError::Forbidden { .. } => {}
+    }
+    response
 }
 
 #[cfg(test)]
