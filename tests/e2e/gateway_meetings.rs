@@ -2,6 +2,8 @@
 //! `mmc-embed` and `mmc-gateway` processes, and a meeting recording synthesized with
 //! espeak-ng in several voices from a script with known decisions and action items.
 
+use std::time::Duration;
+
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, summarize_meeting_request::Payload, summarize_meeting_response::Event, AskMeetingRequest,
     ExportFormat, ExportMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
@@ -248,4 +250,26 @@ async fn a_long_meeting_is_summarized_window_by_window() {
     // One model call per window and one to join them.
     let calls = metric_value(&scrape, "mmc_gateway_stage_duration_seconds_count", &["stage=\"summarize\""]);
     assert_eq!(calls, Some(windows.len() as f64), "{scrape}");
+}
+
+/// `--meeting-retention`: a meeting older than the period is deleted for good (transcript,
+/// notes and vectors), with nobody asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_past_the_retention_period_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = std::fs::read(synthesize_lines(dir.path(), "short", &[("en-us", "We agreed to ship on Friday. Anna will write the release notes.")]))
+        .unwrap();
+    let (_speech, _textgen, _embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &["--meeting-retention", "5s"]).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let (_, _, summary) = summarize_in(&mut client, &audio, "en").await;
+    let get = GetMeetingRequest { meeting_id: summary.meeting_id.clone() };
+    client.get_meeting(get.clone()).await.expect("kept within the period");
+    let gone = mmc_tests::eventually(Duration::from_secs(15), || {
+        let (mut client, get) = (client.clone(), get.clone());
+        async move { client.get_meeting(get).await.err().filter(|e| e.code() == Code::NotFound) }
+    })
+    .await;
+    assert!(gone.is_some(), "the meeting outlived its retention period");
+    let scrape = mmc_tests::http_get(&gateway.metrics, "/metrics").unwrap().1;
+    assert_eq!(metric_value(&scrape, "mmc_gateway_meetings_expired_total", &[]), Some(1.0), "{scrape}");
 }

@@ -48,6 +48,11 @@ struct Args {
     /// and then as a whole (map-reduce); shorter ones in one call.
     #[arg(long, env = "MMC_SUMMARY_WINDOW_S", default_value_t = MeetingSettings::default().summary_window_ms / 1000)]
     summary_window_s: i64,
+    /// How long a meeting (transcript, notes, history, vectors) is kept after it was
+    /// summarized, e.g. `30d`, `12h`, `90s`; older ones are deleted (checked at start and
+    /// then every tenth of the period, at most hourly). Empty: kept until deleted.
+    #[arg(long, env = "MMC_MEETING_RETENTION", default_value = "")]
+    meeting_retention: String,
     /// Speech model for meetings whose request names none (e.g. whisper-base-ct2: fewer
     /// misheard names and dates, a third of the speed); empty: the speech service's choice.
     #[arg(long, env = "MMC_MEETING_SPEECH_MODEL", default_value = "")]
@@ -127,6 +132,13 @@ fn main() -> ExitCode {
             }
         }
     }
+    let retention = match parse_retention(&args.meeting_retention) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("--meeting-retention: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The HTTP API takes the same keys as the gRPC server.
     let http_keys = match args.server.api_keys() {
         Ok(keys) => keys,
@@ -177,6 +189,9 @@ fn main() -> ExitCode {
         metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
         flows.review_gauge();
         let flows = Arc::new(flows);
+        if let Some(retention) = retention {
+            tokio::spawn(expire_meetings(flows.clone(), retention));
+        }
         let handlers = GatewayHandlers::new(flows.clone(), server.request_timeout());
         let mut services = ServiceSet::new().message_limit(server.max_message_bytes).add(GatewayServiceServer::new(handlers.clone()));
         if let Some(addr) = http_listen {
@@ -193,4 +208,52 @@ fn main() -> ExitCode {
         }
         mmc_runtime::server::serve(&server, services, async { Ok(()) }).await
     })
+}
+
+/// `30d`, `12h`, `15m`, `90s` (or plain seconds) as a duration; empty or `0`: none.
+fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "0" {
+        return Ok(None);
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a period such as 30d, 12h, 15m or 90s"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be d, h, m or s")),
+    };
+    Ok((n > 0).then(|| Duration::from_secs(n * seconds)))
+}
+
+/// Deletes meetings older than `retention`, at start and then every tenth of it (at least
+/// every second, at most every hour), for as long as the gateway runs.
+async fn expire_meetings(flows: Arc<Flows>, retention: Duration) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let cutoff = now.saturating_sub(retention).as_millis() as i64;
+        if let Err(e) = flows.expire_meetings(cutoff).await {
+            tracing::warn!(error = %e, "deleting meetings past their retention period failed; trying again later");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_periods_parse_with_their_units() {
+        assert_eq!(parse_retention(""), Ok(None));
+        assert_eq!(parse_retention("0"), Ok(None));
+        assert_eq!(parse_retention("30d"), Ok(Some(Duration::from_secs(30 * 86_400))));
+        assert_eq!(parse_retention("12h"), Ok(Some(Duration::from_secs(12 * 3600))));
+        assert_eq!(parse_retention("90"), Ok(Some(Duration::from_secs(90))));
+        assert!(parse_retention("2w").is_err());
+        assert!(parse_retention("soon").is_err());
+    }
 }

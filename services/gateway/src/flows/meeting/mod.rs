@@ -550,6 +550,20 @@ impl Flows {
         Ok(MeetingPage { meetings, next_page_token })
     }
 
+    /// Deletes every stored meeting created before `cutoff_unix_ms` (the retention period;
+    /// transcript, notes, history and vectors), and returns how many.
+    pub async fn expire_meetings(&self, cutoff_unix_ms: i64) -> Result<usize, GatewayError> {
+        let mut expired = 0;
+        for m in self.meetings.list().await?.iter().filter(|m| m.created_at_unix_ms < cutoff_unix_ms) {
+            if self.meetings.delete(&m.meeting_id).await? {
+                expired += 1;
+                tracing::info!(meeting_id = %m.meeting_id, created_at_unix_ms = m.created_at_unix_ms, "meeting past its retention period deleted");
+            }
+        }
+        metrics::counter!("mmc_gateway_meetings_expired_total").increment(expired as u64);
+        Ok(expired)
+    }
+
     /// Deletes a stored meeting for good (NotFound when there is none).
     pub async fn delete_meeting(&self, meeting_id: &str) -> Result<(), GatewayError> {
         if meeting_id.is_empty() {
