@@ -207,6 +207,9 @@ fn the_cpu_images_commands_work_with_its_environment() {
 
     let env = dockerfile_env(&path);
     let data = tempfile::tempdir().unwrap();
+    // The image listens on every interface, where the gateway wants API keys.
+    let keys = data.path().join("keys");
+    std::fs::write(&keys, "image-test-key-0123456789\n").unwrap();
     let port = mmc_tests::free_port_range(3);
     let image_port = env["MMC_LISTEN"].rsplit(':').next().unwrap().to_string();
     let http_addr = format!("127.0.0.1:{}", port + 2);
@@ -218,6 +221,7 @@ fn the_cpu_images_commands_work_with_its_environment() {
         .env("MMC_METRICS_LISTEN", format!("0.0.0.0:{}", port + 1))
         .env("MMC_HTTP_LISTEN", &http_addr)
         .env("MMC_DATA_DIR", data.path())
+        .env("MMC_API_KEYS_FILE", &keys)
         .env("MMC_MODELS_DIR", mmc_tests::models_dir())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());

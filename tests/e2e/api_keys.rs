@@ -210,3 +210,54 @@ async fn scopes_and_per_key_rate_limits() {
     let scrape = mmc_tests::http_get(&gateway.metrics, "/metrics").unwrap().1;
     assert!(mmc_tests::metric_value(&scrape, "mmc_api_key_rate_limited_total", &[]).unwrap_or(0.0) >= 2.0, "{scrape}");
 }
+
+/// Beyond loopback the gateway wants keys: without them it does not start, and says what
+/// to do; `--allow-unauthenticated` (meant, e.g. behind a trusted proxy) or a keys file
+/// lets it start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_to_listen_beyond_loopback_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_range(2);
+    let listen = format!("0.0.0.0:{port}");
+    let out = Command::new(binary("mmc-gateway"))
+        .args(["--listen", &listen, "--metrics-listen", &format!("127.0.0.1:{}", port + 1), "--http-listen", "off", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("MMC_API_KEYS_FILE")
+        .env_remove("MMC_ALLOW_UNAUTHENTICATED")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started open to the network: {stderr}");
+    assert!(stderr.contains("needs API keys") && stderr.contains("--api-keys-file"), "{stderr}");
+    // The HTTP listener counts too, and loopback alone needs nothing (every other test).
+    let http = format!("0.0.0.0:{}", free_port_range(1));
+    let out = Command::new(binary("mmc-gateway"))
+        .args(["--http-listen", &http, "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env_remove("MMC_API_KEYS_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs API keys"));
+    let mut open = Command::new(binary("mmc-gateway"));
+    open.args([
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", port + 1),
+        "--http-listen",
+        "off",
+        "--allow-unauthenticated",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("open"))
+    .env_remove("MMC_API_KEYS_FILE");
+    let _guard = mmc_tests::ChildGuard::spawn(&mut open);
+    let serving = mmc_tests::eventually(Duration::from_secs(30), || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let status = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?.into_inner().status;
+        (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+    assert!(serving.is_some(), "--allow-unauthenticated: the gateway did not come up on {listen}");
+}

@@ -104,6 +104,11 @@ struct Args {
     /// key), for services started with `--api-keys-file`.
     #[arg(long, env = "MMC_UPSTREAM_API_KEY_FILE")]
     upstream_api_key_file: Option<std::path::PathBuf>,
+    /// Serve without API keys on an address other than loopback. Without this flag the
+    /// gateway refuses to start so: anyone who can reach it could read, change and delete
+    /// what it stores. For a listener that only a trusted proxy or network reaches.
+    #[arg(long, env = "MMC_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allow_unauthenticated: bool,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +136,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    // Keys are required beyond loopback (the laptop case stays key-free).
+    let open_to_network = std::iter::once(args.server.listen).chain(http_listen).find(|a| !a.ip().is_loopback());
+    if let (Some(addr), None, false) = (open_to_network, &args.server.api_keys_file, args.allow_unauthenticated) {
+        eprintln!(
+            "mmc-gateway: listening on {addr}, beyond this machine, needs API keys: set --api-keys-file \
+             (docs/deploy.md, Security), or --allow-unauthenticated to serve without them on purpose"
+        );
+        return ExitCode::FAILURE;
     }
     let retention = match parse_retention(&args.meeting_retention) {
         Ok(r) => r,

@@ -88,6 +88,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("mmc has no parent directory")?.to_path_buf(),
     };
+    // The gateway refuses to listen beyond loopback without keys; say so once, here.
+    let loopback = args.host == "localhost" || args.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let open_anyway = std::env::var("MMC_ALLOW_UNAUTHENTICATED").is_ok_and(|v| v == "true");
+    if !loopback && args.api_key_file.is_none() && !open_anyway {
+        bail!(
+            "--host {} reaches beyond this machine: set --api-key-file (clients then send the key), \
+             or MMC_ALLOW_UNAUTHENTICATED=true to serve without keys on purpose",
+            args.host
+        );
+    }
     let mut services: Vec<Supervised> = Vec::new();
     let mut endpoints: HashMap<&str, String> = HashMap::new();
     for (i, name) in SERVICES.iter().copied().enumerate() {
