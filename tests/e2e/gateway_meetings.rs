@@ -273,3 +273,37 @@ async fn meetings_past_the_retention_period_are_deleted() {
     let scrape = mmc_tests::http_get(&gateway.metrics, "/metrics").unwrap().1;
     assert_eq!(metric_value(&scrape, "mmc_gateway_meetings_expired_total", &[]), Some(1.0), "{scrape}");
 }
+
+/// The speech service dies mid-meeting (kill -9): the client gets UNAVAILABLE naming the
+/// stage and the service, not an opaque transport error, and the gateway stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speech_crash_mid_meeting_is_unavailable_naming_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
+    let (speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    let config = MeetingConfig { transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), ..Default::default() };
+    let mut messages = vec![SummarizeMeetingRequest { payload: Some(Payload::Config(config)) }];
+    messages.extend(audio.chunks(32 * 1024).map(|c| SummarizeMeetingRequest { payload: Some(Payload::AudioChunk(c.to_vec())) }));
+    let mut stream = client.summarize_meeting(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut killed = false;
+    let error = loop {
+        match stream.message().await {
+            Ok(Some(m)) => {
+                if matches!(m.event, Some(Event::Segment(_))) && !killed {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(speech.process.pid()), nix::sys::signal::Signal::SIGKILL).unwrap();
+                    killed = true;
+                }
+                assert!(!matches!(m.event, Some(Event::Summary(_))), "a summary although speech died");
+            }
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    println!("{:?}: {}", error.code(), error.message());
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    assert!(error.message().contains("transcribe") && error.message().contains("speech"), "{}", error.message());
+    // The gateway is still there for the next call.
+    let missing = client.get_meeting(GetMeetingRequest { meeting_id: "mtg-none".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}

@@ -689,3 +689,27 @@ fn refuses_to_start_without_its_model() {
     let stderr = startup_error_without_models("mmc-speech");
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }
+
+/// Uploads are spooled in the service's own directory (`<spool-dir>/mmc-speech-<port>`,
+/// private), gone once transcribed; uploads a killed run left there are removed when the
+/// service starts again, and nothing else in it is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_spool_in_the_services_own_directory_and_a_crashed_runs_are_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let port = mmc_tests::free_port_range(2);
+    let own = base.path().join(format!("mmc-speech-{port}"));
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("upload-a1b2c3"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(own.join("notes.txt"), "not ours to delete").unwrap();
+    let args = ["--spool-dir", base.path().to_str().unwrap(), "--multilingual-model", ""];
+    let svc = mmc_tests::start_service_on("mmc-speech", port, &args, Duration::from_secs(60)).await;
+    assert!(!own.join("upload-a1b2c3").exists(), "the crashed run's upload is still there");
+    assert!(own.join("notes.txt").exists());
+    assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o777, 0o700);
+    let (clip, _) = librivox().into_iter().next().unwrap();
+    transcribe(&mut client(&svc), english(), std::fs::read(&clip).unwrap(), 65_536).await.unwrap();
+    let left: Vec<_> =
+        std::fs::read_dir(&own).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with("upload-")).collect();
+    assert!(left.is_empty(), "uploads left after transcribing: {left:?}");
+}

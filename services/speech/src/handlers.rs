@@ -35,7 +35,8 @@ pub struct RequestLimits {
     pub max_upload_bytes: u64,
     /// Longest `initial_prompt`, in bytes.
     pub max_prompt_bytes: usize,
-    /// Where uploads are spooled; `None` = the system temporary directory.
+    /// Where uploads are spooled (files named `upload-*`); `None` = the system temporary
+    /// directory. The binary gives each service its own (see [`prepare_spool_dir`]).
     pub spool_dir: Option<PathBuf>,
 }
 
@@ -58,9 +59,10 @@ impl SpeechHandlers {
 
     /// Receives the chunks after the config into a temporary file.
     async fn spool(&self, stream: &mut Streaming<TranscribeRequest>) -> Result<(tempfile::TempPath, u64), Status> {
+        let spooled = tempfile::Builder::new().prefix(SPOOL_PREFIX).to_owned();
         let file = match &self.limits.spool_dir {
-            Some(dir) => tempfile::NamedTempFile::new_in(dir),
-            None => tempfile::NamedTempFile::new(),
+            Some(dir) => spooled.tempfile_in(dir),
+            None => spooled.tempfile(),
         }
         .map_err(|e| Status::internal(format!("cannot spool the upload: {e}")))?;
         let (file, path) = file.into_parts();
@@ -83,6 +85,31 @@ impl SpeechHandlers {
         file.flush().map_err(|e| Status::internal(format!("spooling the upload: {e}")))?;
         Ok((path, bytes))
     }
+}
+
+/// Name prefix of spooled uploads.
+const SPOOL_PREFIX: &str = "upload-";
+
+/// The service's own spool directory, `<base>/mmc-speech-<port>` (one per listener, so
+/// replicas on one host never share one), created private (0700) and emptied of uploads a
+/// crashed run left behind. Returns it and how many files were removed.
+pub fn prepare_spool_dir(base: &std::path::Path, port: u16) -> std::io::Result<(PathBuf, usize)> {
+    let dir = base.join(format!("mmc-speech-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(SPOOL_PREFIX) && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok((dir, removed))
 }
 
 /// What the handler needs from the config beyond the decode options.

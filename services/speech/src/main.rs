@@ -53,7 +53,8 @@ struct Args {
     /// Largest upload in bytes.
     #[arg(long, env = "MMC_SPEECH_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
     max_upload_bytes: u64,
-    /// Directory where uploads are spooled while they arrive (default: the system's temp dir).
+    /// Directory under which uploads are spooled while they arrive, in `mmc-speech-<port>/`
+    /// (emptied of a crashed run's uploads at start; default: the system's temp dir).
     #[arg(long, env = "MMC_SPEECH_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
     /// Device whisper.cpp runs on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
@@ -85,7 +86,20 @@ fn main() -> ExitCode {
         core::CoreConfig { model_path, model_id, ..primary.clone() }
     });
     let router = SpeechRouter::new(primary, second);
-    let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: args.spool_dir.clone(), ..Default::default() };
+    let base = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let spool_dir = match handlers::prepare_spool_dir(&base, args.server.listen.port()) {
+        Ok((dir, removed)) => {
+            if removed > 0 {
+                eprintln!("mmc-speech: removed {removed} upload(s) a previous run left in {}", dir.display());
+            }
+            dir
+        }
+        Err(e) => {
+            eprintln!("mmc-speech: cannot prepare the spool directory under {}: {e}", base.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: Some(spool_dir), ..Default::default() };
     let handlers = handlers::SpeechHandlers::new(router.clone(), limits);
     mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
         router.load_and_warm_up().await.map_err(anyhow::Error::new)

@@ -167,6 +167,9 @@ pub fn failure(stage: &'static str, upstream: &Upstream, status: Status) -> Gate
         Code::FailedPrecondition => ErrorKind::FailedPrecondition,
         Code::ResourceExhausted => ErrorKind::Overloaded,
         Code::Unavailable => ErrorKind::Unavailable,
+        // Our services never answer UNKNOWN: it is tonic's code for a call whose connection
+        // broke (the service crashed or was killed mid-stream, "h2 protocol error").
+        Code::Unknown => ErrorKind::Unavailable,
         Code::DeadlineExceeded => ErrorKind::Timeout,
         Code::Cancelled => ErrorKind::Cancelled,
         _ => ErrorKind::Internal,
