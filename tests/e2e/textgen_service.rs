@@ -172,6 +172,36 @@ async fn bad_requests_get_clear_invalid_argument() {
     let err = c.generate(generate("hi", bad_schema)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 
+    // Schemas the engine cannot follow (recursion without a way out, too many short
+    // alternatives) or that are too deep or hold huge patterns: INVALID_ARGUMENT with a
+    // short reason, never INTERNAL with the engine's state dump.
+    let deep = format!("{}{{\"type\": \"string\"}}{}", "{\"type\": \"array\", \"items\": ".repeat(40), "}".repeat(40));
+    let long_pattern = format!("{{\"type\": \"string\", \"pattern\": \"{}\"}}", "(a|b)".repeat(200));
+    for (schema, needle) in [
+        (r##"{"$ref": "#"}"##.to_string(), "cannot be enforced"),
+        (r##"{"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]}"##.to_string(), "cannot be enforced"),
+        (deep, "deeper than 32"),
+        (long_pattern, "the limit is 512"),
+    ] {
+        let options = GenerationOptions { max_tokens: 8, json_schema: schema.clone(), ..Default::default() };
+        let err = match c.generate(generate("hi", options)).await {
+            Err(e) => e,
+            Ok(r) => {
+                let mut stream = r.into_inner();
+                loop {
+                    match stream.message().await {
+                        Err(e) => break e,
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("{schema}: generated although the schema cannot be followed"),
+                    }
+                }
+            }
+        };
+        assert_eq!(err.code(), Code::InvalidArgument, "{schema}: {}", err.message());
+        assert!(err.message().contains(needle), "{schema}: {}", err.message());
+        assert!(err.message().len() < 400 && !err.message().contains("<state>"), "{schema}: {}", err.message());
+    }
+
     // Over-long prompt: refused with the counts, or truncated on request.
     let long = "budget ".repeat(300);
     let err = match c.generate(generate(&long, GenerationOptions::default())).await {

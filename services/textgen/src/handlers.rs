@@ -172,7 +172,7 @@ fn to_status(e: CoreError) -> Status {
                 status
             }
             EngineError::EmptyPrompt
-            | EngineError::Constraint(ConstraintError::NotJson(_) | ConstraintError::Schema(_))
+            | EngineError::Constraint(ConstraintError::NotJson(_) | ConstraintError::Schema(_) | ConstraintError::TooComplex(_))
             | EngineError::Chat(ChatError::Render(_)) => Status::invalid_argument(e.to_string()),
             EngineError::Chat(ChatError::NoTemplate) | EngineError::NoConstraints(_) => Status::failed_precondition(e.to_string()),
             _ => {

@@ -30,8 +30,48 @@ pub enum ConstraintError {
     NotJson(String),
     #[error("json_schema cannot be enforced: {0}")]
     Schema(String),
+    /// The schema compiled but the engine cannot follow it (recursion without a base case,
+    /// too many short alternatives): the request's fault, reported by its first line (the
+    /// engine's state dump goes to the log, not to the client).
+    #[error("json_schema cannot be enforced: {0}; simplify it (a $ref without a way out, or many short alternatives)")]
+    TooComplex(String),
     #[error("constraint engine: {0}")]
     Engine(String),
+}
+
+/// Deepest nesting of objects and arrays a schema may have.
+pub const MAX_SCHEMA_DEPTH: usize = 32;
+/// Longest `pattern` a schema may hold, in bytes (each becomes a lexer automaton).
+pub const MAX_PATTERN_BYTES: usize = 512;
+
+/// Checks what is cheap to check before the engine sees a schema: nesting depth and
+/// pattern lengths.
+fn check_schema_shape(value: &serde_json::Value, depth: usize) -> Result<(), ConstraintError> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Err(ConstraintError::Schema(format!("it nests deeper than {MAX_SCHEMA_DEPTH} levels")));
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(p)) = map.get("pattern") {
+                if p.len() > MAX_PATTERN_BYTES {
+                    return Err(ConstraintError::Schema(format!("a pattern is {} bytes; the limit is {MAX_PATTERN_BYTES}", p.len())));
+                }
+            }
+            map.values().try_for_each(|v| check_schema_shape(v, depth + 1))
+        }
+        serde_json::Value::Array(items) => items.iter().try_for_each(|v| check_schema_shape(v, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// A failure of the engine while following a compiled schema: its first line for the
+/// client, the whole state dump in the log.
+fn too_complex(e: impl std::fmt::Display) -> ConstraintError {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or_default().trim();
+    let first: String = first.chars().take(200).collect();
+    tracing::warn!(detail = %full, "the constraint engine could not follow a schema");
+    ConstraintError::TooComplex(first)
 }
 
 /// Builds constraints for one model's vocabulary (the token trie is made once, at load).
@@ -82,15 +122,19 @@ impl ConstraintFactory {
     /// A fresh constraint for `schema` (JSON Schema as JSON text).
     pub fn json_schema(&self, schema: &str) -> Result<Constraint, ConstraintError> {
         let mut schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| ConstraintError::NotJson(e.to_string()))?;
+        check_schema_shape(&schema, 0)?;
         if let Some(obj) = schema.as_object_mut() {
             obj.entry("x-guidance")
                 .or_insert_with(|| serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " }));
         }
         let parser = self.factory.create_parser(TopLevelGrammar::from_json_schema(schema)).map_err(|e| ConstraintError::Schema(e.to_string()))?;
-        let matcher = Matcher::new(Ok(parser));
+        let mut matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Schema(e));
         }
+        // The first step, now: a schema that admits no document at all (`{"$ref": "#"}`)
+        // is refused before the request is queued, not mid-stream.
+        matcher.compute_mask_or_eos().map_err(too_complex)?;
         Ok(Constraint { matcher, vocab_size: self.vocab_size })
     }
 }
@@ -117,13 +161,13 @@ impl Allowed {
 impl Constraint {
     /// The tokens allowed next (the end-of-turn tokens once the document is complete).
     pub fn allowed(&mut self) -> Result<Allowed, ConstraintError> {
-        let mask = self.matcher.compute_mask_or_eos().map_err(|e| ConstraintError::Engine(e.to_string()))?;
+        let mask = self.matcher.compute_mask_or_eos().map_err(too_complex)?;
         Ok(Allowed { mask, vocab_size: self.vocab_size })
     }
 
     /// Advances past a sampled token.
     pub fn consume(&mut self, token: u32) -> Result<(), ConstraintError> {
-        self.matcher.consume_token(token).map_err(|e| ConstraintError::Engine(e.to_string()))
+        self.matcher.consume_token(token).map_err(too_complex)
     }
 
     /// True once the document is complete and nothing more may follow.
