@@ -356,3 +356,66 @@ async fn huge_texts_cost_what_their_first_page_costs() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("bytes") && e.message().len() < 300, "{}", e.message());
 }
+
+/// A valid, highly compressible `side` x `side` RGB PNG (horizontal bands): ~130 KB on the
+/// wire for 6300 px, ~230 MB to decode.
+fn big_plain_png(side: u32) -> Vec<u8> {
+    use std::io::Write;
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend(kind);
+        c.extend(data);
+        c.extend(crc32fast::hash(&c[4..]).to_be_bytes());
+        c
+    };
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    for y in 0..side {
+        let mut row = vec![0u8];
+        row.extend(std::iter::repeat_n((y * 7 % 256) as u8, side as usize * 3));
+        z.write_all(&row).unwrap();
+    }
+    let mut header = side.to_be_bytes().to_vec();
+    header.extend(side.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &header));
+    png.extend(chunk(b"IDAT", &z.finish().unwrap()));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Decoding memory is bounded across requests: with a budget of one 40-megapixel image,
+/// four requests each sending a 6300x6300 PNG (~230 MB decoded) take turns; all succeed,
+/// and the process grows by about one decode, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_decodes_share_one_pixel_budget() {
+    let embed = start(&["--decode-pixel-budget", "40000000"]).await;
+    let png = big_plain_png(6300);
+    assert!(png.len() < 1 << 20, "{} bytes", png.len());
+    let client = EmbedServiceClient::new(embed.channel.clone());
+    // Warm: one decode alone sets the cost of one.
+    let one = |client: EmbedServiceClient<tonic::transport::Channel>, data: Vec<u8>| async move {
+        let mut client = client;
+        let image = Image { data: data.into(), mime_type: String::new(), source_name: "big.png".into() };
+        client.encode_image(EncodeImageRequest { image: Some(image), top_k: 1, include_embedding: true }).await
+    };
+    one(client.clone(), png.clone()).await.expect("one large image");
+    let after_one = peak_rss(embed.process.pid());
+    let results = futures::future::join_all((0..4).map(|_| one(client.clone(), png.clone()))).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let after_four = peak_rss(embed.process.pid());
+    let grown = after_four.saturating_sub(after_one);
+    println!("peak RSS after one decode {} MB, after four at once {} MB", after_one >> 20, after_four >> 20);
+    assert!(grown < 150 << 20, "four concurrent decodes grew the peak by {} MB: they did not take turns", grown >> 20);
+    let scrape = mmc_tests::http_get(&embed.metrics, "/metrics").unwrap().1;
+    let waited = mmc_tests::metric_value(&scrape, "mmc_embed_decode_budget_wait_seconds_sum", &[]).unwrap_or(0.0);
+    assert!(waited > 0.0, "no decode waited for the budget");
+}

@@ -43,6 +43,9 @@ pub struct CoreConfig {
     /// its WordNet definition.
     pub class_template: String,
     pub image_limits: ImageLimits,
+    /// Pixels decoded at once across all requests (see [`EmbedCore::prepare`]); at least
+    /// `image_limits.max_pixels`.
+    pub decode_pixel_budget: u64,
     /// Device both encoders run on.
     pub device: mmc_models::DeviceSpec,
 }
@@ -149,11 +152,20 @@ pub struct EmbedCore {
     text: OnceCell<TextPath>,
     image: OnceCell<ImagePath>,
     clip_images: OnceCell<ClipImages>,
+    /// The decode budget, one permit per started megapixel.
+    decoding: Arc<tokio::sync::Semaphore>,
+}
+
+/// Megapixels (started) of a `width` x `height` image: its permits in the decode budget.
+fn megapixels(width: u32, height: u32) -> u32 {
+    (u64::from(width) * u64::from(height)).div_ceil(1_000_000).max(1) as u32
 }
 
 impl EmbedCore {
     pub fn new(config: CoreConfig) -> Arc<Self> {
-        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new() })
+        let budget = config.decode_pixel_budget.max(config.image_limits.max_pixels).div_ceil(1_000_000);
+        let decoding = Arc::new(tokio::sync::Semaphore::new(budget.min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize));
+        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new(), decoding })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -331,27 +343,55 @@ impl EmbedCore {
         self.config.image_limits
     }
 
-    /// Decodes the images and turns each into the encoder's input with `to_input`
-    /// (blocking work, off the async threads); also returns each decoded size.
+    /// Decodes the images one at a time and turns each into the encoder's input with
+    /// `to_input` (blocking work, off the async threads); also returns each decoded size.
+    ///
+    /// Memory: a decoded image costs about 4 bytes a pixel while it is converted (a 131 KB
+    /// PNG of 6300x6300 costs ~230 MB), and any number of requests may decode at once. So
+    /// each decode first takes its megapixels from a budget shared by all requests
+    /// (`--decode-pixel-budget`, 3 x the per-image limit by default), known from the header
+    /// alone, and gives them back once the image is reduced to the encoder's input. A
+    /// request that finds the budget spent waits (its deadline still applies, and ends the
+    /// wait) instead of growing the process.
     async fn prepare<T, F>(&self, images: Vec<Bytes>, to_input: F) -> Result<Vec<(T, u32, u32)>, CoreError>
     where
         T: Send + 'static,
         F: Fn(&RgbImage) -> T + Send + 'static,
     {
         let limits = self.config.image_limits;
-        tokio::task::spawn_blocking(move || {
-            images
-                .iter()
-                .enumerate()
-                .map(|(index, bytes)| {
-                    let decoded = mmc_media::image::decode(bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
+        // Moved into each blocking task and back out of it.
+        let mut to_input = Some(to_input);
+        let mut out = Vec::with_capacity(images.len());
+        for (index, bytes) in images.into_iter().enumerate() {
+            let (width, height) = mmc_media::image::dimensions(&bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
+            let wanted = megapixels(width, height).min(self.decoding_capacity());
+            let waited = std::time::Instant::now();
+            metrics::gauge!("mmc_embed_decodes_waiting").increment(1.0);
+            let permit = self.decoding.clone().acquire_many_owned(wanted).await;
+            metrics::gauge!("mmc_embed_decodes_waiting").decrement(1.0);
+            metrics::histogram!("mmc_embed_decode_budget_wait_seconds").record(waited.elapsed().as_secs_f64());
+            let permit = permit.map_err(|_| CoreError::Loading)?;
+            let f = to_input.take().expect("given back by the previous image");
+            let (f, prepared) = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let prepared = mmc_media::image::decode(&bytes, &limits).map_err(|error| CoreError::Image { index, error }).map(|decoded| {
                     let (w, h) = decoded.rgb.dimensions();
-                    Ok((to_input(&decoded.rgb), w, h))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| CoreError::Engine(EngineError::Inference(e.to_string())))?
+                    (f(&decoded.rgb), w, h)
+                });
+                (f, prepared)
+            })
+            .await
+            .map_err(|e| CoreError::Engine(EngineError::Inference(e.to_string())))?;
+            to_input = Some(f);
+            out.push(prepared?);
+        }
+        Ok(out)
+    }
+
+    /// Permits in the decode budget (an image never asks for more than all of them).
+    fn decoding_capacity(&self) -> u32 {
+        let budget = self.config.decode_pixel_budget.max(self.config.image_limits.max_pixels).div_ceil(1_000_000);
+        budget.min(u64::from(u32::MAX)) as u32
     }
 
     /// The classifier's input: the centre square at its size, as RGB bytes.

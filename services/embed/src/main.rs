@@ -57,6 +57,10 @@ struct Args {
     /// Largest decoded image, in pixels (width x height).
     #[arg(long, env = "MMC_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     max_image_pixels: u64,
+    /// Pixels decoded at once across all requests (default: 3 x --max-image-pixels); a
+    /// decode that would exceed it waits. Bounds image memory whatever the concurrency.
+    #[arg(long, env = "MMC_DECODE_PIXEL_BUDGET")]
+    decode_pixel_budget: Option<u64>,
     /// Device the models run on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
     #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
     device: mmc_models::DeviceSpec,
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         conse_top_t: args.conse_top_t,
         class_template: args.class_template.clone(),
         image_limits: ImageLimits { max_bytes: args.max_image_bytes, max_pixels: args.max_image_pixels, ..ImageLimits::default() },
+        decode_pixel_budget: args.decode_pixel_budget.unwrap_or(3 * args.max_image_pixels),
         device: args.device,
     });
     let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request, args.max_images_per_request);

@@ -66,6 +66,26 @@ fn format_name(format: ImageFormat) -> Option<&'static str> {
     }
 }
 
+/// Width and height from the header alone (no pixel buffer), checked against `limits`:
+/// what decoding the image will cost, known before paying it.
+pub fn dimensions(bytes: &[u8], limits: &ImageLimits) -> Result<(u32, u32), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImageError::TooManyBytes { size: bytes.len(), limit: limits.max_bytes });
+    }
+    let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
+    let name = format_name(format).ok_or_else(|| ImageError::Unsupported(format!("{format:?}").to_uppercase()))?;
+    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
+    header.no_limits();
+    let (width, height) = header.into_dimensions().map_err(|e| ImageError::Corrupt { format: name, detail: e.to_string() })?;
+    if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side || u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooLarge { width, height, max_side: limits.max_side, max_pixels: limits.max_pixels });
+    }
+    Ok((width, height))
+}
+
 /// Decodes an uploaded image (see the module docs for the order of checks).
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DecodedImage, ImageError> {
     if bytes.is_empty() {
