@@ -88,26 +88,14 @@ pub fn dimensions(bytes: &[u8], limits: &ImageLimits) -> Result<(u32, u32), Imag
 
 /// Decodes an uploaded image (see the module docs for the order of checks).
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DecodedImage, ImageError> {
-    if bytes.is_empty() {
-        return Err(ImageError::Empty);
-    }
-    if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooManyBytes { size: bytes.len(), limit: limits.max_bytes });
-    }
+    // Pass 1: the header only (no pixel buffer is allocated here).
+    dimensions(bytes, limits)?;
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
-    let name = format_name(format).ok_or_else(|| ImageError::Unsupported(format!("{format:?}").to_uppercase()))?;
+    let name = format_name(format).ok_or(ImageError::UnknownFormat)?;
     let corrupt = |e: image::ImageError| match e {
         image::ImageError::Limits(l) => ImageError::Corrupt { format: name, detail: format!("over the decoding limits: {l}") },
         other => ImageError::Corrupt { format: name, detail: other.to_string() },
     };
-
-    // Pass 1: the header only (no pixel buffer is allocated here).
-    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
-    header.no_limits();
-    let (width, height) = header.into_dimensions().map_err(corrupt)?;
-    if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side || u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImageError::TooLarge { width, height, max_side: limits.max_side, max_pixels: limits.max_pixels });
-    }
     // Pass 2: decode, under an allocation limit as a second guard (the header might lie
     // about frames or chunks the decoder meets later).
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
