@@ -154,6 +154,8 @@ pub struct EmbedCore {
     clip_images: OnceCell<ClipImages>,
     /// The decode budget, one permit per started megapixel.
     decoding: Arc<tokio::sync::Semaphore>,
+    /// Its size (an image never asks for more than all of it).
+    decoding_capacity: u32,
 }
 
 /// Megapixels (started) of a `width` x `height` image: its permits in the decode budget.
@@ -164,8 +166,9 @@ fn megapixels(width: u32, height: u32) -> u32 {
 impl EmbedCore {
     pub fn new(config: CoreConfig) -> Arc<Self> {
         let budget = config.decode_pixel_budget.max(config.image_limits.max_pixels).div_ceil(1_000_000);
-        let decoding = Arc::new(tokio::sync::Semaphore::new(budget.min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize));
-        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new(), decoding })
+        let decoding_capacity = budget.min(u64::from(u32::MAX)).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as u32;
+        let decoding = Arc::new(tokio::sync::Semaphore::new(decoding_capacity as usize));
+        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new(), decoding, decoding_capacity })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -364,7 +367,7 @@ impl EmbedCore {
         let mut out = Vec::with_capacity(images.len());
         for (index, bytes) in images.into_iter().enumerate() {
             let (width, height) = mmc_media::image::dimensions(&bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
-            let wanted = megapixels(width, height).min(self.decoding_capacity());
+            let wanted = megapixels(width, height).min(self.decoding_capacity);
             let waited = std::time::Instant::now();
             metrics::gauge!("mmc_embed_decodes_waiting").increment(1.0);
             let permit = self.decoding.clone().acquire_many_owned(wanted).await;
@@ -386,12 +389,6 @@ impl EmbedCore {
             out.push(prepared?);
         }
         Ok(out)
-    }
-
-    /// Permits in the decode budget (an image never asks for more than all of them).
-    fn decoding_capacity(&self) -> u32 {
-        let budget = self.config.decode_pixel_budget.max(self.config.image_limits.max_pixels).div_ceil(1_000_000);
-        budget.min(u64::from(u32::MAX)) as u32
     }
 
     /// The classifier's input: the centre square at its size, as RGB bytes.

@@ -15,10 +15,7 @@
 //! With one model loaded (the primary is itself multilingual, or the second is switched off
 //! or missing) every request goes to it, as before.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
 
@@ -34,10 +31,9 @@ pub const SURE_DETECTION: f32 = 0.5;
 /// The loaded models and the rule above.
 pub struct SpeechRouter {
     primary: Arc<SpeechCore>,
-    /// The multilingual model beside an English-only primary, when configured.
+    /// The multilingual model beside an English-only primary, when configured (in use
+    /// once it has loaded).
     second: Option<Arc<SpeechCore>>,
-    /// Whether the second loaded (set once, at start).
-    second_loaded: OnceLock<bool>,
 }
 
 /// Where a request went, and what the choice cost.
@@ -51,7 +47,7 @@ pub struct Routed {
 impl SpeechRouter {
     /// `second`: the multilingual model to load beside an English-only primary.
     pub fn new(primary: CoreConfig, second: Option<CoreConfig>) -> Arc<Self> {
-        Arc::new(SpeechRouter { primary: SpeechCore::new(primary), second: second.map(SpeechCore::new), second_loaded: OnceLock::new() })
+        Arc::new(SpeechRouter { primary: SpeechCore::new(primary), second: second.map(SpeechCore::new) })
     }
 
     /// Loads the primary model, then the multilingual one if the primary is English-only.
@@ -60,7 +56,6 @@ impl SpeechRouter {
     /// load is an error.
     pub async fn load_and_warm_up(&self) -> Result<(), CoreError> {
         self.primary.load_and_warm_up().await?;
-        let mut loaded = false;
         if let Some(second) = &self.second {
             if self.primary.model()?.meta().multilingual {
                 tracing::info!(model = %second.config().model_id, "the primary model is multilingual; the second is not loaded");
@@ -71,16 +66,14 @@ impl SpeechRouter {
                 );
             } else {
                 second.load_and_warm_up().await?;
-                loaded = true;
             }
         }
-        let _ = self.second_loaded.set(loaded);
         Ok(())
     }
 
     /// The loaded cores, primary first.
     fn cores(&self) -> impl Iterator<Item = &Arc<SpeechCore>> {
-        let second = self.second.as_ref().filter(|_| self.second_loaded.get().copied().unwrap_or(false));
+        let second = self.second.as_ref().filter(|c| c.model().is_ok());
         std::iter::once(&self.primary).chain(second)
     }
 

@@ -95,7 +95,7 @@ fn doc(meeting: &Meeting) -> ExportDoc<'_> {
 }
 
 /// `m:ss` (or `h:mm:ss`) of a time in the recording.
-fn clock(ms: i64) -> String {
+pub(super) fn clock(ms: i64) -> String {
     let s = ms.max(0) / 1000;
     if s >= 3600 {
         format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)

@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use super::{facts::Evidence, people::People, Notes};
+use super::{export::clock, facts::Evidence, people::People, Notes};
 use crate::{
     domain::{ModelRef, Segment},
     error::GatewayError,
@@ -128,12 +128,6 @@ fn evidence(notes: &Notes) -> Vec<String> {
         notes.decisions.iter().chain(&notes.key_points).chain(notes.action_items.iter().map(|a| &a.item)).map(|i| i.text.clone()).collect();
     out.extend(notes.action_items.iter().flat_map(|a| [a.owner.clone(), a.due.clone()]).filter(|s| !s.is_empty()));
     out
-}
-
-/// `m:ss` of a time in the recording.
-fn clock(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    format!("{}:{:02}", s / 60, s % 60)
 }
 
 /// Where a summary is written: the request's settings and its progress channel.
