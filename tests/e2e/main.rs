@@ -17,6 +17,7 @@ mod models_fetch;
 mod openai_api;
 mod otlp_export;
 mod review;
+mod rolling_restart;
 mod speech_service;
 mod textgen_service;
 mod web_ui;

@@ -215,6 +215,8 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         .args(if svc.name == "gateway" { vec!["--http-listen".to_string(), format!("{}:{}", args.host, args.http_port)] } else { vec![] })
         .args(&args.service_args)
         .envs(env.iter().map(|(k, v)| (k, v)))
+        // All services stop together, so no balancer needs the NOT_SERVING grace period.
+        .env("MMC_DRAIN_GRACE_MS", std::env::var("MMC_DRAIN_GRACE_MS").unwrap_or_else(|_| "0".into()))
         // The child must not inherit a listen address meant for another process.
         .env_remove("MMC_LISTEN")
         .env_remove("MMC_METRICS_LISTEN")

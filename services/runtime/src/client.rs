@@ -9,13 +9,28 @@
 //! DNS name resolves to every pod; [`connect_balanced`] re-resolves it periodically and
 //! spreads calls over the addresses with tower's power-of-two-choices balancer (least
 //! pending requests of two random endpoints).
+//!
+//! Why it also watches health: a replica that is shutting down reports NOT_SERVING for a
+//! grace period before it refuses anything ([`crate::server`]). The balancer keeps a
+//! `grpc.health.v1` `Watch` open to every replica and takes one out the moment it says
+//! NOT_SERVING (or cannot be reached), and puts it back when it says SERVING, so a rolling
+//! restart fails no call, retried or not, and no call waits on a replica that is still
+//! loading its model. If no replica is healthy, all stay in: calls then fail fast with
+//! UNAVAILABLE instead of waiting for one to come back.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::Duration,
+};
 
+use tokio::sync::mpsc;
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{channel::Change, Channel, Endpoint},
+    Code,
 };
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
 use crate::propagation::TracePropagation;
 
@@ -24,6 +39,9 @@ pub type TracedChannel = InterceptedService<Channel, TracePropagation>;
 
 /// How often DNS names given to [`connect_balanced`] are resolved again (pods come and go).
 pub const DNS_REFRESH: Duration = Duration::from_secs(15);
+
+/// Pause before a replica's health watch is opened again after it ended or failed.
+const HEALTH_RETRY: Duration = Duration::from_secs(1);
 
 fn endpoint(url: &str) -> Result<Endpoint, http::uri::InvalidUri> {
     Ok(Channel::from_shared(url.to_string())?
@@ -62,33 +80,134 @@ pub fn connect_balanced(urls: &[String]) -> Result<TracedChannel, BalanceError> 
         }
     }
     let (channel, changes) = Channel::balance_channel::<String>(64);
+    let (events, events_rx) = mpsc::channel(64);
     for (url, scheme, host, port) in parsed {
         if host.parse::<std::net::IpAddr>().is_ok() {
             let ep = endpoint(&url).map_err(|e| BalanceError::Uri(url.clone(), e))?;
-            let _ = changes.try_send(Change::Insert(url, ep));
+            let _ = events.try_send(Event::Add(url, Box::new(ep)));
             continue;
         }
-        tokio::spawn(resolve_forever(scheme, host, port, changes.clone()));
+        tokio::spawn(resolve_forever(scheme, host, port, events.clone()));
     }
+    tokio::spawn(balance_healthy(events_rx, events, changes));
     Ok(InterceptedService::new(channel, TracePropagation))
 }
 
-/// Keeps the balancer's endpoint set equal to what `host` resolves to.
-async fn resolve_forever(scheme: String, host: String, port: u16, changes: tokio::sync::mpsc::Sender<Change<String, Endpoint>>) {
+/// What the balancer's keeper learns about replicas.
+enum Event {
+    /// A replica exists (configured, or its name resolved to it).
+    Add(String, Box<Endpoint>),
+    /// It no longer does.
+    Remove(String),
+    /// Its health watch said SERVING (true) or NOT_SERVING / unreachable (false).
+    Health(String, bool),
+}
+
+/// A known replica: its endpoint, its last health, and the task watching it.
+struct Replica {
+    endpoint: Endpoint,
+    healthy: bool,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Keeps the balancer's endpoints equal to the healthy replicas (all of them when none
+/// is healthy). Ends, with every watch, when the channel is dropped.
+async fn balance_healthy(mut events: mpsc::Receiver<Event>, sender: mpsc::Sender<Event>, changes: mpsc::Sender<Change<String, Endpoint>>) {
+    let mut replicas: HashMap<String, Replica> = HashMap::new();
+    let mut balanced: HashSet<String> = HashSet::new();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event { Some(e) => e, None => return },
+            _ = changes.closed() => return,
+        };
+        match event {
+            Event::Add(key, endpoint) => {
+                if let std::collections::hash_map::Entry::Vacant(entry) = replicas.entry(key) {
+                    // Healthy until its watch says otherwise: a new replica is not held back.
+                    let watcher = tokio::spawn(watch_health(entry.key().clone(), (*endpoint).clone(), sender.clone()));
+                    entry.insert(Replica { endpoint: *endpoint, healthy: true, watcher });
+                }
+            }
+            Event::Remove(key) => {
+                replicas.remove(&key);
+            }
+            Event::Health(key, healthy) => {
+                if let Some(replica) = replicas.get_mut(&key) {
+                    if replica.healthy != healthy {
+                        tracing::info!(replica = %key, healthy, "upstream replica health changed");
+                    }
+                    replica.healthy = healthy;
+                }
+            }
+        }
+        let any_healthy = replicas.values().any(|r| r.healthy);
+        let wanted: HashSet<String> = replicas.iter().filter(|(_, r)| r.healthy || !any_healthy).map(|(k, _)| k.clone()).collect();
+        for gone in balanced.difference(&wanted) {
+            if changes.send(Change::Remove(gone.clone())).await.is_err() {
+                return;
+            }
+        }
+        for new in wanted.difference(&balanced) {
+            if changes.send(Change::Insert(new.clone(), replicas[new].endpoint.clone())).await.is_err() {
+                return;
+            }
+        }
+        balanced = wanted;
+    }
+}
+
+/// Follows one replica's overall health (`grpc.health.v1` `Watch` on ""), reporting each
+/// status; a watch that cannot be opened or that ends reports the replica unhealthy and is
+/// opened again after [`HEALTH_RETRY`]. A replica without the health service counts as
+/// healthy.
+async fn watch_health(key: String, endpoint: Endpoint, events: mpsc::Sender<Event>) {
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            match HealthClient::new(channel).watch(HealthCheckRequest { service: String::new() }).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(message)) = stream.message().await {
+                        if events.send(Event::Health(key.clone(), message.status() == ServingStatus::Serving)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(status) if status.code() == Code::Unimplemented => {
+                    let _ = events.send(Event::Health(key, true)).await;
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        if events.send(Event::Health(key.clone(), false)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(HEALTH_RETRY).await;
+    }
+}
+
+/// Keeps the replicas known to the balancer equal to what `host` resolves to.
+async fn resolve_forever(scheme: String, host: String, port: u16, changes: mpsc::Sender<Event>) {
     let mut current: HashSet<SocketAddr> = HashSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(addrs) => {
                 let fresh: HashSet<SocketAddr> = addrs.collect();
                 for gone in current.difference(&fresh) {
-                    if changes.send(Change::Remove(gone.to_string())).await.is_err() {
+                    if changes.send(Event::Remove(gone.to_string())).await.is_err() {
                         return;
                     }
                 }
                 for new in fresh.difference(&current) {
                     let url = format!("{scheme}://{new}");
                     let Ok(ep) = endpoint(&url) else { continue };
-                    if changes.send(Change::Insert(new.to_string(), ep)).await.is_err() {
+                    if changes.send(Event::Add(new.to_string(), Box::new(ep))).await.is_err() {
                         return;
                     }
                 }

@@ -47,7 +47,13 @@ pub struct ServerArgs {
     #[arg(long, env = "MMC_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
 
-    /// How long in-flight requests may run after a shutdown signal before they are cut.
+    /// After a shutdown signal, how long the server reports NOT_SERVING but still accepts
+    /// and serves, in milliseconds, so balancers (the gateway's watches health and reacts
+    /// at once; Kubernetes endpoints take a readiness-probe period) stop sending first.
+    #[arg(long, env = "MMC_DRAIN_GRACE_MS", default_value_t = 2_000)]
+    pub drain_grace_ms: u64,
+
+    /// How long in-flight requests may run, after the grace period, before they are cut.
     #[arg(long, env = "MMC_DRAIN_TIMEOUT_MS", default_value_t = 15_000)]
     pub drain_timeout_ms: u64,
 
@@ -98,6 +104,10 @@ impl ServerArgs {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
     }
 
     pub fn drain_timeout(&self) -> Duration {

@@ -4,8 +4,8 @@
 //! gRPC server needs around them lives here, once:
 //!
 //! - [`config`]: flags, `MMC_*` environment variables and an optional TOML file.
-//! - [`server`]: tonic bootstrap with `grpc.health.v1` (NOT_SERVING until the model is
-//!   warm and again while draining), server reflection, message-size limits, HTTP/2
+//! - [`server`]: tonic bootstrap with [`health`] (NOT_SERVING until the model is warm and
+//!   again while draining), server reflection, message-size limits, HTTP/2
 //!   keep-alives and graceful shutdown with a drain deadline.
 //! - [`policy`]: the per-request tower layer: deadline (`grpc-timeout` and a server
 //!   default), global concurrency limit with immediate load shedding
@@ -23,6 +23,7 @@ pub mod auth;
 pub mod batcher;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
@@ -33,4 +34,5 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::ServerArgs;
-pub use server::{run, run_service, serve, Readiness, ServiceSet};
+pub use health::Health;
+pub use server::{run, run_service, serve, ServiceSet};

@@ -19,34 +19,28 @@
 //!    service) while the warm-up future runs, so a startup probe can wait for it.
 //! 2. Warm-up done: SERVING. Warm-up failed: the process exits non-zero (a supervisor
 //!    restarts it) rather than serving a broken model.
-//! 3. SIGTERM/SIGINT: NOT_SERVING again (load balancers stop sending), new connections
-//!    are refused, in-flight requests get up to `--drain-timeout-ms` to finish, then the
-//!    process exits 0.
+//! 3. SIGTERM/SIGINT: NOT_SERVING again, while the server still accepts and serves for
+//!    `--drain-grace-ms`, so load balancers, Kubernetes endpoints and the gateway's
+//!    health-watching balancer ([`crate::client`]) move new calls to other replicas before
+//!    anything is refused. Then new connections are refused, health `Watch` streams end,
+//!    in-flight requests get up to `--drain-timeout-ms` to finish, and the process exits 0.
+//!    A stream still running at the drain deadline is cut: its client sees the connection
+//!    close (UNAVAILABLE at the gateway, which names the stage).
 //!
 //! A process may also serve HTTP ([`ServiceSet::http`], the gateway's OpenAI-compatible
 //! API) on its own port, with the same lifecycle: `GET /healthz` answers 503 until warm
 //! and again while draining, and the drain waits for in-flight HTTP requests too.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    process::ExitCode,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
-use tonic_health::{server::HealthReporter, ServingStatus};
 use tower::Service;
 
 use crate::{
     config::ServerArgs,
+    health::Health,
     limits::MessageLimits,
     metrics as m,
     policy::{PolicyConfig, PolicyLayer},
@@ -106,27 +100,6 @@ impl ServiceSet {
     /// Fully-qualified names of the services added.
     pub fn names(&self) -> &[&'static str] {
         &self.names
-    }
-}
-
-/// Reports the serving status of the process's services through `grpc.health.v1`.
-#[derive(Clone)]
-pub struct Readiness {
-    reporter: HealthReporter,
-    names: Vec<&'static str>,
-    /// The same state for HTTP's `/healthz`.
-    serving: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    /// Sets every service, and the overall server (""), to `serving` or NOT_SERVING.
-    pub async fn set(&self, serving: bool) {
-        self.serving.store(serving, Ordering::SeqCst);
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        for name in self.names.iter().copied().chain([""]) {
-            self.reporter.set_service_status(name, status).await;
-        }
-        metrics::gauge!(m::SERVING).set(if serving { 1.0 } else { 0.0 });
     }
 }
 
@@ -195,9 +168,7 @@ where
         tracing::info!("API keys required (health checks and reflection stay open)");
     }
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness { reporter, names: names.clone(), serving: Arc::new(AtomicBool::new(false)) };
-    readiness.set(false).await;
+    let readiness = Health::new(&names);
     let http = match http {
         Some((listen, router)) => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP address {listen}"))?;
@@ -206,7 +177,7 @@ where
                 body_timeout: Duration::from_millis(args.http_body_timeout_ms),
                 max_connections: args.http_max_connections,
             };
-            Some(spawn_http(listener, router, readiness.serving.clone(), limits)?)
+            Some(spawn_http(listener, router, readiness.clone(), limits)?)
         }
         None => None,
     };
@@ -220,7 +191,7 @@ where
         reflection = reflection.with_service_name(*name);
     }
     let reflection_v1 = reflection.build_v1().context("building reflection service")?;
-    routes.add_service(health).add_service(reflection_v1);
+    routes.add_service(readiness.service()).add_service(reflection_v1);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
@@ -242,7 +213,8 @@ where
         tokio::select! {
             result = &mut warm_up, if !warm => {
                 if let Err(e) = result {
-                    readiness.set(false).await;
+                    readiness.set(false);
+                    readiness.close();
                     let _ = stop_tx.send(());
                     let _ = server.await;
                     if let Some(http) = http {
@@ -251,22 +223,25 @@ where
                     return Err(e.context("model warm-up failed"));
                 }
                 warm = true;
-                readiness.set(true).await;
+                readiness.set(true);
                 tracing::info!(%addr, "SERVING");
             }
             signal = &mut shutdown_signal => break signal.to_string(),
-            result = &mut server => {
-                return match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server failed")),
-                    Err(e) => Err(anyhow::Error::new(e).context("gRPC server task panicked")),
-                };
-            }
+            result = &mut server => return ended(result),
         }
     };
 
-    tracing::info!(reason, drain_timeout_ms = args.drain_timeout_ms, "draining");
-    readiness.set(false).await;
+    tracing::info!(reason, drain_grace_ms = args.drain_grace_ms, drain_timeout_ms = args.drain_timeout_ms, "draining");
+    readiness.set(false);
+    // Still serving while the news spreads; a second signal skips the wait.
+    if !args.drain_grace().is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(args.drain_grace()) => {}
+            _ = shutdown::signal() => tracing::info!("second signal: stopping now"),
+            result = &mut server => return ended(result),
+        }
+    }
+    readiness.close();
     let _ = stop_tx.send(());
     let drain_deadline = tokio::time::Instant::now() + args.drain_timeout();
     if let Some(mut http) = http {
@@ -286,6 +261,15 @@ where
         }
     }
     Ok(())
+}
+
+/// The result of a gRPC server task that ended before it was told to stop.
+fn ended(result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server failed")),
+        Err(e) => Err(anyhow::Error::new(e).context("gRPC server task panicked")),
+    }
 }
 
 /// A running HTTP server and the switch that starts its graceful shutdown.
@@ -323,7 +307,7 @@ pub struct HttpLimits {
 /// it stops accepting and lets open requests finish. HTTP/2 is left out on purpose: its
 /// version detection waits for the first bytes without any timeout, and browsers speak
 /// HTTP/2 only over TLS, which a proxy in front terminates.
-fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: Arc<AtomicBool>, limits: HttpLimits) -> anyhow::Result<HttpServer> {
+fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, health: Health, limits: HttpLimits) -> anyhow::Result<HttpServer> {
     use axum::{http::StatusCode, routing::get};
     use hyper_util::{
         rt::{TokioIo, TokioTimer},
@@ -334,7 +318,7 @@ fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, serving: 
     let router = router.route(
         "/healthz",
         get(move || {
-            let serving = serving.load(Ordering::SeqCst);
+            let serving = health.serving();
             async move {
                 if serving {
                     (StatusCode::OK, "SERVING\n")

@@ -135,7 +135,61 @@ async fn draining_finishes_in_flight_calls_and_reports_not_serving() {
 
     assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::NotServing);
     in_flight.await.unwrap().expect("a call in flight at shutdown completes");
+    // The watch ends when the server stops accepting (after the grace period), so it does
+    // not hold the connection, and the drain, open.
+    assert!(watch.message().await.map(|m| m.is_none()).unwrap_or(true), "the health watch ends");
     stopped.await.unwrap().expect("server shuts down cleanly");
+}
+
+/// Rolling restart, as the gateway sees it: one of two replicas is stopped under load,
+/// with no retries anywhere. The replica says NOT_SERVING and keeps serving for its grace
+/// period; the balanced channel's health watch takes it out; so no call fails, and the
+/// replica still exits soon after the grace period (the watch does not hold it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_replica_leaves_the_balancer_before_it_refuses_anything() {
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    };
+    let a = TestServer::start(args(&["--drain-grace-ms", "1000", "--drain-timeout-ms", "5000"])).await;
+    let b = TestServer::start(args(&[])).await;
+    let _ = (a.channel().await, b.channel().await);
+    let channel = mmc_runtime::client::connect_balanced(&[format!("http://{}", a.addr), format!("http://{}", b.addr)]).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (channel, stop, ok, failed) = (channel.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut client = EmbedServiceClient::new(channel);
+                while !stop.load(Ordering::SeqCst) {
+                    match client.embed_text(sleep_req(20)).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(e) => {
+                            eprintln!("failed call: {e:?}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = ok.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    a.stop().await.expect("the replica drains cleanly");
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert_eq!(failed, 0, "{failed} of {} calls failed while a replica stopped", ok + failed);
+    assert!(before > 0 && ok > before, "calls ran before and after the stop ({before}, {ok})");
+    assert!(took >= Duration::from_millis(1000), "the grace period was kept ({took:?})");
+    assert!(took < Duration::from_millis(3000), "the replica exits soon after its grace period ({took:?})");
 }
 
 /// Bytes as they are: a client that sends what no generated client would.
