@@ -148,8 +148,25 @@ fn check_service(r: &Rendered, svc: &str, models_dir_in_image: &str) {
         assert_eq!(port_named(server, "http"), http, "{ctx}: http port differs from {name}'s default");
         assert_eq!(env.get("MMC_HTTP_LISTEN").map(String::as_str), Some(format!("0.0.0.0:{http}").as_str()), "{ctx}: MMC_HTTP_LISTEN");
     }
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        assert_eq!(server[probe]["grpc"]["port"].as_u64(), Some(grpc), "{ctx}: {probe} must be a gRPC probe on port {grpc}");
+    // Probes: plain HTTP on the metrics port (no TLS, no key), /healthz for readiness.
+    for (probe, path) in [("startupProbe", "/healthz"), ("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {
+        let port = &server[probe]["httpGet"]["port"];
+        assert!(port == "metrics" || port.as_u64() == Some(metrics), "{ctx}: {probe} must be an HTTP probe on the metrics port");
+        assert_eq!(s(server, &[probe, "httpGet", "path"]), path, "{ctx}: {probe} path");
+    }
+    // TLS: the files the container is told to use are mounted from a Secret.
+    let mounts: Vec<&str> = arr(server, &["volumeMounts"]).iter().map(|m| s(m, &["mountPath"])).collect();
+    for key in ["MMC_TLS_CERT", "MMC_TLS_KEY", "MMC_TLS_CLIENT_CA", "MMC_UPSTREAM_TLS_CA", "MMC_UPSTREAM_TLS_CERT", "MMC_UPSTREAM_TLS_KEY"] {
+        if let Some(file) = env.get(key) {
+            let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            let mount = arr(server, &["volumeMounts"]).iter().find(|m| s(m, &["mountPath"]) == dir);
+            let mount = mount.unwrap_or_else(|| panic!("{ctx}: {key}={file} is in no mounted volume ({mounts:?})"));
+            let volume = arr(pod, &["spec", "volumes"]).iter().find(|v| v["name"] == mount["name"]).expect("the mount's volume");
+            assert!(volume["secret"]["secretName"].is_string(), "{ctx}: {key} is not mounted from a Secret");
+        }
+    }
+    if env.contains_key("MMC_TLS_CERT") {
+        assert_eq!(env.contains_key("MMC_TLS_CLIENT_CA"), model_service, "{ctx}: model services (only) require the gateway's certificate");
     }
     let startup_s = server["startupProbe"]["periodSeconds"].as_u64().unwrap_or(10) * server["startupProbe"]["failureThreshold"].as_u64().unwrap_or(3);
     assert!(startup_s >= 300, "{ctx}: the startup probe allows {startup_s} s for model loading");
@@ -288,7 +305,13 @@ fn check_gateway_endpoints(r: &Rendered) {
         let key = format!("MMC_{}_ENDPOINT", svc.to_uppercase());
         assert!(opts.accepts(&key), "mmc-gateway has no {key}");
         let url = env.get(&key).unwrap_or_else(|| panic!("{}: the gateway's {key} is not set (its default is loopback)", r.overlay));
-        let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("{key}={url}: expected http://service:port"));
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or_else(|| panic!("{key}={url}: expected http(s)://service:port"));
+        if url.starts_with("https://") {
+            assert!(env.contains_key("MMC_UPSTREAM_TLS_CA"), "{key}={url}: https without MMC_UPSTREAM_TLS_CA");
+        }
         let (host, port) = rest.split_once(':').unwrap_or_else(|| panic!("{key}={url}: no port"));
         let port: u64 = port.trim_end_matches('/').parse().unwrap();
         let service = r.find("Service", host);

@@ -20,4 +20,5 @@ mod review;
 mod rolling_restart;
 mod speech_service;
 mod textgen_service;
+mod tls;
 mod web_ui;

@@ -104,6 +104,17 @@ struct Args {
     /// key), for services started with `--api-keys-file`.
     #[arg(long, env = "MMC_UPSTREAM_API_KEY_FILE")]
     upstream_api_key_file: Option<std::path::PathBuf>,
+    /// The CA that the model services' certificates chain to (PEM, `ca.crt`): needed for
+    /// `https://` endpoints.
+    #[arg(long, env = "MMC_UPSTREAM_TLS_CA")]
+    upstream_tls_ca: Option<PathBuf>,
+    /// The gateway's client certificate towards the model services (PEM, `tls.crt`), for
+    /// services that require one (`--tls-client-ca`: mutual TLS).
+    #[arg(long, env = "MMC_UPSTREAM_TLS_CERT", requires_all = ["upstream_tls_key", "upstream_tls_ca"])]
+    upstream_tls_cert: Option<PathBuf>,
+    /// The private key of `--upstream-tls-cert` (PEM, `tls.key`).
+    #[arg(long, env = "MMC_UPSTREAM_TLS_KEY", requires = "upstream_tls_cert")]
+    upstream_tls_key: Option<PathBuf>,
     /// Serve without API keys on an address other than loopback. Without this flag the
     /// gateway refuses to start so: anyone who can reach it could read, change and delete
     /// what it stores. For a listener that only a trusted proxy or network reaches.
@@ -172,12 +183,21 @@ fn main() -> ExitCode {
         }
         prompts.default_version = args.prompt_version.clone();
         prompts.resolve("").context("--prompt-version")?;
+        let tls = match &args.upstream_tls_ca {
+            Some(ca) => Some(
+                mmc_runtime::tls::ClientTlsFiles { ca: ca.clone(), cert: args.upstream_tls_cert.clone(), key: args.upstream_tls_key.clone() }
+                    .load()
+                    .context("--upstream-tls-ca/--upstream-tls-cert/--upstream-tls-key")?,
+            ),
+            None => None,
+        };
+        let tls = tls.as_ref();
         let flows = Flows {
             upstream: Upstreams {
-                embed: Upstream::connect("embed", &args.embed_endpoint).context("--embed-endpoint")?,
-                caption: Upstream::connect("caption", &args.caption_endpoint).context("--caption-endpoint")?,
-                speech: Upstream::connect("speech", &args.speech_endpoint).context("--speech-endpoint")?,
-                textgen: Upstream::connect("textgen", &args.textgen_endpoint).context("--textgen-endpoint")?,
+                embed: Upstream::connect("embed", &args.embed_endpoint, tls).context("--embed-endpoint")?,
+                caption: Upstream::connect("caption", &args.caption_endpoint, tls).context("--caption-endpoint")?,
+                speech: Upstream::connect("speech", &args.speech_endpoint, tls).context("--speech-endpoint")?,
+                textgen: Upstream::connect("textgen", &args.textgen_endpoint, tls).context("--textgen-endpoint")?,
                 policy: StagePolicy {
                     stage_timeout: Duration::from_millis(args.stage_timeout_ms),
                     attempts: args.stage_attempts.max(1),

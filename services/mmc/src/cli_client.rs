@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 #[derive(Args, Debug)]
@@ -41,17 +41,38 @@ impl tonic::service::Interceptor for ApiKey {
 /// A channel that sends the API key.
 pub type Authed = tonic::service::interceptor::InterceptedService<Channel, ApiKey>;
 
+/// A channel to `endpoint` sending `MMC_API_KEY`; `https://` endpoints use
+/// [`tls_from_env`].
 pub async fn connect(endpoint: &str) -> anyhow::Result<Authed> {
+    let tls = if endpoint.starts_with("https://") { Some(tls_from_env()?) } else { None };
+    connect_with(endpoint, tls).await
+}
+
+/// TLS for `https://` endpoints: trust the CA in file `MMC_TLS_CA` (e.g. `mmc certs dev`'s
+/// `ca.crt`), else the public web CAs; present the client certificate of
+/// `MMC_CLIENT_CERT` / `MMC_CLIENT_KEY` when set (a model service with mutual TLS).
+pub fn tls_from_env() -> anyhow::Result<ClientTlsConfig> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let (cert, key) = (var("MMC_CLIENT_CERT"), var("MMC_CLIENT_KEY"));
+    match var("MMC_TLS_CA") {
+        Some(ca) => Ok(mmc_runtime::tls::ClientTlsFiles { ca, cert, key }.load().context("MMC_TLS_CA / MMC_CLIENT_CERT / MMC_CLIENT_KEY")?),
+        None if cert.is_none() && key.is_none() => Ok(ClientTlsConfig::new().with_webpki_roots()),
+        None => anyhow::bail!("MMC_CLIENT_CERT needs MMC_TLS_CA (the CA that signed the server's certificate)"),
+    }
+}
+
+/// [`connect`] with an explicit TLS configuration (for `https://` endpoints).
+pub async fn connect_with(endpoint: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<Authed> {
     let key = match std::env::var("MMC_API_KEY") {
         Ok(k) if !k.trim().is_empty() => Some(mmc_runtime::auth::bearer(k.trim()).context("MMC_API_KEY")?),
         _ => None,
     };
-    let channel = Endpoint::from_shared(endpoint.to_string())
-        .with_context(|| format!("bad endpoint {endpoint}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {endpoint}"))?;
+    let mut builder =
+        Endpoint::from_shared(endpoint.to_string()).with_context(|| format!("bad endpoint {endpoint}"))?.connect_timeout(Duration::from_secs(3));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).with_context(|| format!("TLS for {endpoint}"))?;
+    }
+    let channel = builder.connect().await.with_context(|| format!("connecting to {endpoint}"))?;
     Ok(tonic::service::interceptor::InterceptedService::new(channel, ApiKey(key)))
 }
 

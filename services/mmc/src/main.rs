@@ -4,12 +4,14 @@
 //!   SERVING, prints the endpoints, restarts crashed services with backoff, and stops
 //!   them all cleanly on Ctrl-C / SIGTERM.
 //! - `mmc models fetch|list`: model weights per profile (see `mmc-models`).
+//! - `mmc certs dev`: a local CA and certificates for `mmc up --tls`.
 //! - `mmc health`, `mmc services`: client commands against running services.
 //! - `mmc index|search|describe|summarize|ask` (gateway) and `mmc transcribe` (speech):
 //!   the user flows from a shell, `--json` for scripts (see `client_cmd`).
 //! - `mmc demo`: the user flows available so far, against a running cluster.
 //! - `mmc eval meetings`: the meeting chain scored on the evaluation set (see `eval`).
 
+mod certs_cmd;
 mod cli_client;
 mod client_cmd;
 mod demo;
@@ -60,6 +62,9 @@ enum Command {
     /// Stored meetings: list, export (Markdown, JSON, iCalendar to-dos), delete.
     #[command(subcommand)]
     Meeting(review_cmd::MeetingCommand),
+    /// Certificates for TLS and mutual TLS (`mmc certs dev`).
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
     /// Score the flows on an evaluation set (`mmc eval meetings`, `mmc eval alt-text`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
     let cli: Cli = mmc_runtime::config::parse();
     let result = match cli.command {
         Command::Models(cmd) => models_cmd::run(cmd),
+        Command::Certs(cmd) => certs_cmd::run(cmd),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime {
@@ -87,7 +93,7 @@ fn main() -> ExitCode {
                         Command::Review(args) => review_cmd::review(args).await,
                         Command::Meeting(cmd) => review_cmd::meeting(cmd).await,
                         Command::Eval(cmd) => eval::run(cmd).await,
-                        Command::Models(_) => unreachable!("handled above"),
+                        Command::Models(_) | Command::Certs(_) => unreachable!("handled above"),
                     }
                 }),
                 Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),

@@ -24,7 +24,7 @@ use tokio::{
 };
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
-use crate::cli_client::connect;
+use crate::cli_client::connect_with;
 
 /// Exits during startup after which `mmc up` gives up on a service.
 const STARTUP_ATTEMPTS: u32 = 3;
@@ -65,6 +65,12 @@ pub struct UpArgs {
     /// Clients send it as `authorization: Bearer <key>` (`MMC_API_KEY` for `mmc`).
     #[arg(long, env = "MMC_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// TLS everywhere: every listener (gRPC and the gateway's HTTP) speaks TLS, and the
+    /// model services accept only the gateway's client certificate (mutual TLS). Uses the
+    /// certificates in `<data-dir>/tls` (`mmc certs dev --out <data-dir>/tls`), made there
+    /// on first use; clients trust `<data-dir>/tls/ca.crt` (`MMC_TLS_CA` for `mmc`).
+    #[arg(long, env = "MMC_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls: bool,
     /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
     #[arg(long = "service-arg", allow_hyphen_values = true)]
     service_args: Vec<String>,
@@ -76,6 +82,8 @@ struct Supervised {
     binary: PathBuf,
     grpc: String,
     metrics: String,
+    /// Environment of this service only (on top of the shared one).
+    own_env: Vec<(String, String)>,
     child: Option<Child>,
     started: Instant,
     backoff: Duration,
@@ -98,6 +106,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             args.host
         );
     }
+    let data_dir = std::path::absolute(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    let tls_dir = data_dir.join("tls");
+    let client_tls = if args.tls { Some(tls_setup(&tls_dir, &args.host)?) } else { None };
+    let scheme = if args.tls { "https" } else { "http" };
     let mut services: Vec<Supervised> = Vec::new();
     let mut endpoints: HashMap<&str, String> = HashMap::new();
     for (i, name) in SERVICES.iter().copied().enumerate() {
@@ -107,12 +119,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         let grpc = format!("{}:{}", args.host, args.base_port + i as u16);
         let metrics = format!("{}:{}", args.host, args.metrics_base_port + i as u16);
-        endpoints.insert(name, format!("http://{grpc}"));
+        endpoints.insert(name, format!("{scheme}://{grpc}"));
+        // Mutual TLS: a model service accepts only clients with a certificate of the CA,
+        // i.e. the gateway; the gateway's own listeners take any client (API keys).
+        let own_env = match (args.tls, name) {
+            (true, "gateway") | (false, _) => vec![],
+            (true, _) => vec![("MMC_TLS_CLIENT_CA".to_string(), tls_dir.join("server/ca.crt").to_string_lossy().into_owned())],
+        };
         services.push(Supervised {
             name,
             binary,
             grpc,
             metrics,
+            own_env,
             child: None,
             started: Instant::now(),
             backoff: Duration::from_secs(1),
@@ -121,8 +140,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let mut env: Vec<(String, String)> = endpoints.iter().map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone())).collect();
-    let data_dir = std::path::absolute(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     env.push(("MMC_DATA_DIR".into(), data_dir.to_string_lossy().into_owned()));
+    if args.tls {
+        let path = |p: &str| tls_dir.join(p).to_string_lossy().into_owned();
+        for (var, file) in [
+            ("MMC_TLS_CERT", "server/tls.crt"),
+            ("MMC_TLS_KEY", "server/tls.key"),
+            ("MMC_UPSTREAM_TLS_CA", "client/ca.crt"),
+            ("MMC_UPSTREAM_TLS_CERT", "client/tls.crt"),
+            ("MMC_UPSTREAM_TLS_KEY", "client/tls.key"),
+        ] {
+            env.push((var.into(), path(file)));
+        }
+    }
     if let Some(file) = &args.api_key_file {
         // Checked here, so a bad file stops `mmc up` with one message, not five.
         mmc_runtime::auth::read_client_key(file)?;
@@ -166,7 +196,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
             restart_if_due(svc, &args, &env)?;
             if !ready[i] {
-                ready[i] = is_serving(&svc.grpc).await;
+                ready[i] = is_serving(&format!("{scheme}://{}", svc.grpc), client_tls.clone()).await;
             }
         }
         if Instant::now() > deadline {
@@ -180,10 +210,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("mmc: cluster is up");
     println!("{:<9} {:<28} METRICS", "SERVICE", "GRPC");
     for svc in &services {
-        println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("http://{}", svc.grpc), svc.metrics);
+        println!("{:<9} {:<28} http://{}/metrics", svc.name, format!("{scheme}://{}", svc.grpc), svc.metrics);
     }
-    println!("{:<9} http://{}:{}/v1 (OpenAI-compatible HTTP API)", "", args.host, args.http_port);
-    println!("{:<9} http://{}:{}/ (web UI: search, describe, meetings)", "", args.host, args.http_port);
+    println!("{:<9} {scheme}://{}:{}/v1 (OpenAI-compatible HTTP API)", "", args.host, args.http_port);
+    println!("{:<9} {scheme}://{}:{}/ (web UI: search, describe, meetings)", "", args.host, args.http_port);
+    if args.tls {
+        println!("mmc: TLS on; clients trust {} (MMC_TLS_CA for mmc)", tls_dir.join("ca.crt").display());
+    }
     println!("mmc: Ctrl-C to stop");
 
     // Supervise.
@@ -214,7 +247,7 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         .arg(&svc.metrics)
         .args(if svc.name == "gateway" { vec!["--http-listen".to_string(), format!("{}:{}", args.host, args.http_port)] } else { vec![] })
         .args(&args.service_args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().chain(&svc.own_env).map(|(k, v)| (k, v)))
         // All services stop together, so no balancer needs the NOT_SERVING grace period.
         .env("MMC_DRAIN_GRACE_MS", std::env::var("MMC_DRAIN_GRACE_MS").unwrap_or_else(|_| "0".into()))
         // The child must not inherit a listen address meant for another process.
@@ -273,12 +306,26 @@ fn restart_if_due(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)])
     Ok(())
 }
 
-async fn is_serving(addr: &str) -> bool {
-    let Ok(ch) = connect(&format!("http://{addr}")).await else { return false };
+async fn is_serving(url: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> bool {
+    let Ok(ch) = connect_with(url, tls).await else { return false };
     matches!(
         HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await,
         Ok(r) if r.get_ref().status() == ServingStatus::Serving
     )
+}
+
+/// The certificates of `mmc up --tls` in `dir` (made on first use, for `host` too), and
+/// the client configuration `mmc up` checks health with (the gateway's identity).
+fn tls_setup(dir: &std::path::Path, host: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    if !dir.join("server/tls.crt").is_file() {
+        let extra: Vec<String> = if mmc_runtime::certs::LOCAL_NAMES.contains(&host) { vec![] } else { vec![host.to_string()] };
+        mmc_runtime::certs::write_dev_set(dir, &extra, 365)?;
+        println!("mmc: made a development CA and certificates in {} (mmc certs dev)", dir.display());
+    }
+    let client = |p: &str| Some(dir.join(p));
+    mmc_runtime::tls::ClientTlsFiles { ca: dir.join("client/ca.crt"), cert: client("client/tls.crt"), key: client("client/tls.key") }
+        .load()
+        .with_context(|| format!("the TLS files in {}", dir.display()))
 }
 
 /// SIGTERM to all, wait for them to drain, SIGKILL stragglers. Exit code 0 only if

@@ -27,7 +27,7 @@ use std::{
 use tokio::sync::mpsc;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{channel::Change, Channel, Endpoint},
+    transport::{channel::Change, Channel, ClientTlsConfig, Endpoint},
     Code,
 };
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
@@ -43,27 +43,32 @@ pub const DNS_REFRESH: Duration = Duration::from_secs(15);
 /// Pause before a replica's health watch is opened again after it ended or failed.
 const HEALTH_RETRY: Duration = Duration::from_secs(1);
 
-fn endpoint(url: &str) -> Result<Endpoint, http::uri::InvalidUri> {
-    Ok(Channel::from_shared(url.to_string())?
+/// How the gateway's channels speak TLS: for `https://` URLs, with this configuration;
+/// `domain` is the name the server's certificate must hold (the configured host name,
+/// also when the channel dials one of the addresses it resolves to).
+fn endpoint(url: &str, tls: Option<&ClientTlsConfig>, domain: &str) -> Result<Endpoint, BalanceError> {
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .map_err(|e| BalanceError::Uri(url.to_string(), e))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
-}
-
-/// Connects lazily to `endpoint` (e.g. `http://127.0.0.1:50051`): the first call dials,
-/// and a service that is down yields UNAVAILABLE per call rather than failing startup.
-pub fn connect_lazy(url: &str) -> Result<TracedChannel, http::uri::InvalidUri> {
-    Ok(InterceptedService::new(endpoint(url)?.connect_lazy(), TracePropagation))
+        .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let tls = tls.ok_or_else(|| BalanceError::NoTls(url.to_string()))?;
+        endpoint = endpoint.tls_config(tls.clone().domain_name(domain)).map_err(|e| BalanceError::Tls(url.to_string(), e.to_string()))?;
+    }
+    Ok(endpoint)
 }
 
 /// A lazily connected channel balanced over every replica behind `urls`.
 ///
-/// Each URL is `http://host:port`. An IP address is one replica; a host name is resolved
-/// now and every [`DNS_REFRESH`] after, each address becoming a replica (added and removed
-/// as the name's records change). Must be called inside a tokio runtime. With one IP URL
-/// this is [`connect_lazy`] without the balancer.
-pub fn connect_balanced(urls: &[String]) -> Result<TracedChannel, BalanceError> {
+/// Each URL is `http://host:port`, or `https://host:port` with `tls` given. An IP address
+/// is one replica; a host name is resolved now and every [`DNS_REFRESH`] after, each
+/// address becoming a replica (added and removed as the name's records change). Must be
+/// called inside a tokio runtime. One IP URL is one lazily connected channel without the
+/// balancer: the first call dials, and a service that is down yields UNAVAILABLE per call
+/// rather than failing startup.
+pub fn connect_balanced(urls: &[String], tls: Option<&ClientTlsConfig>) -> Result<TracedChannel, BalanceError> {
     if urls.is_empty() {
         return Err(BalanceError::NoEndpoints);
     }
@@ -76,18 +81,20 @@ pub fn connect_balanced(urls: &[String]) -> Result<TracedChannel, BalanceError> 
     }
     if let [(url, _, host, _)] = parsed.as_slice() {
         if host.parse::<std::net::IpAddr>().is_ok() {
-            return connect_lazy(url).map_err(|e| BalanceError::Uri(url.clone(), e));
+            return Ok(InterceptedService::new(endpoint(url, tls, host)?.connect_lazy(), TracePropagation));
         }
     }
     let (channel, changes) = Channel::balance_channel::<String>(64);
     let (events, events_rx) = mpsc::channel(64);
     for (url, scheme, host, port) in parsed {
         if host.parse::<std::net::IpAddr>().is_ok() {
-            let ep = endpoint(&url).map_err(|e| BalanceError::Uri(url.clone(), e))?;
+            let ep = endpoint(&url, tls, &host)?;
             let _ = events.try_send(Event::Add(url, Box::new(ep)));
             continue;
         }
-        tokio::spawn(resolve_forever(scheme, host, port, events.clone()));
+        // Checked now, so a bad TLS setup fails at start rather than in the resolver.
+        endpoint(&format!("{scheme}://{host}:{port}"), tls, &host)?;
+        tokio::spawn(resolve_forever(scheme, host, port, tls.cloned(), events.clone()));
     }
     tokio::spawn(balance_healthy(events_rx, events, changes));
     Ok(InterceptedService::new(channel, TracePropagation))
@@ -193,7 +200,7 @@ async fn watch_health(key: String, endpoint: Endpoint, events: mpsc::Sender<Even
 }
 
 /// Keeps the replicas known to the balancer equal to what `host` resolves to.
-async fn resolve_forever(scheme: String, host: String, port: u16, changes: mpsc::Sender<Event>) {
+async fn resolve_forever(scheme: String, host: String, port: u16, tls: Option<ClientTlsConfig>, changes: mpsc::Sender<Event>) {
     let mut current: HashSet<SocketAddr> = HashSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
@@ -206,7 +213,7 @@ async fn resolve_forever(scheme: String, host: String, port: u16, changes: mpsc:
                 }
                 for new in fresh.difference(&current) {
                     let url = format!("{scheme}://{new}");
-                    let Ok(ep) = endpoint(&url) else { continue };
+                    let Ok(ep) = endpoint(&url, tls.as_ref(), &host) else { continue };
                     if changes.send(Event::Add(new.to_string(), Box::new(ep))).await.is_err() {
                         return;
                     }
@@ -232,4 +239,8 @@ pub enum BalanceError {
     Uri(String, http::uri::InvalidUri),
     #[error("endpoint {0:?} has no host")]
     NoHost(String),
+    #[error("endpoint {0:?} is https:// but no TLS configuration is given (the CA to trust)")]
+    NoTls(String),
+    #[error("endpoint {0:?}: TLS: {1}")]
+    Tls(String, String),
 }

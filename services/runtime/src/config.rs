@@ -86,6 +86,20 @@ pub struct ServerArgs {
     #[arg(long, env = "MMC_API_KEYS_FILE")]
     pub api_keys_file: Option<std::path::PathBuf>,
 
+    /// Serve gRPC (and the gateway's HTTP API) over TLS with this certificate chain (PEM,
+    /// cert-manager's `tls.crt`); checked for changes every few seconds and reloaded.
+    #[arg(long, env = "MMC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM, `tls.key`).
+    #[arg(long, env = "MMC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: accept only clients presenting a valid certificate issued by this CA
+    /// (PEM, `ca.crt`); the model services use it to accept nobody but the gateway.
+    #[arg(long, env = "MMC_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Calls a second each API key may make (a token bucket per key); 0 = no limit.
     #[arg(long, env = "MMC_API_KEY_RATE_PER_S", default_value_t = 0)]
     pub api_key_rate_per_s: u32,
@@ -100,6 +114,11 @@ impl ServerArgs {
     /// (and buckets) for every caller in the process.
     pub fn api_keys(&self) -> anyhow::Result<Option<crate::auth::ApiKeys>> {
         self.api_keys_file.as_deref().map(|p| crate::auth::ApiKeys::shared(p, self.api_key_rate_per_s, self.api_key_burst)).transpose()
+    }
+
+    /// The listener's TLS files, if TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::ServerTlsFiles> {
+        Some(crate::tls::ServerTlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()?, client_ca: self.tls_client_ca.clone() })
     }
 
     pub fn request_timeout(&self) -> Duration {

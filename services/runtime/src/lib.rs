@@ -16,11 +16,14 @@
 //! - [`telemetry`]: structured logs and OpenTelemetry traces over OTLP.
 //! - [`propagation`]: W3C trace context in gRPC metadata, client and server side.
 //! - [`batcher`]: dynamic batching for the inference core of model services.
+//! - [`tls`]: TLS and mutual TLS on the listeners (certificates reloaded on change) and on
+//!   the gateway's channels; [`certs`]: development certificates.
 //! - [`client`]: channels to other services (used by the gateway) with the same limits
 //!   and trace propagation.
 
 pub mod auth;
 pub mod batcher;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod health;
@@ -32,6 +35,7 @@ pub mod propagation;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::ServerArgs;
 pub use health::Health;

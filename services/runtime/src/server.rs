@@ -45,6 +45,7 @@ use crate::{
     metrics as m,
     policy::{PolicyConfig, PolicyLayer},
     shutdown, telemetry,
+    tls::{self, ServerTls},
 };
 
 /// The gRPC services one process serves (besides health and reflection), and optionally
@@ -169,6 +170,7 @@ where
     }
 
     let readiness = Health::new(&names);
+    let tls_files = args.tls_files();
     let http = match http {
         Some((listen, router)) => {
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP address {listen}"))?;
@@ -177,10 +179,23 @@ where
                 body_timeout: Duration::from_millis(args.http_body_timeout_ms),
                 max_connections: args.http_max_connections,
             };
-            Some(spawn_http(listener, router, readiness.clone(), limits)?)
+            let tls = tls_files.clone().map(|f| ServerTls::load(f, &[b"http/1.1"])).transpose().context("TLS for the HTTP listener")?;
+            Some(spawn_http(listener, router, readiness.clone(), limits, tls)?)
         }
         None => None,
     };
+    // The metrics port, with the plain-HTTP probes (its own limits: scrapers are few).
+    let metrics_http = match m::take_endpoint() {
+        Some((listener, router)) => {
+            let limits = HttpLimits { header_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(10), max_connections: 64 };
+            Some(spawn_http(listener, router, readiness.clone(), limits, None)?)
+        }
+        None => None,
+    };
+    let grpc_tls = tls_files.map(|f| ServerTls::load(f, &[b"h2"])).transpose().context("TLS for the gRPC listener")?;
+    if grpc_tls.is_some() {
+        tracing::info!(mutual = args.tls_client_ca.is_some(), "TLS on");
+    }
 
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mmc_proto::FILE_DESCRIPTOR_SET)
@@ -194,15 +209,22 @@ where
     routes.add_service(readiness.service()).add_service(reflection_v1);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .tcp_nodelay(true)
         .layer(PolicyLayer::new(PolicyConfig { max_concurrency: args.max_concurrency, default_timeout: args.request_timeout(), api_keys }))
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
+        .add_routes(routes.routes());
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> = match grpc_tls {
+        Some(tls) => {
+            let handshake_timeout = Duration::from_millis(args.http_header_timeout_ms);
+            Box::pin(router.serve_with_incoming_shutdown(tls::incoming(listener, tls, handshake_timeout), stopped))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)),
+    };
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, services = ?names, "gRPC server listening (NOT_SERVING until warm)");
 
@@ -260,6 +282,9 @@ where
             tracing::warn!("drain deadline passed; remaining requests were cut");
         }
     }
+    if let Some(metrics_http) = metrics_http {
+        metrics_http.stop().await;
+    }
     Ok(())
 }
 
@@ -307,7 +332,13 @@ pub struct HttpLimits {
 /// it stops accepting and lets open requests finish. HTTP/2 is left out on purpose: its
 /// version detection waits for the first bytes without any timeout, and browsers speak
 /// HTTP/2 only over TLS, which a proxy in front terminates.
-fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, health: Health, limits: HttpLimits) -> anyhow::Result<HttpServer> {
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    health: Health,
+    limits: HttpLimits,
+    tls: Option<ServerTls>,
+) -> anyhow::Result<HttpServer> {
     use axum::{http::StatusCode, routing::get};
     use hyper_util::{
         rt::{TokioIo, TokioTimer},
@@ -342,8 +373,8 @@ fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, health: H
                 accepted = listener.accept() => accepted,
                 _ = stop_rx.wait_for(|stop| *stop) => break,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("accepting an HTTP connection failed: {e}");
@@ -357,10 +388,20 @@ fn spawn_http(listener: tokio::net::TcpListener, router: axum::Router, health: H
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-            let connection = graceful.watch(connection);
+            let (builder, router, watcher, tls) = (builder.clone(), router.clone(), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
-                let _ = connection.await;
+                let service = TowerToHyperService::new(router);
+                match tls {
+                    // The handshake counts against the header-read timeout.
+                    Some(tls) => {
+                        if let Some(stream) = tls.accept(stream, peer, limits.header_timeout, "http").await {
+                            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                        }
+                    }
+                    None => {
+                        let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                    }
+                }
                 drop(permit);
             });
         }

@@ -154,7 +154,7 @@ async fn a_stopping_replica_leaves_the_balancer_before_it_refuses_anything() {
     let a = TestServer::start(args(&["--drain-grace-ms", "1000", "--drain-timeout-ms", "5000"])).await;
     let b = TestServer::start(args(&[])).await;
     let _ = (a.channel().await, b.channel().await);
-    let channel = mmc_runtime::client::connect_balanced(&[format!("http://{}", a.addr), format!("http://{}", b.addr)]).unwrap();
+    let channel = mmc_runtime::client::connect_balanced(&[format!("http://{}", a.addr), format!("http://{}", b.addr)], None).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

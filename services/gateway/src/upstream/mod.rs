@@ -15,7 +15,7 @@ use std::{future::Future, time::Duration};
 use mmc_runtime::client::{connect_balanced, BalanceError, TracedChannel};
 use rand::Rng;
 use tokio::time::Instant;
-use tonic::{Code, Status};
+use tonic::{transport::ClientTlsConfig, Code, Status};
 use tracing::Instrument;
 
 pub use self::calls::{Embedded, Upstreams};
@@ -46,10 +46,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A balanced, lazily connected upstream over `endpoints` (comma-separated URLs).
-    pub fn connect(service: &'static str, endpoints: &str) -> Result<Self, BalanceError> {
+    /// A balanced, lazily connected upstream over `endpoints` (comma-separated URLs;
+    /// `https://` ones with `tls`).
+    pub fn connect(service: &'static str, endpoints: &str, tls: Option<&ClientTlsConfig>) -> Result<Self, BalanceError> {
         let urls: Vec<String> = endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        Ok(Self { service, endpoints: urls.join(","), channel: connect_balanced(&urls)? })
+        Ok(Self { service, endpoints: urls.join(","), channel: connect_balanced(&urls, tls)? })
     }
 
     /// The channel, for building a generated client.
