@@ -331,7 +331,7 @@ pub struct HttpLimits {
 /// of connecting (and between keep-alive requests), and a cap on open connections; on stop
 /// it stops accepting and lets open requests finish. HTTP/2 is left out on purpose: its
 /// version detection waits for the first bytes without any timeout, and browsers speak
-/// HTTP/2 only over TLS, which a proxy in front terminates.
+/// HTTP/2 only over TLS, which a proxy in front terminates (our own TLS offers HTTP/1.1).
 fn spawn_http(
     listener: tokio::net::TcpListener,
     router: axum::Router,
