@@ -9,6 +9,7 @@ mod cluster_up;
 mod embed_service;
 mod gateway_images;
 mod gateway_meetings;
+mod hostile;
 mod http_api;
 mod hub_fetch;
 mod hub_profile;

@@ -367,7 +367,9 @@ fn spawn_http(
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        // 64 KiB of request line and headers at most (hyper's default is its 400 KiB read
+        // buffer): more is answered 431, and a thousand connections cannot pin 400 MB.
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_header_size(64 * 1024).max_buf_size(64 * 1024);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,

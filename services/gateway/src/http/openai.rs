@@ -70,6 +70,8 @@ pub const MAX_EMBEDDING_INPUTS: usize = 2048;
 pub const MAX_EMBEDDING_INPUT_CHARS: usize = 20_000;
 /// Most messages in one chat completion.
 pub const MAX_CHAT_MESSAGES: usize = 256;
+/// Highest sampling temperature of a chat completion (OpenAI's limit).
+pub const MAX_TEMPERATURE: f32 = 2.0;
 /// Longest chat, in characters over all messages: past any context window the bundled
 /// models have, so the limit refuses only what could never fit, before it is tokenized.
 pub const MAX_CHAT_CHARS: usize = 400_000;
@@ -344,6 +346,10 @@ fn chat_request(req: &ChatCompletionRequest, default_max_tokens: u32, max_tokens
         if let Some(n) = asked.filter(|n| *n > max_tokens) {
             return Err(ApiError::invalid(name, format!("{name} {n} is over this server's limit of {max_tokens}")));
         }
+    }
+    // OpenAI's range: more is a client's bug (1e9 samples noise), as /openapi.json says.
+    if let Some(t) = req.temperature.filter(|t| !(0.0..=MAX_TEMPERATURE).contains(t)) {
+        return Err(ApiError::invalid("temperature", format!("temperature {t} is outside 0 to {MAX_TEMPERATURE}")));
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {

@@ -151,7 +151,7 @@ pub fn document(max_upload_bytes: u64, max_tokens: u32) -> Value {
     for field in ["max_tokens", "max_completion_tokens"] {
         limit(&mut doc, &schema("ChatCompletionRequest", field), json!({ "minimum": 1, "maximum": max_tokens }));
     }
-    limit(&mut doc, &schema("ChatCompletionRequest", "temperature"), json!({ "minimum": 0 }));
+    limit(&mut doc, &schema("ChatCompletionRequest", "temperature"), json!({ "minimum": 0, "maximum": super::openai::MAX_TEMPERATURE }));
     for field in ["top_p", "min_p"] {
         limit(&mut doc, &schema("ChatCompletionRequest", field), json!({ "minimum": 0, "maximum": 1 }));
     }
