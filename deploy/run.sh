@@ -17,6 +17,12 @@ t cargo build --release --workspace --bins
 t ./target/release/mmc models fetch --profile bundled
 t ./target/release/mmc models fetch --profile test-assets
 
+# The services never run as root: as root, they run as the system user mmc (made once).
+if [ "$(id -u)" = 0 ] && [ -z "${MMC_USER:-}" ] && [ "${MMC_ALLOW_ROOT:-}" != true ]; then
+  id -u mmc >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mmc
+  export MMC_USER=mmc
+fi
+
 base=${MMC_BASE_PORT:-50051}
 ./target/release/mmc up "$@" &
 up=$!

@@ -25,6 +25,8 @@ rss() {
   done
 }
 
+# As root, the services run as nobody (mmc up refuses root services unasked).
+[ "$(id -u)" = 0 ] && export MMC_USER=${MMC_USER:-nobody}
 start=$(date +%s.%N)
 "$bin/mmc" up --base-port "$base" --metrics-base-port "$metrics" --http-port $((metrics + 5)) --data-dir "$data" \
   --bin-dir "$bin" > "$data/up.log" 2>&1 &

@@ -34,7 +34,17 @@ fn mmc_up(grpc_base: u16, metrics_base: u16) -> Command {
     let data = bin_dir().join("test-data").join(format!("mmc-up-{grpc_base}"));
     let _ = std::fs::remove_dir_all(&data);
     cmd.arg("--data-dir").arg(data);
+    // As root (CI), the services run as nobody: `mmc up` refuses root services unasked.
+    if nix::unistd::geteuid().is_root() {
+        cmd.args(["--user", "nobody"]);
+    }
     cmd
+}
+
+/// The real user id of process `pid`.
+fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
 }
 
 async fn channel(port: u16) -> Option<Channel> {
@@ -154,6 +164,12 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
     let listen = format!("127.0.0.1:{}", grpc_base + 2);
     let pids = find_processes(&["mmc-speech", &listen]);
     assert_eq!(pids.len(), 1, "one speech process: {pids:?}");
+    if nix::unistd::geteuid().is_root() {
+        for (i, (name, _)) in SERVICES.iter().enumerate() {
+            let pid = find_processes(&[&format!("mmc-{name}"), &format!("127.0.0.1:{}", grpc_base + i as u16)])[0];
+            assert_eq!(uid_of(pid), 65534, "{name} runs as nobody, not root");
+        }
+    }
     nix::sys::signal::kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
     let restarted = eventually(Duration::from_secs(30), || async {
         let now = find_processes(&["mmc-speech", &listen]);
@@ -174,6 +190,27 @@ async fn mmc_up_serves_five_services_restarts_crashes_and_stops_cleanly() {
         assert!(find_processes(&[&format!("mmc-{name}"), &port]).is_empty(), "{name} still running");
     }
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// Services never run as root by accident: as root, `mmc up` refuses to start them without
+/// --user (or --allow-root); as anyone else, --user of another user is refused.
+#[test]
+fn mmc_up_will_not_run_services_as_root_unasked() {
+    let mut cmd = Command::new(binary("mmc"));
+    cmd.args(["up", "--base-port", "1", "--metrics-base-port", "6"])
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .env_remove("MMC_USER")
+        .env_remove("MMC_ALLOW_ROOT");
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        cmd.args(["--user", "root"]);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mmc up started: {stderr}");
+    let expected = if root { "pass --user NAME" } else { "switching users needs root" };
+    assert!(stderr.contains(expected), "{stderr}");
 }
 
 #[test]

@@ -71,6 +71,18 @@ pub struct UpArgs {
     /// on first use; clients trust `<data-dir>/tls/ca.crt` (`MMC_TLS_CA` for `mmc`).
     #[arg(long, env = "MMC_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     tls: bool,
+    /// When `mmc up` runs as root: run the services as this user instead (the data
+    /// directory is given to it). A decoder flaw in a service then owns that user's
+    /// files, not the machine.
+    #[arg(long, env = "MMC_USER")]
+    user: Option<String>,
+    /// When `mmc up` runs as root without --user: run the services as root anyway (refused
+    /// otherwise).
+    #[arg(long, env = "MMC_ALLOW_ROOT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allow_root: bool,
+    /// The (uid, gid) the services run as (from --user), set by `run`.
+    #[arg(skip)]
+    run_as: Option<(u32, u32)>,
     /// Extra flags passed to every service (e.g. --service-arg=--log-format=json).
     #[arg(long = "service-arg", allow_hyphen_values = true)]
     service_args: Vec<String>,
@@ -91,7 +103,9 @@ struct Supervised {
     restarts: u32,
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: UpArgs) -> anyhow::Result<ExitCode> {
+    let run_as = run_as(&args)?;
+    args.run_as = run_as.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw()));
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().context("mmc has no parent directory")?.to_path_buf(),
@@ -141,6 +155,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let mut env: Vec<(String, String)> = endpoints.iter().map(|(name, url)| (format!("MMC_{}_ENDPOINT", name.to_uppercase()), url.clone())).collect();
     env.push(("MMC_DATA_DIR".into(), data_dir.to_string_lossy().into_owned()));
+    if let Some(user) = &run_as {
+        // The services write the stores (and read the TLS keys) here.
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        give_to(&data_dir, user).with_context(|| format!("giving {} to user {}", data_dir.display(), user.name))?;
+        println!("mmc: running the services as user {} (uid {})", user.name, user.uid);
+    }
     if args.tls {
         let path = |p: &str| tls_dir.join(p).to_string_lossy().into_owned();
         for (var, file) in [
@@ -258,6 +278,12 @@ fn spawn(svc: &mut Supervised, args: &UpArgs, env: &[(String, String)]) -> anyho
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some((uid, gid)) = args.run_as {
+        // std switches group, then user (dropping root's supplementary groups) before the
+        // pre_exec hook below, so the parent-death signal is set as the new user and
+        // survives.
+        cmd.uid(uid).gid(gid);
+    }
     // If `mmc up` itself dies without cleaning up (SIGKILL, OOM), the kernel sends its
     // services SIGTERM so none is left orphaned holding its port.
     #[cfg(target_os = "linux")]
@@ -312,6 +338,45 @@ async fn is_serving(url: &str, tls: Option<tonic::transport::ClientTlsConfig>) -
         HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await,
         Ok(r) if r.get_ref().status() == ServingStatus::Serving
     )
+}
+
+/// Whom the services run as: `--user` (root only), or `mmc up`'s own user; root only
+/// with `--allow-root`.
+fn run_as(args: &UpArgs) -> anyhow::Result<Option<nix::unistd::User>> {
+    use nix::unistd::{geteuid, User};
+    let root = geteuid().is_root();
+    match &args.user {
+        Some(name) => {
+            let user = User::from_name(name)?.with_context(|| format!("--user {name}: no such user"))?;
+            if user.uid == geteuid() {
+                Ok(None)
+            } else if root {
+                Ok(Some(user))
+            } else {
+                bail!("--user {name}: switching users needs root (mmc up runs as uid {})", geteuid())
+            }
+        }
+        None if root && args.allow_root => {
+            eprintln!("mmc: warning: the services run as root (--allow-root)");
+            Ok(None)
+        }
+        None if root => bail!(
+            "mmc up runs as root, and the services would too (they parse untrusted images and audio): \
+             pass --user NAME to run them as that user (e.g. --user nobody), or --allow-root"
+        ),
+        None => Ok(None),
+    }
+}
+
+/// Makes `path` and everything under it owned by `user`.
+fn give_to(path: &std::path::Path, user: &nix::unistd::User) -> anyhow::Result<()> {
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).with_context(|| format!("chown {}", path.display()))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path)? {
+            give_to(&entry?.path(), user)?;
+        }
+    }
+    Ok(())
 }
 
 /// The certificates of `mmc up --tls` in `dir` (made on first use, for `host` too), and
