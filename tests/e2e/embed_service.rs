@@ -419,3 +419,35 @@ async fn concurrent_large_decodes_share_one_pixel_budget() {
     let waited = mmc_tests::metric_value(&scrape, "mmc_embed_decode_budget_wait_seconds_sum", &[]).unwrap_or(0.0);
     assert!(waited > 0.0, "no decode waited for the budget");
 }
+
+/// Resident memory of a process now (VmRSS), in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A burst's memory goes back: three 6300x6300 PNGs decoded at once (the default budget
+/// admits them together) take the service up by half a gigabyte, and it returns to its
+/// size right after. Buffers over 32 MiB (a decoded photo, a resized copy) are private
+/// mappings that glibc unmaps on free; only smaller ones stay in the heap for reuse (see
+/// mmc_runtime::memory), and requests are bounded before they allocate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_decodes_is_returned_to_the_system() {
+    let embed = start(&[]).await;
+    let png = big_plain_png(6300);
+    let client = EmbedServiceClient::new(embed.channel.clone());
+    let one = |client: EmbedServiceClient<tonic::transport::Channel>, data: Vec<u8>| async move {
+        let mut client = client;
+        let image = Image { data: data.into(), mime_type: String::new(), source_name: "big.png".into() };
+        client.encode_image(EncodeImageRequest { image: Some(image), top_k: 1, include_embedding: true }).await
+    };
+    let pid = embed.process.pid();
+    let before = rss(pid);
+    for r in futures::future::join_all((0..3).map(|_| one(client.clone(), png.clone()))).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let (peak, after) = (peak_rss(pid), rss(pid));
+    println!("RSS before {} MB, peak {} MB, right after {} MB", before >> 20, peak >> 20, after >> 20);
+    assert!(peak > before + (400 << 20), "the burst was not large ({} -> {} MB)", before >> 20, peak >> 20);
+    assert!(after < before + (150 << 20), "the burst's memory stayed resident ({} MB before, {} MB after)", before >> 20, after >> 20);
+}

@@ -48,17 +48,24 @@ const N_FFT: usize = 400;
 /// whisper.cpp ggml model at `output`.
 pub fn convert(input: &Path, output: &Path) -> Result<(), String> {
     let bytes = fs::read(input).map_err(|e| format!("reading {}: {e}", input.display()))?;
-    let model = Ct2Model::parse(&bytes)?;
-    if model.spec != "WhisperSpec" {
-        return Err(format!("{} holds a CTranslate2 `{}`, not a `WhisperSpec`", input.display(), model.spec));
-    }
     let vocab_path = input.with_file_name("vocabulary.txt");
     let vocab_text = fs::read_to_string(&vocab_path).map_err(|e| format!("reading {} (needed beside the model): {e}", vocab_path.display()))?;
-    let vocab: Vec<&str> = vocab_text.lines().collect();
     let file = fs::File::create(output).map_err(|e| format!("creating {}: {e}", output.display()))?;
     let mut out = BufWriter::new(file);
-    write_ggml(&model, &vocab, &mut out).map_err(|e| format!("{}: {e}", input.display()))?;
+    convert_bytes(&bytes, &vocab_text, &mut out).map_err(|e| format!("{}: {e}", input.display()))?;
     out.flush().map_err(|e| format!("writing {}: {e}", output.display()))
+}
+
+/// [`convert`] in memory: the bytes of a CTranslate2 `model.bin` and the text of its
+/// `vocabulary.txt`, written to `out` as a whisper.cpp ggml model. (The fuzz target
+/// `ct2_convert` feeds it arbitrary bytes: it must refuse, never panic or over-allocate.)
+pub fn convert_bytes(model: &[u8], vocabulary: &str, out: &mut impl Write) -> Result<(), String> {
+    let model = Ct2Model::parse(model)?;
+    if model.spec != "WhisperSpec" {
+        return Err(format!("the file holds a CTranslate2 `{}`, not a `WhisperSpec`", model.spec));
+    }
+    let vocab: Vec<&str> = vocabulary.lines().collect();
+    write_ggml(&model, &vocab, out)
 }
 
 /// One CTranslate2 variable, borrowing its data from the file bytes.
@@ -115,7 +122,9 @@ impl<'a> Ct2Model<'a> {
         let spec = r.string("spec name")?;
         let _revision = r.u32("spec revision")?;
         let count = r.u32("variable count")?;
-        let mut variables = HashMap::with_capacity(count as usize);
+        // The count is the file's claim: reserve no more than its bytes could describe
+        // (each variable takes at least 9 bytes).
+        let mut variables = HashMap::with_capacity((count as usize).min(bytes.len() / 9));
         for _ in 0..count {
             let name = r.string("variable name")?;
             let rank = r.u8("rank")? as usize;
