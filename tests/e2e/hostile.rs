@@ -25,7 +25,7 @@ use mmc_proto::{
     speech::v1::{transcribe_request::Payload, TranscribeConfig, TranscribeRequest},
     textgen::v1::{ChatMessage, ChatRequest, CountTokensRequest, GenerateRequest, GenerationOptions, SamplingParams},
 };
-use mmc_tests::{free_port_range, start_cluster, Service};
+use mmc_tests::{free_port_range, http_raw, start_cluster, Service};
 use prost::Message;
 use tonic::{Code, Request};
 
@@ -717,25 +717,6 @@ fn http_cases(host: &str) -> Vec<HttpCase> {
     cases.into_iter().map(|(name, request, expect)| HttpCase { name: name.to_string(), request, expect }).collect()
 }
 
-/// Sends `request` and reads the answer: (status, body).
-fn send_http(addr: &str, request: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let body = request.to_vec();
-    let sender = std::thread::spawn(move || {
-        let _ = writer.write_all(&body);
-    });
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let _ = sender.join();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
 /// Runs a gRPC case: the first error, or Ok.
 async fn send_grpc(channel: tonic::transport::Channel, case: &GrpcCase) -> Result<(), tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
@@ -793,7 +774,8 @@ async fn a_hundred_and_fifty_kinds_of_bad_input_get_client_errors_and_break_noth
     }
     for case in &http_cases {
         let (http_addr, request) = (http.clone(), case.request.clone());
-        let (status, body) = tokio::task::spawn_blocking(move || send_http(&http_addr, &request)).await.unwrap();
+        let (status, body) =
+            tokio::task::spawn_blocking(move || http_raw(&http_addr, &request, Duration::from_secs(60))).await.unwrap().unwrap_or((0, String::new()));
         let fits = match case.expect {
             Expect::Ok => (200..300).contains(&status),
             Expect::Client => (400..500).contains(&status),

@@ -161,24 +161,31 @@ pub fn http_request_as(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(timeout))?;
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    write!(
-        stream,
+    let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )?;
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http_raw(addr, &request, timeout)
+}
+
+/// Sends the bytes of a whole HTTP/1.1 request (anything, malformed included) and reads
+/// the answer until the server closes; returns (status, body), status 0 if none.
+pub fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
     // A server may answer and close while the body is still being sent (a body declared
-    // over its limit gets 413 at once): the body goes out from another thread while this
+    // over its limit gets 413 at once): the request goes out from another thread while this
     // one reads, so the answer is read before the connection is reset, and a failed write
     // is not an error of the request.
     let mut writer = stream.try_clone()?;
     writer.set_write_timeout(Some(timeout))?;
-    let body = body.to_vec();
+    let request = request.to_vec();
     let sender = std::thread::spawn(move || {
-        let _ = writer.write_all(&body);
+        let _ = std::io::Write::write_all(&mut writer, &request);
     });
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
