@@ -24,15 +24,19 @@ async fn the_web_ui_searches_describes_and_summarizes_accessibly() {
     let dir = tempfile::tempdir().unwrap();
     let meeting = synthesize_meeting(dir.path());
     let http_addr = format!("127.0.0.1:{}", free_port_range(1));
-    let _cluster =
-        start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], &dir.path().join("data"), &["--http-listen", &http_addr]).await;
+    // With API keys on, as a shared deployment runs: the UI asks for the key once.
+    let key = "web-ui-test-key-0123456789";
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("{key}\n")).unwrap();
+    let gateway_args = ["--http-listen", &http_addr, "--api-keys-file", keys.to_str().unwrap()];
+    let _cluster = start_cluster(&["mmc-embed", "mmc-caption", "mmc-speech", "mmc-textgen"], &dir.path().join("data"), &gateway_args).await;
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui/web_ui_check.mjs");
     let artifacts = artifacts_dir();
     let _ = std::fs::remove_dir_all(&artifacts);
     let (base, photos, out_dir) = (format!("http://{http_addr}"), models_dir().join("test-photos"), artifacts.clone());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(deploy_tool("node")).arg(script).arg(base).arg(photos).arg(meeting).arg(out_dir).output().unwrap()
+        Command::new(deploy_tool("node")).arg(script).arg(base).arg(photos).arg(meeting).arg(out_dir).env("MMC_UI_API_KEY", key).output().unwrap()
     })
     .await
     .unwrap();

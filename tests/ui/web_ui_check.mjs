@@ -23,6 +23,10 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [base, photosDir, meetingWav, artifacts] = process.argv.slice(2);
+// The gateway's API key, when it requires one (an environment variable: not in `ps`).
+const apiKey = process.env.MMC_UI_API_KEY || "";
+/** Headers for the checks' own API reads (outside the page): the key, if any. */
+const withKey = () => ({ headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {} });
 if (!artifacts) {
   console.error("usage: node web_ui_check.mjs BASE_URL PHOTOS_DIR MEETING_WAV ARTIFACTS_DIR");
   process.exit(2);
@@ -203,7 +207,7 @@ async function reviewPage(page) {
   await page.keyboard.press("Enter");
   await page.locator("#review-status").filter({ hasText: `Approved ${queued[1].source}.` }).waitFor();
   check(await page.locator("#queue li").count() === queued.length - 2, "both left the queue");
-  const stored = await (await page.request.get(`${base}/v1/images?needs_review=false&page_size=100`)).json();
+  const stored = await (await page.request.get(`${base}/v1/images?needs_review=false&page_size=100`, withKey())).json();
   const corrected = stored.images.find((i) => i.source_name === queued[0].source);
   check(corrected.caption === "A person's corrected description." && corrected.caption_source === "human" && corrected.reviewed_by === "Ana",
     `the correction is stored (${JSON.stringify(corrected)})`);
@@ -276,7 +280,7 @@ async function meetingsPage(page) {
   await page.keyboard.press("Enter");
   await page.locator("#notes-state").filter({ hasText: "Notes reviewed by Ana." }).waitFor();
   const href = await page.locator("#export-md").getAttribute("href");
-  const md = await (await page.request.get(`${base}${href}`)).text();
+  const md = await (await page.request.get(`${base}${href}`, withKey())).text();
   console.log(`export:\n${md}`);
   check(md.includes(`**${other}**`), "the export has the new owner");
   check(!md.includes(rejected), "the export leaves the rejected decision out");
@@ -299,6 +303,29 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, permissions: ["clipboard-read", "clipboard-write"] });
   // Generous: CI runs this beside other clusters on two cores.
   context.setDefaultTimeout(2 * MINUTE);
+  if (apiKey) {
+    // Keys on: the first API call is refused, the key form appears with the focus in it,
+    // the key is typed and saved from the keyboard, and after a reload the page works.
+    const page = await context.newPage();
+    try {
+      await open(page, "/ui/search");
+      await page.locator("#api-key").waitFor({ state: "visible" });
+      check(await page.evaluate(() => document.activeElement && document.activeElement.id) === "api-key", "the key form takes the focus");
+      await page.keyboard.type(apiKey);
+      await page.keyboard.press("Enter");
+      check(await page.locator("#api-key-form").isHidden(), "the key form closes once saved");
+      await page.reload();
+      await page.locator("#search-status").filter({ hasText: "The index is empty" }).waitFor();
+      check(await page.locator("#api-key-form").isHidden(), "no key form once the key is saved");
+      console.log("key form: ok");
+    } catch (e) {
+      failed = true;
+      console.error(`key form: FAILED: ${e.message}`);
+    }
+    await page.close();
+    // Each page below is a new tab, where the user has entered the key already.
+    await context.addInitScript((key) => sessionStorage.setItem("mmc-api-key", key), apiKey);
+  }
   for (const [name, run] of [["search", searchPage], ["review", reviewPage], ["describe", describePage], ["meetings", meetingsPage]]) {
     const page = await context.newPage();
     const problems = [];
