@@ -202,6 +202,7 @@ impl<'s> ToWhisperRate<'s> {
 }
 
 fn decode_container(path: &Path, sink: &mut dyn FnMut(&[f32]) -> Result<(), String>) -> Result<AudioInfo, AudioError> {
+    super::declared_lengths::check(path).map_err(|e| AudioError::Unreadable(format!("the file is malformed: {e}")))?;
     let file = File::open(path)?;
     let stream = MediaSourceStream::new(Box::new(file), Default::default());
     let probed = symphonia::default::get_probe()

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod chunker;
+pub mod declared_lengths;
 pub mod opus;
 pub mod whisper;
 
