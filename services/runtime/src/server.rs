@@ -339,7 +339,7 @@ fn spawn_http(
     limits: HttpLimits,
     tls: Option<ServerTls>,
 ) -> anyhow::Result<HttpServer> {
-    use axum::{http::StatusCode, routing::get};
+    use axum::{http::StatusCode, response::IntoResponse, routing::get};
     use hyper_util::{
         rt::{TokioIo, TokioTimer},
         server::graceful::GracefulShutdown,
@@ -359,9 +359,21 @@ fn spawn_http(
             }
         }),
     );
-    // A body that stops arriving fails the read (the handler answers with a client error)
-    // instead of holding the request open.
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    // A body that stops arriving fails the read instead of holding the request open, and the
+    // answer is 408 Request Timeout whatever the handler made of the failed read.
+    let body_timeout = limits.body_timeout;
+    let router = router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (parts, body) = request.into_parts();
+        let body = axum::body::Body::new(StallGuard { inner: body, limit: body_timeout, timer: None, stalled: stalled.clone() });
+        let response = next.run(axum::extract::Request::from_parts(parts, body)).await;
+        if !stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            return response;
+        }
+        let message = format!("the request body stalled: no data for {} ms", body_timeout.as_millis());
+        let body = serde_json::json!({ "error": { "message": message, "type": "invalid_request_error", "param": null, "code": "request_timeout" } });
+        (StatusCode::REQUEST_TIMEOUT, [(axum::http::header::CONNECTION, "close")], axum::Json(body)).into_response()
+    }));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let task = tokio::spawn(async move {
@@ -413,6 +425,53 @@ fn spawn_http(
     });
     tracing::info!(%addr, "HTTP server listening");
     Ok(HttpServer { stop_tx, task })
+}
+
+/// A request body that fails when no data arrives for `limit` (between two pieces, or
+/// before the first), and records that it did in `stalled`.
+struct StallGuard {
+    inner: axum::body::Body,
+    limit: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for StallGuard {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let limit = this.limit;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body stalled")))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The whole `main` of a service: [`run`] + [`serve`] with the message limit from
