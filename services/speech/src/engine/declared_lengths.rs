@@ -22,13 +22,46 @@ pub fn check(path: &Path) -> Result<(), String> {
 
 /// [`check`] on the first bytes of a file.
 pub fn check_bytes(head: &[u8]) -> Result<(), String> {
-    if let Some(blocks) = head.strip_prefix(b"fLaC") {
-        flac(blocks)
-    } else if head.starts_with(b"OggS") {
-        ogg(head)
-    } else {
-        Ok(())
+    match container(head) {
+        Some((at, Container::Flac)) => flac(&head[at + 4..]),
+        Some((at, Container::Ogg)) => ogg(&head[at..]),
+        None => Ok(()),
     }
+}
+
+enum Container {
+    Flac,
+    Ogg,
+}
+
+/// Second bytes of the MPEG audio and ADTS frame-sync markers symphonia's probe knows.
+const MPEG_SYNC: [u8; 19] = [0xfe, 0xff, 0xf6, 0xf7, 0xe6, 0xe7, 0xfc, 0xfd, 0xf4, 0xf5, 0xe4, 0xe5, 0xfa, 0xfb, 0xf2, 0xf3, 0xe2, 0xe3, 0xf1];
+
+/// Where symphonia's probe will find a FLAC or Ogg stream, if it will: as the probe does,
+/// the first format marker from the start wins (junk before it is skipped), and ID3v2 tags
+/// are read and passed over. Another format's marker first means neither is read.
+fn container(head: &[u8]) -> Option<(usize, Container)> {
+    let mut at = 0;
+    while let Some(w) = head.get(at..at + 4) {
+        if w == b"fLaC" {
+            return Some((at, Container::Flac));
+        }
+        if w == b"OggS" {
+            return Some((at, Container::Ogg));
+        }
+        if w.starts_with(b"ID3") {
+            // A syncsafe size after the 10-byte header.
+            let Some(h) = head.get(at..at + 10) else { return None };
+            let size = h[6..10].iter().fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+            at += 10 + size;
+            continue;
+        }
+        if [b"RIFF", b"FORM", b"ftyp", b"\x1a\x45\xdf\xa3"].contains(&w.try_into().unwrap()) || (w[0] == 0xff && MPEG_SYNC.contains(&w[1])) {
+            return None;
+        }
+        at += 1;
+    }
+    None
 }
 
 /// A little reader whose every length must fit in what is left.
@@ -177,5 +210,17 @@ mod tests {
         file.extend(page(&tags));
         assert!(check_bytes(&file).unwrap_err().contains("Ogg comment packet"));
         assert_eq!(check_bytes(b"RIFF....WAVE"), Ok(()));
+    }
+
+    #[test]
+    fn the_stream_is_found_where_the_probe_finds_it() {
+        // Junk before the marker is skipped by the probe: the check looks there too.
+        let mut junk_first = b"xyz\x9f".to_vec();
+        junk_first.extend(flac_with_comment(b"TITLE=x", u32::MAX));
+        assert!(check_bytes(&junk_first).is_err());
+        // Another format's marker first: that format is read, not the FLAC after it.
+        let mut wav_first = b"RIFF".to_vec();
+        wav_first.extend(flac_with_comment(b"TITLE=x", u32::MAX));
+        assert_eq!(check_bytes(&wav_first), Ok(()));
     }
 }
