@@ -51,7 +51,7 @@ fn container(head: &[u8]) -> Option<(usize, Container)> {
         }
         if w.starts_with(b"ID3") {
             // A syncsafe size after the 10-byte header.
-            let Some(h) = head.get(at..at + 10) else { return None };
+            let h = head.get(at..at + 10)?;
             let size = h[6..10].iter().fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
             at += 10 + size;
             continue;
