@@ -86,7 +86,10 @@ pub fn decode_file(path: &Path, input: AudioInput, sink: &mut dyn FnMut(&[f32]) 
         return Err(AudioError::Empty);
     }
     match input {
-        AudioInput::Container => decode_container(path, sink),
+        // A panic in symphonia on a malformed stream (the fuzz target found one: ADTS with
+        // a zero frame step) must refuse this upload, not take the service down.
+        AudioInput::Container => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_container(path, sink)))
+            .unwrap_or_else(|_| Err(AudioError::Unreadable("the decoder failed on this file (a malformed stream)".into()))),
         AudioInput::Raw { sample, sample_rate_hz, channels } => decode_raw(path, sample, sample_rate_hz, channels, sink),
     }
 }
@@ -381,6 +384,22 @@ mod tests {
             Ok(())
         })?;
         Ok((info, out))
+    }
+
+    /// The `audio_decode` fuzz target's crash: junk, then an ADTS stream whose frames make
+    /// symphonia 0.5 divide its step by zero (a panic inside the probe).
+    #[test]
+    fn a_stream_that_panics_the_decoder_is_refused() {
+        let hex = concat!(
+            "491e52ff2d6868686868686868686868686868686868686868686868686868686868686868686868686868686868b3b3b3b3",
+            "b3b3686868686868686868686868686868686868686868686868686868686868686868686868686868686868686868686868",
+            "68fa4646c7fff1524946462419000057415645666d742010024000000000017e1f0000007d00000400100064617461001900",
+            "00520352030658f658f758394f394f8a3b8b3b58215821b802b8fff15249464624190000574156450238e439666de499c898",
+            "000000000000c874e4b3",
+        );
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let err = decode(&bytes, AudioInput::Container).unwrap_err();
+        assert!(matches!(err, AudioError::Unreadable(_)), "{err}");
     }
 
     /// A 440 Hz tone, interleaved stereo with the right channel silent.
