@@ -102,3 +102,41 @@ async fn rest_routes_and_the_openapi_document_hold_up() {
     assert!(out.status.success(), "schemathesis found server errors:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("schemathesis: {}", stdout.lines().rev().take(6).collect::<Vec<_>>().join(" | "));
 }
+
+/// CORS is off by default and opened per origin: with `--http-cors-origins`, the named
+/// origin's preflight is answered and its requests (state-changing ones included) go
+/// through and may be read; another origin gets no CORS headers and its state-changing
+/// requests are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_is_opened_only_to_the_origins_named() {
+    let data = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port_range(1));
+    let args = ["--http-listen", &http, "--data-dir", data.path().to_str().unwrap(), "--http-cors-origins", "https://app.example"];
+    let _gateway = mmc_tests::start_service("mmc-gateway", &args, Duration::from_secs(30)).await;
+    let raw = |origin: &str, method: &str, path: &str, extra: &str| {
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nOrigin: {origin}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+        let mut stream = std::net::TcpStream::connect(&http).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+        response.to_ascii_lowercase()
+    };
+    let preflight = "Access-Control-Request-Method: DELETE\r\nAccess-Control-Request-Headers: authorization\r\n";
+    let allowed = raw("https://app.example", "OPTIONS", "/v1/images/img-0", preflight);
+    assert!(allowed.starts_with("http/1.1 204"), "{allowed}");
+    assert!(allowed.contains("access-control-allow-origin: https://app.example"), "{allowed}");
+    assert!(allowed.contains("access-control-allow-headers: authorization, content-type"), "{allowed}");
+    let read = raw("https://app.example", "GET", "/v1/images", "");
+    assert!(read.starts_with("http/1.1 200") && read.contains("access-control-allow-origin: https://app.example"), "{read}");
+    // A state-changing request from the named origin reaches the route (404: no such image).
+    let delete = raw("https://app.example", "DELETE", "/v1/images/img-0123456789abcdef0123456789abcdef", "");
+    assert!(delete.starts_with("http/1.1 404"), "{delete}");
+    // Another origin: no CORS headers, and its state-changing requests are refused.
+    for response in [raw("https://evil.example", "OPTIONS", "/v1/images/img-0", preflight), raw("https://evil.example", "GET", "/v1/images", "")] {
+        assert!(!response.contains("access-control-allow-origin"), "{response}");
+    }
+    let refused = raw("https://evil.example", "DELETE", "/v1/images/img-0123456789abcdef0123456789abcdef", "");
+    assert!(refused.starts_with("http/1.1 403"), "{refused}");
+}

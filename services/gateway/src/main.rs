@@ -100,6 +100,10 @@ struct Args {
     /// address, to any name unless this is set.
     #[arg(long, env = "MMC_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
     http_allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose web pages may call the HTTP API from the
+    /// browser (CORS, comma-separated). Empty, the default: no cross-origin use at all.
+    #[arg(long, env = "MMC_HTTP_CORS_ORIGINS", value_delimiter = ',')]
+    http_cors_origins: Vec<String>,
     /// The API key the gateway sends to the model services (a file whose first line is the
     /// key), for services started with `--api-keys-file`.
     #[arg(long, env = "MMC_UPSTREAM_API_KEY_FILE")]
@@ -237,6 +241,12 @@ fn main() -> ExitCode {
                 max_tokens: args.http_max_tokens,
                 allowed_hosts: mmc_gateway::http::guard::AllowedHosts::for_listener(addr.ip(), &args.http_allowed_hosts),
                 api_keys: http_keys,
+                cors_origins: args
+                    .http_cors_origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
             };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }

@@ -81,6 +81,12 @@ pub struct ServerArgs {
     #[arg(long, env = "MMC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
 
+    /// HTTP listener: connections open at once from one client address (0 = no cap), so
+    /// one client cannot take every slot. Behind a proxy every client has its address:
+    /// raise it or set 0 there.
+    #[arg(long, env = "MMC_HTTP_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub http_max_connections_per_client: usize,
+
     /// Require an API key (`authorization: Bearer <key>`) on every request but health checks
     /// and reflection: one key, or `sha256:<hex digest>`, per line (see `mmc_runtime::auth`).
     #[arg(long, env = "MMC_API_KEYS_FILE")]

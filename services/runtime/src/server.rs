@@ -178,6 +178,7 @@ where
                 header_timeout: Duration::from_millis(args.http_header_timeout_ms),
                 body_timeout: Duration::from_millis(args.http_body_timeout_ms),
                 max_connections: args.http_max_connections,
+                max_connections_per_client: args.http_max_connections_per_client,
             };
             let tls = tls_files.clone().map(|f| ServerTls::load(f, &[b"http/1.1"])).transpose().context("TLS for the HTTP listener")?;
             Some(spawn_http(listener, router, readiness.clone(), limits, tls)?)
@@ -187,7 +188,12 @@ where
     // The metrics port, with the plain-HTTP probes (its own limits: scrapers are few).
     let metrics_http = match m::take_endpoint() {
         Some((listener, router)) => {
-            let limits = HttpLimits { header_timeout: Duration::from_secs(10), body_timeout: Duration::from_secs(10), max_connections: 64 };
+            let limits = HttpLimits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(10),
+                max_connections: 64,
+                max_connections_per_client: 16,
+            };
             Some(spawn_http(listener, router, readiness.clone(), limits, None)?)
         }
         None => None,
@@ -320,6 +326,38 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one client address (0 = no cap).
+    pub max_connections_per_client: usize,
+}
+
+/// Open connections per client address, and the slot a connection holds until it ends.
+#[derive(Clone, Default)]
+struct PerClient(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct ClientSlot(PerClient, std::net::IpAddr);
+
+impl PerClient {
+    fn take(&self, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().expect("per-client lock");
+        let n = open.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = (self.0).0.lock().expect("per-client lock");
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Starts serving `router` (plus `GET /healthz`) on `listener` until told to stop.
@@ -376,6 +414,7 @@ fn spawn_http(
     }));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let per_client = PerClient::default();
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -397,7 +436,12 @@ fn spawn_http(
                 }
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
-                metrics::counter!("mmc_http_connections_refused_total").increment(1);
+                metrics::counter!("mmc_http_connections_refused_total", "reason" => "total").increment(1);
+                drop(stream);
+                continue;
+            };
+            let Some(slot) = per_client.take(peer.ip(), limits.max_connections_per_client) else {
+                metrics::counter!("mmc_http_connections_refused_total", "reason" => "per_client").increment(1);
                 drop(stream);
                 continue;
             };
@@ -416,7 +460,7 @@ fn spawn_http(
                         let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
                     }
                 }
-                drop(permit);
+                drop((permit, slot));
             });
         }
         drop(listener);

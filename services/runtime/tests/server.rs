@@ -346,3 +346,46 @@ async fn http_connections_that_send_no_headers_are_closed_and_capped() {
     let _ = tx.send("test stop");
     task.await.unwrap().unwrap();
 }
+
+/// One client address cannot take every HTTP connection: over its cap a new connection is
+/// closed at once, and its slot comes back when one of its connections ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_cannot_take_every_http_connection() {
+    use std::io::Write;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let args = args(&["--http-header-timeout-ms", "5000", "--http-max-connections-per-client", "1"]);
+    let echo = axum::Router::new().route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));
+    let services = mmc_runtime::server::ServiceSet::new().http(http, echo);
+    let (tx, rx) = oneshot::channel::<&'static str>();
+    let task = tokio::spawn(async move {
+        mmc_runtime::server::serve_on(listener, &args, services, async { Ok(()) }, async { rx.await.unwrap_or("dropped") }).await
+    });
+    let connect = move || {
+        for _ in 0..100 {
+            if let Ok(s) = std::net::TcpStream::connect(http) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no HTTP listener on {http}");
+    };
+    tokio::task::spawn_blocking(move || {
+        let first = connect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut second = connect();
+        assert!(closed_within(&mut second, Duration::from_millis(1000)), "a second connection from the same address was held");
+        drop(first);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut third = connect();
+        third.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut third, &mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.1 503"), "{response}");
+    })
+    .await
+    .unwrap();
+    let _ = tx.send("test stop");
+    task.await.unwrap().unwrap();
+}

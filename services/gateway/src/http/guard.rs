@@ -10,6 +10,9 @@
 //!   GET, HEAD, OPTIONS) are refused when the browser says they come from another origin
 //!   (`Origin` other than this host, or `Sec-Fetch-Site: cross-site`). Clients that are not
 //!   browsers send neither header and are not affected.
+//! - **CORS** is off unless `--http-cors-origins` names origins: their pages may call the
+//!   API (preflights are answered, responses carry `Access-Control-Allow-Origin`, and their
+//!   state-changing requests are not refused as cross-site); the API key is still needed.
 //! - **Bodies declared too large** (`Content-Length` over the route's limit) get 413 at
 //!   once, before any of the body is read or waited for.
 
@@ -80,6 +83,28 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
     if !state.allowed_hosts.allows(host_name(host)) {
         return forbidden("host_not_allowed", "this server does not answer to that host name (see --http-allowed-hosts)");
     }
+    // An origin the operator allowed (CORS): its preflight is answered here, before keys
+    // (a preflight carries none), and its responses say it may read them.
+    let cors_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| state.cors_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(o)))
+        .and_then(|o| axum::http::HeaderValue::from_str(o).ok());
+    if let Some(origin) = &cors_origin {
+        if request.method() == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+            return (
+                StatusCode::NO_CONTENT,
+                [
+                    (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
+                    (header::ACCESS_CONTROL_ALLOW_METHODS, axum::http::HeaderValue::from_static("GET, POST, PATCH, DELETE")),
+                    (header::ACCESS_CONTROL_ALLOW_HEADERS, axum::http::HeaderValue::from_static("authorization, content-type")),
+                    (header::ACCESS_CONTROL_MAX_AGE, axum::http::HeaderValue::from_static("600")),
+                    (header::VARY, axum::http::HeaderValue::from_static("Origin")),
+                ],
+            )
+                .into_response();
+        }
+    }
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let limit = super::body_limit(request.method(), request.uri().path(), state.max_upload_bytes);
     if let Some(length) = declared.filter(|length| *length > limit) {
@@ -114,11 +139,16 @@ pub async fn guard(State(state): State<Arc<HttpState>>, request: Request, next: 
             let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
             !authority.eq_ignore_ascii_case(host)
         });
-        if cross_site || foreign_origin {
+        if (cross_site || foreign_origin) && cors_origin.is_none() {
             return forbidden("cross_origin", "requests from another site's pages are not accepted");
         }
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(origin) = cors_origin {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        response.headers_mut().append(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 /// The API-key scope an HTTP route needs: the scope of the gRPC method it stands for

@@ -61,6 +61,8 @@ pub struct HttpState {
     pub allowed_hosts: super::guard::AllowedHosts,
     /// When set, `/v1/` routes need one of these keys (see [`super::guard`]).
     pub api_keys: Option<mmc_runtime::auth::ApiKeys>,
+    /// Origins whose pages may call the API (CORS); empty: none but this server's own.
+    pub cors_origins: Vec<String>,
 }
 
 /// Most inputs in one embeddings request (OpenAI's limit).
