@@ -291,13 +291,15 @@ fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_connections_that_send_no_headers_are_closed_and_capped() {
-    use std::io::Write;
+/// A server whose HTTP listener (flags `extra`) has one route, `POST /echo`: its stop
+/// switch, its task, and a function that connects to it (waiting for the listener).
+async fn echo_server(
+    extra: &[&str],
+) -> (oneshot::Sender<&'static str>, tokio::task::JoinHandle<anyhow::Result<()>>, impl Fn() -> std::net::TcpStream + Send + 'static) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let args = args(&["--http-header-timeout-ms", "1500", "--http-body-timeout-ms", "1000", "--http-max-connections", "2"]);
+    let args = args(extra);
     let echo = axum::Router::new().route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));
     let services = mmc_runtime::server::ServiceSet::new().http(http, echo);
     let (tx, rx) = oneshot::channel::<&'static str>();
@@ -313,6 +315,14 @@ async fn http_connections_that_send_no_headers_are_closed_and_capped() {
         }
         panic!("no HTTP listener on {http}");
     };
+    (tx, task, connect)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_that_send_no_headers_are_closed_and_capped() {
+    use std::io::Write;
+    let (tx, task, connect) =
+        echo_server(&["--http-header-timeout-ms", "1500", "--http-body-timeout-ms", "1000", "--http-max-connections", "2"]).await;
     tokio::task::spawn_blocking(move || {
         // Two connections: one silent, one that stops half-way through its headers.
         let mut silent = connect();
@@ -352,25 +362,7 @@ async fn http_connections_that_send_no_headers_are_closed_and_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_address_cannot_take_every_http_connection() {
     use std::io::Write;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let args = args(&["--http-header-timeout-ms", "5000", "--http-max-connections-per-client", "1"]);
-    let echo = axum::Router::new().route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body }));
-    let services = mmc_runtime::server::ServiceSet::new().http(http, echo);
-    let (tx, rx) = oneshot::channel::<&'static str>();
-    let task = tokio::spawn(async move {
-        mmc_runtime::server::serve_on(listener, &args, services, async { Ok(()) }, async { rx.await.unwrap_or("dropped") }).await
-    });
-    let connect = move || {
-        for _ in 0..100 {
-            if let Ok(s) = std::net::TcpStream::connect(http) {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no HTTP listener on {http}");
-    };
+    let (tx, task, connect) = echo_server(&["--http-header-timeout-ms", "5000", "--http-max-connections-per-client", "1"]).await;
     tokio::task::spawn_blocking(move || {
         let first = connect();
         std::thread::sleep(Duration::from_millis(200));
