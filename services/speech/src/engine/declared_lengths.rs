@@ -10,13 +10,22 @@
 
 use std::{fs::File, io::Read, path::Path};
 
-/// Bytes read from the start of the file (a FLAC metadata block is at most 16 MiB).
+/// Bytes read from the start of a FLAC or Ogg file (a FLAC metadata block is at most
+/// 16 MiB).
 const WINDOW: u64 = 32 << 20;
+
+/// How far symphonia's probe searches for a format marker: the first read, enough for
+/// every other format, which is then not read further.
+const PROBE_LIMIT: u64 = 1 << 20;
 
 /// Checks the declared lengths of `path`'s metadata; the reason when one does not fit.
 pub fn check(path: &Path) -> Result<(), String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
     let mut head = Vec::new();
-    File::open(path).and_then(|f| f.take(WINDOW).read_to_end(&mut head)).map_err(|e| e.to_string())?;
+    (&mut file).take(PROBE_LIMIT).read_to_end(&mut head).map_err(|e| e.to_string())?;
+    if container(&head).is_some() {
+        file.take(WINDOW - head.len() as u64).read_to_end(&mut head).map_err(|e| e.to_string())?;
+    }
     check_bytes(&head)
 }
 
