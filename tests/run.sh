@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 # Tools deploy/setup.sh installs without root (cmake for whisper.cpp).
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 
+# CI builds from a clean clone, so incremental caches buy nothing there and cost tens of
+# GB (they ran one CI machine out of disk mid-build). Developers may override.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 declare -a timings=()
 step() {
   local name=$1; shift
@@ -18,7 +22,10 @@ step() {
 report() {
   echo "==> timings" >&2
   for line in "${timings[@]}"; do echo "    $line" >&2; done
+  # Disk is a budget too: the build's footprint and what is left beside it.
+  echo "==> disk: target/ $(du -sh target 2>/dev/null | cut -f1), free $(df -h . | awk 'NR==2 {print $4}')" >&2
 }
+echo "==> disk free at start: $(df -h . | awk 'NR==2 {print $4}')" >&2
 trap report EXIT
 
 step "setup (system packages)" bash deploy/setup.sh --test
