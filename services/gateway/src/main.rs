@@ -8,7 +8,7 @@ use mmc_gateway::http::openai::HttpState;
 use mmc_gateway::{
     flows::{meeting::MeetingSettings, prompts::PromptLibrary, Flows},
     grpc::GatewayHandlers,
-    store::{embedded::EmbeddedStore, meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion},
+    store::{postgres, Fusion, Location, Stores},
     upstream::{StagePolicy, Upstream, Upstreams},
 };
 use mmc_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
@@ -63,9 +63,16 @@ struct Args {
     /// Transcript segments less similar than this to a question are not used to answer it.
     #[arg(long, env = "MMC_ASK_MIN_RELEVANCE", default_value_t = MeetingSettings::default().min_relevance)]
     min_relevance: f32,
-    /// Directory of the gateway's state (the image index, the meetings).
+    /// Directory of the gateway's state (the image index, the meetings) when `--store` is
+    /// not given; with PostgreSQL only scratch files (uploads being transcribed) go here.
     #[arg(long, env = "MMC_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Where images, thumbnails and meetings are kept: `postgres://USER:PASSWORD@HOST/DB`
+    /// (PostgreSQL with pgvector, shared by any number of gateways; libpq URL parameters
+    /// such as `sslmode=verify-full&sslrootcert=ca.pem` apply), or `redb:DIR` (embedded
+    /// files, one gateway). Empty: embedded under `--data-dir`.
+    #[arg(long, env = "MMC_STORE_URL", default_value = "", hide_env_values = true)]
+    store: String,
     /// Weight of the image vector in search scores; the caption vector gets the rest.
     #[arg(long, env = "MMC_SEARCH_IMAGE_WEIGHT", default_value_t = 0.5)]
     image_weight: f32,
@@ -179,8 +186,13 @@ fn main() -> ExitCode {
     let server = args.server.clone();
     mmc_runtime::server::run("gateway", args.server.clone(), move || async move {
         // Built inside the runtime: the balancer spawns its workers.
-        let store = EmbeddedStore::open(&args.data_dir.join("images")).context("opening the image index")?;
-        let meetings = MeetingStore::open(&args.data_dir.join("meetings")).context("opening the meeting store")?;
+        let location = Location::parse(&args.store, &args.data_dir);
+        let stores = match &location {
+            // A gateway started with its database waits for it a while.
+            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT).await,
+            Location::Embedded(_) => Stores::open(&location).await,
+        }
+        .with_context(|| format!("opening the store {}", location.redacted()))?;
         let mut prompts = PromptLibrary::bundled();
         if let Some(dir) = &args.prompts_dir {
             prompts.load_dir(dir).context("--prompts-dir")?;
@@ -209,10 +221,10 @@ fn main() -> ExitCode {
                 },
                 top_labels: args.top_labels.clamp(1, 20),
             },
-            store: Arc::new(store),
-            thumbnails: ThumbnailStore::open(&args.data_dir.join("images")).context("opening the thumbnails")?,
+            store: stores.images,
+            thumbnails: stores.thumbnails,
             fusion: Fusion { image_weight: args.image_weight },
-            meetings,
+            meetings: stores.meetings,
             prompts,
             example_cache: Default::default(),
             meeting: MeetingSettings {
@@ -224,9 +236,8 @@ fn main() -> ExitCode {
                 ..MeetingSettings::default()
             },
         };
-        metrics::gauge!("mmc_gateway_indexed_images").set(flows.store.count() as f64);
-        flows.review_gauge();
         let flows = Arc::new(flows);
+        tokio::spawn(refresh_gauges(flows.clone()));
         if let Some(retention) = retention {
             tokio::spawn(expire_meetings(flows.clone(), retention));
         }
@@ -270,6 +281,17 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
         _ => return Err(format!("{text:?}: the unit must be d, h, m or s")),
     };
     Ok((n > 0).then(|| Duration::from_secs(n * seconds)))
+}
+
+/// How long a starting gateway waits for its PostgreSQL database to accept connections.
+const STORE_WAIT: Duration = Duration::from_secs(60);
+
+/// Keeps the store's gauges current: other gateways sharing the database change it too.
+async fn refresh_gauges(flows: Arc<Flows>) {
+    loop {
+        flows.refresh_gauges().await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    }
 }
 
 /// Deletes meetings older than `retention`, at start and then every tenth of it (at least

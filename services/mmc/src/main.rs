@@ -14,6 +14,7 @@
 mod certs_cmd;
 mod cli_client;
 mod client_cmd;
+mod db_cmd;
 mod demo;
 mod eval;
 mod models_cmd;
@@ -68,6 +69,9 @@ enum Command {
     /// Score the flows on an evaluation set (`mmc eval meetings`, `mmc eval alt-text`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// The gateway's stores: apply the PostgreSQL schema, copy between stores.
+    #[command(subcommand)]
+    Db(db_cmd::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Certs(cmd) => certs_cmd::run(cmd),
+        Command::Db(cmd) => db_cmd::run(cmd),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime {
@@ -93,7 +98,7 @@ fn main() -> ExitCode {
                         Command::Review(args) => review_cmd::review(args).await,
                         Command::Meeting(cmd) => review_cmd::meeting(cmd).await,
                         Command::Eval(cmd) => eval::run(cmd).await,
-                        Command::Models(_) | Command::Certs(_) => unreachable!("handled above"),
+                        Command::Models(_) | Command::Certs(_) | Command::Db(_) => unreachable!("handled above"),
                     }
                 }),
                 Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),

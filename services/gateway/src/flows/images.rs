@@ -118,8 +118,7 @@ impl Flows {
             self.thumbnails.put(&record.image_id, jpeg).await?;
         }
         let record = self.store.insert(record, vectors, image_vector.space).await?;
-        metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
-        self.review_gauge();
+        self.refresh_gauges().await;
         Ok(Indexed { record, already_indexed: false })
     }
 
@@ -130,8 +129,7 @@ impl Flows {
         }
         let deleted = self.store.delete(image_id).await?;
         self.thumbnails.delete(image_id).await?;
-        metrics::gauge!("mmc_gateway_indexed_images").set(self.store.count() as f64);
-        self.review_gauge();
+        self.refresh_gauges().await;
         Ok(deleted)
     }
 

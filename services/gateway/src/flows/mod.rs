@@ -13,7 +13,7 @@ pub mod review;
 use std::sync::Arc;
 
 use crate::{
-    store::{meetings::MeetingStore, thumbnails::ThumbnailStore, Fusion, ImageStore},
+    store::{Fusion, ImageStore, MeetingStore, ThumbnailStore},
     upstream::Upstreams,
 };
 
@@ -23,11 +23,11 @@ pub struct Flows {
     pub upstream: Upstreams,
     pub store: Arc<dyn ImageStore>,
     /// Thumbnails of the indexed images, for result pages.
-    pub thumbnails: ThumbnailStore,
+    pub thumbnails: Arc<dyn ThumbnailStore>,
     /// How search scores combine the image vector and the caption vector.
     pub fusion: Fusion,
     /// Summarized meetings and their segment vectors.
-    pub meetings: MeetingStore,
+    pub meetings: Arc<dyn MeetingStore>,
     /// Versioned prompt templates of the meeting flows.
     pub prompts: prompts::PromptLibrary,
     pub meeting: meeting::MeetingSettings,

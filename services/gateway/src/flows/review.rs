@@ -92,8 +92,8 @@ impl Flows {
         if let Some(text) = alt_text.filter(|t| *t != record.caption) {
             // Embedded before anything is stored: a failed embed changes nothing.
             let (embedded, _) = self.upstream.embed_text("embed_caption", &text, deadline).await?;
-            if self.store.space().is_some_and(|s| s != embedded.space) {
-                return Err(StoreError::SpaceMismatch { stored: self.store.space().unwrap(), offered: embedded.space }.into());
+            if let Some(stored) = self.store.space().await?.filter(|s| *s != embedded.space) {
+                return Err(StoreError::SpaceMismatch { stored, offered: embedded.space }.into());
             }
             let old = std::mem::replace(&mut record.caption, text);
             record.review.history.push(revision("alt_text", old, record.review.caption_source, &reviewer, now));
@@ -115,7 +115,7 @@ impl Flows {
         record.review.reviewed_at_unix_ms = now;
         let stored = self.store.update(record, caption_vector, version).await.map_err(conflict)?;
         metrics::counter!("mmc_gateway_reviews_total", "action" => "update").increment(1);
-        self.review_gauge();
+        self.refresh_gauges().await;
         Ok(stored)
     }
 
@@ -129,13 +129,22 @@ impl Flows {
         record.review.reviewed_at_unix_ms = now_unix_ms();
         let stored = self.store.update(record, None, version).await.map_err(conflict)?;
         metrics::counter!("mmc_gateway_reviews_total", "action" => "approve").increment(1);
-        self.review_gauge();
+        self.refresh_gauges().await;
         Ok(stored)
     }
 
-    /// Keeps `mmc_gateway_review_queue_images` current (the store counts as it changes).
-    pub fn review_gauge(&self) {
-        metrics::gauge!("mmc_gateway_review_queue_images").set(self.store.review_count() as f64);
+    /// Sets `mmc_gateway_indexed_images` and `mmc_gateway_review_queue_images` from the
+    /// store: after each change made here, and periodically (gateways sharing a database
+    /// see each other's changes there). A store that cannot count right now leaves them.
+    pub async fn refresh_gauges(&self) {
+        match self.store.count().await {
+            Ok(n) => metrics::gauge!("mmc_gateway_indexed_images").set(n as f64),
+            Err(e) => tracing::debug!("image count for the gauge: {e}"),
+        }
+        match self.store.review_count().await {
+            Ok(n) => metrics::gauge!("mmc_gateway_review_queue_images").set(n as f64),
+            Err(e) => tracing::debug!("review count for the gauge: {e}"),
+        }
     }
 }
 

@@ -1,22 +1,27 @@
-//! The image index: where indexed images, their vectors and their captions live.
+//! Where the gateway keeps its state: indexed images (records, vectors, captions), their
+//! thumbnails, and summarized meetings.
 //!
-//! One trait, [`ImageStore`], so the flows do not care which engine holds the vectors:
-//! [`embedded::EmbeddedStore`] (the default: a redb file on local disk, searched exactly in
-//! memory) today, an external vector database (Qdrant) for deployments that outgrow one
-//! node. Every stored vector belongs to one embedding *space* (the text model that defines
-//! it); a store refuses vectors and queries from another space, so switching models means
+//! Three traits, [`ImageStore`], [`MeetingStore`] and [`ThumbnailStore`], so the flows do
+//! not care which engine holds the data. Two engines implement all three:
+//! - [`embedded`] (the default): redb files on local disk, vectors searched in memory. One
+//!   gateway process owns them: the laptop and single-node case.
+//! - [`postgres`]: PostgreSQL with pgvector (`--store postgres://…`). Any number of gateway
+//!   replicas share one database, so the gateway itself keeps no state.
+//!
+//! Every stored vector belongs to one embedding *space* (the text model that defines it); a
+//! store refuses vectors and queries from another space, so switching models means
 //! re-indexing instead of silently comparing unrelated vectors.
 
+pub mod copy;
 pub mod embedded;
-mod legacy;
-pub mod meetings;
-pub mod thumbnails;
+pub mod postgres;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{TextRevision, TextSource};
+use crate::domain::{Meeting, TextRevision, TextSource};
 
 /// The embedding space of a store: every vector in it was made by this model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +155,13 @@ pub enum StoreError {
     /// The record changed since the version a change was made on.
     #[error("image {image_id} has changed since version {expected} (now version {current}); reload it and apply the change again")]
     Conflict { image_id: String, expected: u64, current: u64 },
+    /// The database cannot be reached (down, restarting, network): retry later. The
+    /// message is for clients: it names no host or address.
+    #[error("the {0} is unavailable; retry later")]
+    Unavailable(&'static str),
+    /// Text the engine cannot hold (PostgreSQL refuses the NUL character in text).
+    #[error("text with a NUL character cannot be stored")]
+    Unstorable,
     /// The engine failed (disk full, corrupt file...).
     #[error("image index storage failed: {0}")]
     Engine(String),
@@ -175,42 +187,10 @@ pub(crate) fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
-/// Restricts `path` to its owner: the stores hold transcripts, captions and photos'
-/// thumbnails, which other users of the machine have no business reading. (Existing files
-/// of earlier versions, written 0644 in 0755 directories, are tightened on open too.) A
-/// volume this process does not own (some container setups) keeps its mode, with a warning:
-/// refusing to start would protect nothing.
-fn private(path: &std::path::Path, mode: u32) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-            tracing::warn!(path = %path.display(), "could not restrict to its owner: {e}");
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (path, mode);
-    Ok(())
-}
-
-/// Opens (or creates) redb file `file` in directory `dir` and runs `create_tables` in one
-/// committed transaction, so that a fresh file reads as empty tables.
-pub(crate) fn open_redb(
-    dir: &std::path::Path,
-    file: &str,
-    create_tables: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
-) -> Result<redb::Database, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Engine(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join(file);
-    let db = redb::Database::create(&path).map_err(|e| StoreError::Engine(format!("opening {}: {e}", path.display())))?;
-    private(dir, 0o700)?;
-    private(&path, 0o600)?;
-    let txn = db.begin_write().map_err(engine)?;
-    create_tables(&txn).map_err(engine)?;
-    txn.commit().map_err(engine)?;
-    Ok(db)
-}
-
+/// The image index the gateway's search flows use.
+///
+/// Writes are durable when they return: a flow acknowledges an image to its client only
+/// after [`ImageStore::insert`] succeeded, so no acknowledged image is lost in a crash.
 /// The image index the gateway's search flows use.
 ///
 /// Writes are durable when they return: a flow acknowledges an image to its client only
@@ -218,19 +198,29 @@ pub(crate) fn open_redb(
 #[async_trait::async_trait]
 pub trait ImageStore: Send + Sync + 'static {
     /// The space of the stored vectors; `None` while the store is empty of any.
-    fn space(&self) -> Option<Space>;
+    async fn space(&self) -> Result<Option<Space>, StoreError>;
     /// Number of stored images.
-    fn count(&self) -> usize;
+    async fn count(&self) -> Result<u64, StoreError>;
     /// Number of stored images waiting for review (`review.needs_review`).
-    fn review_count(&self) -> usize;
+    async fn review_count(&self) -> Result<u64, StoreError>;
     /// The image with this id.
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError>;
-    /// Stores an image (replacing one with the same id); returns it with `seq` set.
-    async fn insert(&self, record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError>;
+    /// Stores an image (replacing one with the same id, which then moves to the end of the
+    /// insertion order); returns it with `seq` set.
+    async fn insert(&self, record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError> {
+        let mut stored = self.insert_many(vec![(record, vectors)], space).await?;
+        Ok(stored.pop().expect("one record in, one out"))
+    }
+    /// Stores many images in one transaction (one disk sync): bulk imports, copies between
+    /// stores and benchmarks. The same as [`ImageStore::insert`] applied in order.
+    async fn insert_many(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError>;
     /// Removes an image; false when there was none.
     async fn delete(&self, image_id: &str) -> Result<bool, StoreError>;
     /// Images in insertion order, from `seq` `after` (inclusive), at most `limit`.
     async fn list(&self, after: u64, limit: usize) -> Result<Page, StoreError>;
+    /// As [`ImageStore::list`], with each image's vectors (for copying a store); the second
+    /// value is the `seq` to continue from.
+    async fn export(&self, after: u64, limit: usize) -> Result<(Vec<(ImageRecord, ImageVectors)>, Option<u64>), StoreError>;
     /// The best matches, best first, with their fused scores.
     async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError>;
     /// Replaces the record of a stored image in place (its `seq` and image vector kept),
@@ -241,4 +231,149 @@ pub trait ImageStore: Send + Sync + 'static {
     /// The review queue: images with `review.needs_review`, least confident first (then
     /// oldest), from position `offset`, at most `limit`; and whether more follow.
     async fn review_queue(&self, offset: usize, limit: usize) -> Result<(Vec<ImageRecord>, bool), StoreError>;
+}
+
+/// A meeting as stored: what GetMeeting returns, plus one unit vector per segment.
+pub struct StoredMeeting {
+    pub meeting: Meeting,
+    /// `vectors[i]` embeds `meeting.segments[i]`.
+    pub vectors: Vec<Vec<f32>>,
+    pub space: Space,
+}
+
+/// A change to a stored meeting: edits it and says whether to write it (false: the change
+/// was refused, nothing is written). See [`MeetingStore::update`].
+pub type MeetingChange = Box<dyn FnOnce(&mut Meeting) -> bool + Send + 'static>;
+
+/// Summarized meetings (transcript, notes, review) and the embeddings of their segments
+/// (for AskMeeting's retrieval). Writes are durable when they return.
+#[async_trait::async_trait]
+pub trait MeetingStore: Send + Sync + 'static {
+    /// Stores (or replaces) a meeting with one vector per segment.
+    async fn put(&self, meeting: &Meeting, vectors: &[Vec<f32>], space: &Space) -> Result<(), StoreError>;
+    /// The meeting with this id, with its vectors.
+    async fn get(&self, meeting_id: &str) -> Result<Option<StoredMeeting>, StoreError>;
+    /// Every stored meeting, newest first.
+    async fn list(&self) -> Result<Vec<Meeting>, StoreError>;
+    /// Deletes a meeting and its vectors; false when there was none.
+    async fn delete(&self, meeting_id: &str) -> Result<bool, StoreError>;
+    /// Changes a stored meeting atomically: reads it, lets `change` edit it, and writes it
+    /// back only when `change` returns true. Changes to one meeting run one at a time (on
+    /// every gateway sharing the store), so a change always sees the one before it: two
+    /// reviewers' edits are never interleaved and lost. `Ok(None)` when there is no such
+    /// meeting. Callers use the typed [`update_meeting`].
+    async fn update(&self, meeting_id: &str, change: MeetingChange) -> Result<Option<Meeting>, StoreError>;
+}
+
+/// Checks a meeting's vectors before they are stored (every engine the same).
+fn check_meeting_vectors(meeting: &Meeting, vectors: &[Vec<f32>], space: &Space) -> Result<(), StoreError> {
+    if vectors.len() != meeting.segments.len() {
+        return Err(StoreError::Engine(format!("{} vectors for {} segments", vectors.len(), meeting.segments.len())));
+    }
+    if let Some(v) = vectors.iter().find(|v| v.len() != space.dimensions as usize) {
+        return Err(StoreError::Dimension { got: v.len(), want: space.dimensions as usize });
+    }
+    Ok(())
+}
+
+/// Vectors as stored by both engines: little-endian f32, one after another.
+fn floats_to_bytes<'a>(vectors: impl IntoIterator<Item = &'a Vec<f32>>) -> Vec<u8> {
+    vectors.into_iter().flatten().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`floats_to_bytes`], cut into vectors of `dimensions`.
+fn bytes_to_vectors(bytes: &[u8], dimensions: usize) -> Vec<Vec<f32>> {
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    floats.chunks(dimensions.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// [`MeetingStore::update`] with a change that refuses with an error of its own: the error
+/// comes back as `Err`, and nothing is written.
+pub async fn update_meeting<E>(
+    store: &dyn MeetingStore,
+    meeting_id: &str,
+    change: impl FnOnce(&mut Meeting) -> Result<(), E> + Send + 'static,
+) -> Result<Option<Meeting>, E>
+where
+    E: From<StoreError> + Send + 'static,
+{
+    let refused = Arc::new(std::sync::Mutex::new(None));
+    let slot = refused.clone();
+    let change: MeetingChange = Box::new(move |meeting| match change(meeting) {
+        Ok(()) => true,
+        Err(e) => {
+            *slot.lock().unwrap() = Some(e);
+            false
+        }
+    });
+    let updated = store.update(meeting_id, change).await?;
+    let refused = refused.lock().unwrap().take();
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(updated),
+    }
+}
+
+/// Thumbnails of indexed images (a small JPEG per image id) for showing search results.
+///
+/// Kept apart from [`ImageStore`] on purpose: a thumbnail is a few tens of kilobytes that
+/// the gateway serves itself, read only when a result is shown. The originals are not kept.
+#[async_trait::async_trait]
+pub trait ThumbnailStore: Send + Sync + 'static {
+    /// Stores (or replaces) the thumbnail of `image_id`, durably.
+    async fn put(&self, image_id: &str, jpeg: Vec<u8>) -> Result<(), StoreError>;
+    /// The thumbnail of `image_id` (JPEG bytes).
+    async fn get(&self, image_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes the thumbnail of `image_id`, if any.
+    async fn delete(&self, image_id: &str) -> Result<(), StoreError>;
+}
+
+/// The three stores of one gateway, on one engine.
+#[derive(Clone)]
+pub struct Stores {
+    pub images: Arc<dyn ImageStore>,
+    pub meetings: Arc<dyn MeetingStore>,
+    pub thumbnails: Arc<dyn ThumbnailStore>,
+}
+
+/// Where the stores live: `--store` / `MMC_STORE_URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// redb files under a directory (`redb:PATH`, or a plain path).
+    Embedded(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`: libpq's URL syntax, with
+    /// its `sslmode`, `sslrootcert`… parameters).
+    Postgres(String),
+}
+
+impl Location {
+    /// Parses `--store`; empty means the embedded store under `data_dir`.
+    pub fn parse(store: &str, data_dir: &std::path::Path) -> Self {
+        if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            Location::Postgres(store.to_string())
+        } else if store.is_empty() {
+            Location::Embedded(data_dir.to_path_buf())
+        } else {
+            Location::Embedded(store.strip_prefix("redb:").unwrap_or(store).into())
+        }
+    }
+
+    /// For logs and messages: a database URL without its password.
+    pub fn redacted(&self) -> String {
+        match self {
+            Location::Embedded(dir) => format!("redb:{}", dir.display()),
+            Location::Postgres(url) => postgres::redact(url),
+        }
+    }
+}
+
+impl Stores {
+    /// Opens (or creates) the stores at `location`; for PostgreSQL, applies the schema's
+    /// migrations first.
+    pub async fn open(location: &Location) -> Result<Self, StoreError> {
+        match location {
+            Location::Embedded(dir) => embedded::open(dir),
+            Location::Postgres(url) => postgres::open(url).await,
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::{
         review::{check_reviewer, check_text},
         Flows,
     },
+    store::update_meeting,
 };
 
 /// An owner or due date a person set: trimmed, bounded, may be empty (none).
@@ -70,9 +71,7 @@ impl Flows {
         }
         let meeting_id = edit.meeting_id.clone();
         let now = now_unix_ms();
-        let updated = self
-            .meetings
-            .update(&meeting_id, move |meeting: &mut Meeting| {
+        let updated = update_meeting(&*self.meetings, &meeting_id, move |meeting: &mut Meeting| {
                 let known: HashSet<u32> = meeting.segments.iter().map(|s| s.id).collect();
                 if let Some(bad) = edit.segment_ids.iter().find(|id| !known.contains(id)) {
                     return Err(GatewayError::Invalid(format!("segment {bad} is not in this meeting's transcript ({} segments)", known.len())));
@@ -156,31 +155,29 @@ impl Flows {
             return Err(GatewayError::Invalid("meeting_id is empty".into()));
         }
         let now = now_unix_ms();
-        let updated = self
-            .meetings
-            .update(meeting_id, move |meeting: &mut Meeting| {
-                if let Some(expected) = expected_version.filter(|v| *v != meeting.review.version) {
-                    return Err(GatewayError::Conflict(format!(
-                        "the meeting was changed by someone else (version {}, your review was made on version {expected}); reload it and review again",
-                        meeting.review.version
-                    )));
+        let updated = update_meeting(&*self.meetings, meeting_id, move |meeting: &mut Meeting| {
+            if let Some(expected) = expected_version.filter(|v| *v != meeting.review.version) {
+                return Err(GatewayError::Conflict(format!(
+                    "the meeting was changed by someone else (version {}, your review was made on version {expected}); reload it and review again",
+                    meeting.review.version
+                )));
+            }
+            if let Some(summary) = &mut meeting.summary {
+                let items = summary.decisions.iter_mut().chain(summary.action_items.iter_mut().map(|a| &mut a.item));
+                for item in items.filter(|i| i.review.status == ReviewStatus::Pending) {
+                    item.review.status = ReviewStatus::Approved;
+                    item.review.reviewed_by = reviewer.clone();
+                    item.review.reviewed_at_unix_ms = now;
+                    item.review.version += 1;
                 }
-                if let Some(summary) = &mut meeting.summary {
-                    let items = summary.decisions.iter_mut().chain(summary.action_items.iter_mut().map(|a| &mut a.item));
-                    for item in items.filter(|i| i.review.status == ReviewStatus::Pending) {
-                        item.review.status = ReviewStatus::Approved;
-                        item.review.reviewed_by = reviewer.clone();
-                        item.review.reviewed_at_unix_ms = now;
-                        item.review.version += 1;
-                    }
-                }
-                meeting.review.reviewed = true;
-                meeting.review.reviewed_by = reviewer;
-                meeting.review.reviewed_at_unix_ms = now;
-                meeting.review.version += 1;
-                Ok(())
-            })
-            .await?;
+            }
+            meeting.review.reviewed = true;
+            meeting.review.reviewed_by = reviewer;
+            meeting.review.reviewed_at_unix_ms = now;
+            meeting.review.version += 1;
+            Ok(())
+        })
+        .await?;
         metrics::counter!("mmc_gateway_reviews_total", "action" => "meeting_reviewed").increment(1);
         updated.ok_or_else(|| not_found(meeting_id))
     }

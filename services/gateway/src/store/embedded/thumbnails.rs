@@ -1,32 +1,31 @@
-//! Thumbnails of indexed images, for showing search results (the web UI's grid): a small
-//! JPEG per image id, in a redb file beside the image index.
-//!
-//! Kept apart from [`super::ImageStore`] on purpose: the vectors may live in an external
-//! vector database, which is no place for image bytes, while a thumbnail is a few tens of
-//! kilobytes that the gateway serves itself. The originals are not kept.
+//! Thumbnails of indexed images (see [`ThumbnailStore`]): a small JPEG per image id, in a
+//! redb file beside the image index.
 
 use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::{engine, open_redb, StoreError};
+use super::open_redb;
+use crate::store::{engine, StoreError, ThumbnailStore};
 
 const THUMBNAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("thumbnails");
 
 /// Thumbnails on local disk, by image id.
-pub struct ThumbnailStore {
+pub struct EmbeddedThumbnails {
     db: Arc<Database>,
 }
 
-impl ThumbnailStore {
+impl EmbeddedThumbnails {
     /// Opens (or creates) the store in directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_redb(dir, "thumbnails.redb", |txn| txn.open_table(THUMBNAILS).map(drop))?;
         Ok(Self { db: Arc::new(db) })
     }
+}
 
-    /// Stores (or replaces) the thumbnail of `image_id`, durably.
-    pub async fn put(&self, image_id: &str, jpeg: Vec<u8>) -> Result<(), StoreError> {
+#[async_trait::async_trait]
+impl ThumbnailStore for EmbeddedThumbnails {
+    async fn put(&self, image_id: &str, jpeg: Vec<u8>) -> Result<(), StoreError> {
         let (db, id) = (self.db.clone(), image_id.to_string());
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(engine)?;
@@ -37,8 +36,7 @@ impl ThumbnailStore {
         .map_err(engine)?
     }
 
-    /// The thumbnail of `image_id` (JPEG bytes).
-    pub async fn get(&self, image_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, image_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (db, id) = (self.db.clone(), image_id.to_string());
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(engine)?;
@@ -49,8 +47,7 @@ impl ThumbnailStore {
         .map_err(engine)?
     }
 
-    /// Removes the thumbnail of `image_id`, if any.
-    pub async fn delete(&self, image_id: &str) -> Result<(), StoreError> {
+    async fn delete(&self, image_id: &str) -> Result<(), StoreError> {
         let (db, id) = (self.db.clone(), image_id.to_string());
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(engine)?;
@@ -70,13 +67,13 @@ mod tests {
     async fn thumbnails_survive_reopen_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = ThumbnailStore::open(dir.path()).unwrap();
+            let store = EmbeddedThumbnails::open(dir.path()).unwrap();
             store.put("img-1", vec![1, 2, 3]).await.unwrap();
             store.put("img-2", vec![4]).await.unwrap();
             store.delete("img-2").await.unwrap();
             store.delete("img-none").await.unwrap();
         }
-        let store = ThumbnailStore::open(dir.path()).unwrap();
+        let store = EmbeddedThumbnails::open(dir.path()).unwrap();
         assert_eq!(store.get("img-1").await.unwrap(), Some(vec![1, 2, 3]));
         assert_eq!(store.get("img-2").await.unwrap(), None);
     }

@@ -11,27 +11,20 @@ use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{engine, legacy, open_redb, Space, StoreError};
+use super::{legacy, open_redb};
 use crate::domain::Meeting;
+use crate::store::{bytes_to_vectors, check_meeting_vectors, engine, floats_to_bytes, MeetingChange, MeetingStore, Space, StoreError, StoredMeeting};
 
 const MEETINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("meetings");
 const SEGMENT_VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("segment_vectors");
 const SPACES: TableDefinition<&str, &str> = TableDefinition::new("spaces");
 
-/// A meeting as stored: what GetMeeting returns, plus one unit vector per segment.
-pub struct StoredMeeting {
-    pub meeting: Meeting,
-    /// `vectors[i]` embeds `meeting.segments[i]`.
-    pub vectors: Vec<Vec<f32>>,
-    pub space: Space,
-}
-
 /// Meetings on local disk (see the module docs).
-pub struct MeetingStore {
+pub struct EmbeddedMeetings {
     db: Arc<Database>,
 }
 
-impl MeetingStore {
+impl EmbeddedMeetings {
     /// Opens (or creates) the store in directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_redb(dir, "meetings.redb", |txn| {
@@ -42,18 +35,16 @@ impl MeetingStore {
         })?;
         Ok(Self { db: Arc::new(db) })
     }
+}
 
+#[async_trait::async_trait]
+impl MeetingStore for EmbeddedMeetings {
     /// Stores a meeting durably (the commit waits for the disk).
-    pub async fn put(&self, meeting: &Meeting, vectors: &[Vec<f32>], space: &Space) -> Result<(), StoreError> {
-        if vectors.len() != meeting.segments.len() {
-            return Err(StoreError::Engine(format!("{} vectors for {} segments", vectors.len(), meeting.segments.len())));
-        }
-        if let Some(v) = vectors.iter().find(|v| v.len() != space.dimensions as usize) {
-            return Err(StoreError::Dimension { got: v.len(), want: space.dimensions as usize });
-        }
+    async fn put(&self, meeting: &Meeting, vectors: &[Vec<f32>], space: &Space) -> Result<(), StoreError> {
+        check_meeting_vectors(meeting, vectors, space)?;
         let id = meeting.meeting_id.clone();
         let bytes = serde_json::to_vec(meeting).map_err(engine)?;
-        let floats: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+        let floats = floats_to_bytes(vectors);
         let space = serde_json::to_string(space).map_err(engine)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
@@ -67,14 +58,8 @@ impl MeetingStore {
         .map_err(engine)?
     }
 
-    /// Changes a stored meeting in one write transaction: reads it, lets `change` edit it,
-    /// and writes it back only when `change` succeeds. Write transactions run one at a time,
-    /// so a change always sees the one before it (two reviewers' edits are never interleaved
-    /// and lost). `Ok(None)` when there is no such meeting.
-    pub async fn update<E>(&self, meeting_id: &str, change: impl FnOnce(&mut Meeting) -> Result<(), E> + Send + 'static) -> Result<Option<Meeting>, E>
-    where
-        E: From<StoreError> + Send + 'static,
-    {
+    /// One write transaction: redb runs them one at a time.
+    async fn update(&self, meeting_id: &str, change: MeetingChange) -> Result<Option<Meeting>, StoreError> {
         let db = self.db.clone();
         let id = meeting_id.to_string();
         tokio::task::spawn_blocking(move || {
@@ -86,19 +71,21 @@ impl MeetingStore {
                 };
                 read_meeting(bytes.value())?
             };
-            change(&mut meeting)?;
+            if !change(&mut meeting) {
+                return Ok(Some(meeting));
+            }
             let bytes = serde_json::to_vec(&meeting).map_err(engine)?;
             txn.open_table(MEETINGS).map_err(engine)?.insert(id.as_str(), bytes.as_slice()).map_err(engine)?;
             txn.commit().map_err(engine)?;
             Ok(Some(meeting))
         })
         .await
-        .map_err(|e| E::from(engine(e)))?
+        .map_err(engine)?
     }
 
-    /// Every stored meeting, newest first (read whole: fine for the thousands of meetings
-    /// one gateway keeps; a deployment past that uses the PostgreSQL store of issue #29).
-    pub async fn list(&self) -> Result<Vec<Meeting>, StoreError> {
+    /// Read whole: fine for the thousands of meetings one gateway keeps; a deployment past
+    /// that uses the PostgreSQL engine.
+    async fn list(&self) -> Result<Vec<Meeting>, StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(engine)?;
@@ -116,7 +103,7 @@ impl MeetingStore {
     }
 
     /// Deletes a meeting and its vectors in one transaction; false when there was none.
-    pub async fn delete(&self, meeting_id: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, meeting_id: &str) -> Result<bool, StoreError> {
         let db = self.db.clone();
         let id = meeting_id.to_string();
         tokio::task::spawn_blocking(move || {
@@ -132,7 +119,7 @@ impl MeetingStore {
     }
 
     /// The meeting with this id.
-    pub async fn get(&self, meeting_id: &str) -> Result<Option<StoredMeeting>, StoreError> {
+    async fn get(&self, meeting_id: &str) -> Result<Option<StoredMeeting>, StoreError> {
         let db = self.db.clone();
         let id = meeting_id.to_string();
         tokio::task::spawn_blocking(move || {
@@ -146,10 +133,7 @@ impl MeetingStore {
                 None => return Err(StoreError::Engine(format!("meeting {id} has no space"))),
             };
             let floats = txn.open_table(SEGMENT_VECTORS).map_err(engine)?.get(id.as_str()).map_err(engine)?;
-            let floats: Vec<f32> =
-                floats.map(|b| b.value().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()).unwrap_or_default();
-            let dims = (space.dimensions as usize).max(1);
-            let vectors: Vec<Vec<f32>> = floats.chunks(dims).map(<[f32]>::to_vec).collect();
+            let vectors = floats.map(|b| bytes_to_vectors(b.value(), space.dimensions as usize)).unwrap_or_default();
             if vectors.len() != meeting.segments.len() {
                 return Err(StoreError::Engine(format!("meeting {id}: {} vectors for {} segments", vectors.len(), meeting.segments.len())));
             }
@@ -173,6 +157,7 @@ fn read_meeting(bytes: &[u8]) -> Result<Meeting, StoreError> {
 mod tests {
     use super::*;
     use crate::domain::{ActionItem, CitedItem, MeetingSummary, Segment};
+    use crate::store::update_meeting;
 
     #[tokio::test]
     async fn meetings_read_back_after_reopen() {
@@ -196,11 +181,11 @@ mod tests {
             ..Default::default()
         };
         {
-            let store = MeetingStore::open(dir.path()).unwrap();
+            let store = EmbeddedMeetings::open(dir.path()).unwrap();
             store.put(&meeting, &[vec![1.0, 0.0], vec![0.0, 1.0]], &space).await.unwrap();
             assert!(store.put(&meeting, &[vec![1.0, 0.0]], &space).await.is_err());
         }
-        let store = MeetingStore::open(dir.path()).unwrap();
+        let store = EmbeddedMeetings::open(dir.path()).unwrap();
         // Only the owner may read the transcripts.
         #[cfg(unix)]
         {
@@ -215,25 +200,23 @@ mod tests {
         assert_eq!(got.space, space);
         assert!(store.get("nope").await.unwrap().is_none());
         // A change is written whole or not at all, and survives a reopen.
-        let changed = store
-            .update("mtg-1", |m: &mut Meeting| {
-                m.title = "Weekly sync".into();
-                Ok::<_, StoreError>(())
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let changed = update_meeting(&store, "mtg-1", |m: &mut Meeting| {
+            m.title = "Weekly sync".into();
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(changed.title, "Weekly sync");
-        let refused = store
-            .update("mtg-1", |m: &mut Meeting| {
-                m.title = "lost".into();
-                Err(StoreError::Engine("refused".into()))
-            })
-            .await;
+        let refused = update_meeting(&store, "mtg-1", |m: &mut Meeting| {
+            m.title = "lost".into();
+            Err(StoreError::Engine("refused".into()))
+        })
+        .await;
         assert!(refused.is_err());
-        assert!(store.update("nope", |_: &mut Meeting| Ok::<_, StoreError>(())).await.unwrap().is_none());
+        assert!(update_meeting(&store, "nope", |_: &mut Meeting| Ok::<_, StoreError>(())).await.unwrap().is_none());
         drop(store);
-        let store = MeetingStore::open(dir.path()).unwrap();
+        let store = EmbeddedMeetings::open(dir.path()).unwrap();
         let got = store.get("mtg-1").await.unwrap().unwrap();
         assert_eq!(got.meeting.title, "Weekly sync");
         assert_eq!(got.vectors.len(), 2, "segment vectors are kept");
@@ -266,14 +249,14 @@ mod tests {
             ..Default::default()
         };
         {
-            let store = MeetingStore::open(dir.path()).unwrap();
+            let store = EmbeddedMeetings::open(dir.path()).unwrap();
             let txn = store.db.begin_write().unwrap();
             txn.open_table(MEETINGS).unwrap().insert("mtg-old", old.encode_to_vec().as_slice()).unwrap();
             txn.open_table(SEGMENT_VECTORS).unwrap().insert("mtg-old", 1f32.to_le_bytes().as_slice()).unwrap();
             txn.open_table(SPACES).unwrap().insert("mtg-old", serde_json::to_string(&space).unwrap().as_str()).unwrap();
             txn.commit().unwrap();
         }
-        let got = MeetingStore::open(dir.path()).unwrap().get("mtg-old").await.unwrap().unwrap().meeting;
+        let got = EmbeddedMeetings::open(dir.path()).unwrap().get("mtg-old").await.unwrap().unwrap().meeting;
         assert_eq!((got.title.as_str(), got.segments[0].id, got.segments[0].text.as_str()), ("Old", 3, "we ship"));
         let summary = got.summary.unwrap();
         assert_eq!(summary.decisions[0].segment_ids, [3]);

@@ -6,7 +6,7 @@
 //! right. The vectors are also held in memory and scanned exactly: a flat scan of 10 000
 //! images of 384 dimensions is about 8 M multiply-adds, a few milliseconds, with perfect
 //! recall and no index to rebuild. Past a few hundred thousand images an approximate index
-//! (HNSW) or the external vector database backend is the better fit.
+//! (HNSW) or the PostgreSQL engine is the better fit.
 //!
 //! Layout (all written in one transaction per change):
 //! - `images`: image id -> JSON [`ImageRecord`]
@@ -22,7 +22,8 @@ use std::{
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{dot, engine, open_redb, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+use super::open_redb;
+use crate::store::{dot, engine, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("vectors");
@@ -125,9 +126,7 @@ impl EmbeddedStore {
         }
     }
 
-    /// Stores many images in one transaction (one disk sync): bulk imports and benchmarks.
-    /// Same semantics as [`ImageStore::insert`] applied in order.
-    pub async fn insert_many(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError> {
+    async fn insert_batch(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError> {
         let dims = space.dimensions as usize;
         for (_, vectors) in &items {
             for v in [&vectors.image, &vectors.caption] {
@@ -216,16 +215,16 @@ impl EmbeddedStore {
 
 #[async_trait::async_trait]
 impl ImageStore for EmbeddedStore {
-    fn space(&self) -> Option<Space> {
-        self.state.read().unwrap().space.clone()
+    async fn space(&self) -> Result<Option<Space>, StoreError> {
+        Ok(self.state.read().unwrap().space.clone())
     }
 
-    fn count(&self) -> usize {
-        self.state.read().unwrap().by_seq.len()
+    async fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.state.read().unwrap().by_seq.len() as u64)
     }
 
-    fn review_count(&self) -> usize {
-        self.state.read().unwrap().needs_review
+    async fn review_count(&self) -> Result<u64, StoreError> {
+        Ok(self.state.read().unwrap().needs_review as u64)
     }
 
     async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError> {
@@ -233,9 +232,8 @@ impl ImageStore for EmbeddedStore {
         Ok(state.seq_of.get(image_id).and_then(|s| state.by_seq.get(s)).map(|e| e.record.clone()))
     }
 
-    async fn insert(&self, record: ImageRecord, vectors: ImageVectors, space: Space) -> Result<ImageRecord, StoreError> {
-        let mut stored = self.insert_many(vec![(record, vectors)], space).await?;
-        Ok(stored.pop().expect("one record in, one out"))
+    async fn insert_many(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError> {
+        self.insert_batch(items, space).await
     }
 
     async fn delete(&self, image_id: &str) -> Result<bool, StoreError> {
@@ -265,6 +263,13 @@ impl ImageStore for EmbeddedStore {
         let images: Vec<ImageRecord> = rows.by_ref().take(limit).map(|(_, e)| e.record.clone()).collect();
         let next = rows.next().map(|(seq, _)| *seq);
         Ok(Page { images, next })
+    }
+
+    async fn export(&self, after: u64, limit: usize) -> Result<(Vec<(ImageRecord, ImageVectors)>, Option<u64>), StoreError> {
+        let state = self.state.read().unwrap();
+        let mut rows = state.by_seq.range(after..);
+        let images = rows.by_ref().take(limit).map(|(_, e)| (e.record.clone(), e.vectors.clone())).collect();
+        Ok((images, rows.next().map(|(seq, _)| *seq)))
     }
 
     async fn update(&self, mut record: ImageRecord, caption_vector: Option<Vec<f32>>, expected_version: u64) -> Result<ImageRecord, StoreError> {
@@ -395,8 +400,8 @@ mod tests {
             assert!(!store.delete("north").await.unwrap());
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(store.count(), 2);
-        assert_eq!(store.space(), Some(space()));
+        assert_eq!(store.count().await.unwrap(), 2);
+        assert_eq!(store.space().await.unwrap(), Some(space()));
         let hits = store.search(query(unit(1.0, 0.2), &[])).await.unwrap();
         let ids: Vec<&str> = hits.iter().map(|(r, _)| r.image_id.as_str()).collect();
         assert_eq!(ids, ["east", "northeast"]);
@@ -421,7 +426,7 @@ mod tests {
             store.insert(record("a", &[]), v(1.0, 0.0), space()).await.unwrap();
             let batch = vec![(record("b", &[]), v(0.0, 1.0)), (record("a", &[("k", "1")]), v(1.0, 1.0)), (record("b", &[("k", "2")]), v(0.0, 1.0))];
             store.insert_many(batch, space()).await.unwrap();
-            assert_eq!(store.count(), 2);
+            assert_eq!(store.count().await.unwrap(), 2);
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let page = store.list(0, 10).await.unwrap();
@@ -441,7 +446,7 @@ mod tests {
                 r.review.needs_review = needs;
                 store.insert(r, v(1.0, 0.0), space()).await.unwrap();
             }
-            assert_eq!(store.review_count(), 2);
+            assert_eq!(store.review_count().await.unwrap(), 2);
             let (queue, more) = store.review_queue(0, 10).await.unwrap();
             assert_eq!(queue.iter().map(|r| r.image_id.as_str()).collect::<Vec<_>>(), ["c", "b"]);
             assert!(!more);
@@ -460,9 +465,9 @@ mod tests {
         let b = store.get("b").await.unwrap().unwrap();
         assert_eq!((b.caption.as_str(), b.review.version, b.seq), ("a corrected caption", 1, 1));
         assert_eq!(store.review_queue(0, 10).await.unwrap().0.len(), 1);
-        assert_eq!(store.review_count(), 1, "counted again on load");
+        assert_eq!(store.review_count().await.unwrap(), 1, "counted again on load");
         assert!(store.delete("c").await.unwrap());
-        assert_eq!(store.review_count(), 0);
+        assert_eq!(store.review_count().await.unwrap(), 0);
         // Search sees the new caption vector (fused half image, half caption).
         let hits = store.search(query(unit(0.0, 1.0), &[])).await.unwrap();
         assert_eq!(hits[0].0.image_id, "b");

@@ -1,0 +1,231 @@
+//! `mmc-store`: the gateway's stores from the command line (`mmc db …` runs it).
+//!
+//!     mmc-store migrate --store postgres://…          # apply the schema ahead of a rollout
+//!     mmc-store copy --from redb:data --to postgres://…   # move everything, no model runs
+//!     mmc-store bench [--store postgres://…] 10000 100000 # tests/bench/store.sh runs it
+
+use std::{collections::BTreeMap, io::Write as _, sync::Arc, time::Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mmc_gateway::store::{copy::copy, postgres, Fusion, ImageRecord, ImageStore, ImageVectors, Location, SearchQuery, Space, Stores};
+use rand::{Rng, SeedableRng};
+
+#[derive(Parser)]
+#[command(name = "mmc-store", version, about = "Migrate, copy and measure the gateway's stores.")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Applies the PostgreSQL schema's migrations (the gateway also does at start).
+    Migrate {
+        /// The database: postgres://USER:PASSWORD@HOST/DB.
+        #[arg(long, env = "MMC_STORE_URL", hide_env_values = true)]
+        store: String,
+    },
+    /// Copies images (records, vectors, captions, thumbnails) and meetings from one store
+    /// into another without running any model. Resumable: run it again to finish an
+    /// interrupted copy (what the target holds is skipped).
+    Copy {
+        /// Source: `redb:DIR` (a gateway's --data-dir) or `postgres://…`.
+        #[arg(long)]
+        from: String,
+        /// Target, as `--from`.
+        #[arg(long)]
+        to: String,
+    },
+    /// Measures a store on random unit vectors of the bundled space's shape (384
+    /// dimensions, two per image), loaded up to each size in turn.
+    Bench {
+        /// The store to fill: `postgres://…` (an empty scratch database: the bench writes
+        /// to it) or empty for an embedded store in a temporary directory.
+        #[arg(long, default_value = "")]
+        store: String,
+        /// Searches per measurement.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Index sizes, ascending.
+        #[arg(default_values_t = [10_000, 100_000])]
+        sizes: Vec<usize>,
+    },
+}
+
+fn location(s: &str) -> anyhow::Result<Location> {
+    let location = Location::parse(s, std::path::Path::new(""));
+    match &location {
+        Location::Embedded(dir) if dir.as_os_str().is_empty() => anyhow::bail!("{s:?}: give redb:DIR or postgres://…"),
+        _ => Ok(location),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Migrate { store } => {
+            let pool = postgres::connect(&store)?;
+            postgres::migrate(&pool).await.with_context(|| format!("migrating {}", postgres::redact(&store)))?;
+            println!("{}: schema up to date", postgres::redact(&store));
+        }
+        Command::Copy { from, to } => {
+            let (from, to) = (location(&from)?, location(&to)?);
+            anyhow::ensure!(from != to, "--from and --to are the same store");
+            let source = Stores::open(&from).await.with_context(|| format!("opening {}", from.redacted()))?;
+            let target = Stores::open(&to).await.with_context(|| format!("opening {}", to.redacted()))?;
+            let started = Instant::now();
+            let done = copy(&source, &target, |p| {
+                let images = p.images_copied + p.images_skipped;
+                let percent = if p.images_total == 0 { 100 } else { images * 100 / p.images_total };
+                eprint!(
+                    "\rimages {images}/{} ({percent}%, {} already there), meetings {}/{}   ",
+                    p.images_total,
+                    p.images_skipped,
+                    p.meetings_copied + p.meetings_skipped,
+                    p.meetings_total
+                );
+                let _ = std::io::stderr().flush();
+            })
+            .await?;
+            eprintln!();
+            println!(
+                "copied {} images and {} meetings from {} to {} in {:.1} s ({} images and {} meetings were there already)",
+                done.images_copied,
+                done.meetings_copied,
+                from.redacted(),
+                to.redacted(),
+                started.elapsed().as_secs_f64(),
+                done.images_skipped,
+                done.meetings_skipped
+            );
+        }
+        Command::Bench { store, queries, sizes } => bench(&store, queries, &sizes).await?,
+    }
+    Ok(())
+}
+
+const DIMS: usize = 384;
+
+fn unit(rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+fn record(i: usize) -> ImageRecord {
+    ImageRecord {
+        image_id: format!("img-{i:08}"),
+        content_hash: format!("{i:064x}"),
+        source_name: format!("photo-{i}.jpg"),
+        caption: "A tabby cat on a sofa.".into(),
+        labels: vec![],
+        metadata: BTreeMap::from([("album".to_string(), (i % 10).to_string())]),
+        models: vec![],
+        indexed_at_unix_ms: 0,
+        seq: 0,
+        review: Default::default(),
+    }
+}
+
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    sorted_ms[((sorted_ms.len() - 1) as f64 * p).round() as usize]
+}
+
+fn query(vector: Vec<f32>, space: &Space) -> SearchQuery {
+    SearchQuery {
+        vector,
+        space: space.clone(),
+        top_k: 10,
+        score_threshold: -1.0,
+        metadata_filter: BTreeMap::new(),
+        fusion: Fusion { image_weight: 0.5 },
+    }
+}
+
+/// The exact top 10 ids for `q` over `all` (the recall reference).
+fn exact_top10(all: &[(String, ImageVectors)], q: &[f32]) -> Vec<String> {
+    let mut scored: Vec<(f32, &String)> =
+        all.iter().map(|(id, v)| (0.5 * mmc_gateway::store::dot(q, &v.image) + 0.5 * mmc_gateway::store::dot(q, &v.caption), id)).collect();
+    scored.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+    scored.truncate(10);
+    scored.into_iter().map(|(_, id)| id.clone()).collect()
+}
+
+/// Latencies (ms, sorted) of `queries` searches at `concurrency`.
+async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f32>], concurrency: usize) -> anyhow::Result<Vec<f64>> {
+    let chunks: Vec<Vec<Vec<f32>>> = queries.chunks(queries.len().div_ceil(concurrency)).map(<[_]>::to_vec).collect();
+    let tasks = chunks.into_iter().map(|chunk| {
+        let (store, space) = (store.clone(), space.clone());
+        tokio::spawn(async move {
+            let mut ms = Vec::new();
+            for q in chunk {
+                let started = Instant::now();
+                store.search(query(q, &space)).await?;
+                ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            anyhow::Ok(ms)
+        })
+    });
+    let mut all = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        all.extend(task??);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(all)
+}
+
+async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let location = if store.is_empty() { Location::Embedded(scratch.path().to_path_buf()) } else { location(store)? };
+    let stores = Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted()))?;
+    let images = stores.images;
+    anyhow::ensure!(images.count().await? == 0, "{} is not empty: the bench needs a scratch store", location.redacted());
+    let space = Space { model_id: "bench".into(), dimensions: DIMS as u32 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut all: Vec<(String, ImageVectors)> = Vec::new();
+    println!("store: {}", location.redacted());
+    println!(
+        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "images", "load img/s", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50"
+    );
+    for &n in sizes {
+        let started = Instant::now();
+        let added = n.saturating_sub(all.len());
+        while all.len() < n {
+            let batch: Vec<(ImageRecord, ImageVectors)> =
+                (all.len()..n.min(all.len() + 2_000)).map(|i| (record(i), ImageVectors { image: unit(&mut rng), caption: unit(&mut rng) })).collect();
+            all.extend(batch.iter().map(|(r, v)| (r.image_id.clone(), v.clone())));
+            images.insert_many(batch, space.clone()).await?;
+        }
+        let load_rate = added as f64 / started.elapsed().as_secs_f64();
+        let qs: Vec<Vec<f32>> = (0..queries).map(|_| unit(&mut rng)).collect();
+        let mut hits = 0;
+        for q in qs.iter().take(100) {
+            let got: Vec<String> = images.search(query(q.clone(), &space)).await?.into_iter().map(|(r, _)| r.image_id).collect();
+            let want = exact_top10(&all, q);
+            hits += want.iter().filter(|id| got.contains(id)).count();
+        }
+        let recall = hits as f64 / (qs.len().min(100) * 10) as f64;
+        let one = latencies(&images, &space, &qs, 1).await?;
+        let sixteen = latencies(&images, &space, &qs, 16).await?;
+        let mut insert_ms = Vec::new();
+        for i in 0..20 {
+            let item = (record(10_000_000 + n + i), ImageVectors { image: unit(&mut rng), caption: unit(&mut rng) });
+            all.push((item.0.image_id.clone(), item.1.clone()));
+            let started = Instant::now();
+            images.insert(item.0, item.1, space.clone()).await?;
+            insert_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        insert_ms.sort_by(f64::total_cmp);
+        println!(
+            "{n:>9} {load_rate:>11.0} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {recall:>10.3} {:>8.2}ms",
+            percentile(&one, 0.5),
+            percentile(&one, 0.99),
+            percentile(&sixteen, 0.5),
+            percentile(&sixteen, 0.99),
+            percentile(&insert_ms, 0.5)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The image index in PostgreSQL (see the module docs of [`super`] and the schema in
+//! `migrations/`).
+//!
+//! How a search runs: the score of an image is the fused cosine `w·cos(q, image) + (1-w)·
+//! cos(q, caption)`, which no index orders by. So an unfiltered search asks each HNSW index
+//! for its nearest [`candidates`] (image vectors, caption vectors), scores the union
+//! exactly and keeps the best `top_k`: an image can only be in the fused top k if it is
+//! near the query by at least one of its vectors. A search with a metadata filter scans
+//! the rows the filter selects (GIN-indexed) exactly instead: HNSW with a post-filter can
+//! miss matches when the filter is selective, and exact results are what a filter promises.
+
+use std::sync::OnceLock;
+
+use pgvector::Vector;
+use sqlx::{postgres::PgRow, types::Json, AssertSqlSafe, PgPool, Postgres, Row as _, Transaction};
+
+use super::{pg, HNSW_EF_CONSTRUCTION, HNSW_M};
+use crate::store::{ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+
+/// Nearest neighbours taken from each HNSW index for a search of `top_k` (also the search
+/// breadth, `hnsw.ef_search`, which must be at least that). 100 gives recall@10 ≥ 0.95 on
+/// random unit vectors at a million images (tests/bench/store.sh).
+pub fn candidates(top_k: usize) -> i64 {
+    (top_k as i64 * 4).clamp(100, 1000)
+}
+
+/// The image index in PostgreSQL.
+pub struct PostgresImages {
+    pool: PgPool,
+    /// The recorded space, once seen (it never changes after it is recorded).
+    space: OnceLock<Space>,
+}
+
+/// The fused score of a row for query vector `$1` and image weight `$2`.
+macro_rules! fused_score {
+    () => {
+        "($2 * (1 - (image_vector <=> $1)) + (1 - $2) * (1 - (caption_vector <=> $1)))::real"
+    };
+}
+
+const EXACT_SEARCH: &str =
+    concat!("SELECT seq, record, ", fused_score!(), " AS score FROM mmc_images WHERE record -> 'metadata' @> $3 ORDER BY score DESC, seq LIMIT $4");
+
+const APPROXIMATE_SEARCH: &str = concat!(
+    "WITH candidates AS (",
+    "(SELECT seq FROM mmc_images ORDER BY image_vector <=> $1 LIMIT $3) UNION ",
+    "(SELECT seq FROM mmc_images ORDER BY caption_vector <=> $1 LIMIT $3)) ",
+    "SELECT seq, record, ",
+    fused_score!(),
+    " AS score FROM mmc_images JOIN candidates USING (seq) ORDER BY score DESC, seq LIMIT $4"
+);
+
+const UPSERT: &str =
+    "INSERT INTO mmc_images (seq, image_id, content_hash, record, needs_review, caption_confidence, version, image_vector, caption_vector) \
+     VALUES (nextval('mmc_image_seq'), $1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (image_id) DO UPDATE SET seq = nextval('mmc_image_seq'), content_hash = EXCLUDED.content_hash, record = EXCLUDED.record, \
+     needs_review = EXCLUDED.needs_review, caption_confidence = EXCLUDED.caption_confidence, version = EXCLUDED.version, \
+     image_vector = EXCLUDED.image_vector, caption_vector = EXCLUDED.caption_vector \
+     RETURNING seq";
+
+/// A row's record, with its `seq` (kept in its own column).
+fn record(row: &PgRow) -> Result<ImageRecord, StoreError> {
+    let Json(mut record): Json<ImageRecord> = row.try_get("record").map_err(pg)?;
+    record.seq = row.try_get::<i64, _>("seq").map_err(pg)? as u64;
+    Ok(record)
+}
+
+fn check_dimensions(vectors: &[&Vec<f32>], space: &Space) -> Result<(), StoreError> {
+    match vectors.iter().find(|v| v.len() != space.dimensions as usize) {
+        Some(v) => Err(StoreError::Dimension { got: v.len(), want: space.dimensions as usize }),
+        None => Ok(()),
+    }
+}
+
+impl PostgresImages {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, space: OnceLock::new() }
+    }
+
+    /// Checks `offered` against the recorded space, recording it (and typing the vector
+    /// columns and building their HNSW indexes) when none is: within the write's
+    /// transaction, so two gateways' first images agree on one space.
+    async fn ensure_space(&self, tx: &mut Transaction<'static, Postgres>, offered: &Space) -> Result<(), StoreError> {
+        if let Some(stored) = self.space.get() {
+            return match stored == offered {
+                true => Ok(()),
+                false => Err(StoreError::SpaceMismatch { stored: stored.clone(), offered: offered.clone() }),
+            };
+        }
+        let recorded = sqlx::query("INSERT INTO mmc_spaces (store, model_id, dimensions) VALUES ('images', $1, $2) ON CONFLICT (store) DO NOTHING")
+            .bind(&offered.model_id)
+            .bind(offered.dimensions as i32)
+            .execute(&mut **tx)
+            .await
+            .map_err(pg)?
+            .rows_affected();
+        if recorded == 1 {
+            // The first image of the index: its model fixes the dimension. (The table is
+            // empty, so the type change and the index builds are instant.)
+            let n = offered.dimensions;
+            let ddl = [
+                format!("ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n})"),
+                format!("CREATE INDEX mmc_images_image_hnsw ON mmc_images USING hnsw (image_vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"),
+                format!("CREATE INDEX mmc_images_caption_hnsw ON mmc_images USING hnsw (caption_vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"),
+            ];
+            for statement in ddl {
+                sqlx::query(AssertSqlSafe(statement)).execute(&mut **tx).await.map_err(pg)?;
+            }
+            return Ok(());
+        }
+        let (model_id, dimensions): (String, i32) =
+            sqlx::query_as("SELECT model_id, dimensions FROM mmc_spaces WHERE store = 'images'").fetch_one(&mut **tx).await.map_err(pg)?;
+        let stored = Space { model_id, dimensions: dimensions as u32 };
+        if &stored != offered {
+            return Err(StoreError::SpaceMismatch { stored, offered: offered.clone() });
+        }
+        let _ = self.space.set(stored);
+        Ok(())
+    }
+
+    async fn rows(&self, sql: &'static str, a: i64, b: i64) -> Result<Vec<PgRow>, StoreError> {
+        sqlx::query(sql).bind(a).bind(b).fetch_all(&self.pool).await.map_err(pg)
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageStore for PostgresImages {
+    async fn space(&self) -> Result<Option<Space>, StoreError> {
+        if let Some(space) = self.space.get() {
+            return Ok(Some(space.clone()));
+        }
+        let row: Option<(String, i32)> =
+            sqlx::query_as("SELECT model_id, dimensions FROM mmc_spaces WHERE store = 'images'").fetch_optional(&self.pool).await.map_err(pg)?;
+        Ok(row.map(|(model_id, dimensions)| self.space.get_or_init(|| Space { model_id, dimensions: dimensions as u32 }).clone()))
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM mmc_images").fetch_one(&self.pool).await.map_err(pg)?;
+        Ok(n as u64)
+    }
+
+    async fn review_count(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM mmc_images WHERE needs_review").fetch_one(&self.pool).await.map_err(pg)?;
+        Ok(n as u64)
+    }
+
+    async fn get(&self, image_id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT seq, record FROM mmc_images WHERE image_id = $1").bind(image_id).fetch_optional(&self.pool).await.map_err(pg)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn insert_many(&self, items: Vec<(ImageRecord, ImageVectors)>, space: Space) -> Result<Vec<ImageRecord>, StoreError> {
+        for (_, v) in &items {
+            check_dimensions(&[&v.image, &v.caption], &space)?;
+        }
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        self.ensure_space(&mut tx, &space).await?;
+        let mut stored = Vec::with_capacity(items.len());
+        for (mut record, vectors) in items {
+            let (seq,): (i64,) = sqlx::query_as(UPSERT)
+                .bind(&record.image_id)
+                .bind(&record.content_hash)
+                .bind(Json(&record))
+                .bind(record.review.needs_review)
+                .bind(record.review.caption_confidence)
+                .bind(record.review.version as i64)
+                .bind(Vector::from(vectors.image))
+                .bind(Vector::from(vectors.caption))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pg)?;
+            record.seq = seq as u64;
+            stored.push(record);
+        }
+        // Committed (and synced, PostgreSQL's default) before the images are acknowledged.
+        tx.commit().await.map_err(pg)?;
+        Ok(stored)
+    }
+
+    async fn delete(&self, image_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM mmc_images WHERE image_id = $1").bind(image_id).execute(&self.pool).await.map_err(pg)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list(&self, after: u64, limit: usize) -> Result<Page, StoreError> {
+        let rows = self.rows("SELECT seq, record FROM mmc_images WHERE seq >= $1 ORDER BY seq LIMIT $2", after as i64, limit as i64 + 1).await?;
+        let mut images = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let next = (images.len() > limit).then(|| images.pop().expect("one more than the page").seq);
+        Ok(Page { images, next })
+    }
+
+    async fn export(&self, after: u64, limit: usize) -> Result<(Vec<(ImageRecord, ImageVectors)>, Option<u64>), StoreError> {
+        let sql = "SELECT seq, record, image_vector, caption_vector FROM mmc_images WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let rows = self.rows(sql, after as i64, limit as i64 + 1).await?;
+        let mut images = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let image: Vector = row.try_get("image_vector").map_err(pg)?;
+            let caption: Vector = row.try_get("caption_vector").map_err(pg)?;
+            images.push((record(row)?, ImageVectors { image: image.to_vec(), caption: caption.to_vec() }));
+        }
+        let next = (images.len() > limit).then(|| images.pop().expect("one more than the page").0.seq);
+        Ok((images, next))
+    }
+
+    async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError> {
+        match self.space().await? {
+            Some(stored) if stored != query.space => return Err(StoreError::SpaceMismatch { stored, offered: query.space }),
+            None => return Ok(Vec::new()),
+            Some(_) => {}
+        }
+        check_dimensions(&[&query.vector], &query.space)?;
+        if query.top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let vector = Vector::from(query.vector);
+        let weight = f64::from(query.fusion.image_weight.clamp(0.0, 1.0));
+        let top_k = query.top_k as i64;
+        let rows = if query.metadata_filter.is_empty() {
+            // The search breadth is per transaction (SET LOCAL), so pooled connections
+            // keep the server's default for anything else.
+            let mut tx = self.pool.begin().await.map_err(pg)?;
+            let breadth = candidates(query.top_k);
+            sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)").bind(breadth.to_string()).execute(&mut *tx).await.map_err(pg)?;
+            let rows = sqlx::query(APPROXIMATE_SEARCH).bind(vector).bind(weight).bind(breadth).bind(top_k).fetch_all(&mut *tx).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            rows
+        } else {
+            sqlx::query(EXACT_SEARCH)
+                .bind(vector)
+                .bind(weight)
+                .bind(Json(&query.metadata_filter))
+                .bind(top_k)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(pg)?
+        };
+        // Ordered best first, so the threshold can be applied after the limit.
+        let mut hits = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let score: f32 = row.try_get("score").map_err(pg)?;
+            if score >= query.score_threshold {
+                hits.push((record(row)?, score));
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn update(&self, mut record: ImageRecord, caption_vector: Option<Vec<f32>>, expected_version: u64) -> Result<ImageRecord, StoreError> {
+        if let (Some(v), Some(space)) = (&caption_vector, self.space().await?) {
+            check_dimensions(&[v], &space)?;
+        }
+        record.review.version = expected_version + 1;
+        let updated: Option<(i64,)> = sqlx::query_as(
+            "UPDATE mmc_images SET record = $2, needs_review = $3, caption_confidence = $4, version = $5, \
+             caption_vector = COALESCE($6, caption_vector) WHERE image_id = $1 AND version = $7 RETURNING seq",
+        )
+        .bind(&record.image_id)
+        .bind(Json(&record))
+        .bind(record.review.needs_review)
+        .bind(record.review.caption_confidence)
+        .bind(record.review.version as i64)
+        .bind(caption_vector.map(Vector::from))
+        .bind(expected_version as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg)?;
+        if let Some((seq,)) = updated {
+            record.seq = seq as u64;
+            return Ok(record);
+        }
+        let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM mmc_images WHERE image_id = $1")
+            .bind(&record.image_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg)?;
+        Err(match current {
+            None => StoreError::Missing(record.image_id),
+            Some((current,)) => StoreError::Conflict { image_id: record.image_id, expected: expected_version, current: current as u64 },
+        })
+    }
+
+    async fn review_queue(&self, offset: usize, limit: usize) -> Result<(Vec<ImageRecord>, bool), StoreError> {
+        let sql = "SELECT seq, record FROM mmc_images WHERE needs_review ORDER BY caption_confidence, seq OFFSET $1 LIMIT $2";
+        let rows = self.rows(sql, offset as i64, limit as i64 + 1).await?;
+        let mut images = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let more = images.len() > limit;
+        images.truncate(limit);
+        Ok((images, more))
+    }
+}

@@ -1,0 +1,170 @@
+//! The PostgreSQL engine (`--store postgres://…`): images, vectors, thumbnails and meetings
+//! in one database, so that any number of gateway replicas serve the same data and the
+//! gateway itself keeps no state.
+//!
+//! Why PostgreSQL with pgvector: it is what Immich keeps its CLIP vectors in, every cloud
+//! offers it managed, and it replicates, backs up and restores with standard tools. The
+//! schema is in `migrations/` and is applied at start under an advisory lock (or ahead of a
+//! rollout with `mmc db migrate`).
+//!
+//! - Vectors are `vector(N)` columns with HNSW indexes (cosine distance; `m` =
+//!   [`HNSW_M`], `ef_construction` = [`HNSW_EF_CONSTRUCTION`]), made when the embedding
+//!   space is recorded with the first image. See [`images`] for how a fused search uses
+//!   them.
+//! - Records are `jsonb`; metadata filters are jsonb containment, pushed into SQL.
+//! - Content-hash idempotency is a unique constraint, not a check in the gateway.
+//! - Connection failures map to [`StoreError::Unavailable`] (gRPC `UNAVAILABLE`); the pool
+//!   tests a connection before lending it and opens new ones as needed, so the gateway
+//!   recovers by itself when the database is back.
+
+pub mod images;
+pub mod meetings;
+pub mod thumbnails;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    SqlSafeStr as _,
+};
+
+use super::{StoreError, Stores};
+
+pub use images::PostgresImages;
+pub use meetings::PostgresMeetings;
+pub use thumbnails::PostgresThumbnails;
+
+/// HNSW graph degree (pgvector's default): recall ≥ 0.95 at a million vectors with the
+/// search breadth [`images`] sets, at about 2× the vectors' size in index memory.
+pub const HNSW_M: u32 = 16;
+/// HNSW build breadth (pgvector's default).
+pub const HNSW_EF_CONSTRUCTION: u32 = 64;
+
+/// Connections per gateway: each in-flight store call holds one for its duration
+/// (milliseconds), so a handful serve hundreds of requests per second.
+const POOL_CONNECTIONS: u32 = 16;
+/// How long a store call waits for a connection before it is UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, oldest first. Never edit an applied migration: add the next one.
+fn migrator() -> Migrator {
+    let migration = |version, description: &'static str, sql: &'static str| {
+        Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    let mut migrator = Migrator::with_migrations(vec![migration(1, "schema", include_str!("migrations/0001_schema.sql"))]);
+    // Our own bookkeeping table: a database shared with another sqlx application keeps
+    // both histories apart.
+    migrator.dangerous_set_table_name("mmc_schema_migrations");
+    migrator
+}
+
+/// Opens the stores in the database at `url` (libpq URL syntax; `sslmode=require` and
+/// `sslrootcert=…` for TLS), applying migrations first. Waits up to `wait` for the database
+/// to come up (a gateway and its database started together).
+pub async fn open_waiting(url: &str, wait: Duration) -> Result<Stores, StoreError> {
+    let pool = connect(url)?;
+    let started = std::time::Instant::now();
+    loop {
+        match migrate(&pool).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(_)) if started.elapsed() < wait => {
+                tracing::warn!(store = %redact(url), "the database is not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::info!(store = %redact(url), "PostgreSQL store opened");
+    Ok(Stores {
+        images: Arc::new(PostgresImages::new(pool.clone())),
+        meetings: Arc::new(PostgresMeetings::new(pool.clone())),
+        thumbnails: Arc::new(PostgresThumbnails::new(pool)),
+    })
+}
+
+/// [`open_waiting`] without waiting.
+pub async fn open(url: &str) -> Result<Stores, StoreError> {
+    open_waiting(url, Duration::ZERO).await
+}
+
+/// A pool for `url`; connects lazily (the first call opens the first connection).
+pub fn connect(url: &str) -> Result<PgPool, StoreError> {
+    // The parser's message may quote the URL, password included: say only what is wrong.
+    let options: PgConnectOptions = url.parse().map_err(|_| StoreError::Engine(format!("{} is not a PostgreSQL URL", redact(url))))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(POOL_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection that died with a database restart is found and replaced here, not
+        // handed to a request.
+        .test_before_acquire(true)
+        .connect_lazy_with(options.application_name("mmc-gateway")))
+}
+
+/// Applies every migration not yet applied (under an advisory lock: concurrent gateways
+/// wait for each other). Refuses a database whose history this version does not know.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrator().run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => pg(e),
+        e => StoreError::Engine(format!("migrating the database schema: {e}")),
+    })
+}
+
+/// Maps a driver error: connection trouble is [`StoreError::Unavailable`] (retry later),
+/// text PostgreSQL cannot hold is [`StoreError::Unstorable`], the rest is an engine fault.
+/// The cause is logged here; clients see only the short message.
+pub(crate) fn pg(e: sqlx::Error) -> StoreError {
+    let unavailable = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception; 57P01-03: shut down / cannot connect now;
+            // 53300: too many connections.
+            if matches!(code.as_ref(), "22P05" | "22021") {
+                return StoreError::Unstorable;
+            }
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }
+        _ => false,
+    };
+    if unavailable {
+        tracing::warn!("PostgreSQL store unavailable: {e}");
+        metrics::counter!("mmc_gateway_store_unavailable_total").increment(1);
+        StoreError::Unavailable("database")
+    } else {
+        StoreError::Engine(format!("PostgreSQL: {e}"))
+    }
+}
+
+/// `url` without its password, for logs and messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+    .split("password=")
+    .next()
+    .unwrap_or_default()
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact("postgres://mmc:s3cret@db:5432/mmc?sslmode=require"), "postgres://mmc:***@db:5432/mmc?sslmode=require");
+        assert_eq!(redact("postgres://db/mmc"), "postgres://db/mmc");
+        assert_eq!(redact("postgresql://u@h/d?password=x"), "postgresql://u:***@h/d?");
+    }
+}

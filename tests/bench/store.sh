@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The gateway's two stores on random unit vectors of the bundled space's shape (384
+# dimensions, two per image), loaded up to each size in turn: bulk load rate, search
+# p50/p99 at concurrency 1 and 16 (top 10, fused scores), recall@10 against exact search,
+# and one durable insert. The embedded store in a temporary directory; PostgreSQL 16.2 +
+# pgvector 0.6.2 (deploy/test-tools.sh installs it) started here on loopback, as the
+# unprivileged user nobody when run as root. Prints the CPU first: figures of another
+# machine are not this one's.
+# A command, not a test: run it on a quiet machine.
+#
+#   bash tests/bench/store.sh [SIZES...]    # default: 10000 100000 (1000000 takes hours here)
+#   MMC_BENCH_BIN=target/debug bash tests/bench/store.sh 10000
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
+if [ $# -gt 0 ]; then sizes=("$@"); else sizes=(10000 100000); fi
+bin=${MMC_BENCH_BIN:-target/release}
+if [ "$bin" = target/release ]; then
+  cargo build --release -q -p mmc-gateway --bin mmc-store
+fi
+bash deploy/test-tools.sh >/dev/null 2>&1
+pg=${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools/postgres/bin
+
+echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
+  "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_tile)$' | tr '\n' ' ')"
+
+data=$(mktemp -d)
+chmod 755 "$data"
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown nobody "$data"
+run_pg "$pg/initdb" -D "$data/pg" -U postgres -A trust -E UTF8 --no-sync --no-instructions >/dev/null
+port=${MMC_BENCH_PG_PORT:-25433}
+# A quarter of the memory for shared buffers, as PostgreSQL's own tuning advice; HNSW
+# builds and searches want the index in memory.
+mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 / 4)}' /proc/meminfo)
+run_pg "$pg/postgres" -D "$data/pg" -p "$port" -k "$data" -c listen_addresses=127.0.0.1 \
+  -c shared_buffers="${mem_mb}MB" -c maintenance_work_mem=1GB -c max_wal_size=4GB > "$data/pg.log" 2>&1 &
+pg_pid=$!
+trap 'kill -INT $pg_pid 2>/dev/null; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+"$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
+
+echo "== embedded (redb + exact in-memory scan)"
+"$bin/mmc-store" bench "${sizes[@]}"
+echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW m=16, ef_construction=64; ef_search 100)"
+"$bin/mmc-store" bench --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"

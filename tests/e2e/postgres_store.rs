@@ -1,0 +1,152 @@
+//! The PostgreSQL store with real processes: an embedded store is copied into it (`mmc db
+//! copy`, resumable); two gateways on one database index overlapping photo sets at once
+//! and store each photo once; a gateway killed with
+//! SIGKILL mid-upload loses no acknowledged image; a database restart under a running
+//! gateway is UNAVAILABLE while it lasts and heals without restarting the gateway.
+//! (The image and meeting suites also run whole on PostgreSQL: gateway_images.rs,
+//! gateway_meetings.rs.)
+
+use std::time::Duration;
+
+use mmc_proto::gateway::v1::{
+    gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DeleteImageRequest, SearchImagesRequest,
+};
+use mmc_tests::{binary, eventually, http_get, metric_value, postgres::Postgres, start_service};
+use tonic::Code;
+
+use crate::gateway_images::{count_images, photo, search, sources, start_gateway_on, Upload};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_one_database_and_ride_out_its_restart() {
+    let mut postgres = Postgres::start();
+    let url = postgres.database("shared");
+    let (embed, captioner) =
+        tokio::join!(start_service("mmc-embed", &[], Duration::from_secs(60)), start_service("mmc-caption", &[], Duration::from_secs(60)));
+    let (dir_a, dir_b, dir_redb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+
+    // A laptop's embedded store moves to the database: no model runs, and a second run
+    // finds everything there (an interrupted copy is finished by running it again).
+    {
+        let laptop = start_gateway_on(&embed.url, &captioner.url, dir_redb.path(), None).await;
+        let mut client = GatewayServiceClient::new(laptop.channel.clone());
+        let mut upload = Upload::open(&mut client).await;
+        assert!(matches!(upload.send("hubble_deep_field.jpg", &[("album", "space")]).await, Event::Indexed(_)));
+        upload.finish().await;
+    }
+    let copy = |expect: &str| {
+        let out = std::process::Command::new(binary("mmc"))
+            .args(["db", "copy", "--from", &format!("redb:{}", dir_redb.path().display()), "--to", &url])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains(expect), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    };
+    copy("copied 1 images and 0 meetings");
+    copy("copied 0 images and 0 meetings");
+    // Both start on the empty database at once: the schema is made once (the migration
+    // runs under an advisory lock), and both serve.
+    let (a, b) = tokio::join!(
+        start_gateway_on(&embed.url, &captioner.url, dir_a.path(), Some(&url)),
+        start_gateway_on(&embed.url, &captioner.url, dir_b.path(), Some(&url)),
+    );
+    let (mut client_a, mut client_b) = (GatewayServiceClient::new(a.channel.clone()), GatewayServiceClient::new(b.channel.clone()));
+
+    // Overlapping sets, indexed through both at once: cat and coffee go through both.
+    let index = |mut client: GatewayServiceClient<_>, names: &'static [&'static str]| async move {
+        let mut upload = Upload::open(&mut client).await;
+        for name in names {
+            match upload.send(name, &[("album", "shared")]).await {
+                Event::Indexed(_) => {}
+                other => panic!("{name} not indexed: {other:?}"),
+            }
+        }
+        upload.finish().await
+    };
+    let (done_a, done_b) = tokio::join!(
+        index(client_a.clone(), &["cat.png", "coffee.png", "bike.jpg", "astronaut.png"]),
+        index(client_b.clone(), &["coffee.png", "cat.png", "motorcycle.png", "rocket.jpg"]),
+    );
+    println!("gateway a: {done_a:?}, gateway b: {done_b:?}");
+    assert_eq!(done_a.2 + done_b.2, 0, "no failures");
+    // Each photo once, whichever gateway stored it; both see all seven (the copied one too).
+    assert_eq!(postgres.query("shared", "SELECT count(*), count(DISTINCT content_hash) FROM mmc_images"), "7|7");
+    assert_eq!(count_images(&mut client_a).await, 7);
+    assert_eq!(count_images(&mut client_b).await, 7);
+    // The copied image is found by its copied vectors, with its metadata.
+    let request = SearchImagesRequest {
+        query: Some(Query::Image(photo("hubble_deep_field.jpg"))),
+        top_k: 1,
+        score_threshold: -1.0,
+        metadata_filter: [("album".to_string(), "space".to_string())].into(),
+    };
+    let copied = client_a.search_images(request).await.unwrap().into_inner();
+    assert_eq!(sources(&copied), ["hubble_deep_field.jpg"]);
+    let ranked = sources(&search(&mut client_a, Query::Image(photo("hubble_deep_field.jpg"))).await);
+    assert_eq!(ranked.first().map(String::as_str), Some("hubble_deep_field.jpg"), "{ranked:?}");
+    for client in [&mut client_a, &mut client_b] {
+        let ranked = sources(&search(client, Query::Text("a motorcycle".into())).await);
+        assert_eq!(ranked.first().map(String::as_str), Some("motorcycle.png"), "{ranked:?}");
+        let ranked = sources(&search(client, Query::Image(photo("cat.png"))).await);
+        assert_eq!(ranked.first().map(String::as_str), Some("cat.png"), "{ranked:?}");
+    }
+    let filtered = SearchImagesRequest {
+        query: Some(Query::Text("a vehicle".into())),
+        top_k: 10,
+        score_threshold: -1.0,
+        metadata_filter: [("album".to_string(), "none".to_string())].into(),
+    };
+    assert!(client_b.search_images(filtered).await.unwrap().into_inner().hits.is_empty());
+
+    // A gateway killed mid-upload: every image it acknowledged is stored.
+    for name in ["bike.jpg", "rocket.jpg"] {
+        let id = image_ids(&search(&mut client_b, Query::Image(photo(name))).await)[0].clone();
+        assert!(client_b.delete_image(DeleteImageRequest { image_id: id }).await.unwrap().into_inner().deleted);
+    }
+    assert_eq!(count_images(&mut client_a).await, 5, "deleted through one gateway, gone through the other");
+    let mut upload = Upload::open(&mut client_a).await;
+    let mut acknowledged = Vec::new();
+    for name in ["bike.jpg", "rocket.jpg"] {
+        match upload.send(name, &[]).await {
+            Event::Indexed(i) => {
+                assert!(!i.already_indexed, "{name} was deleted");
+                acknowledged.push(i.image_id)
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.process.pid()), nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop((upload, a));
+    for id in &acknowledged {
+        assert_eq!(postgres.query("shared", &format!("SELECT count(*) FROM mmc_images WHERE image_id = '{id}'")), "1", "{id} lost");
+    }
+    assert_eq!(count_images(&mut client_b).await, 7, "the other gateway serves the image acknowledged by the killed one");
+
+    // The database goes away under a running gateway: UNAVAILABLE (retry later) with a
+    // short message naming no address...
+    postgres.stop();
+    let status =
+        client_b.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), top_k: 3, ..Default::default() }).await.unwrap_err();
+    println!("during the outage: {status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("database is unavailable") && !status.message().contains("127.0.0.1"), "{status:?}");
+    let listed = client_b.list_images(mmc_proto::gateway::v1::ListImagesRequest::default()).await.unwrap_err();
+    assert_eq!(listed.code(), Code::Unavailable, "{listed:?}");
+    // ...and serves again once it is back, without a restart.
+    postgres.restart();
+    let healed =
+        eventually(Duration::from_secs(30), || {
+            let mut client = client_b.clone();
+            async move {
+                client.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), top_k: 3, ..Default::default() }).await.ok()
+            }
+        })
+        .await
+        .expect("the gateway serves again after the database restart");
+    assert_eq!(sources(&healed.into_inner()).first().map(String::as_str), Some("cat.png"));
+    let (_, scrape) = http_get(&b.metrics, "/metrics").unwrap();
+    assert!(metric_value(&scrape, "mmc_gateway_store_unavailable_total", &[]).unwrap_or(0.0) >= 1.0, "{scrape}");
+}
+
+fn image_ids(response: &mmc_proto::gateway::v1::SearchImagesResponse) -> Vec<String> {
+    response.hits.iter().map(|h| h.image.as_ref().unwrap().image_id.clone()).collect()
+}
