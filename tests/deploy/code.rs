@@ -37,7 +37,8 @@ impl Options {
         let mut rest = help.as_str();
         while let Some(i) = rest.find("[env: ") {
             rest = &rest[i + 6..];
-            let name = rest[..rest.find('=').unwrap()].to_string();
+            // `[env: NAME=VALUE]`, or `[env: NAME]` for options whose values are hidden (secrets).
+            let name = rest[..rest.find(['=', ']']).unwrap()].to_string();
             rest = &rest[rest.find(']').unwrap() + 1..];
             let default = rest.strip_prefix(" [default: ").map(|d| d[..d.find(']').unwrap()].to_string());
             env.insert(name, default);
