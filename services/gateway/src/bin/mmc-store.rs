@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let done = copy(&source, &target, |p| {
                 let images = p.images_copied + p.images_skipped;
-                let percent = if p.images_total == 0 { 100 } else { images * 100 / p.images_total };
+                let percent = (images * 100).checked_div(p.images_total).unwrap_or(100);
                 eprint!(
                     "\rimages {images}/{} ({percent}%, {} already there), meetings {}/{}   ",
                     p.images_total,
