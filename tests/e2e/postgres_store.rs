@@ -43,8 +43,15 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     };
     copy("copied 1 images and 0 meetings");
     copy("copied 0 images and 0 meetings");
-    // Both start on the empty database at once: the schema is made once (the migration
-    // runs under an advisory lock), and both serve.
+    // The schema can be applied ahead of a rollout (gateways do it at start too); two at
+    // once make it once (the migration runs under an advisory lock).
+    let fresh = postgres.database("fresh");
+    let migrate = || std::process::Command::new(binary("mmc")).args(["db", "migrate", "--store", &fresh]).spawn().unwrap();
+    let (mut first, mut second) = (migrate(), migrate());
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+    assert_eq!(postgres.query("fresh", "SELECT count(*) FROM mmc_schema_migrations WHERE success"), "1");
+    assert_eq!(postgres.query("fresh", "SELECT extversion FROM pg_extension WHERE extname = 'vector'"), "0.6.2");
+    // Both gateways start at once on the database the copy made, and both serve.
     let (a, b) = tokio::join!(
         start_gateway_on(&embed.url, &captioner.url, dir_a.path(), Some(&url)),
         start_gateway_on(&embed.url, &captioner.url, dir_b.path(), Some(&url)),

@@ -20,7 +20,7 @@ use mmc_proto::{
     },
     speech::v1::TranscribeConfig,
 };
-use mmc_tests::{binary, free_port_range, http_request, models_dir, start_service, synthesize_meeting, Service};
+use mmc_tests::{binary, free_port_range, http_request, models_dir, postgres::Postgres, start_service, synthesize_meeting, Service};
 use serde_json::{json, Value};
 use tonic::{transport::Channel, Code};
 
@@ -39,9 +39,10 @@ fn call(http: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn gateway(args: &[&str], data: &Path, http: &str) -> (Service, GatewayServiceClient<Channel>) {
+async fn gateway(args: &[&str], data: &Path, http: &str, store: Option<&str>) -> (Service, GatewayServiceClient<Channel>) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--data-dir", data.to_str().unwrap(), "--http-listen", http]);
+    all.extend(store.map(|url| ["--store", url]).into_iter().flatten());
     let g = start_service("mmc-gateway", &all, Duration::from_secs(30)).await;
     let client = GatewayServiceClient::new(g.channel.clone());
     (g, client)
@@ -57,12 +58,23 @@ fn search_rank(http: &str, query: &str, image_id: &str) -> (usize, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsure_alt_text_is_queued_corrected_searchable_and_durable() {
+    alt_text_review(None).await;
+}
+
+/// The same on the PostgreSQL store (versions, the queue's order, re-embedded captions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_text_review_on_postgres() {
+    let postgres = Postgres::start();
+    alt_text_review(Some(&postgres.database("review"))).await;
+}
+
+async fn alt_text_review(store: Option<&str>) {
     let data = tempfile::tempdir().unwrap();
     let (embed, caption) =
         tokio::join!(start_service("mmc-embed", &[], Duration::from_secs(60)), start_service("mmc-caption", &[], Duration::from_secs(60)));
     let upstreams = ["--embed-endpoint", embed.url.as_str(), "--caption-endpoint", caption.url.as_str()];
     let http = format!("127.0.0.1:{}", free_port_range(1));
-    let (g, mut client) = gateway(&upstreams, data.path(), &http).await;
+    let (g, mut client) = gateway(&upstreams, data.path(), &http, store).await;
 
     // Every photo's alt text, judged against what it shows: never wrong, never absurd.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/alt-text/expected.toml");
@@ -176,7 +188,7 @@ async fn unsure_alt_text_is_queued_corrected_searchable_and_durable() {
     // A restart keeps all of it.
     drop(client);
     drop(g);
-    let (_g, mut client) = gateway(&upstreams, data.path(), &http).await;
+    let (_g, mut client) = gateway(&upstreams, data.path(), &http, store).await;
     let record = client.get_image(GetImageRequest { image_id: astronaut.clone() }).await.unwrap().into_inner();
     assert_eq!((record.caption.as_str(), record.reviewed_by.as_str(), record.history.len()), (CORRECTION, "ana", 1));
     assert_eq!(search_rank(&http, "an astronaut in a spacesuit", &astronaut).0, 0);
@@ -186,6 +198,17 @@ async fn unsure_alt_text_is_queued_corrected_searchable_and_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meeting_notes_are_reviewed_and_exported() {
+    meeting_review(None).await;
+}
+
+/// The same on the PostgreSQL store (row-locked changes, versions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_review_on_postgres() {
+    let postgres = Postgres::start();
+    meeting_review(Some(&postgres.database("review"))).await;
+}
+
+async fn meeting_review(store: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
     let (speech, textgen, embed) = tokio::join!(
@@ -196,7 +219,7 @@ async fn meeting_notes_are_reviewed_and_exported() {
     let upstreams = ["--speech-endpoint", speech.url.as_str(), "--textgen-endpoint", textgen.url.as_str(), "--embed-endpoint", embed.url.as_str()];
     let http = format!("127.0.0.1:{}", free_port_range(1));
     let data = dir.path().join("data");
-    let (g, mut client) = gateway(&upstreams, &data, &http).await;
+    let (g, mut client) = gateway(&upstreams, &data, &http, store).await;
 
     let config = MeetingConfig {
         title: "Budget review".into(),
@@ -286,7 +309,7 @@ async fn meeting_notes_are_reviewed_and_exported() {
     // The exports reflect every change, after a restart too.
     drop(client);
     drop(g);
-    let (_g, mut client) = gateway(&upstreams, &data, &http).await;
+    let (_g, mut client) = gateway(&upstreams, &data, &http, store).await;
     let stored = client.get_meeting(GetMeetingRequest { meeting_id: id.clone() }).await.unwrap().into_inner();
     let decisions = &stored.summary.as_ref().unwrap().decisions;
     assert_eq!(decisions[0].review.as_ref().unwrap().status, ReviewStatus::Rejected as i32);
