@@ -103,6 +103,14 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
         metadata_filter: [("album".to_string(), "none".to_string())].into(),
     };
     assert!(client_b.search_images(filtered).await.unwrap().into_inner().hits.is_empty());
+    // Text PostgreSQL cannot hold is the client's mistake, not a server error.
+    let nul = SearchImagesRequest {
+        query: Some(Query::Text("a vehicle".into())),
+        metadata_filter: [("album".to_string(), "a\u{0}b".to_string())].into(),
+        ..Default::default()
+    };
+    let status = client_b.search_images(nul).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
     // A gateway killed mid-upload: every image it acknowledged is stored.
     for name in ["bike.jpg", "rocket.jpg"] {
