@@ -19,7 +19,7 @@ if [ "$bin" = target/release ]; then
   cargo build --release -q -p mmc-gateway --bin mmc-store
 fi
 bash deploy/test-tools.sh >/dev/null 2>&1
-pg=${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools/postgres/bin
+install=$(readlink -f "${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools/postgres")
 
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
   "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_tile)$' | tr '\n' ' ')"
@@ -27,7 +27,14 @@ echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ */
 data=$(mktemp -d)
 chmod 755 "$data"
 run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown nobody "$data"
+if [ "$(id -u)" = 0 ]; then
+  # nobody cannot enter root's home: a copy of the wheel's tree (its binaries find their
+  # libraries relative to themselves).
+  cp -a "$install/../.." "$data/pgserver" && chmod -R a+rX "$data/pgserver"
+  install=$data/pgserver/pgserver/pginstall
+  chown nobody "$data"
+fi
+pg=$install/bin
 run_pg "$pg/initdb" -D "$data/pg" -U postgres -A trust -E UTF8 --no-sync --no-instructions >/dev/null
 port=${MMC_BENCH_PG_PORT:-25433}
 # A quarter of the memory for shared buffers, as PostgreSQL's own tuning advice; HNSW

@@ -2,12 +2,16 @@
 //! `migrations/`).
 //!
 //! How a search runs: the score of an image is the fused cosine `w·cos(q, image) + (1-w)·
-//! cos(q, caption)`, which no index orders by. So an unfiltered search asks each HNSW index
-//! for its nearest [`candidates`] (image vectors, caption vectors), scores the union
-//! exactly and keeps the best `top_k`: an image can only be in the fused top k if it is
-//! near the query by at least one of its vectors. A search with a metadata filter scans
-//! the rows the filter selects (GIN-indexed) exactly instead: HNSW with a post-filter can
-//! miss matches when the filter is selective, and exact results are what a filter promises.
+//! cos(q, caption)` of unit vectors, which is `q · (w·image + (1-w)·caption)`: linear in
+//! one vector per image. The table keeps `fused_vector = image + caption` with an HNSW
+//! index (inner product), so a search with the default equal weights asks that index for
+//! the nearest [`candidates`], scores them exactly and keeps the best `top_k`: one index
+//! walk, ranked by the fused score itself. (A first version asked two indexes, image and
+//! caption, for candidates and fused the union: with independent vectors the fused top 10
+//! is often in neither list's top 100, and recall@10 was 0.65 at 10 000 random images.)
+//! Other weights, and searches with a metadata filter, scan exactly: the rows the filter
+//! selects (GIN-indexed), since HNSW with a post-filter misses matches when the filter is
+//! selective, and exact results are what a filter promises.
 
 use std::sync::OnceLock;
 
@@ -41,22 +45,24 @@ macro_rules! fused_score {
 const EXACT_SEARCH: &str =
     concat!("SELECT seq, record, ", fused_score!(), " AS score FROM mmc_images WHERE record -> 'metadata' @> $3 ORDER BY score DESC, seq LIMIT $4");
 
+/// Equal weights (`$2` = 0.5): candidates from the fused vector's HNSW index.
 const APPROXIMATE_SEARCH: &str = concat!(
-    "WITH candidates AS (",
-    "(SELECT seq FROM mmc_images ORDER BY image_vector <=> $1 LIMIT $3) UNION ",
-    "(SELECT seq FROM mmc_images ORDER BY caption_vector <=> $1 LIMIT $3)) ",
+    "WITH candidates AS (SELECT seq FROM mmc_images ORDER BY fused_vector <#> $1 LIMIT $3) ",
     "SELECT seq, record, ",
     fused_score!(),
     " AS score FROM mmc_images JOIN candidates USING (seq) ORDER BY score DESC, seq LIMIT $4"
 );
 
-const UPSERT: &str =
-    "INSERT INTO mmc_images (seq, image_id, content_hash, record, needs_review, caption_confidence, version, image_vector, caption_vector) \
-     VALUES (nextval('mmc_image_seq'), $1, $2, $3, $4, $5, $6, $7, $8) \
+const UPSERT: &str = "INSERT INTO mmc_images (seq, image_id, content_hash, record, needs_review, caption_confidence, version, \
+     image_vector, caption_vector, fused_vector) \
+     VALUES (nextval('mmc_image_seq'), $1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (image_id) DO UPDATE SET seq = nextval('mmc_image_seq'), content_hash = EXCLUDED.content_hash, record = EXCLUDED.record, \
      needs_review = EXCLUDED.needs_review, caption_confidence = EXCLUDED.caption_confidence, version = EXCLUDED.version, \
-     image_vector = EXCLUDED.image_vector, caption_vector = EXCLUDED.caption_vector \
+     image_vector = EXCLUDED.image_vector, caption_vector = EXCLUDED.caption_vector, fused_vector = EXCLUDED.fused_vector \
      RETURNING seq";
+
+/// The weight at which [`APPROXIMATE_SEARCH`]'s index ranks by the fused score.
+const INDEXED_WEIGHT: f32 = 0.5;
 
 /// A row's record, with its `seq` (kept in its own column).
 fn record(row: &PgRow) -> Result<ImageRecord, StoreError> {
@@ -99,9 +105,14 @@ impl PostgresImages {
             // empty, so the type change and the index builds are instant.)
             let n = offered.dimensions;
             let ddl = [
-                format!("ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n})"),
-                format!("CREATE INDEX mmc_images_image_hnsw ON mmc_images USING hnsw (image_vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"),
-                format!("CREATE INDEX mmc_images_caption_hnsw ON mmc_images USING hnsw (caption_vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"),
+                format!(
+                    "ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n}), \
+                     ALTER COLUMN fused_vector TYPE vector({n})"
+                ),
+                format!(
+                    "CREATE INDEX mmc_images_fused_hnsw ON mmc_images USING hnsw (fused_vector vector_ip_ops) \
+                     WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+                ),
             ];
             for statement in ddl {
                 sqlx::query(AssertSqlSafe(statement)).execute(&mut **tx).await.map_err(pg)?;
@@ -158,6 +169,7 @@ impl ImageStore for PostgresImages {
         self.ensure_space(&mut tx, &space).await?;
         let mut stored = Vec::with_capacity(items.len());
         for (mut record, vectors) in items {
+            let fused: Vec<f32> = vectors.image.iter().zip(&vectors.caption).map(|(i, c)| i + c).collect();
             let (seq,): (i64,) = sqlx::query_as(UPSERT)
                 .bind(&record.image_id)
                 .bind(&record.content_hash)
@@ -167,6 +179,7 @@ impl ImageStore for PostgresImages {
                 .bind(record.review.version as i64)
                 .bind(Vector::from(vectors.image))
                 .bind(Vector::from(vectors.caption))
+                .bind(Vector::from(fused))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(pg)?;
@@ -214,21 +227,28 @@ impl ImageStore for PostgresImages {
             return Ok(Vec::new());
         }
         let vector = Vector::from(query.vector);
-        let weight = f64::from(query.fusion.image_weight.clamp(0.0, 1.0));
+        let weight = query.fusion.image_weight.clamp(0.0, 1.0);
         let top_k = query.top_k as i64;
-        let rows = if query.metadata_filter.is_empty() {
+        let rows = if query.metadata_filter.is_empty() && weight == INDEXED_WEIGHT {
             // The search breadth is per transaction (SET LOCAL), so pooled connections
             // keep the server's default for anything else.
             let mut tx = self.pool.begin().await.map_err(pg)?;
             let breadth = candidates(query.top_k);
             sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)").bind(breadth.to_string()).execute(&mut *tx).await.map_err(pg)?;
-            let rows = sqlx::query(APPROXIMATE_SEARCH).bind(vector).bind(weight).bind(breadth).bind(top_k).fetch_all(&mut *tx).await.map_err(pg)?;
+            let rows = sqlx::query(APPROXIMATE_SEARCH)
+                .bind(vector)
+                .bind(f64::from(weight))
+                .bind(breadth)
+                .bind(top_k)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(pg)?;
             tx.commit().await.map_err(pg)?;
             rows
         } else {
             sqlx::query(EXACT_SEARCH)
                 .bind(vector)
-                .bind(weight)
+                .bind(f64::from(weight))
                 .bind(Json(&query.metadata_filter))
                 .bind(top_k)
                 .fetch_all(&self.pool)
@@ -253,7 +273,8 @@ impl ImageStore for PostgresImages {
         record.review.version = expected_version + 1;
         let updated: Option<(i64,)> = sqlx::query_as(
             "UPDATE mmc_images SET record = $2, needs_review = $3, caption_confidence = $4, version = $5, \
-             caption_vector = COALESCE($6, caption_vector) WHERE image_id = $1 AND version = $7 RETURNING seq",
+             caption_vector = COALESCE($6::vector, caption_vector), fused_vector = COALESCE(image_vector + $6::vector, fused_vector) \
+             WHERE image_id = $1 AND version = $7 RETURNING seq",
         )
         .bind(&record.image_id)
         .bind(Json(&record))

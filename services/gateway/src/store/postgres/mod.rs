@@ -7,10 +7,10 @@
 //! schema is in `migrations/` and is applied at start under an advisory lock (or ahead of a
 //! rollout with `mmc db migrate`).
 //!
-//! - Vectors are `vector(N)` columns with HNSW indexes (cosine distance; `m` =
-//!   [`HNSW_M`], `ef_construction` = [`HNSW_EF_CONSTRUCTION`]), made when the embedding
-//!   space is recorded with the first image. See [`images`] for how a fused search uses
-//!   them.
+//! - Vectors are `vector(N)` columns, typed when the embedding space is recorded with the
+//!   first image, with one HNSW index (inner product on the sum of an image's two vectors;
+//!   `m` = [`HNSW_M`], `ef_construction` = [`HNSW_EF_CONSTRUCTION`]). See [`images`] for
+//!   why that one index ranks by the fused score.
 //! - Records are `jsonb`; metadata filters are jsonb containment, pushed into SQL.
 //! - Content-hash idempotency is a unique constraint, not a check in the gateway.
 //! - Connection failures map to [`StoreError::Unavailable`] (gRPC `UNAVAILABLE`); the pool
@@ -35,8 +35,7 @@ pub use images::PostgresImages;
 pub use meetings::PostgresMeetings;
 pub use thumbnails::PostgresThumbnails;
 
-/// HNSW graph degree (pgvector's default): recall ≥ 0.95 at a million vectors with the
-/// search breadth [`images`] sets, at about 2× the vectors' size in index memory.
+/// HNSW graph degree (pgvector's default).
 pub const HNSW_M: u32 = 16;
 /// HNSW build breadth (pgvector's default).
 pub const HNSW_EF_CONSTRUCTION: u32 = 64;

@@ -28,10 +28,15 @@ CREATE TABLE mmc_images (
     needs_review boolean NOT NULL,
     caption_confidence real NOT NULL,
     version bigint NOT NULL,
-    -- Unit vectors. The columns get their dimension (vector(N)) and their HNSW indexes
-    -- when the space is recorded: the dimension is the embed model's, unknown until then.
+    -- Unit vectors. The columns get their dimension (vector(N)) when the space is
+    -- recorded: the dimension is the embed model's, unknown until then.
     image_vector vector NOT NULL,
-    caption_vector vector NOT NULL
+    caption_vector vector NOT NULL,
+    -- image_vector + caption_vector. A search's fused score with equal weights,
+    -- 0.5·cos(q, image) + 0.5·cos(q, caption), is 0.5·(q · fused_vector): linear in this
+    -- one vector, so one HNSW index on it (inner product, made with the space) ranks by
+    -- the fused score itself.
+    fused_vector vector NOT NULL
 );
 
 CREATE INDEX mmc_images_metadata ON mmc_images USING gin ((record -> 'metadata') jsonb_path_ops);
