@@ -1,12 +1,13 @@
 //! The default image index: a [redb](https://docs.rs/redb) file on local disk, searched
-//! exactly in memory.
+//! exactly in memory, or through an HNSW graph past [`ANN_MIN_IMAGES`] images.
 //!
 //! Why this shape: redb is a maintained, ACID, crash-safe embedded key-value engine (a
 //! committed transaction survives a crash or power loss), so durability is not ours to get
 //! right. The vectors are also held in memory and scanned exactly: a flat scan of 10 000
 //! images of 384 dimensions is about 8 M multiply-adds, a few milliseconds, with perfect
-//! recall and no index to rebuild. Past a few hundred thousand images an approximate index
-//! (HNSW) or the PostgreSQL engine is the better fit.
+//! recall and no index to rebuild. Past [`ANN_MIN_IMAGES`] images, unfiltered searches with
+//! equal weights go through an HNSW graph of the fused vectors ([`super::ann`]), rebuilt in
+//! memory from the file at every open; filtered searches and other weights stay exact.
 //!
 //! Layout (all written in one transaction per change):
 //! - `images`: image id -> JSON [`ImageRecord`]
@@ -22,6 +23,7 @@ use std::{
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::ann::{Ann, ANN_MIN_IMAGES};
 use super::open_redb;
 use crate::store::{dot, engine, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
@@ -45,6 +47,41 @@ struct State {
     seq_of: HashMap<String, u64>,
     /// Records with `review.needs_review`, kept with every change (a gauge reads it).
     needs_review: usize,
+    /// The approximate index, once the store is large enough (see [`super::ann`]).
+    ann: Option<Ann>,
+    /// A build or change of the graph failed: searches stay exact until the next open.
+    ann_failed: bool,
+}
+
+impl State {
+    /// Keeps the graph in step with a change already committed to disk. A graph that
+    /// fails is dropped, not the change: searches fall back to the exact scan.
+    fn ann_change(&mut self, change: impl FnOnce(&Ann) -> Result<(), StoreError>) {
+        if let Some(Err(e)) = self.ann.as_ref().map(change) {
+            tracing::warn!("the approximate index failed, searches are exact until the next start: {e}");
+            self.ann = None;
+            self.ann_failed = true;
+        }
+    }
+
+    /// Builds the graph once the store has [`ANN_MIN_IMAGES`] images.
+    fn build_ann_when_due(&mut self) {
+        if self.ann.is_some() || self.ann_failed || self.by_seq.len() < ANN_MIN_IMAGES {
+            return;
+        }
+        let dims = self.space.as_ref().map_or(0, |s| s.dimensions as usize);
+        let started = std::time::Instant::now();
+        match Ann::build(dims, self.by_seq.iter().map(|(seq, e)| (*seq, &e.vectors))) {
+            Ok(ann) => {
+                tracing::info!(images = self.by_seq.len(), elapsed_ms = started.elapsed().as_millis() as u64, "approximate index built");
+                self.ann = Some(ann);
+            }
+            Err(e) => {
+                tracing::warn!("building the approximate index failed, searches stay exact: {e}");
+                self.ann_failed = true;
+            }
+        }
+    }
 }
 
 /// The embedded [`ImageStore`] (see the module docs).
@@ -116,6 +153,7 @@ impl EmbeddedStore {
             state.needs_review += usize::from(record.review.needs_review);
             state.by_seq.insert(seq, Arc::new(Entry { record, vectors }));
         }
+        state.build_ann_when_due();
         Ok(state)
     }
 
@@ -186,13 +224,16 @@ impl EmbeddedStore {
         for (previous, record, vectors) in plan {
             if let Some(old) = previous.and_then(|old| state.by_seq.remove(&old)) {
                 state.needs_review -= usize::from(old.record.review.needs_review);
+                state.ann_change(|ann| ann.remove(old.record.seq));
             }
             state.needs_review += usize::from(record.review.needs_review);
             state.seq_of.insert(record.image_id.clone(), record.seq);
+            state.ann_change(|ann| ann.add(record.seq, &vectors));
             state.by_seq.insert(record.seq, Arc::new(Entry { record: record.clone(), vectors }));
             stored.push(record);
         }
         state.next_seq = next_seq;
+        state.build_ann_when_due();
         Ok(stored)
     }
 
@@ -254,6 +295,7 @@ impl ImageStore for EmbeddedStore {
         if let Some(old) = state.by_seq.remove(&seq) {
             state.needs_review -= usize::from(old.record.review.needs_review);
         }
+        state.ann_change(|ann| ann.remove(seq));
         Ok(true)
     }
 
@@ -292,6 +334,7 @@ impl ImageStore for EmbeddedStore {
             (entry.record.seq, entry.record.review.needs_review, entry.vectors.clone())
         };
         // The vectors are written only when the caption's changed.
+        let caption_changed = caption_vector.is_some();
         let bytes = caption_vector.map(|v| {
             vectors.caption = v;
             vector_bytes(&vectors)
@@ -309,6 +352,9 @@ impl ImageStore for EmbeddedStore {
         .await?;
         let mut state = self.state.write().unwrap();
         state.needs_review = state.needs_review - usize::from(was_queued) + usize::from(record.review.needs_review);
+        if caption_changed {
+            state.ann_change(|ann| ann.add(seq, &vectors));
+        }
         state.by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
         Ok(record)
     }
@@ -328,11 +374,21 @@ impl ImageStore for EmbeddedStore {
             return Err(StoreError::Dimension { got: query.vector.len(), want: query.space.dimensions as usize });
         }
         let w = query.fusion.image_weight.clamp(0.0, 1.0);
-        let mut hits: Vec<(f32, &Arc<Entry>)> = state
-            .by_seq
-            .values()
+        let score = |e: &Arc<Entry>| w * dot(&query.vector, &e.vectors.image) + (1.0 - w) * dot(&query.vector, &e.vectors.caption);
+        // The graph ranks by the fused score with equal weights; it is not asked with a
+        // filter (a post-filter misses matches) or other weights.
+        let graph = state.ann.as_ref().filter(|_| query.metadata_filter.is_empty() && w == 0.5);
+        let candidates: Box<dyn Iterator<Item = &Arc<Entry>>> = match graph.map(|ann| ann.search(&query.vector, query.top_k)) {
+            Some(Ok(seqs)) => Box::new(seqs.into_iter().filter_map(|seq| state.by_seq.get(&seq))),
+            Some(Err(e)) => {
+                tracing::warn!("approximate search failed, scanning exactly: {e}");
+                Box::new(state.by_seq.values())
+            }
+            None => Box::new(state.by_seq.values()),
+        };
+        let mut hits: Vec<(f32, &Arc<Entry>)> = candidates
             .filter(|e| query.metadata_filter.iter().all(|(k, v)| e.record.metadata.get(k) == Some(v)))
-            .map(|e| (w * dot(&query.vector, &e.vectors.image) + (1.0 - w) * dot(&query.vector, &e.vectors.caption), e))
+            .map(|e| (score(e), e))
             .filter(|(score, _)| *score >= query.score_threshold)
             .collect();
         // Only the best `top_k` need ordering: select them first (linear), then sort those.
@@ -472,6 +528,75 @@ mod tests {
         let hits = store.search(query(unit(0.0, 1.0), &[])).await.unwrap();
         assert_eq!(hits[0].0.image_id, "b");
         assert!((hits[0].1 - 0.5).abs() < 1e-5, "{}", hits[0].1);
+    }
+
+    /// Past ANN_MIN_IMAGES the graph answers unfiltered searches: its results match the
+    /// exact scan's, follow deletes and caption changes, and come back after a reopen.
+    #[tokio::test]
+    async fn large_stores_search_through_the_graph_and_keep_it_current() {
+        use rand::{Rng as _, SeedableRng as _};
+        const DIMS: usize = 16;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut unit = || {
+            let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+        };
+        let space = Space { model_id: "m".into(), dimensions: DIMS as u32 };
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let items: Vec<(ImageRecord, ImageVectors)> =
+            (0..ANN_MIN_IMAGES + 500).map(|i| (record(&format!("i{i}"), &[]), ImageVectors { image: unit(), caption: unit() })).collect();
+        store.insert_many(items, space.clone()).await.unwrap();
+        assert!(store.state.read().unwrap().ann.is_some(), "the graph is built once the store is large");
+        let queries: Vec<Vec<f32>> = (0..50).map(|_| unit()).collect();
+        async fn search(store: &EmbeddedStore, v: &[f32], _filter: &[(&str, &str)]) -> Vec<String> {
+            let mut q = query(v.to_vec(), &[]);
+            q.space = Space { model_id: "m".into(), dimensions: v.len() as u32 };
+            store.search(q).await.unwrap().into_iter().map(|(r, _)| r.image_id).collect()
+        }
+        let exact = |store: &EmbeddedStore, v: &[f32]| {
+            let state = store.state.read().unwrap();
+            let mut all: Vec<(f32, String)> = state
+                .by_seq
+                .values()
+                .map(|e| (0.5 * dot(v, &e.vectors.image) + 0.5 * dot(v, &e.vectors.caption), e.record.image_id.clone()))
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            all.into_iter().take(10).map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        let mut found = 0;
+        for q in &queries {
+            let got = search(&store, q, &[]).await;
+            found += exact(&store, q).iter().filter(|id| got.contains(id)).count();
+        }
+        let recall = found as f64 / (queries.len() * 10) as f64;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        // A deleted image is never found again; a changed caption vector moves its image.
+        let first = search(&store, &queries[0], &[]).await[0].clone();
+        let first_seq = store.get(&first).await.unwrap().unwrap().seq;
+        assert!(store.delete(&first).await.unwrap());
+        assert!(!search(&store, &queries[0], &[]).await.contains(&first));
+        let target = store.get("i7").await.unwrap().unwrap();
+        let toward = queries[1].clone();
+        store.update(target, Some(toward.clone()), 0).await.unwrap();
+        let mut boosted = query(toward.clone(), &[]);
+        boosted.space = space.clone();
+        boosted.fusion.image_weight = 0.0;
+        assert_eq!(store.search(boosted).await.unwrap()[0].0.image_id, "i7", "exact, other weights");
+        {
+            let state = store.state.read().unwrap();
+            let entry = &state.by_seq[&state.seq_of["i7"]];
+            let in_graph = state.ann.as_ref().unwrap().vector(entry.record.seq).expect("i7 is in the graph");
+            let want: Vec<f32> = entry.vectors.image.iter().zip(&toward).map(|(i, c)| i + c).collect();
+            assert!(in_graph.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-2), "the graph has the new caption vector");
+            assert!(state.ann.as_ref().unwrap().vector(first_seq).is_none(), "deleted from the graph");
+        }
+        // Reopened: the graph is built again from the file.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(store.state.read().unwrap().ann.is_some());
+        assert!(!search(&store, &queries[0], &[]).await.contains(&first));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! Layout under the data directory: `images/images.redb` (the image index),
 //! `images/thumbnails.redb`, `meetings/meetings.redb`.
 
+mod ann;
 pub mod images;
 mod legacy;
 pub mod meetings;

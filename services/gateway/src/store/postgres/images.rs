@@ -21,11 +21,11 @@ use sqlx::{postgres::PgRow, types::Json, AssertSqlSafe, PgPool, Postgres, Row as
 use super::{pg, HNSW_EF_CONSTRUCTION, HNSW_M};
 use crate::store::{ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
-/// Nearest neighbours taken from each HNSW index for a search of `top_k` (also the search
-/// breadth, `hnsw.ef_search`, which must be at least that). 100 gives recall@10 ≥ 0.95 on
-/// random unit vectors at a million images (tests/bench/store.sh).
+/// Nearest neighbours taken from the HNSW index for a search of `top_k` (also the search
+/// breadth, `hnsw.ef_search`, which must be at least that). 400, as the embedded store's
+/// graph: random 384-dimensional vectors need that breadth (tests/bench/store.sh).
 pub fn candidates(top_k: usize) -> i64 {
-    (top_k as i64 * 4).clamp(100, 1000)
+    (top_k as i64 * 4).clamp(400, 1000)
 }
 
 /// The image index in PostgreSQL.

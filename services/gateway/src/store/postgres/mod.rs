@@ -35,10 +35,10 @@ pub use images::PostgresImages;
 pub use meetings::PostgresMeetings;
 pub use thumbnails::PostgresThumbnails;
 
-/// HNSW graph degree (pgvector's default).
-pub const HNSW_M: u32 = 16;
-/// HNSW build breadth (pgvector's default).
-pub const HNSW_EF_CONSTRUCTION: u32 = 64;
+/// HNSW graph degree and build breadth, above pgvector's defaults (16, 64), as in the
+/// embedded store's graph (see `store/embedded/ann.rs` for the measurements behind them).
+pub const HNSW_M: u32 = 32;
+pub const HNSW_EF_CONSTRUCTION: u32 = 128;
 
 /// Connections per gateway: each in-flight store call holds one for its duration
 /// (milliseconds), so a handful serve hundreds of requests per second.
