@@ -47,7 +47,7 @@ trap 'kill -INT $pg_pid 2>/dev/null; wait $pg_pid 2>/dev/null; rm -rf "$data"' E
 for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 
-echo "== embedded (redb + exact in-memory scan)"
+echo "== embedded (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)"
 "$bin/mmc-store" bench "${sizes[@]}"
-echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW m=16, ef_construction=64; ef_search 100)"
+echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
 "$bin/mmc-store" bench --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
