@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{free_port_range, ChildGuard};
+use crate::{free_port_range, run_tool, ChildGuard};
 
 /// A PostgreSQL server started for a test (killed when dropped).
 pub struct Postgres {
@@ -50,19 +50,14 @@ fn binaries(shared: bool) -> PathBuf {
         }
         let staging = copy.with_extension(format!("{}.tmp", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        run(Command::new("cp").arg("-a").arg(&tree).arg(&staging));
-        run(Command::new("chmod").args(["-R", "a+rX"]).arg(&staging));
+        run_tool(Command::new("cp").arg("-a").arg(&tree).arg(&staging));
+        run_tool(Command::new("chmod").args(["-R", "a+rX"]).arg(&staging));
         // Another test process may have put its copy in place first: either is complete.
         if std::fs::rename(&staging, &copy).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }
     });
     copy.join("pgserver/pginstall/bin")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 impl Postgres {
@@ -80,7 +75,7 @@ impl Postgres {
         let mut initdb = Command::new(bin.join("initdb"));
         initdb.args(["-D", "data", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"]).current_dir(dir.path());
         as_user(&mut initdb, user);
-        run(&mut initdb);
+        run_tool(&mut initdb);
         let mut pg = Self { bin, dir, port: 0, process: None };
         pg.port = free_port_range(1);
         pg.launch();

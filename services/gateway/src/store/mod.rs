@@ -109,6 +109,15 @@ pub struct ImageVectors {
     pub caption: Vec<f32>,
 }
 
+impl ImageVectors {
+    /// `image + caption`: the fused score with equal weights, `0.5·cos(q, image) +
+    /// 0.5·cos(q, caption)`, is `0.5·(q · fused)` for unit vectors, so both stores' HNSW
+    /// indexes hold this one vector per image (inner product) and rank by the fused score.
+    pub fn fused(&self) -> Vec<f32> {
+        self.image.iter().zip(&self.caption).map(|(i, c)| i + c).collect()
+    }
+}
+
 /// How a query vector is scored against an image's two vectors.
 #[derive(Clone, Copy, Debug)]
 pub struct Fusion {

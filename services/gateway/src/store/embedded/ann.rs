@@ -44,10 +44,6 @@ pub struct Ann {
     index: Index,
 }
 
-fn fused(v: &ImageVectors) -> Vec<f32> {
-    v.image.iter().zip(&v.caption).map(|(i, c)| i + c).collect()
-}
-
 fn ann_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(format!("approximate index: {e}"))
 }
@@ -68,7 +64,7 @@ impl Ann {
         let ann = Self { index };
         ann.reserve(entries.len())?;
         for (seq, vectors) in entries {
-            ann.index.add(seq, &fused(vectors)).map_err(ann_error)?;
+            ann.index.add(seq, &vectors.fused()).map_err(ann_error)?;
         }
         Ok(ann)
     }
@@ -87,7 +83,7 @@ impl Ann {
     pub fn add(&self, seq: u64, vectors: &ImageVectors) -> Result<(), StoreError> {
         self.remove(seq)?;
         self.reserve(1)?;
-        self.index.add(seq, &fused(vectors)).map_err(ann_error)
+        self.index.add(seq, &vectors.fused()).map_err(ann_error)
     }
 
     /// Removes the image at `seq`, if it is there.

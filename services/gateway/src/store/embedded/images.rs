@@ -25,7 +25,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ann::{Ann, ANN_MIN_IMAGES};
 use super::open_redb;
-use crate::store::{dot, engine, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+use crate::store::{bytes_to_vectors, dot, engine, floats_to_bytes, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("vectors");
@@ -94,16 +94,16 @@ pub struct EmbeddedStore {
 }
 
 fn vector_bytes(v: &ImageVectors) -> Vec<u8> {
-    v.image.iter().chain(&v.caption).flat_map(|x| x.to_le_bytes()).collect()
+    floats_to_bytes([&v.image, &v.caption])
 }
 
 fn vectors_from(bytes: &[u8], dimensions: usize) -> Result<ImageVectors, StoreError> {
     if bytes.len() != dimensions * 8 {
         return Err(StoreError::Engine(format!("stored vectors have {} bytes, expected {}", bytes.len(), dimensions * 8)));
     }
-    let all: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let (image, caption) = all.split_at(dimensions);
-    Ok(ImageVectors { image: image.to_vec(), caption: caption.to_vec() })
+    let mut two = bytes_to_vectors(bytes, dimensions).into_iter();
+    let (image, caption) = (two.next().unwrap_or_default(), two.next().unwrap_or_default());
+    Ok(ImageVectors { image, caption })
 }
 
 impl EmbeddedStore {

@@ -169,7 +169,7 @@ impl ImageStore for PostgresImages {
         self.ensure_space(&mut tx, &space).await?;
         let mut stored = Vec::with_capacity(items.len());
         for (mut record, vectors) in items {
-            let fused: Vec<f32> = vectors.image.iter().zip(&vectors.caption).map(|(i, c)| i + c).collect();
+            let fused = vectors.fused();
             let (seq,): (i64,) = sqlx::query_as(UPSERT)
                 .bind(&record.image_id)
                 .bind(&record.content_hash)
