@@ -291,12 +291,29 @@ fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range. A port found with `:0` lies in
+/// that range, and between its release and the server's bind the other tests' outgoing
+/// connections can take it as their source port (seen in CI: "no HTTP listener").
+fn free_port_below_ephemeral() -> u16 {
+    // Tests of this process take turns along the range, so two never pick one port.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let turn = NEXT.fetch_add(101, std::sync::atomic::Ordering::SeqCst);
+    let mut port = 20_000 + (nanos ^ std::process::id()).wrapping_add(turn) % 10_000;
+    loop {
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+        port = 20_000 + (port - 20_000 + 7) % 10_000;
+    }
+}
+
 /// A server whose HTTP listener (flags `extra`) has one route, `POST /echo`: its stop
 /// switch, its task, and a function that connects to it (waiting for the listener).
 async fn echo_server(
     extra: &[&str],
 ) -> (oneshot::Sender<&'static str>, tokio::task::JoinHandle<anyhow::Result<()>>, impl Fn() -> std::net::TcpStream + Send + 'static) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port_below_ephemeral();
     let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let args = args(extra);
