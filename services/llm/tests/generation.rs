@@ -136,6 +136,32 @@ fn unsupported_or_broken_schemas_are_refused_up_front() {
     assert!(check(MEETING_SCHEMA).is_ok());
 }
 
+/// `pattern` follows JSON Schema (ECMA-262 search semantics): anchored patterns bound the
+/// whole string, unanchored ones only need to occur in it. A security probe once read an
+/// unanchored pattern's free text as "not enforced"; this pins down both readings against
+/// an independent validator.
+#[test]
+fn string_patterns_are_enforced_with_json_schema_semantics() {
+    let engine = engine();
+    for (pattern, max_tokens) in [("^[a-h]{6}x$", 40), ("^[0-9]{3}-[0-9]{2}$", 40), ("^(ab|cd){3}$", 40), ("[0-9]{3}", 200)] {
+        let schema = serde_json::json!({"type": "object", "properties": {"code": {"type": "string", "pattern": pattern, "maxLength": 40}}, "required": ["code"], "additionalProperties": false});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for seed in 0..3 {
+            let params = GenerationParams {
+                sampling: SamplingConfig { temperature: 0.8, seed: Some(seed), ..Default::default() },
+                max_tokens,
+                json_schema: Some(schema.to_string()),
+                ..Default::default()
+            };
+            let out = run(&engine, user("Give me a code as JSON."), &params).unwrap();
+            assert_eq!(out.reason, FinishReason::Stop, "{pattern} seed {seed}: the document did not complete: {}", out.text);
+            let doc: serde_json::Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{pattern}: not JSON ({e}): {}", out.text));
+            let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{pattern} seed {seed}: {errors:?} in {}", out.text);
+        }
+    }
+}
+
 #[test]
 fn stop_sequences_end_the_text_before_the_match() {
     let engine = engine();
