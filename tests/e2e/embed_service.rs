@@ -357,6 +357,37 @@ async fn huge_texts_cost_what_their_first_page_costs() {
     assert!(e.message().contains("bytes") && e.message().len() < 300, "{}", e.message());
 }
 
+/// Tokenizing memory is bounded across requests too: a text cut to the model's 256 words
+/// may still be a megabyte of one-character tokens (words of 4000 "!"), which costs the
+/// tokenizer over a hundred megabytes. With a budget of one such text, four requests at
+/// once take turns: all succeed, the budget's wait is counted, and the process grows by
+/// about one text's cost, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_huge_texts_share_one_byte_budget() {
+    let embed = start(&["--text-byte-budget", "1048576"]).await;
+    let word = "!".repeat(4000);
+    let text = vec![word.as_str(); 256].join(" ");
+    assert!(text.len() <= 1 << 20, "{} bytes", text.len());
+    let client = EmbedServiceClient::new(embed.channel.clone()).max_encoding_message_size(8 << 20);
+    let one = |client: EmbedServiceClient<tonic::transport::Channel>, text: String| async move {
+        let mut client = client;
+        client.embed_text(texts(&[&text])).await
+    };
+    one(client.clone(), text.clone()).await.expect("one huge text");
+    let after_one = peak_rss(embed.process.pid());
+    let results = futures::future::join_all((0..4).map(|_| one(client.clone(), text.clone()))).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let after_four = peak_rss(embed.process.pid());
+    let grown = after_four.saturating_sub(after_one);
+    println!("peak RSS after one huge text {} MB, after four at once {} MB", after_one >> 20, after_four >> 20);
+    assert!(grown < 100 << 20, "four concurrent huge texts grew the peak by {} MB: they did not take turns", grown >> 20);
+    let scrape = mmc_tests::http_get(&embed.metrics, "/metrics").unwrap().1;
+    let waited = mmc_tests::metric_value(&scrape, "mmc_embed_text_budget_wait_seconds_sum", &[]).unwrap_or(0.0);
+    assert!(waited > 0.0, "no request waited for the text budget");
+}
+
 /// A valid, highly compressible `side` x `side` RGB PNG (horizontal bands): ~130 KB on the
 /// wire for 6300 px, ~230 MB to decode.
 fn big_plain_png(side: u32) -> Vec<u8> {

@@ -9,8 +9,8 @@
 //   meetings: the test meeting uploaded, live progress, then action items with owners,
 //             a clicked timestamp seeking the recording, a cited answer, an owner
 //             reassigned from the participant picker, a decision rejected, the notes marked
-//             reviewed and the Markdown export showing both, and the meeting reopened by
-//             its address.
+//             reviewed and the Markdown export showing both, the meeting reopened by
+//             its address, then listed and deleted with two key presses.
 // On every page: every control reachable with Tab, every photo with alt text, no script
 // errors or Content-Security-Policy violations, and axe-core reports no serious or
 // critical accessibility violation. A full-page screenshot of each page is saved.
@@ -291,6 +291,23 @@ async function meetingsPage(page) {
   await page.goto(meetingUrl);
   await page.locator("#actions tbody tr").nth(actions.length - 1).waitFor();
   check(await page.locator("#transcript li").count() === transcript.length, "the reopened meeting has the whole transcript");
+
+  // The stored meetings are listed; deleting one from the keyboard takes two presses (the
+  // first only arms the button), after which the gateway no longer has it.
+  const id = new URL(meetingUrl).searchParams.get("id");
+  await page.locator(`#meeting-list li[data-meeting-id="${id}"]`, { hasText: "Budget review" }).waitFor();
+  const stored = async () => (await page.request.get(`${base}/v1/meetings/${encodeURIComponent(id)}`, withKey())).status();
+  await page.getByRole("button", { name: "Delete this meeting", exact: true }).focus();
+  await page.keyboard.press("Enter");
+  await page.locator("#delete-status").filter({ hasText: "Press the button again" }).waitFor();
+  check(await stored() === 200, "one press deletes nothing");
+  await page.keyboard.press("Enter");
+  await page.locator("#list-status").filter({ hasText: "Deleted Budget review." }).waitFor();
+  check(await page.locator("#meeting").isHidden(), "the deleted meeting is no longer shown");
+  check(await stored() === 404, "the gateway no longer has the deleted meeting");
+  check(await page.locator(`#meeting-list li[data-meeting-id="${id}"]`).count() === 0, "the deleted meeting left the list");
+  check(await page.evaluate(() => document.activeElement.id) === "open-heading", "focus goes to the list");
+  console.log(`meeting ${id} deleted from the page`);
 }
 
 const browser = await chromium.launch({

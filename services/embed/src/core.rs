@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// Pixels decoded at once across all requests (see [`EmbedCore::prepare`]); at least
     /// `image_limits.max_pixels`.
     pub decode_pixel_budget: u64,
+    /// Text bytes tokenized and embedded at once across all requests (see
+    /// [`EmbedCore::embed_texts`]); at least [`MAX_TEXT_BYTES_AFTER_CUT`].
+    pub text_byte_budget: u64,
     /// Device both encoders run on.
     pub device: mmc_models::DeviceSpec,
 }
@@ -156,6 +159,10 @@ pub struct EmbedCore {
     decoding: Arc<tokio::sync::Semaphore>,
     /// Its size (an image never asks for more than all of it).
     decoding_capacity: u32,
+    /// The text budget, one permit per started KiB of text after the cut.
+    texts: Arc<tokio::sync::Semaphore>,
+    /// Its size (a request never asks for more than all of it).
+    texts_capacity: u32,
 }
 
 /// Megapixels (started) of a `width` x `height` image: its permits in the decode budget.
@@ -168,7 +175,18 @@ impl EmbedCore {
         let budget = config.decode_pixel_budget.max(config.image_limits.max_pixels).div_ceil(1_000_000);
         let decoding_capacity = budget.min(u64::from(u32::MAX)).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as u32;
         let decoding = Arc::new(tokio::sync::Semaphore::new(decoding_capacity as usize));
-        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new(), decoding, decoding_capacity })
+        let texts_capacity = config.text_byte_budget.max(MAX_TEXT_BYTES_AFTER_CUT as u64).div_ceil(1024).min(u64::from(u32::MAX)) as u32;
+        let texts = Arc::new(tokio::sync::Semaphore::new(texts_capacity as usize));
+        Arc::new(Self {
+            config,
+            text: OnceCell::new(),
+            image: OnceCell::new(),
+            clip_images: OnceCell::new(),
+            decoding,
+            decoding_capacity,
+            texts,
+            texts_capacity,
+        })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -487,6 +505,14 @@ impl EmbedCore {
 
     /// Embeds texts through the batcher. With `reject_overlong`, a text over the token
     /// limit fails the whole request instead of being truncated.
+    ///
+    /// Memory: each text is cut to its first words before anything else (see
+    /// [`cut_to_words`]), but tokenizing still costs up to ~170 bytes per byte of what is
+    /// left (a page of one-character tokens), and any number of requests may tokenize at
+    /// once. So a request first takes its bytes (in KiB) from a budget shared by all
+    /// requests (`--text-byte-budget`, 2 MiB by default: ordinary requests of a few KiB
+    /// never wait) and gives them back once its vectors are made; one that finds the budget
+    /// spent waits, within its deadline, instead of growing the process.
     pub async fn embed_texts(&self, mut texts: Vec<String>, reject_overlong: bool) -> Result<Vec<TextEmbedding>, CoreError> {
         let text = self.text()?;
         let limit = text.encoder.max_tokens();
@@ -496,6 +522,13 @@ impl EmbedCore {
                 return Err(CoreError::TextTooLarge { index, bytes: t.len() });
             }
         }
+        let kib = texts.iter().map(|t| t.len().div_ceil(1024) as u64).sum::<u64>().clamp(1, u64::from(self.texts_capacity)) as u32;
+        let waited = std::time::Instant::now();
+        metrics::gauge!("mmc_embed_texts_waiting").increment(1.0);
+        let permit = self.texts.clone().acquire_many_owned(kib).await;
+        metrics::gauge!("mmc_embed_texts_waiting").decrement(1.0);
+        metrics::histogram!("mmc_embed_text_budget_wait_seconds").record(waited.elapsed().as_secs_f64());
+        let _permit = permit.map_err(|_| CoreError::Loading)?;
         if reject_overlong {
             let counts = text.encoder.count_tokens(&texts)?;
             let limit = text.encoder.max_tokens();

@@ -61,6 +61,11 @@ struct Args {
     /// decode that would exceed it waits. Bounds image memory whatever the concurrency.
     #[arg(long, env = "MMC_DECODE_PIXEL_BUDGET")]
     decode_pixel_budget: Option<u64>,
+    /// Text bytes (after each text is cut to the words the model reads) tokenized at once
+    /// across all requests; a request that would exceed it waits. Bounds tokenizer memory
+    /// (up to ~170 bytes per byte) whatever the concurrency. At least 1 MiB.
+    #[arg(long, env = "MMC_TEXT_BYTE_BUDGET", default_value_t = 2 << 20)]
+    text_byte_budget: u64,
     /// Device the models run on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
     #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
     device: mmc_models::DeviceSpec,
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         class_template: args.class_template.clone(),
         image_limits: ImageLimits { max_bytes: args.max_image_bytes, max_pixels: args.max_image_pixels, ..ImageLimits::default() },
         decode_pixel_budget: args.decode_pixel_budget.unwrap_or(3 * args.max_image_pixels),
+        text_byte_budget: args.text_byte_budget,
         device: args.device,
     });
     let handlers = handlers::EmbedHandlers::new(core.clone(), args.max_texts_per_request, args.max_images_per_request);

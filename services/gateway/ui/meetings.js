@@ -2,7 +2,9 @@
 // action items (POST /v1/meetings, server-sent events); a stored meeting by id (GET
 // /v1/meetings/{id}); questions answered with cited times (POST /v1/meetings/{id}/ask);
 // a person's review of each item in place (PATCH /v1/meetings/{id}/{list}/{index}, POST
-// /v1/meetings/{id}/review) and the exports (GET /v1/meetings/{id}/export).
+// /v1/meetings/{id}/review) and the exports (GET /v1/meetings/{id}/export); the stored
+// meetings, newest first (GET /v1/meetings), each deleted for good on request (DELETE
+// /v1/meetings/{id}, asked twice: the first press only arms the button).
 import { $, api, apiError, apiFetch, clock, dropZone, el, percent, say, serverSentEvents, spokenTime } from "/ui/assets/app.js";
 
 const uploadForm = $("upload-form"), recording = $("recording"), progress = $("progress");
@@ -236,6 +238,7 @@ async function summarize(file, title, participants) {
         player.hidden = false;
         progress.value = 1;
         say(progressStatus, `Done: ${segments.size} transcript segments, ${d.action_items.length} action items.`);
+        listMeetings(false);
       }
     }
     if (!finished) throw new Error("the connection closed before the summary came");
@@ -311,5 +314,87 @@ for (const id of ["export-md", "export-json", "export-ics"]) {
     }
   });
 }
+
+/** A delete button that deletes on its second press: the first arms it and says what will
+ *  go (a dialog would take the user out of the page; this stays keyboard-first). Any other
+ *  focus disarms it. */
+function twoStepDelete(button, label, status, run) {
+  const idle = button.textContent;
+  const disarm = () => { button.classList.remove("armed"); button.textContent = idle; button.setAttribute("aria-label", label); };
+  button.setAttribute("aria-label", label);
+  button.addEventListener("blur", disarm);
+  button.addEventListener("click", async () => {
+    if (!button.classList.contains("armed")) {
+      button.classList.add("armed");
+      button.textContent = "Press again to delete for good";
+      button.setAttribute("aria-label", `${label}: press again to delete for good`);
+      say(status, "Press the button again to delete it for good; nothing of it can be restored.");
+      return;
+    }
+    disarm();
+    button.disabled = true;
+    try {
+      await run();
+    } catch (e) {
+      say(status, `Delete failed: ${e.message}`, true);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function deleteMeeting(id) {
+  await api(`/v1/meetings/${encodeURIComponent(id)}`, { method: "DELETE" });
+  if (id === meetingId) {
+    meetingId = null;
+    article.hidden = true;
+    player.pause();
+    player.removeAttribute("src");
+    history.replaceState(null, "", location.pathname);
+  }
+  await listMeetings(false);
+}
+
+let nextPage = "";
+/** Lists the stored meetings (a page at a time), each with Open and Delete. */
+async function listMeetings(more) {
+  const list = $("meeting-list"), status = $("list-status");
+  try {
+    const query = new URLSearchParams({ page_size: "20", page_token: more ? nextPage : "" });
+    const page = await api(`/v1/meetings?${query}`);
+    if (!more) list.replaceChildren();
+    for (const m of page.meetings) {
+      const title = m.title || "Untitled meeting";
+      const when = new Date(m.created_at_unix_ms).toLocaleString();
+      const notes = `${m.decisions} decisions, ${m.action_items} action items${m.notes_reviewed ? ", reviewed" : ""}`;
+      const remove = el("button", { type: "button", class: "danger" }, "Delete");
+      const li = el("li", { dataset: { meetingId: m.meeting_id } },
+        el("button", { type: "button", class: "quiet", "aria-label": `Open ${title}, ${when}`, onclick: () => openMeeting(m.meeting_id) }, title),
+        el("span", { class: "meta" }, `${when} · ${clock(m.audio_duration_ms)} · ${notes}`),
+        remove);
+      twoStepDelete(remove, `Delete ${title}, ${when}`, status, async () => {
+        await deleteMeeting(m.meeting_id);
+        say(status, `Deleted ${title}.`);
+        $("open-heading").focus();
+      });
+      list.append(li);
+    }
+    nextPage = page.next_page_token;
+    $("more-meetings").hidden = !nextPage;
+    if (!more && page.meetings.length === 0) say(status, "No meetings are stored.");
+    else if (!more) say(status, "");
+  } catch (e) {
+    say(status, `Could not list the meetings: ${e.message}`, true);
+  }
+}
+
+$("more-meetings").addEventListener("click", () => listMeetings(true));
+twoStepDelete($("delete-meeting"), "Delete this meeting", $("delete-status"), async () => {
+  const title = $("meeting-title").textContent;
+  await deleteMeeting(meetingId);
+  say($("list-status"), `Deleted ${title}.`);
+  $("open-heading").focus();
+});
+listMeetings(false);
 const fromUrl = new URLSearchParams(location.search).get("id");
 if (fromUrl) openMeeting(fromUrl);
