@@ -8,5 +8,5 @@ fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else { return };
     let (vocabulary, model) = rest.split_at((n as usize).min(rest.len()));
     let vocabulary = String::from_utf8_lossy(vocabulary);
-    let _ = mmc_fetch::convert::ct2_whisper::convert_bytes(model, &vocabulary, &mut std::io::sink());
+    let _ = mmc_fetch::convert::ct2_whisper::convert_bytes(model, &vocabulary, mmc_fetch::convert::ct2_whisper::Weights::AsStored, &mut std::io::sink());
 });

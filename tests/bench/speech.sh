@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Speech-to-text benchmark, one run, same audio, same thread count:
-#   (a) faster-whisper (PyPI) on the ORIGINAL CTranslate2 files of the bundled Whisper,
+# Speech-to-text benchmark, N runs (default 5), same audio, same thread count:
+#   (a) faster-whisper (PyPI) on the ORIGINAL CTranslate2 files of the bundled Whisper, in
+#       int8 (what it recommends on CPU) and in its default type (f32 on CPU),
 #   (b) whisper.cpp on its own, built from the same sources whisper-rs compiled for us,
-#       on our converted ggml file,
+#       on the ggml file mmc-speech loads (8-bit Q8_0 where fetched, else f16),
 #   (c) mmc-speech's pipeline (decode, resample, chunk, whisper.cpp, guards) with 1 stream
 #       (on one state with every thread, and on one thread per state with the idle states
 #       lent to it), and its aggregate throughput with 2 and 4 concurrent streams.
-# A command, not a test: run it on a quiet machine.
+# Prints each figure as the median and range over the runs, the ratios per run, and the
+# CPU it ran on (model and the SIMD flags ggml and CTranslate2 can use): a figure from
+# another machine is not this one's. A command, not a test: run it on a quiet machine.
 #
 #   bash tests/bench/speech.sh [MODEL_ID] [THREADS]
+#   RUNS=5 WEIGHTS=auto|q8_0|f16 bash tests/bench/speech.sh
 #
-# Audio: ~75 s of speech made of Debian's pocketsphinx-testdata LibriVox clips and an
-# espeak-ng meeting script (deploy/setup.sh --test installs both).
+# Audio: ~87 s of speech made of Debian's pocketsphinx-testdata LibriVox clips and an
+# espeak-ng meeting script, twice (deploy/setup.sh --test installs both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
@@ -22,7 +26,14 @@ venv=${MMC_BENCH_FW_VENV:-$HOME/.cache/mmc/faster-whisper-venv}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-[ -f "$models/$id/ggml-model.bin" ] || { echo "no $models/$id: run 'mmc models fetch' first" >&2; exit 1; }
+runs=${RUNS:-5}
+case "${WEIGHTS:-auto}" in
+  auto) ggml="$models/$id/ggml-model-q8_0.bin"; [ -f "$ggml" ] || ggml="$models/$id/ggml-model.bin" ;;
+  q8_0) ggml="$models/$id/ggml-model-q8_0.bin" ;;
+  f16) ggml="$models/$id/ggml-model.bin" ;;
+  *) echo "WEIGHTS is auto, q8_0 or f16" >&2; exit 2 ;;
+esac
+[ -f "$ggml" ] || { echo "no $ggml: run 'mmc models fetch' first" >&2; exit 1; }
 if ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
   echo "[bench] installing faster-whisper 1.2.1 into $venv (once)" >&2
   python3 -m venv "$venv" && "$venv/bin/pip" install -q faster-whisper==1.2.1
@@ -36,7 +47,7 @@ Anna will update the project plan by Friday. Finally, the team agreed to hire tw
 sox "$work/meeting.wav" -r 16000 "$work/meeting16.wav"
 sox "$lv"/*.wav "$work/meeting16.wav" "$lv"/*.wav "$work/meeting16.wav" "$work/audio.wav"
 sox "$work/audio.wav" -t raw -e float -b 32 "$work/audio.f32"
-echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads" >&2
+echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads, runs: $runs, weights: $(basename "$ggml")" >&2
 
 cargo build --release -q -p mmc-speech --bin mmc-speech-bench
 out=$(ls -dt target/release/build/whisper-rs-sys-*/out | head -1)
@@ -46,10 +57,16 @@ c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib"
   || c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib" \
        -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -o target/bench/whisper-cpp-ref
 
-wcpp=$(./target/bench/whisper-cpp-ref "$models/$id/ggml-model.bin" "$work/audio.f32" "$threads" 2)
-fw=$("$venv/bin/python" tests/scripts/faster_whisper_bench.py "$models/$id" "$work/audio.wav" --threads "$threads" --runs 2 2>/dev/null)
-printf '{"whisper_cpp": %s, "faster_whisper": %s}\n' "$wcpp" "$fw" > "$work/reference.json"
-echo "whisper.cpp alone:  $wcpp" | cut -c1-220
-echo "faster-whisper:     $fw" | cut -c1-220
-./target/release/mmc-speech-bench --ggml "$models/$id/ggml-model.bin" --audio "$work/audio.wav" \
-  --threads "$threads" --reference "$work/reference.json"
+# Each run measures everything once, in the same order, so the host's drift hits all alike.
+for r in $(seq 1 "$runs"); do
+  echo "[bench] run $r of $runs" >&2
+  ./target/bench/whisper-cpp-ref "$ggml" "$work/audio.f32" "$threads" 1 > "$work/wcpp.$r.json"
+  "$venv/bin/python" tests/scripts/faster_whisper_bench.py "$models/$id" "$work/audio.wav" --threads "$threads" --runs 1 \
+    --compute-type int8 2>/dev/null > "$work/fw_int8.$r.json"
+  "$venv/bin/python" tests/scripts/faster_whisper_bench.py "$models/$id" "$work/audio.wav" --threads "$threads" --runs 1 \
+    --compute-type default 2>/dev/null > "$work/fw_default.$r.json"
+  ./target/release/mmc-speech-bench --ggml "$ggml" --audio "$work/audio.wav" --threads "$threads" --runs 1 \
+    --json "$work/ours.$r.json" > "$work/ours.$r.txt"
+done
+[ "$runs" -ge 1 ] && grep -m1 "text:" "$work/ours.1.txt" | cut -c1-200 >&2
+python3 tests/scripts/speech_bench_summary.py "$work" "$runs" "$(basename "$ggml")" "$id" "$threads"

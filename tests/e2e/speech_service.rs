@@ -143,7 +143,7 @@ async fn real_speech_matches_faster_whisper_on_the_original_weights() {
     let info = c.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
     let model = &info.models[0];
     assert_eq!((model.id.as_str(), model.family.as_str()), ("whisper-tiny.en-ct2", "whisper"));
-    assert_eq!(model.revision, "088bd3751a5b", "digest of the converted ggml file");
+    assert_eq!(model.revision, "513afc94e8db", "digest of the 8-bit ggml file the service loads by default");
 
     // faster-whisper 1.2.1 on the CTranslate2 files we converted (tests/scripts/faster_whisper_reference.py).
     let fixture: serde_json::Value =

@@ -98,6 +98,9 @@ pub enum ConversionKind {
     PthLegacyToSafetensors,
     GgufTokenizer,
     Ct2WhisperToGgml,
+    /// The same, with the weight matrices in ggml's Q8_0.
+    #[serde(rename = "ct2-whisper-to-ggml-q8-0")]
+    Ct2WhisperToGgmlQ8_0,
 }
 
 impl Package {

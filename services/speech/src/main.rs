@@ -1,6 +1,9 @@
 //! `mmc-speech`: the speech-to-text service binary; see the `mmc_speech` library.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::Parser;
 use mmc_proto::speech::v1::speech_service_server::SpeechServiceServer;
@@ -28,6 +31,12 @@ struct Args {
     /// A whisper.cpp ggml file to load instead of `--model` from the models directory.
     #[arg(long, env = "MMC_SPEECH_GGML")]
     ggml: Option<PathBuf>,
+    /// Which converted weights of a model to load: `auto` = its 8-bit `ggml-model-q8_0.bin`
+    /// where `mmc models fetch` made one (for models whose word error rate it leaves within
+    /// half a point; docs/speech.md), else `ggml-model.bin`; `q8-0` = the 8-bit file;
+    /// `stored` = the weights as shipped (f16).
+    #[arg(long, env = "MMC_SPEECH_WEIGHTS", value_enum, default_value = "auto")]
+    weights: Weights,
     /// Weights profile of the model, reported with every result.
     #[arg(long, env = "MMC_PROFILE", default_value = "bundled")]
     profile: String,
@@ -62,9 +71,33 @@ struct Args {
     device: mmc_models::DeviceSpec,
 }
 
+/// The weights files `mmc models fetch` makes for a Whisper model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Weights {
+    Auto,
+    #[value(name = "q8-0")]
+    Q8_0,
+    Stored,
+}
+
+/// The ggml file of model `id` with the chosen weights (`explicit` wins).
+fn locate_model(models_dir: Option<&Path>, id: &str, weights: Weights, explicit: Option<&Path>) -> (PathBuf, String) {
+    let (stored, id) = mmc_models::store::locate(models_dir, id, "ggml-model.bin", explicit);
+    if explicit.is_some() {
+        return (stored, id);
+    }
+    let q8_0 = stored.with_file_name("ggml-model-q8_0.bin");
+    match weights {
+        Weights::Stored => (stored, id),
+        Weights::Q8_0 => (q8_0, id),
+        Weights::Auto if q8_0.is_file() => (q8_0, id),
+        Weights::Auto => (stored, id),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
-    let (model_path, model_id) = mmc_models::store::locate(args.models_dir.as_deref(), &args.model, "ggml-model.bin", args.ggml.as_deref());
+    let (model_path, model_id) = locate_model(args.models_dir.as_deref(), &args.model, args.weights, args.ggml.as_deref());
     let concurrency = args.concurrency.max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if args.threads == 0 { (cores / concurrency).max(1) } else { args.threads };
@@ -82,7 +115,7 @@ fn main() -> ExitCode {
         lend_idle_states: args.lend_idle_states,
     };
     let second = (!args.multilingual_model.trim().is_empty()).then(|| {
-        let (model_path, model_id) = mmc_models::store::locate(args.models_dir.as_deref(), args.multilingual_model.trim(), "ggml-model.bin", None);
+        let (model_path, model_id) = locate_model(args.models_dir.as_deref(), args.multilingual_model.trim(), args.weights, None);
         core::CoreConfig { model_path, model_id, ..primary.clone() }
     });
     let router = SpeechRouter::new(primary, second);

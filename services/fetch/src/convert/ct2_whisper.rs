@@ -13,6 +13,14 @@
 //! - computes the mel filterbank (librosa's Slaney-style filters, what OpenAI's
 //!   `mel_filters.npz` holds) and turns the byte-level BPE vocabulary back into raw bytes.
 //!
+//! With [`Weights::Q8_0`] the big matrices (every 2-D weight whisper.cpp multiplies by:
+//! attention and MLP projections, the token embedding) are written in ggml's Q8_0 instead:
+//! blocks of 32 values as one f16 scale and 32 signed bytes, the format and rounding of
+//! ggml's `quantize_row_q8_0_ref` and the tensor choice of whisper.cpp's own `quantize`
+//! tool (convolutions stay f16; biases, norms and positional embeddings f32). It halves the
+//! file and lets whisper.cpp's integer dot products run on CPU (faster-whisper's int8 is
+//! the same idea in CTranslate2).
+//!
 //! CTranslate2 file (binary version 6): `u32 version`, string spec name, `u32 revision`,
 //! `u32 count`, then per variable: string name, `u8 rank`, `u32` dims, `u8 dtype`,
 //! `u32 byte size`, data; then `u32` alias count and (alias, target) string pairs.
@@ -39,6 +47,21 @@ const CT2_F16: u8 = 4;
 /// whisper.cpp / ggml tensor types.
 const GGML_F32: i32 = 0;
 const GGML_F16: i32 = 1;
+const GGML_Q8_0: i32 = 8;
+/// The file's weight type for a Q8_0 model: `GGML_FTYPE_MOSTLY_Q8_0` (7) with ggml's
+/// quantization version (2) times its factor (1000), as whisper.cpp's `quantize` writes it.
+const FTYPE_Q8_0: i32 = 2 * 1000 + 7;
+/// Values per Q8_0 block.
+const Q8_0_BLOCK: usize = 32;
+
+/// How the converted file stores the big weight matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// As CTranslate2 stored them (f16 in every published faster-whisper model), bit for bit.
+    AsStored,
+    /// ggml's Q8_0 (8-bit, one f16 scale per 32 values).
+    Q8_0,
+}
 
 /// Whisper's audio front end: 16 kHz, 25 ms windows (n_fft 400) -> 201 frequency bins.
 const SAMPLE_RATE: f64 = 16_000.0;
@@ -46,26 +69,26 @@ const N_FFT: usize = 400;
 
 /// Converts `input` (a CTranslate2 `model.bin`, with `vocabulary.txt` beside it) into a
 /// whisper.cpp ggml model at `output`.
-pub fn convert(input: &Path, output: &Path) -> Result<(), String> {
+pub fn convert(input: &Path, output: &Path, weights: Weights) -> Result<(), String> {
     let bytes = fs::read(input).map_err(|e| format!("reading {}: {e}", input.display()))?;
     let vocab_path = input.with_file_name("vocabulary.txt");
     let vocab_text = fs::read_to_string(&vocab_path).map_err(|e| format!("reading {} (needed beside the model): {e}", vocab_path.display()))?;
     let file = fs::File::create(output).map_err(|e| format!("creating {}: {e}", output.display()))?;
     let mut out = BufWriter::new(file);
-    convert_bytes(&bytes, &vocab_text, &mut out).map_err(|e| format!("{}: {e}", input.display()))?;
+    convert_bytes(&bytes, &vocab_text, weights, &mut out).map_err(|e| format!("{}: {e}", input.display()))?;
     out.flush().map_err(|e| format!("writing {}: {e}", output.display()))
 }
 
 /// [`convert`] in memory: the bytes of a CTranslate2 `model.bin` and the text of its
 /// `vocabulary.txt`, written to `out` as a whisper.cpp ggml model. (The fuzz target
 /// `ct2_convert` feeds it arbitrary bytes: it must refuse, never panic or over-allocate.)
-pub fn convert_bytes(model: &[u8], vocabulary: &str, out: &mut impl Write) -> Result<(), String> {
+pub fn convert_bytes(model: &[u8], vocabulary: &str, weights: Weights, out: &mut impl Write) -> Result<(), String> {
     let model = Ct2Model::parse(model)?;
     if model.spec != "WhisperSpec" {
         return Err(format!("the file holds a CTranslate2 `{}`, not a `WhisperSpec`", model.spec));
     }
     let vocab: Vec<&str> = vocabulary.lines().collect();
-    write_ggml(&model, &vocab, out)
+    write_ggml(&model, &vocab, weights, out)
 }
 
 /// One CTranslate2 variable, borrowing its data from the file bytes.
@@ -195,7 +218,7 @@ fn whole(variable: impl Into<String>) -> Source {
     Source { variable: variable.into(), part: 0, parts: 1 }
 }
 
-fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], out: &mut impl Write) -> Result<(), String> {
+fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], weights: Weights, out: &mut impl Write) -> Result<(), String> {
     let (pe_enc, pe_dec) = (model.get("encoder/position_encodings/encodings")?, model.get("decoder/position_encodings/encodings")?);
     let conv1 = model.get("encoder/conv1/weight")?;
     if pe_enc.dims.len() != 2 || pe_dec.dims.len() != 2 || conv1.dims.len() != 3 {
@@ -237,7 +260,12 @@ fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], out: &mut impl Write) -> Res
     ] {
         w(out, v as i32)?;
     }
-    w(out, if weights_f16 { GGML_F16 } else { GGML_F32 })?;
+    let ftype = match weights {
+        Weights::Q8_0 => FTYPE_Q8_0,
+        Weights::AsStored if weights_f16 => GGML_F16,
+        Weights::AsStored => GGML_F32,
+    };
+    w(out, ftype)?;
 
     let filters = mel_filterbank(hp.n_mels);
     w(out, hp.n_mels as i32)?;
@@ -261,7 +289,7 @@ fn write_ggml(model: &Ct2Model<'_>, vocab: &[&str], out: &mut impl Write) -> Res
     }
 
     for (name, source) in tensor_map(&hp) {
-        write_tensor(model, &name, &source, weights_f16, out)?;
+        write_tensor(model, &name, &source, weights_f16, weights, out)?;
     }
     Ok(())
 }
@@ -320,8 +348,8 @@ fn tensor_map(hp: &HyperParams) -> Vec<(String, Source)> {
 }
 
 /// Writes one tensor: its slice of the source rows, in f16 or widened to f32 by the rules
-/// of whisper.cpp's own converter.
-fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: bool, out: &mut impl Write) -> Result<(), String> {
+/// of whisper.cpp's own converter, or a weight matrix in Q8_0.
+fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: bool, weights: Weights, out: &mut impl Write) -> Result<(), String> {
     let v = model.get(&source.variable)?;
     let elem = match v.dtype {
         CT2_F16 => 2,
@@ -349,9 +377,21 @@ fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: 
     }
     let keep_f32 = dims.len() < 2
         || matches!(name, "encoder.conv1.bias" | "encoder.conv2.bias" | "encoder.positional_embedding" | "decoder.positional_embedding");
+    // whisper.cpp makes every 2-D weight but those four of the file's weight type.
+    let quantize = weights == Weights::Q8_0 && dims.len() == 2 && !keep_f32;
+    if quantize && dims[1] % Q8_0_BLOCK != 0 {
+        return Err(format!("`{name}` rows of {} values do not split into blocks of {Q8_0_BLOCK}", dims[1]));
+    }
     let to_f16 = weights_f16 && !keep_f32;
     let name_bytes = name.as_bytes();
-    let header = [dims.len() as i32, name_bytes.len() as i32, if to_f16 { GGML_F16 } else { GGML_F32 }];
+    let ttype = if quantize {
+        GGML_Q8_0
+    } else if to_f16 {
+        GGML_F16
+    } else {
+        GGML_F32
+    };
+    let header = [dims.len() as i32, name_bytes.len() as i32, ttype];
     let io = |e: std::io::Error| e.to_string();
     for h in header {
         out.write_all(&h.to_le_bytes()).map_err(io)?;
@@ -360,6 +400,13 @@ fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: 
         out.write_all(&(*d as i32).to_le_bytes()).map_err(io)?;
     }
     out.write_all(name_bytes).map_err(io)?;
+    if quantize {
+        let values: Vec<f32> = match elem {
+            2 => data.chunks_exact(2).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32()).collect(),
+            _ => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        };
+        return out.write_all(&quantize_q8_0(&values)).map_err(io);
+    }
     match (elem, to_f16) {
         (2, true) | (4, false) => out.write_all(data).map_err(io),
         (2, false) => {
@@ -371,6 +418,21 @@ fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: 
         }
         _ => Err(format!("`{name}`: a float32 tensor in a float16 model")),
     }
+}
+
+/// ggml's Q8_0 of `values` (a multiple of 32): per block of 32, the scale
+/// `d = max|x| / 127` as f16, then each `round(x / d)` as a signed byte (the scale used to
+/// divide is the f32 one, as in ggml's `quantize_row_q8_0_ref`).
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / Q8_0_BLOCK * (2 + Q8_0_BLOCK));
+    for block in values.chunks_exact(Q8_0_BLOCK) {
+        let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|x| (x * id).round() as i8 as u8));
+    }
+    out
 }
 
 /// The key part of a fused bias (`parts` 3: q,k,v; `parts` 2: k,v) must be all zeros.

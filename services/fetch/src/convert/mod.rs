@@ -21,6 +21,7 @@ pub fn run(kind: ConversionKind, input: &Path, output: &Path) -> Result<(), Stri
     match kind {
         ConversionKind::PthLegacyToSafetensors => pth_legacy::convert(input, output),
         ConversionKind::GgufTokenizer => gguf_tokenizer::convert(input, output),
-        ConversionKind::Ct2WhisperToGgml => ct2_whisper::convert(input, output),
+        ConversionKind::Ct2WhisperToGgml => ct2_whisper::convert(input, output, ct2_whisper::Weights::AsStored),
+        ConversionKind::Ct2WhisperToGgmlQ8_0 => ct2_whisper::convert(input, output, ct2_whisper::Weights::Q8_0),
     }
 }

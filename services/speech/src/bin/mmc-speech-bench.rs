@@ -32,6 +32,10 @@ struct Args {
     /// Reference figures (JSON: {"audio_s", "whisper_cpp": {"rtf", "streams": {...}}, "faster_whisper": {...}}).
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Also writes the figures as JSON here (`tests/bench/speech.sh` takes medians of them):
+    /// `{"one_stream_rtf": {SHAPE: RTF}, "throughput": {STREAMS: audio s per s}}`.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Transcribes `streams` copies of the recording at once; returns (wall seconds, audio seconds each, text).
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let threads = args.threads.max(1);
     let setups = [(1usize, 1usize, threads), (1, threads, 1), (2, 2, (threads / 2).max(1)), (4, 4, (threads / 4).max(1))];
     let mut single: Vec<(String, f64)> = Vec::new();
+    let mut figures = serde_json::json!({ "one_stream_rtf": {}, "throughput": {} });
     for (streams, states, per_state) in setups {
         let core = SpeechCore::new(CoreConfig {
             model_path: args.ggml.clone(),
@@ -111,12 +116,17 @@ async fn main() -> anyhow::Result<()> {
             };
             let rtf = wall / audio_s;
             println!("\nours, 1 stream ({shape}): {audio_s:.1} s of audio in {wall:.2} s: RTF {rtf:.4}\n  text: {}", preview(&text));
+            figures["one_stream_rtf"][if states == 1 { "one_state" } else { "default" }] = rtf.into();
             single.push((shape, rtf));
         }
+        figures["throughput"][streams.to_string()] = throughput.into();
         println!("ours, {streams} stream(s), {states} state(s) x {per_state} thread(s): {throughput:.1} audio s per s");
         if states == 1 && threads == 1 {
             break; // the other setups would repeat this one
         }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, figures.to_string()).context("writing the JSON figures")?;
     }
     if let Some(r) = reference {
         println!();
