@@ -151,6 +151,14 @@ fn check_gateway_state(r: &Rendered) {
             assert_eq!(s(hpa, &["spec", "scaleTargetRef", "name"]), "mmc-gateway");
             assert!(hpa["spec"]["minReplicas"].as_u64() >= Some(2), "{}: the autoscaler may go below two gateways", r.overlay);
             assert!(pdb["spec"]["minAvailable"].as_u64() >= Some(1), "{}: evictions may take every gateway at once", r.overlay);
+            // Every gateway the autoscaler may start opens up to its pool of connections:
+            // together they must fit PostgreSQL's default max_connections (100).
+            let pool: u64 = match r.env_of(server).get("MMC_STORE_POOL_SIZE") {
+                Some(v) => v.parse().unwrap_or_else(|_| panic!("{}: MMC_STORE_POOL_SIZE {v:?}", r.overlay)),
+                None => Options::of("mmc-gateway", &[]).default("MMC_STORE_POOL_SIZE").parse().unwrap(),
+            };
+            let most = hpa["spec"]["maxReplicas"].as_u64().unwrap_or(replicas);
+            assert!(most * pool <= 100, "{}: {most} gateways x {pool} connections exceed PostgreSQL's default max_connections", r.overlay);
         }
         None => {
             assert!(replicas == 1 && strategy == "Recreate", "{}: an embedded-store gateway must run alone (one redb writer)", r.overlay);

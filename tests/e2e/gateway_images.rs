@@ -33,10 +33,16 @@ async fn start_gateway(embed: &str, caption: &str, data_dir: &Path) -> Service {
 
 /// [`start_gateway`] with its state in PostgreSQL database `store` when given.
 pub async fn start_gateway_on(embed: &str, caption: &str, data_dir: &Path, store: Option<&str>) -> Service {
+    start_gateway_with(embed, caption, data_dir, store, &[]).await
+}
+
+/// [`start_gateway_on`] with `extra` arguments.
+pub async fn start_gateway_with(embed: &str, caption: &str, data_dir: &Path, store: Option<&str>, extra: &[&str]) -> Service {
     let data = data_dir.to_str().unwrap();
     // Short backoff so the killed-upstream case fails fast.
     let mut args = vec!["--embed-endpoint", embed, "--caption-endpoint", caption, "--data-dir", data, "--retry-backoff-ms", "50"];
     args.extend(store.map(|url| ["--store", url]).into_iter().flatten());
+    args.extend(extra);
     start_service("mmc-gateway", &args, Duration::from_secs(60)).await
 }
 

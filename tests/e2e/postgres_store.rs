@@ -14,7 +14,7 @@ use mmc_proto::gateway::v1::{
 use mmc_tests::{binary, eventually, http_get, metric_value, postgres::Postgres, start_service};
 use tonic::Code;
 
-use crate::gateway_images::{count_images, photo, search, sources, start_gateway_on, Upload};
+use crate::gateway_images::{count_images, photo, search, sources, start_gateway_on, start_gateway_with, Upload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_share_one_database_and_ride_out_its_restart() {
@@ -51,10 +51,11 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
     assert_eq!(postgres.query("fresh", "SELECT count(*) FROM mmc_schema_migrations WHERE success"), "1");
     assert_eq!(postgres.query("fresh", "SELECT extversion FROM pg_extension WHERE extname = 'vector'"), "0.6.2");
-    // Both gateways start at once on the database the copy made, and both serve.
+    // Both gateways start at once on the database the copy made, and both serve; b with a
+    // pool of two connections.
     let (a, b) = tokio::join!(
         start_gateway_on(&embed.url, &captioner.url, dir_a.path(), Some(&url)),
-        start_gateway_on(&embed.url, &captioner.url, dir_b.path(), Some(&url)),
+        start_gateway_with(&embed.url, &captioner.url, dir_b.path(), Some(&url), &["--store-pool-size", "2"]),
     );
     let (mut client_a, mut client_b) = (GatewayServiceClient::new(a.channel.clone()), GatewayServiceClient::new(b.channel.clone()));
 
@@ -112,6 +113,20 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     let status = client_b.search_images(nul).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
+    // Gateway b's pool of two serves sixteen searches and an upload at once (calls wait for
+    // a connection) and never opens more than two.
+    let searches = (0..16).map(|_| {
+        let mut client = client_b.clone();
+        async move { client.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), top_k: 3, ..Default::default() }).await }
+    });
+    let (results, _) = tokio::join!(futures::future::join_all(searches), index(client_b.clone(), &["cat.png", "coffee.png"]));
+    for r in results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let (held_a, held_b) = (connections_to(a.process.pid(), postgres.port), connections_to(b.process.pid(), postgres.port));
+    println!("connections to PostgreSQL: gateway a {held_a}, gateway b (--store-pool-size 2) {held_b}");
+    assert!((1..=2).contains(&held_b), "gateway b holds {held_b} connections with --store-pool-size 2");
+
     // A gateway killed mid-upload: every image it acknowledged is stored.
     for name in ["bike.jpg", "rocket.jpg"] {
         let id = image_ids(&search(&mut client_b, Query::Image(photo(name))).await)[0].clone();
@@ -160,6 +175,26 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     assert_eq!(sources(&healed.into_inner()).first().map(String::as_str), Some("cat.png"));
     let (_, scrape) = http_get(&b.metrics, "/metrics").unwrap();
     assert!(metric_value(&scrape, "mmc_gateway_store_unavailable_total", &[]).unwrap_or(0.0) >= 1.0, "{scrape}");
+}
+
+/// Established TCP connections of process `pid` to local port `port` (its sockets in
+/// /proc/PID/fd matched with /proc/net/tcp{,6}).
+fn connections_to(pid: i32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = f.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) && f.get(3) == Some(&"01") {
+                inodes.insert(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|link| inodes.contains(link.to_string_lossy().as_ref()))
+        .count()
 }
 
 fn image_ids(response: &mmc_proto::gateway::v1::SearchImagesResponse) -> Vec<String> {

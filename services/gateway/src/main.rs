@@ -73,6 +73,10 @@ struct Args {
     /// files, one gateway). Empty: embedded under `--data-dir`.
     #[arg(long, env = "MMC_STORE_URL", default_value = "", hide_env_values = true)]
     store: String,
+    /// Most PostgreSQL connections this gateway opens (each store call holds one for
+    /// milliseconds). Keep replicas x this under the server's `max_connections`.
+    #[arg(long, env = "MMC_STORE_POOL_SIZE", default_value_t = postgres::POOL_CONNECTIONS)]
+    store_pool_size: u32,
     /// Weight of the image vector in search scores; the caption vector gets the rest.
     #[arg(long, env = "MMC_SEARCH_IMAGE_WEIGHT", default_value_t = 0.5)]
     image_weight: f32,
@@ -189,7 +193,7 @@ fn main() -> ExitCode {
         let location = Location::parse(&args.store, &args.data_dir);
         let stores = match &location {
             // A gateway started with its database waits for it a while.
-            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT).await,
+            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT, args.store_pool_size).await,
             Location::Embedded(_) => Stores::open(&location).await,
         }
         .with_context(|| format!("opening the store {}", location.redacted()))?;

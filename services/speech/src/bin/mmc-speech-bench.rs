@@ -99,6 +99,10 @@ async fn main() -> anyhow::Result<()> {
             lend_idle_states: true,
         });
         core.load_and_warm_up().await?;
+        // One whole run first, discarded, as the references get (whisper.cpp's and
+        // faster-whisper's first run warms up too): the first pass over a long recording
+        // pays for growing the states' buffers and first-touch page faults.
+        run(&core, &args.audio, streams).await?;
         let mut best: Option<(f64, f64, String)> = None;
         for _ in 0..args.runs {
             let r = run(&core, &args.audio, streams).await?;

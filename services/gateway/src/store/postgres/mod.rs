@@ -40,9 +40,11 @@ pub use thumbnails::PostgresThumbnails;
 pub const HNSW_M: u32 = 32;
 pub const HNSW_EF_CONSTRUCTION: u32 = 128;
 
-/// Connections per gateway: each in-flight store call holds one for its duration
-/// (milliseconds), so a handful serve hundreds of requests per second.
-const POOL_CONNECTIONS: u32 = 16;
+/// Connections per gateway by default (`--store-pool-size`): each in-flight store call
+/// holds one for its duration (milliseconds), so a handful serve hundreds of requests per
+/// second. Size it so that replicas x pool stays under the server's `max_connections`
+/// (100 by default; managed offers vary), less what other clients need.
+pub const POOL_CONNECTIONS: u32 = 16;
 /// How long a store call waits for a connection before it is UNAVAILABLE.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,9 +62,10 @@ fn migrator() -> Migrator {
 
 /// Opens the stores in the database at `url` (libpq URL syntax; `sslmode=require` and
 /// `sslrootcert=…` for TLS), applying migrations first. Waits up to `wait` for the database
-/// to come up (a gateway and its database started together).
-pub async fn open_waiting(url: &str, wait: Duration) -> Result<Stores, StoreError> {
-    let pool = connect(url)?;
+/// to come up (a gateway and its database started together). `pool_size`: connections this
+/// process opens at most.
+pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32) -> Result<Stores, StoreError> {
+    let pool = connect_with(url, pool_size)?;
     let started = std::time::Instant::now();
     loop {
         match migrate(&pool).await {
@@ -84,15 +87,21 @@ pub async fn open_waiting(url: &str, wait: Duration) -> Result<Stores, StoreErro
 
 /// [`open_waiting`] without waiting.
 pub async fn open(url: &str) -> Result<Stores, StoreError> {
-    open_waiting(url, Duration::ZERO).await
+    open_waiting(url, Duration::ZERO, POOL_CONNECTIONS).await
 }
 
-/// A pool for `url`; connects lazily (the first call opens the first connection).
+/// A pool of [`POOL_CONNECTIONS`] for `url`; connects lazily (the first call opens the
+/// first connection).
 pub fn connect(url: &str) -> Result<PgPool, StoreError> {
+    connect_with(url, POOL_CONNECTIONS)
+}
+
+/// [`connect`] with at most `pool_size` connections (at least one).
+pub fn connect_with(url: &str, pool_size: u32) -> Result<PgPool, StoreError> {
     // The parser's message may quote the URL, password included: say only what is wrong.
     let options: PgConnectOptions = url.parse().map_err(|_| StoreError::Engine(format!("{} is not a PostgreSQL URL", redact(url))))?;
     Ok(PgPoolOptions::new()
-        .max_connections(POOL_CONNECTIONS)
+        .max_connections(pool_size.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         // A connection that died with a database restart is found and replaced here, not
         // handed to a request.
