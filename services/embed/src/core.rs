@@ -156,37 +156,52 @@ pub struct EmbedCore {
     image: OnceCell<ImagePath>,
     clip_images: OnceCell<ClipImages>,
     /// The decode budget, one permit per started megapixel.
-    decoding: Arc<tokio::sync::Semaphore>,
-    /// Its size (an image never asks for more than all of it).
-    decoding_capacity: u32,
+    decoding: Budget,
     /// The text budget, one permit per started KiB of text after the cut.
-    texts: Arc<tokio::sync::Semaphore>,
-    /// Its size (a request never asks for more than all of it).
-    texts_capacity: u32,
+    texts: Budget,
 }
 
 /// Megapixels (started) of a `width` x `height` image: its permits in the decode budget.
-fn megapixels(width: u32, height: u32) -> u32 {
-    (u64::from(width) * u64::from(height)).div_ceil(1_000_000).max(1) as u32
+fn megapixels(width: u32, height: u32) -> u64 {
+    (u64::from(width) * u64::from(height)).div_ceil(1_000_000).max(1)
+}
+
+/// A memory budget shared by all requests: a semaphore of `capacity` units, a wait gauge
+/// and a wait-time histogram. A taker never asks for more than all of it, so one huge
+/// request runs alone instead of waiting forever.
+struct Budget {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: u32,
+    waiting_gauge: &'static str,
+    wait_histogram: &'static str,
+}
+
+impl Budget {
+    fn new(units: u64, waiting_gauge: &'static str, wait_histogram: &'static str) -> Self {
+        let capacity = units.clamp(1, (u32::MAX as u64).min(tokio::sync::Semaphore::MAX_PERMITS as u64)) as u32;
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(capacity as usize)), capacity, waiting_gauge, wait_histogram }
+    }
+
+    /// Waits for `units` (at most the whole budget), counted in the metrics; held until
+    /// the permit drops.
+    async fn take(&self, units: u64) -> Result<tokio::sync::OwnedSemaphorePermit, CoreError> {
+        let wanted = units.clamp(1, u64::from(self.capacity)) as u32;
+        let waited = std::time::Instant::now();
+        metrics::gauge!(self.waiting_gauge).increment(1.0);
+        let permit = self.permits.clone().acquire_many_owned(wanted).await;
+        metrics::gauge!(self.waiting_gauge).decrement(1.0);
+        metrics::histogram!(self.wait_histogram).record(waited.elapsed().as_secs_f64());
+        permit.map_err(|_| CoreError::Loading)
+    }
 }
 
 impl EmbedCore {
     pub fn new(config: CoreConfig) -> Arc<Self> {
-        let budget = config.decode_pixel_budget.max(config.image_limits.max_pixels).div_ceil(1_000_000);
-        let decoding_capacity = budget.min(u64::from(u32::MAX)).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as u32;
-        let decoding = Arc::new(tokio::sync::Semaphore::new(decoding_capacity as usize));
-        let texts_capacity = config.text_byte_budget.max(MAX_TEXT_BYTES_AFTER_CUT as u64).div_ceil(1024).min(u64::from(u32::MAX)) as u32;
-        let texts = Arc::new(tokio::sync::Semaphore::new(texts_capacity as usize));
-        Arc::new(Self {
-            config,
-            text: OnceCell::new(),
-            image: OnceCell::new(),
-            clip_images: OnceCell::new(),
-            decoding,
-            decoding_capacity,
-            texts,
-            texts_capacity,
-        })
+        let megapixels = config.decode_pixel_budget.max(config.image_limits.max_pixels).div_ceil(1_000_000);
+        let decoding = Budget::new(megapixels, "mmc_embed_decodes_waiting", "mmc_embed_decode_budget_wait_seconds");
+        let kib = config.text_byte_budget.max(MAX_TEXT_BYTES_AFTER_CUT as u64).div_ceil(1024);
+        let texts = Budget::new(kib, "mmc_embed_texts_waiting", "mmc_embed_text_budget_wait_seconds");
+        Arc::new(Self { config, text: OnceCell::new(), image: OnceCell::new(), clip_images: OnceCell::new(), decoding, texts })
     }
 
     /// Loads the models and runs one inference; the service is SERVING only after this.
@@ -385,13 +400,7 @@ impl EmbedCore {
         let mut out = Vec::with_capacity(images.len());
         for (index, bytes) in images.into_iter().enumerate() {
             let (width, height) = mmc_media::image::dimensions(&bytes, &limits).map_err(|error| CoreError::Image { index, error })?;
-            let wanted = megapixels(width, height).min(self.decoding_capacity);
-            let waited = std::time::Instant::now();
-            metrics::gauge!("mmc_embed_decodes_waiting").increment(1.0);
-            let permit = self.decoding.clone().acquire_many_owned(wanted).await;
-            metrics::gauge!("mmc_embed_decodes_waiting").decrement(1.0);
-            metrics::histogram!("mmc_embed_decode_budget_wait_seconds").record(waited.elapsed().as_secs_f64());
-            let permit = permit.map_err(|_| CoreError::Loading)?;
+            let permit = self.decoding.take(megapixels(width, height)).await?;
             let f = to_input.take().expect("given back by the previous image");
             let (f, prepared) = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
@@ -522,13 +531,7 @@ impl EmbedCore {
                 return Err(CoreError::TextTooLarge { index, bytes: t.len() });
             }
         }
-        let kib = texts.iter().map(|t| t.len().div_ceil(1024) as u64).sum::<u64>().clamp(1, u64::from(self.texts_capacity)) as u32;
-        let waited = std::time::Instant::now();
-        metrics::gauge!("mmc_embed_texts_waiting").increment(1.0);
-        let permit = self.texts.clone().acquire_many_owned(kib).await;
-        metrics::gauge!("mmc_embed_texts_waiting").decrement(1.0);
-        metrics::histogram!("mmc_embed_text_budget_wait_seconds").record(waited.elapsed().as_secs_f64());
-        let _permit = permit.map_err(|_| CoreError::Loading)?;
+        let _permit = self.texts.take(texts.iter().map(|t| t.len().div_ceil(1024) as u64).sum()).await?;
         if reject_overlong {
             let counts = text.encoder.count_tokens(&texts)?;
             let limit = text.encoder.max_tokens();
