@@ -33,7 +33,7 @@ struct Args {
     ggml: Option<PathBuf>,
     /// Which converted weights of a model to load: `auto` = its 8-bit `ggml-model-q8_0.bin`
     /// where `mmc models fetch` made one (for models whose word error rate it leaves within
-    /// half a point; docs/speech.md), else `ggml-model.bin`; `q8-0` = the 8-bit file;
+    /// half a point; docs/speech.md), else `ggml-model.bin`; `q8_0` = the 8-bit file;
     /// `stored` = the weights as shipped (f16).
     #[arg(long, env = "MMC_SPEECH_WEIGHTS", value_enum, default_value = "auto")]
     weights: Weights,
@@ -75,7 +75,7 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Weights {
     Auto,
-    #[value(name = "q8-0")]
+    #[value(name = "q8_0")]
     Q8_0,
     Stored,
 }

@@ -379,7 +379,7 @@ fn write_tensor(model: &Ct2Model<'_>, name: &str, source: &Source, weights_f16: 
         || matches!(name, "encoder.conv1.bias" | "encoder.conv2.bias" | "encoder.positional_embedding" | "decoder.positional_embedding");
     // whisper.cpp makes every 2-D weight but those four of the file's weight type.
     let quantize = weights == Weights::Q8_0 && dims.len() == 2 && !keep_f32;
-    if quantize && dims[1] % Q8_0_BLOCK != 0 {
+    if quantize && !dims[1].is_multiple_of(Q8_0_BLOCK) {
         return Err(format!("`{name}` rows of {} values do not split into blocks of {Q8_0_BLOCK}", dims[1]));
     }
     let to_f16 = weights_f16 && !keep_f32;
