@@ -325,11 +325,40 @@ async fn encode_image_returns_the_embedding_of_the_same_pass() {
     assert!(plain.embedding.is_none() && plain.embedding_model.is_none());
 }
 
-/// Resident memory of a process, in bytes (Linux).
-fn rss_bytes(pid: i32) -> u64 {
+/// A memory figure of a process from /proc/PID/status (`VmRSS:` now, `VmHWM:` peak), in bytes.
+fn status_bytes(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
     kb * 1024
+}
+
+/// Resident memory of a process now (VmRSS), in bytes.
+fn rss(pid: i32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Runs `one` alone (which sets the cost of one), then four at once; every call must
+/// succeed. Returns the peak RSS after the one and after the four, and the sum of the
+/// budget's wait histogram `wait_metric`.
+async fn alone_then_four_at_once<F, Fut, T>(embed: &Service, wait_metric: &str, one: F) -> (u64, u64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    T: std::fmt::Debug,
+{
+    one().await.expect("one call alone");
+    let after_one = peak_rss(embed.process.pid());
+    for r in futures::future::join_all((0..4).map(|_| one())).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let after_four = peak_rss(embed.process.pid());
+    let scrape = http_get(&embed.metrics, "/metrics").unwrap().1;
+    (after_one, after_four, mmc_tests::metric_value(&scrape, &format!("{wait_metric}_sum"), &[]).unwrap_or(0.0))
 }
 
 /// Issue #28: a 20 MB text was tokenized in full before it was cut (28 s, +3.5 GB that
@@ -343,9 +372,9 @@ async fn huge_texts_cost_what_their_first_page_costs() {
     let page: String = (0..400).map(|i| format!("word{} ", i % 37)).collect();
     let huge = page.repeat(9000); // ~21 MB, 3.6 million words
     assert!(huge.len() > 20_000_000);
-    let before = rss_bytes(embed.process.pid());
+    let before = rss(embed.process.pid());
     let r = client.embed_text(texts(&[&huge, &page])).await.unwrap().into_inner();
-    let after = rss_bytes(embed.process.pid());
+    let after = rss(embed.process.pid());
     println!("20 MB text: RSS {} MB -> {} MB", before >> 20, after >> 20);
     assert!(r.embeddings[0].truncated && r.embeddings[1].truncated);
     assert_eq!(r.embeddings[0].values, r.embeddings[1].values, "the huge text embeds as its first page does");
@@ -369,22 +398,14 @@ async fn concurrent_huge_texts_share_one_byte_budget() {
     let text = vec![word.as_str(); 256].join(" ");
     assert!(text.len() <= 1 << 20, "{} bytes", text.len());
     let client = EmbedServiceClient::new(embed.channel.clone()).max_encoding_message_size(8 << 20);
-    let one = |client: EmbedServiceClient<tonic::transport::Channel>, text: String| async move {
-        let mut client = client;
-        client.embed_text(texts(&[&text])).await
+    let one = || {
+        let (mut client, text) = (client.clone(), text.clone());
+        async move { client.embed_text(texts(&[&text])).await }
     };
-    one(client.clone(), text.clone()).await.expect("one huge text");
-    let after_one = peak_rss(embed.process.pid());
-    let results = futures::future::join_all((0..4).map(|_| one(client.clone(), text.clone()))).await;
-    for r in &results {
-        assert!(r.is_ok(), "{r:?}");
-    }
-    let after_four = peak_rss(embed.process.pid());
+    let (after_one, after_four, waited) = alone_then_four_at_once(&embed, "mmc_embed_text_budget_wait_seconds", one).await;
     let grown = after_four.saturating_sub(after_one);
     println!("peak RSS after one huge text {} MB, after four at once {} MB", after_one >> 20, after_four >> 20);
     assert!(grown < 100 << 20, "four concurrent huge texts grew the peak by {} MB: they did not take turns", grown >> 20);
-    let scrape = mmc_tests::http_get(&embed.metrics, "/metrics").unwrap().1;
-    let waited = mmc_tests::metric_value(&scrape, "mmc_embed_text_budget_wait_seconds_sum", &[]).unwrap_or(0.0);
     assert!(waited > 0.0, "no request waited for the text budget");
 }
 
@@ -415,12 +436,6 @@ fn big_plain_png(side: u32) -> Vec<u8> {
     png
 }
 
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 /// Decoding memory is bounded across requests: with a budget of one 40-megapixel image,
 /// four requests each sending a 6300x6300 PNG (~230 MB decoded) take turns; all succeed,
 /// and the process grows by about one decode, not four.
@@ -430,31 +445,16 @@ async fn concurrent_large_decodes_share_one_pixel_budget() {
     let png = big_plain_png(6300);
     assert!(png.len() < 1 << 20, "{} bytes", png.len());
     let client = EmbedServiceClient::new(embed.channel.clone());
-    // Warm: one decode alone sets the cost of one.
-    let one = |client: EmbedServiceClient<tonic::transport::Channel>, data: Vec<u8>| async move {
-        let mut client = client;
+    let one = || {
+        let (mut client, data) = (client.clone(), png.clone());
         let image = Image { data: data.into(), mime_type: String::new(), source_name: "big.png".into() };
-        client.encode_image(EncodeImageRequest { image: Some(image), top_k: 1, include_embedding: true }).await
+        async move { client.encode_image(EncodeImageRequest { image: Some(image), top_k: 1, include_embedding: true }).await }
     };
-    one(client.clone(), png.clone()).await.expect("one large image");
-    let after_one = peak_rss(embed.process.pid());
-    let results = futures::future::join_all((0..4).map(|_| one(client.clone(), png.clone()))).await;
-    for r in &results {
-        assert!(r.is_ok(), "{r:?}");
-    }
-    let after_four = peak_rss(embed.process.pid());
+    let (after_one, after_four, waited) = alone_then_four_at_once(&embed, "mmc_embed_decode_budget_wait_seconds", one).await;
     let grown = after_four.saturating_sub(after_one);
     println!("peak RSS after one decode {} MB, after four at once {} MB", after_one >> 20, after_four >> 20);
     assert!(grown < 150 << 20, "four concurrent decodes grew the peak by {} MB: they did not take turns", grown >> 20);
-    let scrape = mmc_tests::http_get(&embed.metrics, "/metrics").unwrap().1;
-    let waited = mmc_tests::metric_value(&scrape, "mmc_embed_decode_budget_wait_seconds_sum", &[]).unwrap_or(0.0);
     assert!(waited > 0.0, "no decode waited for the budget");
-}
-
-/// Resident memory of a process now (VmRSS), in bytes.
-fn rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 /// A burst's memory goes back: three 6300x6300 PNGs decoded at once (the default budget
