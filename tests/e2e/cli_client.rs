@@ -108,6 +108,11 @@ async fn the_cli_runs_every_flow_against_a_live_cluster() {
         assert!(!ok && stderr.contains("no meeting"), "a deleted meeting: {stderr}");
         let (ok, _, stderr) = mmc(&["ask", "no-such-meeting", "anything", "--gateway", &gw]);
         assert!(!ok && stderr.contains("no-such-meeting"), "unknown meeting: {stderr}");
+        // The server's refusal reads as its code, its message and the id of the request
+        // (what finds it in the gateway's log), not as tonic's debug dump.
+        let line = stderr.lines().find(|l| l.starts_with("mmc: error: NOT_FOUND: ")).unwrap_or_else(|| panic!("{stderr}"));
+        let id = line.rsplit_once("(request id ").and_then(|(_, id)| id.strip_suffix(')')).unwrap_or_else(|| panic!("{line}"));
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
 
         // Nothing listening: a clear message, not a transport error dump.
         let (ok, _, stderr) = mmc(&["search", "a cat", "--gateway", "http://127.0.0.1:9"]);

@@ -14,7 +14,10 @@ use mmc_proto::{
         SearchImagesResponse,
     },
 };
-use mmc_tests::{assert_documented_stages, free_port_range, http_get, metric_value, postgres::Postgres, start_service, start_service_on, Service};
+use mmc_tests::{
+    assert_documented_stages, free_port_range, http_get, metric_value, postgres::Postgres, start_service, start_service_logged, start_service_on,
+    Service,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{transport::Channel, Code, Streaming};
@@ -279,6 +282,95 @@ async fn unreachable_services_are_named_in_the_error() {
     // Search on an empty index needs the embed service too: same clear error.
     let status = client.search_images(SearchImagesRequest { query: Some(Query::Text("a cat".into())), ..Default::default() }).await.unwrap_err();
     assert!(status.message().contains("stage embed_query"), "{status:?}");
+}
+
+/// The line of the log file `log` that holds `id` and `text` (the log is written by another
+/// process: wait a moment for it).
+async fn log_line(log: &Path, id: &str, text: &str) -> String {
+    let found = mmc_tests::eventually(Duration::from_secs(5), || async {
+        let log = std::fs::read_to_string(log).ok()?;
+        log.lines().find(|l| l.contains(id) && l.contains(text)).map(str::to_string)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("no line with {id:?} and {text:?} in {}:\n{}", log.display(), std::fs::read_to_string(log).unwrap_or_default()))
+}
+
+/// A failed call's message leaves out internal detail (a model service's address), which
+/// goes to the gateway's log instead; the `x-request-id` the client gets finds that line,
+/// over gRPC (in the error's metadata) and HTTP (a response header). A client may choose
+/// the id, and the model services the call reaches log under the same one. An id that
+/// could forge a log line is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_a_client_gets_finds_the_errors_detail_in_the_logs() {
+    let (logs, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (embed_log, gateway_log) = (logs.path().join("embed.log"), logs.path().join("gateway.log"));
+    let embed = start_service_logged("mmc-embed", &[], Duration::from_secs(60), &embed_log).await;
+    let dead = format!("http://127.0.0.1:{}", free_port_range(1));
+    let http = format!("127.0.0.1:{}", free_port_range(1));
+    let args = ["--embed-endpoint", &embed.url, "--caption-endpoint", &dead, "--data-dir", data.path().to_str().unwrap(), "--retry-backoff-ms", "50"];
+    let gateway = start_service_logged("mmc-gateway", &[&args[..], &["--http-listen", &http]].concat(), Duration::from_secs(60), &gateway_log).await;
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+
+    // gRPC: the captioner is down. The client reads the stage, the log the address.
+    let status = client.describe_image(DescribeImageRequest { image: Some(photo("cat.png")), modes: vec![] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains(&dead), "{status:?}");
+    let id = status.metadata().get("x-request-id").expect("x-request-id in the error's metadata").to_str().unwrap().to_string();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id:?}");
+    let line = log_line(&gateway_log, &id, &dead).await;
+    assert!(line.contains("stage failed") && line.contains("caption"), "{line}");
+
+    // A client-chosen id, on a call the embed service refuses (not an image): both services
+    // log it under that id.
+    let mut request = tonic::Request::new(DescribeImageRequest {
+        image: Some(Image { data: b"not an image at all".to_vec().into(), mime_type: String::new(), source_name: "junk.png".into() }),
+        modes: vec![],
+    });
+    request.metadata_mut().insert("x-request-id", "support-case-42".parse().unwrap());
+    let status = client.describe_image(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("support-case-42"));
+    log_line(&gateway_log, "support-case-42", "INVALID_ARGUMENT").await;
+    let line = log_line(&embed_log, "support-case-42", "request failed").await;
+    assert!(line.contains("EncodeImage"), "{line}");
+
+    // HTTP: the same over the REST route, and a forged id (quotes and spaces) is replaced.
+    let boundary = "mmc-test-boundary";
+    let cat = std::fs::read(mmc_tests::models_dir().join("test-photos/cat.png")).unwrap();
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cat.png\"\r\nContent-Type: image/png\r\n\r\n")
+        .into_bytes();
+    form.extend_from_slice(&cat);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut raw = format!(
+        "POST /v1/images/describe HTTP/1.1\r\nHost: {http}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nX-Request-Id: x\" level=ERROR msg=\"forged\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        form.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&form);
+    let response = http_response(&http, &raw);
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(!response.contains(&dead) && !response.contains("forged"), "{response}");
+    let id = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id header: {response}"))
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 32, "{id:?}");
+    let line = log_line(&gateway_log, &id, &dead).await;
+    assert!(line.contains("stage failed"), "{line}");
+    assert!(!std::fs::read_to_string(&gateway_log).unwrap().contains("forged"));
+}
+
+/// The whole answer (status line, headers, body) to raw HTTP/1.1 `request` on `addr`.
+fn http_response(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// Two embed replicas behind one `--embed-endpoint` list: calls are spread over both, and

@@ -219,6 +219,17 @@ pub async fn start_service(name: &str, extra: &[&str], timeout: Duration) -> Ser
 /// [`start_service`] on gRPC port `port` (metrics on `port + 1`): for restarting a service
 /// where its callers expect it.
 pub async fn start_service_on(name: &str, port: u16, extra: &[&str], timeout: Duration) -> Service {
+    launch(name, port, extra, timeout, std::process::Stdio::inherit()).await
+}
+
+/// [`start_service`] with the service's log (its stderr) written to file `log`, for tests
+/// that read what it logged.
+pub async fn start_service_logged(name: &str, extra: &[&str], timeout: Duration, log: &Path) -> Service {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    launch(name, free_port_range(2), extra, timeout, file.into()).await
+}
+
+async fn launch(name: &str, port: u16, extra: &[&str], timeout: Duration, stderr: std::process::Stdio) -> Service {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
     let metrics = format!("127.0.0.1:{}", port + 1);
     // The gateway's HTTP API would take its default port: tests that use it pass
@@ -230,7 +241,7 @@ pub async fn start_service_on(name: &str, port: u16, extra: &[&str], timeout: Du
             .args(http)
             .args(extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit()),
+            .stderr(stderr),
     );
     let url = format!("http://127.0.0.1:{port}");
     let channel = eventually(timeout, || async {

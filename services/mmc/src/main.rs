@@ -108,8 +108,29 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mmc: error: {e:#}");
+            eprintln!("mmc: error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as the user reads it: its contexts, then, for a call a server refused, the
+/// gRPC code, the server's message and the request id that finds the call in the
+/// server's log (`x-request-id`) instead of tonic's debug dump.
+fn report(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|cause| match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => {
+                let id = status.metadata().get(mmc_runtime::request_id::HEADER).and_then(|v| v.to_str().ok());
+                let code = mmc_runtime::policy::code_name(status.code());
+                match id {
+                    Some(id) => format!("{code}: {} (request id {id})", status.message()),
+                    None => format!("{code}: {}", status.message()),
+                }
+            }
+            None => cause.to_string(),
+        })
+        .collect();
+    parts.join(": ")
 }

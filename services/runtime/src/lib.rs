@@ -15,6 +15,8 @@
 //! - [`memory`]: malloc tuning so per-request buffers are reused, not faulted in anew.
 //! - [`telemetry`]: structured logs and OpenTelemetry traces over OTLP.
 //! - [`propagation`]: W3C trace context in gRPC metadata, client and server side.
+//! - [`request_id`]: the `x-request-id` each response carries and each log line of the
+//!   request shows.
 //! - [`batcher`]: dynamic batching for the inference core of model services.
 //! - [`tls`]: TLS and mutual TLS on the listeners (certificates reloaded on change) and on
 //!   the gateway's channels; [`certs`]: development certificates.
@@ -32,6 +34,7 @@ pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod propagation;
+pub mod request_id;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

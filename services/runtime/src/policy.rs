@@ -12,7 +12,8 @@
 //!    the whole call including a streamed response. When it passes, the call ends with
 //!    DEADLINE_EXCEEDED and the handler's future or stream is dropped (cancelled).
 //! 5. **Tracing**: a server span per request whose parent is the caller's W3C trace
-//!    context from the metadata.
+//!    context from the metadata, carrying the request id ([`crate::request_id`]) that
+//!    every answer returns as `x-request-id` (initial metadata and trailers).
 //! 6. **Metrics**: started/handled counters by gRPC code, latency histogram, in-flight
 //!    gauge (see [`crate::metrics`]).
 
@@ -35,7 +36,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{metrics as m, propagation};
+use crate::{
+    metrics as m, propagation,
+    request_id::{self, RequestId},
+};
 
 /// Paths that are never shed, limited or timed: probes must work under load.
 const EXEMPT_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
@@ -111,6 +115,7 @@ where
         }
 
         let (service, method) = split_path(&path);
+        let request_id = RequestId::of(req.headers());
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = %path.trim_start_matches('/'),
@@ -119,6 +124,7 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
+            request_id = %request_id,
         );
         let _ = span.set_parent(propagation::extract(req.headers()));
         let mut observer = Observer::start(service, method, span.clone());
@@ -129,7 +135,7 @@ where
             if let Err(e) = keys.authorize(authorization, crate::auth::scope_of_method(&observer.method)) {
                 let status = auth_status(e);
                 observer.finish(status.code());
-                return Box::pin(async move { Ok(status.into_http()) });
+                return Box::pin(async move { Ok(with_id(status.into_http(), &request_id)) });
             }
         }
 
@@ -140,7 +146,7 @@ where
                 self.config.max_concurrency
             ));
             observer.finish(status.code());
-            return Box::pin(async move { Ok(status.into_http()) });
+            return Box::pin(async move { Ok(with_id(status.into_http(), &request_id)) });
         };
 
         let timeout = parse_grpc_timeout(req.headers()).map_or(self.config.default_timeout, |t| t.min(self.config.default_timeout));
@@ -152,7 +158,7 @@ where
                     Err(_) => {
                         let status = deadline_status(timeout);
                         observer.finish(status.code());
-                        return Ok(status.into_http());
+                        return Ok(with_id(status.into_http(), &request_id));
                     }
                     Ok(Err(e)) => {
                         observer.finish(Code::Internal);
@@ -160,7 +166,7 @@ where
                     }
                     Ok(Ok(mut response)) => {
                         client_decode_error(response.headers_mut());
-                        response
+                        with_id(response, &request_id)
                     }
                 };
                 // Trailers-only response (an error before any message): the code is in
@@ -176,6 +182,7 @@ where
                         timeout,
                         done: false,
                         observer,
+                        request_id,
                         _permit: permit,
                     })
                 }))
@@ -183,6 +190,12 @@ where
             .instrument(span),
         )
     }
+}
+
+/// `response` with the request id in its headers (a trailers-only error's metadata too).
+fn with_id<B>(mut response: http::Response<B>, id: &RequestId) -> http::Response<B> {
+    response.headers_mut().insert(request_id::HEADER, id.header_value());
+    response
 }
 
 /// The status of a refused key: UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED
@@ -330,6 +343,7 @@ pin_project! {
         timeout: Duration,
         done: bool,
         observer: Observer,
+        request_id: RequestId,
         _permit: OwnedSemaphorePermit,
     }
 }
@@ -347,6 +361,9 @@ impl http_body::Body for PolicyBody {
             Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(trailers) = frame.trailers_mut() {
                     client_decode_error(trailers);
+                    // Also in the trailers: a client reads an error's metadata from there
+                    // once the response has started.
+                    trailers.insert(request_id::HEADER, this.request_id.header_value());
                     this.observer.finish(code_from_headers(trailers).unwrap_or(Code::Ok));
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -370,6 +387,7 @@ impl http_body::Body for PolicyBody {
                 this.observer.finish(status.code());
                 let mut trailers = http::HeaderMap::new();
                 let _ = status.add_header(&mut trailers);
+                trailers.insert(request_id::HEADER, this.request_id.header_value());
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
         }

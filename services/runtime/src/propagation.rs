@@ -48,13 +48,20 @@ pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
     TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(metadata));
 }
 
-/// Client interceptor adding the current trace context to every outgoing request.
+/// Client interceptor adding the current trace context, and the id of the request being
+/// served ([`crate::request_id::current`]), to every outgoing request: the called service
+/// logs under the same id.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TracePropagation;
 
 impl tonic::service::Interceptor for TracePropagation {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         inject_current(request.metadata_mut());
+        if let Some(id) = crate::request_id::current() {
+            if let Ok(value) = id.as_str().parse() {
+                request.metadata_mut().insert(crate::request_id::HEADER, value);
+            }
+        }
         Ok(request)
     }
 }

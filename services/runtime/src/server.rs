@@ -412,6 +412,15 @@ fn spawn_http(
         let body = serde_json::json!({ "error": { "message": message, "type": "invalid_request_error", "param": null, "code": "request_timeout" } });
         (StatusCode::REQUEST_TIMEOUT, [(axum::http::header::CONNECTION, "close")], axum::Json(body)).into_response()
     }));
+    // Outermost: every answer, refusals by the layers inside included, carries the request
+    // id; the router's own span records it from the request's extensions.
+    let router = router.layer(axum::middleware::from_fn(|mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+        let id = crate::request_id::RequestId::of(request.headers());
+        request.extensions_mut().insert(id.clone());
+        let mut response = next.run(request).await;
+        response.headers_mut().insert(crate::request_id::HEADER, id.header_value());
+        response
+    }));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let per_client = PerClient::default();

@@ -65,7 +65,12 @@ pub fn init_with(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) 
         None => None,
     };
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("mmc")).with_filter(filter()));
-    tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel).try_init().context("installing the tracing subscriber")?;
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter()))
+        .with(otel)
+        .with(crate::request_id::layer())
+        .try_init()
+        .context("installing the tracing subscriber")?;
     if let Some(endpoint) = otlp_endpoint.filter(|e| !e.is_empty()) {
         tracing::info!(endpoint, "exporting traces over OTLP");
     }

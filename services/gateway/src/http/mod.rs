@@ -11,7 +11,7 @@
 //! Every error is answered in OpenAI's shape ([`error::ApiError`]); every request is
 //! counted and timed by route and status (`mmc_http_requests_total`,
 //! `mmc_http_request_duration_seconds`) and runs in a span, so its upstream calls join
-//! one trace.
+//! one trace; the span carries the request id the answer returns as `x-request-id`.
 
 pub mod error;
 pub mod guard;
@@ -96,7 +96,17 @@ async fn observe(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let started = Instant::now();
-    let span = tracing::info_span!("http", otel.name = format!("{method} {route}"), otel.kind = "server", http.method = %method, http.route = %route);
+    // Set by the runtime's HTTP server, which also returns it as `x-request-id`.
+    let request_id =
+        request.extensions().get::<mmc_runtime::request_id::RequestId>().cloned().unwrap_or_else(mmc_runtime::request_id::RequestId::random);
+    let span = tracing::info_span!(
+        "http",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.method = %method,
+        http.route = %route,
+        request_id = %request_id,
+    );
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("mmc_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
