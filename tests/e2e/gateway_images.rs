@@ -185,6 +185,8 @@ async fn image_flows(store: Option<&str>) {
         assert!(response.hits.windows(2).all(|w| w[0].score >= w[1].score));
         let stages: Vec<&str> = response.timings.iter().map(|t| t.stage.as_str()).collect();
         assert_eq!(stages, ["embed_query", "search"]);
+        // The store's search is the gateway's own work: no model service time.
+        assert!(response.timings[0].upstream_ms > 0.0 && response.timings[1].upstream_ms == 0.0, "{:?}", response.timings);
         assert_documented_stages("mmc/gateway/v1/gateway.proto", "SearchImagesResponse", stages);
     }
     // A photo finds itself first.
@@ -216,6 +218,11 @@ async fn image_flows(store: Option<&str>) {
     let stages: Vec<&str> = described.timings.iter().map(|t| t.stage.as_str()).collect();
     assert_eq!(stages, ["encode_image", "caption", "caption"]);
     assert_documented_stages("mmc/gateway/v1/gateway.proto", "DescribeImageResponse", stages);
+    // Each stage that called a model service carries that service's own time for the call
+    // (its `mmc-handling-ms` trailer): more than nothing, less than the stage took.
+    for t in &described.timings {
+        assert!(t.upstream_ms > 0.0 && t.upstream_ms <= t.duration_ms, "{t:?}");
+    }
 
     // Bad requests are refused with INVALID_ARGUMENT and a reason.
     let bad = [

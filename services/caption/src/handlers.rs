@@ -114,8 +114,8 @@ impl CaptionService for CaptionHandlers {
         let job = to_job(request.into_inner(), self.core.expected_encoder())?;
         let caption = self.core.caption(job).await.map_err(to_status)?;
         let mut timings: Vec<StageTiming> =
-            caption.timings.iter().map(|(stage, ms)| StageTiming { stage: stage.to_string(), duration_ms: *ms }).collect();
-        timings.push(StageTiming { stage: "caption".into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 });
+            caption.timings.iter().map(|(stage, ms)| StageTiming { stage: stage.to_string(), duration_ms: *ms, upstream_ms: 0.0 }).collect();
+        timings.push(StageTiming { stage: "caption".into(), duration_ms: started.elapsed().as_secs_f64() * 1e3, upstream_ms: 0.0 });
         Ok(Response::new(CaptionResponse {
             text: caption.text,
             mode: to_proto_mode(caption.mode) as i32,

@@ -43,7 +43,7 @@ fn check_count(field: &str, n: usize, limit: usize) -> Result<(), Status> {
 }
 
 fn timing(stage: &str, started: Instant) -> StageTiming {
-    StageTiming { stage: stage.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3 }
+    StageTiming { stage: stage.into(), duration_ms: started.elapsed().as_secs_f64() * 1e3, upstream_ms: 0.0 }
 }
 
 fn model_info(id: &ModelId) -> ModelInfo {

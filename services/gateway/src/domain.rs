@@ -21,6 +21,9 @@ pub struct StageTiming {
     /// The stage's name, as documented in the gateway proto (`encode_image`, `caption`...).
     pub stage: String,
     pub duration_ms: f64,
+    /// The model service's own time for the call, as it reports it (0: not known).
+    #[serde(default)]
+    pub upstream_ms: f64,
 }
 
 /// How far a long flow has come (SummarizeMeeting).

@@ -10,7 +10,9 @@
 //!   the user flows from a shell, `--json` for scripts (see `client_cmd`).
 //! - `mmc demo`: the user flows available so far, against a running cluster.
 //! - `mmc eval meetings`: the meeting chain scored on the evaluation set (see `eval`).
+//! - `mmc bench jobs`: the user jobs timed end to end, per stage (see `bench`).
 
+mod bench;
 mod certs_cmd;
 mod cli_client;
 mod client_cmd;
@@ -69,6 +71,9 @@ enum Command {
     /// Score the flows on an evaluation set (`mmc eval meetings`, `mmc eval alt-text`).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Time the user jobs through a running gateway, per stage (`mmc bench jobs`).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// The gateway's stores: apply the PostgreSQL schema, copy between stores.
     #[command(subcommand)]
     Db(db_cmd::DbCommand),
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
                         Command::Review(args) => review_cmd::review(args).await,
                         Command::Meeting(cmd) => review_cmd::meeting(cmd).await,
                         Command::Eval(cmd) => eval::run(cmd).await,
+                        Command::Bench(cmd) => bench::run(cmd).await,
                         Command::Models(_) | Command::Certs(_) | Command::Db(_) => unreachable!("handled above"),
                     }
                 }),

@@ -41,6 +41,11 @@ use crate::{
     request_id::{self, RequestId},
 };
 
+/// Trailer of every answer that has a body: the milliseconds from the request's arrival
+/// here to the answer's end, so a caller can tell the server's time from its own cost of
+/// the hop (the gateway reports both per stage).
+pub const HANDLING_MS_KEY: &str = "mmc-handling-ms";
+
 /// Paths that are never shed, limited or timed: probes must work under load.
 const EXEMPT_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 
@@ -364,6 +369,10 @@ impl http_body::Body for PolicyBody {
                     // Also in the trailers: a client reads an error's metadata from there
                     // once the response has started.
                     trailers.insert(request_id::HEADER, this.request_id.header_value());
+                    let handling_ms = this.observer.started.elapsed().as_secs_f64() * 1e3;
+                    if let Ok(value) = format!("{handling_ms:.3}").parse() {
+                        trailers.insert(HANDLING_MS_KEY, value);
+                    }
                     this.observer.finish(code_from_headers(trailers).unwrap_or(Code::Ok));
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -230,7 +230,7 @@ impl SpeechService for SpeechHandlers {
                                 },
                             })
                             .collect();
-                        let stage = |stage: &str, ms: f64| StageTiming { stage: stage.into(), duration_ms: ms };
+                        let stage = |stage: &str, ms: f64| StageTiming { stage: stage.into(), duration_ms: ms, upstream_ms: 0.0 };
                         Ok(PbEvent::Result(TranscriptionResult {
                             language: code,
                             language_probability: language.map(|l| l.probability).unwrap_or(0.0),

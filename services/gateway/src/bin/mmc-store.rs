@@ -3,6 +3,7 @@
 //!     mmc-store migrate --store postgres://…          # apply the schema ahead of a rollout
 //!     mmc-store copy --from redb:data --to postgres://…   # move everything, no model runs
 //!     mmc-store bench [--store postgres://…] 10000 100000 # tests/bench/store.sh runs it
+//!     mmc-store fill --store redb:data --count 10000      # tests/bench/jobs.sh runs it
 
 use std::{collections::BTreeMap, io::Write as _, sync::Arc, time::Instant};
 
@@ -50,6 +51,18 @@ enum Command {
         /// Index sizes, ascending.
         #[arg(default_values_t = [10_000, 100_000])]
         sizes: Vec<usize>,
+    },
+    /// Adds images of random unit vectors in the store's own embedding space (two per
+    /// image) until it holds `--count`: a library of a given size for measuring search
+    /// through the gateway. The store must hold an indexed image already (that fixes the
+    /// space) and no gateway may have it open.
+    Fill {
+        /// `redb:DIR` (a gateway's --data-dir) or `postgres://…`.
+        #[arg(long)]
+        store: String,
+        /// Images the store holds afterwards.
+        #[arg(long)]
+        count: u64,
     },
 }
 
@@ -101,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Bench { store, queries, sizes } => bench(&store, queries, &sizes).await?,
+        Command::Fill { store, count } => fill(&store, count).await?,
     }
     Ok(())
 }
@@ -108,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
 const DIMS: usize = 384;
 
 fn unit(rng: &mut rand::rngs::StdRng) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
+    unit_of(rng, DIMS)
+}
+
+fn unit_of(rng: &mut rand::rngs::StdRng, dims: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / norm).collect()
 }
@@ -173,6 +191,29 @@ async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f3
     }
     all.sort_by(f64::total_cmp);
     Ok(all)
+}
+
+async fn fill(store: &str, count: u64) -> anyhow::Result<()> {
+    let location = location(store)?;
+    let images = Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted()))?.images;
+    let space = images.space().await?.with_context(|| format!("{} holds no image yet: index one first (it fixes the space)", location.redacted()))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let started = Instant::now();
+    let mut held = images.count().await?;
+    let first = held;
+    while held < count {
+        let batch: Vec<(ImageRecord, ImageVectors)> = (held..count.min(held + 2_000))
+            .map(|i| {
+                let vectors =
+                    ImageVectors { image: unit_of(&mut rng, space.dimensions as usize), caption: unit_of(&mut rng, space.dimensions as usize) };
+                (record(1_000_000_000 + i as usize), vectors)
+            })
+            .collect();
+        images.insert_many(batch, space.clone()).await?;
+        held = images.count().await?;
+    }
+    println!("{}: {held} images ({} added in {:.1} s)", location.redacted(), held - first, started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<()> {

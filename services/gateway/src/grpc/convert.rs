@@ -62,7 +62,7 @@ pub fn label(l: Label) -> embed_pb::Label {
 }
 
 pub fn timing(t: StageTiming) -> common::StageTiming {
-    common::StageTiming { stage: t.stage, duration_ms: t.duration_ms }
+    common::StageTiming { stage: t.stage, duration_ms: t.duration_ms, upstream_ms: t.upstream_ms }
 }
 
 /// A stored record as the contract's `ImageRecord` (what every route shows of an image).

@@ -34,6 +34,9 @@ pub const STAGE_SECONDS: &str = "mmc_gateway_stage_duration_seconds";
 pub const STAGE_ERRORS: &str = "mmc_gateway_stage_errors_total";
 /// Retried stage calls, labelled `stage`.
 pub const STAGE_RETRIES: &str = "mmc_gateway_stage_retries_total";
+/// The gateway's own cost of a successful stage call, labelled `stage`: the attempt's wall
+/// time minus the time the model service reports (`mmc-handling-ms`).
+pub const HOP_OVERHEAD_SECONDS: &str = "mmc_gateway_hop_overhead_seconds";
 
 /// One model service as the gateway reaches it.
 #[derive(Clone)]
@@ -125,6 +128,7 @@ where
             return Err(GatewayError::NoTimeLeft { stage });
         }
         let timeout = remaining.min(policy.stage_timeout);
+        let attempt_started = Instant::now();
         // One client span per attempt, parent of the model service's server span (the
         // channel's interceptor sends this span's context), so a trace shows the chain.
         let span = tracing::info_span!("gateway.stage", otel.name = stage, otel.kind = "client", stage, service = upstream.service, attempt);
@@ -137,7 +141,12 @@ where
             Ok(response) => {
                 let elapsed = started.elapsed();
                 metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(elapsed.as_secs_f64());
-                let timing = timing(stage, elapsed);
+                let mut timing = timing(stage, elapsed);
+                if let Some(upstream_ms) = handling_ms(response.metadata()) {
+                    timing.upstream_ms = upstream_ms;
+                    let overhead_ms = (attempt_started.elapsed().as_secs_f64() * 1e3 - upstream_ms).max(0.0);
+                    metrics::histogram!(HOP_OVERHEAD_SECONDS, "stage" => stage).record(overhead_ms / 1e3);
+                }
                 return Ok((response.into_inner(), timing));
             }
             Err(status) if attempt < attempts && retryable(status.code()) => {
@@ -185,7 +194,13 @@ pub fn bad_answer(stage: &'static str, upstream: &Upstream, message: &str) -> Ga
 
 /// The per-stage timing reported in responses.
 pub fn timing(stage: &str, elapsed: Duration) -> StageTiming {
-    StageTiming { stage: stage.to_string(), duration_ms: elapsed.as_secs_f64() * 1e3 }
+    StageTiming { stage: stage.to_string(), duration_ms: elapsed.as_secs_f64() * 1e3, upstream_ms: 0.0 }
+}
+
+/// The model service's own time for a call (the runtime's `mmc-handling-ms` trailer, which
+/// tonic merges into a unary answer's metadata).
+pub fn handling_ms(metadata: &tonic::metadata::MetadataMap) -> Option<f64> {
+    metadata.get(mmc_runtime::policy::HANDLING_MS_KEY)?.to_str().ok()?.parse().ok().filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
 }
 
 /// A request with the stage's timeout set as its `grpc-timeout`, so the model service

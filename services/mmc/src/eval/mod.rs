@@ -8,7 +8,7 @@
 //! numbers. `--json` prints every run and answer for scripts and tests.
 
 pub mod alt_text;
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod score;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};

@@ -43,7 +43,7 @@ fn summary(s: pb::MeetingSummary) -> MeetingSummary {
             .collect(),
         prompt_version: s.prompt_version,
         models: s.models.into_iter().map(model).collect(),
-        timings: s.timings.into_iter().map(|t| StageTiming { stage: t.stage, duration_ms: t.duration_ms }).collect(),
+        timings: s.timings.into_iter().map(|t| StageTiming { stage: t.stage, duration_ms: t.duration_ms, upstream_ms: t.upstream_ms }).collect(),
         language: s.language,
     }
 }
