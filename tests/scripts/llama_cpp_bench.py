@@ -19,6 +19,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--build", default="", help="how this llama.cpp was built, printed with the figures")
     a = ap.parse_args()
     llm = llama_cpp.Llama(model_path=a.gguf, n_ctx=2048, n_threads=a.threads, n_threads_batch=a.threads,
                           n_batch=a.prompt_tokens, verbose=False)
@@ -44,7 +45,8 @@ def main():
             tok = int(np.argmax(last_logits()))
             llm.eval([tok])
         best["decode"] = max(best["decode"], a.decode_tokens / (time.perf_counter() - t))
-    print(json.dumps({"engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})", "threads": a.threads,
+    build = f", {a.build}" if a.build else ""
+    print(json.dumps({"engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}{build})", "threads": a.threads,
                       "prefill_tokens_per_s": best["prefill"], "decode_tokens_per_s": best["decode"]}))
 
 

@@ -1,7 +1,8 @@
 //! `mmc-textgen-bench`: prefill and decode speed of our engine on a GGUF, and aggregate
 //! throughput with 1, 2 and 4 concurrent streams through the scheduler; with
 //! `--reference FILE` (llama.cpp's figures from `tests/scripts/llama_cpp_bench.py`, same
-//! GGUF, same thread count, same run) it prints the ratios. `tests/bench/textgen.sh` runs both.
+//! GGUF, same thread count, same run) it prints the ratios; with `--json`, one JSON line of
+//! the figures instead, for a summary over several runs. `tests/bench/textgen.sh` runs both.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -26,6 +27,9 @@ struct Args {
     prompt_tokens: usize,
     #[arg(long, default_value_t = 128)]
     decode_tokens: usize,
+    /// Print one JSON line of the figures instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,6 +128,21 @@ fn main() -> anyhow::Result<()> {
     }
 
     let threads = candle_core::utils::get_num_threads();
+    if args.json {
+        let aggregate: Vec<serde_json::Value> = aggregate
+            .iter()
+            .map(|(streams, (tps, decode_tps))| serde_json::json!({ "streams": streams, "tokens_per_s": tps, "decode_tokens_per_s": decode_tps }))
+            .collect();
+        let line = serde_json::json!({
+            "engine": "mmc-textgen",
+            "threads": threads,
+            "prefill_tokens_per_s": prefill,
+            "decode_tokens_per_s": decode,
+            "aggregate": aggregate,
+        });
+        println!("{line}");
+        return Ok(());
+    }
     println!("mmc-textgen on {} ({threads} threads)", args.gguf.display());
     println!("  prefill ({} tokens)    {prefill:8.1} tokens/s", args.prompt_tokens);
     println!("  decode  (1 stream)       {decode:8.1} tokens/s");
