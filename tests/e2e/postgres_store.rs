@@ -43,6 +43,13 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     };
     copy("copied 1 images and 0 meetings");
     copy("copied 0 images and 0 meetings");
+    // The copy was a bulk load (index dropped, rows written, index built once at the end):
+    // the search index is there afterwards.
+    let index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";
+    assert_eq!(postgres.query("shared", index), "1");
+    // A copy interrupted before its end leaves the rows without the index: the next gateway
+    // to start builds it.
+    postgres.query("shared", "DROP INDEX mmc_images_fused_hnsw");
     // The schema can be applied ahead of a rollout (gateways do it at start too); two at
     // once make it once (the migration runs under an advisory lock).
     let fresh = postgres.database("fresh");
@@ -58,6 +65,7 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
         start_gateway_with(&embed.url, &captioner.url, dir_b.path(), Some(&url), &["--store-pool-size", "2"]),
     );
     let (mut client_a, mut client_b) = (GatewayServiceClient::new(a.channel.clone()), GatewayServiceClient::new(b.channel.clone()));
+    assert_eq!(postgres.query("shared", index), "1", "the gateways built the missing index");
 
     // Overlapping sets, indexed through both at once: cat and coffee go through both.
     let index = |mut client: GatewayServiceClient<_>, names: &'static [&'static str]| async move {

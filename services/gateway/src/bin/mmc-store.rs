@@ -54,8 +54,8 @@ enum Command {
     },
     /// Adds images of random unit vectors in the store's own embedding space (two per
     /// image) until it holds `--count`: a library of a given size for measuring search
-    /// through the gateway. The store must hold an indexed image already (that fixes the
-    /// space) and no gateway may have it open.
+    /// through the gateway, or for timing `copy`. The space is the one the store recorded
+    /// (an indexed image fixes it), else `--dimensions`. No gateway may have it open.
     Fill {
         /// `redb:DIR` (a gateway's --data-dir) or `postgres://…`.
         #[arg(long)]
@@ -63,6 +63,9 @@ enum Command {
         /// Images the store holds afterwards.
         #[arg(long)]
         count: u64,
+        /// For a store without a space yet: the vectors' dimensions (model id "bench").
+        #[arg(long)]
+        dimensions: Option<u32>,
     },
 }
 
@@ -114,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Bench { store, queries, sizes } => bench(&store, queries, &sizes).await?,
-        Command::Fill { store, count } => fill(&store, count).await?,
+        Command::Fill { store, count, dimensions } => fill(&store, count, dimensions).await?,
     }
     Ok(())
 }
@@ -193,10 +196,14 @@ async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f3
     Ok(all)
 }
 
-async fn fill(store: &str, count: u64) -> anyhow::Result<()> {
+async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Result<()> {
     let location = location(store)?;
     let images = Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted()))?.images;
-    let space = images.space().await?.with_context(|| format!("{} holds no image yet: index one first (it fixes the space)", location.redacted()))?;
+    let space = match (images.space().await?, dimensions) {
+        (Some(space), _) => space,
+        (None, Some(dimensions)) => Space { model_id: "bench".into(), dimensions },
+        (None, None) => anyhow::bail!("{} holds no image yet: index one first (it fixes the space), or give --dimensions", location.redacted()),
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let started = Instant::now();
     let mut held = images.count().await?;

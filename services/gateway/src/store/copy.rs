@@ -6,6 +6,10 @@
 //! Resumable: what the target already holds (by image id, by meeting id) is skipped, so an
 //! interrupted copy is finished by running it again. Images are copied in the source's
 //! insertion order, so ListImages pages in the same order.
+//!
+//! When the images to copy outnumber those the target holds, the copy is a bulk load
+//! ([`ImageStore::begin_bulk_load`]): PostgreSQL's HNSW index is built once over all rows
+//! at the end instead of row by row (see docs/gateway.md for the difference).
 
 use super::{ImageRecord, ImageVectors, StoreError, Stores};
 
@@ -28,6 +32,10 @@ pub struct CopyProgress {
 /// Copies `from` into `to` (see the module docs).
 pub async fn copy(from: &Stores, to: &Stores, mut progress: impl FnMut(&CopyProgress)) -> Result<CopyProgress, StoreError> {
     let mut done = CopyProgress { images_total: from.images.count().await?, ..Default::default() };
+    let bulk = done.images_total > to.images.count().await?;
+    if bulk {
+        to.images.begin_bulk_load().await?;
+    }
     if let Some(space) = from.images.space().await? {
         let mut after = 0;
         loop {
@@ -55,6 +63,9 @@ pub async fn copy(from: &Stores, to: &Stores, mut progress: impl FnMut(&CopyProg
                 None => break,
             }
         }
+    }
+    if bulk {
+        to.images.end_bulk_load().await?;
     }
     let meetings = from.meetings.list().await?;
     done.meetings_total = meetings.len() as u64;

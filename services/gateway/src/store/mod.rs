@@ -240,6 +240,18 @@ pub trait ImageStore: Send + Sync + 'static {
     /// The review queue: images with `review.needs_review`, least confident first (then
     /// oldest), from position `offset`, at most `limit`; and whether more follow.
     async fn review_queue(&self, offset: usize, limit: usize) -> Result<(Vec<ImageRecord>, bool), StoreError>;
+    /// Many images are about to be written at once ([`copy`]): the store may stop keeping
+    /// its search index up to date row by row until [`ImageStore::end_bulk_load`], which
+    /// builds it over all rows in one go (far cheaper than one graph insert per row).
+    /// Searches stay correct meanwhile, only slower. Default: nothing to defer.
+    async fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Builds what [`ImageStore::begin_bulk_load`] deferred. Idempotent: a store opened after
+    /// an interrupted bulk load builds it too.
+    async fn end_bulk_load(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A meeting as stored: what GetMeeting returns, plus one unit vector per segment.

@@ -13,7 +13,10 @@
 //! selects (GIN-indexed), since HNSW with a post-filter misses matches when the filter is
 //! selective, and exact results are what a filter promises.
 
-use std::sync::OnceLock;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    OnceLock,
+};
 
 use pgvector::Vector;
 use sqlx::{postgres::PgRow, types::Json, AssertSqlSafe, PgPool, Postgres, Row as _, Transaction};
@@ -33,7 +36,23 @@ pub struct PostgresImages {
     pool: PgPool,
     /// The recorded space, once seen (it never changes after it is recorded).
     space: OnceLock<Space>,
+    /// In a bulk load: the HNSW index is left unbuilt until it ends.
+    bulk: AtomicBool,
 }
+
+/// The HNSW index of the fused vectors (see the module docs).
+fn create_index_sql(if_not_exists: bool) -> String {
+    let guard = if if_not_exists { "IF NOT EXISTS " } else { "" };
+    format!(
+        "CREATE INDEX {guard}mmc_images_fused_hnsw ON mmc_images USING hnsw (fused_vector vector_ip_ops) \
+         WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+    )
+}
+
+/// Memory for building the HNSW index over many rows at once: pgvector builds far faster
+/// while the graph fits in `maintenance_work_mem` (the server's default is 64 MB; a million
+/// 384-dimensional images need about 2 GB). Set for the build's transaction only.
+const BUILD_MEMORY: &str = "1GB";
 
 /// The fused score of a row for query vector `$1` and image weight `$2`.
 macro_rules! fused_score {
@@ -80,7 +99,7 @@ fn check_dimensions(vectors: &[&Vec<f32>], space: &Space) -> Result<(), StoreErr
 
 impl PostgresImages {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, space: OnceLock::new() }
+        Self { pool, space: OnceLock::new(), bulk: AtomicBool::new(false) }
     }
 
     /// Checks `offered` against the recorded space, recording it (and typing the vector
@@ -104,16 +123,13 @@ impl PostgresImages {
             // The first image of the index: its model fixes the dimension. (The table is
             // empty, so the type change and the index builds are instant.)
             let n = offered.dimensions;
-            let ddl = [
-                format!(
-                    "ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n}), \
-                     ALTER COLUMN fused_vector TYPE vector({n})"
-                ),
-                format!(
-                    "CREATE INDEX mmc_images_fused_hnsw ON mmc_images USING hnsw (fused_vector vector_ip_ops) \
-                     WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-                ),
-            ];
+            let mut ddl = vec![format!(
+                "ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n}), \
+                 ALTER COLUMN fused_vector TYPE vector({n})"
+            )];
+            if !self.bulk.load(Ordering::SeqCst) {
+                ddl.push(create_index_sql(false));
+            }
             for statement in ddl {
                 sqlx::query(AssertSqlSafe(statement)).execute(&mut **tx).await.map_err(pg)?;
             }
@@ -127,6 +143,33 @@ impl PostgresImages {
         }
         let _ = self.space.set(stored);
         Ok(())
+    }
+
+    /// Builds the HNSW index when the space is recorded and the index is missing (after a
+    /// bulk load, or one that was interrupted); returns whether it did. Gateways call it
+    /// at start.
+    pub async fn build_index_if_missing(&self) -> Result<bool, StoreError> {
+        if self.space().await?.is_none() {
+            return Ok(false);
+        }
+        let present = "SELECT to_regclass('mmc_images_fused_hnsw') IS NOT NULL";
+        let (there,): (bool,) = sqlx::query_as(present).fetch_one(&self.pool).await.map_err(pg)?;
+        if there {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        // Gateways starting together build it once: the others wait here, then find it.
+        sqlx::query("SELECT pg_advisory_xact_lock(7243101)").execute(&mut *tx).await.map_err(pg)?;
+        let (there,): (bool,) = sqlx::query_as(present).fetch_one(&mut *tx).await.map_err(pg)?;
+        if there {
+            return Ok(false);
+        }
+        sqlx::query(AssertSqlSafe(format!("SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'"))).execute(&mut *tx).await.map_err(pg)?;
+        sqlx::query(AssertSqlSafe(create_index_sql(true))).execute(&mut *tx).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "HNSW index of the images built");
+        Ok(true)
     }
 
     async fn rows(&self, sql: &'static str, a: i64, b: i64) -> Result<Vec<PgRow>, StoreError> {
@@ -189,6 +232,17 @@ impl ImageStore for PostgresImages {
         // Committed (and synced, PostgreSQL's default) before the images are acknowledged.
         tx.commit().await.map_err(pg)?;
         Ok(stored)
+    }
+
+    async fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        self.bulk.store(true, Ordering::SeqCst);
+        sqlx::query("DROP INDEX IF EXISTS mmc_images_fused_hnsw").execute(&self.pool).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn end_bulk_load(&self) -> Result<(), StoreError> {
+        self.bulk.store(false, Ordering::SeqCst);
+        self.build_index_if_missing().await.map(|_| ())
     }
 
     async fn delete(&self, image_id: &str) -> Result<bool, StoreError> {

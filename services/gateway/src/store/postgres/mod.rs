@@ -77,9 +77,14 @@ pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32) -> Result<S
             Err(e) => return Err(e),
         }
     }
+    let images = PostgresImages::new(pool.clone());
+    // An interrupted bulk load (`mmc db copy`) left the rows without their index.
+    if images.build_index_if_missing().await? {
+        tracing::warn!(store = %redact(url), "the images' search index was missing (an interrupted copy?) and is built again");
+    }
     tracing::info!(store = %redact(url), "PostgreSQL store opened");
     Ok(Stores {
-        images: Arc::new(PostgresImages::new(pool.clone())),
+        images: Arc::new(images),
         meetings: Arc::new(PostgresMeetings::new(pool.clone())),
         thumbnails: Arc::new(PostgresThumbnails::new(pool)),
     })
