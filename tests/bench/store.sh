@@ -2,7 +2,8 @@
 # The gateway's two stores on random unit vectors of the bundled space's shape (384
 # dimensions, two per image), loaded up to each size in turn: bulk load rate, search
 # p50/p99 at concurrency 1 and 16 (top 10, fused scores), recall@10 against exact search,
-# and one durable insert. The embedded store in a temporary directory; PostgreSQL 16.2 +
+# and one durable insert; then the bulk load of `mmc-store copy` (embedded -> PostgreSQL,
+# the largest size, COPY_SIZE to change it). The embedded store in a temporary directory; PostgreSQL 16.2 +
 # pgvector 0.6.2 (deploy/test-tools.sh installs it) started here on loopback, as the
 # unprivileged user nobody when run as root. Prints the CPU first: figures of another
 # machine are not this one's.
@@ -51,3 +52,8 @@ echo "== embedded (redb; exact scan, HNSW graph of the fused vectors past 20 000
 "$bin/mmc-store" bench "${sizes[@]}"
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
 "$bin/mmc-store" bench --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
+copy_size=${COPY_SIZE:-${sizes[-1]}}
+echo "== bulk load: mmc-store copy of $copy_size images, embedded -> PostgreSQL (HNSW index built once, after the rows)"
+"$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE copied'
+"$bin/mmc-store" fill --store "redb:$data/copy-source" --count "$copy_size" --dimensions 384
+"$bin/mmc-store" copy --from "redb:$data/copy-source" --to "postgres://postgres@127.0.0.1:$port/copied" 2>/dev/null

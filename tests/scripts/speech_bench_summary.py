@@ -3,7 +3,9 @@ ratios per run (ours against the references measured in the same run), and the C
 
     speech_bench_summary.py WORK_DIR RUNS WEIGHTS MODEL THREADS
 """
-import json, statistics, sys
+import json, sys
+
+from bench_common import cpu_line, print_medians
 
 work, runs, weights, model, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 load = lambda name, r: json.load(open(f"{work}/{name}.{r}.json"))
@@ -25,15 +27,6 @@ for r in range(1, runs + 1):
         "1 stream, 1 state vs whisper.cpp alone (x)": wcpp["rtf"] / ours["one_stream_rtf"]["one_state"],
     })
 
-cpu = {}
-for line in open("/proc/cpuinfo"):
-    k, _, v = line.partition(":")
-    cpu.setdefault(k.strip(), v.strip())
-flags = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16") if f in cpu.get("flags", "").split()]
-print(f"\nCPU: {cpu.get('model name', '?')}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} logical cores; flags: {' '.join(flags)}")
-print(f"model {model}, weights {weights}, {threads} threads in all, {runs} runs (median [min–max])\n")
-width = max(len(k) for k in rows[0])
-for key in rows[0]:
-    values = [row[key] for row in rows]
-    fmt = (lambda v: f"{v:.2f}") if "(x)" in key or "audio s" in key else (lambda v: f"{v:.4f}")
-    print(f"{key:<{width}}  {fmt(statistics.median(values))}  [{fmt(min(values))}–{fmt(max(values))}]")
+print(f"\n{cpu_line()}")
+print(f"model {model}, weights {weights}, {threads} threads in all, {runs} runs (median [min-max])\n")
+print_medians(rows, lambda key: (lambda v: f"{v:.2f}") if "(x)" in key or "audio s" in key else (lambda v: f"{v:.4f}"))

@@ -6,8 +6,9 @@ ratios ours/llama.cpp per run (both measured in the same run), and the CPU.
 import glob
 import json
 import os
-import statistics
 import sys
+
+from bench_common import cpu_line, print_medians
 
 work, runs, gguf, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 refs = sorted({os.path.basename(p).split(".")[0][len("ref-"):] for p in glob.glob(f"{work}/ref-*.1.json")})
@@ -29,15 +30,6 @@ for r in range(1, runs + 1):
         row[f"decode, ours / llama.cpp {name} (x)"] = ours["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
     rows.append(row)
 
-cpu = {}
-for line in open("/proc/cpuinfo"):
-    k, _, v = line.partition(":")
-    cpu.setdefault(k.strip(), v.strip())
-flags = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16") if f in cpu.get("flags", "").split()]
-print(f"\nCPU: {cpu.get('model name', '?')}, {os.cpu_count()} logical cores; flags: {' '.join(flags)}")
+print(f"\n{cpu_line()}")
 print(f"{os.path.basename(os.path.dirname(gguf))}, {threads} threads, {runs} runs (median [min-max])\n")
-width = max(len(k) for k in rows[0])
-for key in rows[0]:
-    values = [row[key] for row in rows]
-    fmt = (lambda v: f"{v:.2f}") if "(x)" in key else (lambda v: f"{v:.1f}")
-    print(f"{key:<{width}}  {fmt(statistics.median(values))}  [{fmt(min(values))}-{fmt(max(values))}]")
+print_medians(rows, lambda key: (lambda v: f"{v:.2f}") if "(x)" in key else (lambda v: f"{v:.1f}"))
