@@ -3,9 +3,9 @@
 # dimensions, two per image), loaded up to each size in turn: bulk load rate, search
 # p50/p99 at concurrency 1 and 16 (top 10, fused scores), recall@10 against exact search,
 # and one durable insert; then the bulk load of `mmc-store copy` (embedded -> PostgreSQL,
-# the largest size, COPY_SIZE to change it). The embedded store in a temporary directory; PostgreSQL 16.2 +
-# pgvector 0.6.2 (deploy/test-tools.sh installs it) started here on loopback, as the
-# unprivileged user nobody when run as root. Prints the CPU first: figures of another
+# the largest size, COPY_SIZE to change it). The embedded store in a temporary directory;
+# PostgreSQL 16.2 + pgvector 0.6.2 (deploy/test-tools.sh installs it) started here on
+# loopback, as the unprivileged user nobody when run as root. Prints the CPU first: figures of another
 # machine are not this one's.
 # A command, not a test: run it on a quiet machine.
 #
@@ -44,7 +44,8 @@ mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 / 4)}' /proc/meminfo)
 run_pg "$pg/postgres" -D "$data/pg" -p "$port" -k "$data" -c listen_addresses=127.0.0.1 \
   -c shared_buffers="${mem_mb}MB" -c maintenance_work_mem=1GB -c max_wal_size=4GB > "$data/pg.log" 2>&1 &
 pg_pid=$!
-trap 'kill -INT $pg_pid 2>/dev/null; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
+# pg_ctl, not a signal to $pg_pid: as root that is runuser, which does not pass SIGINT on.
+trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 
