@@ -2,11 +2,18 @@
 //! copy`, resumable); two gateways on one database index overlapping photo sets at once
 //! and store each photo once; a gateway killed with
 //! SIGKILL mid-upload loses no acknowledged image; a database restart under a running
-//! gateway is UNAVAILABLE while it lasts and heals without restarting the gateway.
+//! gateway is UNAVAILABLE while it lasts and heals without restarting the gateway; the
+//! store connects over TLS and checks the server's certificate.
 //! (The image and meeting suites also run whole on PostgreSQL: gateway_images.rs,
 //! gateway_meetings.rs.)
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DeleteImageRequest, SearchImagesRequest,
@@ -207,4 +214,97 @@ fn connections_to(pid: i32, port: u16) -> usize {
 
 fn image_ids(response: &mmc_proto::gateway::v1::SearchImagesResponse) -> Vec<String> {
     response.hits.iter().map(|h| h.image.as_ref().unwrap().image_id.clone()).collect()
+}
+
+/// A PostgreSQL that requires TLS, for the client side of the store's TLS: a front on
+/// loopback that speaks PostgreSQL's in-protocol upgrade (the client's SSLRequest is
+/// answered `S`, then a TLS handshake with `cert_pem`) and forwards the decrypted stream to
+/// the plaintext server on `backend`. A client that does not ask for TLS is dropped. (The
+/// test tools' PostgreSQL, pgserver's build, has no OpenSSL: "SSL is not supported by this
+/// build".) Returns its port and the count of completed handshakes.
+async fn tls_front(backend: u16, cert_pem: &str, key_pem: &str) -> (u16, Arc<AtomicUsize>) {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                // SSLRequest: length 8, then the code 80877103.
+                let mut request = [0u8; 8];
+                if client.read_exact(&mut request).await.is_err() || request != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+                    return;
+                }
+                if client.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut tls) = acceptor.accept(client).await else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                }
+            });
+        }
+    });
+    (port, handshakes)
+}
+
+/// The store reaches PostgreSQL over TLS (`sslmode=verify-full&sslrootcert=CA`), checking
+/// the server's certificate against the CA it is given: the schema goes in and a gateway
+/// serves through it; with a certificate from another CA, or without TLS where the server
+/// requires it, nothing connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_connects_over_tls_and_checks_the_servers_certificate() {
+    use mmc_runtime::certs::{DevCa, Validity};
+    let postgres = Postgres::start();
+    postgres.database("secure");
+    let validity = Validity::days(1);
+    let (ca, other) = (DevCa::new("database CA", validity).unwrap(), DevCa::new("another CA", validity).unwrap());
+    let server = ca.server(&["127.0.0.1".into(), "localhost".into()], validity).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("other.crt"), &other.cert_pem).unwrap();
+    let (port, handshakes) = tls_front(postgres.port, &server.cert_pem, &server.key_pem).await;
+    let url =
+        |mode: &str, ca: &str| format!("postgres://postgres@127.0.0.1:{port}/secure?sslmode={mode}&sslrootcert={}", dir.path().join(ca).display());
+    let migrate =
+        |url: String| async move { tokio::process::Command::new(binary("mmc")).args(["db", "migrate", "--store", &url]).output().await.unwrap() };
+
+    let out = migrate(url("verify-full", "ca.crt")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(handshakes.load(Ordering::SeqCst) >= 1);
+    assert_eq!(postgres.query("secure", "SELECT count(*) FROM mmc_schema_migrations WHERE success"), "1");
+
+    let before = handshakes.load(Ordering::SeqCst);
+    // The cause is in the command's log: a certificate another CA signed, a connection the
+    // server closed.
+    for (url, cause) in [
+        (url("verify-full", "other.crt"), "certificate"),
+        (format!("postgres://postgres@127.0.0.1:{port}/secure?sslmode=disable"), "PostgreSQL store unavailable"),
+    ] {
+        let out = migrate(url.clone()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{url}: {stderr}");
+        assert!(!out.status.success() && stderr.contains("the database is unavailable") && stderr.contains(cause), "{url}: {stderr}");
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), before, "a certificate from another CA is refused in the handshake");
+
+    let data = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", mmc_tests::free_port_range(1));
+    let gateway = start_gateway_on(&dead, &dead, data.path(), Some(&url("verify-full", "ca.crt"))).await;
+    let listed = GatewayServiceClient::new(gateway.channel.clone()).list_images(mmc_proto::gateway::v1::ListImagesRequest::default()).await;
+    assert!(listed.unwrap().into_inner().images.is_empty());
+    assert!(handshakes.load(Ordering::SeqCst) > before, "the gateway's connections are TLS");
 }

@@ -79,7 +79,11 @@ fn location(s: &str) -> anyhow::Result<Location> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+    let args = Args::parse();
+    // The stores log the cause of a failure (a refused certificate, a reset connection)
+    // and return a short error; on the command line the log is where it shows.
+    let _telemetry = mmc_runtime::telemetry::init_with("store", mmc_runtime::config::LogFormat::Text, None)?;
+    match args.command {
         Command::Migrate { store } => {
             let pool = postgres::connect(&store)?;
             postgres::migrate(&pool).await.with_context(|| format!("migrating {}", postgres::redact(&store)))?;
