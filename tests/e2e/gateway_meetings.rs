@@ -318,7 +318,11 @@ async fn meetings_past_the_retention_period_are_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speech_crash_mid_meeting_is_unavailable_naming_the_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let audio = std::fs::read(synthesize_meeting(dir.path())).unwrap();
+    // Three times the script (about three minutes, several rounds of chunks), so the speech
+    // service is still transcribing when the first segment reaches the client; with one
+    // minute the last chunks are done by then, and the kill comes too late to matter.
+    let script: Vec<(&str, &str)> = [mmc_tests::MEETING_SCRIPT; 3].concat();
+    let audio = std::fs::read(synthesize_lines(dir.path(), "long-meeting", &script)).unwrap();
     let (speech, _textgen, _embed, gateway) = start_meeting_services(&dir.path().join("data")).await;
     let mut client = GatewayServiceClient::new(gateway.channel.clone());
     let config = MeetingConfig { transcription: Some(TranscribeConfig { language: "en".into(), ..Default::default() }), ..Default::default() };
