@@ -354,7 +354,7 @@ async fn the_request_id_a_client_gets_finds_the_errors_detail_in_the_logs() {
     )
     .into_bytes();
     raw.extend_from_slice(&form);
-    let response = http_response(&http, &raw);
+    let response = mmc_tests::http_exchange(&http, &raw, Duration::from_secs(60)).unwrap();
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(!response.contains(&dead) && !response.contains("forged"), "{response}");
     let id = response
@@ -367,17 +367,6 @@ async fn the_request_id_a_client_gets_finds_the_errors_detail_in_the_logs() {
     let line = log_line(&gateway_log, &id, &dead).await;
     assert!(line.contains("stage failed"), "{line}");
     assert!(!std::fs::read_to_string(&gateway_log).unwrap().contains("forged"));
-}
-
-/// The whole answer (status line, headers, body) to raw HTTP/1.1 `request` on `addr`.
-fn http_response(addr: &str, request: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// Two embed replicas behind one `--embed-endpoint` list: calls are spread over both, and

@@ -176,6 +176,14 @@ pub fn http_request_as(
 /// Sends the bytes of a whole HTTP/1.1 request (anything, malformed included) and reads
 /// the answer until the server closes; returns (status, body), status 0 if none.
 pub fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Result<(u16, String)> {
+    let response = http_exchange(addr, request, timeout)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// As [`http_raw`], returning the whole answer: status line, headers and body.
+pub fn http_exchange(addr: &str, request: &[u8], timeout: Duration) -> std::io::Result<String> {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -192,10 +200,7 @@ pub fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Resul
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let _ = sender.join();
-    let response = String::from_utf8_lossy(&raw).into_owned();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
 /// A model service process started for a test, once its health check says SERVING.

@@ -128,11 +128,7 @@ async fn main() -> anyhow::Result<()> {
 
 const DIMS: usize = 384;
 
-fn unit(rng: &mut rand::rngs::StdRng) -> Vec<f32> {
-    unit_of(rng, DIMS)
-}
-
-fn unit_of(rng: &mut rand::rngs::StdRng, dims: usize) -> Vec<f32> {
+fn unit(rng: &mut rand::rngs::StdRng, dims: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / norm).collect()
@@ -208,6 +204,7 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
         (None, Some(dimensions)) => Space { model_id: "bench".into(), dimensions },
         (None, None) => anyhow::bail!("{} holds no image yet: index one first (it fixes the space), or give --dimensions", location.redacted()),
     };
+    let dims = space.dimensions as usize;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let started = Instant::now();
     let mut held = images.count().await?;
@@ -215,13 +212,12 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
     while held < count {
         let batch: Vec<(ImageRecord, ImageVectors)> = (held..count.min(held + 2_000))
             .map(|i| {
-                let vectors =
-                    ImageVectors { image: unit_of(&mut rng, space.dimensions as usize), caption: unit_of(&mut rng, space.dimensions as usize) };
+                let vectors = ImageVectors { image: unit(&mut rng, dims), caption: unit(&mut rng, dims) };
                 (record(1_000_000_000 + i as usize), vectors)
             })
             .collect();
+        held += batch.len() as u64;
         images.insert_many(batch, space.clone()).await?;
-        held = images.count().await?;
     }
     println!("{}: {held} images ({} added in {:.1} s)", location.redacted(), held - first, started.elapsed().as_secs_f64());
     Ok(())
@@ -245,13 +241,14 @@ async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<(
         let started = Instant::now();
         let added = n.saturating_sub(all.len());
         while all.len() < n {
-            let batch: Vec<(ImageRecord, ImageVectors)> =
-                (all.len()..n.min(all.len() + 2_000)).map(|i| (record(i), ImageVectors { image: unit(&mut rng), caption: unit(&mut rng) })).collect();
+            let batch: Vec<(ImageRecord, ImageVectors)> = (all.len()..n.min(all.len() + 2_000))
+                .map(|i| (record(i), ImageVectors { image: unit(&mut rng, DIMS), caption: unit(&mut rng, DIMS) }))
+                .collect();
             all.extend(batch.iter().map(|(r, v)| (r.image_id.clone(), v.clone())));
             images.insert_many(batch, space.clone()).await?;
         }
         let load_rate = added as f64 / started.elapsed().as_secs_f64();
-        let qs: Vec<Vec<f32>> = (0..queries).map(|_| unit(&mut rng)).collect();
+        let qs: Vec<Vec<f32>> = (0..queries).map(|_| unit(&mut rng, DIMS)).collect();
         let mut hits = 0;
         for q in qs.iter().take(100) {
             let got: Vec<String> = images.search(query(q.clone(), &space)).await?.into_iter().map(|(r, _)| r.image_id).collect();
@@ -263,7 +260,7 @@ async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<(
         let sixteen = latencies(&images, &space, &qs, 16).await?;
         let mut insert_ms = Vec::new();
         for i in 0..20 {
-            let item = (record(10_000_000 + n + i), ImageVectors { image: unit(&mut rng), caption: unit(&mut rng) });
+            let item = (record(10_000_000 + n + i), ImageVectors { image: unit(&mut rng, DIMS), caption: unit(&mut rng, DIMS) });
             all.push((item.0.image_id.clone(), item.1.clone()));
             let started = Instant::now();
             images.insert(item.0, item.1, space.clone()).await?;
