@@ -404,3 +404,69 @@ async fn calls_are_balanced_over_replicas_and_survive_losing_one() {
     assert!(served(&second) >= b + 12.0);
     let _ = client.list_images(ListImagesRequest::default()).await.unwrap();
 }
+
+/// A library past the graph's threshold (one real photo, then 20 000 images of random
+/// vectors added by `mmc-store fill`, which builds and saves the graph once): the gateway
+/// loads that graph at start instead of building it, finds the photo through it, and
+/// saves it again on SIGTERM after a change, so the next start has nothing to replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
+    use nix::sys::signal::{kill, Signal};
+    let (logs, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (embed, captioner) =
+        tokio::join!(start_service("mmc-embed", &[], Duration::from_secs(60)), start_service("mmc-caption", &[], Duration::from_secs(60)),);
+    let dir = data.path().to_str().unwrap();
+    let args = ["--embed-endpoint", &embed.url, "--caption-endpoint", &captioner.url, "--data-dir", dir];
+    let stop = |mut gateway: Service| {
+        kill(nix::unistd::Pid::from_raw(gateway.process.pid()), Signal::SIGTERM).unwrap();
+        let status = gateway.process.wait_timeout(Duration::from_secs(60)).expect("the gateway exits after SIGTERM");
+        assert!(status.success(), "{status:?}");
+    };
+    let ready_line = |log: &Path| {
+        let log = log.to_path_buf();
+        async move {
+            let line = mmc_tests::eventually(Duration::from_secs(120), || async {
+                std::fs::read_to_string(&log).ok()?.lines().find(|l| l.contains("approximate index ready")).map(str::to_string)
+            })
+            .await;
+            line.unwrap_or_else(|| panic!("no graph in {}:\n{}", log.display(), std::fs::read_to_string(&log).unwrap_or_default()))
+        }
+    };
+    let index = |client: &mut GatewayServiceClient<Channel>, name: &'static str| {
+        let mut client = client.clone();
+        async move {
+            let mut upload = Upload::open(&mut client).await;
+            assert!(matches!(upload.send(name, &[]).await, Event::Indexed(_)), "{name}");
+            upload.finish().await;
+        }
+    };
+
+    // The photo fixes the index's embedding space; fill adds random vectors in it.
+    let gateway = start_service("mmc-gateway", &args, Duration::from_secs(60)).await;
+    index(&mut GatewayServiceClient::new(gateway.channel.clone()), "rocket.jpg").await;
+    stop(gateway);
+    let fill = std::process::Command::new(mmc_tests::binary("mmc-store"))
+        .args(["fill", "--store", &format!("redb:{dir}"), "--count", "20001"])
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", String::from_utf8_lossy(&fill.stderr));
+    assert!(data.path().join("images/images.hnsw.keys").exists(), "fill saved the graph it built");
+
+    // Loaded, not built: nothing to replay. The photo is found among 20 001 through it.
+    let log = logs.path().join("gateway-1.log");
+    let gateway = start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await;
+    let line = ready_line(&log).await;
+    assert!(line.contains("images=20001") && line.contains("replayed=0"), "{line}");
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    assert_eq!(sources(&search(&mut client, Query::Text("a rocket launch".into())).await)[0], "rocket.jpg");
+    // A change, then a graceful stop: saved on the way down.
+    index(&mut client, "cat.png").await;
+    stop(gateway);
+
+    let log = logs.path().join("gateway-2.log");
+    let gateway = start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await;
+    let line = ready_line(&log).await;
+    assert!(line.contains("images=20002") && line.contains("replayed=0"), "saved at the stop: {line}");
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    assert_eq!(sources(&search(&mut client, Query::Text("a cat".into())).await)[0], "cat.png");
+}

@@ -241,6 +241,7 @@ fn main() -> ExitCode {
             },
         };
         let flows = Arc::new(flows);
+        let images = flows.store.clone();
         tokio::spawn(refresh_gauges(flows.clone()));
         if let Some(retention) = retention {
             tokio::spawn(expire_meetings(flows.clone(), retention));
@@ -265,7 +266,13 @@ fn main() -> ExitCode {
             };
             services = services.http(addr, mmc_gateway::http::router(Arc::new(state)));
         }
-        mmc_runtime::server::serve(&server, services, async { Ok(()) }).await
+        let served = mmc_runtime::server::serve(&server, services, async { Ok(()) }).await;
+        // After the drain: the embedded store saves its graph, so the next start loads it
+        // instead of building it again (minutes at a million images).
+        if let Err(e) = images.persist().await {
+            tracing::warn!("saving the image index's graph failed (the next start rebuilds it): {e}");
+        }
+        served
     })
 }
 

@@ -48,6 +48,9 @@ enum Command {
         /// Searches per measurement.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// How the vectors are drawn.
+        #[arg(long, value_enum, default_value_t = Data::Random)]
+        data: Data,
         /// Index sizes, ascending.
         #[arg(default_values_t = [10_000, 100_000])]
         sizes: Vec<usize>,
@@ -120,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
                 done.meetings_skipped
             );
         }
-        Command::Bench { store, queries, sizes } => bench(&store, queries, &sizes).await?,
+        Command::Bench { store, queries, data, sizes } => bench(&store, queries, data, &sizes).await?,
         Command::Fill { store, count, dimensions } => fill(&store, count, dimensions).await?,
     }
     Ok(())
@@ -132,6 +135,73 @@ fn unit(rng: &mut rand::rngs::StdRng, dims: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / norm).collect()
+}
+
+/// The benchmark's vectors.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Data {
+    /// Independent unit vectors: no structure at all, approximate search's worst case
+    /// (every point about equally far from every other).
+    Random,
+    /// Photos of 1 000 subjects: each image vector near one of 1 000 random centres
+    /// (cosine about 0.8), its caption vector near the image's (about 0.9), queries near
+    /// a centre. Real embeddings have such structure (far fewer effective dimensions than
+    /// 384); a stand-in for them, not a measurement of them.
+    Clustered,
+}
+
+/// Draws vectors as [`Data`] says.
+struct Draw {
+    rng: rand::rngs::StdRng,
+    centres: Vec<Vec<f32>>,
+}
+
+impl Draw {
+    fn new(data: Data, seed: u64) -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let centres = match data {
+            Data::Random => vec![],
+            Data::Clustered => (0..1000).map(|_| unit(&mut rng, DIMS)).collect(),
+        };
+        Self { rng, centres }
+    }
+
+    /// `v` plus Gaussian noise of `sigma` per dimension, normalized: cosine to `v` about
+    /// `1 / sqrt(1 + sigma² · DIMS)`.
+    fn near(&mut self, v: &[f32], sigma: f32) -> Vec<f32> {
+        let noisy: Vec<f32> = v.iter().map(|x| x + sigma * gaussian(&mut self.rng)).collect();
+        let norm = noisy.iter().map(|x| x * x).sum::<f32>().sqrt();
+        noisy.into_iter().map(|x| x / norm).collect()
+    }
+
+    fn centre(&mut self) -> Vec<f32> {
+        let i = self.rng.random_range(0..self.centres.len());
+        self.centres[i].clone()
+    }
+
+    fn image(&mut self) -> ImageVectors {
+        if self.centres.is_empty() {
+            return ImageVectors { image: unit(&mut self.rng, DIMS), caption: unit(&mut self.rng, DIMS) };
+        }
+        let centre = self.centre();
+        let image = self.near(&centre, 0.038);
+        let caption = self.near(&image, 0.025);
+        ImageVectors { image, caption }
+    }
+
+    fn query(&mut self) -> Vec<f32> {
+        if self.centres.is_empty() {
+            return unit(&mut self.rng, DIMS);
+        }
+        let centre = self.centre();
+        self.near(&centre, 0.038)
+    }
+}
+
+/// A standard normal draw (Box-Muller).
+fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
+    let (u, v) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random::<f32>());
+    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
 }
 
 fn record(i: usize) -> ImageRecord {
@@ -209,6 +279,8 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
     let started = Instant::now();
     let mut held = images.count().await?;
     let first = held;
+    // One bulk load: the embedded graph or the PostgreSQL index is built once at the end.
+    images.begin_bulk_load().await?;
     while held < count {
         let batch: Vec<(ImageRecord, ImageVectors)> = (held..count.min(held + 2_000))
             .map(|i| {
@@ -219,36 +291,44 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
         held += batch.len() as u64;
         images.insert_many(batch, space.clone()).await?;
     }
+    images.end_bulk_load().await?;
+    images.persist().await?;
     println!("{}: {held} images ({} added in {:.1} s)", location.redacted(), held - first, started.elapsed().as_secs_f64());
     Ok(())
 }
 
-async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<()> {
+async fn bench(store: &str, queries: usize, data: Data, sizes: &[usize]) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let location = if store.is_empty() { Location::Embedded(scratch.path().to_path_buf()) } else { location(store)? };
-    let stores = Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted()))?;
-    let images = stores.images;
+    let open = || async { Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted())) };
+    let mut images = open().await?.images;
     anyhow::ensure!(images.count().await? == 0, "{} is not empty: the bench needs a scratch store", location.redacted());
     let space = Space { model_id: "bench".into(), dimensions: DIMS as u32 };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut draw = Draw::new(data, 7);
     let mut all: Vec<(String, ImageVectors)> = Vec::new();
-    println!("store: {}", location.redacted());
+    let vectors = match data {
+        Data::Random => "random unit vectors",
+        Data::Clustered => "clustered vectors (1 000 centres)",
+    };
+    println!("store: {}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
     println!(
-        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "images", "load img/s", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50"
+        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "images", "load img/s", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50", "reopen"
     );
     for &n in sizes {
         let started = Instant::now();
         let added = n.saturating_sub(all.len());
+        // The bulk path (`mmc db copy`, `fill`): the search index is built once, at the end.
+        images.begin_bulk_load().await?;
         while all.len() < n {
-            let batch: Vec<(ImageRecord, ImageVectors)> = (all.len()..n.min(all.len() + 2_000))
-                .map(|i| (record(i), ImageVectors { image: unit(&mut rng, DIMS), caption: unit(&mut rng, DIMS) }))
-                .collect();
+            let batch: Vec<(ImageRecord, ImageVectors)> = (all.len()..n.min(all.len() + 2_000)).map(|i| (record(i), draw.image())).collect();
             all.extend(batch.iter().map(|(r, v)| (r.image_id.clone(), v.clone())));
             images.insert_many(batch, space.clone()).await?;
         }
+        images.end_bulk_load().await?;
+        images.wait_for_index().await?;
         let load_rate = added as f64 / started.elapsed().as_secs_f64();
-        let qs: Vec<Vec<f32>> = (0..queries).map(|_| unit(&mut rng, DIMS)).collect();
+        let qs: Vec<Vec<f32>> = (0..queries).map(|_| draw.query()).collect();
         let mut hits = 0;
         for q in qs.iter().take(100) {
             let got: Vec<String> = images.search(query(q.clone(), &space)).await?.into_iter().map(|(r, _)| r.image_id).collect();
@@ -260,15 +340,23 @@ async fn bench(store: &str, queries: usize, sizes: &[usize]) -> anyhow::Result<(
         let sixteen = latencies(&images, &space, &qs, 16).await?;
         let mut insert_ms = Vec::new();
         for i in 0..20 {
-            let item = (record(10_000_000 + n + i), ImageVectors { image: unit(&mut rng, DIMS), caption: unit(&mut rng, DIMS) });
+            let item = (record(10_000_000 + n + i), draw.image());
             all.push((item.0.image_id.clone(), item.1.clone()));
             let started = Instant::now();
             images.insert(item.0, item.1, space.clone()).await?;
             insert_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
         insert_ms.sort_by(f64::total_cmp);
+        // A gateway's stop and start: what it saves on the way down, then open until the
+        // search index answers (the embedded graph loaded from its file).
+        images.persist().await?;
+        drop(images);
+        let started = Instant::now();
+        images = open().await?.images;
+        images.wait_for_index().await?;
+        let reopen_s = started.elapsed().as_secs_f64();
         println!(
-            "{n:>9} {load_rate:>11.0} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {recall:>10.3} {:>8.2}ms",
+            "{n:>9} {load_rate:>11.0} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {recall:>10.3} {:>8.2}ms {reopen_s:>8.2}s",
             percentile(&one, 0.5),
             percentile(&one, 0.99),
             percentile(&sixteen, 0.5),

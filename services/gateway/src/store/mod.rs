@@ -252,6 +252,18 @@ pub trait ImageStore: Send + Sync + 'static {
     async fn end_bulk_load(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Returns once the store's search index is ready. An embedded store loads or builds
+    /// its graph in the background after opening (searches are exact, so slower, until
+    /// then); benchmarks and tests wait for it. Default: always ready.
+    async fn wait_for_index(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Writes what the store keeps only in memory (the embedded graph) so the next open
+    /// starts fast; the gateway calls it on a graceful stop. Nothing is lost without it:
+    /// the next open rebuilds from the durable records. Default: nothing to write.
+    async fn persist(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A meeting as stored: what GetMeeting returns, plus one unit vector per segment.

@@ -6,8 +6,10 @@
 //! right. The vectors are also held in memory and scanned exactly: a flat scan of 10 000
 //! images of 384 dimensions is about 8 M multiply-adds, a few milliseconds, with perfect
 //! recall and no index to rebuild. Past [`ANN_MIN_IMAGES`] images, unfiltered searches with
-//! equal weights go through an HNSW graph of the fused vectors ([`super::ann`]), rebuilt in
-//! memory from the file at every open; filtered searches and other weights stay exact.
+//! equal weights go through an HNSW graph of the fused vectors ([`super::ann`]), loaded
+//! from its saved file (or built) off the lock after the store opens, so a large library
+//! serves exact searches at once and approximate ones seconds later; filtered searches and
+//! other weights stay exact.
 //!
 //! Layout (all written in one transaction per change):
 //! - `images`: image id -> JSON [`ImageRecord`]
@@ -16,14 +18,15 @@
 //! - `meta`: `space` -> JSON [`Space`], `next_seq` -> decimal
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::ann::{Ann, ANN_MIN_IMAGES};
+use super::ann::{Ann, SavedKeys, ANN_MIN_IMAGES};
 use super::open_redb;
 use crate::store::{bytes_to_vectors, dot, engine, floats_to_bytes, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
@@ -51,37 +54,145 @@ struct State {
     ann: Option<Ann>,
     /// A build or change of the graph failed: searches stay exact until the next open.
     ann_failed: bool,
+    /// A graph being loaded or built off the lock ([`GraphJob`]): its generation, and the
+    /// seqs changed since its snapshot, replayed on it when it is installed.
+    ann_pending: Option<(u64, Vec<u64>)>,
+    ann_generation: u64,
+    /// Between `begin_bulk_load` and `end_bulk_load`: no graph, it is built once at the end.
+    bulk_loading: bool,
+    /// Changes applied to the graph since it was last saved.
+    ann_unsaved: usize,
+    /// How the graph came: loaded from its file with this many changes replayed, or built
+    /// (`None`).
+    ann_replayed: Option<usize>,
 }
 
 impl State {
-    /// Keeps the graph in step with a change already committed to disk. A graph that
-    /// fails is dropped, not the change: searches fall back to the exact scan.
-    fn ann_change(&mut self, change: impl FnOnce(&Ann) -> Result<(), StoreError>) {
-        if let Some(Err(e)) = self.ann.as_ref().map(change) {
-            tracing::warn!("the approximate index failed, searches are exact until the next start: {e}");
-            self.ann = None;
-            self.ann_failed = true;
-        }
-    }
-
-    /// Builds the graph once the store has [`ANN_MIN_IMAGES`] images.
-    fn build_ann_when_due(&mut self) {
-        if self.ann.is_some() || self.ann_failed || self.by_seq.len() < ANN_MIN_IMAGES {
+    /// Keeps the graph in step with a change to `seq` already committed to disk and made in
+    /// `by_seq`. A graph that fails is dropped, not the change: searches fall back to the
+    /// exact scan.
+    fn ann_touch(&mut self, seq: u64) {
+        if let Some((_, touched)) = &mut self.ann_pending {
+            touched.push(seq);
             return;
         }
-        let dims = self.space.as_ref().map_or(0, |s| s.dimensions as usize);
-        let started = std::time::Instant::now();
-        match Ann::build(dims, self.by_seq.iter().map(|(seq, e)| (*seq, &e.vectors))) {
-            Ok(ann) => {
-                tracing::info!(images = self.by_seq.len(), elapsed_ms = started.elapsed().as_millis() as u64, "approximate index built");
-                self.ann = Some(ann);
-            }
+        let Some(ann) = &self.ann else { return };
+        let result = match self.by_seq.get(&seq) {
+            Some(entry) => ann.add(seq, &entry.vectors),
+            None => ann.remove(seq),
+        };
+        match result {
+            Ok(()) => self.ann_unsaved += 1,
             Err(e) => {
-                tracing::warn!("building the approximate index failed, searches stay exact: {e}");
+                tracing::warn!("the approximate index failed, searches are exact until the next start: {e}");
+                self.ann = None;
                 self.ann_failed = true;
             }
         }
     }
+
+    /// Whether a graph should be loaded or built now.
+    fn graph_due(&self) -> bool {
+        self.ann.is_none() && !self.ann_failed && self.ann_pending.is_none() && !self.bulk_loading && self.by_seq.len() >= ANN_MIN_IMAGES
+    }
+
+    /// What the graph holds once it matches `by_seq` (see [`SavedKeys`]).
+    fn keys(&self) -> SavedKeys {
+        self.by_seq.iter().map(|(seq, e)| (*seq, e.record.review.version)).collect()
+    }
+}
+
+/// Loads (or builds) the graph from a snapshot of the images, off the store's lock, and
+/// installs it with the changes made meanwhile.
+struct GraphJob {
+    generation: u64,
+    snapshot: Vec<(u64, Arc<Entry>)>,
+    dimensions: usize,
+    /// Try the saved graph first (at open); a bulk load's end builds afresh.
+    use_saved: bool,
+    dir: PathBuf,
+    state: Arc<RwLock<State>>,
+    save_lock: Arc<Mutex<()>>,
+}
+
+impl GraphJob {
+    fn run(self) {
+        let started = Instant::now();
+        let prepared = self.prepare();
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Superseded: a bulk load began meanwhile (and builds its own at its end).
+        let Some((_, touched)) = state.ann_pending.take_if(|(generation, _)| *generation == self.generation) else {
+            return;
+        };
+        match prepared {
+            Ok((ann, replayed)) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(images = ann.len(), elapsed_ms, replayed, changed_meanwhile = touched.len(), "approximate index ready");
+                state.ann = Some(ann);
+                state.ann_replayed = replayed;
+                state.ann_unsaved = 0;
+                for seq in touched {
+                    state.ann_touch(seq);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("the approximate index could not be built, searches stay exact: {e}");
+                state.ann_failed = true;
+            }
+        }
+    }
+
+    /// The graph and, when it was loaded, how many changes were replayed on it.
+    fn prepare(&self) -> Result<(Ann, Option<usize>), StoreError> {
+        // One writer of the graph files at a time (a shutdown's save, another job).
+        let _files = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: SavedKeys = self.snapshot.iter().map(|(seq, e)| (*seq, e.record.review.version)).collect();
+        let save = |ann: &Ann| {
+            if let Err(e) = ann.save(&self.dir, &keys) {
+                tracing::warn!("saving the approximate index failed (the next start builds it again): {e}");
+            }
+        };
+        if self.use_saved {
+            match Ann::load(&self.dir, self.dimensions) {
+                Ok(Some((ann, saved))) => match replay(&ann, &saved, &self.snapshot)? {
+                    Some(changes) => {
+                        if changes > 0 {
+                            save(&ann);
+                        }
+                        return Ok((ann, Some(changes)));
+                    }
+                    None => tracing::info!("the saved approximate index is far behind the store: building it afresh"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!("the saved approximate index is not usable, building it afresh: {e}"),
+            }
+        }
+        let entries: Vec<(u64, &ImageVectors)> = self.snapshot.iter().map(|(seq, e)| (*seq, &e.vectors)).collect();
+        let ann = Ann::build(self.dimensions, &entries)?;
+        save(&ann);
+        Ok((ann, None))
+    }
+}
+
+/// Brings a loaded graph in step with `snapshot`: removes the images gone since the save,
+/// adds the new and re-captioned ones. `None` (nothing done) when more than a quarter of the
+/// images differ: building afresh on every core is then faster than adding one by one.
+fn replay(ann: &Ann, saved: &SavedKeys, snapshot: &[(u64, Arc<Entry>)]) -> Result<Option<usize>, StoreError> {
+    let saved: HashMap<u64, u64> = saved.iter().copied().collect();
+    let stale: Vec<&(u64, Arc<Entry>)> = snapshot.iter().filter(|(seq, e)| saved.get(seq) != Some(&e.record.review.version)).collect();
+    let present: HashSet<u64> = snapshot.iter().map(|(seq, _)| *seq).collect();
+    let gone: Vec<u64> = saved.keys().filter(|seq| !present.contains(seq)).copied().collect();
+    let changes = stale.len() + gone.len();
+    if changes > snapshot.len() / 4 {
+        return Ok(None);
+    }
+    for seq in gone {
+        ann.remove(seq)?;
+    }
+    for (seq, entry) in stale {
+        ann.add(*seq, &entry.vectors)?;
+    }
+    Ok(Some(changes))
 }
 
 /// The embedded [`ImageStore`] (see the module docs).
@@ -91,6 +202,8 @@ pub struct EmbeddedStore {
     state: Arc<RwLock<State>>,
     /// Serialises writers (see [`ImageStore::insert`]).
     writer: tokio::sync::Mutex<()>,
+    /// Serialises writers of the saved graph's files.
+    save_lock: Arc<Mutex<()>>,
 }
 
 fn vector_bytes(v: &ImageVectors) -> Vec<u8> {
@@ -119,7 +232,48 @@ impl EmbeddedStore {
         let path = dir.join("images.redb");
         let state = Self::load(&db)?;
         tracing::info!(path = %path.display(), images = state.by_seq.len(), "image index opened");
-        Ok(Self { db: Arc::new(db), path, state: Arc::new(RwLock::new(state)), writer: tokio::sync::Mutex::new(()) })
+        super::ann::remove_temp_files(dir);
+        let store = Self {
+            db: Arc::new(db),
+            path,
+            state: Arc::new(RwLock::new(state)),
+            writer: tokio::sync::Mutex::new(()),
+            save_lock: Arc::new(Mutex::new(())),
+        };
+        store.start_graph_when_due(&mut store.state.write().unwrap(), true);
+        Ok(store)
+    }
+
+    /// Starts loading or building the graph off the lock when the store is large enough
+    /// and has none (searches stay exact meanwhile).
+    fn start_graph_when_due(&self, state: &mut State, use_saved: bool) {
+        if !state.graph_due() {
+            return;
+        }
+        let job = self.graph_job(state, use_saved);
+        if let Err(e) = std::thread::Builder::new().name("mmc-graph".into()).spawn(move || job.run()) {
+            tracing::warn!("could not start building the approximate index, searches stay exact: {e}");
+            state.ann_pending = None;
+            state.ann_failed = true;
+        }
+    }
+
+    fn graph_job(&self, state: &mut State, use_saved: bool) -> GraphJob {
+        state.ann_generation += 1;
+        state.ann_pending = Some((state.ann_generation, Vec::new()));
+        GraphJob {
+            generation: state.ann_generation,
+            snapshot: state.by_seq.iter().map(|(seq, e)| (*seq, e.clone())).collect(),
+            dimensions: state.space.as_ref().map_or(0, |s| s.dimensions as usize),
+            use_saved,
+            dir: self.dir().to_path_buf(),
+            state: self.state.clone(),
+            save_lock: self.save_lock.clone(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// Where the index file is.
@@ -153,7 +307,6 @@ impl EmbeddedStore {
             state.needs_review += usize::from(record.review.needs_review);
             state.by_seq.insert(seq, Arc::new(Entry { record, vectors }));
         }
-        state.build_ann_when_due();
         Ok(state)
     }
 
@@ -224,16 +377,16 @@ impl EmbeddedStore {
         for (previous, record, vectors) in plan {
             if let Some(old) = previous.and_then(|old| state.by_seq.remove(&old)) {
                 state.needs_review -= usize::from(old.record.review.needs_review);
-                state.ann_change(|ann| ann.remove(old.record.seq));
+                state.ann_touch(old.record.seq);
             }
             state.needs_review += usize::from(record.review.needs_review);
             state.seq_of.insert(record.image_id.clone(), record.seq);
-            state.ann_change(|ann| ann.add(record.seq, &vectors));
             state.by_seq.insert(record.seq, Arc::new(Entry { record: record.clone(), vectors }));
+            state.ann_touch(record.seq);
             stored.push(record);
         }
         state.next_seq = next_seq;
-        state.build_ann_when_due();
+        self.start_graph_when_due(&mut state, false);
         Ok(stored)
     }
 
@@ -295,7 +448,7 @@ impl ImageStore for EmbeddedStore {
         if let Some(old) = state.by_seq.remove(&seq) {
             state.needs_review -= usize::from(old.record.review.needs_review);
         }
-        state.ann_change(|ann| ann.remove(seq));
+        state.ann_touch(seq);
         Ok(true)
     }
 
@@ -352,10 +505,10 @@ impl ImageStore for EmbeddedStore {
         .await?;
         let mut state = self.state.write().unwrap();
         state.needs_review = state.needs_review - usize::from(was_queued) + usize::from(record.review.needs_review);
-        if caption_changed {
-            state.ann_change(|ann| ann.add(seq, &vectors));
-        }
         state.by_seq.insert(seq, Arc::new(Entry { record: record.clone(), vectors }));
+        if caption_changed {
+            state.ann_touch(seq);
+        }
         Ok(record)
     }
 
@@ -365,6 +518,63 @@ impl ImageStore for EmbeddedStore {
         queue.sort_by(|a, b| a.review.caption_confidence.total_cmp(&b.review.caption_confidence).then(a.seq.cmp(&b.seq)));
         let more = queue.len() > offset.saturating_add(limit);
         Ok((queue.into_iter().skip(offset).take(limit).cloned().collect(), more))
+    }
+
+    /// Drops the graph until [`ImageStore::end_bulk_load`] (searches are exact meanwhile).
+    async fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap();
+        state.bulk_loading = true;
+        state.ann = None;
+        state.ann_pending = None;
+        Ok(())
+    }
+
+    /// Builds the graph over everything on every core, saves it, and returns once it
+    /// answers searches.
+    async fn end_bulk_load(&self) -> Result<(), StoreError> {
+        let job = {
+            let mut state = self.state.write().unwrap();
+            state.bulk_loading = false;
+            if !state.graph_due() {
+                return Ok(());
+            }
+            self.graph_job(&mut state, false)
+        };
+        tokio::task::spawn_blocking(move || job.run()).await.map_err(engine)
+    }
+
+    async fn wait_for_index(&self) -> Result<(), StoreError> {
+        while self.state.read().unwrap().ann_pending.is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Saves the graph when it changed since its last save, so the next open loads it
+    /// instead of replaying or rebuilding.
+    async fn persist(&self) -> Result<(), StoreError> {
+        let (state, dir, save_lock) = (self.state.clone(), self.dir().to_path_buf(), self.save_lock.clone());
+        tokio::task::spawn_blocking(move || {
+            let _files = save_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let saved = {
+                // The read lock keeps writers out, so the graph and its key list agree.
+                let state = state.read().unwrap();
+                match state.ann.as_ref().filter(|_| state.ann_unsaved > 0) {
+                    Some(ann) => {
+                        let started = Instant::now();
+                        ann.save(&dir, &state.keys())?;
+                        tracing::info!(images = ann.len(), elapsed_ms = started.elapsed().as_millis() as u64, "approximate index saved");
+                        state.ann_unsaved
+                    }
+                    None => 0,
+                }
+            };
+            let mut state = state.write().unwrap();
+            state.ann_unsaved = state.ann_unsaved.saturating_sub(saved);
+            Ok(())
+        })
+        .await
+        .map_err(engine)?
     }
 
     async fn search(&self, query: SearchQuery) -> Result<Vec<(ImageRecord, f32)>, StoreError> {
@@ -548,6 +758,7 @@ mod tests {
         let items: Vec<(ImageRecord, ImageVectors)> =
             (0..ANN_MIN_IMAGES + 500).map(|i| (record(&format!("i{i}"), &[]), ImageVectors { image: unit(), caption: unit() })).collect();
         store.insert_many(items, space.clone()).await.unwrap();
+        store.wait_for_index().await.unwrap();
         assert!(store.state.read().unwrap().ann.is_some(), "the graph is built once the store is large");
         let queries: Vec<Vec<f32>> = (0..50).map(|_| unit()).collect();
         async fn search(store: &EmbeddedStore, v: &[f32]) -> Vec<String> {
@@ -592,11 +803,91 @@ mod tests {
             assert!(in_graph.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-2), "the graph has the new caption vector");
             assert!(state.ann.as_ref().unwrap().vector(first_seq).is_none(), "deleted from the graph");
         }
-        // Reopened: the graph is built again from the file.
+        // Reopened: the graph comes back (from its file, with the changes since replayed).
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.wait_for_index().await.unwrap();
         assert!(store.state.read().unwrap().ann.is_some());
         assert!(!search(&store, &queries[0]).await.contains(&first));
+    }
+
+    /// The graph is saved after its build and on `persist`; an open loads it and replays
+    /// only what changed since (here without a `persist`, as after a crash), and a damaged
+    /// file is noticed and rebuilt, never trusted.
+    #[tokio::test]
+    async fn a_saved_graph_is_loaded_and_catches_up_with_changes_made_after_it() {
+        use rand::{Rng as _, SeedableRng as _};
+        const DIMS: usize = 16;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut unit = move || {
+            let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+        };
+        let space = Space { model_id: "m".into(), dimensions: DIMS as u32 };
+        async fn search(store: &EmbeddedStore, v: &[f32]) -> Option<String> {
+            let mut q = query(v.to_vec(), &[]);
+            q.space = Space { model_id: "m".into(), dimensions: v.len() as u32 };
+            q.top_k = 1;
+            assert!(store.state.read().unwrap().ann.is_some(), "searched through the graph");
+            store.search(q).await.unwrap().into_iter().map(|(r, _)| r.image_id).next()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (gone, fresh, moved, toward) = {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let items: Vec<_> =
+                (0..ANN_MIN_IMAGES + 100).map(|i| (record(&format!("i{i}"), &[]), ImageVectors { image: unit(), caption: unit() })).collect();
+            store.begin_bulk_load().await.unwrap();
+            store.insert_many(items, space.clone()).await.unwrap();
+            assert!(store.state.read().unwrap().ann.is_none(), "no graph during a bulk load");
+            store.end_bulk_load().await.unwrap();
+            assert_eq!(store.state.read().unwrap().ann_replayed, None, "built");
+            assert!(dir.path().join("images.hnsw.keys").exists(), "saved after the build");
+            // Changes after the save, then no persist: a crash.
+            let gone = store.get("i3").await.unwrap().unwrap();
+            assert!(store.delete("i3").await.unwrap());
+            let fresh: Vec<(String, Vec<f32>)> = (0..10).map(|i| (format!("new{i}"), unit())).collect();
+            for (id, v) in &fresh {
+                store.insert(record(id, &[]), ImageVectors { image: v.clone(), caption: v.clone() }, space.clone()).await.unwrap();
+            }
+            let toward = unit();
+            let moved = store.get("i9").await.unwrap().unwrap();
+            store.update(moved.clone(), Some(toward.clone()), 0).await.unwrap();
+            (gone, fresh, moved, toward)
+        };
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.wait_for_index().await.unwrap();
+        assert_eq!(store.state.read().unwrap().ann_replayed, Some(12), "loaded: 1 delete, 10 inserts, 1 re-caption replayed");
+        for (id, v) in &fresh {
+            assert_eq!(search(&store, v).await.as_deref(), Some(id.as_str()), "a new image is in the graph");
+        }
+        {
+            let state = store.state.read().unwrap();
+            let ann = state.ann.as_ref().unwrap();
+            assert!(ann.vector(gone.seq).is_none(), "the deleted image left the graph");
+            let fused = ann.vector(moved.seq).unwrap();
+            let image = &state.by_seq[&moved.seq].vectors.image;
+            let want = ImageVectors { image: image.clone(), caption: toward.clone() }.fused();
+            assert!(fused.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-2), "the re-captioned image has its new vector");
+        }
+        // A graceful stop saves; the next open has nothing to replay.
+        assert!(store.delete("i4").await.unwrap());
+        store.persist().await.unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.wait_for_index().await.unwrap();
+        assert_eq!(store.state.read().unwrap().ann_replayed, Some(0));
+        drop(store);
+        // A damaged graph file: rebuilt, and searches still right.
+        let graph = dir.path().join("images.hnsw");
+        let mut bytes = std::fs::read(&graph).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&graph, &bytes).unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.wait_for_index().await.unwrap();
+        assert_eq!(store.state.read().unwrap().ann_replayed, None, "rebuilt, not trusted");
+        assert_eq!(search(&store, &fresh[0].1).await.as_deref(), Some(fresh[0].0.as_str()));
     }
 
     #[tokio::test]
