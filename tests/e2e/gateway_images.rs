@@ -422,14 +422,17 @@ async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
         let status = gateway.process.wait_timeout(Duration::from_secs(60)).expect("the gateway exits after SIGTERM");
         assert!(status.success(), "{status:?}");
     };
-    let ready_line = |log: &Path| {
-        let log = log.to_path_buf();
+    // A gateway started with its log in file `name`, and its log line saying how the graph came.
+    let start_logged = |name: &str| {
+        let (log, args) = (logs.path().join(name), args);
         async move {
+            let gateway = start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await;
             let line = mmc_tests::eventually(Duration::from_secs(120), || async {
                 std::fs::read_to_string(&log).ok()?.lines().find(|l| l.contains("approximate index ready")).map(str::to_string)
             })
             .await;
-            line.unwrap_or_else(|| panic!("no graph in {}:\n{}", log.display(), std::fs::read_to_string(&log).unwrap_or_default()))
+            let line = line.unwrap_or_else(|| panic!("no graph in {}:\n{}", log.display(), std::fs::read_to_string(&log).unwrap_or_default()));
+            (GatewayServiceClient::new(gateway.channel.clone()), gateway, line)
         }
     };
     let index = |client: &mut GatewayServiceClient<Channel>, name: &'static str| {
@@ -453,20 +456,14 @@ async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
     assert!(data.path().join("images/images.hnsw.keys").exists(), "fill saved the graph it built");
 
     // Loaded, not built: nothing to replay. The photo is found among 20 001 through it.
-    let log = logs.path().join("gateway-1.log");
-    let gateway = start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await;
-    let line = ready_line(&log).await;
+    let (mut client, gateway, line) = start_logged("gateway-1.log").await;
     assert!(line.contains("images=20001") && line.contains("replayed=0"), "{line}");
-    let mut client = GatewayServiceClient::new(gateway.channel.clone());
     assert_eq!(sources(&search(&mut client, Query::Text("a rocket launch".into())).await)[0], "rocket.jpg");
     // A change, then a graceful stop: saved on the way down.
     index(&mut client, "cat.png").await;
     stop(gateway);
 
-    let log = logs.path().join("gateway-2.log");
-    let gateway = start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await;
-    let line = ready_line(&log).await;
+    let (mut client, _gateway, line) = start_logged("gateway-2.log").await;
     assert!(line.contains("images=20002") && line.contains("replayed=0"), "saved at the stop: {line}");
-    let mut client = GatewayServiceClient::new(gateway.channel.clone());
     assert_eq!(sources(&search(&mut client, Query::Text("a cat".into())).await)[0], "cat.png");
 }
