@@ -51,15 +51,15 @@ trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_p
 for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 
-data=${STORE_DATA:-random}
+vectors=${STORE_DATA:-random}
 stores=${STORES:-embedded postgres}
 if [[ " $stores " == *" embedded "* ]]; then
   echo "== embedded (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)"
-  "$bin/mmc-store" bench --data "$data" "${sizes[@]}"
+  "$bin/mmc-store" bench --data "$vectors" "${sizes[@]}"
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
-"$bin/mmc-store" bench --data "$data" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
+"$bin/mmc-store" bench --data "$vectors" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
 copy_size=${COPY_SIZE:-${sizes[-1]}}
 echo "== bulk load: mmc-store copy of $copy_size images, embedded -> PostgreSQL (HNSW index built once, after the rows)"
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE copied'
