@@ -291,8 +291,8 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
         held += batch.len() as u64;
         images.insert_many(batch, space.clone()).await?;
     }
+    // Builds the search index (the embedded graph is saved with it).
     images.end_bulk_load().await?;
-    images.persist().await?;
     println!("{}: {held} images ({} added in {:.1} s)", location.redacted(), held - first, started.elapsed().as_secs_f64());
     Ok(())
 }

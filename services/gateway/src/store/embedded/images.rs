@@ -95,11 +95,11 @@ impl State {
     fn graph_due(&self) -> bool {
         self.ann.is_none() && !self.ann_failed && self.ann_pending.is_none() && !self.bulk_loading && self.by_seq.len() >= ANN_MIN_IMAGES
     }
+}
 
-    /// What the graph holds once it matches `by_seq` (see [`SavedKeys`]).
-    fn keys(&self) -> SavedKeys {
-        self.by_seq.iter().map(|(seq, e)| (*seq, e.record.review.version)).collect()
-    }
+/// What a graph of `entries` holds (see [`SavedKeys`]).
+fn saved_keys<'a>(entries: impl Iterator<Item = (&'a u64, &'a Arc<Entry>)>) -> SavedKeys {
+    entries.map(|(seq, e)| (*seq, e.record.review.version)).collect()
 }
 
 /// Loads (or builds) the graph from a snapshot of the images, off the store's lock, and
@@ -146,9 +146,9 @@ impl GraphJob {
     fn prepare(&self) -> Result<(Ann, Option<usize>), StoreError> {
         // One writer of the graph files at a time (a shutdown's save, another job).
         let _files = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let keys: SavedKeys = self.snapshot.iter().map(|(seq, e)| (*seq, e.record.review.version)).collect();
+        // Only when a save is due: a graph loaded with nothing to replay is not written again.
         let save = |ann: &Ann| {
-            if let Err(e) = ann.save(&self.dir, &keys) {
+            if let Err(e) = ann.save(&self.dir, &saved_keys(self.snapshot.iter().map(|(seq, e)| (seq, e)))) {
                 tracing::warn!("saving the approximate index failed (the next start builds it again): {e}");
             }
         };
@@ -562,7 +562,7 @@ impl ImageStore for EmbeddedStore {
                 match state.ann.as_ref().filter(|_| state.ann_unsaved > 0) {
                     Some(ann) => {
                         let started = Instant::now();
-                        ann.save(&dir, &state.keys())?;
+                        ann.save(&dir, &saved_keys(state.by_seq.iter()))?;
                         tracing::info!(images = ann.len(), elapsed_ms = started.elapsed().as_millis() as u64, "approximate index saved");
                         state.ann_unsaved
                     }
