@@ -26,7 +26,7 @@ use whisper_rs::WhisperState;
 use crate::engine::{
     audio::{self, AudioError, AudioInput},
     chunker::{Chunk, Chunker, ChunkerConfig},
-    whisper::{DecodeOptions, Language, LanguageDetector, Segment, WhisperModel},
+    whisper::{DecodeOptions, EncoderWindow, Language, LanguageDetector, Segment, WhisperModel},
     EngineError,
 };
 
@@ -45,6 +45,8 @@ pub struct CoreConfig {
     pub threads_per_request: usize,
     /// 1 = greedy decoding; more = beam search of that width.
     pub beam_size: usize,
+    /// How much audio the encoder reads per chunk (Whisper's 30 s, or the chunk's length).
+    pub encoder_window: EncoderWindow,
     /// Longest recording accepted, in milliseconds.
     pub max_audio_ms: u64,
     /// Where chunks are cut and what counts as speech.
@@ -164,13 +166,13 @@ impl SpeechCore {
             if gpu.is_some() && !cfg!(feature = "cuda") {
                 return Err(mmc_models::device::DeviceError::NotCompiled(c.device).into());
             }
-            let model = WhisperModel::load(&c.model_path, &c.model_id, &c.profile, c.beam_size, gpu)?;
+            let model = WhisperModel::load(&c.model_path, &c.model_id, &c.profile, c.beam_size, c.encoder_window, gpu)?;
             let mut states = (0..c.max_concurrent.max(1)).map(|_| model.new_state()).collect::<Result<Vec<_>, _>>()?;
             let tone: Vec<f32> = (0..audio::SAMPLE_RATE).map(|i| (i as f32 * 0.05).sin() * 0.01).collect();
             let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
             model.transcribe(&mut states[0], &tone, 0, &options, c.threads_per_request, &Arc::new(AtomicBool::new(false)))?;
             if model.meta().multilingual {
-                *me.detector.blocking_lock() = Some(model.new_detector(DETECT_WINDOW_MS, c.threads_per_request)?);
+                *me.detector.blocking_lock() = Some(model.new_detector(DETECT_WINDOW_MS)?);
             }
             tracing::info!(
                 model = %model.meta().id, size = %model.meta().size, multilingual = model.meta().multilingual,
@@ -508,7 +510,9 @@ impl SpeechCore {
         let t = Instant::now();
         let mut options = options.clone();
         options.language = if work.detect {
-            let detected = model.detect_language(state, &chunk.samples, c.threads_per_request)?;
+            // On Whisper's full window, whatever window the chunks are decoded with: the
+            // model answers for the language it will transcribe.
+            let detected = model.detect_language(state, &chunk.samples, 0, c.threads_per_request)?;
             let code = detected.code.clone();
             language.set(detected);
             Some(code)

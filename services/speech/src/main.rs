@@ -8,7 +8,12 @@ use std::{
 use clap::Parser;
 use mmc_proto::speech::v1::speech_service_server::SpeechServiceServer;
 use mmc_runtime::ServerArgs;
-use mmc_speech::{core, engine::chunker::ChunkerConfig, handlers, router::SpeechRouter};
+use mmc_speech::{
+    core,
+    engine::{chunker::ChunkerConfig, whisper::EncoderWindow},
+    handlers,
+    router::SpeechRouter,
+};
 
 /// Command line of `mmc-speech`.
 #[derive(Parser, Debug)]
@@ -66,6 +71,10 @@ struct Args {
     /// (emptied of a crashed run's uploads at start; default: the system's temp dir).
     #[arg(long, env = "MMC_SPEECH_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// How much audio the encoder reads per chunk: `fit` (the chunk's length plus 1 s, at
+    /// least 10 s) or `full` (Whisper's 30 s window whatever the chunk holds).
+    #[arg(long, env = "MMC_SPEECH_ENCODER_WINDOW", default_value = "fit")]
+    encoder_window: EncoderWindow,
     /// Device whisper.cpp runs on: cpu, cuda or cuda:N (CUDA needs a `cuda` build).
     #[arg(long, env = "MMC_DEVICE", default_value = "cpu")]
     device: mmc_models::DeviceSpec,
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
         queue_capacity: args.queue_capacity,
         threads_per_request: threads,
         beam_size: args.beam_size,
+        encoder_window: args.encoder_window,
         max_audio_ms: args.max_audio_s * 1000,
         chunker: ChunkerConfig::default(),
         device: args.device,

@@ -11,7 +11,11 @@ use anyhow::Context;
 use clap::Parser;
 use mmc_speech::{
     core::{CoreConfig, Event, Job, SpeechCore},
-    engine::{audio::AudioInput, chunker::ChunkerConfig, whisper::DecodeOptions},
+    engine::{
+        audio::AudioInput,
+        chunker::ChunkerConfig,
+        whisper::{DecodeOptions, EncoderWindow},
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -21,8 +25,16 @@ struct Args {
     #[arg(long)]
     ggml: PathBuf,
     /// The recording (any supported format).
-    #[arg(long)]
-    audio: PathBuf,
+    #[arg(long, required_unless_present = "transcribe")]
+    audio: Option<PathBuf>,
+    /// Instead of timing one recording: transcribes each of these on the service's default
+    /// shape and writes `{"texts": {FILE: TEXT}, "seconds": S}` to `--json` (for word error
+    /// rates: `tests/bench/speech_wer.sh`).
+    #[arg(long, num_args = 1..)]
+    transcribe: Vec<PathBuf>,
+    /// How much audio the encoder reads per chunk: fit or full (as `mmc-speech`).
+    #[arg(long, default_value = "fit")]
+    encoder_window: EncoderWindow,
     /// Threads in all (split between concurrent streams).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -73,39 +85,30 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?).context("reading the reference figures")?),
         None => None,
     };
-    println!("audio: {}  threads: {}", args.audio.display(), args.threads);
+    let threads = args.threads.max(1);
+    if !args.transcribe.is_empty() {
+        return transcribe_each(&args, threads).await;
+    }
+    let audio = args.audio.clone().context("--audio is required")?;
+    println!("audio: {}  threads: {}  encoder window: {:?}", audio.display(), args.threads, args.encoder_window);
     // (streams, decoder states, threads per state):
     // - one stream on one state with every thread: the engine's own shape, as whisper.cpp
     //   and faster-whisper run one file;
     // - one stream on the service's default shape (one thread per state, `--concurrency`
     //   = cores): the request borrows the idle states and transcribes chunks side by side;
     // - 2 and 4 concurrent streams, one state each.
-    let threads = args.threads.max(1);
     let setups = [(1usize, 1usize, threads), (1, threads, 1), (2, 2, (threads / 2).max(1)), (4, 4, (threads / 4).max(1))];
     let mut single: Vec<(String, f64)> = Vec::new();
     let mut figures = serde_json::json!({ "one_stream_rtf": {}, "throughput": {} });
     for (streams, states, per_state) in setups {
-        let core = SpeechCore::new(CoreConfig {
-            model_path: args.ggml.clone(),
-            model_id: "bench".into(),
-            profile: "bench".into(),
-            max_concurrent: states,
-            queue_capacity: 16,
-            threads_per_request: per_state,
-            beam_size: 1,
-            max_audio_ms: 4 * 3600 * 1000,
-            chunker: ChunkerConfig::default(),
-            device: mmc_models::DeviceSpec::Cpu,
-            lend_idle_states: true,
-        });
-        core.load_and_warm_up().await?;
+        let core = load(&args, states, per_state).await?;
         // One whole run first, discarded, as the references get (whisper.cpp's and
         // faster-whisper's first run warms up too): the first pass over a long recording
         // pays for growing the states' buffers and first-touch page faults.
-        run(&core, &args.audio, streams).await?;
+        run(&core, &audio, streams).await?;
         let mut best: Option<(f64, f64, String)> = None;
         for _ in 0..args.runs {
-            let r = run(&core, &args.audio, streams).await?;
+            let r = run(&core, &audio, streams).await?;
             if best.as_ref().is_none_or(|b| r.0 < b.0) {
                 best = Some(r);
             }
@@ -142,6 +145,43 @@ async fn main() -> anyhow::Result<()> {
                 println!("  ours / theirs speed, 1 stream on {shape}: {:.2}x", rtf / ours);
             }
         }
+    }
+    Ok(())
+}
+
+/// A core on `states` decoder states of `per_state` threads each.
+async fn load(args: &Args, states: usize, per_state: usize) -> anyhow::Result<Arc<SpeechCore>> {
+    let core = SpeechCore::new(CoreConfig {
+        model_path: args.ggml.clone(),
+        model_id: "bench".into(),
+        profile: "bench".into(),
+        max_concurrent: states,
+        queue_capacity: 16,
+        threads_per_request: per_state,
+        beam_size: 1,
+        encoder_window: args.encoder_window,
+        max_audio_ms: 4 * 3600 * 1000,
+        chunker: ChunkerConfig::default(),
+        device: mmc_models::DeviceSpec::Cpu,
+        lend_idle_states: true,
+    });
+    core.load_and_warm_up().await?;
+    Ok(core)
+}
+
+/// `--transcribe`: each file once, one at a time, on the default shape.
+async fn transcribe_each(args: &Args, threads: usize) -> anyhow::Result<()> {
+    let core = load(args, threads, 1).await?;
+    let (mut texts, mut seconds) = (serde_json::Map::new(), 0.0);
+    for file in &args.transcribe {
+        let (wall, _, text) = run(&core, file, 1).await.with_context(|| format!("transcribing {}", file.display()))?;
+        seconds += wall;
+        texts.insert(file.display().to_string(), text.into());
+    }
+    let out = serde_json::json!({ "texts": texts, "seconds": seconds, "encoder_window": format!("{:?}", args.encoder_window) });
+    match &args.json {
+        Some(path) => std::fs::write(path, out.to_string()).context("writing the transcripts")?,
+        None => println!("{out}"),
     }
     Ok(())
 }

@@ -36,6 +36,64 @@ pub struct ModelMeta {
     pub size: String,
 }
 
+/// Milliseconds of audio per encoder position (Whisper's convolutions halve the 10 ms
+/// mel frames): a 30 s window is 1 500 positions.
+const MS_PER_POSITION: usize = 20;
+/// Whisper's window in encoder positions.
+const FULL_WINDOW_POSITIONS: usize = 1500;
+
+/// How much audio the encoder reads for each chunk.
+///
+/// Whisper was trained on 30 s windows, and whisper.cpp by default encodes a full window
+/// whatever the chunk holds (the rest is padding). The encoder is most of the cost on CPU
+/// (70% of tiny.en's time on this project's 2-core machine), and its attention grows with
+/// the square of the window, so a 20 s chunk read through a 30 s window pays for half
+/// again as much encoder as it needs. `Fit` sets whisper.cpp's `audio_ctx` to the chunk's
+/// own length plus a margin, never below a floor (very short windows are where Whisper
+/// drifts: docs/speech.md has the word error rates that chose the floor and margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderWindow {
+    /// Whisper's 30 s window for every chunk.
+    Full,
+    /// The chunk's length plus `margin_ms`, at least `min_ms`, at most 30 s.
+    #[default]
+    Fit,
+}
+
+impl EncoderWindow {
+    /// Audio after the chunk's end that the encoder still reads (padding, as in training).
+    pub const FIT_MARGIN_MS: usize = 1_000;
+    /// The shortest window `Fit` uses.
+    pub const FIT_MIN_MS: usize = 10_000;
+
+    /// whisper.cpp's `audio_ctx` for `n_samples` of 16 kHz audio (0 = the full window).
+    pub fn audio_ctx(self, n_samples: usize) -> i32 {
+        match self {
+            EncoderWindow::Full => 0,
+            EncoderWindow::Fit => {
+                let ms = (n_samples * 1000 / super::audio::SAMPLE_RATE as usize + Self::FIT_MARGIN_MS).max(Self::FIT_MIN_MS);
+                let positions = ms.div_ceil(MS_PER_POSITION);
+                if positions >= FULL_WINDOW_POSITIONS {
+                    0
+                } else {
+                    positions as i32
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for EncoderWindow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fit" => Ok(EncoderWindow::Fit),
+            "full" => Ok(EncoderWindow::Full),
+            _ => Err(format!("{s:?} is not an encoder window: use fit or full")),
+        }
+    }
+}
+
 /// A state that detects languages on a short encoder window ([`WhisperModel::new_detector`]).
 pub struct LanguageDetector {
     state: WhisperState,
@@ -45,7 +103,8 @@ pub struct LanguageDetector {
 impl LanguageDetector {
     /// The language of the first window of `samples` (pass them from where speech starts).
     pub fn detect(&mut self, model: &WhisperModel, samples: &[f32], threads: usize) -> Result<Language, EngineError> {
-        model.detect_language(&mut self.state, &samples[..samples.len().min(self.window_samples)], threads)
+        let audio_ctx = (self.window_samples * 1000 / super::audio::SAMPLE_RATE as usize).div_ceil(MS_PER_POSITION) as i32;
+        model.detect_language(&mut self.state, &samples[..samples.len().min(self.window_samples)], audio_ctx, threads)
     }
 }
 
@@ -88,6 +147,7 @@ pub struct WhisperModel {
     context: WhisperContext,
     meta: ModelMeta,
     beam_size: usize,
+    encoder_window: EncoderWindow,
 }
 
 /// How a language was settled.
@@ -100,7 +160,14 @@ pub struct Language {
 impl WhisperModel {
     /// Loads a whisper.cpp ggml model file. `beam_size` 1 = greedy decoding; `gpu` = the
     /// CUDA device to run on (`None` = CPU; a GPU needs the crate's `cuda` feature).
-    pub fn load(path: &Path, id: &str, profile: &str, beam_size: usize, gpu: Option<usize>) -> Result<Self, EngineError> {
+    pub fn load(
+        path: &Path,
+        id: &str,
+        profile: &str,
+        beam_size: usize,
+        encoder_window: EncoderWindow,
+        gpu: Option<usize>,
+    ) -> Result<Self, EngineError> {
         whisper_rs::install_logging_hooks();
         if !path.is_file() {
             return Err(EngineError::Load(format!(
@@ -122,7 +189,7 @@ impl WhisperModel {
             multilingual: context.is_multilingual(),
             size: context.model_type_readable_str_lossy().map(|s| s.into_owned()).unwrap_or_default(),
         };
-        Ok(Self { context, meta, beam_size: beam_size.max(1) })
+        Ok(Self { context, meta, beam_size: beam_size.max(1), encoder_window })
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -145,11 +212,13 @@ impl WhisperModel {
         Ok(())
     }
 
-    /// Detects the spoken language of (up to 30 s of) `samples`.
-    pub fn detect_language(&self, state: &mut WhisperState, samples: &[f32], threads: usize) -> Result<Language, EngineError> {
+    /// Detects the spoken language of (up to 30 s of) `samples`, with the encoder reading
+    /// `audio_ctx` positions of 20 ms (0 = Whisper's full 30 s window).
+    pub fn detect_language(&self, state: &mut WhisperState, samples: &[f32], audio_ctx: i32, threads: usize) -> Result<Language, EngineError> {
         if !self.meta.multilingual {
             return Ok(Language { code: "en".into(), probability: 1.0 });
         }
+        self.set_window(state, audio_ctx, threads)?;
         state.pcm_to_mel(samples, threads).map_err(|e| EngineError::Whisper(format!("mel spectrogram: {e}")))?;
         let (id, probs) = state.lang_detect(0, threads).map_err(|e| EngineError::Whisper(format!("language detection: {e}")))?;
         let code = whisper_rs::get_lang_str(id).unwrap_or("en").to_string();
@@ -162,26 +231,34 @@ impl WhisperModel {
     /// Why: detection is one encoder pass that a request waits for before its model is
     /// chosen. On base at 2 threads the full window costs about 2.6 s even for a 5 s clip;
     /// a 10 s window costs a third of that and names German, Spanish and English speech as
-    /// surely (docs/speech.md). whisper.cpp keeps the window (`audio_ctx`) in the state
-    /// from its last full decode and has no other way to set it, so the state is made with
-    /// one short decode under that setting and is never used to transcribe.
-    pub fn new_detector(&self, window_ms: u32, threads: usize) -> Result<LanguageDetector, EngineError> {
-        let mut state = self.new_state()?;
+    /// surely (docs/speech.md).
+    pub fn new_detector(&self, window_ms: u32) -> Result<LanguageDetector, EngineError> {
+        let window_samples = window_ms as usize * crate::engine::audio::SAMPLE_RATE as usize / 1000;
+        Ok(LanguageDetector { state: self.new_state()?, window_samples })
+    }
+
+    /// Sets the encoder window (`audio_ctx`) that `state`'s next language detection reads.
+    ///
+    /// whisper.cpp keeps the window in the state from its last full decode, and its language
+    /// detection (ours, and its own inside a full decode) reads whatever that left. With
+    /// windows fitted to each chunk that would make a detection depend on the chunk decoded
+    /// before it, so every detection first sets its window here: a decode of 0.2 s of
+    /// silence that stops before the encoder runs (the encoder-begin callback says no) and
+    /// so costs only its mel spectrogram.
+    fn set_window(&self, state: &mut WhisperState, audio_ctx: i32, threads: usize) -> Result<(), EngineError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(threads.max(1) as i32);
         params.set_language(Some("en"));
-        params.set_audio_ctx((window_ms / 20) as i32);
-        params.set_max_tokens(1);
-        params.set_single_segment(true);
-        params.set_no_timestamps(true);
+        params.set_audio_ctx(audio_ctx);
         params.set_print_special(false);
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
-        let quiet: Vec<f32> = (0..crate::engine::audio::SAMPLE_RATE).map(|i| (i as f32 * 0.05).sin() * 0.01).collect();
-        state.full(params, &quiet).map_err(|e| EngineError::Whisper(format!("preparing the language detector: {e}")))?;
-        let window_samples = window_ms as usize * crate::engine::audio::SAMPLE_RATE as usize / 1000;
-        Ok(LanguageDetector { state, window_samples })
+        // SAFETY: the callback reads nothing through its pointers.
+        unsafe { params.set_start_encoder_callback(Some(stop_before_encoding)) };
+        let silence = vec![0f32; super::audio::SAMPLE_RATE as usize / 5];
+        state.full(params, &silence).map_err(|e| EngineError::Whisper(format!("setting the encoder window: {e}")))?;
+        Ok(())
     }
 
     /// Transcribes one chunk (at most 30 s); `offset_ms` places its segments in the
@@ -202,6 +279,7 @@ impl WhisperModel {
         };
         let mut params = FullParams::new(strategy);
         params.set_n_threads(threads.max(1) as i32);
+        params.set_audio_ctx(self.encoder_window.audio_ctx(samples.len()));
         params.set_translate(options.translate);
         params.set_language(Some(options.language.as_deref().unwrap_or("auto")));
         // Chunks are decoded independently: conditioning on the previous text is what
@@ -298,6 +376,15 @@ impl WhisperModel {
     }
 }
 
+/// whisper.cpp's encoder-begin callback for [`WhisperModel::set_window`]: no encoding.
+unsafe extern "C" fn stop_before_encoding(
+    _ctx: *mut whisper_rs::WhisperSysContext,
+    _state: *mut whisper_rs::WhisperSysState,
+    _user_data: *mut std::ffi::c_void,
+) -> bool {
+    false
+}
+
 /// whisper.cpp's abort callback: `user_data` points at the request's cancel flag.
 unsafe extern "C" fn abort_requested(user_data: *mut std::ffi::c_void) -> bool {
     // SAFETY: set in `transcribe` to a live `AtomicBool` for the duration of the call.
@@ -327,6 +414,23 @@ pub fn compression_ratio(text: &str) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fitted_window_covers_the_chunk_and_a_margin_within_whispers_window() {
+        let rate = super::super::audio::SAMPLE_RATE as usize;
+        assert_eq!(EncoderWindow::Full.audio_ctx(5 * rate), 0);
+        // 20 ms per position: 20 s + 1 s of margin = 1 050 positions.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(20 * rate), 1050);
+        // Short chunks get the 10 s floor, not a window of their own length.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(2 * rate), 500);
+        assert_eq!(EncoderWindow::Fit.audio_ctx(0), 500);
+        // From 29 s on the margin reaches Whisper's 30 s: the full window (0), never more.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(29 * rate), 0);
+        assert_eq!(EncoderWindow::Fit.audio_ctx(30 * rate), 0);
+        assert_eq!(EncoderWindow::Fit.audio_ctx(28 * rate + rate / 2), 1475);
+        assert_eq!("fit".parse::<EncoderWindow>(), Ok(EncoderWindow::Fit));
+        assert!("half".parse::<EncoderWindow>().is_err());
+    }
 
     #[test]
     fn compression_ratio_flags_loops() {
