@@ -12,7 +12,10 @@
 # another machine is not this one's. A command, not a test: run it on a quiet machine.
 #
 #   bash tests/bench/speech.sh [MODEL_ID] [THREADS]
-#   RUNS=5 WEIGHTS=auto|q8_0|f16 bash tests/bench/speech.sh
+#   RUNS=5 WEIGHTS=auto|q8_0|f16 FULL_WINDOW=1 bash tests/bench/speech.sh
+#
+# FULL_WINDOW=1 also times our pipeline with --encoder-window full (Whisper's 30 s window for
+# every chunk, as whisper.cpp alone runs) beside the default fitted windows.
 #
 # Audio: ~87 s of speech made of Debian's pocketsphinx-testdata LibriVox clips and an
 # espeak-ng meeting script, twice (deploy/setup.sh --test installs both).
@@ -34,9 +37,10 @@ case "${WEIGHTS:-auto}" in
   *) echo "WEIGHTS is auto, q8_0 or f16" >&2; exit 2 ;;
 esac
 [ -f "$ggml" ] || { echo "no $ggml: run 'mmc models fetch' first" >&2; exit 1; }
-if ! "$venv/bin/python" -c "import faster_whisper" 2>/dev/null; then
-  echo "[bench] installing faster-whisper 1.2.1 into $venv (once)" >&2
-  python3 -m venv "$venv" && "$venv/bin/pip" install -q faster-whisper==1.2.1
+# The engine's version is pinned too: ctranslate2 4.6.0 ran this recording 1.3x slower than 4.8.5.
+if ! "$venv/bin/python" -c "import faster_whisper, ctranslate2; assert ctranslate2.__version__ == '4.8.5'" 2>/dev/null; then
+  echo "[bench] installing faster-whisper 1.2.1 (ctranslate2 4.8.5) into $venv (once)" >&2
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q faster-whisper==1.2.1 ctranslate2==4.8.5
 fi
 
 # The recording: LibriVox clips, a meeting script, LibriVox again (16 kHz mono).
@@ -67,6 +71,10 @@ for r in $(seq 1 "$runs"); do
     --compute-type default 2>/dev/null > "$work/fw_default.$r.json"
   ./target/release/mmc-speech-bench --ggml "$ggml" --audio "$work/audio.wav" --threads "$threads" --runs 1 \
     --json "$work/ours.$r.json" > "$work/ours.$r.txt"
+  if [ -n "${FULL_WINDOW:-}" ]; then
+    ./target/release/mmc-speech-bench --ggml "$ggml" --audio "$work/audio.wav" --threads "$threads" --runs 1 \
+      --encoder-window full --json "$work/ours_full.$r.json" > /dev/null
+  fi
 done
 [ "$runs" -ge 1 ] && grep -m1 "text:" "$work/ours.1.txt" | cut -c1-200 >&2
 python3 tests/scripts/speech_bench_summary.py "$work" "$runs" "$(basename "$ggml")" "$id" "$threads"

@@ -26,6 +26,15 @@ for r in range(1, runs + 1):
         "2 streams vs faster-whisper f32 one at a time (x)": ours["throughput"]["2"] * fwd["rtf"],
         "1 stream, 1 state vs whisper.cpp alone (x)": wcpp["rtf"] / ours["one_stream_rtf"]["one_state"],
     })
+    try:  # FULL_WINDOW=1: the pipeline with Whisper's 30 s window for every chunk
+        full = load("ours_full", r)
+    except FileNotFoundError:
+        continue
+    rows[-1].update({
+        "ours, full window, 1 stream, default shape (RTF)": full["one_stream_rtf"]["default"],
+        "ours, full window, 2 streams (audio s per s)": full["throughput"]["2"],
+        "fitted over full window, 1 stream (x)": full["one_stream_rtf"]["default"] / ours["one_stream_rtf"]["default"],
+    })
 
 print(f"\n{cpu_line()}")
 print(f"model {model}, weights {weights}, {threads} threads in all, {runs} runs (median [min-max])\n")
