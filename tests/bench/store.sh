@@ -13,6 +13,7 @@
 #   MMC_BENCH_BIN=target/debug bash tests/bench/store.sh 10000
 #   STORE_DATA=clustered bash tests/bench/store.sh    # vectors around 1 000 centres, like real embeddings
 #   STORES=embedded bash tests/bench/store.sh 1000000 # one store only (embedded or postgres)
+#   BREADTH=400,800,1600 bash tests/bench/store.sh     # recall and latency at each search breadth
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
@@ -52,14 +53,15 @@ for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'S
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 
 vectors=${STORE_DATA:-random}
+breadth=${BREADTH:-400}
 stores=${STORES:-embedded postgres}
 if [[ " $stores " == *" embedded "* ]]; then
   echo "== embedded (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)"
-  "$bin/mmc-store" bench --data "$vectors" "${sizes[@]}"
+  "$bin/mmc-store" bench --data "$vectors" --breadth "$breadth" "${sizes[@]}"
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
-"$bin/mmc-store" bench --data "$vectors" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
+"$bin/mmc-store" bench --data "$vectors" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
 copy_size=${COPY_SIZE:-${sizes[-1]}}
 echo "== bulk load: mmc-store copy of $copy_size images, embedded -> PostgreSQL (HNSW index built once, after the rows)"
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE copied'

@@ -80,6 +80,12 @@ struct Args {
     /// Weight of the image vector in search scores; the caption vector gets the rest.
     #[arg(long, env = "MMC_SEARCH_IMAGE_WEIGHT", default_value_t = 0.5)]
     image_weight: f32,
+    /// Search breadth of approximate image searches (HNSW `ef`, from 20 000 images on in the
+    /// embedded store, always in PostgreSQL): neighbours the graph walk keeps, all re-scored
+    /// exactly. Wider is slower and finds more of the true top results on hard data
+    /// (docs/gateway.md has the sweep). At most 4 000.
+    #[arg(long, env = "MMC_SEARCH_BREADTH", default_value_t = mmc_gateway::store::DEFAULT_SEARCH_BREADTH)]
+    search_breadth: usize,
     /// Encoder labels stored per image (and given to the caption decoder).
     #[arg(long, env = "MMC_TOP_LABELS", default_value_t = 5)]
     top_labels: u32,
@@ -141,6 +147,10 @@ fn main() -> ExitCode {
     let args: Args = mmc_runtime::config::parse();
     if !(0.0..=1.0).contains(&args.image_weight) {
         eprintln!("--image-weight must be in [0, 1]");
+        return ExitCode::FAILURE;
+    }
+    if !(1..=mmc_gateway::store::MAX_SEARCH_BREADTH).contains(&args.search_breadth) {
+        eprintln!("--search-breadth must be in [1, {}]", mmc_gateway::store::MAX_SEARCH_BREADTH);
         return ExitCode::FAILURE;
     }
     let http_listen: Option<std::net::SocketAddr> = match args.http_listen.as_str() {
@@ -228,6 +238,7 @@ fn main() -> ExitCode {
             store: stores.images,
             thumbnails: stores.thumbnails,
             fusion: Fusion { image_weight: args.image_weight },
+            search_breadth: args.search_breadth,
             meetings: stores.meetings,
             prompts,
             example_cache: Default::default(),

@@ -51,6 +51,10 @@ enum Command {
         /// How the vectors are drawn.
         #[arg(long, value_enum, default_value_t = Data::Random)]
         data: Data,
+        /// Search breadths to measure recall and latency at (the gateway's
+        /// `--search-breadth`), e.g. `400,800,1600`: one row each per size.
+        #[arg(long, value_delimiter = ',', default_values_t = [mmc_gateway::store::DEFAULT_SEARCH_BREADTH])]
+        breadth: Vec<usize>,
         /// Index sizes, ascending.
         #[arg(default_values_t = [10_000, 100_000])]
         sizes: Vec<usize>,
@@ -123,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 done.meetings_skipped
             );
         }
-        Command::Bench { store, queries, data, sizes } => bench(&store, queries, data, &sizes).await?,
+        Command::Bench { store, queries, data, breadth, sizes } => bench(&store, queries, data, &breadth, &sizes).await?,
         Command::Fill { store, count, dimensions } => fill(&store, count, dimensions).await?,
     }
     Ok(())
@@ -223,7 +227,7 @@ fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
     sorted_ms[((sorted_ms.len() - 1) as f64 * p).round() as usize]
 }
 
-fn query(vector: Vec<f32>, space: &Space) -> SearchQuery {
+fn query(vector: Vec<f32>, space: &Space, breadth: usize) -> SearchQuery {
     SearchQuery {
         vector,
         space: space.clone(),
@@ -231,6 +235,7 @@ fn query(vector: Vec<f32>, space: &Space) -> SearchQuery {
         score_threshold: -1.0,
         metadata_filter: BTreeMap::new(),
         fusion: Fusion { image_weight: 0.5 },
+        breadth: Some(breadth),
     }
 }
 
@@ -244,7 +249,7 @@ fn exact_top10(all: &[(String, ImageVectors)], q: &[f32]) -> Vec<String> {
 }
 
 /// Latencies (ms, sorted) of `queries` searches at `concurrency`.
-async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f32>], concurrency: usize) -> anyhow::Result<Vec<f64>> {
+async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f32>], breadth: usize, concurrency: usize) -> anyhow::Result<Vec<f64>> {
     let chunks: Vec<Vec<Vec<f32>>> = queries.chunks(queries.len().div_ceil(concurrency)).map(<[_]>::to_vec).collect();
     let tasks = chunks.into_iter().map(|chunk| {
         let (store, space) = (store.clone(), space.clone());
@@ -252,7 +257,7 @@ async fn latencies(store: &Arc<dyn ImageStore>, space: &Space, queries: &[Vec<f3
             let mut ms = Vec::new();
             for q in chunk {
                 let started = Instant::now();
-                store.search(query(q, &space)).await?;
+                store.search(query(q, &space, breadth)).await?;
                 ms.push(started.elapsed().as_secs_f64() * 1e3);
             }
             anyhow::Ok(ms)
@@ -297,7 +302,7 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
     Ok(())
 }
 
-async fn bench(store: &str, queries: usize, data: Data, sizes: &[usize]) -> anyhow::Result<()> {
+async fn bench(store: &str, queries: usize, data: Data, breadths: &[usize], sizes: &[usize]) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let location = if store.is_empty() { Location::Embedded(scratch.path().to_path_buf()) } else { location(store)? };
     let open = || async { Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted())) };
@@ -312,8 +317,8 @@ async fn bench(store: &str, queries: usize, data: Data, sizes: &[usize]) -> anyh
     };
     println!("store: {}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
     println!(
-        "{:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
-        "images", "load img/s", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50", "reopen"
+        "{:>9} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "images", "load img/s", "breadth", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50", "reopen"
     );
     for &n in sizes {
         let started = Instant::now();
@@ -329,15 +334,26 @@ async fn bench(store: &str, queries: usize, data: Data, sizes: &[usize]) -> anyh
         images.wait_for_index().await?;
         let load_rate = added as f64 / started.elapsed().as_secs_f64();
         let qs: Vec<Vec<f32>> = (0..queries).map(|_| draw.query()).collect();
-        let mut hits = 0;
-        for q in qs.iter().take(100) {
-            let got: Vec<String> = images.search(query(q.clone(), &space)).await?.into_iter().map(|(r, _)| r.image_id).collect();
-            let want = exact_top10(&all, q);
-            hits += want.iter().filter(|id| got.contains(id)).count();
+        let wanted: Vec<Vec<String>> = qs.iter().take(100).map(|q| exact_top10(&all, q)).collect();
+        // Per breadth: recall@10 against exact search, latencies at concurrency 1 and 16.
+        let mut rows = Vec::new();
+        for &breadth in breadths {
+            let mut hits = 0;
+            for (q, want) in qs.iter().zip(&wanted) {
+                let got: Vec<String> = images.search(query(q.clone(), &space, breadth)).await?.into_iter().map(|(r, _)| r.image_id).collect();
+                hits += want.iter().filter(|id| got.contains(id)).count();
+            }
+            let recall = hits as f64 / (wanted.len() * 10) as f64;
+            let one = latencies(&images, &space, &qs, breadth, 1).await?;
+            let sixteen = latencies(&images, &space, &qs, breadth, 16).await?;
+            rows.push(format!(
+                "{breadth:>8} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {recall:>10.3}",
+                percentile(&one, 0.5),
+                percentile(&one, 0.99),
+                percentile(&sixteen, 0.5),
+                percentile(&sixteen, 0.99)
+            ));
         }
-        let recall = hits as f64 / (qs.len().min(100) * 10) as f64;
-        let one = latencies(&images, &space, &qs, 1).await?;
-        let sixteen = latencies(&images, &space, &qs, 16).await?;
         let mut insert_ms = Vec::new();
         for i in 0..20 {
             let item = (record(10_000_000 + n + i), draw.image());
@@ -355,14 +371,13 @@ async fn bench(store: &str, queries: usize, data: Data, sizes: &[usize]) -> anyh
         images = open().await?.images;
         images.wait_for_index().await?;
         let reopen_s = started.elapsed().as_secs_f64();
-        println!(
-            "{n:>9} {load_rate:>11.0} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {recall:>10.3} {:>8.2}ms {reopen_s:>8.2}s",
-            percentile(&one, 0.5),
-            percentile(&one, 0.99),
-            percentile(&sixteen, 0.5),
-            percentile(&sixteen, 0.99),
-            percentile(&insert_ms, 0.5)
-        );
+        for (i, row) in rows.iter().enumerate() {
+            if i == 0 {
+                println!("{n:>9} {load_rate:>11.0} {row} {:>8.2}ms {reopen_s:>8.2}s", percentile(&insert_ms, 0.5));
+            } else {
+                println!("{:>9} {:>11} {row}", "", "");
+            }
+        }
     }
     Ok(())
 }

@@ -198,6 +198,7 @@ impl Flows {
                 score_threshold: request.score_threshold,
                 metadata_filter: request.metadata_filter,
                 fusion: self.fusion,
+                breadth: Some(self.search_breadth),
             })
             .await?;
         let search_timing = crate::upstream::timing("search", started.elapsed());

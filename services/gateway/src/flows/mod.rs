@@ -26,6 +26,8 @@ pub struct Flows {
     pub thumbnails: Arc<dyn ThumbnailStore>,
     /// How search scores combine the image vector and the caption vector.
     pub fusion: Fusion,
+    /// Search breadth of approximate image searches (`--search-breadth`).
+    pub search_breadth: usize,
     /// Summarized meetings and their segment vectors.
     pub meetings: Arc<dyn MeetingStore>,
     /// Versioned prompt templates of the meeting flows.

@@ -48,12 +48,6 @@ const KEYS_FILE: &str = "images.hnsw.keys";
 /// old file is then rebuilt, not misread).
 const KEYS_MAGIC: &[u8; 8] = b"mmcgrph1";
 
-/// Neighbours taken from the graph for a search of `top_k` (re-scored exactly; the graph's
-/// breadth is [`EXPANSION_SEARCH`] whatever is asked below it).
-pub fn candidates(top_k: usize) -> usize {
-    (top_k * 4).clamp(100, 1000)
-}
-
 /// What a saved graph holds: `(seq, review version)` of each image. A caption correction
 /// bumps the version and changes the caption vector, so a differing version means the
 /// graph's vector is stale.
@@ -135,9 +129,10 @@ impl Ann {
         matches!(self.index.get(seq, &mut v), Ok(n) if n > 0).then_some(v)
     }
 
-    /// The seqs of the [`candidates`] nearest `query` by the fused score.
-    pub fn search(&self, query: &[f32], top_k: usize) -> Result<Vec<u64>, StoreError> {
-        Ok(self.index.search(query, candidates(top_k)).map_err(ann_error)?.keys)
+    /// The seqs of the `candidates` nearest `query` by the fused score (usearch walks the
+    /// graph with a breadth of at least as many: asking for more is a wider search).
+    pub fn search(&self, query: &[f32], candidates: usize) -> Result<Vec<u64>, StoreError> {
+        Ok(self.index.search(query, candidates).map_err(ann_error)?.keys)
     }
 
     /// Writes the graph and `keys` (what it holds) into `dir`, crash-safely: the key list

@@ -24,13 +24,6 @@ use sqlx::{postgres::PgRow, types::Json, AssertSqlSafe, PgPool, Postgres, Row as
 use super::{pg, HNSW_EF_CONSTRUCTION, HNSW_M};
 use crate::store::{ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
 
-/// Nearest neighbours taken from the HNSW index for a search of `top_k` (also the search
-/// breadth, `hnsw.ef_search`, which must be at least that). 400, as the embedded store's
-/// graph: random 384-dimensional vectors need that breadth (tests/bench/store.sh).
-pub fn candidates(top_k: usize) -> i64 {
-    (top_k as i64 * 4).clamp(400, 1000)
-}
-
 /// The image index in PostgreSQL.
 pub struct PostgresImages {
     pool: PgPool,
@@ -287,7 +280,8 @@ impl ImageStore for PostgresImages {
             // The search breadth is per transaction (SET LOCAL), so pooled connections
             // keep the server's default for anything else.
             let mut tx = self.pool.begin().await.map_err(pg)?;
-            let breadth = candidates(query.top_k);
+            // Also the search breadth (`hnsw.ef_search`, which must be at least as many).
+            let breadth = crate::store::ann_candidates(query.top_k, query.breadth) as i64;
             sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)").bind(breadth.to_string()).execute(&mut *tx).await.map_err(pg)?;
             let rows = sqlx::query(APPROXIMATE_SEARCH)
                 .bind(vector)
