@@ -30,13 +30,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 runs=${RUNS:-5}
-case "${WEIGHTS:-auto}" in
-  auto) ggml="$models/$id/ggml-model-q8_0.bin"; [ -f "$ggml" ] || ggml="$models/$id/ggml-model.bin" ;;
-  q8_0) ggml="$models/$id/ggml-model-q8_0.bin" ;;
-  f16) ggml="$models/$id/ggml-model.bin" ;;
-  *) echo "WEIGHTS is auto, q8_0 or f16" >&2; exit 2 ;;
-esac
-[ -f "$ggml" ] || { echo "no $ggml: run 'mmc models fetch' first" >&2; exit 1; }
+# shellcheck source=tests/bench/whisper_weights.sh
+source tests/bench/whisper_weights.sh
 # The engine's version is pinned too: ctranslate2 4.6.0 ran this recording 1.3x slower than 4.8.5.
 if ! "$venv/bin/python" -c "import faster_whisper, ctranslate2; assert ctranslate2.__version__ == '4.8.5'" 2>/dev/null; then
   echo "[bench] installing faster-whisper 1.2.1 (ctranslate2 4.8.5) into $venv (once)" >&2

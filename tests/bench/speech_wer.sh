@@ -14,13 +14,8 @@ export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 models=${MMC_MODELS_DIR:-$PWD/models}
 id=${1:-whisper-tiny.en-ct2}
 threads=${2:-$(nproc)}
-case "${WEIGHTS:-auto}" in
-  auto) ggml="$models/$id/ggml-model-q8_0.bin"; [ -f "$ggml" ] || ggml="$models/$id/ggml-model.bin" ;;
-  q8_0) ggml="$models/$id/ggml-model-q8_0.bin" ;;
-  f16) ggml="$models/$id/ggml-model.bin" ;;
-  *) echo "WEIGHTS is auto, q8_0 or f16" >&2; exit 2 ;;
-esac
-[ -f "$ggml" ] || { echo "no $ggml: run 'mmc models fetch' first" >&2; exit 1; }
+# shellcheck source=tests/bench/whisper_weights.sh
+source tests/bench/whisper_weights.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -55,7 +55,8 @@ const FULL_WINDOW_POSITIONS: usize = 1500;
 pub enum EncoderWindow {
     /// Whisper's 30 s window for every chunk.
     Full,
-    /// The chunk's length plus `margin_ms`, at least `min_ms`, at most 30 s.
+    /// The chunk's length plus [`Self::FIT_MARGIN_MS`], at least [`Self::FIT_MIN_MS`], at
+    /// most Whisper's 30 s.
     #[default]
     Fit,
 }

@@ -643,6 +643,17 @@ mod tests {
         vec![x / n, y / n]
     }
 
+    /// Random unit vectors of `dims` dimensions, the same ones for the same seed.
+    fn random_units(dims: usize, seed: u64) -> impl FnMut() -> Vec<f32> {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        move || {
+            let v: Vec<f32> = (0..dims).map(|_| rng.random::<f32>() - 0.5).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect()
+        }
+    }
+
     fn query(v: Vec<f32>, filter: &[(&str, &str)]) -> SearchQuery {
         SearchQuery {
             vector: v,
@@ -818,16 +829,10 @@ mod tests {
     /// file is noticed and rebuilt, never trusted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wider_search_breadth_finds_more_of_the_true_top_ten() {
-        use rand::{Rng as _, SeedableRng as _};
         // Random 384-dimensional vectors: no structure for the graph to use, so a narrow
         // walk misses some of the exact top ten and a wide one finds (nearly) all.
         const DIMS: usize = 384;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let mut unit = move || {
-            let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
-        };
+        let mut unit = random_units(DIMS, 9);
         let space = Space { model_id: "m".into(), dimensions: DIMS as u32 };
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -860,14 +865,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_saved_graph_is_loaded_and_catches_up_with_changes_made_after_it() {
-        use rand::{Rng as _, SeedableRng as _};
         const DIMS: usize = 16;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let mut unit = move || {
-            let v: Vec<f32> = (0..DIMS).map(|_| rng.random::<f32>() - 0.5).collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
-        };
+        let mut unit = random_units(DIMS, 5);
         let space = Space { model_id: "m".into(), dimensions: DIMS as u32 };
         async fn search(store: &EmbeddedStore, v: &[f32]) -> Option<String> {
             let mut q = query(v.to_vec(), &[]);
