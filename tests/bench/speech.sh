@@ -20,18 +20,13 @@
 # Audio: ~87 s of speech made of Debian's pocketsphinx-testdata LibriVox clips and an
 # espeak-ng meeting script, twice (deploy/setup.sh --test installs both).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
-models=${MMC_MODELS_DIR:-$PWD/models}
-id=${1:-whisper-tiny.en-ct2}
-threads=${2:-$(nproc)}
+# shellcheck source=tests/bench/speech_common.sh
+source "$(dirname "$0")/speech_common.sh" "$@"
 venv=${MMC_BENCH_FW_VENV:-$HOME/.cache/mmc/faster-whisper-venv}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 runs=${RUNS:-5}
-# shellcheck source=tests/bench/whisper_weights.sh
-source tests/bench/whisper_weights.sh
 # The engine's version is pinned too: ctranslate2 4.6.0 ran this recording 1.3x slower than 4.8.5.
 if ! "$venv/bin/python" -c "import faster_whisper, ctranslate2; assert ctranslate2.__version__ == '4.8.5'" 2>/dev/null; then
   echo "[bench] installing faster-whisper 1.2.1 (ctranslate2 4.8.5) into $venv (once)" >&2

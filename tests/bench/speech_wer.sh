@@ -9,13 +9,8 @@
 #   bash tests/bench/speech_wer.sh [MODEL_ID] [THREADS]
 #   VOICES=en-us,en-gb,en-us+f3 SPEED=150 WINDOWS="fit full" WEIGHTS=auto|q8_0|f16 bash tests/bench/speech_wer.sh
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
-models=${MMC_MODELS_DIR:-$PWD/models}
-id=${1:-whisper-tiny.en-ct2}
-threads=${2:-$(nproc)}
-# shellcheck source=tests/bench/whisper_weights.sh
-source tests/bench/whisper_weights.sh
+# shellcheck source=tests/bench/speech_common.sh
+source "$(dirname "$0")/speech_common.sh" "$@"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
