@@ -824,9 +824,6 @@ mod tests {
         assert!(!search(&store, &queries[0]).await.contains(&first));
     }
 
-    /// The graph is saved after its build and on `persist`; an open loads it and replays
-    /// only what changed since (here without a `persist`, as after a crash), and a damaged
-    /// file is noticed and rebuilt, never trusted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wider_search_breadth_finds_more_of_the_true_top_ten() {
         // Random 384-dimensional vectors: no structure for the graph to use, so a narrow
@@ -863,6 +860,9 @@ mod tests {
         assert!(recall[1] >= 0.98, "{recall:?}");
     }
 
+    /// The graph is saved after its build and on `persist`; an open loads it and replays
+    /// only what changed since (here without a `persist`, as after a crash), and a damaged
+    /// file is noticed and rebuilt, never trusted.
     #[tokio::test]
     async fn a_saved_graph_is_loaded_and_catches_up_with_changes_made_after_it() {
         const DIMS: usize = 16;
