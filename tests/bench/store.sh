@@ -14,6 +14,7 @@
 #   STORE_DATA=clustered bash tests/bench/store.sh    # vectors around 1 000 centres, like real embeddings
 #   STORES=embedded bash tests/bench/store.sh 1000000 # one store only (embedded or postgres)
 #   BREADTH=400,800,1600 bash tests/bench/store.sh     # recall and latency at each search breadth
+#   INDEX="graph scan" bash tests/bench/store.sh       # the embedded store's search indexes (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
@@ -56,8 +57,13 @@ vectors=${STORE_DATA:-random}
 breadth=${BREADTH:-400}
 stores=${STORES:-embedded postgres}
 if [[ " $stores " == *" embedded "* ]]; then
-  echo "== embedded (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)"
-  "$bin/mmc-store" bench --data "$vectors" --breadth "$breadth" "${sizes[@]}"
+  for index in ${INDEX:-graph scan}; do
+    case $index in
+      graph) echo "== embedded, --search-index graph (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)" ;;
+      scan) echo "== embedded, --search-index scan (redb; exact scan, bit and byte codes of the fused vectors scanned past 20 000 images)" ;;
+    esac
+    "$bin/mmc-store" bench --index "$index" --data "$vectors" --breadth "$breadth" "${sizes[@]}"
+  done
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"

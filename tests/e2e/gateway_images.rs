@@ -409,6 +409,8 @@ async fn calls_are_balanced_over_replicas_and_survive_losing_one() {
 /// vectors added by `mmc-store fill`, which builds and saves the graph once): the gateway
 /// loads that graph at start instead of building it, finds the photo through it, and
 /// saves it again on SIGTERM after a change, so the next start has nothing to replay.
+/// Started with `--search-index scan` on the same data, it codes the images at start and
+/// finds the photos through the scan instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
     use nix::sys::signal::{kill, Signal};
@@ -463,7 +465,20 @@ async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
     index(&mut client, "cat.png").await;
     stop(gateway);
 
-    let (mut client, _gateway, line) = start_logged("gateway-2.log").await;
+    let (mut client, gateway, line) = start_logged("gateway-2.log").await;
     assert!(line.contains("images=20002") && line.contains("replayed=0"), "saved at the stop: {line}");
     assert_eq!(sources(&search(&mut client, Query::Text("a cat".into())).await)[0], "cat.png");
+    stop(gateway);
+
+    // The same library with `--search-index scan`: codes made at start, no graph, and the
+    // photos found through them.
+    let log = logs.path().join("gateway-scan.log");
+    let scan_args = [&args[..], &["--search-index", "scan"]].concat();
+    let gateway = start_service_logged("mmc-gateway", &scan_args, Duration::from_secs(60), &log).await;
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(read_log().lines().any(|l| l.contains("scan codes ready") && l.contains("images=20002")), "{}", read_log());
+    let mut client = GatewayServiceClient::new(gateway.channel.clone());
+    assert_eq!(sources(&search(&mut client, Query::Text("a cat".into())).await)[0], "cat.png");
+    assert_eq!(sources(&search(&mut client, Query::Text("a rocket launch".into())).await)[0], "rocket.jpg");
+    assert!(!read_log().contains("approximate index ready"), "no graph is loaded or built: {}", read_log());
 }

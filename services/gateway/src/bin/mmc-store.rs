@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, io::Write as _, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mmc_gateway::store::{copy::copy, postgres, Fusion, ImageRecord, ImageStore, ImageVectors, Location, SearchQuery, Space, Stores};
+use mmc_gateway::store::{copy::copy, postgres, Fusion, ImageRecord, ImageStore, ImageVectors, Location, SearchIndex, SearchQuery, Space, Stores};
 use rand::{Rng, SeedableRng};
 
 #[derive(Parser)]
@@ -55,6 +55,9 @@ enum Command {
         /// `--search-breadth`), e.g. `400,800,1600`: one row each per size.
         #[arg(long, value_delimiter = ',', default_values_t = [mmc_gateway::store::DEFAULT_SEARCH_BREADTH])]
         breadth: Vec<usize>,
+        /// How the embedded store searches (the gateway's `--search-index`): graph or scan.
+        #[arg(long, default_value_t = SearchIndex::Graph)]
+        index: SearchIndex,
         /// Index sizes, ascending.
         #[arg(default_values_t = [10_000, 100_000])]
         sizes: Vec<usize>,
@@ -127,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 done.meetings_skipped
             );
         }
-        Command::Bench { store, queries, data, breadth, sizes } => bench(&store, queries, data, &breadth, &sizes).await?,
+        Command::Bench { store, queries, data, breadth, index, sizes } => bench(&store, queries, data, &breadth, index, &sizes).await?,
         Command::Fill { store, count, dimensions } => fill(&store, count, dimensions).await?,
     }
     Ok(())
@@ -302,10 +305,10 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
     Ok(())
 }
 
-async fn bench(store: &str, queries: usize, data: Data, breadths: &[usize], sizes: &[usize]) -> anyhow::Result<()> {
+async fn bench(store: &str, queries: usize, data: Data, breadths: &[usize], index: SearchIndex, sizes: &[usize]) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let location = if store.is_empty() { Location::Embedded(scratch.path().to_path_buf()) } else { location(store)? };
-    let open = || async { Stores::open(&location).await.with_context(|| format!("opening {}", location.redacted())) };
+    let open = || async { Stores::open_with(&location, index).await.with_context(|| format!("opening {}", location.redacted())) };
     let mut images = open().await?.images;
     anyhow::ensure!(images.count().await? == 0, "{} is not empty: the bench needs a scratch store", location.redacted());
     let space = Space { model_id: "bench".into(), dimensions: DIMS as u32 };
@@ -315,7 +318,11 @@ async fn bench(store: &str, queries: usize, data: Data, breadths: &[usize], size
         Data::Random => "random unit vectors",
         Data::Clustered => "clustered vectors (1 000 centres)",
     };
-    println!("store: {}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
+    let searched = match location {
+        Location::Embedded(_) => format!("search index: {index}"),
+        Location::Postgres(_) => "search index: pgvector HNSW".to_string(),
+    };
+    println!("store: {}; {searched}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
     println!(
         "{:>9} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
         "images", "load img/s", "breadth", "p50 c=1", "p99 c=1", "p50 c=16", "p99 c=16", "recall@10", "insert p50", "reopen"

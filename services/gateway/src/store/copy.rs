@@ -107,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn copies_everything_once_and_resumes() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (from, to) = (embedded::open(a.path()).unwrap(), embedded::open(b.path()).unwrap());
+        let (from, to) = (embedded::open(a.path(), Default::default()).unwrap(), embedded::open(b.path(), Default::default()).unwrap());
         let space = Space { model_id: "m".into(), dimensions: 2 };
         from.images.insert_many((0..1_203).map(image).collect(), space.clone()).await.unwrap();
         from.thumbnails.put("img-7", vec![7, 7]).await.unwrap();

@@ -27,8 +27,13 @@ use std::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ann::{Ann, SavedKeys, ANN_MIN_IMAGES};
-use super::open_redb;
-use crate::store::{bytes_to_vectors, dot, engine, floats_to_bytes, ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+use super::{
+    open_redb,
+    scan::{Scan, SHORTLIST_PER_CANDIDATE},
+};
+use crate::store::{
+    bytes_to_vectors, dot, engine, floats_to_bytes, ImageRecord, ImageStore, ImageVectors, Page, SearchIndex, SearchQuery, Space, StoreError,
+};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const VECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("vectors");
@@ -52,6 +57,11 @@ struct State {
     needs_review: usize,
     /// The approximate index, once the store is large enough (see [`super::ann`]).
     ann: Option<Ann>,
+    /// How approximate searches find their candidates.
+    index: SearchIndex,
+    /// The codes scanned instead of a graph, with [`SearchIndex::Scan`] (see
+    /// [`super::scan`]): kept current from the first image on, as coding is cheap.
+    scan: Option<Scan>,
     /// A build or change of the graph failed: searches stay exact until the next open.
     ann_failed: bool,
     /// A graph being loaded or built off the lock ([`GraphJob`]): its generation, and the
@@ -72,6 +82,15 @@ impl State {
     /// `by_seq`. A graph that fails is dropped, not the change: searches fall back to the
     /// exact scan.
     fn ann_touch(&mut self, seq: u64) {
+        if self.index == SearchIndex::Scan {
+            let dimensions = self.space.as_ref().map_or(0, |s| s.dimensions as usize);
+            let scan = self.scan.get_or_insert_with(|| Scan::new(dimensions));
+            match self.by_seq.get(&seq) {
+                Some(entry) => scan.add(seq, &entry.vectors),
+                None => scan.remove(seq),
+            }
+            return;
+        }
         if let Some((_, touched)) = &mut self.ann_pending {
             touched.push(seq);
             return;
@@ -93,7 +112,12 @@ impl State {
 
     /// Whether a graph should be loaded or built now.
     fn graph_due(&self) -> bool {
-        self.ann.is_none() && !self.ann_failed && self.ann_pending.is_none() && !self.bulk_loading && self.by_seq.len() >= ANN_MIN_IMAGES
+        self.index == SearchIndex::Graph
+            && self.ann.is_none()
+            && !self.ann_failed
+            && self.ann_pending.is_none()
+            && !self.bulk_loading
+            && self.by_seq.len() >= ANN_MIN_IMAGES
     }
 }
 
@@ -220,8 +244,14 @@ fn vectors_from(bytes: &[u8], dimensions: usize) -> Result<ImageVectors, StoreEr
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the index in directory `dir` and loads it into memory.
+    /// Opens (or creates) the index in directory `dir` and loads it into memory, searching
+    /// through the default [`SearchIndex`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, SearchIndex::default())
+    }
+
+    /// [`Self::open`] with the approximate search method chosen.
+    pub fn open_with(dir: &Path, index: SearchIndex) -> Result<Self, StoreError> {
         let db = open_redb(dir, "images.redb", |txn| {
             txn.open_table(IMAGES)?;
             txn.open_table(VECTORS)?;
@@ -230,8 +260,18 @@ impl EmbeddedStore {
             Ok(())
         })?;
         let path = dir.join("images.redb");
-        let state = Self::load(&db)?;
+        let mut state = Self::load(&db)?;
         tracing::info!(path = %path.display(), images = state.by_seq.len(), "image index opened");
+        state.index = index;
+        if index == SearchIndex::Scan && state.space.is_some() {
+            let started = Instant::now();
+            let mut scan = Scan::new(state.space.as_ref().map_or(0, |s| s.dimensions as usize));
+            for (seq, entry) in &state.by_seq {
+                scan.add(*seq, &entry.vectors);
+            }
+            tracing::info!(images = scan.len(), elapsed_ms = started.elapsed().as_millis() as u64, "scan codes ready");
+            state.scan = Some(scan);
+        }
         super::ann::remove_temp_files(dir);
         let store = Self {
             db: Arc::new(db),
@@ -587,16 +627,24 @@ impl ImageStore for EmbeddedStore {
         let score = |e: &Arc<Entry>| w * dot(&query.vector, &e.vectors.image) + (1.0 - w) * dot(&query.vector, &e.vectors.caption);
         // The graph ranks by the fused score with equal weights; it is not asked with a
         // filter (a post-filter misses matches) or other weights.
-        let graph = state.ann.as_ref().filter(|_| query.metadata_filter.is_empty() && w == 0.5);
-        let candidates: Box<dyn Iterator<Item = &Arc<Entry>>> =
-            match graph.map(|ann| ann.search(&query.vector, crate::store::ann_candidates(query.top_k, query.breadth))) {
-                Some(Ok(seqs)) => Box::new(seqs.into_iter().filter_map(|seq| state.by_seq.get(&seq))),
-                Some(Err(e)) => {
-                    tracing::warn!("approximate search failed, scanning exactly: {e}");
-                    Box::new(state.by_seq.values())
-                }
-                None => Box::new(state.by_seq.values()),
-            };
+        // The scan's codes are of the same fused vector, so the same holds for it.
+        let fused_order = query.metadata_filter.is_empty() && w == 0.5;
+        let wanted = crate::store::ann_candidates(query.top_k, query.breadth);
+        let scan = state.scan.as_ref().filter(|scan| fused_order && scan.len() >= ANN_MIN_IMAGES);
+        let graph = state.ann.as_ref().filter(|_| fused_order);
+        let approximate = match (scan, graph) {
+            (Some(scan), _) => Some(Ok(scan.search(&query.vector, wanted, wanted.saturating_mul(SHORTLIST_PER_CANDIDATE)))),
+            (None, Some(ann)) => Some(ann.search(&query.vector, wanted)),
+            (None, None) => None,
+        };
+        let candidates: Box<dyn Iterator<Item = &Arc<Entry>>> = match approximate {
+            Some(Ok(seqs)) => Box::new(seqs.into_iter().filter_map(|seq| state.by_seq.get(&seq))),
+            Some(Err(e)) => {
+                tracing::warn!("approximate search failed, scanning exactly: {e}");
+                Box::new(state.by_seq.values())
+            }
+            None => Box::new(state.by_seq.values()),
+        };
         let mut hits: Vec<(f32, &Arc<Entry>)> = candidates
             .filter(|e| query.metadata_filter.iter().all(|(k, v)| e.record.metadata.get(k) == Some(v)))
             .map(|e| (score(e), e))
@@ -822,6 +870,63 @@ mod tests {
         store.wait_for_index().await.unwrap();
         assert!(store.state.read().unwrap().ann.is_some());
         assert!(!search(&store, &queries[0]).await.contains(&first));
+    }
+
+    /// With `SearchIndex::Scan` no graph is built: the codes answer unfiltered searches past
+    /// ANN_MIN_IMAGES, follow deletes and caption changes at once, and are made again on
+    /// reopen.
+    #[tokio::test]
+    async fn the_scan_index_answers_large_stores_and_keeps_current_without_a_graph() {
+        const DIMS: usize = 16;
+        let mut unit = random_units(DIMS, 5);
+        let space = Space { model_id: "m".into(), dimensions: DIMS as u32 };
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(dir.path(), SearchIndex::Scan).unwrap();
+        let items: Vec<(ImageRecord, ImageVectors)> =
+            (0..ANN_MIN_IMAGES + 500).map(|i| (record(&format!("i{i}"), &[]), ImageVectors { image: unit(), caption: unit() })).collect();
+        store.insert_many(items, space.clone()).await.unwrap();
+        store.wait_for_index().await.unwrap();
+        let search = |v: Vec<f32>| {
+            let mut q = query(v, &[]);
+            q.space = space.clone();
+            let store = &store;
+            async move { store.search(q).await.unwrap().into_iter().map(|(r, _)| r.image_id).collect::<Vec<_>>() }
+        };
+        let exact = |v: &[f32]| {
+            let state = store.state.read().unwrap();
+            let mut all: Vec<(f32, String)> = state.by_seq.values().map(|e| (dot(v, &e.vectors.fused()), e.record.image_id.clone())).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            all.into_iter().take(10).map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        {
+            let state = store.state.read().unwrap();
+            assert!(state.ann.is_none() && state.ann_pending.is_none(), "no graph with the scan index");
+            assert_eq!(state.scan.as_ref().map(Scan::len), Some(ANN_MIN_IMAGES + 500));
+        }
+        let queries: Vec<Vec<f32>> = (0..50).map(|_| unit()).collect();
+        let mut found = 0;
+        for q in &queries {
+            let got = search(q.clone()).await;
+            found += exact(q).iter().filter(|id| got.contains(id)).count();
+        }
+        let recall = found as f64 / (queries.len() * 10) as f64;
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        // A deleted image is never found again; a changed caption vector is re-coded.
+        let first = search(queries[0].clone()).await[0].clone();
+        assert!(store.delete(&first).await.unwrap());
+        assert!(!search(queries[0].clone()).await.contains(&first));
+        let toward = queries[1].clone();
+        let target = store.get("i7").await.unwrap().unwrap();
+        store.update(target, Some(toward.clone()), 0).await.unwrap();
+        assert_eq!(exact(&toward)[0], "i7");
+        assert_eq!(search(toward.clone()).await[0], "i7", "the scan has the new caption vector");
+        // Reopened: the codes are made again from redb.
+        drop(store);
+        let store = EmbeddedStore::open_with(dir.path(), SearchIndex::Scan).unwrap();
+        assert_eq!(store.state.read().unwrap().scan.as_ref().map(Scan::len), Some(ANN_MIN_IMAGES + 499));
+        let mut q = query(toward, &[]);
+        q.space = space;
+        assert_eq!(store.search(q).await.unwrap()[0].0.image_id, "i7");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ mod ann;
 pub mod images;
 mod legacy;
 pub mod meetings;
+mod scan;
 pub mod thumbnails;
 
 use std::{path::Path, sync::Arc};
@@ -20,12 +21,13 @@ pub use images::EmbeddedStore;
 pub use meetings::EmbeddedMeetings;
 pub use thumbnails::EmbeddedThumbnails;
 
-use super::{engine, StoreError, Stores};
+use super::{engine, SearchIndex, StoreError, Stores};
 
-/// Opens (or creates) the three stores under `data_dir`.
-pub fn open(data_dir: &Path) -> Result<Stores, StoreError> {
+/// Opens (or creates) the three stores under `data_dir`, the image index searching
+/// through `index`.
+pub fn open(data_dir: &Path, index: SearchIndex) -> Result<Stores, StoreError> {
     Ok(Stores {
-        images: Arc::new(EmbeddedStore::open(&data_dir.join("images"))?),
+        images: Arc::new(EmbeddedStore::open_with(&data_dir.join("images"), index)?),
         meetings: Arc::new(EmbeddedMeetings::open(&data_dir.join("meetings"))?),
         thumbnails: Arc::new(EmbeddedThumbnails::open(&data_dir.join("images"))?),
     })
