@@ -15,6 +15,7 @@
 #   STORES=embedded bash tests/bench/store.sh 1000000 # one store only (embedded or postgres)
 #   BREADTH=400,800,1600 bash tests/bench/store.sh     # recall and latency at each search breadth
 #   INDEX="graph scan" bash tests/bench/store.sh       # the embedded store's search indexes (default: both)
+#   VECTORS=embeddings.f32 bash tests/bench/store.sh   # your own embeddings (f32, 384 each; image, caption pairs; queries last)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
@@ -53,7 +54,8 @@ trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_p
 for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 
-vectors=${STORE_DATA:-random}
+# Drawn vectors (--data), or your own embeddings from a file (VECTORS, see `mmc-store bench --help`).
+if [ -n "${VECTORS:-}" ]; then data_args=(--vectors "$(readlink -f "$VECTORS")"); else data_args=(--data "${STORE_DATA:-random}"); fi
 breadth=${BREADTH:-400}
 stores=${STORES:-embedded postgres}
 if [[ " $stores " == *" embedded "* ]]; then
@@ -62,12 +64,12 @@ if [[ " $stores " == *" embedded "* ]]; then
       graph) echo "== embedded, --search-index graph (redb; exact scan, HNSW graph of the fused vectors past 20 000 images)" ;;
       scan) echo "== embedded, --search-index scan (redb; exact scan, bit and byte codes of the fused vectors scanned past 20 000 images)" ;;
     esac
-    "$bin/mmc-store" bench --index "$index" --data "$vectors" --breadth "$breadth" "${sizes[@]}"
+    "$bin/mmc-store" bench --index "$index" "${data_args[@]}" --breadth "$breadth" "${sizes[@]}"
   done
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
-"$bin/mmc-store" bench --data "$vectors" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
+"$bin/mmc-store" bench "${data_args[@]}" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
 copy_size=${COPY_SIZE:-${sizes[-1]}}
 echo "== bulk load: mmc-store copy of $copy_size images, embedded -> PostgreSQL (HNSW index built once, after the rows)"
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE copied'

@@ -58,6 +58,11 @@ enum Command {
         /// How the embedded store searches (the gateway's `--search-index`): graph or scan.
         #[arg(long, default_value_t = SearchIndex::Graph)]
         index: SearchIndex,
+        /// Vectors from a file instead of `--data`: your own embeddings, little-endian f32,
+        /// 384 per vector. Image i is vectors 2i (image) and 2i+1 (caption); the last
+        /// `--queries` vectors are the queries and are never loaded as images.
+        #[arg(long)]
+        vectors: Option<std::path::PathBuf>,
         /// Index sizes, ascending.
         #[arg(default_values_t = [10_000, 100_000])]
         sizes: Vec<usize>,
@@ -130,7 +135,13 @@ async fn main() -> anyhow::Result<()> {
                 done.meetings_skipped
             );
         }
-        Command::Bench { store, queries, data, breadth, index, sizes } => bench(&store, queries, data, &breadth, index, &sizes).await?,
+        Command::Bench { store, queries, data, breadth, index, vectors, sizes } => {
+            let draw = match &vectors {
+                Some(path) => Draw::from_file(path, queries).with_context(|| format!("reading {}", path.display()))?,
+                None => Draw::new(data, 7),
+            };
+            bench(&store, queries, draw, &breadth, index, &sizes).await?
+        }
         Command::Fill { store, count, dimensions } => fill(&store, count, dimensions).await?,
     }
     Ok(())
@@ -157,10 +168,21 @@ enum Data {
     Clustered,
 }
 
-/// Draws vectors as [`Data`] says.
+/// Draws vectors as [`Data`] says, or reads them from a file.
 struct Draw {
     rng: rand::rngs::StdRng,
     centres: Vec<Vec<f32>>,
+    file: Option<FileVectors>,
+    /// What the vectors are, for the report.
+    about: String,
+}
+
+/// Vectors read from a file (see `bench --vectors`).
+struct FileVectors {
+    images: Vec<ImageVectors>,
+    queries: Vec<Vec<f32>>,
+    next_image: usize,
+    next_query: usize,
 }
 
 impl Draw {
@@ -170,7 +192,28 @@ impl Draw {
             Data::Random => vec![],
             Data::Clustered => (0..1000).map(|_| unit(&mut rng, DIMS)).collect(),
         };
-        Self { rng, centres }
+        let about = match data {
+            Data::Random => "random unit vectors",
+            Data::Clustered => "clustered vectors (1 000 centres)",
+        };
+        Self { rng, centres, file: None, about: about.into() }
+    }
+
+    fn from_file(path: &std::path::Path, queries: usize) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        anyhow::ensure!(bytes.len() % (4 * DIMS) == 0, "{} bytes is not a whole number of {DIMS}-float vectors", bytes.len());
+        let mut vectors: Vec<Vec<f32>> = mmc_gateway::store::bytes_to_vectors(&bytes, DIMS);
+        anyhow::ensure!(vectors.len() > queries + 1, "{} vectors: fewer than --queries ({queries}) and one image", vectors.len());
+        let queries = vectors.split_off(vectors.len() - queries);
+        let images = vectors.chunks_exact(2).map(|pair| ImageVectors { image: pair[0].clone(), caption: pair[1].clone() }).collect();
+        let file = FileVectors { images, queries, next_image: 0, next_query: 0 };
+        let about = format!("vectors of {}", path.display());
+        Ok(Self { rng: rand::rngs::StdRng::seed_from_u64(7), centres: vec![], file: Some(file), about })
+    }
+
+    /// Images the file holds (`None`: drawn without end).
+    fn capacity(&self) -> Option<usize> {
+        self.file.as_ref().map(|f| f.images.len())
     }
 
     /// `v` plus Gaussian noise of `sigma` per dimension, normalized: cosine to `v` about
@@ -187,6 +230,11 @@ impl Draw {
     }
 
     fn image(&mut self) -> ImageVectors {
+        if let Some(file) = &mut self.file {
+            // `bench` checks the file holds enough before it starts.
+            file.next_image += 1;
+            return file.images[file.next_image - 1].clone();
+        }
         if self.centres.is_empty() {
             return ImageVectors { image: unit(&mut self.rng, DIMS), caption: unit(&mut self.rng, DIMS) };
         }
@@ -197,6 +245,11 @@ impl Draw {
     }
 
     fn query(&mut self) -> Vec<f32> {
+        if let Some(file) = &mut self.file {
+            // The same queries again at each size.
+            file.next_query += 1;
+            return file.queries[(file.next_query - 1) % file.queries.len()].clone();
+        }
         if self.centres.is_empty() {
             return unit(&mut self.rng, DIMS);
         }
@@ -305,19 +358,20 @@ async fn fill(store: &str, count: u64, dimensions: Option<u32>) -> anyhow::Resul
     Ok(())
 }
 
-async fn bench(store: &str, queries: usize, data: Data, breadths: &[usize], index: SearchIndex, sizes: &[usize]) -> anyhow::Result<()> {
+async fn bench(store: &str, queries: usize, mut draw: Draw, breadths: &[usize], index: SearchIndex, sizes: &[usize]) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let location = if store.is_empty() { Location::Embedded(scratch.path().to_path_buf()) } else { location(store)? };
     let open = || async { Stores::open_with(&location, index).await.with_context(|| format!("opening {}", location.redacted())) };
     let mut images = open().await?.images;
     anyhow::ensure!(images.count().await? == 0, "{} is not empty: the bench needs a scratch store", location.redacted());
     let space = Space { model_id: "bench".into(), dimensions: DIMS as u32 };
-    let mut draw = Draw::new(data, 7);
+    // Each size adds 20 single inserts (timed) after its bulk load.
+    let needed = sizes.iter().max().copied().unwrap_or(0) + 20 * sizes.len();
+    if let Some(capacity) = draw.capacity() {
+        anyhow::ensure!(capacity >= needed, "the vectors file holds {capacity} images; these sizes need {needed}");
+    }
     let mut all: Vec<(String, ImageVectors)> = Vec::new();
-    let vectors = match data {
-        Data::Random => "random unit vectors",
-        Data::Clustered => "clustered vectors (1 000 centres)",
-    };
+    let vectors = draw.about.clone();
     let searched = match location {
         Location::Embedded(_) => format!("search index: {index}"),
         Location::Postgres(_) => "search index: pgvector HNSW".to_string(),

@@ -369,8 +369,9 @@ fn floats_to_bytes<'a>(vectors: impl IntoIterator<Item = &'a Vec<f32>>) -> Vec<u
     vectors.into_iter().flatten().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// The inverse of [`floats_to_bytes`], cut into vectors of `dimensions`.
-fn bytes_to_vectors(bytes: &[u8], dimensions: usize) -> Vec<Vec<f32>> {
+/// The inverse of [`floats_to_bytes`], cut into vectors of `dimensions` (also how
+/// `mmc-store bench --vectors` reads a file of embeddings).
+pub fn bytes_to_vectors(bytes: &[u8], dimensions: usize) -> Vec<Vec<f32>> {
     let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     floats.chunks(dimensions.max(1)).map(<[f32]>::to_vec).collect()
 }

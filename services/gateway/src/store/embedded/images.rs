@@ -1,5 +1,6 @@
 //! The default image index: a [redb](https://docs.rs/redb) file on local disk, searched
-//! exactly in memory, or through an HNSW graph past [`ANN_MIN_IMAGES`] images.
+//! exactly in memory, or through an HNSW graph (or a scan of codes) past [`ANN_MIN_IMAGES`]
+//! images.
 //!
 //! Why this shape: redb is a maintained, ACID, crash-safe embedded key-value engine (a
 //! committed transaction survives a crash or power loss), so durability is not ours to get
@@ -9,7 +10,8 @@
 //! equal weights go through an HNSW graph of the fused vectors ([`super::ann`]), loaded
 //! from its saved file (or built) off the lock after the store opens, so a large library
 //! serves exact searches at once and approximate ones seconds later; filtered searches and
-//! other weights stay exact.
+//! other weights stay exact. With [`SearchIndex::Scan`] the graph is replaced by codes of
+//! the same fused vectors, made at open and scanned whole ([`super::scan`]).
 //!
 //! Layout (all written in one transaction per change):
 //! - `images`: image id -> JSON [`ImageRecord`]
