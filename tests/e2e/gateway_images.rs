@@ -482,3 +482,27 @@ async fn a_large_library_keeps_its_search_graph_across_graceful_restarts() {
     assert_eq!(sources(&search(&mut client, Query::Text("a rocket launch".into())).await)[0], "rocket.jpg");
     assert!(!read_log().contains("approximate index ready"), "no graph is loaded or built: {}", read_log());
 }
+
+/// `--search-index` names what exists and where: an unknown index, or the scan with a
+/// PostgreSQL store (which searches through pgvector's graph), is refused at start with the
+/// reason, before anything is opened.
+#[test]
+fn the_search_index_flag_is_refused_where_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = |extra: &[&str]| {
+        let out = std::process::Command::new(mmc_tests::binary("mmc-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "off", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("MMC_SEARCH_INDEX")
+            .env_remove("MMC_STORE_URL")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = gateway(&["--search-index", "hnsw"]);
+    assert!(stderr.contains("graph or scan"), "{stderr}");
+    let stderr = gateway(&["--search-index", "scan", "--store", "postgres://mmc@127.0.0.1:1/mmc"]);
+    assert!(stderr.contains("--search-index scan is the embedded store's"), "{stderr}");
+}

@@ -156,6 +156,11 @@ fn main() -> ExitCode {
         eprintln!("--image-weight must be in [0, 1]");
         return ExitCode::FAILURE;
     }
+    if args.search_index == SearchIndex::Scan && matches!(Location::parse(&args.store, &args.data_dir), Location::Postgres(_)) {
+        // Refused rather than ignored: whoever asks for the scan expects its recall.
+        eprintln!("--search-index scan is the embedded store's; PostgreSQL searches through pgvector's HNSW index (leave it at graph)");
+        return ExitCode::FAILURE;
+    }
     if !(1..=mmc_gateway::store::MAX_SEARCH_BREADTH).contains(&args.search_breadth) {
         eprintln!("--search-breadth must be in [1, {}]", mmc_gateway::store::MAX_SEARCH_BREADTH);
         return ExitCode::FAILURE;

@@ -374,7 +374,10 @@ async fn bench(store: &str, queries: usize, mut draw: Draw, breadths: &[usize], 
     let vectors = draw.about.clone();
     let searched = match location {
         Location::Embedded(_) => format!("search index: {index}"),
-        Location::Postgres(_) => "search index: pgvector HNSW".to_string(),
+        Location::Postgres(_) => {
+            anyhow::ensure!(index == SearchIndex::Graph, "--index scan is the embedded store's; PostgreSQL searches through pgvector's HNSW index");
+            "search index: pgvector HNSW".to_string()
+        }
     };
     println!("store: {}; {searched}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
     println!(

@@ -159,8 +159,8 @@ pub fn ann_candidates(top_k: usize, breadth: Option<usize>) -> usize {
 
 /// How the embedded store finds the candidates of an approximate search (the PostgreSQL
 /// store always walks pgvector's HNSW graph). Both are re-scored exactly; both are used
-/// only from 20 000 images on, for unfiltered searches with equal
-/// weights (others scan every image exactly).
+/// only from 20 000 images on, for unfiltered searches with equal weights (others scan
+/// every image exactly).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SearchIndex {
     /// An HNSW graph: fastest when vectors cluster, as real embeddings do; built in the
