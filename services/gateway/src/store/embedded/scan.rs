@@ -145,7 +145,7 @@ impl Scan {
         }
         let histograms: Vec<Vec<usize>> = on_each(parts.into_iter().zip(&ranges), |(out, range)| self.bit_distances(range.clone(), &query_bits, out));
 
-        let (cut, mut ties) = shortlist_edge(&histograms, shortlist.clamp(candidates, n));
+        let (cut, mut ties) = shortlist_edge(&histograms, shortlist.max(candidates).min(n));
         // Ties at the edge go to the first ranges (lowest slots) first.
         let quotas: Vec<usize> = histograms
             .iter()
@@ -349,6 +349,8 @@ mod tests {
         let mut all = scan.search(&[-1.0, 0.0], 2, 2);
         all.sort();
         assert_eq!(all, vec![1, 3]);
+        // More candidates than images: all of them.
+        assert_eq!(scan.search(&[-1.0, 0.0], 10, 5).len(), 2);
         scan.remove(1);
         scan.remove(3);
         assert!(scan.search(&[1.0, 0.0], 1, 1).is_empty());
