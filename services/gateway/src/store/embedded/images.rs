@@ -267,10 +267,8 @@ impl EmbeddedStore {
         state.index = index;
         if index == SearchIndex::Scan && state.space.is_some() {
             let started = Instant::now();
-            let mut scan = Scan::new(state.space.as_ref().map_or(0, |s| s.dimensions as usize));
-            for (seq, entry) in &state.by_seq {
-                scan.add(*seq, &entry.vectors);
-            }
+            let entries: Vec<(u64, &ImageVectors)> = state.by_seq.iter().map(|(seq, e)| (*seq, &e.vectors)).collect();
+            let scan = Scan::build(state.space.as_ref().map_or(0, |s| s.dimensions as usize), &entries);
             tracing::info!(images = scan.len(), elapsed_ms = started.elapsed().as_millis() as u64, "scan codes ready");
             state.scan = Some(scan);
         }

@@ -69,6 +69,32 @@ impl Scan {
         }
     }
 
+    /// The codes of `entries` (seq, vectors; each seq once), made on every core: an open of
+    /// a large store waits for them (a million images: about 3 s on one core).
+    pub fn build(dimensions: usize, entries: &[(u64, &ImageVectors)]) -> Self {
+        let mut scan = Self::new(dimensions);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = entries.len().div_ceil(threads).max(1);
+        let parts = on_each(entries.chunks(per_thread), |part| {
+            let mut codes = Self::new(dimensions);
+            for (seq, vectors) in part {
+                codes.add(*seq, vectors);
+            }
+            codes
+        });
+        for part in parts {
+            for (slot, seq) in part.seqs.iter().enumerate() {
+                let earlier = scan.slot_of.insert(*seq, scan.seqs.len());
+                debug_assert!(earlier.is_none(), "seq {seq} given twice (the store's seqs are unique)");
+                scan.seqs.push(*seq);
+                scan.scales.push(part.scales[slot]);
+                scan.bits.extend_from_slice(&part.bits[slot * scan.words..(slot + 1) * scan.words]);
+                scan.bytes.extend_from_slice(&part.bytes[slot * dimensions..(slot + 1) * dimensions]);
+            }
+        }
+        scan
+    }
+
     /// Images held.
     pub fn len(&self) -> usize {
         self.seqs.len()
@@ -354,6 +380,22 @@ mod tests {
         scan.remove(1);
         scan.remove(3);
         assert!(scan.search(&[1.0, 0.0], 1, 1).is_empty());
+    }
+
+    #[test]
+    fn codes_built_on_every_core_equal_codes_added_one_by_one() {
+        let mut state = 7u64;
+        let images: Vec<(u64, ImageVectors)> =
+            (0..1_001).map(|seq| (seq * 3, vectors(random_unit(96, &mut state), random_unit(96, &mut state)))).collect();
+        let entries: Vec<(u64, &ImageVectors)> = images.iter().map(|(seq, v)| (*seq, v)).collect();
+        let built = Scan::build(96, &entries);
+        let mut added = Scan::new(96);
+        for (seq, v) in &images {
+            added.add(*seq, v);
+        }
+        assert_eq!((built.seqs.clone(), built.bits.clone(), built.bytes.clone()), (added.seqs.clone(), added.bits.clone(), added.bytes.clone()));
+        assert_eq!(built.scales, added.scales);
+        assert_eq!(built.slot_of, added.slot_of);
     }
 
     #[test]
