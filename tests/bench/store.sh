@@ -24,40 +24,48 @@ bin=${MMC_BENCH_BIN:-target/release}
 if [ "$bin" = target/release ]; then
   cargo build --release -q -p mmc-gateway --bin mmc-store
 fi
-bash deploy/test-tools.sh >/dev/null 2>&1
-install=$(readlink -f "${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools/postgres")
 
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores;" \
   "flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_tile)$' | tr '\n' ' ')"
 
 data=$(mktemp -d)
 chmod 755 "$data"
-run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ]; then
-  # nobody cannot enter root's home: a copy of the wheel's tree (its binaries find their
-  # libraries relative to themselves).
-  cp -a "$install/../.." "$data/pgserver" && chmod -R a+rX "$data/pgserver"
-  install=$data/pgserver/pgserver/pginstall
-  chown nobody "$data"
-fi
-pg=$install/bin
-run_pg "$pg/initdb" -D "$data/pg" -U postgres -A trust -E UTF8 --no-sync --no-instructions >/dev/null
+trap 'rm -rf "$data"' EXIT
+stores=${STORES:-embedded postgres}
 port=${MMC_BENCH_PG_PORT:-25433}
-# A quarter of the memory for shared buffers, as PostgreSQL's own tuning advice; HNSW
-# builds and searches want the index in memory.
-mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 / 4)}' /proc/meminfo)
-run_pg "$pg/postgres" -D "$data/pg" -p "$port" -k "$data" -c listen_addresses=127.0.0.1 \
-  -c shared_buffers="${mem_mb}MB" -c maintenance_work_mem=1GB -c max_wal_size=4GB > "$data/pg.log" 2>&1 &
-pg_pid=$!
-# pg_ctl, not a signal to $pg_pid: as root that is runuser, which does not pass SIGINT on.
-trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
-"$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
+# PostgreSQL only when it is measured.
+start_postgres() {
+  bash deploy/test-tools.sh >/dev/null 2>&1
+  install=$(readlink -f "${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/deploy-tools/postgres")
+  if [ "$(id -u)" = 0 ]; then
+    # nobody cannot enter root's home: a copy of the wheel's tree (its binaries find their
+    # libraries relative to themselves).
+    cp -a "$install/../.." "$data/pgserver" && chmod -R a+rX "$data/pgserver"
+    install=$data/pgserver/pgserver/pginstall
+    chown nobody "$data"
+  fi
+  pg=$install/bin
+  if "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
+    echo "port $port already answers (another store.sh?): set MMC_BENCH_PG_PORT" >&2
+    exit 1
+  fi
+  run_pg "$pg/initdb" -D "$data/pg" -U postgres -A trust -E UTF8 --no-sync --no-instructions >/dev/null
+  # A quarter of the memory for shared buffers, as PostgreSQL's own tuning advice; HNSW
+  # builds and searches want the index in memory.
+  mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 / 4)}' /proc/meminfo)
+  run_pg "$pg/postgres" -D "$data/pg" -p "$port" -k "$data" -c listen_addresses=127.0.0.1 \
+    -c shared_buffers="${mem_mb}MB" -c maintenance_work_mem=1GB -c max_wal_size=4GB > "$data/pg.log" 2>&1 &
+  pg_pid=$!
+  # pg_ctl, not a signal to $pg_pid: as root that is runuser, which does not pass SIGINT on.
+  trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
+  for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+  "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
+}
 
 # Drawn vectors (--data), or your own embeddings from a file (VECTORS, see `mmc-store bench --help`).
 if [ -n "${VECTORS:-}" ]; then data_args=(--vectors "$(readlink -f "$VECTORS")"); else data_args=(--data "${STORE_DATA:-random}"); fi
 breadth=${BREADTH:-400}
-stores=${STORES:-embedded postgres}
 if [[ " $stores " == *" embedded "* ]]; then
   for index in ${INDEX:-graph scan}; do
     case $index in
@@ -68,6 +76,7 @@ if [[ " $stores " == *" embedded "* ]]; then
   done
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
+start_postgres
 echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
 "$bin/mmc-store" bench "${data_args[@]}" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
 copy_size=${COPY_SIZE:-${sizes[-1]}}
