@@ -265,10 +265,10 @@ impl EmbeddedStore {
         let mut state = Self::load(&db)?;
         tracing::info!(path = %path.display(), images = state.by_seq.len(), "image index opened");
         state.index = index;
-        if index == SearchIndex::Scan && state.space.is_some() {
+        if let (SearchIndex::Scan, Some(space)) = (index, &state.space) {
             let started = Instant::now();
             let entries: Vec<(u64, &ImageVectors)> = state.by_seq.iter().map(|(seq, e)| (*seq, &e.vectors)).collect();
-            let scan = Scan::build(state.space.as_ref().map_or(0, |s| s.dimensions as usize), &entries);
+            let scan = Scan::build(space.dimensions as usize, &entries);
             tracing::info!(images = scan.len(), elapsed_ms = started.elapsed().as_millis() as u64, "scan codes ready");
             state.scan = Some(scan);
         }

@@ -33,6 +33,11 @@ pub fn open(data_dir: &Path, index: SearchIndex) -> Result<Stores, StoreError> {
     })
 }
 
+/// Cores to split a graph build, a scan or its coding over.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Restricts `path` to its owner: the stores hold transcripts, captions and photos'
 /// thumbnails, which other users of the machine have no business reading. (Existing files
 /// of earlier versions, written 0644 in 0755 directories, are tightened on open too.) A

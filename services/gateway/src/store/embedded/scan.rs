@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 
+use super::cores;
 use crate::store::ImageVectors;
 
 /// The bit step's shortlist per candidate wanted: the default breadth (400) shortlists
@@ -73,8 +74,7 @@ impl Scan {
     /// a large store waits for them (a million images: about 3 s on one core).
     pub fn build(dimensions: usize, entries: &[(u64, &ImageVectors)]) -> Self {
         let mut scan = Self::new(dimensions);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_thread = entries.len().div_ceil(threads).max(1);
+        let per_thread = entries.len().div_ceil(cores()).max(1);
         let parts = on_each(entries.chunks(per_thread), |part| {
             let mut codes = Self::new(dimensions);
             for (seq, vectors) in part {
@@ -159,17 +159,11 @@ impl Scan {
         let mut query_bytes = vec![0i8; self.dimensions];
         quantize(query, &mut query_bytes);
 
-        let threads = if n >= self.parallel_from { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
-        let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(n.div_ceil(threads)).map(|from| from..n.min(from + n.div_ceil(threads))).collect();
+        let per_range = n.div_ceil(if n >= self.parallel_from { cores() } else { 1 });
+        let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(per_range).map(|from| from..n.min(from + per_range)).collect();
         let mut distances = vec![0u16; n];
-        let mut parts: Vec<&mut [u16]> = Vec::new();
-        let mut rest = distances.as_mut_slice();
-        for range in &ranges {
-            let (part, tail) = rest.split_at_mut(range.len());
-            parts.push(part);
-            rest = tail;
-        }
-        let histograms: Vec<Vec<usize>> = on_each(parts.into_iter().zip(&ranges), |(out, range)| self.bit_distances(range.clone(), &query_bits, out));
+        let histograms: Vec<Vec<usize>> =
+            on_each(distances.chunks_mut(per_range).zip(&ranges), |(out, range)| self.bit_distances(range.clone(), &query_bits, out));
 
         let (cut, mut ties) = shortlist_edge(&histograms, shortlist.max(candidates).min(n));
         // Ties at the edge go to the first ranges (lowest slots) first.
