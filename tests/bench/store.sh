@@ -14,7 +14,8 @@
 #   STORE_DATA=clustered bash tests/bench/store.sh    # vectors around 1 000 centres, like real embeddings
 #   STORES=embedded bash tests/bench/store.sh 1000000 # one store only (embedded or postgres)
 #   BREADTH=400,800,1600 bash tests/bench/store.sh     # recall and latency at each search breadth
-#   INDEX="graph scan" bash tests/bench/store.sh       # the embedded store's search indexes (default: both)
+#   INDEX="graph scan" bash tests/bench/store.sh       # the search indexes, each store (default: both)
+#   COPY_SIZE=0 bash tests/bench/store.sh 1000000     # no copy measured (at a million it builds pgvector's HNSW: an hour)
 #   VECTORS=embeddings.f32 bash tests/bench/store.sh   # your own embeddings (f32, 384 each; image, caption pairs; queries last)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,7 +61,6 @@ start_postgres() {
   # pg_ctl, not a signal to $pg_pid: as root that is runuser, which does not pass SIGINT on.
   trap 'run_pg "$pg/pg_ctl" -D "$data/pg" -m fast stop >/dev/null 2>&1; wait $pg_pid 2>/dev/null; rm -rf "$data"' EXIT
   for _ in $(seq 1 100); do "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
-  "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE bench'
 }
 
 # Drawn vectors (--data), or your own embeddings from a file (VECTORS, see `mmc-store bench --help`).
@@ -77,9 +77,16 @@ if [[ " $stores " == *" embedded "* ]]; then
 fi
 if [[ " $stores " != *" postgres "* ]]; then exit 0; fi
 start_postgres
-echo "== PostgreSQL 16.2 + pgvector 0.6.2 (HNSW of the fused vectors: m=32, ef_construction=128, ef_search 400)"
-"$bin/mmc-store" bench "${data_args[@]}" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench" "${sizes[@]}"
+for index in ${INDEX:-graph scan}; do
+  case $index in
+    graph) echo "== PostgreSQL 16.2 + pgvector 0.6.2, --search-index graph (pgvector HNSW of the fused vectors: m=32, ef_construction=128, ef_search = breadth)" ;;
+    scan) echo "== PostgreSQL 16.2 + pgvector 0.6.2, --search-index scan (codes in the gateway's memory, exact scores in SQL; no HNSW index)" ;;
+  esac
+  "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE bench_$index"
+  "$bin/mmc-store" bench --index "$index" "${data_args[@]}" --breadth "$breadth" --store "postgres://postgres@127.0.0.1:$port/bench_$index" "${sizes[@]}"
+done
 copy_size=${COPY_SIZE:-${sizes[-1]}}
+if [ "$copy_size" = 0 ]; then exit 0; fi
 echo "== bulk load: mmc-store copy of $copy_size images, embedded -> PostgreSQL (HNSW index built once, after the rows)"
 "$pg/psql" -h 127.0.0.1 -p "$port" -U postgres -qc 'CREATE DATABASE copied'
 "$bin/mmc-store" fill --store "redb:$data/copy-source" --count "$copy_size" --dimensions 384

@@ -3,7 +3,8 @@
 //! and store each photo once; a gateway killed with
 //! SIGKILL mid-upload loses no acknowledged image; a database restart under a running
 //! gateway is UNAVAILABLE while it lasts and heals without restarting the gateway; the
-//! store connects over TLS and checks the server's certificate.
+//! store connects over TLS and checks the server's certificate; gateways that search their
+//! own in-memory codes see each other's writes at once.
 //! (The image and meeting suites also run whole on PostgreSQL: gateway_images.rs,
 //! gateway_meetings.rs.)
 
@@ -18,7 +19,7 @@ use std::{
 use mmc_proto::gateway::v1::{
     gateway_service_client::GatewayServiceClient, index_images_response::Event, search_images_request::Query, DeleteImageRequest, SearchImagesRequest,
 };
-use mmc_tests::{binary, eventually, http_get, metric_value, postgres::Postgres, start_service};
+use mmc_tests::{binary, eventually, http_get, metric_value, postgres::Postgres, start_service, start_service_logged};
 use tonic::Code;
 
 use crate::gateway_images::{count_images, photo, search, sources, start_gateway_on, start_gateway_with, Upload};
@@ -190,6 +191,128 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     assert_eq!(sources(&healed.into_inner()).first().map(String::as_str), Some("cat.png"));
     let (_, scrape) = http_get(&b.metrics, "/metrics").unwrap();
     assert!(metric_value(&scrape, "mmc_gateway_store_unavailable_total", &[]).unwrap_or(0.0) >= 1.0, "{scrape}");
+}
+
+/// Gateways that search codes of the images kept in their own memory (`--search-index
+/// scan`) share one database: an image indexed, re-captioned or deleted through one is
+/// searched as such through the other at once; and a write whose transaction commits after
+/// a later-numbered one (another writer held open) is not skipped by a gateway that caught
+/// up in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_scan_codes_see_each_others_writes_at_once() {
+    let postgres = Postgres::start();
+    let url = postgres.database("codes");
+    let (embed, captioner) =
+        tokio::join!(start_service("mmc-embed", &[], Duration::from_secs(60)), start_service("mmc-caption", &[], Duration::from_secs(60)));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = |name: &str, extra: &[&str]| {
+        let (data, log) = (dir.path().join(name), dir.path().join(format!("{name}.log")));
+        let mut args: Vec<String> = ["--embed-endpoint", &embed.url, "--caption-endpoint", &captioner.url, "--store", &url, "--search-index", "scan"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--data-dir".to_string(), data.display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (start_service_logged("mmc-gateway", &args, Duration::from_secs(60), &log).await, log)
+        }
+    };
+    let (a, _) = gateway("a", &[]).await;
+    let mut client_a = GatewayServiceClient::new(a.channel.clone());
+    async fn index(client: &mut GatewayServiceClient<tonic::transport::Channel>, names: &[&str]) -> std::collections::HashMap<String, String> {
+        let mut upload = Upload::open(client).await;
+        let mut ids = std::collections::HashMap::new();
+        for name in names {
+            match upload.send(name, &[]).await {
+                Event::Indexed(i) => ids.insert(name.to_string(), i.image_id),
+                other => panic!("{name} not indexed: {other:?}"),
+            };
+        }
+        upload.finish().await;
+        ids
+    }
+    let ids = index(&mut client_a, &["cat.png", "coffee.png", "bike.jpg", "astronaut.png", "hubble_deep_field.jpg"]).await;
+    // Forty more coffee photos (rows written by another tool): with few candidates per
+    // search, a stale code loses its place to them.
+    postgres.query(
+        "codes",
+        "INSERT INTO mmc_images (seq, image_id, content_hash, record, needs_review, caption_confidence, version, image_vector, \
+         caption_vector, fused_vector) SELECT nextval('mmc_image_seq'), 'img-more-' || i, 'more-' || i, jsonb_set(jsonb_set(record, \
+         '{image_id}', to_jsonb('img-more-' || i)), '{source_name}', to_jsonb('more-coffee-' || i || '.png')), needs_review, \
+         caption_confidence, version, image_vector, caption_vector, fused_vector FROM mmc_images, generate_series(1, 40) i \
+         WHERE record ->> 'source_name' = 'coffee.png'",
+    );
+
+    // Gateway b loads the 45 images' codes at start; it asks for few candidates (four per
+    // result), so a stale code would keep an image out of its results.
+    let (b, b_log) = gateway("b", &["--search-breadth", "1"]).await;
+    let loaded = eventually(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&b_log).unwrap_or_default().lines().any(|l| l.contains("scan codes ready") && l.contains("images=45")).then_some(())
+    })
+    .await;
+    assert!(loaded.is_some(), "{}", std::fs::read_to_string(&b_log).unwrap_or_default());
+    let client_b = GatewayServiceClient::new(b.channel.clone());
+    let best = |client: &GatewayServiceClient<tonic::transport::Channel>, query: Query, top_k: u32| {
+        let mut client = client.clone();
+        async move {
+            let request = SearchImagesRequest { query: Some(query), top_k, score_threshold: -1.0, ..Default::default() };
+            sources(&client.search_images(request).await.unwrap().into_inner())
+        }
+    };
+    let scan_images = |service: &mmc_tests::Service| {
+        let (_, scrape) = http_get(&service.metrics, "/metrics").unwrap();
+        metric_value(&scrape, "mmc_gateway_scan_images", &[])
+    };
+
+    // Indexed through a: found through b by the next search.
+    index(&mut client_a, &["motorcycle.png"]).await;
+    assert_eq!(best(&client_b, Query::Text("a motorcycle".into()), 1).await, ["motorcycle.png"]);
+    // Re-captioned through a: b ranks it by its new caption.
+    let ramen = "A bowl of ramen noodles with chopsticks";
+    let before = best(&client_b, Query::Text(ramen.into()), 1).await;
+    assert_ne!(before, ["bike.jpg"], "the bike is not ramen yet");
+    let corrected = mmc_proto::gateway::v1::UpdateImageRequest {
+        image_id: ids["bike.jpg"].clone(),
+        alt_text: Some(ramen.into()),
+        reviewer: "ana".into(),
+        ..Default::default()
+    };
+    client_a.update_image(corrected).await.unwrap();
+    assert_eq!(best(&client_b, Query::Text(ramen.into()), 1).await, ["bike.jpg"], "before the correction: {before:?}");
+    // Deleted through a, and by another tool: gone from b's results and from its codes.
+    postgres.query("codes", "DELETE FROM mmc_images WHERE image_id LIKE 'img-more-%'");
+    assert!(client_a.delete_image(DeleteImageRequest { image_id: ids["astronaut.png"].clone() }).await.unwrap().into_inner().deleted);
+    assert!(!best(&client_b, Query::Image(photo("astronaut.png")), 5).await.contains(&"astronaut.png".to_string()));
+    assert_eq!(scan_images(&b), Some(5.0), "b holds the codes of the five images left");
+
+    // A writer (another tool here) holds its transaction open after writing a copy of the
+    // cat: its change number is below that of the image a indexes next.
+    let copy_cat = "BEGIN; INSERT INTO mmc_images (seq, image_id, content_hash, record, needs_review, caption_confidence, version, \
+        image_vector, caption_vector, fused_vector) SELECT nextval('mmc_image_seq'), 'img-late', 'late', \
+        jsonb_set(jsonb_set(record, '{image_id}', '\"img-late\"'), '{source_name}', '\"late-copy.png\"'), needs_review, caption_confidence, \
+        version, image_vector, caption_vector, fused_vector FROM mmc_images WHERE record ->> 'source_name' = 'cat.png'; \
+        SELECT pg_sleep(6); COMMIT;";
+    let late = postgres.spawn_query("codes", copy_cat);
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'";
+    let started = std::time::Instant::now();
+    while postgres.query("codes", sleeping) != "1" {
+        assert!(started.elapsed() < Duration::from_secs(30), "the held transaction did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a's image commits after the held one (writes commit in the order of their numbers),
+    // and b catches up with both...
+    index(&mut client_a, &["rocket.jpg"]).await;
+    assert_eq!(best(&client_b, Query::Text("a rocket launch".into()), 1).await, ["rocket.jpg"]);
+    let out = late.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ...so the copy is found too (had b moved past the rocket's number first, it never
+    // would be).
+    let mut cats = best(&client_b, Query::Image(photo("cat.png")), 2).await;
+    cats.sort();
+    assert_eq!(cats, ["cat.png", "late-copy.png"]);
+    assert_eq!(scan_images(&b), Some(7.0));
+    assert_eq!(postgres.query("codes", "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'"), "0", "no HNSW index built");
 }
 
 /// Established TCP connections of process `pid` to local port `port` (its sockets in

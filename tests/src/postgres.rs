@@ -116,6 +116,17 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Starts `sql` in `database` without waiting for it (a transaction held open while
+    /// the test acts).
+    pub fn spawn_query(&self, database: &str, sql: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql")
+    }
+
     /// Creates database `name` and returns its URL.
     pub fn database(&self, name: &str) -> String {
         self.query("postgres", &format!("CREATE DATABASE {name}"));

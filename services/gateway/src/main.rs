@@ -86,11 +86,11 @@ struct Args {
     /// (docs/gateway.md has the sweep). At most 4 000.
     #[arg(long, env = "MMC_SEARCH_BREADTH", default_value_t = mmc_gateway::store::DEFAULT_SEARCH_BREADTH)]
     search_breadth: usize,
-    /// How the embedded store finds approximate neighbours from 20 000 images on: `graph`
-    /// (HNSW: fastest on real, clustered embeddings; built in the background and saved) or
-    /// `scan` (compact codes of every image scanned whole: the same recall however the
-    /// vectors are spread, no build, more time per search on clustered data). PostgreSQL
-    /// always uses its HNSW graph. docs/gateway.md compares them.
+    /// How searches find approximate neighbours: `graph` (HNSW: fastest on real, clustered
+    /// embeddings; the embedded store builds it in the background and saves it, PostgreSQL
+    /// keeps pgvector's) or `scan` (compact codes of every image, kept in this process's
+    /// memory and scanned whole: the same recall however the vectors are spread, no build,
+    /// more time per search on clustered data). docs/gateway.md compares them.
     #[arg(long, env = "MMC_SEARCH_INDEX", default_value_t = SearchIndex::Graph)]
     search_index: SearchIndex,
     /// Encoder labels stored per image (and given to the caption decoder).
@@ -156,11 +156,6 @@ fn main() -> ExitCode {
         eprintln!("--image-weight must be in [0, 1]");
         return ExitCode::FAILURE;
     }
-    if args.search_index == SearchIndex::Scan && matches!(Location::parse(&args.store, &args.data_dir), Location::Postgres(_)) {
-        // Refused rather than ignored: whoever asks for the scan expects its recall.
-        eprintln!("--search-index scan is the embedded store's; PostgreSQL searches through pgvector's HNSW index (leave it at graph)");
-        return ExitCode::FAILURE;
-    }
     if !(1..=mmc_gateway::store::MAX_SEARCH_BREADTH).contains(&args.search_breadth) {
         eprintln!("--search-breadth must be in [1, {}]", mmc_gateway::store::MAX_SEARCH_BREADTH);
         return ExitCode::FAILURE;
@@ -215,7 +210,7 @@ fn main() -> ExitCode {
         let location = Location::parse(&args.store, &args.data_dir);
         let stores = match &location {
             // A gateway started with its database waits for it a while.
-            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT, args.store_pool_size).await,
+            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT, args.store_pool_size, args.search_index).await,
             Location::Embedded(_) => Stores::open_with(&location, args.search_index).await,
         }
         .with_context(|| format!("opening the store {}", location.redacted()))?;

@@ -55,7 +55,7 @@ enum Command {
         /// `--search-breadth`), e.g. `400,800,1600`: one row each per size.
         #[arg(long, value_delimiter = ',', default_values_t = [mmc_gateway::store::DEFAULT_SEARCH_BREADTH])]
         breadth: Vec<usize>,
-        /// How the embedded store searches (the gateway's `--search-index`): graph or scan.
+        /// How the store searches (the gateway's `--search-index`): graph or scan.
         #[arg(long, default_value_t = SearchIndex::Graph)]
         index: SearchIndex,
         /// Vectors from a file instead of `--data`: your own embeddings, little-endian f32,
@@ -374,10 +374,8 @@ async fn bench(store: &str, queries: usize, mut draw: Draw, breadths: &[usize], 
     let vectors = draw.about.clone();
     let searched = match location {
         Location::Embedded(_) => format!("search index: {index}"),
-        Location::Postgres(_) => {
-            anyhow::ensure!(index == SearchIndex::Graph, "--index scan is the embedded store's; PostgreSQL searches through pgvector's HNSW index");
-            "search index: pgvector HNSW".to_string()
-        }
+        Location::Postgres(_) if index == SearchIndex::Graph => "search index: pgvector HNSW".to_string(),
+        Location::Postgres(_) => "search index: scan (codes in this process, exact scores in SQL)".to_string(),
     };
     println!("store: {}; {searched}; {vectors}, {DIMS} dimensions, two per image", location.redacted());
     println!(

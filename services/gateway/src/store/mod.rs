@@ -15,6 +15,7 @@
 pub mod copy;
 pub mod embedded;
 pub mod postgres;
+pub mod scan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,18 +158,20 @@ pub fn ann_candidates(top_k: usize, breadth: Option<usize>) -> usize {
     (top_k * 4).max(breadth.unwrap_or(DEFAULT_SEARCH_BREADTH)).clamp(1, MAX_SEARCH_BREADTH)
 }
 
-/// How the embedded store finds the candidates of an approximate search (the PostgreSQL
-/// store always walks pgvector's HNSW graph). Both are re-scored exactly; both are used
-/// only from 20 000 images on, for unfiltered searches with equal weights (others scan
-/// every image exactly).
+/// How a store finds the candidates of an approximate search, for unfiltered searches with
+/// equal weights (others scan exactly); the candidates are then scored exactly. The
+/// embedded store uses either only from 20 000 images on (below it scans every image
+/// exactly); the PostgreSQL store at any size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SearchIndex {
-    /// An HNSW graph: fastest when vectors cluster, as real embeddings do; built in the
-    /// background (minutes per 100 000 images on two cores) and saved beside the data.
+    /// An HNSW graph: fastest when vectors cluster, as real embeddings do. The embedded
+    /// store builds it in the background (minutes per 100 000 images on two cores) and
+    /// saves it beside the data; PostgreSQL keeps pgvector's in the database.
     #[default]
     Graph,
     /// Compact codes of every image, scanned whole: the same cost and recall however the
-    /// vectors are spread, no build (see `store/embedded/scan.rs`).
+    /// vectors are spread, no build (see `store/scan.rs`). Held in the gateway's memory
+    /// (about 480 bytes per image), also in each replica of a PostgreSQL-backed gateway.
     Scan,
 }
 
@@ -229,6 +232,11 @@ pub enum StoreError {
     /// The engine failed (disk full, corrupt file...).
     #[error("image index storage failed: {0}")]
     Engine(String),
+}
+
+/// Cores to split a graph build, a scan or its coding over.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Cosine similarity of unit vectors, used by every scan of stored vectors. Computed in 8
@@ -463,12 +471,11 @@ impl Stores {
         Self::open_with(location, SearchIndex::default()).await
     }
 
-    /// [`Self::open`], with the embedded store searching through `index` (PostgreSQL
-    /// always walks its HNSW graph).
+    /// [`Self::open`], searching through `index`.
     pub async fn open_with(location: &Location, index: SearchIndex) -> Result<Self, StoreError> {
         match location {
             Location::Embedded(dir) => embedded::open(dir, index),
-            Location::Postgres(url) => postgres::open(url).await,
+            Location::Postgres(url) => postgres::open(url, index).await,
         }
     }
 }

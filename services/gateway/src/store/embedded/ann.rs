@@ -80,7 +80,7 @@ impl Ann {
     pub fn build(dimensions: usize, entries: &[(u64, &ImageVectors)]) -> Result<Self, StoreError> {
         let ann = Self { index: Index::new(&options(dimensions)).map_err(ann_error)? };
         ann.reserve(entries.len())?;
-        let threads = super::cores().min(THREADS);
+        let threads = crate::store::cores().min(THREADS);
         let chunk = entries.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             let workers: Vec<_> = entries

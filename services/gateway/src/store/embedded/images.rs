@@ -11,7 +11,7 @@
 //! from its saved file (or built) off the lock after the store opens, so a large library
 //! serves exact searches at once and approximate ones seconds later; filtered searches and
 //! other weights stay exact. With [`SearchIndex::Scan`] the graph is replaced by codes of
-//! the same fused vectors, made at open and scanned whole ([`super::scan`]).
+//! the same fused vectors, made at open and scanned whole ([`crate::store::scan`]).
 //!
 //! Layout (all written in one transaction per change):
 //! - `images`: image id -> JSON [`ImageRecord`]
@@ -29,12 +29,11 @@ use std::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::ann::{Ann, SavedKeys, ANN_MIN_IMAGES};
-use super::{
-    open_redb,
-    scan::{Scan, SHORTLIST_PER_CANDIDATE},
-};
+use super::open_redb;
 use crate::store::{
-    bytes_to_vectors, dot, engine, floats_to_bytes, ImageRecord, ImageStore, ImageVectors, Page, SearchIndex, SearchQuery, Space, StoreError,
+    bytes_to_vectors, dot, engine, floats_to_bytes,
+    scan::{Scan, SHORTLIST_PER_CANDIDATE},
+    ImageRecord, ImageStore, ImageVectors, Page, SearchIndex, SearchQuery, Space, StoreError,
 };
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
@@ -62,7 +61,7 @@ struct State {
     /// How approximate searches find their candidates.
     index: SearchIndex,
     /// The codes scanned instead of a graph, with [`SearchIndex::Scan`] (see
-    /// [`super::scan`]): kept current from the first image on, as coding is cheap.
+    /// [`crate::store::scan`]): kept current from the first image on, as coding is cheap.
     scan: Option<Scan>,
     /// A build or change of the graph failed: searches stay exact until the next open.
     ann_failed: bool,

@@ -12,7 +12,6 @@ mod ann;
 pub mod images;
 mod legacy;
 pub mod meetings;
-mod scan;
 pub mod thumbnails;
 
 use std::{path::Path, sync::Arc};
@@ -31,11 +30,6 @@ pub fn open(data_dir: &Path, index: SearchIndex) -> Result<Stores, StoreError> {
         meetings: Arc::new(EmbeddedMeetings::open(&data_dir.join("meetings"))?),
         thumbnails: Arc::new(EmbeddedThumbnails::open(&data_dir.join("images"))?),
     })
-}
-
-/// Cores to split a graph build, a scan or its coding over.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Restricts `path` to its owner: the stores hold transcripts, captions and photos'

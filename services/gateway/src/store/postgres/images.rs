@@ -12,17 +12,24 @@
 //! Other weights, and searches with a metadata filter, scan exactly: the rows the filter
 //! selects (GIN-indexed), since HNSW with a post-filter misses matches when the filter is
 //! selective, and exact results are what a filter promises.
+//!
+//! With `--search-index scan` the candidates come from codes this gateway keeps in memory
+//! instead ([`super::codes`]), and are scored exactly here by seq; no HNSW index is built
+//! (searches before the codes are loaded use it if another gateway built it, or scan).
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
-    OnceLock,
+    Arc, OnceLock,
 };
 
 use pgvector::Vector;
 use sqlx::{postgres::PgRow, types::Json, AssertSqlSafe, PgPool, Postgres, Row as _, Transaction};
 
-use super::{pg, HNSW_EF_CONSTRUCTION, HNSW_M};
-use crate::store::{ImageRecord, ImageStore, ImageVectors, Page, SearchQuery, Space, StoreError};
+use super::{
+    codes::{Codes, CHANGE_LOCK},
+    pg, HNSW_EF_CONSTRUCTION, HNSW_M,
+};
+use crate::store::{ImageRecord, ImageStore, ImageVectors, Page, SearchIndex, SearchQuery, Space, StoreError};
 
 /// The image index in PostgreSQL.
 pub struct PostgresImages {
@@ -31,6 +38,8 @@ pub struct PostgresImages {
     space: OnceLock<Space>,
     /// In a bulk load: the HNSW index is left unbuilt until it ends.
     bulk: AtomicBool,
+    /// With [`SearchIndex::Scan`]: the codes searched instead of the HNSW index.
+    codes: Option<Arc<Codes>>,
 }
 
 /// The HNSW index of the fused vectors (see the module docs).
@@ -73,6 +82,10 @@ const UPSERT: &str = "INSERT INTO mmc_images (seq, image_id, content_hash, recor
      image_vector = EXCLUDED.image_vector, caption_vector = EXCLUDED.caption_vector, fused_vector = EXCLUDED.fused_vector \
      RETURNING seq";
 
+/// Equal weights, candidates from the scan's codes (`$3`: their seqs).
+const RESCORE: &str =
+    concat!("SELECT seq, record, ", fused_score!(), " AS score FROM mmc_images WHERE seq = ANY($3) ORDER BY score DESC, seq LIMIT $4");
+
 /// The weight at which [`APPROXIMATE_SEARCH`]'s index ranks by the fused score.
 const INDEXED_WEIGHT: f32 = 0.5;
 
@@ -90,9 +103,24 @@ fn check_dimensions(vectors: &[&Vec<f32>], space: &Space) -> Result<(), StoreErr
     }
 }
 
+/// Takes [`CHANGE_LOCK`] for the rest of `tx`: first in every write transaction (see
+/// migration 0002).
+async fn lock_changes(tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGE_LOCK).execute(&mut **tx).await.map_err(pg)?;
+    Ok(())
+}
+
 impl PostgresImages {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, space: OnceLock::new(), bulk: AtomicBool::new(false) }
+    /// The image index in the database behind `pool`, searched through `index` (with
+    /// [`SearchIndex::Scan`], the codes start loading in the background).
+    pub fn new(pool: PgPool, index: SearchIndex) -> Self {
+        let codes = (index == SearchIndex::Scan).then(|| Codes::start(pool.clone()));
+        Self { pool, space: OnceLock::new(), bulk: AtomicBool::new(false), codes }
+    }
+
+    /// Whether this gateway builds the HNSW index (the scan does not need it).
+    fn keeps_hnsw(&self) -> bool {
+        self.codes.is_none() && !self.bulk.load(Ordering::SeqCst)
     }
 
     /// Checks `offered` against the recorded space, recording it (and typing the vector
@@ -120,7 +148,7 @@ impl PostgresImages {
                 "ALTER TABLE mmc_images ALTER COLUMN image_vector TYPE vector({n}), ALTER COLUMN caption_vector TYPE vector({n}), \
                  ALTER COLUMN fused_vector TYPE vector({n})"
             )];
-            if !self.bulk.load(Ordering::SeqCst) {
+            if self.keeps_hnsw() {
                 ddl.push(create_index_sql(false));
             }
             for statement in ddl {
@@ -142,7 +170,7 @@ impl PostgresImages {
     /// bulk load, or one that was interrupted); returns whether it did. Gateways call it
     /// at start.
     pub async fn build_index_if_missing(&self) -> Result<bool, StoreError> {
-        if self.space().await?.is_none() {
+        if self.codes.is_some() || self.space().await?.is_none() {
             return Ok(false);
         }
         let present = "SELECT to_regclass('mmc_images_fused_hnsw') IS NOT NULL";
@@ -202,6 +230,7 @@ impl ImageStore for PostgresImages {
             check_dimensions(&[&v.image, &v.caption], &space)?;
         }
         let mut tx = self.pool.begin().await.map_err(pg)?;
+        lock_changes(&mut tx).await?;
         self.ensure_space(&mut tx, &space).await?;
         let mut stored = Vec::with_capacity(items.len());
         for (mut record, vectors) in items {
@@ -238,8 +267,18 @@ impl ImageStore for PostgresImages {
         self.build_index_if_missing().await.map(|_| ())
     }
 
+    async fn wait_for_index(&self) -> Result<(), StoreError> {
+        match &self.codes {
+            Some(codes) => codes.wait_ready().await,
+            None => Ok(()),
+        }
+    }
+
     async fn delete(&self, image_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM mmc_images WHERE image_id = $1").bind(image_id).execute(&self.pool).await.map_err(pg)?;
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        lock_changes(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM mmc_images WHERE image_id = $1").bind(image_id).execute(&mut *tx).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -273,15 +312,23 @@ impl ImageStore for PostgresImages {
         if query.top_k == 0 {
             return Ok(Vec::new());
         }
-        let vector = Vector::from(query.vector);
         let weight = query.fusion.image_weight.clamp(0.0, 1.0);
         let top_k = query.top_k as i64;
-        let rows = if query.metadata_filter.is_empty() && weight == INDEXED_WEIGHT {
+        let breadth = crate::store::ann_candidates(query.top_k, query.breadth);
+        let fused_order = query.metadata_filter.is_empty() && weight == INDEXED_WEIGHT;
+        let codes = match &self.codes {
+            Some(codes) if fused_order => codes.candidates(query.vector.clone(), breadth).await?,
+            _ => None,
+        };
+        let vector = Vector::from(query.vector);
+        let rows = if let Some(seqs) = codes {
+            sqlx::query(RESCORE).bind(vector).bind(f64::from(weight)).bind(seqs).bind(top_k).fetch_all(&self.pool).await.map_err(pg)?
+        } else if fused_order {
             // The search breadth is per transaction (SET LOCAL), so pooled connections
             // keep the server's default for anything else.
             let mut tx = self.pool.begin().await.map_err(pg)?;
             // Also the search breadth (`hnsw.ef_search`, which must be at least as many).
-            let breadth = crate::store::ann_candidates(query.top_k, query.breadth) as i64;
+            let breadth = breadth as i64;
             sqlx::query("SELECT set_config('hnsw.ef_search', $1, true)").bind(breadth.to_string()).execute(&mut *tx).await.map_err(pg)?;
             let rows = sqlx::query(APPROXIMATE_SEARCH)
                 .bind(vector)
@@ -319,6 +366,8 @@ impl ImageStore for PostgresImages {
             check_dimensions(&[v], &space)?;
         }
         record.review.version = expected_version + 1;
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        lock_changes(&mut tx).await?;
         let updated: Option<(i64,)> = sqlx::query_as(
             "UPDATE mmc_images SET record = $2, needs_review = $3, caption_confidence = $4, version = $5, \
              caption_vector = COALESCE($6::vector, caption_vector), fused_vector = COALESCE(image_vector + $6::vector, fused_vector) \
@@ -331,9 +380,10 @@ impl ImageStore for PostgresImages {
         .bind(record.review.version as i64)
         .bind(caption_vector.map(Vector::from))
         .bind(expected_version as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         if let Some((seq,)) = updated {
             record.seq = seq as u64;
             return Ok(record);

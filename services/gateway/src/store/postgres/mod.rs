@@ -17,6 +17,7 @@
 //!   tests a connection before lending it and opens new ones as needed, so the gateway
 //!   recovers by itself when the database is back.
 
+pub mod codes;
 pub mod images;
 pub mod meetings;
 pub mod thumbnails;
@@ -29,7 +30,7 @@ use sqlx::{
     SqlSafeStr as _,
 };
 
-use super::{StoreError, Stores};
+use super::{SearchIndex, StoreError, Stores};
 
 pub use images::PostgresImages;
 pub use meetings::PostgresMeetings;
@@ -53,7 +54,10 @@ fn migrator() -> Migrator {
     let migration = |version, description: &'static str, sql: &'static str| {
         Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
     };
-    let mut migrator = Migrator::with_migrations(vec![migration(1, "schema", include_str!("migrations/0001_schema.sql"))]);
+    let mut migrator = Migrator::with_migrations(vec![
+        migration(1, "schema", include_str!("migrations/0001_schema.sql")),
+        migration(2, "changes", include_str!("migrations/0002_changes.sql")),
+    ]);
     // Our own bookkeeping table: a database shared with another sqlx application keeps
     // both histories apart.
     migrator.dangerous_set_table_name("mmc_schema_migrations");
@@ -63,8 +67,8 @@ fn migrator() -> Migrator {
 /// Opens the stores in the database at `url` (libpq URL syntax; `sslmode=require` and
 /// `sslrootcert=…` for TLS), applying migrations first. Waits up to `wait` for the database
 /// to come up (a gateway and its database started together). `pool_size`: connections this
-/// process opens at most.
-pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32) -> Result<Stores, StoreError> {
+/// process opens at most; `index`: how searches find their candidates.
+pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32, index: SearchIndex) -> Result<Stores, StoreError> {
     let pool = connect_with(url, pool_size)?;
     let started = std::time::Instant::now();
     loop {
@@ -77,7 +81,7 @@ pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32) -> Result<S
             Err(e) => return Err(e),
         }
     }
-    let images = PostgresImages::new(pool.clone());
+    let images = PostgresImages::new(pool.clone(), index);
     // An interrupted bulk load (`mmc db copy`) left the rows without their index.
     if images.build_index_if_missing().await? {
         tracing::warn!(store = %redact(url), "the images' search index was missing (an interrupted copy?) and is built again");
@@ -91,8 +95,8 @@ pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32) -> Result<S
 }
 
 /// [`open_waiting`] without waiting.
-pub async fn open(url: &str) -> Result<Stores, StoreError> {
-    open_waiting(url, Duration::ZERO, POOL_CONNECTIONS).await
+pub async fn open(url: &str, index: SearchIndex) -> Result<Stores, StoreError> {
+    open_waiting(url, Duration::ZERO, POOL_CONNECTIONS, index).await
 }
 
 /// A pool of [`POOL_CONNECTIONS`] for `url`; connects lazily (the first call opens the

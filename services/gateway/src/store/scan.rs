@@ -1,5 +1,5 @@
-//! The other approximate search of the embedded store (`--search-index scan`): a scan of
-//! compact codes of every image, in three steps, instead of a walk of a graph.
+//! The other approximate search (`--search-index scan`, both engines): a scan of compact
+//! codes of every image, in three steps, instead of a walk of a graph.
 //!
 //! 1. **Bits.** Each image's fused vector (`image + caption`, as in [`super::ann`]) is kept
 //!    as one sign bit per dimension (48 bytes for 384 dimensions). A search compares the
@@ -7,7 +7,8 @@
 //!    one pass on every core) and keeps the `shortlist` images that differ in fewest bits.
 //! 2. **Bytes.** Those are scored from an 8-bit copy of each fused vector (one scale per
 //!    image; 384 bytes) and the best `candidates` kept.
-//! 3. The store scores those exactly from the f32 originals, as it does the graph's.
+//! 3. The store scores those exactly from the f32 originals, as it does the graph's (the
+//!    embedded store in memory, the PostgreSQL store in SQL by seq).
 //!
 //! Why a second method: an HNSW graph finds neighbours by walking from near to nearer, which
 //! works when vectors cluster (real embeddings do) and fails when they do not. On random
@@ -23,8 +24,7 @@
 
 use std::collections::HashMap;
 
-use super::cores;
-use crate::store::ImageVectors;
+use super::{cores, ImageVectors};
 
 /// The bit step's shortlist per candidate wanted: the default breadth (400) shortlists
 /// 40 000 images. On random 384-dimensional vectors (fused pairs, as the benchmark makes)
@@ -73,26 +73,38 @@ impl Scan {
     /// The codes of `entries` (seq, vectors; each seq once), made on every core: an open of
     /// a large store waits for them (a million images: about 3 s on one core).
     pub fn build(dimensions: usize, entries: &[(u64, &ImageVectors)]) -> Self {
+        Self::build_from(dimensions, entries, |codes, (seq, vectors)| codes.add(*seq, vectors))
+    }
+
+    /// The codes of `entries`, each added by `add` (to a part of the codes per core), in
+    /// the order of `entries`.
+    pub fn build_from<T: Sync>(dimensions: usize, entries: &[T], add: impl Fn(&mut Self, &T) + Sync) -> Self {
         let mut scan = Self::new(dimensions);
         let per_thread = entries.len().div_ceil(cores()).max(1);
         let parts = on_each(entries.chunks(per_thread), |part| {
             let mut codes = Self::new(dimensions);
-            for (seq, vectors) in part {
-                codes.add(*seq, vectors);
+            for entry in part {
+                add(&mut codes, entry);
             }
             codes
         });
         for part in parts {
-            for (slot, seq) in part.seqs.iter().enumerate() {
-                let earlier = scan.slot_of.insert(*seq, scan.seqs.len());
-                debug_assert!(earlier.is_none(), "seq {seq} given twice (the store's seqs are unique)");
-                scan.seqs.push(*seq);
-                scan.scales.push(part.scales[slot]);
-                scan.bits.extend_from_slice(&part.bits[slot * scan.words..(slot + 1) * scan.words]);
-                scan.bytes.extend_from_slice(&part.bytes[slot * dimensions..(slot + 1) * dimensions]);
-            }
+            scan.append(part);
         }
         scan
+    }
+
+    /// Adds the codes of `other` (images this scan does not hold yet) after its own.
+    pub fn append(&mut self, other: Scan) {
+        debug_assert_eq!(self.dimensions, other.dimensions);
+        for (slot, seq) in other.seqs.iter().enumerate() {
+            let earlier = self.slot_of.insert(*seq, self.seqs.len());
+            debug_assert!(earlier.is_none(), "seq {seq} given twice (the store's seqs are unique)");
+            self.seqs.push(*seq);
+            self.scales.push(other.scales[slot]);
+            self.bits.extend_from_slice(&other.bits[slot * self.words..(slot + 1) * self.words]);
+            self.bytes.extend_from_slice(&other.bytes[slot * self.dimensions..(slot + 1) * self.dimensions]);
+        }
     }
 
     /// Images held.
@@ -100,9 +112,18 @@ impl Scan {
         self.seqs.len()
     }
 
+    /// Whether no image is held.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
     /// Adds (or replaces) the image at `seq`.
     pub fn add(&mut self, seq: u64, vectors: &ImageVectors) {
-        let fused = vectors.fused();
+        self.add_fused(seq, &vectors.fused());
+    }
+
+    /// Adds (or replaces) the image at `seq` by its fused vector ([`ImageVectors::fused`]).
+    pub fn add_fused(&mut self, seq: u64, fused: &[f32]) {
         if fused.len() != self.dimensions {
             // The store checks dimensions before anything reaches here; a wrong length would
             // only misalign the slots.
@@ -120,8 +141,8 @@ impl Scan {
                 slot
             }
         };
-        sign_bits(&fused, &mut self.bits[slot * self.words..(slot + 1) * self.words]);
-        self.scales[slot] = quantize(&fused, &mut self.bytes[slot * self.dimensions..(slot + 1) * self.dimensions]);
+        sign_bits(fused, &mut self.bits[slot * self.words..(slot + 1) * self.words]);
+        self.scales[slot] = quantize(fused, &mut self.bytes[slot * self.dimensions..(slot + 1) * self.dimensions]);
     }
 
     /// Removes the image at `seq`, if it is there.
