@@ -41,11 +41,14 @@ const LOAD_CHUNK: usize = 16_384;
 /// Changes read per query when catching up (a bulk load elsewhere can leave many).
 const CHANGES_PER_PAGE: i64 = 10_000;
 
-/// Changes numbered above `$1`, oldest first: a vector to add (or replace) at `seq`, or
-/// none for a removed `seq`.
+/// Changes numbered above `$1`, oldest first, at most `$2`: a vector to add (or replace)
+/// at `seq`, or none for a removed `seq`. Each side is ordered and limited on its own, so
+/// the plan is two index range scans merged, whatever the statistics say (one `ORDER BY`
+/// over the union was planned as a scan of the whole table right after a bulk load: 10 ms
+/// at 100 000 images, for a query that usually returns nothing).
 const CHANGES: &str = "SELECT change, seq, fused_vector FROM ( \
-     SELECT changed AS change, seq, fused_vector FROM mmc_images WHERE changed > $1 \
-     UNION ALL SELECT change, seq, NULL::vector FROM mmc_image_removals WHERE change > $1 \
+     (SELECT changed AS change, seq, fused_vector FROM mmc_images WHERE changed > $1 ORDER BY changed LIMIT $2) \
+     UNION ALL (SELECT change, seq, NULL::vector FROM mmc_image_removals WHERE change > $1 ORDER BY change LIMIT $2) \
      ) changes ORDER BY change LIMIT $2";
 
 /// The highest change number a load's snapshot holds (0 when none).
@@ -131,13 +134,21 @@ impl Codes {
     }
 
     /// Applies the changes committed since the last catch-up. A catch-up that began after
-    /// `asked` (another search's) saw everything committed before it, so it is not repeated.
+    /// `asked` (another search's) and succeeded saw everything committed before it, so it is
+    /// not repeated.
     async fn catch_up(&self, asked: Instant) -> Result<(), StoreError> {
         let mut last = self.catching_up.lock().await;
         if last.is_some_and(|began| began >= asked) {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        let began = Instant::now();
+        self.apply_changes().await?;
+        *last = Some(began);
+        Ok(())
+    }
+
+    /// Reads and applies the changes numbered above those applied, page by page.
+    async fn apply_changes(&self) -> Result<(), StoreError> {
         loop {
             let seen = self.loaded.read().expect("codes lock").as_ref().map_or(0, |l| l.seen);
             let rows = sqlx::query(CHANGES).bind(seen).bind(CHANGES_PER_PAGE).fetch_all(&self.pool).await.map_err(pg)?;
