@@ -17,6 +17,13 @@
 
 CREATE SEQUENCE mmc_image_change_seq;
 
+-- Those gateways score their candidates from fused_vector alone: kept in the row rather
+-- than out of line (pgvector's default, EXTERNAL), no TOAST lookup per candidate
+-- (EXPLAIN ANALYZE at 100 000 images, 400 candidates: 7 buffer hits each instead of 11,
+-- 3.2-4.1 ms instead of 5.1-6.2). Wider vectors (768 dimensions and up) still go out of
+-- line, the row being over its 2 kB target; rows written before this keep their layout.
+ALTER TABLE mmc_images ALTER COLUMN fused_vector SET STORAGE MAIN;
+
 ALTER TABLE mmc_images ADD COLUMN changed bigint;
 CREATE INDEX mmc_images_changed ON mmc_images (changed);
 
