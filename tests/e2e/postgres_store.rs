@@ -51,6 +51,16 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     };
     copy("copied 1 images and 0 meetings");
     copy("copied 0 images and 0 meetings");
+    // For gateways that search their own codes (`--search-index scan`) the copy builds no
+    // HNSW index.
+    let for_scan = postgres.database("for_scan");
+    let out = std::process::Command::new(binary("mmc"))
+        .args(["db", "copy", "--from", &format!("redb:{}", dir_redb.path().display()), "--to", &for_scan, "--search-index", "scan"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("copied 1 images"), "{out:?}");
+    let hnsw = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";
+    assert_eq!(postgres.query("for_scan", hnsw), "0");
     // The copy was a bulk load (index dropped, rows written, index built once at the end):
     // the search index is there afterwards.
     let index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";

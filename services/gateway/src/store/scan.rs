@@ -1,7 +1,7 @@
 //! The other approximate search (`--search-index scan`, both engines): a scan of compact
 //! codes of every image, in three steps, instead of a walk of a graph.
 //!
-//! 1. **Bits.** Each image's fused vector (`image + caption`, as in [`super::ann`]) is kept
+//! 1. **Bits.** Each image's fused vector ([`ImageVectors::fused`], as the graphs index) is kept
 //!    as one sign bit per dimension (48 bytes for 384 dimensions). A search compares the
 //!    query's bits with all of them (XOR and popcount: a million images are 48 MB, read in
 //!    one pass on every core) and keeps the `shortlist` images that differ in fewest bits.
