@@ -24,6 +24,9 @@ use tonic::Code;
 
 use crate::gateway_images::{count_images, photo, search, sources, start_gateway_on, start_gateway_with, Upload};
 
+/// How many HNSW indexes of the images a database has (0 or 1).
+const HNSW_INDEX: &str = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_share_one_database_and_ride_out_its_restart() {
     let mut postgres = Postgres::start();
@@ -41,29 +44,25 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
         assert!(matches!(upload.send("hubble_deep_field.jpg", &[("album", "space")]).await, Event::Indexed(_)));
         upload.finish().await;
     }
-    let copy = |expect: &str| {
+    let copy_to = |target: &str, extra: &[&str], expect: &str| {
         let out = std::process::Command::new(binary("mmc"))
-            .args(["db", "copy", "--from", &format!("redb:{}", dir_redb.path().display()), "--to", &url])
+            .args(["db", "copy", "--from", &format!("redb:{}", dir_redb.path().display()), "--to", target])
+            .args(extra)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && stdout.contains(expect), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     };
-    copy("copied 1 images and 0 meetings");
-    copy("copied 0 images and 0 meetings");
+    copy_to(&url, &[], "copied 1 images and 0 meetings");
+    copy_to(&url, &[], "copied 0 images and 0 meetings");
     // For gateways that search their own codes (`--search-index scan`) the copy builds no
     // HNSW index.
     let for_scan = postgres.database("for_scan");
-    let out = std::process::Command::new(binary("mmc"))
-        .args(["db", "copy", "--from", &format!("redb:{}", dir_redb.path().display()), "--to", &for_scan, "--search-index", "scan"])
-        .output()
-        .unwrap();
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("copied 1 images"), "{out:?}");
-    let hnsw = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";
-    assert_eq!(postgres.query("for_scan", hnsw), "0");
+    copy_to(&for_scan, &["--search-index", "scan"], "copied 1 images");
+    assert_eq!(postgres.query("for_scan", HNSW_INDEX), "0");
     // The copy was a bulk load (index dropped, rows written, index built once at the end):
     // the search index is there afterwards.
-    let index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'";
+    let index = HNSW_INDEX;
     assert_eq!(postgres.query("shared", index), "1");
     // A copy interrupted before its end leaves the rows without the index: the next gateway
     // to start builds it.
@@ -323,7 +322,7 @@ async fn gateways_on_scan_codes_see_each_others_writes_at_once() {
     cats.sort();
     assert_eq!(cats, ["cat.png", "late-copy.png"]);
     assert_eq!(scan_images(&b), Some(7.0));
-    assert_eq!(postgres.query("codes", "SELECT count(*) FROM pg_indexes WHERE indexname = 'mmc_images_fused_hnsw'"), "0", "no HNSW index built");
+    assert_eq!(postgres.query("codes", HNSW_INDEX), "0", "no HNSW index built");
 }
 
 /// Established TCP connections of process `pid` to local port `port` (its sockets in

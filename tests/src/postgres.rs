@@ -102,11 +102,15 @@ impl Postgres {
         }
     }
 
+    /// psql running `sql` in `database` (unaligned, tuples only, stopping at an error).
+    fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql]);
+        psql
+    }
+
     fn psql(&self, database: &str, sql: &str) -> std::process::Output {
-        Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .output()
-            .expect("psql")
+        self.psql_command(database, sql).output().expect("psql")
     }
 
     /// Runs `sql` in `database` and returns what psql printed (unaligned, tuples only).
@@ -119,12 +123,7 @@ impl Postgres {
     /// Starts `sql` in `database` without waiting for it (a transaction held open while
     /// the test acts).
     pub fn spawn_query(&self, database: &str, sql: &str) -> std::process::Child {
-        Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("psql")
+        self.psql_command(database, sql).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("psql")
     }
 
     /// Creates database `name` and returns its URL.

@@ -73,29 +73,29 @@ impl Scan {
     /// The codes of `entries` (seq, vectors; each seq once), made on every core: an open of
     /// a large store waits for them (a million images: about 3 s on one core).
     pub fn build(dimensions: usize, entries: &[(u64, &ImageVectors)]) -> Self {
-        Self::build_from(dimensions, entries, |codes, (seq, vectors)| codes.add(*seq, vectors))
+        let mut scan = Self::new(dimensions);
+        scan.extend_with(entries, |codes, (seq, vectors)| codes.add(*seq, vectors));
+        scan
     }
 
-    /// The codes of `entries`, each added by `add` (to a part of the codes per core), in
-    /// the order of `entries`.
-    pub fn build_from<T: Sync>(dimensions: usize, entries: &[T], add: impl Fn(&mut Self, &T) + Sync) -> Self {
-        let mut scan = Self::new(dimensions);
+    /// Adds the codes of `entries` (images this scan does not hold yet), each coded by `add`
+    /// into a part per core, after its own and in the order of `entries`.
+    pub fn extend_with<T: Sync>(&mut self, entries: &[T], add: impl Fn(&mut Self, &T) + Sync) {
         let per_thread = entries.len().div_ceil(cores()).max(1);
         let parts = on_each(entries.chunks(per_thread), |part| {
-            let mut codes = Self::new(dimensions);
+            let mut codes = Self::new(self.dimensions);
             for entry in part {
                 add(&mut codes, entry);
             }
             codes
         });
         for part in parts {
-            scan.append(part);
+            self.append(part);
         }
-        scan
     }
 
     /// Adds the codes of `other` (images this scan does not hold yet) after its own.
-    pub fn append(&mut self, other: Scan) {
+    fn append(&mut self, other: Scan) {
         debug_assert_eq!(self.dimensions, other.dimensions);
         for (slot, seq) in other.seqs.iter().enumerate() {
             let earlier = self.slot_of.insert(*seq, self.seqs.len());

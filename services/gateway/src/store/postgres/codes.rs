@@ -156,7 +156,7 @@ impl Codes {
             let mut changes = Vec::with_capacity(rows.len());
             for row in &rows {
                 let vector: Option<Vector> = row.try_get("fused_vector").map_err(pg)?;
-                changes.push((row.try_get::<i64, _>("change").map_err(pg)?, row.try_get::<i64, _>("seq").map_err(pg)?, vector.map(|v| v.to_vec())));
+                changes.push((row.try_get::<i64, _>("change").map_err(pg)?, row.try_get::<i64, _>("seq").map_err(pg)?, vector));
             }
             if changes.is_empty() {
                 return Ok(());
@@ -170,7 +170,7 @@ impl Codes {
                 let loaded = loaded.as_mut().expect("catch-up runs on loaded codes");
                 for (change, seq, vector) in changes {
                     match vector {
-                        Some(fused) => loaded.add(seq, &fused),
+                        Some(fused) => loaded.add(seq, fused.as_slice()),
                         None => {
                             if let Some(scan) = &mut loaded.scan {
                                 scan.remove(seq as u64)
@@ -197,21 +197,19 @@ async fn load(pool: &PgPool) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded { scan: None, seen: 0 };
     {
         let mut rows = sqlx::query("SELECT seq, fused_vector FROM mmc_images").fetch(&mut *tx);
-        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(LOAD_CHUNK);
+        let mut chunk: Vec<(u64, Vector)> = Vec::with_capacity(LOAD_CHUNK);
         loop {
             let row = rows.try_next().await.map_err(pg)?;
             if let Some(row) = &row {
                 let vector: Vector = row.try_get("fused_vector").map_err(pg)?;
-                chunk.push((row.try_get::<i64, _>("seq").map_err(pg)? as u64, vector.to_vec()));
+                chunk.push((row.try_get::<i64, _>("seq").map_err(pg)? as u64, vector));
             }
             if chunk.len() == LOAD_CHUNK || (row.is_none() && !chunk.is_empty()) {
                 let part = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
-                let scan = loaded.scan.take();
+                let mut scan = loaded.scan.take().unwrap_or_else(|| Scan::new(part[0].1.as_slice().len()));
                 loaded.scan = Some(
                     tokio::task::spawn_blocking(move || {
-                        let dimensions = part[0].1.len();
-                        let mut scan = scan.unwrap_or_else(|| Scan::new(dimensions));
-                        scan.append(Scan::build_from(dimensions, &part, |codes, (seq, fused)| codes.add_fused(*seq, fused)));
+                        scan.extend_with(&part, |codes, (seq, fused)| codes.add_fused(*seq, fused.as_slice()));
                         scan
                     })
                     .await
