@@ -402,9 +402,26 @@ async fn concurrent_huge_texts_share_one_byte_budget() {
         let (mut client, text) = (client.clone(), text.clone());
         async move { client.embed_text(texts(&[&text])).await }
     };
+    let resident_before = rss(embed.process.pid());
     let (after_one, after_four, waited) = alone_then_four_at_once(&embed, "mmc_embed_text_budget_wait_seconds", one).await;
     let grown = after_four.saturating_sub(after_one);
-    println!("peak RSS after one huge text {} MB, after four at once {} MB", after_one >> 20, after_four >> 20);
+    let resident_after = rss(embed.process.pid());
+    println!(
+        "peak RSS after one huge text {} MB, after four at once {} MB; resident before {} MB, after {} MB",
+        after_one >> 20,
+        after_four >> 20,
+        resident_before >> 20,
+        resident_after >> 20
+    );
+    // What tokenizing freed goes back to the kernel once each request ends (it stayed in
+    // the heap before, ~390 MB per thread that had tokenized, and a request on another
+    // thread grew the peak by as much again).
+    assert!(
+        resident_after < resident_before + (100 << 20),
+        "resident memory grew from {} MB to {} MB after the huge texts ended",
+        resident_before >> 20,
+        resident_after >> 20
+    );
     assert!(grown < 100 << 20, "four concurrent huge texts grew the peak by {} MB: they did not take turns", grown >> 20);
     assert!(waited > 0.0, "no request waited for the text budget");
 }

@@ -531,17 +531,32 @@ impl EmbedCore {
                 return Err(CoreError::TextTooLarge { index, bytes: t.len() });
             }
         }
-        let _permit = self.texts.take(texts.iter().map(|t| t.len().div_ceil(1024) as u64).sum()).await?;
-        if reject_overlong {
-            let counts = text.encoder.count_tokens(&texts)?;
-            let limit = text.encoder.max_tokens();
-            if let Some((index, &tokens)) = counts.iter().enumerate().find(|(_, &c)| c > limit) {
-                return Err(CoreError::TooLong { index, tokens, limit, model: text.encoder.model_id().id.clone() });
+        let kib: u64 = texts.iter().map(|t| t.len().div_ceil(1024) as u64).sum();
+        let permit = self.texts.take(kib).await?;
+        let result = async {
+            if reject_overlong {
+                let counts = text.encoder.count_tokens(&texts)?;
+                if let Some((index, &tokens)) = counts.iter().enumerate().find(|(_, &c)| c > limit) {
+                    return Err(CoreError::TooLong { index, tokens, limit, model: text.encoder.model_id().id.clone() });
+                }
             }
+            Ok(text.batcher.submit(texts).await?)
         }
-        Ok(text.batcher.submit(texts).await?)
+        .await;
+        if kib >= RELEASE_MEMORY_AFTER_KIB {
+            // Before the next waiter starts: what this request's tokenizing freed stays in
+            // its thread's arena otherwise, and the next one may grow another arena.
+            let _ = tokio::task::spawn_blocking(mmc_runtime::memory::release_freed_memory).await;
+        }
+        drop(permit);
+        result
     }
 }
+
+/// Requests with at least this many KiB of text (after the cut) hand the heap's free pages
+/// back when they finish (see [`mmc_runtime::memory::release_freed_memory`]): tokenizing
+/// 64 KiB of one-character tokens costs ~35 MB, ordinary requests hold a few KiB.
+const RELEASE_MEMORY_AFTER_KIB: u64 = 64;
 
 /// What a text may still hold after [`cut_to_words`]: its first few hundred words, unless
 /// some of them are huge (a megabyte without a space). Beyond this it is refused before
