@@ -73,8 +73,8 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
     let migrate = || std::process::Command::new(binary("mmc")).args(["db", "migrate", "--store", &fresh]).spawn().unwrap();
     let (mut first, mut second) = (migrate(), migrate());
     assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
-    // Each of the two migrations once.
-    assert_eq!(postgres.query("fresh", "SELECT count(*), count(DISTINCT version) FROM mmc_schema_migrations WHERE success"), "2|2");
+    // Each of the three migrations once.
+    assert_eq!(postgres.query("fresh", "SELECT count(*), count(DISTINCT version) FROM mmc_schema_migrations WHERE success"), "3|3");
     assert_eq!(postgres.query("fresh", "SELECT extversion FROM pg_extension WHERE extname = 'vector'"), "0.6.2");
     // Both gateways start at once on the database the copy made, and both serve; b with a
     // pool of two connections.
@@ -207,7 +207,8 @@ async fn gateways_share_one_database_and_ride_out_its_restart() {
 /// scan`) share one database: an image indexed, re-captioned or deleted through one is
 /// searched as such through the other at once; and a write whose transaction commits after
 /// a later-numbered one (another writer held open) is not skipped by a gateway that caught
-/// up in between.
+/// up in between. Old removals are pruned by the gateways (not with a retention of 0), and
+/// one that had not read a pruned removal sweeps its codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_on_scan_codes_see_each_others_writes_at_once() {
     let postgres = Postgres::start();
@@ -323,6 +324,23 @@ async fn gateways_on_scan_codes_see_each_others_writes_at_once() {
     assert_eq!(cats, ["cat.png", "late-copy.png"]);
     assert_eq!(scan_images(&b), Some(7.0));
     assert_eq!(postgres.query("codes", HNSW_INDEX), "0", "no HNSW index built");
+
+    // Old removals are pruned (here by gateway c at its start; they are backdated past the
+    // week kept by default), one of them before b has read it: the copy's.
+    postgres.query("codes", "DELETE FROM mmc_images WHERE image_id = 'img-late'");
+    postgres.query("codes", "UPDATE mmc_image_removals SET removed_at = now() - interval '30 days'");
+    let removals = postgres.query("codes", "SELECT count(*) FROM mmc_image_removals");
+    let (keeper, _) = gateway("keeper", &["--removal-retention-hours", "0"]).await;
+    assert_eq!(postgres.query("codes", "SELECT count(*) FROM mmc_image_removals"), removals, "0 hours keeps every removal");
+    drop(keeper);
+    let (_c, _) = gateway("c", &[]).await;
+    assert_eq!(postgres.query("codes", "SELECT count(*) FROM mmc_image_removals"), "0", "c pruned the old removals");
+    // b learns it with its next changes: its answer holds no image that is gone, and it
+    // sweeps the copy's stale code away.
+    assert_eq!(best(&client_b, Query::Image(photo("cat.png")), 2).await[0], "cat.png");
+    assert!(!best(&client_b, Query::Image(photo("cat.png")), 2).await.contains(&"late-copy.png".to_string()));
+    let swept = eventually(Duration::from_secs(30), || async { (scan_images(&b) == Some(6.0)).then_some(()) }).await;
+    assert!(swept.is_some(), "b still holds {:?} codes: {}", scan_images(&b), std::fs::read_to_string(&b_log).unwrap_or_default());
 }
 
 /// Established TCP connections of process `pid` to local port `port` (its sockets in
@@ -418,7 +436,7 @@ async fn the_store_connects_over_tls_and_checks_the_servers_certificate() {
     let out = migrate(url("verify-full", "ca.crt")).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(handshakes.load(Ordering::SeqCst) >= 1);
-    assert_eq!(postgres.query("secure", "SELECT count(*) FROM mmc_schema_migrations WHERE success"), "2");
+    assert_eq!(postgres.query("secure", "SELECT count(*) FROM mmc_schema_migrations WHERE success"), "3");
 
     let before = handshakes.load(Ordering::SeqCst);
     // The cause is in the command's log: a certificate another CA signed, a connection the

@@ -93,6 +93,11 @@ struct Args {
     /// more time per search on clustered data). docs/gateway.md compares them.
     #[arg(long, env = "MMC_SEARCH_INDEX", default_value_t = SearchIndex::Graph)]
     search_index: SearchIndex,
+    /// With the PostgreSQL store: hours a deleted image's entry stays in the change log
+    /// (what `scan` gateways read to drop its code) before this gateway prunes it; 0 keeps
+    /// them all. A scan gateway that missed a pruned entry sweeps its codes by itself.
+    #[arg(long, env = "MMC_REMOVAL_RETENTION_HOURS", default_value_t = 168)]
+    removal_retention_hours: u64,
     /// Encoder labels stored per image (and given to the caption decoder).
     #[arg(long, env = "MMC_TOP_LABELS", default_value_t = 5)]
     top_labels: u32,
@@ -210,7 +215,10 @@ fn main() -> ExitCode {
         let location = Location::parse(&args.store, &args.data_dir);
         let stores = match &location {
             // A gateway started with its database waits for it a while.
-            Location::Postgres(url) => postgres::open_waiting(url, STORE_WAIT, args.store_pool_size, args.search_index).await,
+            Location::Postgres(url) => {
+                let retention = (args.removal_retention_hours > 0).then(|| Duration::from_secs(args.removal_retention_hours.saturating_mul(3600)));
+                postgres::open_waiting(url, STORE_WAIT, args.store_pool_size, args.search_index, retention).await
+            }
             Location::Embedded(_) => Stores::open_with(&location, args.search_index).await,
         }
         .with_context(|| format!("opening the store {}", location.redacted()))?;

@@ -112,6 +112,11 @@ impl Scan {
         self.seqs.len()
     }
 
+    /// The seqs of the images held, in slot order.
+    pub fn seqs(&self) -> &[u64] {
+        &self.seqs
+    }
+
     /// Whether no image is held.
     pub fn is_empty(&self) -> bool {
         self.seqs.is_empty()

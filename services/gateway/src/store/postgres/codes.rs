@@ -17,6 +17,12 @@
 //! it, in order: one indexed query that usually returns nothing. So an image indexed,
 //! re-captioned or deleted through any gateway is searched as such through every other one
 //! at once, as with the HNSW index.
+//!
+//! Removals older than a retention are pruned ([`super::removals`]). A gateway that had not
+//! read one yet learns it from the pruned horizon, read with its changes, and sweeps its
+//! codes in the background: every seq it holds is looked up, and those gone are dropped
+//! (seqs are never reused, so a seq gone is gone for good). Until then a stale code only
+//! wastes a candidate: scores come from the rows that exist.
 
 use std::{
     sync::{Arc, RwLock},
@@ -41,19 +47,28 @@ pub const CHANGE_LOCK: i64 = 7_243_102;
 const LOAD_CHUNK: usize = 16_384;
 /// Changes read per query when catching up (a bulk load elsewhere can leave many).
 const CHANGES_PER_PAGE: i64 = 10_000;
+/// Seqs looked up per query when sweeping the codes.
+const SWEEP_CHUNK: usize = 10_000;
+/// The `seq` of the change row that says removals up to its number were pruned.
+const PRUNED: i64 = -1;
 
 /// Changes numbered above `$1`, oldest first, at most `$2`: a vector to add (or replace)
 /// at `seq`, or none for a removed `seq`. Each side is ordered and limited on its own, so
 /// the plan is two index range scans merged, whatever the statistics say (one `ORDER BY`
 /// over the union was planned as a scan of the whole table right after a bulk load: 10 ms
-/// at 100 000 images, for a query that usually returns nothing).
+/// at 100 000 images, for a query that usually returns nothing). A third side says, with
+/// seq [`PRUNED`], that removals up to its number were pruned (migration 0003); one
+/// statement, so it is read in the same snapshot as the removals.
 const CHANGES: &str = "SELECT change, seq, fused_vector FROM ( \
      (SELECT changed AS change, seq, fused_vector FROM mmc_images WHERE changed > $1 ORDER BY changed LIMIT $2) \
      UNION ALL (SELECT change, seq, NULL::vector FROM mmc_image_removals WHERE change > $1 ORDER BY change LIMIT $2) \
+     UNION ALL (SELECT through, -1, NULL::vector FROM mmc_image_removals_pruned WHERE through > $1) \
      ) changes ORDER BY change LIMIT $2";
 
-/// The highest change number a load's snapshot holds (0 when none).
-const SEEN: &str = "SELECT greatest((SELECT max(changed) FROM mmc_images), (SELECT max(change) FROM mmc_image_removals), 0)";
+/// The highest change number a load's snapshot holds (0 when none); removals pruned from it
+/// are reflected in its rows too.
+const SEEN: &str = "SELECT greatest((SELECT max(changed) FROM mmc_images), (SELECT max(change) FROM mmc_image_removals), \
+     (SELECT through FROM mmc_image_removals_pruned), 0)";
 
 /// The codes of one gateway, and how far they have applied the change log.
 pub struct Codes {
@@ -163,6 +178,7 @@ impl Codes {
             }
             let full = changes.len() as i64 == CHANGES_PER_PAGE;
             metrics::counter!("mmc_gateway_scan_changes_applied_total").increment(changes.len() as u64);
+            let missed_removals = changes.iter().any(|(_, seq, _)| *seq == PRUNED);
             let loaded = self.loaded.clone();
             // Under the write lock, which waits for searches in progress: off the async threads.
             tokio::task::spawn_blocking(move || {
@@ -171,6 +187,7 @@ impl Codes {
                 for (change, seq, vector) in changes {
                     match vector {
                         Some(fused) => loaded.add(seq, fused.as_slice()),
+                        None if seq == PRUNED => {}
                         None => {
                             if let Some(scan) = &mut loaded.scan {
                                 scan.remove(seq as u64)
@@ -183,11 +200,56 @@ impl Codes {
             })
             .await
             .map_err(engine)?;
+            if missed_removals {
+                tracing::warn!("removals this gateway had not read were pruned; sweeping the scan codes");
+                tokio::spawn(sweep(self.pool.clone(), self.loaded.clone()));
+            }
             if !full {
                 return Ok(());
             }
         }
     }
+}
+
+/// Drops the codes of images that no longer exist (after removals this gateway had not read
+/// were pruned). Retries while the database is unavailable.
+async fn sweep(pool: PgPool, loaded: Arc<RwLock<Option<Loaded>>>) {
+    let held: Vec<i64> = match loaded.read().expect("codes lock").as_ref().and_then(|l| l.scan.as_ref()) {
+        Some(scan) => scan.seqs().iter().map(|&seq| seq as i64).collect(),
+        None => return,
+    };
+    let mut dropped = 0u64;
+    for chunk in held.chunks(SWEEP_CHUNK) {
+        let existing: Vec<i64> = loop {
+            match sqlx::query_scalar("SELECT seq FROM mmc_images WHERE seq = ANY($1)").bind(chunk).fetch_all(&pool).await.map_err(pg) {
+                Ok(existing) => break existing,
+                Err(e) => {
+                    tracing::warn!("sweeping the scan codes: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let existing: std::collections::HashSet<i64> = existing.into_iter().collect();
+        let gone: Vec<u64> = chunk.iter().filter(|seq| !existing.contains(seq)).map(|&seq| seq as u64).collect();
+        if gone.is_empty() {
+            continue;
+        }
+        dropped += gone.len() as u64;
+        let loaded = loaded.clone();
+        // Under the write lock, which waits for searches in progress: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut loaded = loaded.write().expect("codes lock");
+            if let Some(scan) = loaded.as_mut().and_then(|l| l.scan.as_mut()) {
+                for seq in gone {
+                    scan.remove(seq);
+                }
+                metrics::gauge!("mmc_gateway_scan_images").set(scan.len() as f64);
+            }
+        })
+        .await;
+    }
+    metrics::counter!("mmc_gateway_scan_codes_swept_total").increment(dropped);
+    tracing::info!(checked = held.len(), dropped, "scan codes swept");
 }
 
 /// The codes of every row, and the highest change number they include, from one snapshot.

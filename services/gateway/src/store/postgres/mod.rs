@@ -20,6 +20,7 @@
 pub mod codes;
 pub mod images;
 pub mod meetings;
+pub mod removals;
 pub mod thumbnails;
 
 use std::{sync::Arc, time::Duration};
@@ -57,6 +58,7 @@ fn migrator() -> Migrator {
     let mut migrator = Migrator::with_migrations(vec![
         migration(1, "schema", include_str!("migrations/0001_schema.sql")),
         migration(2, "changes", include_str!("migrations/0002_changes.sql")),
+        migration(3, "removal times", include_str!("migrations/0003_removal_times.sql")),
     ]);
     // Our own bookkeeping table: a database shared with another sqlx application keeps
     // both histories apart.
@@ -67,8 +69,16 @@ fn migrator() -> Migrator {
 /// Opens the stores in the database at `url` (libpq URL syntax; `sslmode=require` and
 /// `sslrootcert=…` for TLS), applying migrations first. Waits up to `wait` for the database
 /// to come up (a gateway and its database started together). `pool_size`: connections this
-/// process opens at most; `index`: how searches find their candidates.
-pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32, index: SearchIndex) -> Result<Stores, StoreError> {
+/// process opens at most; `index`: how searches find their candidates; `removal_retention`:
+/// when set, this process prunes the change log's older removals, now and every hour
+/// ([`removals`]; a gateway does, tools do not).
+pub async fn open_waiting(
+    url: &str,
+    wait: Duration,
+    pool_size: u32,
+    index: SearchIndex,
+    removal_retention: Option<Duration>,
+) -> Result<Stores, StoreError> {
     let pool = connect_with(url, pool_size)?;
     let started = std::time::Instant::now();
     loop {
@@ -86,6 +96,10 @@ pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32, index: Sear
     if images.build_index_if_missing().await? {
         tracing::warn!(store = %redact(url), "the images' search index was missing (an interrupted copy?) and is built again");
     }
+    if let Some(retention) = removal_retention {
+        removals::prune_logged(&pool, retention).await;
+        tokio::spawn(removals::prune_periodically(pool.clone(), retention));
+    }
     tracing::info!(store = %redact(url), "PostgreSQL store opened");
     Ok(Stores {
         images: Arc::new(images),
@@ -96,7 +110,7 @@ pub async fn open_waiting(url: &str, wait: Duration, pool_size: u32, index: Sear
 
 /// [`open_waiting`] without waiting.
 pub async fn open(url: &str, index: SearchIndex) -> Result<Stores, StoreError> {
-    open_waiting(url, Duration::ZERO, POOL_CONNECTIONS, index).await
+    open_waiting(url, Duration::ZERO, POOL_CONNECTIONS, index, None).await
 }
 
 /// A pool of [`POOL_CONNECTIONS`] for `url`; connects lazily (the first call opens the
