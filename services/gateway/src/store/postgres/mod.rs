@@ -91,14 +91,16 @@ pub async fn open_waiting(
             Err(e) => return Err(e),
         }
     }
+    // Pruned before the scan codes (if any) start loading, so that their snapshot already
+    // counts the pruned horizon and the first search does not sweep them for nothing.
+    if let Some(retention) = removal_retention {
+        removals::prune_logged(&pool, retention).await;
+        tokio::spawn(removals::prune_periodically(pool.clone(), retention));
+    }
     let images = PostgresImages::new(pool.clone(), index);
     // An interrupted bulk load (`mmc db copy`) left the rows without their index.
     if images.build_index_if_missing().await? {
         tracing::warn!(store = %redact(url), "the images' search index was missing (an interrupted copy?) and is built again");
-    }
-    if let Some(retention) = removal_retention {
-        removals::prune_logged(&pool, retention).await;
-        tokio::spawn(removals::prune_periodically(pool.clone(), retention));
     }
     tracing::info!(store = %redact(url), "PostgreSQL store opened");
     Ok(Stores {
