@@ -2,8 +2,10 @@
 # Speech-to-text benchmark, N runs (default 5), same audio, same thread count:
 #   (a) faster-whisper (PyPI) on the ORIGINAL CTranslate2 files of the bundled Whisper, in
 #       int8 (what it recommends on CPU) and in its default type (f32 on CPU),
-#   (b) whisper.cpp on its own, built from the same sources whisper-rs compiled for us,
-#       on the ggml file mmc-speech loads (8-bit Q8_0 where fetched, else f16),
+#   (b) whisper.cpp on its own, built from the same sources whisper-rs compiled for us
+#       (its own CPU build: ggml's kernels, no BLAS; ours sends the encoder's matmuls to
+#       services/speech/src/engine/blas.rs), on the ggml file mmc-speech loads (8-bit
+#       Q8_0 where fetched, else f16),
 #   (c) mmc-speech's pipeline (decode, resample, chunk, whisper.cpp, guards) with 1 stream
 #       (on one state with every thread, and on one thread per state with the idle states
 #       lent to it), and its aggregate throughput with 2 and 4 concurrent streams.
@@ -44,12 +46,18 @@ sox "$work/audio.wav" -t raw -e float -b 32 "$work/audio.f32"
 echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads, runs: $runs, weights: $(basename "$ggml")" >&2
 
 cargo build --release -q -p mmc-speech --bin mmc-speech-bench
-out=$(ls -dt target/release/build/whisper-rs-sys-*/out | head -1)
-mkdir -p target/bench
-c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib" \
-  -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -lgomp -o target/bench/whisper-cpp-ref 2>/dev/null \
-  || c++ -O2 -std=c++17 -I"$out/include" tests/bench/whisper_cpp_ref.cpp -L"$out/lib" \
-       -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -o target/bench/whisper-cpp-ref
+# whisper.cpp alone: its own CPU build (ggml's kernels; no BLAS, as whisper.cpp builds by
+# default) of the very sources whisper-rs-sys compiled for us, with the same CPU flags as
+# .cargo/config.toml; built once under target/bench (incremental after).
+src=$(cargo metadata --offline --format-version 1 --filter-platform "$(rustc -vV | sed -n 's/host: //p')" | python3 -c "import json, os, sys
+print(next(os.path.dirname(p['manifest_path']) for p in json.load(sys.stdin)['packages'] if p['name'] == 'whisper-rs-sys'))")/whisper.cpp
+wb=target/bench/whisper.cpp
+cmake -S "$src" -B "$wb" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DWHISPER_BUILD_TESTS=OFF \
+  -DWHISPER_BUILD_EXAMPLES=OFF -DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+  -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_LLAMAFILE=ON > "$wb.log" 2>&1 || { cat "$wb.log" >&2; exit 1; }
+cmake --build "$wb" -j"$(nproc)" > "$wb.log" 2>&1 || { cat "$wb.log" >&2; exit 1; }
+c++ -O2 -std=c++17 -I"$src/include" -I"$src/ggml/include" tests/bench/whisper_cpp_ref.cpp -L"$wb/src" -L"$wb/ggml/src" \
+  -lwhisper -lggml -lggml-cpu -lggml-base -lpthread -o target/bench/whisper-cpp-ref
 
 # Each run measures everything once, in the same order, so the host's drift hits all alike.
 for r in $(seq 1 "$runs"); do

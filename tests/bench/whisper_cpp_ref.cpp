@@ -2,9 +2,9 @@
 // parsing and printing): greedy decoding, English, no cross-window context, N threads,
 // flash attention off as in mmc-speech (whisper.cpp's own default turns it on; on these CPUs
 // it makes tiny.en slower, so leaving it on would flatter our ratio).
-// Built by tests/bench/speech.sh against the very libwhisper/ggml that whisper-rs-sys
-// compiled for mmc-speech (same sources, same CPU flags), so the comparison is engine
-// against engine.
+// Built by tests/bench/speech.sh from the very sources whisper-rs-sys compiled for
+// mmc-speech, with the same CPU flags, as whisper.cpp builds by default (ggml's own kernels,
+// no BLAS backend), so the comparison is our pipeline against whisper.cpp as users run it.
 //
 //   whisper-cpp-ref MODEL AUDIO.f32 THREADS RUNS   (AUDIO: 16 kHz mono float32, headerless)
 // Prints JSON: {"audio_s", "rtf", "seconds", "text"}.

@@ -2,6 +2,7 @@
 //! protobuf here; the core drives these pieces and the handlers translate.
 
 pub mod audio;
+pub mod blas;
 pub mod chunker;
 pub mod declared_lengths;
 pub mod opus;

@@ -1,0 +1,57 @@
+//! whisper.cpp's encoder multiplies through our `cblas_sgemm` (`engine/blas.rs`, the
+//! `gemm` crate) rather than ggml's own kernels: the build wires ggml's BLAS backend to it
+//! (`.cargo/config.toml`, `build.rs`). If that wiring breaks, whisper.cpp silently falls
+//! back to its own, slower kernels; this test notices. It also checks that one thread and
+//! two (the `gemm` crate's parallel path) hear the same words.
+//!
+//! Needs the bundled tiny.en (`mmc models fetch`) and Debian's pocketsphinx-testdata
+//! (`deploy/setup.sh --test` installs both).
+
+use std::sync::{atomic::AtomicBool, Arc};
+
+use mmc_models::store::ModelStore;
+use mmc_speech::engine::{
+    audio::{decode_file, AudioInput},
+    blas,
+    whisper::{DecodeOptions, EncoderWindow, WhisperModel},
+};
+
+const CLIP: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav";
+
+fn words(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn the_encoder_multiplies_through_our_sgemm_on_one_thread_or_two() {
+    let path = ModelStore::from_env().file("whisper-tiny.en-ct2", "ggml-model-q8_0.bin").unwrap_or_else(|e| panic!("{e}"));
+    let model = WhisperModel::load(&path, "whisper-tiny.en-ct2", "test", 1, EncoderWindow::Fit, None).expect("the model loads");
+    let mut samples = Vec::new();
+    decode_file(std::path::Path::new(CLIP), AudioInput::Container, &mut |s| {
+        samples.extend_from_slice(s);
+        Ok(())
+    })
+    .expect("the clip decodes");
+
+    let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
+    let mut texts = Vec::new();
+    for threads in [1, 2] {
+        let mut state = model.new_state().unwrap();
+        let before = blas::sgemm_calls();
+        let segments = model.transcribe(&mut state, &samples, 0, &options, threads, &Arc::new(AtomicBool::new(false))).unwrap();
+        let calls = blas::sgemm_calls() - before;
+        // tiny.en's encoder: 2 convolutions and 6 matmuls in each of 4 layers, then the
+        // cross-attention keys and values of 4 decoder layers, per 30 s window.
+        assert!(calls >= 30, "{threads} thread(s): only {calls} sgemm calls reached engine/blas.rs");
+        let text = words(&segments.iter().map(|s| s.text.as_str()).collect::<String>());
+        assert!(text.contains("dashwood had then leisure to consider"), "{threads} thread(s) heard: {text}");
+        texts.push(text);
+    }
+    assert_eq!(texts[0], texts[1], "one thread and two heard different words");
+}
