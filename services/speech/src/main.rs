@@ -49,7 +49,8 @@ struct Args {
     #[arg(long, env = "MMC_SPEECH_CONCURRENCY", default_value_t = 2)]
     concurrency: usize,
     /// Whether a lone request may borrow idle decoder states and transcribe its chunks side
-    /// by side (`--lend-idle-states false`: one state per request, always).
+    /// by side, or, when the recording is one chunk, decode it with their threads too
+    /// (`--lend-idle-states false`: one state and its threads per request, always).
     #[arg(long, env = "MMC_SPEECH_LEND_IDLE_STATES", default_value_t = true, action = clap::ArgAction::Set)]
     lend_idle_states: bool,
     /// Requests that may wait for a free decoder state; more get RESOURCE_EXHAUSTED.
