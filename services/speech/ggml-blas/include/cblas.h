@@ -19,10 +19,6 @@ void cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE trans_a, enum CBLA
 /* Threads for the sgemm calls that follow on the calling thread (ggml sets it before each matmul). */
 void openblas_set_num_threads(int num_threads);
 
-/* Only read when ggml is built with OpenMP (it is not here). */
-#define OPENBLAS_OPENMP 2
-int openblas_get_parallel(void);
-
 #ifdef __cplusplus
 }
 #endif

@@ -53,12 +53,6 @@ pub extern "C" fn openblas_set_num_threads(threads: i32) {
     THREADS.with(|t| t.set(threads.max(1) as usize));
 }
 
-/// Declared in `cblas.h` for ggml builds with OpenMP (ours have none); never called.
-#[unsafe(no_mangle)]
-pub extern "C" fn openblas_get_parallel() -> i32 {
-    0
-}
-
 /// `C = alpha * op(A) * op(B) + beta * C` (CBLAS), with `op` a transpose or not, in row- or
 /// column-major order, single precision.
 ///
