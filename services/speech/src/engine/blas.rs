@@ -14,7 +14,7 @@
 //! portable.
 //!
 //! The wiring: `.cargo/config.toml` builds whisper.cpp with `GGML_BLAS=ON` and points CMake
-//! at `services/speech/ggml-blas/` (a `FindBLAS.cmake` that finds "no library" and a
+//! at `services/speech/whisper-cpp/` (a `FindBLAS.cmake` that finds "no library" and a
 //! `cblas.h` that declares the two functions below); `build.rs` links ggml's BLAS backend;
 //! these two functions are what it calls. The decoder's one-token steps stay on ggml's own
 //! kernels (too few rows for the BLAS backend).

@@ -66,6 +66,12 @@ impl EncoderWindow {
     pub const FIT_MARGIN_MS: usize = 1_000;
     /// The shortest window `Fit` uses.
     pub const FIT_MIN_MS: usize = 10_000;
+    /// `Fit` windows are a whole number of these positions (640 ms): the encoder's
+    /// attention multiplies by the window's length, and ggml's tiled f16 kernels
+    /// (llamafile's tinyBLAS) take a product only when that length is a multiple of their
+    /// vector width (8 lanes on AVX2, 16 on AVX-512); any other length falls back to one
+    /// dot product per output, which made a third of the whole pipeline's time.
+    pub const FIT_ALIGN_POSITIONS: usize = 32;
 
     /// whisper.cpp's `audio_ctx` for `n_samples` of 16 kHz audio (0 = the full window).
     pub fn audio_ctx(self, n_samples: usize) -> i32 {
@@ -73,7 +79,7 @@ impl EncoderWindow {
             EncoderWindow::Full => 0,
             EncoderWindow::Fit => {
                 let ms = (n_samples * 1000 / super::audio::SAMPLE_RATE as usize + Self::FIT_MARGIN_MS).max(Self::FIT_MIN_MS);
-                let positions = ms.div_ceil(MS_PER_POSITION);
+                let positions = ms.div_ceil(MS_PER_POSITION).next_multiple_of(Self::FIT_ALIGN_POSITIONS);
                 if positions >= FULL_WINDOW_POSITIONS {
                     0
                 } else {
@@ -421,15 +427,20 @@ mod tests {
     fn a_fitted_window_covers_the_chunk_and_a_margin_within_whispers_window() {
         let rate = super::super::audio::SAMPLE_RATE as usize;
         assert_eq!(EncoderWindow::Full.audio_ctx(5 * rate), 0);
-        // 20 ms per position: 20 s + 1 s of margin = 1 050 positions.
-        assert_eq!(EncoderWindow::Fit.audio_ctx(20 * rate), 1050);
-        // Short chunks get the 10 s floor, not a window of their own length.
-        assert_eq!(EncoderWindow::Fit.audio_ctx(2 * rate), 500);
-        assert_eq!(EncoderWindow::Fit.audio_ctx(0), 500);
-        // From 29 s on the margin reaches Whisper's 30 s: the full window (0), never more.
+        // 20 ms per position: 20 s + 1 s of margin = 1 050 positions, rounded up to 33 x 32.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(20 * rate), 1056);
+        // Short chunks get the 10 s floor (500 positions, 16 x 32), not their own length.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(2 * rate), 512);
+        assert_eq!(EncoderWindow::Fit.audio_ctx(0), 512);
+        // Every fitted window is a whole number of tiles for ggml's f16 kernels.
+        for seconds in 0..=28 {
+            assert_eq!(EncoderWindow::Fit.audio_ctx(seconds * rate) % 32, 0, "{seconds} s");
+        }
+        // From 29 s on, margin and rounding reach Whisper's 30 s: the full window (0), never more.
+        assert_eq!(EncoderWindow::Fit.audio_ctx(28 * rate), 1472);
+        assert_eq!(EncoderWindow::Fit.audio_ctx(28 * rate + rate / 2), 0);
         assert_eq!(EncoderWindow::Fit.audio_ctx(29 * rate), 0);
         assert_eq!(EncoderWindow::Fit.audio_ctx(30 * rate), 0);
-        assert_eq!(EncoderWindow::Fit.audio_ctx(28 * rate + rate / 2), 1475);
         assert_eq!("fit".parse::<EncoderWindow>(), Ok(EncoderWindow::Fit));
         assert!("half".parse::<EncoderWindow>().is_err());
     }
