@@ -1,8 +1,9 @@
 //! whisper.cpp's encoder multiplies through our `cblas_sgemm` (`engine/blas.rs`, the
 //! `gemm` crate) rather than ggml's own kernels: the build wires ggml's BLAS backend to it
 //! (`.cargo/config.toml`, `build.rs`). If that wiring breaks, whisper.cpp silently falls
-//! back to its own, slower kernels; this test notices (the encoder's attention products
-//! included, which reach it only through `whisper-cpp/encoder_attention.cmake`). It also checks that one thread and
+//! back to its own, slower kernels; this test notices. The same for the encoder's
+//! self-attention, which the build's `whisper-cpp/encoder_attention.cmake` sends to
+//! `engine/attention.rs`. It also checks that one thread and
 //! two (the `gemm` crate's parallel path) hear the same words.
 //!
 //! Needs the bundled tiny.en (`mmc models fetch`) and Debian's pocketsphinx-testdata
@@ -12,6 +13,7 @@ use std::sync::{atomic::AtomicBool, Arc};
 
 use mmc_models::store::ModelStore;
 use mmc_speech::engine::{
+    attention,
     audio::{decode_file, AudioInput},
     blas,
     whisper::{DecodeOptions, EncoderWindow, WhisperModel},
@@ -44,15 +46,16 @@ fn the_encoder_multiplies_through_our_sgemm_on_one_thread_or_two() {
     let mut texts = Vec::new();
     for threads in [1, 2] {
         let mut state = model.new_state().unwrap();
-        let before = blas::sgemm_calls();
+        let (before, layers_before) = (blas::sgemm_calls(), attention::layers());
         let segments = model.transcribe(&mut state, &samples, 0, &options, threads, &Arc::new(AtomicBool::new(false))).unwrap();
-        let calls = blas::sgemm_calls() - before;
-        // tiny.en's encoder, per window: 6 dense matmuls in each of 4 layers (24), the
-        // attention's K*Q and V*softmax for each of 6 heads in each layer (48), then the
-        // cross-attention keys and values of 4 decoder layers (8): 80. Upstream's f16 K view
-        // kept K*Q on ggml's kernels (56 calls); the build's encoder_attention.cmake brings
-        // it here (measured: 80 for this one-window clip).
-        assert!(calls >= 80, "{threads} thread(s): only {calls} sgemm calls reached engine/blas.rs");
+        let (calls, layers) = (blas::sgemm_calls() - before, attention::layers() - layers_before);
+        // tiny.en's encoder, per window: 6 dense matmuls in each of 4 layers (24), then the
+        // cross-attention keys and values of 4 decoder layers (8) (measured: 32 for this
+        // one-window clip).
+        assert!(calls >= 32, "{threads} thread(s): only {calls} sgemm calls reached engine/blas.rs");
+        // And the self-attention of each of the 4 layers in engine/attention.rs (the graph
+        // patch of whisper-cpp/encoder_attention.cmake; unpatched, this stays 0).
+        assert!(layers >= 4, "{threads} thread(s): only {layers} encoder attention layers reached engine/attention.rs");
         let text = words(&segments.iter().map(|s| s.text.as_str()).collect::<String>());
         assert!(text.contains("dashwood had then leisure to consider"), "{threads} thread(s) heard: {text}");
         texts.push(text);

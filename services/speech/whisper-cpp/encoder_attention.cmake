@@ -1,20 +1,19 @@
 # Included by whisper.cpp's CMake after its project() call (CMAKE_PROJECT_INCLUDE, set in
 # .cargo/config.toml and forwarded by whisper-rs-sys): builds whisper.cpp from a copy of
-# src/whisper.cpp whose encoder self-attention runs in f32 on contiguous tensors.
+# src/whisper.cpp whose encoder self-attention is one custom node computed by mmc-speech
+# (services/speech/src/engine/attention.rs).
 #
-# Why: whisper.cpp casts the encoder's K and V to f16 and multiplies them as permuted views.
-# ggml's BLAS backend (our `cblas_sgemm`, services/speech/src/engine/blas.rs) takes only
-# contiguous operands, so those two products (a window's length squared, per head and layer)
-# stayed on ggml's f16 kernels: after the dense matmuls moved to the BLAS backend they were
-# the largest single cost of a transcription (39% of tiny.en's time on the project's
-# machine). Made contiguous in f32 (three copies of window x width floats per layer, small
-# beside the products), ggml hands them to the BLAS backend like the dense matmuls.
-# docs/speech.md has the measurements; services/speech/tests/encoder_blas.rs checks that the
-# products reach our sgemm.
+# Why: upstream builds it as K*Q (a window x window score matrix per head, tens of MB per
+# layer), a softmax over it and V*softmax, with K and V cast to f16 views that only ggml's own
+# kernels read. On CPU the score matrix streams through memory three times, and after the
+# dense matmuls moved to our GEMM (blas.rs) the attention and its softmax were most of the
+# encoder's time. The fused node computes the same f32 result a block of rows at a time,
+# in cache. docs/speech.md has the measurements; services/speech/tests/encoder_blas.rs checks
+# that the patched graph calls it, attention.rs's tests check the arithmetic.
 #
 # The patch is text replacement on the exact upstream lines: if a whisper-rs-sys update
 # changes them, configuration stops here with a message rather than building unpatched.
-# GPU builds keep upstream's f16 attention (the products run on the device, where f16 pays).
+# GPU builds keep upstream's graph (there the products run on the device).
 include_guard(GLOBAL)
 if(GGML_CUDA OR GGML_HIP OR GGML_VULKAN OR GGML_METAL OR GGML_SYCL)
     return()
@@ -34,7 +33,7 @@ function(mmc_replace_once what old new)
     set(_mmc_text "${text}" PARENT_SCOPE)
 endfunction()
 
-mmc_replace_once("encoder K and K*Q" [==[
+mmc_replace_once("encoder attention" [==[
                 struct ggml_tensor * K =
                     ggml_permute(ctx0,
                             ggml_cast(ctx0,
@@ -44,18 +43,9 @@ mmc_replace_once("encoder K and K*Q" [==[
 
                 // K * Q
                 struct ggml_tensor * KQ = ggml_mul_mat(ctx0, K, Q);
-]==] [==[
-                // mmc-speech: f32 and contiguous, so ggml's BLAS backend takes K * Q.
-                struct ggml_tensor * K =
-                    ggml_cont(ctx0, ggml_permute(ctx0,
-                                ggml_reshape_3d(ctx0, Kcur, n_state_head, n_head, n_ctx),
-                            0, 2, 1, 3));
 
-                // K * Q
-                struct ggml_tensor * KQ = ggml_mul_mat(ctx0, K, ggml_cont(ctx0, Q));
-]==])
+                struct ggml_tensor * KQ_soft_max = ggml_soft_max_ext(ctx0, KQ, nullptr, KQscale, 0.0f);
 
-mmc_replace_once("encoder V" [==[
                 struct ggml_tensor * V =
                     ggml_cast(ctx0,
                             ggml_permute(ctx0,
@@ -64,15 +54,40 @@ mmc_replace_once("encoder V" [==[
                                     n_state_head, n_head, n_ctx),
                                 1, 2, 0, 3),
                             wctx.itype);
+
+                struct ggml_tensor * KQV = ggml_mul_mat(ctx0, V, KQ_soft_max);
+
+                struct ggml_tensor * KQV_merged = ggml_permute(ctx0, KQV, 0, 2, 1, 3);
+
+                cur = ggml_cont_2d(ctx0, KQV_merged, n_state, n_ctx);
 ]==] [==[
-                // mmc-speech: f32 and contiguous, so ggml's BLAS backend takes V * softmax(KQ).
-                struct ggml_tensor * V =
-                    ggml_cont(ctx0,
-                            ggml_permute(ctx0,
-                                ggml_reshape_3d(ctx0,
-                                    Vcur,
-                                    n_state_head, n_head, n_ctx),
-                                1, 2, 0, 3));
+                // mmc-speech: softmax(Q K^T / sqrt(d)) V for every head in one node, by
+                // services/speech/src/engine/attention.rs (same result, KQscale included).
+                cur = ggml_map_custom3(ctx0, Qcur, Kcur, Vcur, mmc_encoder_attention_op, GGML_N_TASKS_MAX,
+                        (void *) (intptr_t) n_head);
+]==])
+
+mmc_replace_once("encoder graph builder" [==[
+static struct ggml_cgraph * whisper_build_graph_encoder(
+]==] [==[
+// mmc-speech: the encoder's self-attention, in Rust (services/speech/src/engine/attention.rs).
+extern "C" void mmc_encoder_attention(const float * q, const float * k, const float * v, float * out,
+        int64_t n_ctx, int64_t n_state, int64_t n_head,
+        int64_t row_q, int64_t row_k, int64_t row_v, int64_t row_out, int ith, int nth);
+
+// ggml custom-op node: Q, K, V and the output are [n_state, n_ctx] f32, heads side by side.
+static void mmc_encoder_attention_op(struct ggml_tensor * dst, const struct ggml_tensor * q,
+        const struct ggml_tensor * k, const struct ggml_tensor * v, int ith, int nth, void * n_head) {
+    for (const struct ggml_tensor * t : { (const struct ggml_tensor *) dst, q, k, v }) {
+        GGML_ASSERT(t->type == GGML_TYPE_F32 && t->nb[0] == sizeof(float) && t->ne[1] == q->ne[1]);
+    }
+    mmc_encoder_attention((const float *) q->data, (const float *) k->data, (const float *) v->data,
+            (float *) dst->data, q->ne[1], q->ne[0], (int64_t) (intptr_t) n_head,
+            q->nb[1]/sizeof(float), k->nb[1]/sizeof(float), v->nb[1]/sizeof(float), dst->nb[1]/sizeof(float),
+            ith, nth);
+}
+
+static struct ggml_cgraph * whisper_build_graph_encoder(
 ]==])
 
 # The patched copy lives in the build tree; whisper.cpp's own sources stay as shipped.

@@ -1,6 +1,7 @@
 //! The speech engine: audio decoding, voice-activity chunking and Whisper itself. No
 //! protobuf here; the core drives these pieces and the handlers translate.
 
+pub mod attention;
 pub mod audio;
 pub mod blas;
 pub mod chunker;

@@ -1,0 +1,320 @@
+//! Whisper's encoder self-attention, fused: `softmax(Q Kᵀ / √d) V` for every head, computed
+//! a block of query rows at a time, called by whisper.cpp's encoder graph.
+//!
+//! Why: upstream whisper.cpp builds the encoder's attention as three graph nodes: the
+//! scores `K·Q` (window × window floats per head: 54 MB per layer for tiny.en's six heads
+//! over a 30 s window), a softmax over them, then `V·softmax`. On CPU that matrix does not
+//! fit any cache, so the softmax and the second product each stream it from memory again;
+//! after the matmuls moved to our GEMM (`blas.rs`) that traffic (the softmax alone 16% of a
+//! transcription) was the next largest cost. Here each task takes 64 query rows of one head:
+//! their scores (64 × window floats, at most 384 KB) are computed, exponentiated and
+//! multiplied by `V` while they are still in the core's cache, and never stored whole. Same
+//! arithmetic in f32 (upstream's scores were f32 too, its K and V f16), one pass fewer over
+//! memory, and no per-state buffer for the whole score matrix.
+//!
+//! The wiring: `services/speech/whisper-cpp/encoder_attention.cmake` patches whisper.cpp's
+//! encoder graph (CPU builds) to call [`mmc_encoder_attention`] through ggml's custom-op
+//! node, which runs it on every thread of the decode with its own task index, on the
+//! layer's `Qcur`, `Kcur` and `Vcur` (window × width, heads side by side in each row) and
+//! writing the merged heads the next matmul reads.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Query rows per task. Their scores stay in L2 between the three steps.
+const ROWS: usize = 64;
+
+thread_local! {
+    /// Scores of the current block (ROWS x window), reused across calls.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Encoder attention layers computed here since start (task 0 counts each once).
+static LAYERS: AtomicU64 = AtomicU64::new(0);
+
+/// Encoder attention layers whisper.cpp has computed here since the process started (read
+/// by tests to prove the patched graph calls it).
+pub fn layers() -> u64 {
+    LAYERS.load(Ordering::Relaxed)
+}
+
+/// Keeps [`mmc_encoder_attention`] in the link (whisper.cpp, linked after this crate,
+/// refers to it; see `blas::keep_linked`).
+pub fn keep_linked() {
+    std::hint::black_box(mmc_encoder_attention as *const ());
+}
+
+/// One layer's attention, the share of task `ith` of `nth`: rows `t` of `q`, `k`, `v` and
+/// `out` are `n_ctx` audio positions, `row_*` floats apart; head `h` is columns
+/// `h * d .. (h + 1) * d` of each row, `d = n_state / n_head`.
+///
+/// # Safety
+///
+/// `q`, `k`, `v` point to `n_ctx` rows of at least `n_state` floats at their strides, `out`
+/// to `n_ctx` writable rows; `out` does not overlap the inputs. Tasks `0..nth` of one call
+/// may run at once: each writes only its own (head, row block) parts of `out`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn mmc_encoder_attention(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    n_ctx: i64,
+    n_state: i64,
+    n_head: i64,
+    row_q: i64,
+    row_k: i64,
+    row_v: i64,
+    row_out: i64,
+    ith: i32,
+    nth: i32,
+) {
+    if ith == 0 {
+        LAYERS.fetch_add(1, Ordering::Relaxed);
+    }
+    let layer = Layer {
+        q,
+        k,
+        v,
+        out,
+        n_ctx: n_ctx as usize,
+        head_dim: (n_state / n_head.max(1)) as usize,
+        n_head: n_head as usize,
+        rows: [row_q as isize, row_k as isize, row_v as isize, row_out as isize],
+    };
+    // SAFETY: the caller's contract above is `Layer::task`'s.
+    unsafe { layer.task(ith.max(0) as usize, nth.max(1) as usize) }
+}
+
+/// One layer's operands, as whisper.cpp lays them out.
+struct Layer {
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    n_ctx: usize,
+    n_head: usize,
+    head_dim: usize,
+    /// Row strides (floats) of q, k, v and out.
+    rows: [isize; 4],
+}
+
+impl Layer {
+    /// Units of work: (head, block of ROWS query rows), dealt round-robin to the tasks.
+    ///
+    /// # Safety
+    ///
+    /// As [`mmc_encoder_attention`].
+    unsafe fn task(&self, ith: usize, nth: usize) {
+        let blocks = self.n_ctx.div_ceil(ROWS);
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let [row_q, row_k, row_v, row_out] = self.rows;
+        let d = self.head_dim;
+        SCORES.with(|scores| {
+            let mut scores = scores.borrow_mut();
+            scores.resize(ROWS * self.n_ctx, 0.0);
+            let mut inv_sums = [0.0f32; ROWS];
+            for unit in (ith..self.n_head * blocks).step_by(nth) {
+                let (h, block) = (unit / blocks, unit % blocks);
+                let r0 = block * ROWS;
+                let m = ROWS.min(self.n_ctx - r0);
+                let col = (h * d) as isize;
+                let s = &mut scores[..m * self.n_ctx];
+                // Scores: s = scale * Q[r0.., head] * K[.., head]^T. gemm computes
+                // dst = alpha * dst + beta * lhs * rhs (dst read only when asked).
+                // SAFETY: rows r0..r0 + m and this head's columns of Q, all n_ctx rows of
+                // K (the contract); `s` is m x n_ctx, row-major.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        self.n_ctx,
+                        d,
+                        s.as_mut_ptr(),
+                        1,
+                        self.n_ctx as isize,
+                        false,
+                        self.q.offset(r0 as isize * row_q + col),
+                        1,
+                        row_q,
+                        self.k.offset(col),
+                        row_k,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (row, inv_sum) in s.chunks_exact_mut(self.n_ctx).zip(inv_sums.iter_mut()) {
+                    *inv_sum = 1.0 / exp_shifted_in_place(row);
+                }
+                // SAFETY: row r0 of `out` at this head's first column, inside `out`.
+                let o = unsafe { self.out.offset(r0 as isize * row_out + col) };
+                // Unnormalised output: o = exp(s - max) * V[.., head].
+                // SAFETY: `s` as above; all n_ctx rows of V, this head's columns; rows
+                // r0..r0 + m of `out`, this head's columns: this unit's own part.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        d,
+                        self.n_ctx,
+                        o,
+                        1,
+                        row_out,
+                        false,
+                        s.as_ptr(),
+                        1,
+                        self.n_ctx as isize,
+                        self.v.offset(col),
+                        1,
+                        row_v,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (r, inv_sum) in inv_sums[..m].iter().enumerate() {
+                    // SAFETY: row r0 + r of `out`, this head's d columns (this unit's own).
+                    let row = unsafe { std::slice::from_raw_parts_mut(o.offset(r as isize * row_out), d) };
+                    row.iter_mut().for_each(|x| *x *= inv_sum);
+                }
+            }
+        });
+    }
+}
+
+/// Lanes of the hand-split reductions below (two AVX-512 or four AVX2 registers), so the
+/// compiler vectorises them (a plain float sum must keep its order and would not).
+const LANES: usize = 16;
+
+/// `row[i] = exp(row[i] - max(row))`; returns the sum of the new values (at least 1: the
+/// maximum's own term).
+fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (m, &x) in maxes.iter_mut().zip(chunk) {
+            *m = m.max(x);
+        }
+    }
+    let max = chunks.remainder().iter().chain(&maxes).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sums = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(chunk) {
+            *x = exp(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    sum + sums.iter().sum::<f32>()
+}
+
+/// `e^x` for `x <= 0` (scores minus their row's maximum), within 2 ulp of `f32::exp`, in
+/// straight-line arithmetic the compiler vectorises (`f32::exp` is a library call per
+/// element). Cephes' method: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6
+/// polynomial for `e^r`, `2^n` built in the exponent bits. Below -87 (`e^x < 2^-125`,
+/// nothing beside the row's maximum term of 1) it returns about 1.6e-38.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts, so n * LN2_HI is exact for the n here.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // n in [-126, 0]: 2^n is the float with biased exponent n + 127.
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    er * f32::from_bits(((n + 127) << 23) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_library_over_the_range_it_serves() {
+        for i in 0..=870_000 {
+            let x = -(i as f32) / 10_000.0;
+            let (ours, libm) = (exp(x), x.exp());
+            let ulp = (libm.to_bits() as i64 - ours.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}) = {ours}, library {libm} ({ulp} ulp)");
+        }
+        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    /// The layer against the textbook formula in f64, for windows that are and are not a
+    /// multiple of the block, and any number of tasks (each computing its own share).
+    #[test]
+    fn attention_matches_the_definition_for_any_window_and_task_count() {
+        let value = |i: usize| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 500.0 - 2.0;
+        for (n_ctx, n_head, d, nth) in [(70usize, 2usize, 64usize, 1usize), (130, 3, 64, 2), (512, 6, 64, 3), (33, 1, 32, 4)] {
+            let n_state = n_head * d;
+            // Rows padded past n_state, as a view of a wider tensor would be.
+            let stride = n_state + 5;
+            let q: Vec<f32> = (0..n_ctx * stride).map(value).collect();
+            let k: Vec<f32> = (0..n_ctx * stride).map(|i| value(i + 7_777)).collect();
+            let v: Vec<f32> = (0..n_ctx * stride).map(|i| value(i + 31_337)).collect();
+            let mut out = vec![f32::NAN; n_ctx * stride];
+            for ith in 0..nth as i32 {
+                // SAFETY: the buffers hold n_ctx rows of `stride` floats.
+                unsafe {
+                    mmc_encoder_attention(
+                        q.as_ptr(),
+                        k.as_ptr(),
+                        v.as_ptr(),
+                        out.as_mut_ptr(),
+                        n_ctx as i64,
+                        n_state as i64,
+                        n_head as i64,
+                        stride as i64,
+                        stride as i64,
+                        stride as i64,
+                        stride as i64,
+                        ith,
+                        nth as i32,
+                    )
+                };
+            }
+            let scale = 1.0 / (d as f64).sqrt();
+            for h in 0..n_head {
+                for t in 0..n_ctx {
+                    let at = |m: &[f32], row: usize, j: usize| m[row * stride + h * d + j] as f64;
+                    let s: Vec<f64> = (0..n_ctx).map(|u| (0..d).map(|j| at(&q, t, j) * at(&k, u, j)).sum::<f64>() * scale).collect();
+                    let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for j in 0..d {
+                        let want = (0..n_ctx).map(|u| e[u] * at(&v, u, j)).sum::<f64>() / sum;
+                        let got = out[t * stride + h * d + j] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "window {n_ctx}, head {h}, row {t}, col {j}: {got} vs {want}");
+                    }
+                }
+            }
+            // The padding past n_state is not written.
+            assert!(out.chunks(stride).all(|row| row[n_state..].iter().all(|x| x.is_nan())));
+        }
+    }
+}
