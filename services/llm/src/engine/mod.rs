@@ -4,7 +4,8 @@
 //! - [`llama`]: our own forward pass for `llama` files, batched across sequences.
 //! - [`gemma3`]: Gemma 3, candle's module with its activation and sliding window fixed.
 //! - [`q8_0`]: the multi-row Q8_0 matmul kernel it runs on x86-64.
-//! - [`fastmath`]: a vectorizable `exp` for softmaxes over attention rows and vocabularies.
+//! - [`fastmath`]: a vectorizable `exp` for softmaxes over attention rows and vocabularies
+//!   (the `mmc-fastmath` crate, shared with the speech engine).
 //! - [`tokenizer`]: text <-> ids, special ids.
 //! - [`chat`]: the GGUF's Jinja chat template.
 //! - [`sampler`]: temperature, top-k, top-p, min-p, repetition penalty, seeds.
@@ -15,7 +16,8 @@
 
 pub mod chat;
 pub mod constraint;
-pub mod fastmath;
+/// Shared with the speech engine: its own crate.
+pub use mmc_fastmath as fastmath;
 pub mod gemma3;
 pub mod generation;
 pub mod llama;

@@ -21,6 +21,8 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use mmc_fastmath::exp_fast as exp;
+
 /// Query rows per task. Their scores stay in L2 between the three steps.
 const ROWS: usize = 64;
 
@@ -220,50 +222,9 @@ fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
     sum + sums.iter().sum::<f32>()
 }
 
-/// `e^x` for `x <= 0` (scores minus their row's maximum), within 2 ulp of `f32::exp`, in
-/// straight-line arithmetic the compiler vectorises (`f32::exp` is a library call per
-/// element). Cephes' method: `x = n ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6
-/// polynomial for `e^r`, `2^n` built in the exponent bits. Below -87 (`e^x < 2^-125`,
-/// nothing beside the row's maximum term of 1) it returns about 1.6e-38.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts, so n * LN2_HI is exact for the n here.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    // n in [-126, 0]: 2^n is the float with biased exponent n + 127.
-    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    er * f32::from_bits(((n + 127) << 23) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_library_over_the_range_it_serves() {
-        for i in 0..=870_000 {
-            let x = -(i as f32) / 10_000.0;
-            let (ours, libm) = (exp(x), x.exp());
-            let ulp = (libm.to_bits() as i64 - ours.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}) = {ours}, library {libm} ({ulp} ulp)");
-        }
-        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
-        assert_eq!(exp(0.0), 1.0);
-    }
 
     /// The layer against the textbook formula in f64, for windows that are and are not a
     /// multiple of the block, and any number of tasks (each computing its own share).

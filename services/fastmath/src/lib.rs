@@ -1,5 +1,7 @@
 //! Elementwise math that must vectorize: it runs over whole vocabularies (log-probabilities)
-//! and attention rows, where libm's scalar `expf` showed up in profiles.
+//! and attention rows, where libm's scalar `expf` showed up in profiles. Shared by the text
+//! generation engine (`mmc-llm`: sampler, attention) and the speech service's fused encoder
+//! attention (`mmc-speech`, `engine/attention.rs`).
 
 /// `e^x` for `x <= 0` to about 2e-7 relative (Cephes' `expf` polynomial after reducing by
 /// powers of two), written so that the compiler vectorizes a loop of it (no libm call).
