@@ -66,11 +66,13 @@ impl EncoderWindow {
     pub const FIT_MARGIN_MS: usize = 1_000;
     /// The shortest window `Fit` uses.
     pub const FIT_MIN_MS: usize = 10_000;
-    /// `Fit` windows are a whole number of these positions (640 ms): the encoder's
-    /// attention multiplies by the window's length, and ggml's tiled f16 kernels
-    /// (llamafile's tinyBLAS) take a product only when that length is a multiple of their
-    /// vector width (8 lanes on AVX2, 16 on AVX-512); any other length falls back to one
-    /// dot product per output, which made a third of the whole pipeline's time.
+    /// `Fit` windows are a whole number of these positions (640 ms), because ggml's tiled
+    /// f16 kernels (llamafile's tinyBLAS) take a product only when its sizes are multiples
+    /// of their tile and vector widths, and otherwise fall back to one dot product per
+    /// output. Found when the encoder's attention products ran on them (the fallback was a
+    /// quarter of the pipeline's time); since `attention.rs` computes the attention, the
+    /// product that still depends on the window's length there is the second convolution's
+    /// (one row per position: a multiple of 4 on AVX2). Not re-measured on its own since.
     pub const FIT_ALIGN_POSITIONS: usize = 32;
 
     /// whisper.cpp's `audio_ctx` for `n_samples` of 16 kHz audio (0 = the full window).
