@@ -721,7 +721,7 @@ fn refuses_to_start_without_its_model() {
     assert!(stderr.contains("mmc models fetch"), "{stderr}");
 }
 
-/// Uploads are spooled in the service's own directory (`<spool-dir>/mmc-speech-<port>`,
+/// Uploads are spooled in the service's own directory (`<spool-dir>/mmc-speech-<uid>-<port>`,
 /// private), gone once transcribed; uploads a killed run left there are removed when the
 /// service starts again, and nothing else in it is touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +729,8 @@ async fn uploads_spool_in_the_services_own_directory_and_a_crashed_runs_are_remo
     use std::os::unix::fs::PermissionsExt;
     let base = tempfile::tempdir().unwrap();
     let port = mmc_tests::free_port_range(2);
-    let own = base.path().join(format!("mmc-speech-{port}"));
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(base.path()).unwrap());
+    let own = base.path().join(format!("mmc-speech-{uid}-{port}"));
     std::fs::create_dir_all(&own).unwrap();
     std::fs::write(own.join("upload-a1b2c3"), vec![0u8; 1 << 20]).unwrap();
     std::fs::write(own.join("notes.txt"), "not ours to delete").unwrap();

@@ -90,15 +90,27 @@ impl SpeechHandlers {
 /// Name prefix of spooled uploads.
 const SPOOL_PREFIX: &str = "upload-";
 
-/// The service's own spool directory, `<base>/mmc-speech-<port>` (one per listener, so
-/// replicas on one host never share one), created private (0700) and emptied of uploads a
-/// crashed run left behind. Returns it and how many files were removed.
+/// The service's own spool directory, `<base>/mmc-speech-<uid>-<port>` on Unix (one per
+/// user and listener, so replicas on one host never share one, and a directory another user's
+/// run left in a shared `/tmp` is never in the way: tmux names its socket directory the same
+/// way), created private (0700) and emptied of uploads a crashed run left behind. A path of
+/// that name that is not a directory of this process's user (a symlink planted in `/tmp`, a
+/// directory someone else made) is refused rather than used. Returns the directory and how
+/// many files were removed.
 pub fn prepare_spool_dir(base: &std::path::Path, port: u16) -> std::io::Result<(PathBuf, usize)> {
-    let dir = base.join(format!("mmc-speech-{port}"));
+    let dir = base.join(spool_dir_name(port));
     std::fs::create_dir_all(&dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(&dir)?;
+        let uid = current_uid();
+        if !meta.is_dir() || meta.uid() != uid {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} is not a directory owned by this process's uid {uid}", dir.display()),
+            ));
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let mut removed = 0;
@@ -110,6 +122,20 @@ pub fn prepare_spool_dir(base: &std::path::Path, port: u16) -> std::io::Result<(
         }
     }
     Ok((dir, removed))
+}
+
+/// `mmc-speech-<uid>-<port>` on Unix, `mmc-speech-<port>` elsewhere.
+pub fn spool_dir_name(port: u16) -> String {
+    #[cfg(unix)]
+    return format!("mmc-speech-{}-{port}", current_uid());
+    #[cfg(not(unix))]
+    return format!("mmc-speech-{port}");
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// What the handler needs from the config beyond the decode options.
@@ -299,5 +325,32 @@ pub fn to_status(e: CoreError) -> Status {
         CoreError::Engine(EngineError::Load(_)) | CoreError::Device(_) => Status::failed_precondition(e.to_string()),
         CoreError::Engine(EngineError::Cancelled) => Status::cancelled(e.to_string()),
         CoreError::Engine(EngineError::Whisper(_)) | CoreError::Internal(_) => Status::internal(e.to_string()),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_spool_directory_is_private_and_named_for_the_user_and_port() {
+        let base = tempfile::tempdir().unwrap();
+        let (dir, removed) = prepare_spool_dir(base.path(), 4321).unwrap();
+        assert_eq!(removed, 0);
+        assert_eq!(dir, base.path().join(format!("mmc-speech-{}-4321", current_uid())));
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // Prepared again (a restart): the same directory, still fine.
+        assert_eq!(prepare_spool_dir(base.path(), 4321).unwrap().0, dir);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_spool_directorys_name_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), base.path().join(spool_dir_name(4322))).unwrap();
+        let err = prepare_spool_dir(base.path(), 4322).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("not a directory owned by"), "{err}");
     }
 }

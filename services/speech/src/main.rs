@@ -68,7 +68,7 @@ struct Args {
     /// Largest upload in bytes.
     #[arg(long, env = "MMC_SPEECH_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
     max_upload_bytes: u64,
-    /// Directory under which uploads are spooled while they arrive, in `mmc-speech-<port>/`
+    /// Directory under which uploads are spooled while they arrive, in `mmc-speech-<uid>-<port>/`
     /// (emptied of a crashed run's uploads at start; default: the system's temp dir).
     #[arg(long, env = "MMC_SPEECH_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -143,9 +143,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: Some(spool_dir), ..Default::default() };
+    let limits = handlers::RequestLimits { max_upload_bytes: args.max_upload_bytes, spool_dir: Some(spool_dir.clone()), ..Default::default() };
     let handlers = handlers::SpeechHandlers::new(router.clone(), limits);
-    mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
+    let code = mmc_runtime::run_service("speech", args.server, |s| s.add(SpeechServiceServer::new(handlers)), async move {
         router.load_and_warm_up().await.map_err(anyhow::Error::new)
-    })
+    });
+    // Drained: every upload's file is gone, so the directory is empty unless someone else put
+    // something there (then it stays; remove_dir only removes an empty directory).
+    let _ = std::fs::remove_dir(&spool_dir);
+    code
 }
