@@ -2,8 +2,9 @@
 //! `gemm` crate) rather than ggml's own kernels: the build wires ggml's BLAS backend to it
 //! (`.cargo/config.toml`, `build.rs`). If that wiring breaks, whisper.cpp silently falls
 //! back to its own, slower kernels; this test notices. The same for the encoder's
-//! self-attention, which the build's `whisper-cpp/encoder_attention.cmake` sends to
-//! `engine/attention.rs`. It also checks that one thread and
+//! self-attention and the log-mel spectrogram's frames, which the build's
+//! `whisper-cpp/patch.cmake` sends to `engine/attention.rs` and `engine/mel.rs`. It also
+//! checks that one thread and
 //! two (the `gemm` crate's parallel path) hear the same words.
 //!
 //! Needs the bundled tiny.en (`mmc models fetch`) and Debian's pocketsphinx-testdata
@@ -15,7 +16,7 @@ use mmc_models::store::ModelStore;
 use mmc_speech::engine::{
     attention,
     audio::{decode_file, AudioInput},
-    blas,
+    blas, mel,
     whisper::{DecodeOptions, EncoderWindow, WhisperModel},
 };
 
@@ -32,7 +33,7 @@ fn words(text: &str) -> String {
 }
 
 #[test]
-fn the_encoder_multiplies_through_our_sgemm_on_one_thread_or_two() {
+fn the_encoder_multiplies_through_our_sgemm_and_attention_and_our_mel_on_one_thread_or_two() {
     let path = ModelStore::from_env().file("whisper-tiny.en-ct2", "ggml-model-q8_0.bin").unwrap_or_else(|e| panic!("{e}"));
     let model = WhisperModel::load(&path, "whisper-tiny.en-ct2", "test", 1, EncoderWindow::Fit, None).expect("the model loads");
     let mut samples = Vec::new();
@@ -46,16 +47,19 @@ fn the_encoder_multiplies_through_our_sgemm_on_one_thread_or_two() {
     let mut texts = Vec::new();
     for threads in [1, 2] {
         let mut state = model.new_state().unwrap();
-        let (before, layers_before) = (blas::sgemm_calls(), attention::layers());
+        let (before, layers_before, frames_before) = (blas::sgemm_calls(), attention::layers(), mel::frames());
         let segments = model.transcribe(&mut state, &samples, 0, &options, threads, &Arc::new(AtomicBool::new(false))).unwrap();
-        let (calls, layers) = (blas::sgemm_calls() - before, attention::layers() - layers_before);
+        let (calls, layers, frames) = (blas::sgemm_calls() - before, attention::layers() - layers_before, mel::frames() - frames_before);
         // tiny.en's encoder, per window: 6 dense matmuls in each of 4 layers (24), then the
         // cross-attention keys and values of 4 decoder layers (8) (measured: 32 for this
         // one-window clip).
         assert!(calls >= 32, "{threads} thread(s): only {calls} sgemm calls reached engine/blas.rs");
         // And the self-attention of each of the 4 layers in engine/attention.rs (the graph
-        // patch of whisper-cpp/encoder_attention.cmake; unpatched, this stays 0).
+        // patch of whisper-cpp/patch.cmake; unpatched, this stays 0).
         assert!(layers >= 4, "{threads} thread(s): only {layers} encoder attention layers reached engine/attention.rs");
+        // And every 10 ms frame of the clip's spectrogram in engine/mel.rs (same patch).
+        let clip_frames = samples.len() as u64 / 160;
+        assert!(frames >= clip_frames, "{threads} thread(s): {frames} of the clip's {clip_frames} spectrogram frames came from engine/mel.rs");
         let text = words(&segments.iter().map(|s| s.text.as_str()).collect::<String>());
         assert!(text.contains("dashwood had then leisure to consider"), "{threads} thread(s) heard: {text}");
         texts.push(text);

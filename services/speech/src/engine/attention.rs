@@ -12,7 +12,7 @@
 //! arithmetic in f32 (upstream's scores were f32 too, its K and V f16), one pass fewer over
 //! memory, and no per-state buffer for the whole score matrix.
 //!
-//! The wiring: `services/speech/whisper-cpp/encoder_attention.cmake` patches whisper.cpp's
+//! The wiring: `services/speech/whisper-cpp/patch.cmake` patches whisper.cpp's
 //! encoder graph (CPU builds) to call [`mmc_encoder_attention`] through ggml's custom-op
 //! node, which runs it on every thread of the decode with its own task index, on the
 //! layer's `Qcur`, `Kcur` and `Vcur` (window × width, heads side by side in each row) and

@@ -1,19 +1,25 @@
 # Included by whisper.cpp's CMake after its project() call (CMAKE_PROJECT_INCLUDE, set in
 # .cargo/config.toml and forwarded by whisper-rs-sys): builds whisper.cpp from a copy of
-# src/whisper.cpp whose encoder self-attention is one custom node computed by mmc-speech
-# (services/speech/src/engine/attention.rs).
+# src/whisper.cpp in which two CPU hot spots call mmc-speech's Rust instead:
 #
-# Why: upstream builds it as K*Q (a window x window score matrix per head, tens of MB per
-# layer), a softmax over it and V*softmax, with K and V cast to f16 views that only ggml's own
-# kernels read. On CPU the score matrix streams through memory three times, and after the
-# dense matmuls moved to our GEMM (blas.rs) the attention and its softmax were most of the
-# encoder's time. The fused node computes the same f32 result a block of rows at a time,
-# in cache. docs/speech.md has the measurements; services/speech/tests/encoder_blas.rs checks
-# that the patched graph calls it, attention.rs's tests check the arithmetic.
+# 1. The encoder's self-attention, one custom node (services/speech/src/engine/attention.rs).
+#    Upstream builds it as K*Q (a window x window score matrix per head, tens of MB per
+#    layer), a softmax over it and V*softmax, with K and V cast to f16 views that only ggml's
+#    own kernels read. On CPU the score matrix streams through memory three times, and after
+#    the dense matmuls moved to our GEMM (blas.rs) the attention and its softmax were most of
+#    the encoder's time. The fused node computes the same f32 result a block of rows at a
+#    time, in cache.
+# 2. The log-mel spectrogram's frames (services/speech/src/engine/mel.rs): upstream's own
+#    400-point FFT (a radix-2 split ending in a naive 25-point DFT) and full 201-bin filter
+#    dot products were 8% of a transcription; realfft and each filter's nonzero span do the
+#    same sums for a fraction. Padding, clamping and scaling stay upstream's.
+#
+# docs/speech.md has the measurements; services/speech/tests/encoder_blas.rs checks that the
+# patched build calls both, attention.rs's and mel.rs's tests check the arithmetic.
 #
 # The patch is text replacement on the exact upstream lines: if a whisper-rs-sys update
 # changes them, configuration stops here with a message rather than building unpatched.
-# GPU builds keep upstream's graph (there the products run on the device).
+# GPU builds keep upstream's source (there the products run on the device).
 include_guard(GLOBAL)
 if(GGML_CUDA OR GGML_HIP OR GGML_VULKAN OR GGML_METAL OR GGML_SYCL)
     return()
@@ -27,7 +33,7 @@ function(mmc_replace_once what old new)
     string(FIND "${_mmc_text}" "${old}" first)
     string(FIND "${_mmc_text}" "${old}" last REVERSE)
     if(first EQUAL -1 OR NOT first EQUAL last)
-        message(FATAL_ERROR "mmc-speech: whisper.cpp's ${what} is not as expected (services/speech/whisper-cpp/encoder_attention.cmake needs updating for this whisper.cpp)")
+        message(FATAL_ERROR "mmc-speech: whisper.cpp's ${what} is not as expected (services/speech/whisper-cpp/patch.cmake needs updating for this whisper.cpp)")
     endif()
     string(REPLACE "${old}" "${new}" text "${_mmc_text}")
     set(_mmc_text "${text}" PARENT_SCOPE)
@@ -88,6 +94,57 @@ static void mmc_encoder_attention_op(struct ggml_tensor * dst, const struct ggml
 }
 
 static struct ggml_cgraph * whisper_build_graph_encoder(
+]==])
+
+mmc_replace_once("log-mel frame loop" [==[
+    {
+        std::vector<std::thread> workers(n_threads - 1);
+        for (int iw = 0; iw < n_threads - 1; ++iw) {
+            workers[iw] = std::thread(
+                    log_mel_spectrogram_worker_thread, iw + 1, hann, std::cref(samples_padded),
+                    n_samples + stage_2_pad, frame_size, frame_step, n_threads,
+                    std::cref(filters), std::ref(mel));
+        }
+
+        // main thread
+        log_mel_spectrogram_worker_thread(0, hann, samples_padded, n_samples + stage_2_pad, frame_size, frame_step, n_threads, filters, mel);
+
+        for (int iw = 0; iw < n_threads - 1; ++iw) {
+            workers[iw].join();
+        }
+    }
+]==] [==[
+    // mmc-speech: every frame's log10 mel energies, as the worker threads below compute them,
+    // by services/speech/src/engine/mel.rs (a planned real FFT; filters summed where nonzero).
+    // It declines (nonzero) only for a frame size other than Whisper's; then upstream's run.
+    if (mmc_log_mel(samples_padded.data(), (int) (n_samples + stage_2_pad), frame_size, frame_step, hann,
+            filters.data.data(), filters.n_fft, mel.n_mel, mel.n_len, mel.data.data()) != 0)
+    {
+        std::vector<std::thread> workers(n_threads - 1);
+        for (int iw = 0; iw < n_threads - 1; ++iw) {
+            workers[iw] = std::thread(
+                    log_mel_spectrogram_worker_thread, iw + 1, hann, std::cref(samples_padded),
+                    n_samples + stage_2_pad, frame_size, frame_step, n_threads,
+                    std::cref(filters), std::ref(mel));
+        }
+
+        // main thread
+        log_mel_spectrogram_worker_thread(0, hann, samples_padded, n_samples + stage_2_pad, frame_size, frame_step, n_threads, filters, mel);
+
+        for (int iw = 0; iw < n_threads - 1; ++iw) {
+            workers[iw].join();
+        }
+    }
+]==])
+
+mmc_replace_once("log-mel function" [==[
+static bool log_mel_spectrogram(
+]==] [==[
+// mmc-speech: the log-mel frames, in Rust (services/speech/src/engine/mel.rs).
+extern "C" int mmc_log_mel(const float * samples, int n_samples, int frame_size, int frame_step,
+        const float * hann, const float * filters, int n_fft, int n_mel, int n_len, float * out);
+
+static bool log_mel_spectrogram(
 ]==])
 
 # The patched copy lives in the build tree; whisper.cpp's own sources stay as shipped.
