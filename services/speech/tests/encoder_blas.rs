@@ -2,8 +2,9 @@
 //! `gemm` crate) rather than ggml's own kernels: the build wires ggml's BLAS backend to it
 //! (`.cargo/config.toml`, `build.rs`). If that wiring breaks, whisper.cpp silently falls
 //! back to its own, slower kernels; this test notices. The same for the encoder's
-//! self-attention and the log-mel spectrogram's frames, which the build's
-//! `whisper-cpp/patch.cmake` sends to `engine/attention.rs` and `engine/mel.rs`. It also
+//! self-attention, its bias + GELU activations and the log-mel spectrogram's frames, which
+//! the build's `whisper-cpp/patch.cmake` sends to `engine/attention.rs`, `engine/gelu.rs`
+//! and `engine/mel.rs`. It also
 //! checks that one thread and
 //! two (the `gemm` crate's parallel path) hear the same words.
 //!
@@ -16,7 +17,7 @@ use mmc_models::store::ModelStore;
 use mmc_speech::engine::{
     attention,
     audio::{decode_file, AudioInput},
-    blas, mel,
+    blas, gelu, mel,
     whisper::{DecodeOptions, EncoderWindow, WhisperModel},
 };
 
@@ -47,9 +48,10 @@ fn the_encoder_multiplies_through_our_sgemm_and_attention_and_our_mel_on_one_thr
     let mut texts = Vec::new();
     for threads in [1, 2] {
         let mut state = model.new_state().unwrap();
-        let (before, layers_before, frames_before) = (blas::sgemm_calls(), attention::layers(), mel::frames());
+        let (before, layers_before, frames_before, gelus_before) = (blas::sgemm_calls(), attention::layers(), mel::frames(), gelu::nodes());
         let segments = model.transcribe(&mut state, &samples, 0, &options, threads, &Arc::new(AtomicBool::new(false))).unwrap();
-        let (calls, layers, frames) = (blas::sgemm_calls() - before, attention::layers() - layers_before, mel::frames() - frames_before);
+        let (calls, layers, frames, gelus) =
+            (blas::sgemm_calls() - before, attention::layers() - layers_before, mel::frames() - frames_before, gelu::nodes() - gelus_before);
         // tiny.en's encoder, per window: 6 dense matmuls in each of 4 layers (24), then the
         // cross-attention keys and values of 4 decoder layers (8) (measured: 32 for this
         // one-window clip).
@@ -57,6 +59,9 @@ fn the_encoder_multiplies_through_our_sgemm_and_attention_and_our_mel_on_one_thr
         // And the self-attention of each of the 4 layers in engine/attention.rs (the graph
         // patch of whisper-cpp/patch.cmake; unpatched, this stays 0).
         assert!(layers >= 4, "{threads} thread(s): only {layers} encoder attention layers reached engine/attention.rs");
+        // And the bias + GELU after both convolutions and in each layer's MLP (6) in
+        // engine/gelu.rs (same patch).
+        assert!(gelus >= 6, "{threads} thread(s): only {gelus} encoder bias + GELU nodes reached engine/gelu.rs");
         // And every 10 ms frame of the clip's spectrogram in engine/mel.rs (same patch).
         let clip_frames = samples.len() as u64 / 160;
         assert!(frames >= clip_frames, "{threads} thread(s): {frames} of the clip's {clip_frames} spectrogram frames came from engine/mel.rs");

@@ -1,6 +1,6 @@
 # Included by whisper.cpp's CMake after its project() call (CMAKE_PROJECT_INCLUDE, set in
 # .cargo/config.toml and forwarded by whisper-rs-sys): builds whisper.cpp from a copy of
-# src/whisper.cpp in which two CPU hot spots call mmc-speech's Rust instead:
+# src/whisper.cpp in which three CPU hot spots call mmc-speech's Rust instead:
 #
 # 1. The encoder's self-attention, one custom node (services/speech/src/engine/attention.rs).
 #    Upstream builds it as K*Q (a window x window score matrix per head, tens of MB per
@@ -13,9 +13,11 @@
 #    400-point FFT (a radix-2 split ending in a naive 25-point DFT) and full 201-bin filter
 #    dot products were 8% of a transcription; realfft and each filter's nonzero span do the
 #    same sums for a fraction. Padding, clamping and scaling stay upstream's.
+# 3. The encoder's bias + GELU pairs, one vectorised node each (engine/gelu.rs): upstream's
+#    GELU is a scalar f16 table lookup after a separate bias add (6% of a transcription).
 #
 # docs/speech.md has the measurements; services/speech/tests/encoder_blas.rs checks that the
-# patched build calls both, attention.rs's and mel.rs's tests check the arithmetic.
+# patched build calls all three, the Rust files' own tests check the arithmetic.
 #
 # The patch is text replacement on the exact upstream lines: if a whisper-rs-sys update
 # changes them, configuration stops here with a message rather than building unpatched.
@@ -145,6 +147,63 @@ extern "C" int mmc_log_mel(const float * samples, int n_samples, int frame_size,
         const float * hann, const float * filters, int n_fft, int n_mel, int n_len, float * out);
 
 static bool log_mel_spectrogram(
+]==])
+
+mmc_replace_once("encoder convolutions' bias and GELU" [==[
+            cur = ggml_conv_1d_ph(ctx0, model.e_conv_1_w, mel, 1, 1);
+            cur = ggml_add(ctx0, cur, model.e_conv_1_b);
+
+            cur = ggml_gelu(ctx0, cur);
+
+            cur = ggml_conv_1d_ph(ctx0, model.e_conv_2_w, cur, 2, 1);
+            cur = ggml_add(ctx0, cur, model.e_conv_2_b);
+
+            cur = ggml_gelu(ctx0, cur);
+]==] [==[
+            cur = ggml_conv_1d_ph(ctx0, model.e_conv_1_w, mel, 1, 1);
+            cur = mmc_bias_gelu_node(ctx0, cur, model.e_conv_1_b);
+
+            cur = ggml_conv_1d_ph(ctx0, model.e_conv_2_w, cur, 2, 1);
+            cur = mmc_bias_gelu_node(ctx0, cur, model.e_conv_2_b);
+]==])
+
+mmc_replace_once("encoder MLP's bias and GELU" [==[
+            cur = ggml_add(ctx0, cur, layer.mlp_0_b);
+
+            // GELU activation
+            cur = ggml_gelu(ctx0, cur);
+]==] [==[
+            // mmc-speech: bias and GELU in one node.
+            cur = mmc_bias_gelu_node(ctx0, cur, layer.mlp_0_b);
+]==])
+
+mmc_replace_once("encoder convolution graph builder" [==[
+static struct ggml_cgraph * whisper_build_graph_conv(
+]==] [==[
+// mmc-speech: GELU(x + bias) as one node, in Rust (services/speech/src/engine/gelu.rs).
+extern "C" void mmc_bias_gelu(const float * x, const float * bias, float * out, int64_t n_cols, int64_t n_rows,
+        int64_t row_x, int64_t row_out, int32_t bias_per_row, int32_t ith, int32_t nth);
+
+static void mmc_bias_gelu_op(struct ggml_tensor * dst, const struct ggml_tensor * x, const struct ggml_tensor * b,
+        int ith, int nth, void * per_row) {
+    mmc_bias_gelu((const float *) x->data, (const float *) b->data, (float *) dst->data, x->ne[0], x->ne[1],
+            x->nb[1]/sizeof(float), dst->nb[1]/sizeof(float), per_row != nullptr, ith, nth);
+}
+
+// ggml_gelu(ggml_add(x, b)) for f32 rows x and a bias b of one value per column (the MLP's) or
+// per row (the convolutions', whose rows are channels); any other shape keeps upstream's nodes.
+static struct ggml_tensor * mmc_bias_gelu_node(struct ggml_context * ctx0, struct ggml_tensor * x, struct ggml_tensor * b) {
+    const bool f32 = x->type == GGML_TYPE_F32 && b->type == GGML_TYPE_F32;
+    const bool rows = x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float) && ggml_is_contiguous(b);
+    const bool per_column = b->ne[0] == x->ne[0] && ggml_nelements(b) == x->ne[0];
+    const bool per_row = b->ne[0] == 1 && b->ne[1] == x->ne[1] && ggml_nelements(b) == x->ne[1];
+    if (!f32 || !rows || !(per_column || per_row)) {
+        return ggml_gelu(ctx0, ggml_add(ctx0, x, b));
+    }
+    return ggml_map_custom2(ctx0, x, b, mmc_bias_gelu_op, GGML_N_TASKS_MAX, per_row ? (void *) 1 : nullptr);
+}
+
+static struct ggml_cgraph * whisper_build_graph_conv(
 ]==])
 
 # The patched copy lives in the build tree; whisper.cpp's own sources stay as shipped.

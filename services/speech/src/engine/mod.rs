@@ -6,6 +6,7 @@ pub mod audio;
 pub mod blas;
 pub mod chunker;
 pub mod declared_lengths;
+pub mod gelu;
 pub mod mel;
 pub mod opus;
 pub mod whisper;
