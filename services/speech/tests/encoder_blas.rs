@@ -49,6 +49,7 @@ fn the_encoder_multiplies_through_our_sgemm_and_attention_and_our_mel_on_one_thr
     for threads in [1, 2] {
         let mut state = model.new_state().unwrap();
         let (before, layers_before, frames_before, gelus_before) = (blas::sgemm_calls(), attention::layers(), mel::frames(), gelu::nodes());
+        let amx_before = blas::amx_calls();
         let segments = model.transcribe(&mut state, &samples, 0, &options, threads, &Arc::new(AtomicBool::new(false))).unwrap();
         let (calls, layers, frames, gelus) =
             (blas::sgemm_calls() - before, attention::layers() - layers_before, mel::frames() - frames_before, gelu::nodes() - gelus_before);
@@ -56,6 +57,18 @@ fn the_encoder_multiplies_through_our_sgemm_and_attention_and_our_mel_on_one_thr
         // cross-attention keys and values of 4 decoder layers (8) (measured: 32 for this
         // one-window clip).
         assert!(calls >= 32, "{threads} thread(s): only {calls} sgemm calls reached engine/blas.rs");
+        // On a CPU with AMX (and an OS that grants it), the encoder's dense matmuls (24) run
+        // on its tiles (engine/amx.rs); elsewhere none do.
+        let amx_calls = blas::amx_calls() - amx_before;
+        #[cfg(target_arch = "x86_64")]
+        let amx = mmc_speech::engine::amx::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let amx = false;
+        if amx {
+            assert!(amx_calls >= 24, "{threads} thread(s): AMX is available but only {amx_calls} matmuls used it");
+        } else {
+            assert_eq!(amx_calls, 0);
+        }
         // And the self-attention of each of the 4 layers in engine/attention.rs (the graph
         // patch of whisper-cpp/patch.cmake; unpatched, this stays 0).
         assert!(layers >= 4, "{threads} thread(s): only {layers} encoder attention layers reached engine/attention.rs");

@@ -34,10 +34,19 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 
 const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
+const TRANS: i32 = 112;
+
+/// Of those, the ones computed on AMX tiles (`amx.rs`).
+static AMX_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Matrix multiplications whisper.cpp has sent here since the process started.
 pub fn sgemm_calls() -> u64 {
     CALLS.load(Ordering::Relaxed)
+}
+
+/// Of [`sgemm_calls`], those computed on AMX tiles (0 on CPUs without AMX).
+pub fn amx_calls() -> u64 {
+    AMX_CALLS.load(Ordering::Relaxed)
 }
 
 /// Keeps the two symbols in the link: ggml's BLAS backend (a C++ static library linked
@@ -89,6 +98,16 @@ pub unsafe extern "C" fn cblas_sgemm(
     let (b_rs, b_cs) = op(strides(ldb), trans_b);
     let (c_rs, c_cs) = strides(ldc);
     let threads = THREADS.with(|t| t.get());
+    // ggml's BLAS backend asks for C = A * B^T (activations times weights stored one output
+    // per row), row-major, nothing scaled: on CPUs with AMX that goes to its tiles (amx.rs).
+    #[cfg(target_arch = "x86_64")]
+    if order == ROW_MAJOR && trans_a == NO_TRANS && trans_b == TRANS && alpha == 1.0 && beta == 0.0 && m >= 16 && n >= 16 && super::amx::available() {
+        AMX_CALLS.fetch_add(1, Ordering::Relaxed);
+        let (m, n, k) = (m as usize, n as usize, k.max(0) as usize);
+        // SAFETY: AMX is available (checked); the CBLAS contract gives the sizes and strides.
+        unsafe { super::amx::sgemm_a_bt(m, n, k, a, lda as usize, b, ldb as usize, c, ldc as usize, threads) };
+        return;
+    }
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the caller upholds the CBLAS contract (# Safety above), which is what `gemm`
     // needs: valid m x k, k x n and m x n matrices at these strides. `gemm` computes

@@ -1,6 +1,8 @@
 //! The speech engine: audio decoding, voice-activity chunking and Whisper itself. No
 //! protobuf here; the core drives these pieces and the handlers translate.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod attention;
 pub mod audio;
 pub mod blas;
