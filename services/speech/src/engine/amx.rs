@@ -79,16 +79,21 @@ pub unsafe fn sgemm_a_bt(
     ldc: usize,
     threads: usize,
 ) {
-    let k_pad = k.div_ceil(TILE_K) * TILE_K;
-    // SAFETY: the caller's contract.
-    let packed_b = unsafe { pack_b(n, k, b, ldb, k_pad) };
+    // SAFETY: row `col` of b is its column `col` of Bᵀ, k floats (the caller's contract).
+    let packed_b = unsafe { PackedB::new(n, k, b, ldb, 1) };
     let blocks = m.div_ceil(BLOCK);
     let threads = threads.clamp(1, blocks);
     let (a, c) = (SendPtr(a as *mut f32), SendPtr(c));
     let work = |part: usize| {
         let rows = (blocks * part / threads * BLOCK).min(m)..(blocks * (part + 1) / threads * BLOCK).min(m);
-        // SAFETY: each part writes only its own rows of C; the rest is the caller's contract.
-        unsafe { rows_of_c(rows, n, k, k_pad, a.get(), lda, &packed_b, c.get(), ldc) };
+        if rows.is_empty() {
+            return;
+        }
+        // SAFETY: rows `rows` of a hold k floats each (the caller's contract).
+        let packed_a = unsafe { PackedA::new(rows.len(), k, a.get().add(rows.start * lda), lda, 1.0) };
+        let _tiles = Tiles::configure();
+        // SAFETY: each part writes only its own rows of C (inside C by the contract).
+        unsafe { packed_a.times(&packed_b, c.get().add(rows.start * ldc), ldc) };
     };
     if threads == 1 {
         work(0);
@@ -117,124 +122,168 @@ impl SendPtr {
     }
 }
 
-/// The weights as AMX B tiles: for each block of 16 rows of `b` (16 columns of C) and
-/// each 32 of depth, one 1 KB tile whose row `r` holds, for each of the 16 columns, the
-/// bf16 pair at depths `2r` and `2r + 1` ("VNNI" order). Zero past `n` and `k`.
-unsafe fn pack_b(n: usize, k: usize, b: *const f32, ldb: usize, k_pad: usize) -> Vec<u16> {
-    let (col_blocks, k_blocks) = (n.div_ceil(TILE_ROWS), k_pad / TILE_K);
-    let mut packed = vec![0u16; col_blocks * k_blocks * TILE_ROWS * TILE_K];
-    for col in 0..n {
-        // SAFETY: row `col` of b holds k floats (the caller's contract).
-        let row = unsafe { std::slice::from_raw_parts(b.add(col * ldb), k) };
-        let (cb, j) = (col / TILE_ROWS, col % TILE_ROWS);
-        for (p, &v) in row.iter().enumerate() {
-            let (kb, kk) = (p / TILE_K, p % TILE_K);
-            packed[((cb * k_blocks + kb) * TILE_ROWS + kk / 2) * TILE_K + j * 2 + kk % 2] = bf16(v);
+/// This thread's AMX tile configuration, released when dropped. Every tile instruction
+/// below runs while one is alive on its thread.
+pub struct Tiles(());
+
+impl Tiles {
+    /// Loads palette 1 with eight tiles of 16 rows × 64 bytes. Only call after
+    /// [`available`] returned true.
+    pub fn configure() -> Self {
+        debug_assert!(available());
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1; // palette
+        for t in 0..8 {
+            cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            cfg[48 + t] = TILE_ROWS as u8;
         }
+        // SAFETY: a valid palette-1 configuration; AMX is available (checked by callers).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
+        Tiles(())
     }
-    packed
 }
 
-/// Rows `rows` of C (a multiple of 32 from its start), every column.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_of_c(
-    rows: std::ops::Range<usize>,
-    n: usize,
-    k: usize,
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: releases this thread's tile state; no tile instruction follows.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// The left operand as AMX A tiles: rows of bf16, the depth padded to whole tiles with
+/// zeros, the rows to whole 32-row blocks.
+pub struct PackedA {
+    data: Vec<u16>,
+    rows: usize,
     k_pad: usize,
-    a: *const f32,
-    lda: usize,
-    packed_b: &[u16],
-    c: *mut f32,
-    ldc: usize,
-) {
-    if rows.is_empty() {
-        return;
-    }
-    let k_blocks = k_pad / TILE_K;
-    let col_blocks = n.div_ceil(TILE_ROWS);
-    // This part's rows of A in bf16, k_pad wide, padded to whole blocks of 32 rows.
-    let m_here = rows.len().div_ceil(BLOCK) * BLOCK;
-    let mut packed_a = vec![0u16; m_here * k_pad];
-    for (i, r) in rows.clone().enumerate() {
-        // SAFETY: row r < m of a holds k floats.
-        let src = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
-        for (d, &v) in packed_a[i * k_pad..][..k].iter_mut().zip(src) {
-            *d = bf16(v);
+}
+
+impl PackedA {
+    /// `rows` rows of `k` floats, `lda` apart, each multiplied by `scale` on the way.
+    ///
+    /// # Safety
+    ///
+    /// `a` holds those rows.
+    pub unsafe fn new(rows: usize, k: usize, a: *const f32, lda: usize, scale: f32) -> Self {
+        let k_pad = k.div_ceil(TILE_K) * TILE_K;
+        let mut data = vec![0u16; rows.div_ceil(BLOCK) * BLOCK * k_pad];
+        for r in 0..rows {
+            // SAFETY: row r of a holds k floats (the contract).
+            let src = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
+            for (d, &v) in data[r * k_pad..][..k].iter_mut().zip(src) {
+                *d = bf16(v * scale);
+            }
         }
+        Self { data, rows, k_pad }
     }
-    let mut edge = [0f32; BLOCK * BLOCK];
-    // SAFETY: AMX is available (the caller's contract); this thread's tile configuration.
-    unsafe { configure_tiles() };
-    for mb in 0..m_here / BLOCK {
-        for cb in (0..col_blocks).step_by(2) {
-            let two_b = cb + 1 < col_blocks;
-            // SAFETY: every tile load reads inside packed_a (32 rows of k_pad at this block)
-            // and packed_b (tiles cb and cb + 1, or cb twice at the last odd column block).
-            unsafe {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-                for kb in 0..k_blocks {
-                    let a0 = packed_a.as_ptr().add(mb * BLOCK * k_pad + kb * TILE_K);
-                    let a1 = a0.add(TILE_ROWS * k_pad);
-                    let b0 = packed_b.as_ptr().add((cb * k_blocks + kb) * TILE_ROWS * TILE_K);
-                    let b1 = if two_b { packed_b.as_ptr().add(((cb + 1) * k_blocks + kb) * TILE_ROWS * TILE_K) } else { b0 };
+
+    /// From rows of floats already in memory order: `rows` rows of `k` (the scores).
+    pub fn from_rows(rows: &[f32], k: usize) -> Self {
+        let n_rows = rows.len() / k.max(1);
+        // SAFETY: `rows` holds n_rows rows of k floats.
+        unsafe { Self::new(n_rows, k, rows.as_ptr(), k, 1.0) }
+    }
+
+    /// `C = self · Bᵀ` for this operand's rows (C's first `rows` rows, `ldc` apart), every
+    /// column of `b`.
+    ///
+    /// # Safety
+    ///
+    /// The depths agree (`b` packed with the same padded depth); `c` holds `self.rows` rows
+    /// of `b.n` writable floats `ldc` apart. A [`Tiles`] is alive on this thread.
+    pub unsafe fn times(&self, b: &PackedB, c: *mut f32, ldc: usize) {
+        assert_eq!(self.k_pad, b.k_pad, "operands of different depths");
+        let (k_pad, k_blocks, col_blocks) = (self.k_pad, self.k_pad / TILE_K, b.n.div_ceil(TILE_ROWS));
+        let mut edge = [0f32; BLOCK * BLOCK];
+        for mb in 0..self.rows.div_ceil(BLOCK) {
+            for cb in (0..col_blocks).step_by(2) {
+                let two_b = cb + 1 < col_blocks;
+                // SAFETY: every tile load reads inside self.data (32 rows of k_pad at this
+                // block) and b.data (tiles cb and cb + 1, or cb twice at the last odd block).
+                unsafe {
+                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                    for kb in 0..k_blocks {
+                        let a0 = self.data.as_ptr().add(mb * BLOCK * k_pad + kb * TILE_K);
+                        let a1 = a0.add(TILE_ROWS * k_pad);
+                        let b0 = b.data.as_ptr().add((cb * k_blocks + kb) * TILE_ROWS * TILE_K);
+                        let b1 = if two_b { b.data.as_ptr().add(((cb + 1) * k_blocks + kb) * TILE_ROWS * TILE_K) } else { b0 };
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}]",
+                            "tileloadd tmm5, [{a1} + {sa}]",
+                            "tileloadd tmm6, [{b0} + {sb}]",
+                            "tileloadd tmm7, [{b1} + {sb}]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0,
+                            a1 = in(reg) a1,
+                            b0 = in(reg) b0,
+                            b1 = in(reg) b1,
+                            sa = in(reg) k_pad * 2,
+                            sb = in(reg) TILE_K * 2,
+                            options(nostack, readonly),
+                        );
+                    }
+                    // C's 32 x 32 block: tmm0 | tmm1 over tmm2 | tmm3.
+                    let e = edge.as_mut_ptr();
                     asm!(
-                        "tileloadd tmm4, [{a0} + {sa}]",
-                        "tileloadd tmm5, [{a1} + {sa}]",
-                        "tileloadd tmm6, [{b0} + {sb}]",
-                        "tileloadd tmm7, [{b1} + {sb}]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0,
-                        a1 = in(reg) a1,
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b1,
-                        sa = in(reg) k_pad * 2,
-                        sb = in(reg) TILE_K * 2,
-                        options(nostack, readonly),
+                        "tilestored [{e0} + {s}], tmm0",
+                        "tilestored [{e1} + {s}], tmm1",
+                        "tilestored [{e2} + {s}], tmm2",
+                        "tilestored [{e3} + {s}], tmm3",
+                        e0 = in(reg) e,
+                        e1 = in(reg) e.add(TILE_ROWS),
+                        e2 = in(reg) e.add(TILE_ROWS * BLOCK),
+                        e3 = in(reg) e.add(TILE_ROWS * BLOCK + TILE_ROWS),
+                        s = in(reg) BLOCK * 4,
+                        options(nostack),
                     );
                 }
-                // C's 32 x 32 block: tmm0 | tmm1 over tmm2 | tmm3.
-                let stride = BLOCK * 4;
-                let e = edge.as_mut_ptr();
-                asm!(
-                    "tilestored [{e0} + {s}], tmm0",
-                    "tilestored [{e1} + {s}], tmm1",
-                    "tilestored [{e2} + {s}], tmm2",
-                    "tilestored [{e3} + {s}], tmm3",
-                    e0 = in(reg) e,
-                    e1 = in(reg) e.add(TILE_ROWS),
-                    e2 = in(reg) e.add(TILE_ROWS * BLOCK),
-                    e3 = in(reg) e.add(TILE_ROWS * BLOCK + TILE_ROWS),
-                    s = in(reg) stride,
-                    options(nostack),
-                );
-            }
-            let (r0, c0) = (rows.start + mb * BLOCK, cb * TILE_ROWS);
-            let (m_valid, n_valid) = ((rows.end - r0).min(BLOCK), (n - c0).min(if two_b { BLOCK } else { TILE_ROWS }));
-            for i in 0..m_valid {
-                // SAFETY: row r0 + i < rows.end <= m and columns c0 .. c0 + n_valid <= n of C.
-                let dst = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * ldc + c0), n_valid) };
-                dst.copy_from_slice(&edge[i * BLOCK..][..n_valid]);
+                let (r0, c0) = (mb * BLOCK, cb * TILE_ROWS);
+                let (m_valid, n_valid) = ((self.rows - r0).min(BLOCK), (b.n - c0).min(if two_b { BLOCK } else { TILE_ROWS }));
+                for i in 0..m_valid {
+                    // SAFETY: row r0 + i < self.rows, columns c0 .. c0 + n_valid <= b.n of C.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * ldc + c0), n_valid) };
+                    dst.copy_from_slice(&edge[i * BLOCK..][..n_valid]);
+                }
             }
         }
     }
-    // SAFETY: releases this thread's tile state (no tile instruction follows).
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// Loads this thread's tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
-unsafe fn configure_tiles() {
-    let mut cfg = [0u8; 64];
-    cfg[0] = 1; // palette
-    for t in 0..8 {
-        cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
-        cfg[48 + t] = TILE_ROWS as u8;
+/// The right operand as AMX B tiles: for each 16 columns of C and each 32 of depth, one
+/// 1 KB tile whose row `r` holds, for each of the 16 columns, the bf16 pair at depths
+/// `2r` and `2r + 1` ("VNNI" order). Zero past the last column and the depth.
+pub struct PackedB {
+    data: Vec<u16>,
+    n: usize,
+    k_pad: usize,
+}
+
+impl PackedB {
+    /// `n` columns of depth `k`: element `p` of column `j` is at `b + j * col_stride +
+    /// p * depth_stride` (weights stored one column per row: `(ldb, 1)`; a matrix `k × n`
+    /// stored by rows: `(1, ld)`).
+    ///
+    /// # Safety
+    ///
+    /// Every such element is readable.
+    pub unsafe fn new(n: usize, k: usize, b: *const f32, col_stride: usize, depth_stride: usize) -> Self {
+        let k_pad = k.div_ceil(TILE_K) * TILE_K;
+        let k_blocks = k_pad / TILE_K;
+        let mut data = vec![0u16; n.div_ceil(TILE_ROWS) * k_blocks * TILE_ROWS * TILE_K];
+        for col in 0..n {
+            let (cb, j) = (col / TILE_ROWS, col % TILE_ROWS);
+            for p in 0..k {
+                // SAFETY: the contract.
+                let v = unsafe { *b.add(col * col_stride + p * depth_stride) };
+                let (kb, kk) = (p / TILE_K, p % TILE_K);
+                data[((cb * k_blocks + kb) * TILE_ROWS + kk / 2) * TILE_K + j * 2 + kk % 2] = bf16(v);
+            }
+        }
+        Self { data, n, k_pad }
     }
-    // SAFETY: a valid palette-1 configuration; AMX is available (the caller's contract).
-    unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
 }
 
 #[cfg(test)]

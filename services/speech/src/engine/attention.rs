@@ -109,6 +109,11 @@ impl Layer {
     ///
     /// As [`mmc_encoder_attention`].
     unsafe fn task(&self, ith: usize, nth: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if super::amx::available() && AMX_ENABLED.load(Ordering::Relaxed) {
+            // SAFETY: as this function's.
+            return unsafe { self.task_on_amx(ith, nth) };
+        }
         let blocks = self.n_ctx.div_ceil(ROWS);
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let [row_q, row_k, row_v, row_out] = self.rows;
@@ -191,6 +196,61 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// The same layer on AMX tiles (`amx.rs`): Q, K, V and the probabilities in bf16, sums
+    /// in f32. Units of work are whole heads, dealt round-robin, so that each head's K and
+    /// V are packed into tiles once (`n_ctx × d` each, in L2) and then serve every block
+    /// of its query rows.
+    ///
+    /// # Safety
+    ///
+    /// As [`mmc_encoder_attention`], and AMX is available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn task_on_amx(&self, ith: usize, nth: usize) {
+        use super::amx::{PackedA, PackedB, Tiles};
+        let d = self.head_dim;
+        let scale = 1.0 / (d as f32).sqrt();
+        let [row_q, row_k, row_v, row_out] = self.rows;
+        let _tiles = Tiles::configure();
+        let mut scores = vec![0f32; ROWS * self.n_ctx];
+        let mut block_out = vec![0f32; ROWS * d];
+        for h in (ith..self.n_head).step_by(nth) {
+            let col = (h * d) as isize;
+            // K: one column of the scores per audio position, of depth d.
+            // SAFETY: this head's columns of all n_ctx rows of K (the contract).
+            let k = unsafe { PackedB::new(self.n_ctx, d, self.k.offset(col), row_k as usize, 1) };
+            // V: one output column per head dimension, of depth n_ctx.
+            // SAFETY: this head's columns of all n_ctx rows of V (the contract).
+            let v = unsafe { PackedB::new(d, self.n_ctx, self.v.offset(col), 1, row_v as usize) };
+            for r0 in (0..self.n_ctx).step_by(ROWS) {
+                let m = ROWS.min(self.n_ctx - r0);
+                // SAFETY: rows r0..r0 + m of Q, this head's columns; scaled by 1/√d here.
+                let q = unsafe { PackedA::new(m, d, self.q.offset(r0 as isize * row_q + col), row_q as usize, scale) };
+                let s = &mut scores[..m * self.n_ctx];
+                // SAFETY: `s` is m rows of n_ctx; the tiles are configured above.
+                unsafe { q.times(&k, s.as_mut_ptr(), self.n_ctx) };
+                let mut inv_sums = [0.0f32; ROWS];
+                for (row, inv_sum) in s.chunks_exact_mut(self.n_ctx).zip(inv_sums.iter_mut()) {
+                    *inv_sum = 1.0 / exp_shifted_in_place(row);
+                }
+                // SAFETY: `block_out` is m rows of d.
+                unsafe { PackedA::from_rows(s, self.n_ctx).times(&v, block_out.as_mut_ptr(), d) };
+                for (r, inv_sum) in inv_sums[..m].iter().enumerate() {
+                    // SAFETY: row r0 + r of `out`, this head's d columns (this unit's own).
+                    let row = unsafe { std::slice::from_raw_parts_mut(self.out.offset((r0 + r) as isize * row_out + col), d) };
+                    for (o, &x) in row.iter_mut().zip(&block_out[r * d..][..d]) {
+                        *o = x * inv_sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`Layer::task`] may use AMX where it is available (tests turn it off to
+/// compare both paths).
+static AMX_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Lanes of the hand-split reductions below (two AVX-512 or four AVX2 registers), so the
 /// compiler vectorises them (a plain float sum must keep its order and would not).
 const LANES: usize = 16;
@@ -227,9 +287,23 @@ mod tests {
     use super::*;
 
     /// The layer against the textbook formula in f64, for windows that are and are not a
-    /// multiple of the block, and any number of tasks (each computing its own share).
+    /// multiple of the block, and any number of tasks (each computing its own share): in
+    /// f32 (1e-4), and on AMX tiles where the CPU has them (bf16 inputs: the bound is what
+    /// rounding Q, K, V and the probabilities to 8 bits of mantissa can move). One test, so
+    /// that switching paths does not race another test.
     #[test]
     fn attention_matches_the_definition_for_any_window_and_task_count() {
+        AMX_ENABLED.store(false, Ordering::Relaxed);
+        check_against_the_definition(1e-4);
+        AMX_ENABLED.store(true, Ordering::Relaxed);
+        #[cfg(target_arch = "x86_64")]
+        if crate::engine::amx::available() {
+            check_against_the_definition(2e-2);
+        }
+    }
+
+    fn check_against_the_definition(tolerance: f64) {
+        let mut worst = 0f64;
         let value = |i: usize| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 500.0 - 2.0;
         for (n_ctx, n_head, d, nth) in [(70usize, 2usize, 64usize, 1usize), (130, 3, 64, 2), (512, 6, 64, 3), (33, 1, 32, 4)] {
             let n_state = n_head * d;
@@ -270,12 +344,14 @@ mod tests {
                     for j in 0..d {
                         let want = (0..n_ctx).map(|u| e[u] * at(&v, u, j)).sum::<f64>() / sum;
                         let got = out[t * stride + h * d + j] as f64;
-                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "window {n_ctx}, head {h}, row {t}, col {j}: {got} vs {want}");
+                        worst = worst.max((got - want).abs() / (1.0 + want.abs()));
+                        assert!((got - want).abs() <= tolerance * (1.0 + want.abs()), "window {n_ctx}, head {h}, row {t}, col {j}: {got} vs {want}");
                     }
                 }
             }
             // The padding past n_state is not written.
             assert!(out.chunks(stride).all(|row| row[n_state..].iter().all(|x| x.is_nan())));
         }
+        eprintln!("worst relative error {worst:.2e} (bound {tolerance:.0e})");
     }
 }
