@@ -1,5 +1,6 @@
 //! The encoder's matmuls on Intel AMX tiles (bf16 products, f32 sums), where the CPU has
-//! them; `blas.rs` sends `cblas_sgemm` here when it can.
+//! them: `blas.rs` sends ggml's `cblas_sgemm` calls here ([`sgemm_a_bt`]) and
+//! `attention.rs` its two products per head ([`PackedA`], [`PackedB`], [`Tiles`]).
 //!
 //! Why: after the attention, the mel spectrogram and the activations moved out of ggml's
 //! way, `perf` put a third of a tiny.en transcription in `gemm`'s AVX-512 f32 kernels,
