@@ -40,12 +40,6 @@ pub fn layers() -> u64 {
     LAYERS.load(Ordering::Relaxed)
 }
 
-/// Keeps [`mmc_encoder_attention`] in the link (whisper.cpp, linked after this crate,
-/// refers to it; see `blas::keep_linked`).
-pub fn keep_linked() {
-    std::hint::black_box(mmc_encoder_attention as *const ());
-}
-
 /// One layer's attention, the share of task `ith` of `nth`: rows `t` of `q`, `k`, `v` and
 /// `out` are `n_ctx` audio positions, `row_*` floats apart; head `h` is columns
 /// `h * d .. (h + 1) * d` of each row, `d = n_state / n_head`.

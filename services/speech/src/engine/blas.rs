@@ -49,13 +49,6 @@ pub fn amx_calls() -> u64 {
     AMX_CALLS.load(Ordering::Relaxed)
 }
 
-/// Keeps the two symbols in the link: ggml's BLAS backend (a C++ static library linked
-/// after this crate) refers to them, and the linker only keeps what is referred to by the
-/// time it reads a library. Called when a model loads.
-pub fn keep_linked() {
-    std::hint::black_box((cblas_sgemm as *const (), openblas_set_num_threads as *const ()));
-}
-
 /// OpenBLAS's thread setting, which ggml's BLAS backend calls before each matmul.
 #[unsafe(no_mangle)]
 pub extern "C" fn openblas_set_num_threads(threads: i32) {

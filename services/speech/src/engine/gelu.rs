@@ -25,12 +25,6 @@ pub fn nodes() -> u64 {
     NODES.load(Ordering::Relaxed)
 }
 
-/// Keeps [`mmc_bias_gelu`] in the link (whisper.cpp, linked after this crate, refers to it;
-/// see `blas::keep_linked`).
-pub fn keep_linked() {
-    std::hint::black_box(mmc_bias_gelu as *const ());
-}
-
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, ggml's GELU, with `tanh` from one `e^-2|y|`
 /// (always ≤ 0, the range `exp_fast` covers) so that a loop of it vectorises.
 #[inline(always)]

@@ -33,12 +33,6 @@ pub fn frames() -> u64 {
     FRAMES.load(Ordering::Relaxed)
 }
 
-/// Keeps [`mmc_log_mel`] in the link (whisper.cpp, linked after this crate, refers to it;
-/// see `blas::keep_linked`).
-pub fn keep_linked() {
-    std::hint::black_box(mmc_log_mel as *const ());
-}
-
 /// The planned 400-point real FFT (planning costs far more than one transform).
 fn plan() -> &'static Arc<dyn RealToComplex<f32>> {
     static PLAN: OnceLock<Arc<dyn RealToComplex<f32>>> = OnceLock::new();

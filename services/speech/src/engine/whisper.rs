@@ -178,10 +178,7 @@ impl WhisperModel {
         gpu: Option<usize>,
     ) -> Result<Self, EngineError> {
         whisper_rs::install_logging_hooks();
-        super::blas::keep_linked();
-        super::attention::keep_linked();
-        super::mel::keep_linked();
-        super::gelu::keep_linked();
+        super::keep_linked();
         if !path.is_file() {
             return Err(EngineError::Load(format!(
                 "{} not found: run `mmc models fetch` (it converts the bundled Whisper to whisper.cpp's format)",
