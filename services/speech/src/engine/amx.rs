@@ -128,17 +128,17 @@ impl SendPtr {
 pub struct Tiles(());
 
 impl Tiles {
-    /// Loads palette 1 with eight tiles of 16 rows × 64 bytes. Only call after
-    /// [`available`] returned true.
+    /// Loads palette 1 with eight tiles of 16 rows × 64 bytes. Panics where AMX is not
+    /// [`available`] (a tile instruction there would kill the process with SIGILL).
     pub fn configure() -> Self {
-        debug_assert!(available());
+        assert!(available(), "AMX tiles used where the CPU or the OS does not provide them");
         let mut cfg = [0u8; 64];
         cfg[0] = 1; // palette
         for t in 0..8 {
             cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
             cfg[48 + t] = TILE_ROWS as u8;
         }
-        // SAFETY: a valid palette-1 configuration; AMX is available (checked by callers).
+        // SAFETY: a valid palette-1 configuration; AMX is available (asserted above).
         unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
         Tiles(())
     }

@@ -10,9 +10,10 @@
 //! definition (same Hann window and filters, read from whisper.cpp, products summed in
 //! f64), a small fraction of the work.
 //!
-//! The wiring: `services/speech/whisper-cpp/patch.cmake` replaces the frame loop of
-//! whisper.cpp's `log_mel_spectrogram` (CPU builds) with a call to [`mmc_log_mel`];
-//! whisper.cpp keeps everything around it (the reflect and 30 s zero padding, the frame
+//! The wiring: `services/speech/whisper-cpp/patch.cmake` puts a call to [`mmc_log_mel`]
+//! before the frame loop of whisper.cpp's `log_mel_spectrogram` (CPU builds), which then
+//! runs only if the call declines (a frame size other than Whisper's); whisper.cpp keeps
+//! everything around it (the reflect and 30 s zero padding, the frame
 //! count, the clamp to 8 below the maximum and the scaling), so what the decoder sees is
 //! built as before.
 
