@@ -206,38 +206,42 @@ impl Layer {
         let scale = 1.0 / (d as f32).sqrt();
         let [row_q, row_k, row_v, row_out] = self.rows;
         let _tiles = Tiles::configure();
-        let mut scores = vec![0f32; ROWS * self.n_ctx];
         let mut block_out = vec![0f32; ROWS * d];
-        for h in (ith..self.n_head).step_by(nth) {
-            let col = (h * d) as isize;
-            // K: one column of the scores per audio position, of depth d.
-            // SAFETY: this head's columns of all n_ctx rows of K (the contract).
-            let k = unsafe { PackedB::new(self.n_ctx, d, self.k.offset(col), row_k as usize, 1) };
-            // V: one output column per head dimension, of depth n_ctx.
-            // SAFETY: this head's columns of all n_ctx rows of V (the contract).
-            let v = unsafe { PackedB::new(d, self.n_ctx, self.v.offset(col), 1, row_v as usize) };
-            for r0 in (0..self.n_ctx).step_by(ROWS) {
-                let m = ROWS.min(self.n_ctx - r0);
-                // SAFETY: rows r0..r0 + m of Q, this head's columns; scaled by 1/√d here.
-                let q = unsafe { PackedA::new(m, d, self.q.offset(r0 as isize * row_q + col), row_q as usize, scale) };
-                let s = &mut scores[..m * self.n_ctx];
-                // SAFETY: `s` is m rows of n_ctx; the tiles are configured above.
-                unsafe { q.times(&k, s.as_mut_ptr(), self.n_ctx) };
-                let mut inv_sums = [0.0f32; ROWS];
-                for (row, inv_sum) in s.chunks_exact_mut(self.n_ctx).zip(inv_sums.iter_mut()) {
-                    *inv_sum = 1.0 / exp_shifted_in_place(row);
-                }
-                // SAFETY: `block_out` is m rows of d.
-                unsafe { PackedA::from_rows(s, self.n_ctx).times(&v, block_out.as_mut_ptr(), d) };
-                for (r, inv_sum) in inv_sums[..m].iter().enumerate() {
-                    // SAFETY: row r0 + r of `out`, this head's d columns (this unit's own).
-                    let row = unsafe { std::slice::from_raw_parts_mut(self.out.offset((r0 + r) as isize * row_out + col), d) };
-                    for (o, &x) in row.iter_mut().zip(&block_out[r * d..][..d]) {
-                        *o = x * inv_sum;
+        // The same per-thread score buffer as the f32 path (grows to ROWS x window once).
+        SCORES.with(|scores| {
+            let mut scores = scores.borrow_mut();
+            scores.resize(ROWS * self.n_ctx, 0.0);
+            for h in (ith..self.n_head).step_by(nth) {
+                let col = (h * d) as isize;
+                // K: one column of the scores per audio position, of depth d.
+                // SAFETY: this head's columns of all n_ctx rows of K (the contract).
+                let k = unsafe { PackedB::new(self.n_ctx, d, self.k.offset(col), row_k as usize, 1) };
+                // V: one output column per head dimension, of depth n_ctx.
+                // SAFETY: this head's columns of all n_ctx rows of V (the contract).
+                let v = unsafe { PackedB::new(d, self.n_ctx, self.v.offset(col), 1, row_v as usize) };
+                for r0 in (0..self.n_ctx).step_by(ROWS) {
+                    let m = ROWS.min(self.n_ctx - r0);
+                    // SAFETY: rows r0..r0 + m of Q, this head's columns; scaled by 1/√d here.
+                    let q = unsafe { PackedA::new(m, d, self.q.offset(r0 as isize * row_q + col), row_q as usize, scale) };
+                    let s = &mut scores[..m * self.n_ctx];
+                    // SAFETY: `s` is m rows of n_ctx; the tiles are configured above.
+                    unsafe { q.times(&k, s.as_mut_ptr(), self.n_ctx) };
+                    let mut inv_sums = [0.0f32; ROWS];
+                    for (row, inv_sum) in s.chunks_exact_mut(self.n_ctx).zip(inv_sums.iter_mut()) {
+                        *inv_sum = 1.0 / exp_shifted_in_place(row);
+                    }
+                    // SAFETY: `block_out` is m rows of d.
+                    unsafe { PackedA::from_rows(s, self.n_ctx).times(&v, block_out.as_mut_ptr(), d) };
+                    for (r, inv_sum) in inv_sums[..m].iter().enumerate() {
+                        // SAFETY: row r0 + r of `out`, this head's d columns (this unit's own).
+                        let row = unsafe { std::slice::from_raw_parts_mut(self.out.offset((r0 + r) as isize * row_out + col), d) };
+                        for (o, &x) in row.iter_mut().zip(&block_out[r * d..][..d]) {
+                            *o = x * inv_sum;
+                        }
                     }
                 }
             }
-        }
+        });
     }
 }
 
