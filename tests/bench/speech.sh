@@ -35,13 +35,10 @@ if ! "$venv/bin/python" -c "import faster_whisper, ctranslate2; assert ctranslat
   python3 -m venv "$venv" && "$venv/bin/pip" install -q faster-whisper==1.2.1 ctranslate2==4.8.5
 fi
 
-# The recording: LibriVox clips, a meeting script, LibriVox again (16 kHz mono).
-lv=/usr/share/pocketsphinx/test/data/librivox
-espeak-ng -v en-us -s 160 -w "$work/meeting.wav" "Good morning everyone. Let's start the weekly planning meeting. \
-The first item is the budget for the new website. We decided to move the product launch to the fifteenth of March. \
-Anna will update the project plan by Friday. Finally, the team agreed to hire two more engineers. Thank you all."
-sox "$work/meeting.wav" -r 16000 "$work/meeting16.wav"
-sox "$lv"/*.wav "$work/meeting16.wav" "$lv"/*.wav "$work/meeting16.wav" "$work/audio.wav"
+# The recording: LibriVox clips, a meeting script, both again (16 kHz mono).
+# shellcheck source=tests/bench/recording.sh
+source tests/bench/recording.sh
+bench_recording "$work"
 sox "$work/audio.wav" -t raw -e float -b 32 "$work/audio.f32"
 echo "[bench] audio: $(soxi -D "$work/audio.wav") s, threads: $threads, runs: $runs, weights: $(basename "$ggml")" >&2
 

@@ -38,6 +38,9 @@ use tokio_stream::StreamExt as _;
 pub enum BenchCommand {
     /// Time the user jobs end to end through a running gateway (see tests/bench/jobs.sh).
     Jobs(JobsArgs),
+    /// Call the model services directly: record or compare their outputs, time them (see
+    /// tests/bench/gpu.sh, which compares CPU and CUDA).
+    Models(crate::bench_models::ModelsArgs),
 }
 
 /// One part of the jobs bench.
@@ -94,7 +97,10 @@ pub struct JobsArgs {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
-    let BenchCommand::Jobs(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Jobs(args) => args,
+        BenchCommand::Models(args) => return crate::bench_models::run(args).await,
+    };
     let channel = crate::cli_client::connect(&args.gateway).await.with_context(|| format!("cannot reach the gateway at {}", args.gateway))?;
     let client = GatewayServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
     match args.part {

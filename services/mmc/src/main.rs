@@ -13,6 +13,7 @@
 //! - `mmc bench jobs`: the user jobs timed end to end, per stage (see `bench`).
 
 mod bench;
+mod bench_models;
 mod certs_cmd;
 mod cli_client;
 mod client_cmd;
