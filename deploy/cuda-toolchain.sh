@@ -6,7 +6,8 @@
 #   nvidia-cuda-crt 13.0.88       nvcc's crt/ headers
 #   nvidia-cuda-runtime 13.0.96   the CUDA runtime headers (cuda_fp16.h, ...) and libcudart
 #   nvidia-cuda-cccl 13.0.85      CUB, Thrust and libcu++ headers
-# each pinned by version and sha256, into $MMC_TOOLS_DIR/cuda-13.0 (default ~/.cache/mmc),
+#   nvidia-cuda-culibos 13.0.85   libculibos.a (whisper-rs-sys links it for CUDA builds)
+# each pinned by version and sha256 (six wheels), into $MMC_TOOLS_DIR/cuda-13.0 (default ~/.cache/mmc),
 # laid out as a CUDA toolkit root (bin/, include/, lib/). Idempotent.
 #
 # Why CUDA 13: the CUDA 12 wheels (nvidia-cuda-nvcc-cu12, up to 12.9) ship ptxas and
@@ -55,6 +56,7 @@ WHEELS=(
   "nvidia-cuda-cccl 13.0.85 manylinux2014_x86_64.manylinux_2_17_x86_64 e0da7ad981f3a8aff08241b5bfc1af868742a63e2762f53a5171c492ef242649"
   "nvidia-cuda-crt 13.0.88 manylinux2014_x86_64.manylinux_2_17_x86_64 2c8043c7c9e02492716426e9919fc78d2c5b3b2a7a768a88e952676b08aa55a4"
   "nvidia-nvvm 13.0.88 manylinux2010_x86_64.manylinux_2_12_x86_64 c5f41ffeb6466944a026dfa5317d7d85355c119bbec279205d22f1869d1054e0"
+  "nvidia-cuda-culibos 13.0.85 manylinux2014_x86_64.manylinux_2_17_x86_64 5c178858405f485367175e14f8a7536af6c86c5c428d25301f2218406c316ba0"
 )
 
 CUBLAS="nvidia-cublas 13.0.2.14 manylinux_2_27_x86_64 0cf238ffdbe46c00cb9aa98e7bca745c223a5ca5a53e686ac8b3e5a08fe80d6c"
@@ -77,7 +79,7 @@ if [ "$(uname -m)" != x86_64 ]; then
   exit 1
 fi
 
-if [ ! -x "$root/bin/nvcc" ] || [ ! -f "$root/.installed" ]; then
+if [ ! -x "$root/bin/nvcc" ] || [ ! -f "$root/.installed" ] || [ ! -f "$root/lib/libculibos.a" ]; then
   say "installing CUDA $VERSION (nvcc, cicc, runtime headers, CCCL) into $root"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
@@ -154,6 +156,6 @@ export CUDA_PATH="$root"
 export CUDA_HOME="$root"
 export CUDAToolkit_ROOT="$root"
 export PATH="$root/bin:\$PATH"
-export LIBRARY_PATH="$root/lib\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
+export LIBRARY_PATH="$root/lib:$root/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 export CUDA_COMPUTE_CAP="\${CUDA_COMPUTE_CAP:-90}"
 EOF

@@ -48,12 +48,12 @@ step "build" cargo build --workspace --bins --tests --locked
 step "models fetch (bundled)" ./target/debug/mmc models fetch --profile bundled
 step "test assets fetch (photos, vocabularies)" ./target/debug/mmc models fetch --profile test-assets
 step "tests" cargo test --workspace --locked --no-fail-fast
-# The GPU path compiles without a GPU (issue #31): CUDA 13's compiler from PyPI wheels
-# (deploy/cuda-toolchain.sh, pinned), then candle's kernels (nvcc, compute capability 9.0:
-# H100/H200) and the embed, caption and textgen services' Rust code with their `cuda`
-# features. A check, not a link: linking needs the driver's libcuda stub and cuBLAS, which
-# the CUDA image's build stage has (deploy/docker/Dockerfile.cuda); whisper.cpp's CUDA
-# backend (mmc-speech/cuda) is not compiled here (docs/deploy.md).
+# The GPU path compiles without a GPU (issue #31): CUDA 13.0's compiler from PyPI wheels
+# (deploy/cuda-toolchain.sh, pinned; it also writes the link stubs), then candle's kernels
+# (nvcc, compute capability 9.0: H100/H200) and the embed, caption and textgen services'
+# Rust code with their `cuda` features. A check, not a link, and without whisper.cpp's CUDA
+# backend (mmc-speech/cuda): those two take about 40 minutes more on 2 cores;
+# `tests/bench/gpu.sh pack` builds and links all four (docs/deploy.md).
 cuda_check() (
   eval "$(bash deploy/cuda-toolchain.sh)"
   CUDA_COMPUTE_CAP=90 cargo check --locked --bins -p mmc-embed -p mmc-caption -p mmc-textgen \

@@ -11,7 +11,7 @@
 #
 #   bash tests/bench/gpu.sh pack       # on the build machine (x86_64 Linux, no GPU needed):
 #                                      # CUDA binaries (deploy/cuda-toolchain.sh), models, a
-#                                      # recording -> .gpu-bundle/part-NN/ (each <= 56 MiB)
+#                                      # recording -> .gpu-bundle/part-NN/ (each <= 54 MiB)
 #   bash tests/bench/gpu.sh stage NN   # on the GPU machine, once per part (in any order),
 #                                      # each call carrying .gpu-bundle/part-NN
 #   bash tests/bench/gpu.sh run        # on the GPU machine: joins the parts, checks their
@@ -22,58 +22,60 @@
 # .gpu-bundle/results/. Settings: CUDA_COMPUTE_CAP (pack; default 90 = H100/H200),
 # GPU_BENCH_RUNS (runs per figure, default 3), GPU_BENCH_DEVICE (run; default cuda, `cpu`
 # rehearses the whole script on a machine without a GPU, comparing the CPU with itself),
-# GPU_BENCH_SPEECH=0 (pack without whisper.cpp's CUDA backend, the longest compile).
+# GPU_BENCH_SPEECH=0 (pack without whisper.cpp's CUDA backend, the longest compile),
+# GPU_BENCH_PROFILE (pack; cargo profile, default release; `dev` for a quick rehearsal),
+# GPU_BENCH_ARGS (run; more `mmc bench models` options, e.g. "--streams 1,2").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
 bundle=$PWD/.gpu-bundle
 stage=${GPU_BENCH_STAGE:-/tmp/mmc-gpu-stage}
-part_bytes=$((56 << 20))
+part_bytes=$((54 << 20))
+profile=${GPU_BENCH_PROFILE:-release}
+out_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 say() { printf '\033[1m[gpu]\033[0m %s\n' "$*" >&2; }
 mark() { date +%s; }
 
 pack() {
-  local t0 speech_features=() speech_pkg=()
+  local t0 speech_feature=""
   t0=$(mark)
   local models=${MMC_MODELS_DIR:-$PWD/models}
   for f in all-minilm-l6-v2/model.safetensors efficientnet-lite0/model.safetensors smollm2-135m-instruct-q4_1/model.gguf \
            whisper-tiny.en-ct2/ggml-model-q8_0.bin test-photos; do
     [ -e "$models/$f" ] || { say "no $models/$f: run 'mmc models fetch --profile bundled' and '--profile test-assets' first"; exit 1; }
   done
-  if [ "${GPU_BENCH_SPEECH:-1}" = 1 ]; then
-    speech_features=(mmc-speech/cuda) speech_pkg=(-p mmc-speech)
-  fi
+  if [ "${GPU_BENCH_SPEECH:-1}" = 1 ]; then speech_feature=" mmc-speech/cuda"; fi
   # The CPU binaries first (the CLI, and mmc-speech's CPU build: the CUDA build of
   # whisper.cpp leaves out our CPU kernels, so the CPU side of the comparison uses this one).
-  cargo build --release --locked -q -p mmc -p mmc-speech --bins
+  # The whole workspace, as the tests build it, so that nothing is rebuilt for other features.
+  cargo build --profile "$profile" --locked -q --workspace --bins
   rm -rf "$bundle" && mkdir -p "$bundle/tree/bin" "$bundle/tree/models"
-  cp target/release/mmc "$bundle/tree/bin/mmc"
-  cp target/release/mmc-speech "$bundle/tree/bin/mmc-speech-cpu"
+  cp "$out_dir/mmc" "$bundle/tree/bin/mmc"
+  cp "$out_dir/mmc-speech" "$bundle/tree/bin/mmc-speech-cpu"
   say "CPU binaries: $(($(mark) - t0)) s"
 
   local t1
   t1=$(mark)
   if [ "${GPU_BENCH_DEVICE:-cuda}" = cpu ]; then
     # A rehearsal bundle for a machine without a GPU: the CPU builds in the CUDA builds' place.
-    cargo build --release --locked -q -p mmc-embed -p mmc-textgen --bins
-    cp target/release/mmc-embed target/release/mmc-textgen "$bundle/tree/bin/"
+    cp "$out_dir/mmc-embed" "$out_dir/mmc-textgen" "$bundle/tree/bin/"
     echo none > "$bundle/tree/compute_cap"
-    speech_features=()
   else
-    # The CUDA binaries, linked against deploy/cuda-toolchain.sh's stubs; they overwrite the
-    # CPU ones in target/release (the next CPU build relinks them).
-    local toolchain_args=()
-    [ ${#speech_features[@]} -eq 0 ] || toolchain_args=(--cublas)
+    # The CUDA binaries as deploy/docker/Dockerfile.cuda builds them (the whole workspace
+    # with the model services' `cuda` features), linked against deploy/cuda-toolchain.sh's
+    # stubs. They overwrite the CPU ones in target/ (the next CPU build relinks those).
     local cuda_env
-    cuda_env=$(bash deploy/cuda-toolchain.sh "${toolchain_args[@]}")
+    cuda_env=$(bash deploy/cuda-toolchain.sh ${speech_feature:+--cublas})
     eval "$cuda_env"
-    local features="mmc-embed/cuda,mmc-textgen/cuda${speech_features:+,${speech_features[0]}}"
-    CMAKE_CUDA_ARCHITECTURES="$CUDA_COMPUTE_CAP" cargo build --release --locked --bins -p mmc-embed -p mmc-textgen "${speech_pkg[@]}" --features "$features"
-    cp target/release/mmc-embed target/release/mmc-textgen "$bundle/tree/bin/"
-    [ ${#speech_pkg[@]} -eq 0 ] || cp target/release/mmc-speech "$bundle/tree/bin/mmc-speech"
+    local features="mmc-embed/cuda mmc-caption/cuda mmc-textgen/cuda$speech_feature"
+    CMAKE_CUDA_ARCHITECTURES="$CUDA_COMPUTE_CAP" cargo build --profile "$profile" --locked --workspace --bins --features "$features"
+    cp "$out_dir/mmc-embed" "$out_dir/mmc-textgen" "$bundle/tree/bin/"
+    [ -z "$speech_feature" ] || cp "$out_dir/mmc-speech" "$bundle/tree/bin/mmc-speech"
     echo "$CUDA_COMPUTE_CAP" > "$bundle/tree/compute_cap"
     say "CUDA binaries (compute capability $CUDA_COMPUTE_CAP, features $features): $(($(mark) - t1)) s"
   fi
+  # Line tables are for debugging here; the bundle travels in 54 MiB parts.
+  strip --strip-debug "$bundle"/tree/bin/*
   xz -T0 -6 "$bundle"/tree/bin/*
 
   # Models (only the files the services read), the test photos and the recording.
@@ -83,6 +85,9 @@ pack() {
   cp "$models"/efficientnet-lite0/model.safetensors "$m/efficientnet-lite0/"
   cp "$models"/smollm2-135m-instruct-q4_1/{model.gguf,tokenizer.json} "$m/smollm2-135m-instruct-q4_1/"
   cp "$models"/whisper-tiny.en-ct2/{config.json,ggml-model-q8_0.bin,tokenizer.json} "$m/whisper-tiny.en-ct2/"
+  for id in all-minilm-l6-v2 efficientnet-lite0 smollm2-135m-instruct-q4_1 whisper-tiny.en-ct2; do
+    cp "$models/$id/.mmc-verified.json" "$m/$id/" # the services' "fetched" stamp
+  done
   cp -r "$models/test-photos" "$m/"
   # shellcheck source=tests/bench/recording.sh
   source tests/bench/recording.sh
@@ -143,9 +148,9 @@ stop_all() {
   rm -f "$work/pids"
 }
 
-# One device's side: start the three services on `device`, then record or compare.
+# One side: start the three services on `device`, then record or compare under `label`.
 side() {
-  local device=$1 mode=$2 speech_bin=$3
+  local device=$1 label=$2 mode=$3 speech_bin=$4
   local m=$work/models runs=${GPU_BENCH_RUNS:-3}
   local embed textgen speech
   embed=$(start mmc-embed 46100 "$results/embed-$device.log" "$work/bin/mmc-embed" --models-dir "$m" --device "$device")
@@ -154,8 +159,8 @@ side() {
   speech=$(start mmc-speech 46120 "$results/speech-$device.log" "$work/bin/$speech_bin" --models-dir "$m" --device "$device" \
     --multilingual-model "" --concurrency 8 --spool-dir "$work")
   local status=0
-  "$work/bin/mmc" bench models --label "$device" --embed "$embed" --textgen "$textgen" --speech "$speech" \
-    --audio "$work/audio.wav" --photos "$m/test-photos" --runs "$runs" "$mode" "$results/outputs-cpu.json" \
+  "$work/bin/mmc" bench models --label "$label" --embed "$embed" --textgen "$textgen" --speech "$speech" \
+    --audio "$work/audio.wav" --photos "$m/test-photos" --runs "$runs" ${GPU_BENCH_ARGS:-} "$mode" "$results/outputs-cpu.json" \
     | tee -a "$results/lines.jsonl" || status=$?
   stop_all
   return "$status"
@@ -216,15 +221,16 @@ run() {
   fi
 
   say "CPU side (the same binaries on --device cpu; speech: the CPU build)"
-  side cpu --record mmc-speech-cpu
+  side cpu cpu --record mmc-speech-cpu
   local gpu_speech=mmc-speech
   [ -f "$work/bin/mmc-speech" ] || { gpu_speech=mmc-speech-cpu; say "no CUDA build of mmc-speech in the bundle: speech runs on the CPU build"; }
   [ "$device" = cpu ] && gpu_speech=mmc-speech-cpu
   say "$device side"
-  local status=0
-  side "$device" --compare "$gpu_speech" || status=$?
+  local status=0 label=$device
+  [ "$device" = cpu ] && label=rehearsal
+  side "$device" "$label" --compare "$gpu_speech" || status=$?
 
-  python3 - "$results/lines.jsonl" "$device" > "$results/table.md" <<'PY'
+  python3 - "$results/lines.jsonl" "$label" > "$results/table.md" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 device = sys.argv[2]

@@ -154,7 +154,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
         outputs.insert("textgen".into(), out);
         if !args.no_figures {
             for &streams in &args.streams {
-                figure(&args, "textgen", "tokens_per_s", &format!("{streams} streams, {} tokens each", args.max_tokens), || {
+                figure(&args, "textgen", "tokens_per_s", &format!("streams: {streams}, tokens each: {}", args.max_tokens), || {
                     generate_at_once(client.clone(), streams, args.max_tokens)
                 })
                 .await?;
@@ -172,7 +172,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
         outputs.insert("speech".into(), out);
         if !args.no_figures {
             for &streams in &args.speech_streams {
-                figure(&args, "speech", "audio_s_per_s", &format!("{streams} recordings at once"), || {
+                figure(&args, "speech", "audio_s_per_s", &format!("recordings at once: {streams}"), || {
                     transcribe_at_once(client.clone(), bytes.clone(), streams)
                 })
                 .await?;
