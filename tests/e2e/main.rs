@@ -3,6 +3,7 @@
 //! test command does both).
 
 mod api_keys;
+mod bench_models;
 mod caption_service;
 mod cli_client;
 mod cluster_up;
