@@ -137,7 +137,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(endpoint) = &args.embed {
         let client = EmbedServiceClient::new(connect(endpoint, "embedding").await?).max_decoding_message_size(64 << 20);
         let out = embed_outputs(client.clone(), &args).await?;
-        if let Some(r) = reference.as_ref().and_then(|r| r.get("embed")) {
+        if let Some(r) = section(&mut checks, &reference, "embed") {
             compare_embeddings(&mut checks, r, &out);
         }
         outputs.insert("embed".into(), out);
@@ -148,7 +148,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(endpoint) = &args.textgen {
         let client = TextGenServiceClient::new(connect(endpoint, "text-generation").await?);
         let out = greedy_outputs(client.clone(), args.max_tokens.min(64)).await?;
-        if let Some(r) = reference.as_ref().and_then(|r| r.get("textgen")) {
+        if let Some(r) = section(&mut checks, &reference, "textgen") {
             compare_tokens(&mut checks, r, &out);
         }
         outputs.insert("textgen".into(), out);
@@ -166,7 +166,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
         let bytes: Arc<[u8]> = std::fs::read(audio).with_context(|| format!("reading {}", audio.display()))?.into();
         let (text, _) = transcribe(client.clone(), bytes.clone()).await?;
         let out = json!({ "text": text });
-        if let Some(r) = reference.as_ref().and_then(|r| r.get("speech")) {
+        if let Some(r) = section(&mut checks, &reference, "speech") {
             compare_transcripts(&mut checks, r, &out);
         }
         outputs.insert("speech".into(), out);
@@ -201,6 +201,17 @@ impl Checks {
         self.failed += usize::from(!held);
         println!("{}", json!({ "check": check, "service": service, "label": self.label, "value": value, "bound": bound, "held": held }));
     }
+}
+
+/// The reference's outputs of `service` when comparing; a reference without them fails a
+/// check (a comparison that silently skipped a service would prove nothing).
+fn section<'a>(checks: &mut Checks, reference: &'a Option<Value>, service: &str) -> Option<&'a Value> {
+    let reference = reference.as_ref()?;
+    let found = reference.get(service);
+    if found.is_none() {
+        checks.report(service, "reference_has_outputs", 0.0, "present", false);
+    }
+    found
 }
 
 /// Runs `measure` (which returns a count of units and its wall time) `--runs` times and
@@ -474,6 +485,17 @@ mod tests {
         assert_eq!(c.failed, 1, "two prompts in four parting early fail");
         compare_tokens(&mut c, &reference, &prompts(&[&long, &long, &long, &long], -1.5));
         assert_eq!(c.failed, 2, "the same tokens with log-probabilities 1 nat apart fail");
+    }
+
+    #[test]
+    fn a_reference_without_a_services_outputs_fails() {
+        let mut c = checks();
+        assert!(section(&mut c, &None, "speech").is_none(), "recording, not comparing");
+        assert_eq!(c.failed, 0);
+        let reference = Some(json!({ "embed": {} }));
+        assert!(section(&mut c, &reference, "embed").is_some());
+        assert!(section(&mut c, &reference, "speech").is_none());
+        assert_eq!(c.failed, 1);
     }
 
     #[test]
