@@ -194,6 +194,10 @@ run() {
   # The GPU and the CUDA libraries: the driver's libcuda from the system, cuBLAS, cuRAND and
   # NVRTC from wherever this machine keeps them (a CUDA toolkit, or the pip wheels that
   # PyTorch uses).
+  if [ "$device" != cpu ] && ! command -v nvidia-smi > /dev/null; then
+    say "no nvidia-smi here: the NVIDIA driver is missing (or GPU_BENCH_DEVICE=cpu for a rehearsal)"
+    exit 1
+  fi
   {
     echo "date: $(date -u +%FT%TZ)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) threads"
@@ -204,10 +208,10 @@ run() {
   } | tee "$results/machine.txt" >&2
   if [ "$device" != cpu ]; then
     local dirs=""
-    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
-      ldconfig -p | grep -q "$lib" && continue
+    for lib in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
+      if ldconfig -p | grep -q "$lib"; then continue; fi
       local found
-      found=$(find /usr/local/cuda*/ /usr/lib /opt /usr/local/lib -name "$lib" 2>/dev/null | head -1 || true)
+      found=$(find /usr/local/nvidia /usr/local/cuda*/ /usr/lib /opt /usr/local/lib -name "$lib" 2>/dev/null | head -1 || true)
       [ -n "$found" ] && dirs="$dirs:$(dirname "$found")"
     done
     export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
