@@ -18,17 +18,19 @@
 #                                      # sha256, runs CPU then CUDA, prints the table
 #   bash tests/bench/gpu.sh all        # pack and run on one machine that has both
 #
-# `run` writes its lines and the table under $OUT when that is set, else under
-# .gpu-bundle/results/. Settings: CUDA_COMPUTE_CAP (pack; default 90 = H100/H200),
+# `run` writes five files under $OUT when that is set, else under .gpu-bundle/results/:
+# lines.jsonl (every check and figure), machine.txt, table.md, outputs-cpu.json (the CPU's
+# outputs) and services.log (the end of each service's log). Settings: CUDA_COMPUTE_CAP (pack; default 90 = H100/H200),
 # GPU_BENCH_RUNS (runs per figure, default 3), GPU_BENCH_DEVICE (run; default cuda, `cpu`
 # rehearses the whole script on a machine without a GPU, comparing the CPU with itself),
 # GPU_BENCH_SPEECH=0 (pack without whisper.cpp's CUDA backend, the longest compile),
 # GPU_BENCH_PROFILE (pack; cargo profile, default release; `dev` for a quick rehearsal),
-# GPU_BENCH_ARGS (run; more `mmc bench models` options, e.g. "--streams 1,2").
+# GPU_BENCH_ARGS (run; more `mmc bench models` options, e.g. "--streams 1,2"),
+# GPU_BENCH_BUNDLE (the bundle's folder, default .gpu-bundle).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="${MMC_TOOLS_DIR:-$HOME/.cache/mmc}/bin:$PATH"
-bundle=$PWD/.gpu-bundle
+bundle=${GPU_BENCH_BUNDLE:-$PWD/.gpu-bundle}
 stage=${GPU_BENCH_STAGE:-/tmp/mmc-gpu-stage}
 part_bytes=$((54 << 20))
 profile=${GPU_BENCH_PROFILE:-release}
@@ -50,6 +52,8 @@ pack() {
   # The whole workspace, as the tests build it, so that nothing is rebuilt for other features.
   cargo build --profile "$profile" --locked -q --workspace --bins
   rm -rf "$bundle" && mkdir -p "$bundle/tree/bin" "$bundle/tree/models"
+  # Which sources the binaries come from (a bundle outlives the checkout that made it).
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services Cargo.lock || echo ' with uncommitted changes')" > "$bundle/tree/commit"
   cp "$out_dir/mmc" "$bundle/tree/bin/mmc"
   cp "$out_dir/mmc-speech" "$bundle/tree/bin/mmc-speech-cpu"
   say "CPU binaries: $(($(mark) - t0)) s"
@@ -153,10 +157,10 @@ side() {
   local device=$1 label=$2 mode=$3 speech_bin=$4
   local m=$work/models runs=${GPU_BENCH_RUNS:-3}
   local embed textgen speech
-  embed=$(start mmc-embed 46100 "$results/embed-$device.log" "$work/bin/mmc-embed" --models-dir "$m" --device "$device")
-  textgen=$(start mmc-textgen 46110 "$results/textgen-$device.log" "$work/bin/mmc-textgen" --models-dir "$m" --device "$device" \
+  embed=$(start mmc-embed 46100 "$work/logs/embed-$label.log" "$work/bin/mmc-embed" --models-dir "$m" --device "$device")
+  textgen=$(start mmc-textgen 46110 "$work/logs/textgen-$label.log" "$work/bin/mmc-textgen" --models-dir "$m" --device "$device" \
     --max-sequences 16)
-  speech=$(start mmc-speech 46120 "$results/speech-$device.log" "$work/bin/$speech_bin" --models-dir "$m" --device "$device" \
+  speech=$(start mmc-speech 46120 "$work/logs/speech-$label.log" "$work/bin/$speech_bin" --models-dir "$m" --device "$device" \
     --multilingual-model "" --concurrency 8 --spool-dir "$work")
   local status=0
   "$work/bin/mmc" bench models --label "$label" --embed "$embed" --textgen "$textgen" --speech "$speech" \
@@ -173,7 +177,9 @@ run() {
   mkdir -p "$results"
   : > "$results/lines.jsonl"
   work=$(mktemp -d)
-  trap 'stop_all; rm -rf "$work"' EXIT
+  mkdir "$work/logs"
+  # The services' logs end up in one file: a lent machine sends back at most 8 files.
+  trap 'stop_all; tail -n 200 "$work"/logs/*.log > "$results/services.log" 2>/dev/null; rm -rf "$work"' EXIT
 
   # Join and check the parts (staged ones first, then any still in the bundle folder).
   local parts=()
@@ -204,7 +210,7 @@ run() {
     if [ "$device" != cpu ]; then
       echo "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader)"
     fi
-    echo "binaries: compute capability $(cat "$work/compute_cap")"
+    echo "binaries: compute capability $(cat "$work/compute_cap"), commit $(cat "$work/commit" 2>/dev/null || echo unknown)"
   } | tee "$results/machine.txt" >&2
   if [ "$device" != cpu ]; then
     local dirs=""
