@@ -169,9 +169,8 @@ fn report(job: &str, case: String, wall_ms: &[f64], total: Duration, stages: Val
     println!("{line}");
 }
 
-/// `count` photos: each file of `dirs` once, then again with `#n` appended after the
-/// image's end (decoders stop at the end marker, the content hash differs).
-fn photos(dirs: &[PathBuf], count: usize) -> anyhow::Result<Vec<Image>> {
+/// The JPEG and PNG files in `dirs`, sorted; an error naming the fetch command when none.
+pub(crate) fn photo_files(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -186,6 +185,13 @@ fn photos(dirs: &[PathBuf], count: usize) -> anyhow::Result<Vec<Image>> {
     if files.is_empty() {
         bail!("no photos in {dirs:?} (run `mmc models fetch --profile test-assets`)");
     }
+    Ok(files)
+}
+
+/// `count` photos: each file of `dirs` once, then again with `#n` appended after the
+/// image's end (decoders stop at the end marker, the content hash differs).
+fn photos(dirs: &[PathBuf], count: usize) -> anyhow::Result<Vec<Image>> {
+    let files = photo_files(dirs)?;
     let mut images = Vec::with_capacity(count);
     for i in 0..count {
         let path = &files[i % files.len()];

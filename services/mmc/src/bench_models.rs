@@ -136,13 +136,14 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut outputs = serde_json::Map::new();
     if let Some(endpoint) = &args.embed {
         let client = EmbedServiceClient::new(connect(endpoint, "embedding").await?).max_decoding_message_size(64 << 20);
-        let out = embed_outputs(client.clone(), &args).await?;
+        let photos = photo_images(&args.photos)?;
+        let out = embed_outputs(client.clone(), photos.clone()).await?;
         if let Some(r) = section(&mut checks, &reference, "embed") {
             compare_embeddings(&mut checks, r, &out);
         }
         outputs.insert("embed".into(), out);
         if !args.no_figures {
-            embed_figures(client, &args).await?;
+            embed_figures(client, &photos, &args).await?;
         }
     }
     if let Some(endpoint) = &args.textgen {
@@ -239,17 +240,9 @@ where
 
 type EmbedClient = EmbedServiceClient<Authed>;
 
+/// Each photo of `dir` once, named by its file name.
 fn photo_images(dir: &std::path::Path) -> anyhow::Result<Vec<Image>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no photos in {} (run `mmc models fetch --profile test-assets`)", dir.display());
-    }
-    files
+    crate::bench::photo_files(&[dir.to_path_buf()])?
         .iter()
         .map(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("photo").to_string();
@@ -262,10 +255,9 @@ fn photo_images(dir: &std::path::Path) -> anyhow::Result<Vec<Image>> {
         .collect()
 }
 
-async fn embed_outputs(mut client: EmbedClient, args: &ModelsArgs) -> anyhow::Result<Value> {
+async fn embed_outputs(mut client: EmbedClient, photos: Vec<Image>) -> anyhow::Result<Value> {
     let texts =
         client.embed_text(EmbedTextRequest { texts: TEXTS.iter().map(|t| t.to_string()).collect(), reject_overlong: false }).await?.into_inner();
-    let photos = photo_images(&args.photos)?;
     let names: Vec<String> = photos.iter().map(|p| p.source_name.clone()).collect();
     let images = client.embed_image(EmbedImageRequest { images: photos }).await?.into_inner();
     Ok(json!({
@@ -301,9 +293,8 @@ fn compare_embeddings(checks: &mut Checks, reference: &Value, ours: &Value) {
     checks.report("embed", "embedding_min_cosine", worst, ">= 0.999", same_inputs && worst >= 0.999);
 }
 
-async fn embed_figures(client: EmbedClient, args: &ModelsArgs) -> anyhow::Result<()> {
+async fn embed_figures(client: EmbedClient, photos: &[Image], args: &ModelsArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = (0..32).map(|i| format!("{} ({i})", TEXTS[i % TEXTS.len()])).collect();
-    let photos = photo_images(&args.photos)?;
     let images: Vec<Image> = (0..8).map(|i| photos[i % photos.len()].clone()).collect();
     let (requests, concurrency) = (args.embed_requests.max(1), args.embed_concurrency.max(1));
     let case = |unit: &str, per: usize| format!("{per} {unit} per request, {concurrency} requests at once");
